@@ -1,0 +1,17 @@
+//! The safehouse isolation engine: turns a plan into a running sandbox and tears it down.
+//!
+//! Host side: [`run`] (checks, cgroup, clone, id maps, supervision). Sandbox side:
+//! [`setup`] (the ordered setup steps), [`mounts`] (the filesystem view) and [`init`]
+//! (PID 1 of the sandbox).
+
+pub mod cgroup;
+pub mod error;
+pub mod host;
+pub mod init;
+pub mod mounts;
+pub mod report;
+pub mod run;
+pub mod setup;
+
+pub use error::JailError;
+pub use run::{run, Outcome, RunSpec};

@@ -1,0 +1,200 @@
+//! Executes a mount plan inside the sandbox's new mount namespace.
+//!
+//! The sequence follows bubblewrap's: make every mount private, mount the new root on a
+//! staging directory, pivot into it with the old root kept at /oldroot, bind what the plan
+//! asks for from /oldroot, then detach /oldroot so nothing of the host stays reachable.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+use safehouse_policy::plan::{MountOp, Plan, RootSpec};
+use safehouse_sys::mount::{self as m, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
+
+const STAGING: &str = "/tmp";
+const OLDROOT: &str = "/oldroot";
+const HIDE_FILE: &str = "/.safehouse-hidden-file";
+const HIDE_DIR: &str = "/.safehouse-hidden-dir";
+
+/// Mount trees the host side prepared (root mode): sandbox path -> detached mount fd.
+pub type Prepared = BTreeMap<String, OwnedFd>;
+
+/// A failed step, named for the error message.
+fn step<T>(what: impl FnOnce() -> String, r: io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{}: {e}", what()))
+}
+
+fn mkdir_p(path: &str, mode: u32) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+}
+
+fn touch(path: &str, mode: u32) -> io::Result<()> {
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        mkdir_p(&parent.to_string_lossy(), 0o755)?;
+    }
+    fs::OpenOptions::new().write(true).create(true).truncate(false).mode(mode).open(path).map(drop)
+}
+
+fn exists(path: &str) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+const LOCKDOWN: u64 = m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NODEV;
+
+fn bind(src: &str, dst: &str, recursive: bool) -> io::Result<()> {
+    m::mount(Some(src), dst, None, MS_BIND | if recursive { MS_REC } else { 0 }, None)
+}
+
+fn make_readonly(path: &str, recursive: bool) -> io::Result<()> {
+    m::set_attr(None, path, recursive, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None)
+}
+
+/// Builds the whole filesystem view of the sandbox and leaves the process in its new root.
+pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -> Result<(), String> {
+    step(|| "make mounts private".into(), m::mount(None, "/", None, MS_REC | MS_PRIVATE, None))?;
+    let new_root = match &plan.root {
+        RootSpec::Tmpfs { size, inodes } => {
+            let opts = format!("size={size},nr_inodes={inodes},mode=0755");
+            step(|| "mount root tmpfs".into(), m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)))?;
+            STAGING.to_string()
+        }
+        RootSpec::Overlay { lower, size, inodes } => {
+            let opts = format!("size={size},nr_inodes={inodes},mode=0755");
+            step(|| "mount overlay upper tmpfs".into(), m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)))?;
+            for d in ["upper", "work", "root"] {
+                step(|| format!("create overlay {d} dir"), mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
+            }
+            let lower = match lower_fd {
+                Some(fd) => format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)),
+                None => lower.clone(),
+            };
+            let opts = format!("lowerdir={lower},upperdir={STAGING}/upper,workdir={STAGING}/work,userxattr");
+            let target = format!("{STAGING}/root");
+            step(|| format!("mount overlay over rootfs {lower}"), m::mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)))?;
+            target
+        }
+    };
+    step(|| "create /oldroot".into(), mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
+    step(|| "pivot_root".into(), m::pivot_root(&new_root, &format!("{new_root}{OLDROOT}")))?;
+    step(|| "chdir /".into(), std::env::set_current_dir("/"))?;
+
+    for op in &plan.ops {
+        apply(op, prepared)?;
+    }
+    Ok(())
+}
+
+fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
+    match op {
+        MountOp::Bind { host, path, writable, dir } => {
+            if *dir {
+                step(|| format!("create mount point {path}"), mkdir_p(path, 0o755))?;
+            } else {
+                step(|| format!("create mount point {path}"), touch(path, 0o644))?;
+            }
+            if let Some(tree) = prepared.remove(path) {
+                step(|| format!("attach {host} at {path}"), m::attach_tree(&tree, path))?;
+            } else {
+                step(|| format!("bind {host} at {path}"), bind(&format!("{OLDROOT}{host}"), path, true))?;
+            }
+            let attrs = if *writable { LOCKDOWN } else { LOCKDOWN | m::MOUNT_ATTR_RDONLY };
+            step(|| format!("restrict mount {path}"), m::set_attr(None, path, true, attrs, 0, None))?;
+        }
+        MountOp::Symlink { target, path } => {
+            step(|| format!("symlink {path}"), symlink(target, path))?;
+        }
+        MountOp::WritableDir { path } => {
+            step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
+            if path == "/tmp" || path == "/var/tmp" {
+                step(|| format!("chmod {path}"), fs::set_permissions(path, fs::Permissions::from_mode(0o1777)))?;
+            }
+            step(|| format!("bind {path}"), bind(path, path, false))?;
+            step(|| format!("restrict {path}"), m::set_attr(None, path, false, LOCKDOWN, 0, None))?;
+        }
+        MountOp::Proc { path } => {
+            step(|| format!("create {path}"), mkdir_p(path, 0o555))?;
+            step(|| "mount proc".into(), m::mount(Some("proc"), path, Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None))?;
+        }
+        MountOp::MaskWithNull { path } => {
+            if exists(path) {
+                step(|| format!("mask {path}"), bind(&format!("{OLDROOT}/dev/null"), path, false))?;
+                step(|| format!("restrict {path}"), make_readonly(path, false))?;
+            }
+        }
+        MountOp::ReadOnlyDir { path } => {
+            if exists(path) {
+                step(|| format!("bind {path}"), bind(path, path, true))?;
+                step(|| format!("make {path} read-only"), make_readonly(path, true))?;
+            }
+        }
+        MountOp::MaskDir { path } => {
+            if exists(path) {
+                step(|| format!("mask {path}"), m::mount(Some("tmpfs"), path, Some("tmpfs"), MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, Some("size=0,mode=0555")))?;
+            }
+        }
+        MountOp::Sysfs { path } => {
+            step(|| format!("create {path}"), mkdir_p(path, 0o555))?;
+            // Without sysfs the sandbox sees an empty /sys: stricter, so not an error.
+            let _ = m::mount(Some("sysfs"), path, Some("sysfs"), MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None);
+        }
+        MountOp::Dev { path, devices, shm_size } => build_dev(path, devices, *shm_size)?,
+        MountOp::Generated { path, contents } => {
+            if exists(path) {
+                let src = format!("/.safehouse-gen{}", path.replace('/', "-"));
+                step(|| format!("write {src}"), fs::write(&src, contents))?;
+                step(|| format!("bind {path}"), bind(&src, path, false))?;
+                step(|| format!("restrict {path}"), make_readonly(path, false))?;
+                step(|| format!("remove {src}"), fs::remove_file(&src))?;
+            }
+        }
+        MountOp::HideFile { path } => {
+            if !exists(HIDE_FILE) {
+                step(|| "create hidden-file source".into(), touch(HIDE_FILE, 0o000))?;
+            }
+            step(|| format!("hide {path}"), bind(HIDE_FILE, path, false))?;
+            step(|| format!("restrict {path}"), make_readonly(path, false))?;
+        }
+        MountOp::HideDir { path } => {
+            if !exists(HIDE_DIR) {
+                step(|| "create hidden-dir source".into(), fs::DirBuilder::new().mode(0o000).create(HIDE_DIR))?;
+            }
+            if !exists(path) {
+                step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
+            }
+            step(|| format!("hide {path}"), bind(HIDE_DIR, path, false))?;
+            step(|| format!("restrict {path}"), make_readonly(path, false))?;
+        }
+        MountOp::RootReadOnly => {
+            step(|| "detach the host root".into(), m::umount2(OLDROOT, m::MNT_DETACH))?;
+            step(|| "remove /oldroot".into(), fs::remove_dir(OLDROOT))?;
+            let _ = fs::remove_file(HIDE_FILE);
+            let _ = fs::remove_dir(HIDE_DIR);
+            step(|| "make / read-only".into(), m::set_attr(None, "/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None))?;
+        }
+    }
+    Ok(())
+}
+
+fn build_dev(path: &str, devices: &[String], shm_size: u64) -> Result<(), String> {
+    step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
+    step(|| "mount /dev tmpfs".into(), m::mount(Some("tmpfs"), path, Some("tmpfs"), MS_NOSUID | MS_NOEXEC, Some("size=64k,nr_inodes=64,mode=0755")))?;
+    for dev in devices {
+        let dst = format!("{path}/{dev}");
+        step(|| format!("create {dst}"), touch(&dst, 0o666))?;
+        step(|| format!("bind /dev/{dev}"), bind(&format!("{OLDROOT}/dev/{dev}"), &dst, false))?;
+    }
+    let pts = format!("{path}/pts");
+    step(|| "create /dev/pts".into(), mkdir_p(&pts, 0o755))?;
+    step(|| "mount devpts".into(), m::mount(Some("devpts"), &pts, Some("devpts"), MS_NOSUID | MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620")))?;
+    step(|| "link /dev/ptmx".into(), symlink("pts/ptmx", format!("{path}/ptmx")))?;
+    let shm = format!("{path}/shm");
+    step(|| "create /dev/shm".into(), mkdir_p(&shm, 0o755))?;
+    step(|| "mount /dev/shm".into(), m::mount(Some("tmpfs"), &shm, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&format!("size={shm_size},mode=1777"))))?;
+    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        step(|| format!("link /dev/{name}"), symlink(target, format!("{path}/{name}")))?;
+    }
+    step(|| "make /dev read-only".into(), m::set_attr(None, path, false, m::MOUNT_ATTR_RDONLY | m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NOEXEC, 0, None))?;
+    Ok(())
+}

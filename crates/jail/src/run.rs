@@ -1,0 +1,423 @@
+//! The host side of `safehouse run`: check the host can enforce the plan, create the
+//! cgroup, clone the sandbox into its namespaces, write its id maps, release it, relay
+//! signals and the terminal, enforce the timeout, and collect the result.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use safehouse_policy::landlock::{scopes_for_abi, MIN_ABI};
+use safehouse_policy::plan::{self, MountOp, Plan, RunRequest};
+use safehouse_sys::mount as m;
+use safehouse_sys::process::{self, Forked};
+
+use crate::cgroup::{self, Cgroup};
+use crate::error::JailError;
+use crate::host::{self, Features};
+use crate::report::Report;
+use crate::setup::{self, ChildContext};
+
+/// In root mode, sandboxed code runs as this host uid and gid (mapped to 1000 inside).
+/// Nothing on a host should own files under it; writable binds are idmapped to it.
+pub const ROOT_MODE_HOST_ID: u32 = 1_000_000_000;
+
+/// The command and how to run it.
+pub struct RunSpec {
+    pub request: RunRequest,
+    pub argv: Vec<String>,
+    pub tty: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Unenforced {
+    pub limit: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Layers {
+    pub namespaces: Vec<&'static str>,
+    pub seccomp: bool,
+    pub landlock_abi: u32,
+    pub landlock_scoping: bool,
+    pub cgroup: Option<String>,
+    pub no_new_privs: bool,
+    pub capabilities: &'static str,
+}
+
+/// The result record of one run (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub sandbox_id: String,
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub peak_memory_bytes: Option<u64>,
+    pub mode: &'static str,
+    pub layers: Layers,
+    pub unenforced: Vec<Unenforced>,
+    /// Set when the command could not be executed (not found, not executable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_error: Option<String>,
+}
+
+const NAMESPACES: [&str; 7] = ["user", "mount", "pid", "net", "ipc", "uts", "cgroup"];
+
+fn random_id() -> String {
+    let mut b = [0u8; 8];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        b = safehouse_sys::monotonic_ns().to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Refuses up front what this host cannot enforce.
+fn preflight(f: &Features) -> Result<u32, JailError> {
+    if let Err(reason) = &f.user_namespaces {
+        return Err(JailError::LayerUnavailable { layer: "user namespaces".into(), reason: reason.clone() });
+    }
+    if let Err(reason) = &f.seccomp {
+        return Err(JailError::LayerUnavailable { layer: "seccomp".into(), reason: reason.clone() });
+    }
+    let abi = f.landlock_abi.clone().map_err(|reason| JailError::LayerUnavailable { layer: "landlock".into(), reason })?;
+    if abi < MIN_ABI {
+        return Err(JailError::LayerUnavailable { layer: "landlock".into(), reason: format!("ABI {abi} < {MIN_ABI}") });
+    }
+    Ok(abi)
+}
+
+/// Creates the cgroup if this host lets us; otherwise lists what goes unenforced and
+/// refuses if any of it was explicitly asked for.
+fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<(Option<Box<dyn Cgroup>>, Vec<Unenforced>), JailError> {
+    let l = &plan.limits;
+    let limits = cgroup::Limits { memory_bytes: Some(l.memory.value), pids: Some(l.pids.value), cpus: l.cpus.map(|c| c.value) };
+    if f.cgroups.writable {
+        let cg = cgroup::create(&f.cgroups, &format!("run-{id}"), &limits)?;
+        return Ok((Some(cg), Vec::new()));
+    }
+    let reason = if f.root {
+        "no usable cgroup hierarchy on this host".to_string()
+    } else {
+        format!("rootless mode cannot create cgroups here ({}); run as root or delegate a cgroup v2 subtree to uid {}", f.cgroup_summary, f.uid)
+    };
+    let mut unenforced = vec![
+        Unenforced { limit: "memory".into(), reason: reason.clone() },
+        Unenforced { limit: "pids".into(), reason: reason.clone() },
+    ];
+    if let Some(c) = l.cpus {
+        unenforced.push(Unenforced { limit: "cpus".into(), reason: reason.clone() });
+        if c.required {
+            return Err(JailError::LayerUnavailable { layer: "the cpus limit".into(), reason });
+        }
+    }
+    if l.memory.required {
+        return Err(JailError::LayerUnavailable { layer: "the memory limit".into(), reason });
+    }
+    if l.pids.required {
+        return Err(JailError::LayerUnavailable { layer: "the pids limit".into(), reason });
+    }
+    Ok((None, unenforced))
+}
+
+fn write_proc(pid: i32, file: &str, contents: &str) -> Result<(), JailError> {
+    std::fs::write(format!("/proc/{pid}/{file}"), contents).map_err(|e| JailError::host(format!("write /proc/{pid}/{file}"), e))
+}
+
+/// A user namespace whose mapping makes `owner` (uid, gid) on disk appear as the
+/// sandbox's host identity: used to idmap writable binds in root mode.
+fn idmap_userns(owner: (u32, u32)) -> Result<OwnedFd, JailError> {
+    let (r, w) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
+    match process::clone_process(libc::CLONE_NEWUSER, None).map_err(|e| JailError::host("clone idmap helper", e))? {
+        Forked::Child => {
+            drop(w);
+            let mut b = [0u8; 1];
+            let _ = File::from(r).read(&mut b);
+            process::exit_now(0);
+        }
+        Forked::Parent { pid, .. } => {
+            drop(r);
+            let result = (|| {
+                write_proc(pid, "uid_map", &format!("{} {ROOT_MODE_HOST_ID} 1\n", owner.0))?;
+                write_proc(pid, "gid_map", &format!("{} {ROOT_MODE_HOST_ID} 1\n", owner.1))?;
+                File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from).map_err(|e| JailError::host("open idmap namespace", e))
+            })();
+            drop(w);
+            let _ = process::wait4(pid, false);
+            result
+        }
+    }
+}
+
+/// Root mode: open every bind's host tree here, with the host's view and privileges, so
+/// the sandbox never resolves a host path itself; writable ones are idmapped so files the
+/// sandbox writes belong to the directory's owner.
+fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, JailError> {
+    let mut prepared = crate::mounts::Prepared::new();
+    for op in &plan.ops {
+        let MountOp::Bind { host, path, writable, .. } = op else { continue };
+        if plan::HOST_SYSTEM_DIRS.contains(&host.as_str()) && host == path {
+            continue; // world-readable system dirs: the sandbox binds them itself
+        }
+        let tree = m::clone_tree(host, true).map_err(|e| JailError::host(format!("open {host} for mounting"), e))?;
+        if *writable {
+            let owner = host::owner(host).ok_or_else(|| JailError::host(format!("stat {host}"), std::io::Error::last_os_error()))?;
+            let ns = idmap_userns(owner)?;
+            m::set_attr(Some(&tree), "", true, m::MOUNT_ATTR_IDMAP, 0, Some(&ns)).map_err(|e| JailError::LayerUnavailable {
+                layer: format!("the writable mount {host}"),
+                reason: format!("idmapped mounts are not supported for it ({e}); use rootless mode or a filesystem that supports idmapping"),
+            })?;
+        }
+        prepared.insert(path.clone(), tree);
+    }
+    Ok(prepared)
+}
+
+pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
+    let start = safehouse_sys::monotonic_ns();
+    let features = host::features();
+    let abi = preflight(&features)?;
+    let view = host::host_view(&spec.request);
+    let plan = plan::compile(&spec.request, &view)?;
+    if spec.argv.is_empty() {
+        return Err(JailError::Setup("no command given".into()));
+    }
+    let id = random_id();
+    let (cg, unenforced) = make_cgroup(&features, &plan, &id)?;
+    let result = run_in(&spec, plan, &features, cg.as_deref(), start);
+    let cg_stats = cg.as_deref().map(|c| (c.oom_kills().unwrap_or(0), c.peak_memory().ok().flatten(), c.cpu_usage_ns().ok()));
+    if let Some(c) = cg {
+        let _ = c.destroy();
+    }
+    let raw = result?;
+    let (oom_kills, peak, cpu_ns) = cg_stats.unwrap_or((0, None, None));
+    let signal = raw.signal;
+    let oom_killed = oom_kills > 0 && (signal == Some(libc::SIGKILL) || raw.init_killed);
+    let exit_code = if raw.timed_out {
+        124
+    } else if oom_killed {
+        137
+    } else if let Some(code) = raw.exit_code {
+        code
+    } else {
+        128 + signal.unwrap_or(libc::SIGKILL)
+    };
+    Ok(Outcome {
+        sandbox_id: id,
+        exit_code,
+        signal,
+        timed_out: raw.timed_out,
+        oom_killed,
+        wall_ms: (safehouse_sys::monotonic_ns() - start) / 1_000_000,
+        cpu_ms: cpu_ns.map(|n| n / 1_000_000).unwrap_or(raw.cpu_us / 1000),
+        peak_memory_bytes: peak.or(Some(raw.maxrss_kib * 1024)),
+        mode: if features.root { "root" } else { "rootless" },
+        layers: Layers {
+            namespaces: NAMESPACES.to_vec(),
+            seccomp: true,
+            landlock_abi: abi,
+            landlock_scoping: scopes_for_abi(abi) != 0,
+            cgroup: features.cgroups.writable.then(|| features.cgroup_summary.clone()),
+            no_new_privs: true,
+            capabilities: "none",
+        },
+        unenforced,
+        exec_error: raw.exec_error,
+    })
+}
+
+struct Raw {
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    init_killed: bool,
+    cpu_us: u64,
+    maxrss_kib: u64,
+    exec_error: Option<String>,
+}
+
+fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, start: u64) -> Result<Raw, JailError> {
+    let prepared = if f.root { prepare_binds(&plan)? } else { Default::default() };
+    let lower_fd = match &plan.root {
+        plan::RootSpec::Overlay { lower, .. } => {
+            Some(File::open(lower).map(OwnedFd::from).map_err(|e| JailError::host(format!("open rootfs {lower}"), e))?)
+        }
+        _ => None,
+    };
+    let (sync_read, sync_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
+    let (status_read, status_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
+    let tty = if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
+    const RELAYED: [i32; 7] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
+    process::sigmask(&RELAYED, true).map_err(|e| JailError::host("block signals", e))?;
+    let sigfd = process::signalfd(&RELAYED).map_err(|e| JailError::host("signalfd", e))?;
+
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let timeout = plan.limits.timeout;
+    let (pid, pidfd) = match process::clone_process(flags, None).map_err(|e| JailError::host("clone the sandbox", e))? {
+        Forked::Child => {
+            drop(sync_write);
+            drop(status_read);
+            drop(sigfd);
+            setup::child_main(ChildContext {
+                plan,
+                argv: spec.argv.clone(),
+                sync_read,
+                status_write: File::from(status_write),
+                prepared,
+                lower_fd,
+                privileged: f.root,
+                tty_slave: tty.map(|(_, slave)| slave),
+            })
+        }
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(sync_read);
+    drop(status_write);
+    drop(prepared);
+    let master = tty.map(|(master, _slave)| master);
+
+    // Release the child: id maps first, then its cgroup.
+    let release = (|| {
+        let host_id = if f.root { (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID) } else { (f.uid, safehouse_sys::getgid()) };
+        if !f.root {
+            write_proc(pid, "setgroups", "deny")?;
+        }
+        write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
+        write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))?;
+        if let Some(cg) = cg {
+            cg.add_pid(pid)?;
+        }
+        File::from(sync_write).write_all(b"1").map_err(|e| JailError::host("release the sandbox", e))
+    })();
+    if let Err(e) = release {
+        let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+        let _ = process::wait4(pid, false);
+        return Err(e);
+    }
+
+    let deadline = timeout.map(|t| start + t.as_nanos() as u64);
+    let mut timed_out = false;
+    let saved_termios = match &master {
+        Some(mfd) if process::isatty(0) => {
+            let _ = process::copy_winsize(0, mfd.as_raw_fd());
+            process::make_raw(0).ok()
+        }
+        _ => None,
+    };
+    let mut stdin_open = master.is_some();
+    loop {
+        let wait_ms = match deadline {
+            Some(d) => {
+                let now = safehouse_sys::monotonic_ns();
+                if now >= d {
+                    timed_out = true;
+                    let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                    break;
+                }
+                ((d - now) / 1_000_000 + 1).min(i32::MAX as u64) as i32
+            }
+            None => -1,
+        };
+        let mut fds = vec![pidfd.as_raw_fd(), sigfd.as_raw_fd()];
+        if let Some(mfd) = &master {
+            fds.push(mfd.as_raw_fd());
+            if stdin_open {
+                fds.push(0);
+            }
+        }
+        let ready = process::poll_readable(&fds, wait_ms).map_err(|e| JailError::host("poll", e))?;
+        if ready[1] {
+            while let Some(sig) = process::read_signalfd(&sigfd) {
+                if sig == libc::SIGWINCH {
+                    if let Some(mfd) = &master {
+                        let _ = process::copy_winsize(0, mfd.as_raw_fd());
+                    }
+                } else {
+                    let _ = process::pidfd_send_signal(&pidfd, sig);
+                }
+            }
+        }
+        if let Some(mfd) = &master {
+            if ready[2] && !pump(mfd.as_fd(), &mut std::io::stdout()) {
+                // The terminal closed: the command is gone or going.
+            }
+            if stdin_open && ready.len() > 3 && ready[3] {
+                stdin_open = pump_in(mfd);
+            }
+        }
+        if ready[0] {
+            break;
+        }
+    }
+    if let Some(mfd) = &master {
+        while pump(mfd.as_fd(), &mut std::io::stdout()) {}
+    }
+    if let Some(t) = saved_termios {
+        process::restore_termios(0, &t);
+    }
+    let reaped = process::wait4(pid, false).map_err(|e| JailError::host("wait for the sandbox", e))?.ok_or_else(|| JailError::Setup("sandbox vanished".into()))?;
+    let _ = process::sigmask(&RELAYED, false);
+
+    let reports = Report::read_all(&mut File::from(status_read)).map_err(|e| JailError::host("read sandbox status", e))?;
+    let reports = reports.map_err(|e| JailError::Setup(format!("the sandbox sent a malformed status record: {e}")))?;
+    let mut raw = Raw {
+        exit_code: None,
+        signal: None,
+        timed_out,
+        init_killed: reaped.signal().is_some(),
+        cpu_us: reaped.user_us + reaped.sys_us,
+        maxrss_kib: reaped.maxrss_kib,
+        exec_error: None,
+    };
+    for r in reports {
+        match r {
+            Report::SetupFailed(msg) if !timed_out => return Err(JailError::Setup(msg)),
+            Report::SetupFailed(_) | Report::Started(_) => {}
+            Report::ExecFailed(errno, path) => {
+                let err = std::io::Error::from_raw_os_error(errno);
+                raw.exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
+                raw.exec_error = Some(if errno == libc::ENOENT { format!("{path}: command not found") } else { format!("{path}: {err}") });
+            }
+            Report::Exited(status) => {
+                if libc::WIFEXITED(status) {
+                    raw.exit_code = Some(libc::WEXITSTATUS(status));
+                } else if libc::WIFSIGNALED(status) {
+                    raw.signal = Some(libc::WTERMSIG(status));
+                }
+            }
+        }
+    }
+    if raw.exit_code.is_none() && raw.signal.is_none() {
+        // The init itself died (killed by the timeout, the OOM killer or from outside).
+        raw.signal = reaped.signal().or(Some(libc::SIGKILL));
+    }
+    let _ = Duration::ZERO;
+    Ok(raw)
+}
+
+/// Copies what the terminal has to `out`; false at EOF or error.
+fn pump(fd: std::os::fd::BorrowedFd<'_>, out: &mut impl Write) -> bool {
+    let mut buf = [0u8; 16384];
+    let mut f = File::from(fd.try_clone_to_owned().expect("dup terminal"));
+    match safehouse_sys::fs::read_nonblocking(&mut f, &mut buf) {
+        Some(n) if n > 0 => {
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+            true
+        }
+        _ => false,
+    }
+}
+
+fn pump_in(master: &OwnedFd) -> bool {
+    let mut buf = [0u8; 4096];
+    match std::io::stdin().lock().read(&mut buf) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => File::from(master.try_clone().expect("dup terminal")).write_all(&buf[..n]).is_ok(),
+    }
+}

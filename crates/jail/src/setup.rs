@@ -1,0 +1,130 @@
+//! The sandbox side of creation: one readable sequence of named steps, run by the first
+//! process inside the new namespaces before anything untrusted exists. Any failing step
+//! reports which one and exits 125; nothing of the command runs.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, MIN_ABI};
+use safehouse_policy::plan::Plan;
+use safehouse_sys::{caps, landlock, net, process};
+
+use crate::init;
+use crate::mounts::{self, Prepared};
+use crate::report::Report;
+
+/// Everything the child needs, moved into it by clone.
+pub struct ChildContext {
+    pub plan: Plan,
+    pub argv: Vec<String>,
+    pub sync_read: OwnedFd,
+    pub status_write: File,
+    pub prepared: Prepared,
+    pub lower_fd: Option<OwnedFd>,
+    /// Root mode: we may (and must) drop supplementary groups.
+    pub privileged: bool,
+    /// With --tty: the terminal to make the command's stdio and controlling terminal.
+    pub tty_slave: Option<OwnedFd>,
+}
+
+fn step(name: &str, r: std::io::Result<()>) -> Result<(), String> {
+    r.map_err(|e| format!("{name}: {e}"))
+}
+
+/// Runs inside the new namespaces; never returns.
+pub fn child_main(mut ctx: ChildContext) -> ! {
+    let result = contain(&mut ctx);
+    if let Err(message) = result {
+        Report::SetupFailed(message).send(&mut ctx.status_write);
+        process::exit_now(125);
+    }
+    init::run(ctx)
+}
+
+fn contain(ctx: &mut ChildContext) -> Result<(), String> {
+    // 1. Die with the host side; then wait until it has written our uid/gid maps and put
+    //    us in our cgroup. EOF instead of the go byte means the host side died.
+    step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
+    let mut go = [0u8; 1];
+    match File::from(ctx.sync_read.try_clone().map_err(|e| e.to_string())?).read(&mut go) {
+        Ok(1) => {}
+        _ => return Err("the host side went away before releasing the sandbox".into()),
+    }
+
+    // 2. Cgroup namespace, entered only now that we are inside our own cgroup, so the
+    //    sandbox sees that cgroup as its root.
+    step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
+
+    // 3. Identity: become the sandbox user before creating any file, so everything in the
+    //    writable layer belongs to it (keeping capabilities for the rest of setup).
+    step("keep capabilities", caps::set_keep_caps(true))?;
+    if ctx.privileged {
+        step("drop supplementary groups", caps::setgroups_empty())?;
+    }
+    step("set gid", caps::setresgid(ctx.plan.gid))?;
+    step("set uid", caps::setresuid(ctx.plan.uid))?;
+    safehouse_sys::fs::umask(0o022);
+
+    // 4. Filesystem: new root, binds, /proc, /dev, masks; the host root is detached.
+    mounts::build(&ctx.plan, &mut ctx.prepared, ctx.lower_fd.as_ref())?;
+    ctx.lower_fd = None;
+
+    // 5. Own hostname; loopback up in the empty network namespace.
+    step("set hostname", net::sethostname(&ctx.plan.hostname))?;
+    step("bring up loopback", net::loopback_up())?;
+
+    // 6. Resource limits that are per process (cgroups were set by the host side).
+    let l = &ctx.plan.limits;
+    step("limit open files", process::setrlimit(libc::RLIMIT_NOFILE, l.nofile, l.nofile))?;
+    step("limit file size", process::setrlimit(libc::RLIMIT_FSIZE, l.disk, l.disk))?;
+    step("disable core dumps", process::setrlimit(libc::RLIMIT_CORE, 0, 0))?;
+    step("limit locked memory", process::setrlimit(libc::RLIMIT_MEMLOCK, 8 << 20, 8 << 20))?;
+
+    // 7. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
+    apply_landlock(&ctx.plan)?;
+
+    // 8. Privilege drop: lock securebits, empty the bounding and ambient sets, then every
+    //    capability. From here on nothing in the sandbox holds any privilege.
+    step("lock securebits", caps::set_securebits(caps::SECBITS_LOCKED_DOWN))?;
+    step("drop bounding set", caps::drop_bounding_set())?;
+    step("clear ambient capabilities", caps::clear_ambient())?;
+    step("drop capabilities", caps::clear_all())?;
+    step("set no_new_privs", caps::set_no_new_privs())?;
+    step("make init non-dumpable", process::set_dumpable(false))?;
+
+    // 9. Seccomp, last: after it only the allowlisted syscalls exist.
+    let program: Vec<libc::sock_filter> = safehouse_policy::seccomp::sandbox_filter()
+        .into_iter()
+        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .collect();
+    if program.is_empty() {
+        return Err("seccomp: the filter is empty; refusing to run unfiltered".into());
+    }
+    step("install seccomp filter", safehouse_sys::seccomp::install_filter(&program))?;
+    let _ = ctx.sync_read.as_raw_fd();
+    Ok(())
+}
+
+fn apply_landlock(plan: &Plan) -> Result<(), String> {
+    let abi = landlock::abi_version().map_err(|e| format!("landlock: unavailable ({e}); the sandbox requires it"))?;
+    if abi < MIN_ABI {
+        return Err(format!("landlock: ABI {abi} is older than the required {MIN_ABI}"));
+    }
+    let rules = &plan.landlock;
+    let handled = rules.handled & fs_rights_for_abi(abi);
+    let scopes = rules.scopes & scopes_for_abi(abi);
+    let ruleset = landlock::create_ruleset(handled, scopes).map_err(|e| format!("landlock: create ruleset: {e}"))?;
+    for rule in &rules.rules {
+        let access = rule.access & handled;
+        match landlock::add_path_rule(&ruleset, &rule.path, access) {
+            Ok(()) => {}
+            // A rule for a path this sandbox does not have (e.g. no /dev/tty on the host)
+            // grants nothing; skipping it is the stricter outcome.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(format!("landlock: rule for {}: {e}", rule.path)),
+        }
+    }
+    step("set no_new_privs", caps::set_no_new_privs())?;
+    landlock::restrict_self(&ruleset).map_err(|e| format!("landlock: restrict: {e}"))
+}

@@ -1,0 +1,58 @@
+//! Seccomp profiles as reviewed data, compiled to classic BPF by pure functions.
+//!
+//! - [`rules`]: the profile, one commented entry per syscall ([`SANDBOX`]).
+//! - [`syscalls`]: the target architecture's audit id and syscall numbers.
+//! - [`bpf`]: the compiler from a profile to a [`SockFilter`] program.
+//!
+//! The resulting filter kills the process for any call from another ABI (i386 `int 0x80`,
+//! x32, arm32 compat), returns the table's decision for listed syscalls, and `ENOSYS` for
+//! everything else. Nothing here makes a syscall; installing the program is the `sys`
+//! crate's job.
+
+#[cfg(not(all(
+    target_os = "linux",
+    target_endian = "little",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+compile_error!("the seccomp profile supports Linux on x86_64 and aarch64 only");
+
+pub mod bpf;
+pub mod rules;
+pub mod syscalls;
+
+#[cfg(test)]
+mod interp;
+#[cfg(test)]
+mod tests;
+
+pub use bpf::{compile, CompileError, MAX_INSNS};
+pub use rules::{Action, ArgCheck, Entry, Rule, Test, DEFAULT_ACTION, DEFAULT_ERRNO, DENY_ERRNO, SANDBOX};
+pub use syscalls::{Target, NATIVE};
+
+/// One classic-BPF instruction, laid out like the kernel's `struct sock_filter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// The filter every sandboxed process (and the sandbox init) runs under.
+pub fn sandbox_filter() -> Vec<SockFilter> {
+    // The table is a constant and the unit tests compile it; failing here is a bug in the
+    // table, not a runtime condition.
+    compile(SANDBOX, &NATIVE, DEFAULT_ACTION).expect("the built-in seccomp profile compiles")
+}
+
+/// The profile for this architecture, one line per listed syscall: its name and what the
+/// filter does with it (`allow`, `EPERM`, or the argument checks). Syscalls not listed get
+/// [`DEFAULT_ACTION`]; calls from another ABI kill the process. The reason for each line is
+/// in [`SANDBOX`]'s `why`.
+pub fn describe() -> impl Iterator<Item = (&'static str, String)> {
+    SANDBOX
+        .iter()
+        .filter(|entry| NATIVE.nr(entry.name).is_some())
+        .map(|entry| (entry.name, entry.rule.to_string()))
+}

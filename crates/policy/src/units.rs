@@ -1,0 +1,177 @@
+//! Sizes ("512MiB", "1G", 4096) and durations ("15m", "1.5s", "250ms", 30).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A byte count, written in policies as an integer or a string with a binary or decimal unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+/// A duration, written in policies as seconds (integer) or a string with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+const SIZE_HINT: &str = "write a size like \"512MiB\", \"2GiB\", \"64M\" or a number of bytes";
+const DUR_HINT: &str = "write a duration like \"30s\", \"15m\", \"1h\", \"250ms\" or a number of seconds";
+
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("{text:?} is not a size; {SIZE_HINT}"));
+    }
+    let value: f64 = num.parse().map_err(|_| format!("{text:?} is not a size; {SIZE_HINT}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "K" | "KB" | "k" | "kB" => 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "Gi" | "GiB" => 1 << 30,
+        "T" | "TB" => 1_000_000_000_000,
+        "Ti" | "TiB" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}; {SIZE_HINT}")),
+    };
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 / 2.0 {
+        return Err(format!("{text:?} is out of range; {SIZE_HINT}"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("{text:?} is not a duration; {DUR_HINT}"));
+    }
+    let value: f64 = num.parse().map_err(|_| format!("{text:?} is not a duration; {DUR_HINT}"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}; {DUR_HINT}")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 10.0 * 365.0 * 86400.0 {
+        return Err(format!("{text:?} is out of range; {DUR_HINT}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (name, size) in UNITS {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{}{name}", bytes / size);
+        }
+    }
+    format!("{bytes}")
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_size(self.0))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            s.serialize_str(&format!("{}s", d.as_secs()))
+        } else {
+            s.serialize_str(&format!("{}ms", d.as_millis()))
+        }
+    }
+}
+
+struct SizeVisitor;
+impl Visitor<'_> for SizeVisitor {
+    type Value = ByteSize;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(SIZE_HINT)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+        Ok(ByteSize(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+        u64::try_from(v).map(ByteSize).map_err(|_| E::custom(format!("{v} is negative; {SIZE_HINT}")))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
+        Err(E::custom(format!("{v} is not a whole number of bytes; {SIZE_HINT}")))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+        parse_size(v).map(ByteSize).map_err(E::custom)
+    }
+}
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+struct DurVisitor;
+impl Visitor<'_> for DurVisitor {
+    type Value = Dur;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(DUR_HINT)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+        parse_duration(&v.to_string()).map(Dur).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+        if v < 0 {
+            return Err(E::custom(format!("{v} is negative; {DUR_HINT}")));
+        }
+        parse_duration(&v.to_string()).map(Dur).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
+        parse_duration(&v.to_string()).map(Dur).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+        parse_duration(v).map(Dur).map_err(E::custom)
+    }
+}
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64M"), Ok(64_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+        assert_eq!(format_size(512 << 20), "512MiB");
+        assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

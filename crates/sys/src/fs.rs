@@ -1,0 +1,61 @@
+//! Small file-descriptor helpers.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::{check, check_int};
+
+/// A pipe whose both ends are close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+    check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Closes every descriptor in `first..=last` (nothing if the range is empty).
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: close_range only closes descriptors; the caller owns none it still needs.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) })?;
+    Ok(())
+}
+
+/// dup2 that clears close-on-exec on the new descriptor.
+pub fn dup2(old: RawFd, new: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on integer descriptors; errors are reported.
+    check_int(unsafe { libc::dup2(old, new) })?;
+    Ok(())
+}
+
+/// Clears close-on-exec so a descriptor survives execve.
+pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_SETFD with an integer flag.
+    check_int(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) })?;
+    Ok(())
+}
+
+/// umask(2); returns the previous mask.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask) }
+}
+
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_SETFD with an integer flag.
+    check_int(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+/// One read that does not block: None when nothing is ready, at EOF or on error.
+pub fn read_nonblocking(f: &mut std::fs::File, buf: &mut [u8]) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let ready = crate::process::poll_readable(&[f.as_raw_fd()], 0).ok()?;
+    if !ready[0] {
+        return None;
+    }
+    std::io::Read::read(f, buf).ok().filter(|n| *n > 0)
+}

@@ -1,0 +1,340 @@
+//! Process creation, waiting, signals and limits.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::{check, check_int};
+
+pub use libc::{
+    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, SIGKILL, SIGTERM,
+};
+
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// What `clone_process` returns in each process.
+pub enum Forked {
+    Parent { pid: i32, pidfd: OwnedFd },
+    Child,
+}
+
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count() == 1).unwrap_or(false)
+}
+
+/// clone3 without CLONE_VM: a fork that can enter new namespaces and (cgroup v2) start in
+/// a given cgroup, returning a pidfd to the parent. Refused in a multi-threaded process,
+/// where the child could inherit a lock held by another thread.
+pub fn clone_process(ns_flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+    if !single_threaded() {
+        return Err(io::Error::other("clone_process must be called from a single-threaded process"));
+    }
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: ns_flags as u64 | CLONE_PIDFD,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(cg) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    // SAFETY: `args` is a valid clone_args of the size passed; `pidfd` is writable and
+    // alive. Without CLONE_VM the child gets a copy of this (single-threaded) address
+    // space, like fork.
+    let pid = check(unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) })?;
+    if pid == 0 {
+        Ok(Forked::Child)
+    } else {
+        // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor we own.
+        Ok(Forked::Parent { pid: pid as i32, pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) } })
+    }
+}
+
+/// Plain fork, used inside the sandbox by its single-threaded init.
+pub fn fork() -> io::Result<Option<i32>> {
+    // SAFETY: the caller (the sandbox init) is single-threaded, so the child can keep
+    // running Rust code.
+    let pid = check_int(unsafe { libc::fork() })?;
+    Ok(if pid == 0 { None } else { Some(pid) })
+}
+
+/// execve; returns only on failure.
+pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: `path`, and every string in the NULL-terminated arrays, are NUL-terminated
+    // and alive for the call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// _exit(2): leave without running destructors or atexit handlers (safe after fork).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Exit status of a reaped child and its (and its reaped descendants') resource use.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    pub pid: i32,
+    pub status: i32,
+    pub user_us: u64,
+    pub sys_us: u64,
+    pub maxrss_kib: u64,
+}
+
+impl Reaped {
+    pub fn exit_code(&self) -> Option<i32> {
+        libc::WIFEXITED(self.status).then(|| libc::WEXITSTATUS(self.status))
+    }
+    pub fn signal(&self) -> Option<i32> {
+        libc::WIFSIGNALED(self.status).then(|| libc::WTERMSIG(self.status))
+    }
+}
+
+/// wait4 on `pid` (-1 for any child); `nohang` returns Ok(None) if nothing exited.
+pub fn wait4(pid: i32, nohang: bool) -> io::Result<Option<Reaped>> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if nohang { libc::WNOHANG } else { 0 } | libc::__WALL;
+    loop {
+        // SAFETY: `status` and `ru` are valid for the kernel to write.
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut ru) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        return Ok(Some(Reaped { pid: r, status, user_us: us(ru.ru_utime), sys_us: us(ru.ru_stime), maxrss_kib: ru.ru_maxrss as u64 }));
+    }
+}
+
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: integer-only syscall.
+    check_int(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: integer arguments and a null siginfo pointer, which the kernel allows.
+    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0u32) })?;
+    Ok(())
+}
+
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: integer-only syscall.
+    check_int(unsafe { libc::setsid() })?;
+    Ok(())
+}
+
+pub fn set_pdeathsig(sig: i32) -> io::Result<()> {
+    // SAFETY: integer-only prctl.
+    check_int(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+pub fn set_dumpable(on: bool) -> io::Result<()> {
+    // SAFETY: integer-only prctl.
+    check_int(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: integer-only prctl.
+    check_int(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
+    Ok(())
+}
+
+pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: `lim` is a valid rlimit alive for the call.
+    check_int(unsafe { libc::setrlimit(resource, &lim) })?;
+    Ok(())
+}
+
+/// Blocks (true) or unblocks (false) `signals` for this thread; returns nothing.
+pub fn sigmask(signals: &[i32], block: bool) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for these libc helpers.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+    }
+    let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+    // SAFETY: `set` is initialised; the old mask is not requested.
+    check_int(unsafe { libc::sigprocmask(how, &set, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// Empties the signal mask (before exec, so the command starts with a clean one).
+pub fn unblock_all_signals() -> io::Result<()> {
+    // SAFETY: as in `sigmask`.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is initialised.
+    check_int(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// A signalfd for `signals` (which the caller has blocked).
+pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
+    // SAFETY: as in `sigmask`.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+    }
+    // SAFETY: `set` is initialised; -1 asks for a new descriptor.
+    let fd = check_int(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal number from a signalfd, if any.
+pub fn read_signalfd(fd: &OwnedFd) -> Option<i32> {
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+    (n as usize == size).then_some(info.ssi_signo as i32)
+}
+
+/// Installs `handler` for `sig` with SA_RESTART (the handler must be async-signal-safe).
+pub fn set_signal_handler(sig: i32, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: sigaction is plain data; we fill the fields we use.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as usize;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: `sa` is initialised; the old action is not requested.
+    check_int(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// Restores the default action for `sig`.
+pub fn default_signal(sig: i32) {
+    // SAFETY: SIG_DFL is always a valid disposition.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+/// poll(2) over descriptors for readability; returns which are ready. `timeout_ms` < 0
+/// waits forever.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `pfds` is a valid array of `len` pollfd structures.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of this session.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    check_int(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) })?;
+    Ok(())
+}
+
+/// Opens a new pseudo-terminal pair: (master, slave).
+pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut master: RawFd = -1;
+    let mut slave: RawFd = -1;
+    // SAFETY: the out pointers are valid; name, termios and winsize may be null.
+    check_int(unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) })?;
+    // SAFETY: openpty returned two new descriptors we own.
+    let pair = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    crate::fs::set_cloexec(pair.0.as_raw_fd())?;
+    crate::fs::set_cloexec(pair.1.as_raw_fd())?;
+    Ok(pair)
+}
+
+/// Copies the window size of terminal `from` to terminal `to`.
+pub fn copy_winsize(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: winsize is plain data.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into `ws`.
+    check_int(unsafe { libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) })?;
+    // SAFETY: TIOCSWINSZ reads the winsize from `ws`.
+    check_int(unsafe { libc::ioctl(to, libc::TIOCSWINSZ, &ws) })?;
+    Ok(())
+}
+
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Puts terminal `fd` in raw mode; returns the previous settings to restore later.
+pub fn make_raw(fd: RawFd) -> io::Result<libc::termios> {
+    // SAFETY: termios is plain data filled by tcgetattr.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is writable.
+    check_int(unsafe { libc::tcgetattr(fd, &mut t) })?;
+    let saved = t;
+    // SAFETY: `t` is a valid termios.
+    unsafe { libc::cfmakeraw(&mut t) };
+    // SAFETY: `t` is a valid termios.
+    check_int(unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) })?;
+    Ok(saved)
+}
+
+pub fn restore_termios(fd: RawFd, t: &libc::termios) {
+    // SAFETY: `t` is a termios obtained from tcgetattr.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
+}
+
+/// unshare(2) of the given namespace flags.
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: integer-only syscall.
+    check_int(unsafe { libc::unshare(flags) })?;
+    Ok(())
+}
+
+/// chdir(2) that accepts a &str.
+pub fn chdir(path: &str) -> io::Result<()> {
+    let p = crate::cstr(path)?;
+    // SAFETY: `p` is NUL-terminated and alive for the call.
+    check_int(unsafe { libc::chdir(p.as_ptr()) })?;
+    Ok(())
+}
