@@ -96,7 +96,7 @@ fn preflight(f: &Features) -> Result<u32, JailError> {
 /// refuses if any of it was explicitly asked for.
 fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<(Option<Box<dyn Cgroup>>, Vec<Unenforced>), JailError> {
     let l = &plan.limits;
-    let limits = cgroup::Limits { memory_bytes: Some(l.memory.value), pids: Some(l.pids.value), cpus: l.cpus.map(|c| c.value) };
+    let limits = cgroup::Limits { memory_bytes: Some(l.memory.value), pids: Some(l.pids.value), cpus: l.cpus.map(|c| c.value), only_limited: true };
     if f.cgroups.writable {
         let cg = cgroup::create(&f.cgroups, &format!("run-{id}"), &limits)?;
         return Ok((Some(cg), Vec::new()));
@@ -281,7 +281,9 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
     drop(prepared);
     let master = tty.map(|(master, _slave)| master);
 
-    // Release the child: id maps first, then its cgroup.
+    // Release the child in two steps: id maps (it needs them to build its filesystem),
+    // then its cgroup (it waits for that before anything untrusted can run).
+    let mut sync_write = File::from(sync_write);
     let release = (|| {
         let host_id = if f.root { (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID) } else { (f.uid, safehouse_sys::getgid()) };
         if !f.root {
@@ -289,11 +291,13 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
         }
         write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
         write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))?;
+        sync_write.write_all(b"1").map_err(|e| JailError::host("release the sandbox", e))?;
         if let Some(cg) = cg {
             cg.add_pid(pid)?;
         }
-        File::from(sync_write).write_all(b"1").map_err(|e| JailError::host("release the sandbox", e))
+        sync_write.write_all(b"2").map_err(|e| JailError::host("release the sandbox", e))
     })();
+    drop(sync_write);
     if let Err(e) = release {
         let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
         let _ = process::wait4(pid, false);

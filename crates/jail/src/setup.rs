@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, MIN_ABI};
 use safehouse_policy::plan::Plan;
@@ -43,18 +43,10 @@ pub fn child_main(mut ctx: ChildContext) -> ! {
 }
 
 fn contain(ctx: &mut ChildContext) -> Result<(), String> {
-    // 1. Die with the host side; then wait until it has written our uid/gid maps and put
-    //    us in our cgroup. EOF instead of the go byte means the host side died.
+    // 1. Die with the host side; then wait until it has written our uid/gid maps. EOF
+    //    instead of the go byte means the host side died.
     step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
-    let mut go = [0u8; 1];
-    match File::from(ctx.sync_read.try_clone().map_err(|e| e.to_string())?).read(&mut go) {
-        Ok(1) => {}
-        _ => return Err("the host side went away before releasing the sandbox".into()),
-    }
-
-    // 2. Cgroup namespace, entered only now that we are inside our own cgroup, so the
-    //    sandbox sees that cgroup as its root.
-    step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
+    wait_for_host(&ctx.sync_read, "id maps")?;
 
     // 3. Identity: become the sandbox user before creating any file, so everything in the
     //    writable layer belongs to it (keeping capabilities for the rest of setup).
@@ -81,10 +73,17 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     step("disable core dumps", process::setrlimit(libc::RLIMIT_CORE, 0, 0))?;
     step("limit locked memory", process::setrlimit(libc::RLIMIT_MEMLOCK, 8 << 20, 8 << 20))?;
 
-    // 7. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
+    // 7. Wait until the host side has moved us into our cgroup (it did so while we built
+    //    the filesystem: on cgroup v1 the move waits for an RCU grace period, so doing it
+    //    in parallel hides that latency). Only then enter a cgroup namespace, so the
+    //    sandbox sees its own cgroup as the root. Nothing untrusted has run yet.
+    wait_for_host(&ctx.sync_read, "cgroup")?;
+    step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
+
+    // 8. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
     apply_landlock(&ctx.plan)?;
 
-    // 8. Privilege drop: lock securebits, empty the bounding and ambient sets, then every
+    // 9. Privilege drop: lock securebits, empty the bounding and ambient sets, then every
     //    capability. From here on nothing in the sandbox holds any privilege.
     step("lock securebits", caps::set_securebits(caps::SECBITS_LOCKED_DOWN))?;
     step("drop bounding set", caps::drop_bounding_set())?;
@@ -93,7 +92,7 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     step("set no_new_privs", caps::set_no_new_privs())?;
     step("make init non-dumpable", process::set_dumpable(false))?;
 
-    // 9. Seccomp, last: after it only the allowlisted syscalls exist.
+    // 10. Seccomp, last: after it only the allowlisted syscalls exist.
     let program: Vec<libc::sock_filter> = safehouse_policy::seccomp::sandbox_filter()
         .into_iter()
         .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
@@ -102,8 +101,16 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
         return Err("seccomp: the filter is empty; refusing to run unfiltered".into());
     }
     step("install seccomp filter", safehouse_sys::seccomp::install_filter(&program))?;
-    let _ = ctx.sync_read.as_raw_fd();
     Ok(())
+}
+
+fn wait_for_host(sync: &OwnedFd, what: &str) -> Result<(), String> {
+    let mut go = [0u8; 1];
+    let mut f = File::from(sync.try_clone().map_err(|e| format!("dup sync pipe: {e}"))?);
+    match f.read(&mut go) {
+        Ok(1) => Ok(()),
+        _ => Err(format!("the host side went away before setting up {what}")),
+    }
 }
 
 fn apply_landlock(plan: &Plan) -> Result<(), String> {

@@ -18,7 +18,7 @@ pub(crate) const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct"
 pub(crate) const V2_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 /// One cgroup v1 hierarchy safehouse uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct V1Hierarchy {
     /// Where the hierarchy is mounted, e.g. `/sys/fs/cgroup/memory`.
     pub mount_point: PathBuf,
@@ -27,7 +27,7 @@ pub struct V1Hierarchy {
 }
 
 /// What this host offers, from [`detect`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CgroupSupport {
     /// The version [`create`](super::create) will use; `None` when no cgroupfs is mounted.
     pub version: Option<CgroupVersion>,

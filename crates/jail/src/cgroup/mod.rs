@@ -124,6 +124,11 @@ pub struct Limits {
     /// CPU time as a number of cores, e.g. 0.5; at least 0.01 (the kernel's
     /// 1 ms quota floor), at most [`MAX_CPUS`]. Default: unlimited.
     pub cpus: Option<f64>,
+    /// v1: create only the hierarchies the limits above need (no cpuacct or freezer),
+    /// for short-lived sandboxes that neither freeze nor read cgroup CPU accounting.
+    /// Every hierarchy costs a mkdir, an attach and an rmdir on the start path.
+    #[serde(default)]
+    pub only_limited: bool,
 }
 
 impl Limits {
@@ -382,6 +387,7 @@ mod tests {
             memory_bytes: Some(1 << 20),
             pids: Some(1),
             cpus: Some(0.5),
+            only_limited: false,
         };
         assert!(fine.validate().is_ok());
     }

@@ -93,6 +93,7 @@ fn v1_lifecycle() {
         memory_bytes: Some(64 << 20),
         pids: Some(32),
         cpus: Some(0.5),
+        only_limited: false,
     };
     let cg = create(&support, &unique("v1life"), &limits).unwrap();
     assert_eq!(cg.version(), CgroupVersion::V1);
@@ -281,6 +282,7 @@ fn v2_lifecycle() {
         memory_bytes: has("memory").then_some(64 << 20),
         pids: has("pids").then_some(32),
         cpus: has("cpu").then_some(0.5),
+        only_limited: false,
     };
     let cg = create(&support, &unique("v2life"), &limits).unwrap();
     let dir = cg.unified_dir().unwrap().to_path_buf();

@@ -66,6 +66,15 @@ impl V1Cgroup {
                 continue;
             }
             used.push(&hierarchy.mount_point);
+            let needed = required(limits);
+            if limits.only_limited
+                && !hierarchy
+                    .controllers
+                    .iter()
+                    .any(|c| needed.iter().any(|(name, _, need)| *need && name == c))
+            {
+                continue;
+            }
             let parent = hierarchy.mount_point.join(ROOT_DIR);
             files::ensure_dir(&parent)?;
             let path = parent.join(name);

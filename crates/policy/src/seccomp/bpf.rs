@@ -12,19 +12,20 @@
 //!   <dispatch tree>
 //! ```
 //!
-//! The dispatch is a binary search over the sorted syscall numbers: an inner node is one
-//! `jge pivot` (plus a `ja` when the left subtree is longer than a conditional jump can skip),
-//! a leaf is a short chain of `jeq nr` each followed by that syscall's rule, then
-//! `ret DEFAULT`. A call costs about log2(n) comparisons instead of n, and every conditional
-//! jump is short by construction: conditional jumps only skip one rule or one subtree of at
-//! most 255 instructions, and longer distances use `ja`, whose offset is 32 bits. No layout
-//! fix-up pass is needed.
+//! The dispatch is a binary search over number ranges. The compiler cuts the syscall numbers
+//! into intervals that share one decision: a run of allowed calls, a gap of unlisted ones
+//! (default), one filtered call. An inner node of the tree is one `jge lo` that picks a
+//! half, with a `ja` added when the lower half is longer than a conditional jump can skip;
+//! a leaf is its interval's rule, entered without further comparisons. A call costs about
+//! log2(intervals) comparisons instead of one per listed syscall, the program stays small,
+//! and every conditional jump is short by construction (it skips one subtree of at most 255
+//! instructions, or one `ja`, whose offset is 32 bits), so no layout fix-up pass is needed.
 //!
-//! Rules with argument checks load `seccomp_data.args[i]`'s low word and compare; see
-//! [`rules`](super::rules) for why the low word is enough. Every path ends in `ret`, and the
-//! dispatch uses only the instructions the kernel's action cache can emulate (loads of `nr`
-//! and `arch`, `jeq`/`jge`/`jset`/`ja`, `ret`), so syscalls that are always allowed are cached
-//! and skip the filter entirely (Linux 5.11+).
+//! Rules with argument checks load the low word of `seccomp_data.args[i]` and compare; see
+//! [`model`](super::model) for why the low word is enough. Every path ends in `ret`. The
+//! prelude and the dispatch use only instructions the kernel's action cache can emulate
+//! (loads of `nr` and `arch`, `jeq`/`jge`/`ja`, `ret`), so since Linux 5.11 a syscall whose
+//! interval is a plain `ret ALLOW` is cached per process and skips the filter entirely.
 
 use libc::{
     BPF_ABS, BPF_ALU, BPF_AND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_JSET, BPF_K, BPF_LD,
@@ -32,7 +33,7 @@ use libc::{
     SECCOMP_RET_KILL_PROCESS,
 };
 
-use super::rules::{Action, ArgCheck, Entry, Rule, Test};
+use super::model::{Action, ArgCheck, Entry, Rule, Test};
 use super::syscalls::Target;
 use super::SockFilter;
 
@@ -56,8 +57,6 @@ pub(crate) const ARCH_OFFSET: u32 = 4;
 /// `offsetof(struct seccomp_data, args)`; each argument is a `u64`.
 pub(crate) const ARGS_OFFSET: u32 = 16;
 
-/// How many syscalls a leaf of the dispatch tree tests one after the other.
-const LEAF_SIZE: usize = 4;
 /// The farthest a conditional jump reaches.
 const MAX_SHORT_JUMP: usize = u8::MAX as usize;
 /// Most values one argument test may list, so its jumps stay short.
@@ -79,7 +78,9 @@ pub enum CompileError {
     ArgIndex { name: &'static str, arg: u8 },
     #[error("seccomp rule `{name}` tests {len} values; use 1..={MAX_VALUES}")]
     Values { name: &'static str, len: usize },
-    #[error("seccomp rule `{name}` compiles to {len} instructions; a rule may take {MAX_SHORT_JUMP}")]
+    #[error(
+        "seccomp rule `{name}` compiles to {len} instructions; a rule may take {MAX_SHORT_JUMP}"
+    )]
     RuleTooLong { name: &'static str, len: usize },
     #[error("seccomp program has {len} instructions; the kernel accepts {MAX_INSNS}")]
     ProgramTooLong { len: usize },
@@ -160,16 +161,44 @@ pub fn compile(
     }
     check_action(default, "<default>")?;
 
-    let leaves: Vec<(u32, Vec<SockFilter>)> =
-        resolved.into_iter().map(|(nr, _, code)| (nr, code)).collect();
+    let intervals = intervals(
+        resolved.into_iter().map(|(nr, _, code)| (nr, code)),
+        default,
+    );
     let mut program = prelude(target);
-    program.extend(dispatch(&leaves, ret(default)));
+    program.extend(dispatch(&intervals));
     if program.len() > MAX_INSNS {
-        return Err(CompileError::ProgramTooLong {
-            len: program.len(),
-        });
+        return Err(CompileError::ProgramTooLong { len: program.len() });
     }
     Ok(program)
+}
+
+/// Cuts the numbers `0..=u32::MAX` into intervals `(first number, rule code)`, sorted and
+/// contiguous: one per listed syscall, one per gap between them (with `default`), and
+/// neighbours with identical code merged. Rule code never depends on the number, so
+/// merging is exact.
+fn intervals(
+    sorted: impl Iterator<Item = (u32, Vec<SockFilter>)>,
+    default: Action,
+) -> Vec<(u32, Vec<SockFilter>)> {
+    let default = vec![ret(default)];
+    let mut out: Vec<(u32, Vec<SockFilter>)> = Vec::new();
+    let mut push = |lo: u32, code: Vec<SockFilter>| match out.last() {
+        Some((_, last)) if *last == code => {}
+        _ => out.push((lo, code)),
+    };
+    let mut next: Option<u32> = Some(0);
+    for (nr, code) in sorted {
+        if let Some(gap) = next.filter(|&gap| gap < nr) {
+            push(gap, default.clone());
+        }
+        push(nr, code);
+        next = nr.checked_add(1);
+    }
+    if let Some(gap) = next {
+        push(gap, default);
+    }
+    out
 }
 
 fn check_action(action: Action, name: &'static str) -> Result<(), CompileError> {
@@ -257,30 +286,24 @@ fn check_code(
     Ok(())
 }
 
-/// The binary-search dispatch over `(nr, rule code)` sorted by `nr`, entered with the
-/// syscall number in the accumulator. Every number the leaves do not match ends at
-/// `default`.
-fn dispatch(items: &[(u32, Vec<SockFilter>)], default: SockFilter) -> Vec<SockFilter> {
-    if items.len() <= LEAF_SIZE {
-        let mut out = Vec::new();
-        for (nr, code) in items {
-            // rule_code keeps each rule within a short jump.
-            out.push(jump(JEQ_K, *nr, 0, code.len() as u8));
-            out.extend_from_slice(code);
-        }
-        out.push(default);
-        return out;
+/// The binary-search dispatch over contiguous `(first number, rule code)` intervals,
+/// entered with the syscall number in the accumulator.
+fn dispatch(intervals: &[(u32, Vec<SockFilter>)]) -> Vec<SockFilter> {
+    match intervals {
+        [] => return Vec::new(), // `intervals` always yields at least one
+        [(_, code)] => return code.clone(),
+        _ => {}
     }
-    let mid = items.len() / 2;
-    let pivot = items[mid].0;
-    let left = dispatch(&items[..mid], default);
-    let right = dispatch(&items[mid..], default);
+    let mid = intervals.len() / 2;
+    let pivot = intervals[mid].0;
+    let left = dispatch(&intervals[..mid]);
+    let right = dispatch(&intervals[mid..]);
     let mut out = Vec::with_capacity(left.len() + right.len() + 2);
     if left.len() <= MAX_SHORT_JUMP {
-        // nr >= pivot: skip the left subtree.
+        // nr >= pivot: skip the lower half.
         out.push(jump(JGE_K, pivot, left.len() as u8, 0));
     } else {
-        // nr >= pivot: fall into the `ja` over the left subtree; else skip the `ja`.
+        // nr >= pivot: fall into the `ja` over the lower half; else skip the `ja`.
         out.push(jump(JGE_K, pivot, 0, 1));
         out.push(stmt(JA, left.len() as u32));
     }

@@ -1,8 +1,13 @@
 //! Seccomp profiles as reviewed data, compiled to classic BPF by pure functions.
 //!
+//! - [`model`]: what a rule can say ([`Rule`], [`Action`], argument checks).
 //! - [`rules`]: the profile, one commented entry per syscall ([`SANDBOX`]).
 //! - [`syscalls`]: the target architecture's audit id and syscall numbers.
-//! - [`bpf`]: the compiler from a profile to a [`SockFilter`] program.
+//! - [`bpf`]: the compiler from a profile to a [`SockFilter`] program; its module docs show
+//!   the program's layout.
+//!
+//! Tests (no root needed) run the compiled program through a small classic-BPF interpreter
+//! that applies the kernel's own load-time checks.
 //!
 //! The resulting filter kills the process for any call from another ABI (i386 `int 0x80`,
 //! x32, arm32 compat), returns the table's decision for listed syscalls, and `ENOSYS` for
@@ -17,6 +22,7 @@
 compile_error!("the seccomp profile supports Linux on x86_64 and aarch64 only");
 
 pub mod bpf;
+pub mod model;
 pub mod rules;
 pub mod syscalls;
 
@@ -26,7 +32,8 @@ mod interp;
 mod tests;
 
 pub use bpf::{compile, CompileError, MAX_INSNS};
-pub use rules::{Action, ArgCheck, Entry, Rule, Test, DEFAULT_ACTION, DEFAULT_ERRNO, DENY_ERRNO, SANDBOX};
+pub use model::{Action, ArgCheck, Entry, Rule, Test};
+pub use rules::{DEFAULT_ACTION, DEFAULT_ERRNO, DENY_ERRNO, SANDBOX};
 pub use syscalls::{Target, NATIVE};
 
 /// One classic-BPF instruction, laid out like the kernel's `struct sock_filter`.

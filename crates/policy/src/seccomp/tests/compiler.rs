@@ -2,7 +2,7 @@
 
 use super::super::bpf::{compile, ret_value, CompileError, JA};
 use super::super::interp::{check, run, SeccompData};
-use super::super::rules::{Action, ArgCheck, Entry, Rule, Test};
+use super::super::model::{Action, ArgCheck, Entry, Rule, Test};
 use super::super::syscalls::Target;
 use super::model;
 
@@ -46,15 +46,23 @@ const FILTERED: Rule = Rule::Args {
 };
 
 fn decide(prog: &[super::SockFilter], nr: u32, args: [u64; 6]) -> u32 {
-    run(prog, &SeccompData { nr: nr as i32, arch: ARCH, instruction_pointer: 0, args })
-        .expect("program runs")
+    run(
+        prog,
+        &SeccompData {
+            nr: nr as i32,
+            arch: ARCH,
+            instruction_pointer: 0,
+            args,
+        },
+    )
+    .expect("program runs")
 }
 
 /// A table big enough that subtrees exceed a conditional jump's reach: the compiler must
 /// bridge them with `ja`, and every syscall must still be found.
 #[test]
 fn large_tables_use_long_jumps_and_stay_correct() {
-    let count = 600;
+    let count = 400;
     let target = target(count);
     let entries: Vec<Entry> = (0..count)
         .map(|i| Entry {
@@ -69,14 +77,29 @@ fn large_tables_use_long_jumps_and_stay_correct() {
         .collect();
     let prog = compile(&entries, &target, DEFAULT).expect("compiles");
     check(&prog).expect("passes the kernel checks");
-    assert!(prog.iter().any(|insn| insn.code == JA), "expected long jumps");
+    assert!(
+        prog.iter().any(|insn| insn.code == JA),
+        "expected long jumps"
+    );
     for (i, entry) in entries.iter().enumerate() {
         let nr = 3 * i as u32;
-        for args in [[0; 6], [0, 0, 2, 0, 0, 0], [0, 0, 0x1_0000_0102, 0, 0, 1 << 31]] {
-            assert_eq!(decide(&prog, nr, args), ret_value(model(&entry.rule, &args)), "s{i}");
+        for args in [
+            [0; 6],
+            [0, 0, 2, 0, 0, 0],
+            [0, 0, 0x1_0000_0102, 0, 0, 1 << 31],
+        ] {
+            assert_eq!(
+                decide(&prog, nr, args),
+                ret_value(model(&entry.rule, &args)),
+                "s{i}"
+            );
         }
         // The numbers between listed ones fall to the default.
-        assert_eq!(decide(&prog, nr + 1, [0; 6]), ret_value(DEFAULT), "after s{i}");
+        assert_eq!(
+            decide(&prog, nr + 1, [0; 6]),
+            ret_value(DEFAULT),
+            "after s{i}"
+        );
     }
 }
 
@@ -84,8 +107,16 @@ fn large_tables_use_long_jumps_and_stay_correct() {
 fn names_the_target_lacks_are_skipped() {
     let target = target(3);
     let entries = [
-        Entry { name: "s1", rule: Rule::Allow, why: "" },
-        Entry { name: "not_here", rule: Rule::Allow, why: "" },
+        Entry {
+            name: "s1",
+            rule: Rule::Allow,
+            why: "",
+        },
+        Entry {
+            name: "not_here",
+            rule: Rule::Allow,
+            why: "",
+        },
     ];
     let prog = compile(&entries, &target, DEFAULT).expect("compiles");
     assert_eq!(decide(&prog, 3, [0; 6]), ret_value(Action::Allow));
@@ -96,46 +127,120 @@ fn names_the_target_lacks_are_skipped() {
 fn table_mistakes_are_errors() {
     let target = target(8);
     let compile_one = |rule: Rule| {
-        compile(&[Entry { name: "s1", rule, why: "" }], &target, DEFAULT)
+        compile(
+            &[Entry {
+                name: "s1",
+                rule,
+                why: "",
+            }],
+            &target,
+            DEFAULT,
+        )
     };
     assert_eq!(
         compile(
-            &[Entry { name: "s1", rule: Rule::Allow, why: "" }, Entry { name: "s1", rule: Rule::Errno(1), why: "" }],
+            &[
+                Entry {
+                    name: "s1",
+                    rule: Rule::Allow,
+                    why: ""
+                },
+                Entry {
+                    name: "s1",
+                    rule: Rule::Errno(1),
+                    why: ""
+                }
+            ],
             &target,
             DEFAULT
         ),
-        Err(CompileError::Duplicate { name: "s1", first: "s1", nr: 3 })
+        Err(CompileError::Duplicate {
+            name: "s1",
+            first: "s1",
+            nr: 3
+        })
     );
-    assert_eq!(compile_one(Rule::Errno(0)), Err(CompileError::Errno { name: "s1", errno: 0 }));
-    assert_eq!(compile_one(Rule::Errno(4096)), Err(CompileError::Errno { name: "s1", errno: 4096 }));
-    let check = |arg, test| ArgCheck { arg, name: "a", mask: u32::MAX, test, then: Action::Allow };
+    assert_eq!(
+        compile_one(Rule::Errno(0)),
+        Err(CompileError::Errno {
+            name: "s1",
+            errno: 0
+        })
+    );
+    assert_eq!(
+        compile_one(Rule::Errno(4096)),
+        Err(CompileError::Errno {
+            name: "s1",
+            errno: 4096
+        })
+    );
+    let check = |arg, test| ArgCheck {
+        arg,
+        name: "a",
+        mask: u32::MAX,
+        test,
+        then: Action::Allow,
+    };
     let bad_arg: &'static [ArgCheck] = Box::leak(Box::new([check(6, Test::AnyBit(1))]));
     assert_eq!(
-        compile_one(Rule::Args { checks: bad_arg, otherwise: Action::Allow }),
+        compile_one(Rule::Args {
+            checks: bad_arg,
+            otherwise: Action::Allow
+        }),
         Err(CompileError::ArgIndex { name: "s1", arg: 6 })
     );
     let empty: &'static [ArgCheck] = Box::leak(Box::new([check(0, Test::In(&[]))]));
     assert_eq!(
-        compile_one(Rule::Args { checks: empty, otherwise: Action::Allow }),
+        compile_one(Rule::Args {
+            checks: empty,
+            otherwise: Action::Allow
+        }),
         Err(CompileError::Values { name: "s1", len: 0 })
     );
     let bad_default = compile(&[], &target, Action::Errno(-1));
-    assert_eq!(bad_default, Err(CompileError::Errno { name: "<default>", errno: -1 }));
+    assert_eq!(
+        bad_default,
+        Err(CompileError::Errno {
+            name: "<default>",
+            errno: -1
+        })
+    );
 }
 
 #[test]
 fn oversized_rules_and_programs_are_errors() {
     let target = target(2000);
     let many: &'static [u32] = Box::leak((0..32).collect::<Vec<u32>>().into_boxed_slice());
-    let long_check = ArgCheck { arg: 0, name: "a", mask: 0xff, test: Test::In(many), then: Action::Allow };
+    let long_check = ArgCheck {
+        arg: 0,
+        name: "a",
+        mask: 0xff,
+        test: Test::In(many),
+        then: Action::Allow,
+    };
     let checks: &'static [ArgCheck] = Box::leak(vec![long_check; 8].into_boxed_slice());
-    let long_rule = Rule::Args { checks, otherwise: Action::Allow };
+    let long_rule = Rule::Args {
+        checks,
+        otherwise: Action::Allow,
+    };
     assert!(matches!(
-        compile(&[Entry { name: "s0", rule: long_rule, why: "" }], &target, DEFAULT),
+        compile(
+            &[Entry {
+                name: "s0",
+                rule: long_rule,
+                why: ""
+            }],
+            &target,
+            DEFAULT
+        ),
         Err(CompileError::RuleTooLong { name: "s0", .. })
     ));
     let entries: Vec<Entry> = (0..2000)
-        .map(|i| Entry { name: name(i), rule: Rule::Errno(1), why: "" })
+        .map(|i| Entry {
+            name: name(i),
+            rule: Rule::Errno(1),
+            why: "",
+        })
         .collect();
     assert!(matches!(
         compile(&entries, &target, DEFAULT),

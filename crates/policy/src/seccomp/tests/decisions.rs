@@ -1,15 +1,17 @@
 //! What the sandbox filter decides for the calls that matter.
 
 use libc::{
-    AF_ALG, AF_INET, AF_INET6, AF_KEY, AF_NETLINK, AF_PACKET, AF_UNIX, AF_UNSPEC, CLONE_FILES,
-    CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
-    CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS, CLONE_PARENT_SETTID, CLONE_SETTLS,
-    CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VFORK, CLONE_VM, CLONE_CHILD_CLEARTID,
-    SIGCHLD, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM,
-    S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK,
+    AF_ALG, AF_INET, AF_INET6, AF_KEY, AF_NETLINK, AF_PACKET, AF_UNIX, AF_UNSPEC,
+    CLONE_CHILD_CLEARTID, CLONE_FILES, CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET,
+    CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS, CLONE_PARENT_SETTID,
+    CLONE_SETTLS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VFORK, CLONE_VM, SIGCHLD,
+    SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, S_IFBLK,
+    S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK,
 };
 
-use super::super::syscalls::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
+use super::super::syscalls::{
+    AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64,
+};
 use super::{verdict, verdict_raw, ALLOW, EAFNOSUPPORT, ENOSYS, EPERM, KILL};
 use crate::seccomp::NATIVE;
 
@@ -25,18 +27,83 @@ fn u(value: i32) -> u64 {
 #[test]
 fn ordinary_calls_are_allowed() {
     for name in [
-        "read", "write", "openat", "openat2", "close", "newfstatat", "statx", "getdents64",
-        "mmap", "mprotect", "munmap", "madvise", "mremap", "mlock", "memfd_create",
-        "membarrier", "rseq", "map_shadow_stack", "futex", "futex_waitv", "rt_sigaction",
-        "rt_sigprocmask", "rt_sigreturn", "epoll_pwait", "ppoll", "pselect6", "eventfd2",
-        "signalfd4", "timerfd_create", "inotify_init1", "pipe2", "shmget", "semop", "msgsnd",
-        "wait4", "waitid", "execve", "execveat", "prctl", "prlimit64", "setuid", "setresgid",
-        "getrandom", "sched_yield", "sched_getaffinity", "sched_setaffinity", "pidfd_open",
-        "pidfd_send_signal", "kill", "tgkill", "capget", "close_range", "copy_file_range",
-        "sendfile", "splice", "tee", "vmsplice", "fallocate", "flock", "fgetxattr",
-        "setxattr", "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
-        "seccomp", "uname", "sysinfo", "times", "getcpu", "connect", "sendmsg", "recvmmsg",
-        "mknodat", "fchmodat2", "exit_group", "getrlimit", "setrlimit",
+        "read",
+        "write",
+        "openat",
+        "openat2",
+        "close",
+        "newfstatat",
+        "statx",
+        "getdents64",
+        "mmap",
+        "mprotect",
+        "munmap",
+        "madvise",
+        "mremap",
+        "mlock",
+        "memfd_create",
+        "membarrier",
+        "rseq",
+        "map_shadow_stack",
+        "futex",
+        "futex_waitv",
+        "rt_sigaction",
+        "rt_sigprocmask",
+        "rt_sigreturn",
+        "epoll_pwait",
+        "ppoll",
+        "pselect6",
+        "eventfd2",
+        "signalfd4",
+        "timerfd_create",
+        "inotify_init1",
+        "pipe2",
+        "shmget",
+        "semop",
+        "msgsnd",
+        "wait4",
+        "waitid",
+        "execve",
+        "execveat",
+        "prctl",
+        "prlimit64",
+        "setuid",
+        "setresgid",
+        "getrandom",
+        "sched_yield",
+        "sched_getaffinity",
+        "sched_setaffinity",
+        "pidfd_open",
+        "pidfd_send_signal",
+        "kill",
+        "tgkill",
+        "capget",
+        "close_range",
+        "copy_file_range",
+        "sendfile",
+        "splice",
+        "tee",
+        "vmsplice",
+        "fallocate",
+        "flock",
+        "fgetxattr",
+        "setxattr",
+        "landlock_create_ruleset",
+        "landlock_add_rule",
+        "landlock_restrict_self",
+        "seccomp",
+        "uname",
+        "sysinfo",
+        "times",
+        "getcpu",
+        "connect",
+        "sendmsg",
+        "recvmmsg",
+        "mknodat",
+        "fchmodat2",
+        "exit_group",
+        "getrlimit",
+        "setrlimit",
     ] {
         assert_eq!(verdict(name, &[]), ALLOW, "{name}");
     }
@@ -45,7 +112,17 @@ fn ordinary_calls_are_allowed() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn legacy_x86_64_calls_are_allowed() {
-    for name in ["open", "stat", "fork", "vfork", "arch_prctl", "pipe", "poll", "select", "mknod"] {
+    for name in [
+        "open",
+        "stat",
+        "fork",
+        "vfork",
+        "arch_prctl",
+        "pipe",
+        "poll",
+        "select",
+        "mknod",
+    ] {
         assert_eq!(verdict(name, &[]), ALLOW, "{name}");
     }
 }
@@ -57,14 +134,52 @@ fn legacy_x86_64_calls_are_allowed() {
 #[test]
 fn docker_blocked_calls_fail_with_eperm() {
     for name in [
-        "acct", "add_key", "adjtimex", "bpf", "clock_adjtime", "clock_settime", "create_module",
-        "delete_module", "finit_module", "get_kernel_syms", "get_mempolicy", "init_module",
-        "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie",
-        "mbind", "mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at",
-        "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace",
-        "query_module", "quotactl", "reboot", "request_key", "set_mempolicy", "setns",
-        "settimeofday", "swapon", "swapoff", "sysfs", "_sysctl", "umount2", "unshare", "uselib",
-        "userfaultfd", "ustat",
+        "acct",
+        "add_key",
+        "adjtimex",
+        "bpf",
+        "clock_adjtime",
+        "clock_settime",
+        "create_module",
+        "delete_module",
+        "finit_module",
+        "get_kernel_syms",
+        "get_mempolicy",
+        "init_module",
+        "ioperm",
+        "iopl",
+        "kcmp",
+        "kexec_file_load",
+        "kexec_load",
+        "keyctl",
+        "lookup_dcookie",
+        "mbind",
+        "mount",
+        "move_pages",
+        "name_to_handle_at",
+        "nfsservctl",
+        "open_by_handle_at",
+        "perf_event_open",
+        "pivot_root",
+        "process_vm_readv",
+        "process_vm_writev",
+        "ptrace",
+        "query_module",
+        "quotactl",
+        "reboot",
+        "request_key",
+        "set_mempolicy",
+        "setns",
+        "settimeofday",
+        "swapon",
+        "swapoff",
+        "sysfs",
+        "_sysctl",
+        "umount2",
+        "unshare",
+        "uselib",
+        "userfaultfd",
+        "ustat",
     ] {
         assert_eq!(verdict(name, &[]), EPERM, "{name}");
     }
@@ -78,16 +193,69 @@ fn docker_blocked_calls_fail_with_eperm() {
 fn catalogue_probes_fail_with_eperm() {
     let probes: &[(&str, &[&str])] = &[
         ("FS-03", &["mount", "umount2", "pivot_root", "chroot"]),
-        ("FS-04", &["fsopen", "fsconfig", "fsmount", "fspick", "open_tree", "open_tree_attr", "move_mount", "mount_setattr"]),
+        (
+            "FS-04",
+            &[
+                "fsopen",
+                "fsconfig",
+                "fsmount",
+                "fspick",
+                "open_tree",
+                "open_tree_attr",
+                "move_mount",
+                "mount_setattr",
+            ],
+        ),
         ("FS-05", &["open_by_handle_at"]),
-        ("PR-01", &["ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd"]),
+        (
+            "PR-01",
+            &[
+                "ptrace",
+                "process_vm_readv",
+                "process_vm_writev",
+                "pidfd_getfd",
+            ],
+        ),
         ("PR-03", &["capset"]),
         ("PR-05", &["unshare", "setns"]),
         ("PR-06", &["keyctl", "add_key", "request_key"]),
-        ("PR-07", &["bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register"]),
+        (
+            "PR-07",
+            &[
+                "bpf",
+                "perf_event_open",
+                "userfaultfd",
+                "io_uring_setup",
+                "io_uring_enter",
+                "io_uring_register",
+            ],
+        ),
         ("KS-03", &["syslog"]),
-        ("KS-04", &["sethostname", "setdomainname", "settimeofday", "clock_settime"]),
-        ("other", &["listmount", "statmount", "listns", "fanotify_init", "lsm_set_self_attr", "lsm_get_self_attr", "lsm_list_modules", "set_mempolicy_home_node", "migrate_pages", "quotactl_fd", "vhangup"]),
+        (
+            "KS-04",
+            &[
+                "sethostname",
+                "setdomainname",
+                "settimeofday",
+                "clock_settime",
+            ],
+        ),
+        (
+            "other",
+            &[
+                "listmount",
+                "statmount",
+                "listns",
+                "fanotify_init",
+                "lsm_set_self_attr",
+                "lsm_get_self_attr",
+                "lsm_list_modules",
+                "set_mempolicy_home_node",
+                "migrate_pages",
+                "quotactl_fd",
+                "vhangup",
+            ],
+        ),
     ];
     for (id, names) in probes {
         for name in *names {
@@ -110,7 +278,11 @@ fn clone_refuses_namespace_flags() {
         | CLONE_PARENT_SETTID
         | CLONE_CHILD_CLEARTID;
     assert_eq!(verdict("clone", &[u(thread)]), ALLOW, "pthread_create");
-    assert_eq!(verdict("clone", &[u(CLONE_VM | CLONE_VFORK | SIGCHLD)]), ALLOW, "posix_spawn");
+    assert_eq!(
+        verdict("clone", &[u(CLONE_VM | CLONE_VFORK | SIGCHLD)]),
+        ALLOW,
+        "posix_spawn"
+    );
     for flag in [
         CLONE_NEWNS,
         CLONE_NEWUTS,
@@ -125,7 +297,10 @@ fn clone_refuses_namespace_flags() {
     }
     // The kernel uses only the low 32 bits of clone's flags.
     assert_eq!(verdict("clone", &[1 << 32 | sigchld]), ALLOW);
-    assert_eq!(verdict("clone", &[0xffff_ffff_0000_0000 | u(CLONE_NEWUSER)]), EPERM);
+    assert_eq!(
+        verdict("clone", &[0xffff_ffff_0000_0000 | u(CLONE_NEWUSER)]),
+        EPERM
+    );
 }
 
 #[test]
@@ -136,7 +311,11 @@ fn clone3_looks_unimplemented() {
 #[test]
 fn unknown_syscalls_look_unimplemented() {
     assert_eq!(verdict_raw(NATIVE.audit_arch, 999, &[]), ENOSYS);
-    assert_eq!(verdict_raw(NATIVE.audit_arch, 471, &[]), ENOSYS, "the next new syscall");
+    assert_eq!(
+        verdict_raw(NATIVE.audit_arch, 471, &[]),
+        ENOSYS,
+        "the next new syscall"
+    );
     assert_eq!(verdict_raw(NATIVE.audit_arch, 0x3fff_ffff, &[]), ENOSYS);
 }
 
@@ -163,32 +342,53 @@ fn socket_families_and_types() {
         (AF_UNSPEC, SOCK_STREAM, EAFNOSUPPORT),
     ];
     for (domain, kind, expected) in cases {
-        assert_eq!(verdict("socket", &[u(domain), u(kind)]), expected, "socket({domain}, {kind:#x})");
+        assert_eq!(
+            verdict("socket", &[u(domain), u(kind)]),
+            expected,
+            "socket({domain}, {kind:#x})"
+        );
     }
     // High halves are ignored by the kernel (int arguments) and by the filter alike.
-    assert_eq!(verdict("socket", &[1 << 32 | u(AF_INET), u(SOCK_STREAM)]), ALLOW);
-    assert_eq!(verdict("socket", &[u(AF_INET), 1 << 40 | u(SOCK_RAW)]), EPERM);
-    assert_eq!(verdict("socket", &[1 << 32 | u(AF_NETLINK), 0]), EAFNOSUPPORT);
+    assert_eq!(
+        verdict("socket", &[1 << 32 | u(AF_INET), u(SOCK_STREAM)]),
+        ALLOW
+    );
+    assert_eq!(
+        verdict("socket", &[u(AF_INET), 1 << 40 | u(SOCK_RAW)]),
+        EPERM
+    );
+    assert_eq!(
+        verdict("socket", &[1 << 32 | u(AF_NETLINK), 0]),
+        EAFNOSUPPORT
+    );
 }
 
 #[test]
 fn socketpair_is_unix_only() {
     assert_eq!(verdict("socketpair", &[u(AF_UNIX), u(SOCK_STREAM)]), ALLOW);
-    assert_eq!(verdict("socketpair", &[u(AF_INET), u(SOCK_STREAM)]), EAFNOSUPPORT);
-    assert_eq!(verdict("socketpair", &[u(AF_NETLINK), u(SOCK_RAW)]), EAFNOSUPPORT);
+    assert_eq!(
+        verdict("socketpair", &[u(AF_INET), u(SOCK_STREAM)]),
+        EAFNOSUPPORT
+    );
+    assert_eq!(
+        verdict("socketpair", &[u(AF_NETLINK), u(SOCK_RAW)]),
+        EAFNOSUPPORT
+    );
 }
 
 #[test]
 fn ioctl_refuses_terminal_injection() {
-    let tiocsti = libc::TIOCSTI as u64;
-    let tioclinux = libc::TIOCLINUX as u64;
+    // Request constants are c_ulong in libc's glibc bindings and c_int in its musl ones.
+    let tiocsti = u64::from(libc::TIOCSTI as u32);
+    let tioclinux = u64::from(libc::TIOCLINUX as u32);
     assert_eq!(tiocsti, 0x5412);
     assert_eq!(verdict("ioctl", &[0, tiocsti]), EPERM);
     assert_eq!(verdict("ioctl", &[0, tioclinux]), EPERM);
     // The kernel takes the request as unsigned int: high bits do not smuggle it through.
     assert_eq!(verdict("ioctl", &[0, 0x1_0000_5412]), EPERM);
     assert_eq!(verdict("ioctl", &[0, 0xffff_ffff_0000_541c]), EPERM);
-    for ordinary in [libc::TCGETS as u64, libc::TIOCGWINSZ as u64, libc::FIONREAD as u64, 0] {
+    for ordinary in [libc::TCGETS, libc::TIOCGWINSZ, libc::FIONREAD, 0].map(|r| u64::from(r as u32))
+    {
         assert_eq!(verdict("ioctl", &[1, ordinary]), ALLOW, "{ordinary:#x}");
     }
 }
@@ -226,8 +426,16 @@ fn mknod_makes_fifos_but_not_devices() {
         assert_eq!(dev(name, mode_arg, S_IFIFO), ALLOW, "{name} fifo");
         assert_eq!(dev(name, mode_arg, S_IFSOCK), ALLOW, "{name} socket");
         assert_eq!(dev(name, mode_arg, S_IFREG), ALLOW, "{name} regular file");
-        assert_eq!(dev(name, mode_arg, 0), ALLOW, "{name} mode 0 is a regular file");
-        assert_eq!(dev(name, mode_arg, 0x1_0000 | S_IFCHR), EPERM, "{name} umode_t truncation");
+        assert_eq!(
+            dev(name, mode_arg, 0),
+            ALLOW,
+            "{name} mode 0 is a regular file"
+        );
+        assert_eq!(
+            dev(name, mode_arg, 0x1_0000 | S_IFCHR),
+            EPERM,
+            "{name} umode_t truncation"
+        );
     }
 }
 
@@ -251,8 +459,20 @@ fn foreign_abis_are_killed() {
 fn x32_calls_are_killed() {
     const X32: u32 = 0x4000_0000;
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32, &[]), KILL, "x32 read");
-    assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 59, &[]), KILL, "x32 execve (common)");
-    assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 520, &[]), KILL, "x32 execve");
-    assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 165, &[]), KILL, "x32 mount");
+    assert_eq!(
+        verdict_raw(AUDIT_ARCH_X86_64, X32 + 59, &[]),
+        KILL,
+        "x32 execve (common)"
+    );
+    assert_eq!(
+        verdict_raw(AUDIT_ARCH_X86_64, X32 + 520, &[]),
+        KILL,
+        "x32 execve"
+    );
+    assert_eq!(
+        verdict_raw(AUDIT_ARCH_X86_64, X32 + 165, &[]),
+        KILL,
+        "x32 mount"
+    );
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, u32::MAX, &[]), KILL, "nr -1");
 }

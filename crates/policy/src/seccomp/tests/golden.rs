@@ -2,11 +2,12 @@
 
 use std::collections::BTreeSet;
 
-use super::super::bpf::{ret_value, JEQ_K, JGE_K, LD_ABS, RET_K};
+use super::super::bpf::{prelude, ret_value, JA, JGE_K};
 use super::super::interp::check;
-use super::super::rules::{Rule, DEFAULT_ACTION, SANDBOX};
+use super::super::model::Rule;
+use super::super::rules::{DEFAULT_ACTION, SANDBOX};
 use super::super::{describe, SockFilter, MAX_INSNS, NATIVE};
-use super::{filter, model, nr, probe_args, verdict_raw, ENOSYS, KILL};
+use super::{filter, model, probe_args, verdict_raw, ENOSYS, KILL};
 
 #[test]
 fn sock_filter_matches_the_kernel_layout() {
@@ -30,21 +31,50 @@ fn program_starts_with_the_arch_and_x32_checks() {
     pretty_assertions::assert_eq!(
         filter()[..6],
         [
-            insn(LD_ABS, 0, 0, 4),              // A = seccomp_data.arch
-            insn(JEQ_K, 1, 0, 0xc000_003e),     // AUDIT_ARCH_X86_64?
-            insn(RET_K, 0, 0, 0x8000_0000),     // no: SECCOMP_RET_KILL_PROCESS
-            insn(LD_ABS, 0, 0, 0),              // A = seccomp_data.nr
-            insn(JGE_K, 0, 1, 0x4000_0000),     // __X32_SYSCALL_BIT set?
-            insn(RET_K, 0, 0, 0x8000_0000),     // yes: SECCOMP_RET_KILL_PROCESS
+            insn(0x20, 0, 0, 4),           // ld  [4]: seccomp_data.arch
+            insn(0x15, 1, 0, 0xc000_003e), // jeq AUDIT_ARCH_X86_64, +1
+            insn(0x06, 0, 0, 0x8000_0000), // ret SECCOMP_RET_KILL_PROCESS
+            insn(0x20, 0, 0, 0),           // ld  [0]: seccomp_data.nr
+            insn(0x35, 0, 1, 0x4000_0000), // jge __X32_SYSCALL_BIT, +0, +1
+            insn(0x06, 0, 0, 0x8000_0000), // ret SECCOMP_RET_KILL_PROCESS
         ]
     );
+}
+
+/// The dispatch is a search tree: no syscall needs more than a handful of comparisons.
+#[test]
+fn dispatch_depth_is_logarithmic() {
+    let prog = filter();
+    let dispatch_start = prelude(&NATIVE).len();
+    let mut worst = 0;
+    for nr in (0..600).chain(NATIVE.table.iter().map(|&(_, nr)| nr)) {
+        // Follow the `jge`/`ja` tree until it reaches a rule.
+        let mut pc = dispatch_start;
+        let mut compares = 0;
+        loop {
+            let insn = prog[pc];
+            match insn.code {
+                JGE_K => {
+                    compares += 1;
+                    pc += 1 + usize::from(if nr >= insn.k { insn.jt } else { insn.jf });
+                }
+                JA => pc += 1 + insn.k as usize,
+                _ => break,
+            }
+        }
+        worst = worst.max(compares);
+    }
+    assert!(worst <= 10, "worst case {worst} comparisons");
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn every_name_resolves_on_x86_64() {
-    let missing: Vec<&str> =
-        SANDBOX.iter().map(|e| e.name).filter(|name| NATIVE.nr(name).is_none()).collect();
+    let missing: Vec<&str> = SANDBOX
+        .iter()
+        .map(|e| e.name)
+        .filter(|name| NATIVE.nr(name).is_none())
+        .collect();
     assert!(missing.is_empty(), "not x86_64 syscalls: {missing:?}");
 }
 
@@ -60,7 +90,10 @@ fn names_and_numbers_are_unique() {
     }
     let mut table_numbers = BTreeSet::new();
     for &(name, nr) in NATIVE.table {
-        assert!(table_numbers.insert(nr), "`{name}` shares number {nr} in the arch table");
+        assert!(
+            table_numbers.insert(nr),
+            "`{name}` shares number {nr} in the arch table"
+        );
     }
 }
 
@@ -76,9 +109,17 @@ fn every_entry_says_why_and_denials_cite_the_catalogue() {
         })
     };
     for entry in SANDBOX {
-        assert!(!entry.why.trim().is_empty(), "`{}` has no reason", entry.name);
+        assert!(
+            !entry.why.trim().is_empty(),
+            "`{}` has no reason",
+            entry.name
+        );
         if entry.rule == Rule::Errno(libc::EPERM) {
-            assert!(cites_id(entry.why), "`{}`: cite a SECURITY.md ID", entry.name);
+            assert!(
+                cites_id(entry.why),
+                "`{}`: cite a SECURITY.md ID",
+                entry.name
+            );
         }
     }
 }
@@ -88,7 +129,9 @@ fn every_entry_says_why_and_denials_cite_the_catalogue() {
 #[test]
 fn compiled_decisions_match_the_table() {
     for entry in SANDBOX {
-        let Some(nr) = NATIVE.nr(entry.name) else { continue };
+        let Some(nr) = NATIVE.nr(entry.name) else {
+            continue;
+        };
         for args in probe_args(&entry.rule) {
             assert_eq!(
                 verdict_raw(NATIVE.audit_arch, nr, &args),
@@ -111,7 +154,13 @@ fn unlisted_numbers_get_the_default() {
         }
     }
     #[cfg(target_arch = "x86_64")]
-    for nr in [0x4000_0000u32, 0x4000_0200, 0x7fff_ffff, 0x8000_0000, u32::MAX] {
+    for nr in [
+        0x4000_0000u32,
+        0x4000_0200,
+        0x7fff_ffff,
+        0x8000_0000,
+        u32::MAX,
+    ] {
         assert_eq!(verdict_raw(NATIVE.audit_arch, nr, &[]), KILL, "nr {nr:#x}");
     }
 }
@@ -136,24 +185,48 @@ fn unlisted_x86_64_syscalls() {
 #[cfg(target_arch = "x86_64")]
 const UNLISTED_X86_64: &[&str] = &[
     // Never implemented on x86_64 (sys_ni_syscall).
-    "getpmsg", "putpmsg", "afs_syscall", "tuxcall", "security",
+    "getpmsg",
+    "putpmsg",
+    "afs_syscall",
+    "tuxcall",
+    "security",
     // 32-bit TLS segments; 64-bit code uses arch_prctl.
-    "set_thread_area", "get_thread_area",
+    "set_thread_area",
+    "get_thread_area",
     // Never implemented on x86_64.
-    "epoll_ctl_old", "epoll_wait_old", "vserver",
+    "epoll_ctl_old",
+    "epoll_wait_old",
+    "vserver",
     // Unneeded: secret memory, reaping other processes' memory.
-    "memfd_secret", "process_mrelease",
+    "memfd_secret",
+    "process_mrelease",
     // 6.5+ calls libc does not use yet; callers fall back on ENOSYS.
-    "cachestat", "futex_wake", "futex_wait", "futex_requeue", "setxattrat", "getxattrat",
-    "listxattrat", "removexattrat", "file_getattr", "file_setattr",
+    "cachestat",
+    "futex_wake",
+    "futex_wait",
+    "futex_requeue",
+    "setxattrat",
+    "getxattrat",
+    "listxattrat",
+    "removexattrat",
+    "file_getattr",
+    "file_setattr",
 ];
 
 #[test]
 fn describe_prints_each_rule() {
     let lines: Vec<(&str, String)> = describe().collect();
-    let resolvable = SANDBOX.iter().filter(|e| NATIVE.nr(e.name).is_some()).count();
+    let resolvable = SANDBOX
+        .iter()
+        .filter(|e| NATIVE.nr(e.name).is_some())
+        .count();
     assert_eq!(lines.len(), resolvable);
-    let find = |name: &str| lines.iter().find(|(n, _)| *n == name).map(|(_, d)| d.as_str());
+    let find = |name: &str| {
+        lines
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| d.as_str())
+    };
     assert_eq!(find("read"), Some("allow"));
     assert_eq!(find("mount"), Some("EPERM"));
     assert_eq!(find("clone3"), Some("ENOSYS"));
@@ -169,6 +242,8 @@ fn describe_prints_each_rule() {
              EPERM if type (arg1 & 0xf) is one of [0x3, 0xa]; otherwise allow"
         )
     );
-    assert_eq!(find("ioctl"), Some("EPERM if request (arg1) is one of [0x5412, 0x541c]; otherwise allow"));
-    let _ = nr("read");
+    assert_eq!(
+        find("ioctl"),
+        Some("EPERM if request (arg1) is one of [0x5412, 0x541c]; otherwise allow")
+    );
 }

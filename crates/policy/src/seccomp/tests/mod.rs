@@ -50,7 +50,7 @@ fn verdict(name: &str, args: &[u64]) -> u32 {
     verdict_raw(NATIVE.audit_arch, nr(name), args)
 }
 
-use super::rules::{Action, Rule, Test};
+use super::model::{Action, Rule, Test};
 
 /// The meaning of a rule, evaluated directly: the reference the compiled code must match.
 fn model(rule: &Rule, args: &[u64; 6]) -> Action {
