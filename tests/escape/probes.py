@@ -122,6 +122,13 @@ def emit_op(pid, check, fn):
     return emit(pid, check, ok, e, v)
 
 
+def unhide(marker):
+    """Markers travel reversed ("~" prefix) so that the literal never appears on the command
+    line of `safehouse run` itself (which PID 1 inside may expose): a hit is then a real
+    host or peer process, not our own arguments."""
+    return marker[1:][::-1] if marker.startswith("~") else marker
+
+
 def env_list(name):
     v = os.environ.get(name, "")
     return [x for x in v.split(",") if x]
@@ -234,7 +241,7 @@ def fs02():
         emit_op("FS-02", f"host-pid-{i}:stat", lambda hp=hp: os.lstat(f"/proc/{hp}").st_ino)
         emit_op("FS-02", f"host-pid-{i}:root",
                 lambda hp=hp: len(os.listdir(f"/proc/{hp}/root/")))
-    marker = os.environ.get("SH_HOST_MARKER", "\0none")
+    marker = unhide(os.environ.get("SH_HOST_MARKER", "\0none"))
     found, pids = [], []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -974,7 +981,7 @@ def lk04():
         for d in os.listdir("/proc"):
             if d.isdigit():
                 try:
-                    if s["marker"].encode() in read_bytes(f"/proc/{d}/cmdline", 65536):
+                    if unhide(s["marker"]).encode() in read_bytes(f"/proc/{d}/cmdline", 65536):
                         found.append(int(d))
                 except OSError:
                     pass
@@ -987,7 +994,13 @@ def lk04():
 def ex_tiocsti():
     """stdin must be a terminal (the harness passes a pty or uses --tty)."""
     fd = 0
-    emit("EX-TIOCSTI", "stdin-isatty", os.isatty(fd), None, os.ttyname(fd) if os.isatty(fd) else None)
+    name = None
+    if os.isatty(fd):
+        try:
+            name = os.ttyname(fd)
+        except OSError as ex:  # a host pty has no node in the sandbox's /dev/pts
+            name = f"errno {ex.errno}"
+    emit("EX-TIOCSTI", "stdin-isatty", os.isatty(fd), None, name)
     c = ctypes.c_char(b"#")
     r, e = sc("ioctl", fd, TIOCSTI, ctypes.byref(c))
     emit("EX-TIOCSTI", "tiocsti", r == 0, e, None)
@@ -1087,8 +1100,13 @@ def ex_env():
     r, e = sc("landlock_create_ruleset", None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
     emit("EX-ENV", "landlock-abi", r > 0, e, r)
     with open("/proc/1/cmdline", "rb") as f:
-        init = f.read().split(b"\0")[0].decode(errors="replace")
-    emit("EX-ENV", "pid1", True, None, init)
+        argv1 = f.read().split(b"\0")
+    emit("EX-ENV", "pid1", True, None, argv1[0].decode(errors="replace"))
+    # the runtime's own command line is host information (host paths of --mount sources,
+    # --json files, --workdir): PID 1 must not show it to the sandbox
+    hostish = [a.decode(errors="replace") for a in argv1
+               if b"/work/" in a or b"/tmp/safehouse-" in a or b"SH_" in a]
+    emit("EX-ENV", "pid1-cmdline-leaks-host-args", bool(hostish), None, hostish[:8])
     import resource
     emit("EX-ENV", "rlimits", True, None,
          {n: resource.getrlimit(getattr(resource, n))

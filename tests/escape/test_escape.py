@@ -299,6 +299,7 @@ X("EX-ENV", "command-is-session-leader", ANY, OK)
 X("EX-ENV", "seccomp-nnp", NOT, OK)
 X("EX-ENV", "landlock-abi", ANY, ANY)
 X("EX-ENV", "pid1", ANY, ANY)
+X("EX-ENV", "pid1-cmdline-leaks-host-args", ANY, NOT)
 X("EX-ENV", "rlimits", ANY, P(lambda r: r["detail"]["RLIMIT_CORE"] == [0, 0], "core 0"))
 for _d in ["/tmp", "/home/user", "/workspace", "/var/tmp", "/dev/shm"]:
     X("EX-ENV", "writable:" + _d, ANY, OK)
@@ -427,14 +428,15 @@ def host_env(helper_bin):
     env = {
         "SH_HOST_PIDS": ",".join(str(s.pid) for s in sleepers),
         "SH_AGENT_PID": str(sleepers[1].pid),
-        "SH_HOST_MARKER": marker,
+        "SH_HOST_MARKER": "~" + marker[::-1],
         "SH_CANARIES": ",".join(f"{k}={v}" for k, v in canaries.items()),
         "SH_ABSTRACT": abstract_name,
         "SH_TCP_PORT": str(tcp.getsockname()[1]),
         "SH_HOST_HOSTNAME": os.uname().nodename,
         "SH_HOST_SHA": ",".join(f"{p}={_sha(p)}" for p in [
             "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc/passwd", "/etc/group"]),
-        "SH_LK04": json.dumps({"host": lk_host, "peer": lk_peer}),
+        "SH_LK04": json.dumps({"host": dict(lk_host, marker="~" + marker[::-1]),
+                               "peer": dict(lk_peer, marker="~" + lk_peer["marker"][::-1])}),
         "SH_FS12_TAG": tag,
     }
     time.sleep(0.3)  # let setpriv exec the uid-1000 sleeper

@@ -18,6 +18,7 @@ const OLDROOT: &str = "/oldroot";
 const HIDE_FILE: &str = "/.safehouse-hidden-file";
 const HIDE_DIR: &str = "/.safehouse-hidden-dir";
 
+
 /// Mount trees the host side prepared (root mode): sandbox path -> detached mount fd.
 pub type Prepared = BTreeMap<String, OwnedFd>;
 
@@ -117,21 +118,20 @@ fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
             step(|| format!("create {path}"), mkdir_p(path, 0o555))?;
             step(|| "mount proc".into(), m::mount(Some("proc"), path, Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None))?;
         }
+        // /proc entries differ between kernels: a missing one needs no masking (ENOENT).
         MountOp::MaskWithNull { path } => {
-            if exists(path) {
-                step(|| format!("mask {path}"), bind(&format!("{OLDROOT}/dev/null"), path, false))?;
-                step(|| format!("restrict {path}"), make_readonly(path, false))?;
-            }
+            // Writes through the mask reach /dev/null, so it needs no read-only flag.
+            skip_missing(|| format!("mask {path}"), bind(&format!("{OLDROOT}/dev/null"), path, false))?;
         }
         MountOp::ReadOnlyDir { path } => {
-            if exists(path) {
-                step(|| format!("bind {path}"), bind(path, path, true))?;
+            if skip_missing(|| format!("bind {path}"), bind(path, path, true))? {
                 step(|| format!("make {path} read-only"), make_readonly(path, true))?;
             }
         }
         MountOp::MaskDir { path } => {
-            if exists(path) {
-                step(|| format!("mask {path}"), m::mount(Some("tmpfs"), path, Some("tmpfs"), MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, Some("size=0,mode=0555")))?;
+            ensure_hide_dir()?;
+            if skip_missing(|| format!("mask {path}"), bind(HIDE_DIR, path, false))? {
+                step(|| format!("restrict {path}"), make_readonly(path, false))?;
             }
         }
         MountOp::Sysfs { path } => {
@@ -157,9 +157,7 @@ fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
             step(|| format!("restrict {path}"), make_readonly(path, false))?;
         }
         MountOp::HideDir { path } => {
-            if !exists(HIDE_DIR) {
-                step(|| "create hidden-dir source".into(), fs::DirBuilder::new().mode(0o000).create(HIDE_DIR))?;
-            }
+            ensure_hide_dir()?;
             if !exists(path) {
                 step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
             }
@@ -173,6 +171,23 @@ fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
             let _ = fs::remove_dir(HIDE_DIR);
             step(|| "make / read-only".into(), m::set_attr(None, "/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None))?;
         }
+    }
+    Ok(())
+}
+
+/// Runs a mount step whose target may not exist: Ok(false) if it does not.
+fn skip_missing(what: impl FnOnce() -> String, r: io::Result<()>) -> Result<bool, String> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(format!("{}: {e}", what())),
+    }
+}
+
+/// The empty, mode-000 directory bound over hidden directories.
+fn ensure_hide_dir() -> Result<(), String> {
+    if !exists(HIDE_DIR) {
+        step(|| "create hidden-dir source".into(), fs::DirBuilder::new().mode(0o000).create(HIDE_DIR))?;
     }
     Ok(())
 }
