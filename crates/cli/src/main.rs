@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "safehouse", version, about = "An isolation runtime for AI agents: run commands with exactly the capabilities their task needs")]
+#[command(
+    name = "safehouse",
+    version,
+    about = "An isolation runtime for AI agents: run commands with exactly the capabilities their task needs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one command in a fresh sandbox, stream its stdio, tear down, exit with its status
-    Run(cmd::run::RunArgs),
+    Run(Box<cmd::run::RunArgs>),
     /// Report which kernel features exist here and which isolation layers `run` enforces
     Doctor(cmd::doctor::DoctorArgs),
     /// Validate and show policies
@@ -26,7 +30,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run(args) => cmd::run::main(args),
+        Command::Run(args) => cmd::run::main(*args),
         Command::Doctor(args) => cmd::doctor::main(args),
         Command::Policy(c) => cmd::policy::main(c),
     };

@@ -50,14 +50,18 @@ pub fn features() -> Features {
 }
 
 fn user_namespaces() -> Result<(), String> {
-    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let max =
+        std::fs::read_to_string("/proc/sys/user/max_user_namespaces").ok().and_then(|s| s.trim().parse::<u64>().ok());
     if max == Some(0) {
         return Err("user.max_user_namespaces is 0; set it above 0 (sysctl user.max_user_namespaces=10000)".into());
     }
     if safehouse_sys::geteuid() != 0 {
         if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone") {
             if v.trim() == "0" {
-                return Err("unprivileged user namespaces are disabled; set kernel.unprivileged_userns_clone=1 or run as root".into());
+                return Err(
+                    "unprivileged user namespaces are disabled; set kernel.unprivileged_userns_clone=1 or run as root"
+                        .into(),
+                );
             }
         }
         if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") {
@@ -74,9 +78,9 @@ pub fn host_view(req: &RunRequest) -> HostView {
     let mut view = HostView::default();
     for path in HostView::wanted(req) {
         let entry = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => {
-                HostEntry::Symlink(std::fs::read_link(&path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default())
-            }
+            Ok(m) if m.file_type().is_symlink() => HostEntry::Symlink(
+                std::fs::read_link(&path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default(),
+            ),
             Ok(m) if m.is_dir() => HostEntry::Dir,
             Ok(_) => HostEntry::File,
             Err(_) => HostEntry::Missing,

@@ -19,7 +19,8 @@ use crate::setup::ChildContext;
 static COMMAND: AtomicI32 = AtomicI32::new(0);
 
 /// Signals the host side may relay; init passes them on to the command.
-pub const FORWARDED: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+pub const FORWARDED: [i32; 6] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
 
 extern "C" fn forward(sig: libc::c_int) {
     let pid = COMMAND.load(Ordering::Relaxed);

@@ -18,7 +18,6 @@ const OLDROOT: &str = "/oldroot";
 const HIDE_FILE: &str = "/.safehouse-hidden-file";
 const HIDE_DIR: &str = "/.safehouse-hidden-dir";
 
-
 /// Mount trees the host side prepared (root mode): sandbox path -> detached mount fd.
 pub type Prepared = BTreeMap<String, OwnedFd>;
 
@@ -58,12 +57,18 @@ pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -
     let new_root = match &plan.root {
         RootSpec::Tmpfs { size, inodes } => {
             let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-            step(|| "mount root tmpfs".into(), m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)))?;
+            step(
+                || "mount root tmpfs".into(),
+                m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+            )?;
             STAGING.to_string()
         }
         RootSpec::Overlay { lower, size, inodes } => {
             let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-            step(|| "mount overlay upper tmpfs".into(), m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)))?;
+            step(
+                || "mount overlay upper tmpfs".into(),
+                m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+            )?;
             for d in ["upper", "work", "root"] {
                 step(|| format!("create overlay {d} dir"), mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
             }
@@ -73,7 +78,10 @@ pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -
             };
             let opts = format!("lowerdir={lower},upperdir={STAGING}/upper,workdir={STAGING}/work,userxattr");
             let target = format!("{STAGING}/root");
-            step(|| format!("mount overlay over rootfs {lower}"), m::mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)))?;
+            step(
+                || format!("mount overlay over rootfs {lower}"),
+                m::mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)),
+            )?;
             target
         }
     };
@@ -116,7 +124,10 @@ fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
         }
         MountOp::Proc { path } => {
             step(|| format!("create {path}"), mkdir_p(path, 0o555))?;
-            step(|| "mount proc".into(), m::mount(Some("proc"), path, Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None))?;
+            step(
+                || "mount proc".into(),
+                m::mount(Some("proc"), path, Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+            )?;
         }
         // /proc entries differ between kernels: a missing one needs no masking (ENOENT).
         MountOp::MaskWithNull { path } => {
@@ -169,7 +180,10 @@ fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
             step(|| "remove /oldroot".into(), fs::remove_dir(OLDROOT))?;
             let _ = fs::remove_file(HIDE_FILE);
             let _ = fs::remove_dir(HIDE_DIR);
-            step(|| "make / read-only".into(), m::set_attr(None, "/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None))?;
+            step(
+                || "make / read-only".into(),
+                m::set_attr(None, "/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None),
+            )?;
         }
     }
     Ok(())
@@ -194,7 +208,10 @@ fn ensure_hide_dir() -> Result<(), String> {
 
 fn build_dev(path: &str, devices: &[String], shm_size: u64) -> Result<(), String> {
     step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
-    step(|| "mount /dev tmpfs".into(), m::mount(Some("tmpfs"), path, Some("tmpfs"), MS_NOSUID | MS_NOEXEC, Some("size=64k,nr_inodes=64,mode=0755")))?;
+    step(
+        || "mount /dev tmpfs".into(),
+        m::mount(Some("tmpfs"), path, Some("tmpfs"), MS_NOSUID | MS_NOEXEC, Some("size=64k,nr_inodes=64,mode=0755")),
+    )?;
     for dev in devices {
         let dst = format!("{path}/{dev}");
         step(|| format!("create {dst}"), touch(&dst, 0o666))?;
@@ -202,14 +219,34 @@ fn build_dev(path: &str, devices: &[String], shm_size: u64) -> Result<(), String
     }
     let pts = format!("{path}/pts");
     step(|| "create /dev/pts".into(), mkdir_p(&pts, 0o755))?;
-    step(|| "mount devpts".into(), m::mount(Some("devpts"), &pts, Some("devpts"), MS_NOSUID | MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620")))?;
+    step(
+        || "mount devpts".into(),
+        m::mount(
+            Some("devpts"),
+            &pts,
+            Some("devpts"),
+            MS_NOSUID | MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+    )?;
     step(|| "link /dev/ptmx".into(), symlink("pts/ptmx", format!("{path}/ptmx")))?;
     let shm = format!("{path}/shm");
     step(|| "create /dev/shm".into(), mkdir_p(&shm, 0o755))?;
-    step(|| "mount /dev/shm".into(), m::mount(Some("tmpfs"), &shm, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&format!("size={shm_size},mode=1777"))))?;
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    step(
+        || "mount /dev/shm".into(),
+        m::mount(Some("tmpfs"), &shm, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&format!("size={shm_size},mode=1777"))),
+    )?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         step(|| format!("link /dev/{name}"), symlink(target, format!("{path}/{name}")))?;
     }
-    step(|| "make /dev read-only".into(), m::set_attr(None, path, false, m::MOUNT_ATTR_RDONLY | m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NOEXEC, 0, None))?;
+    step(
+        || "make /dev read-only".into(),
+        m::set_attr(None, path, false, m::MOUNT_ATTR_RDONLY | m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NOEXEC, 0, None),
+    )?;
     Ok(())
 }

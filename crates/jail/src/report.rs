@@ -55,7 +55,9 @@ impl Report {
             }
             let body = &rest[5..5 + len];
             let int = |b: &[u8]| -> Result<i32, String> {
-                b.get(..4).map(|x| i32::from_le_bytes([x[0], x[1], x[2], x[3]])).ok_or_else(|| "short integer".to_string())
+                b.get(..4)
+                    .map(|x| i32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                    .ok_or_else(|| "short integer".to_string())
             };
             out.push(match tag {
                 b'E' => Report::SetupFailed(String::from_utf8_lossy(body).into_owned()),
@@ -83,7 +85,12 @@ mod tests {
 
     #[test]
     fn roundtrip_and_rejects_garbage() {
-        let rs = vec![Report::Started(2), Report::ExecFailed(2, "/bin/nope".into()), Report::Exited(0x8b00), Report::SetupFailed("mount proc: EPERM".into())];
+        let rs = vec![
+            Report::Started(2),
+            Report::ExecFailed(2, "/bin/nope".into()),
+            Report::Exited(0x8b00),
+            Report::SetupFailed("mount proc: EPERM".into()),
+        ];
         let bytes: Vec<u8> = rs.iter().flat_map(|r| r.encode()).collect();
         assert_eq!(Report::decode_all(&bytes).unwrap(), rs);
         assert!(Report::decode_all(b"Z\0\0\0\0").is_err());

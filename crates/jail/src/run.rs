@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -85,7 +84,8 @@ fn preflight(f: &Features) -> Result<u32, JailError> {
     if let Err(reason) = &f.seccomp {
         return Err(JailError::LayerUnavailable { layer: "seccomp".into(), reason: reason.clone() });
     }
-    let abi = f.landlock_abi.clone().map_err(|reason| JailError::LayerUnavailable { layer: "landlock".into(), reason })?;
+    let abi =
+        f.landlock_abi.clone().map_err(|reason| JailError::LayerUnavailable { layer: "landlock".into(), reason })?;
     if abi < MIN_ABI {
         return Err(JailError::LayerUnavailable { layer: "landlock".into(), reason: format!("ABI {abi} < {MIN_ABI}") });
     }
@@ -94,9 +94,17 @@ fn preflight(f: &Features) -> Result<u32, JailError> {
 
 /// Creates the cgroup if this host lets us; otherwise lists what goes unenforced and
 /// refuses if any of it was explicitly asked for.
-fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<(Option<Box<dyn Cgroup>>, Vec<Unenforced>), JailError> {
+/// The sandbox's cgroup (if any) and the limits that go unenforced without one.
+type CgroupPlan = (Option<Box<dyn Cgroup>>, Vec<Unenforced>);
+
+fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<CgroupPlan, JailError> {
     let l = &plan.limits;
-    let limits = cgroup::Limits { memory_bytes: Some(l.memory.value), pids: Some(l.pids.value), cpus: l.cpus.map(|c| c.value), only_limited: true };
+    let limits = cgroup::Limits {
+        memory_bytes: Some(l.memory.value),
+        pids: Some(l.pids.value),
+        cpus: l.cpus.map(|c| c.value),
+        only_limited: true,
+    };
     if f.cgroups.writable {
         let cg = cgroup::create(&f.cgroups, &format!("run-{id}"), &limits)?;
         return Ok((Some(cg), Vec::new()));
@@ -104,7 +112,10 @@ fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<(Option<Box<dyn Cg
     let reason = if f.root {
         "no usable cgroup hierarchy on this host".to_string()
     } else {
-        format!("rootless mode cannot create cgroups here ({}); run as root or delegate a cgroup v2 subtree to uid {}", f.cgroup_summary, f.uid)
+        format!(
+            "rootless mode cannot create cgroups here ({}); run as root or delegate a cgroup v2 subtree to uid {}",
+            f.cgroup_summary, f.uid
+        )
     };
     let mut unenforced = vec![
         Unenforced { limit: "memory".into(), reason: reason.clone() },
@@ -126,7 +137,8 @@ fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<(Option<Box<dyn Cg
 }
 
 fn write_proc(pid: i32, file: &str, contents: &str) -> Result<(), JailError> {
-    std::fs::write(format!("/proc/{pid}/{file}"), contents).map_err(|e| JailError::host(format!("write /proc/{pid}/{file}"), e))
+    std::fs::write(format!("/proc/{pid}/{file}"), contents)
+        .map_err(|e| JailError::host(format!("write /proc/{pid}/{file}"), e))
 }
 
 /// A user namespace whose mapping makes `owner` (uid, gid) on disk appear as the
@@ -145,7 +157,9 @@ fn idmap_userns(owner: (u32, u32)) -> Result<OwnedFd, JailError> {
             let result = (|| {
                 write_proc(pid, "uid_map", &format!("{} {ROOT_MODE_HOST_ID} 1\n", owner.0))?;
                 write_proc(pid, "gid_map", &format!("{} {ROOT_MODE_HOST_ID} 1\n", owner.1))?;
-                File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from).map_err(|e| JailError::host("open idmap namespace", e))
+                File::open(format!("/proc/{pid}/ns/user"))
+                    .map(OwnedFd::from)
+                    .map_err(|e| JailError::host("open idmap namespace", e))
             })();
             drop(w);
             let _ = process::wait4(pid, false);
@@ -166,7 +180,8 @@ fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, JailError> {
         }
         let tree = m::clone_tree(host, true).map_err(|e| JailError::host(format!("open {host} for mounting"), e))?;
         if *writable {
-            let owner = host::owner(host).ok_or_else(|| JailError::host(format!("stat {host}"), std::io::Error::last_os_error()))?;
+            let owner = host::owner(host)
+                .ok_or_else(|| JailError::host(format!("stat {host}"), std::io::Error::last_os_error()))?;
             let ns = idmap_userns(owner)?;
             m::set_attr(Some(&tree), "", true, m::MOUNT_ATTR_IDMAP, 0, Some(&ns)).map_err(|e| JailError::LayerUnavailable {
                 layer: format!("the writable mount {host}"),
@@ -190,7 +205,8 @@ pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
     let id = random_id();
     let (cg, unenforced) = make_cgroup(&features, &plan, &id)?;
     let result = run_in(&spec, plan, &features, cg.as_deref(), start);
-    let cg_stats = cg.as_deref().map(|c| (c.oom_kills().unwrap_or(0), c.peak_memory().ok().flatten(), c.cpu_usage_ns().ok()));
+    let cg_stats =
+        cg.as_deref().map(|c| (c.oom_kills().unwrap_or(0), c.peak_memory().ok().flatten(), c.cpu_usage_ns().ok()));
     if let Some(c) = cg {
         let _ = c.destroy();
     }
@@ -251,12 +267,19 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
     };
     let (sync_read, sync_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
     let (status_read, status_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
-    let tty = if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
-    const RELAYED: [i32; 7] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
+    let tty =
+        if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
+    const RELAYED: [i32; 7] =
+        [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
     process::sigmask(&RELAYED, true).map_err(|e| JailError::host("block signals", e))?;
     let sigfd = process::signalfd(&RELAYED).map_err(|e| JailError::host("signalfd", e))?;
 
-    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
     let timeout = plan.limits.timeout;
     let (pid, pidfd) = match process::clone_process(flags, None).map_err(|e| JailError::host("clone the sandbox", e))? {
         Forked::Child => {
@@ -364,10 +387,13 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
     if let Some(t) = saved_termios {
         process::restore_termios(0, &t);
     }
-    let reaped = process::wait4(pid, false).map_err(|e| JailError::host("wait for the sandbox", e))?.ok_or_else(|| JailError::Setup("sandbox vanished".into()))?;
+    let reaped = process::wait4(pid, false)
+        .map_err(|e| JailError::host("wait for the sandbox", e))?
+        .ok_or_else(|| JailError::Setup("sandbox vanished".into()))?;
     let _ = process::sigmask(&RELAYED, false);
 
-    let reports = Report::read_all(&mut File::from(status_read)).map_err(|e| JailError::host("read sandbox status", e))?;
+    let reports =
+        Report::read_all(&mut File::from(status_read)).map_err(|e| JailError::host("read sandbox status", e))?;
     let reports = reports.map_err(|e| JailError::Setup(format!("the sandbox sent a malformed status record: {e}")))?;
     let mut raw = Raw {
         exit_code: None,
@@ -385,7 +411,11 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
             Report::ExecFailed(errno, path) => {
                 let err = std::io::Error::from_raw_os_error(errno);
                 raw.exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
-                raw.exec_error = Some(if errno == libc::ENOENT { format!("{path}: command not found") } else { format!("{path}: {err}") });
+                raw.exec_error = Some(if errno == libc::ENOENT {
+                    format!("{path}: command not found")
+                } else {
+                    format!("{path}: {err}")
+                });
             }
             Report::Exited(status) => {
                 if libc::WIFEXITED(status) {
@@ -400,7 +430,6 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
         // The init itself died (killed by the timeout, the OOM killer or from outside).
         raw.signal = reaped.signal().or(Some(libc::SIGKILL));
     }
-    let _ = Duration::ZERO;
     Ok(raw)
 }
 

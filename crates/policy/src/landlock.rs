@@ -130,7 +130,11 @@ mod tests {
         // Nothing outside the writable set may be written.
         for p in &r.rules {
             if p.access & WRITE_FILE != 0 {
-                assert!(p.path.starts_with("/tmp") || p.path.starts_with("/workspace") || p.path.starts_with("/dev/"), "{}", p.path);
+                assert!(
+                    p.path.starts_with("/tmp") || p.path.starts_with("/workspace") || p.path.starts_with("/dev/"),
+                    "{}",
+                    p.path
+                );
             }
         }
     }

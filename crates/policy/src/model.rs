@@ -44,7 +44,13 @@ fn one() -> u32 {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { version: 1, limits: Limits::default(), filesystem: Filesystem::default(), network: Network::default(), tools: Tools::default() }
+        Policy {
+            version: 1,
+            limits: Limits::default(),
+            filesystem: Filesystem::default(),
+            network: Network::default(),
+            tools: Tools::default(),
+        }
     }
 }
 
@@ -195,7 +201,10 @@ impl Policy {
     /// this version cannot enforce yet (refused, never silently ignored).
     pub fn validate(&self) -> Result<(), PolicyError> {
         if self.version != 1 {
-            return Err(PolicyError::invalid("version", format!("unsupported version {}; write version = 1", self.version)));
+            return Err(PolicyError::invalid(
+                "version",
+                format!("unsupported version {}; write version = 1", self.version),
+            ));
         }
         let l = &self.limits;
         if let Some(m) = l.memory {
@@ -208,7 +217,10 @@ impl Policy {
         }
         if let Some(c) = l.cpus {
             if !(c.is_finite() && (0.01..=4096.0).contains(&c)) {
-                return Err(PolicyError::invalid("limits.cpus", format!("{c} is out of range; write a number of cores between 0.01 and 4096")));
+                return Err(PolicyError::invalid(
+                    "limits.cpus",
+                    format!("{c} is out of range; write a number of cores between 0.01 and 4096"),
+                ));
             }
         }
         if let Some(d) = l.disk {
@@ -233,7 +245,10 @@ impl Policy {
         if let Rootfs::Dir(d) = &fs.rootfs {
             check_abs("filesystem.rootfs", d)?;
             if d == "/" {
-                return Err(PolicyError::invalid("filesystem.rootfs", "the host root cannot be the sandbox root; write rootfs = \"host\""));
+                return Err(PolicyError::invalid(
+                    "filesystem.rootfs",
+                    "the host root cannot be the sandbox root; write rootfs = \"host\"",
+                ));
             }
         }
         let mut targets: Vec<&str> = Vec::new();
@@ -242,7 +257,10 @@ impl Policy {
                 check_abs(field, &b.host)?;
                 check_target(field, &b.path)?;
                 if targets.contains(&b.path.as_str()) {
-                    return Err(PolicyError::invalid(field, format!("{} is mounted twice; keep one entry for it", b.path)));
+                    return Err(PolicyError::invalid(
+                        field,
+                        format!("{} is mounted twice; keep one entry for it", b.path),
+                    ));
                 }
                 targets.push(&b.path);
             }
@@ -253,7 +271,10 @@ impl Policy {
         for h in &fs.hidden {
             check_abs("filesystem.hidden", h)?;
             if targets.contains(&h.as_str()) {
-                return Err(PolicyError::invalid("filesystem.hidden", format!("{h} is both mounted and hidden; remove one")));
+                return Err(PolicyError::invalid(
+                    "filesystem.hidden",
+                    format!("{h} is both mounted and hidden; remove one"),
+                ));
             }
         }
         if !self.network.allow.is_empty() {
@@ -263,7 +284,10 @@ impl Policy {
             ));
         }
         if self.network.egress_bytes.is_some() {
-            return Err(PolicyError::invalid("network.egress_bytes", "byte budgets need the capability gateway, which this version does not have yet; remove it"));
+            return Err(PolicyError::invalid(
+                "network.egress_bytes",
+                "byte budgets need the capability gateway, which this version does not have yet; remove it",
+            ));
         }
         if !self.tools.allow.is_empty() {
             return Err(PolicyError::invalid("tools.allow", "tool allowlists arrive with the capability gateway and are not enforced by this version; remove tools.allow"));
@@ -277,7 +301,10 @@ const RESERVED: &[&str] = &["/", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin"
 
 pub fn check_abs(field: &str, p: &str) -> Result<(), PolicyError> {
     if p.is_empty() || !p.starts_with('/') {
-        return Err(PolicyError::invalid(field, format!("{p:?} is not an absolute path; write a path starting with /")));
+        return Err(PolicyError::invalid(
+            field,
+            format!("{p:?} is not an absolute path; write a path starting with /"),
+        ));
     }
     if p.contains('\0') {
         return Err(PolicyError::invalid(field, format!("{p:?} contains a NUL byte")));
@@ -292,8 +319,12 @@ pub fn check_target(field: &str, p: &str) -> Result<(), PolicyError> {
     check_abs(field, p)?;
     let norm = p.trim_end_matches('/');
     let norm = if norm.is_empty() { "/" } else { norm };
-    if RESERVED.contains(&norm) || norm.starts_with("/proc/") || norm.starts_with("/dev/") || norm.starts_with("/sys/") {
-        return Err(PolicyError::invalid(field, format!("{p} is managed by safehouse and cannot be a mount target; choose another path such as /data")));
+    if RESERVED.contains(&norm) || norm.starts_with("/proc/") || norm.starts_with("/dev/") || norm.starts_with("/sys/")
+    {
+        return Err(PolicyError::invalid(
+            field,
+            format!("{p} is managed by safehouse and cannot be a mount target; choose another path such as /data"),
+        ));
     }
     Ok(())
 }
@@ -342,9 +373,12 @@ hidden = ["/etc/ssh"]
         assert!(err.contains("line 2") && err.contains("unknown size unit"), "{err}");
         let err = parse_toml("[limits]\ncpus = 0\n", "p.toml").unwrap_err().to_string();
         assert!(err.contains("limits.cpus"), "{err}");
-        let err = parse_toml("[filesystem]\nread_only = [{host = \"rel\", path = \"/x\"}]\n", "p").unwrap_err().to_string();
+        let err =
+            parse_toml("[filesystem]\nread_only = [{host = \"rel\", path = \"/x\"}]\n", "p").unwrap_err().to_string();
         assert!(err.contains("absolute"), "{err}");
-        let err = parse_toml("[filesystem]\nread_only = [{host = \"/a\", path = \"/proc/x\"}]\n", "p").unwrap_err().to_string();
+        let err = parse_toml("[filesystem]\nread_only = [{host = \"/a\", path = \"/proc/x\"}]\n", "p")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("managed by safehouse"), "{err}");
         let err = parse_toml("[network]\nallow = [\"pypi.org\"]\n", "p").unwrap_err().to_string();
         assert!(err.contains("gateway"), "{err}");

@@ -25,8 +25,17 @@ pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/
 pub const HOST_SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
 
 /// Host files under /etc that are hidden even though /etc is visible.
-pub const HIDDEN_HOST_SECRETS: &[&str] =
-    &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/ssh", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssl/private", "/etc/security/opasswd"];
+pub const HIDDEN_HOST_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+    "/etc/ssh",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssl/private",
+    "/etc/security/opasswd",
+];
 
 /// Directories writable by sandboxed code; all live in the size-capped writable layer.
 pub const WRITABLE_DIRS: &[&str] = &["/tmp", "/var/tmp", HOME, WORKSPACE];
@@ -35,8 +44,20 @@ pub const WRITABLE_DIRS: &[&str] = &["/tmp", "/var/tmp", HOME, WORKSPACE];
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// /proc entries that reveal or reach host kernel state: replaced by an empty file.
-pub const PROC_MASKED_FILES: &[&str] =
-    &["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sysrq-trigger", "/proc/kallsyms", "/proc/modules", "/proc/sched_debug", "/proc/latency_stats", "/proc/kpageflags", "/proc/kpagecount", "/proc/kpagecgroup", "/proc/config.gz"];
+pub const PROC_MASKED_FILES: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sysrq-trigger",
+    "/proc/kallsyms",
+    "/proc/modules",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/kpageflags",
+    "/proc/kpagecount",
+    "/proc/kpagecgroup",
+    "/proc/config.gz",
+];
 /// /proc directories that stay readable but can never be written.
 pub const PROC_READONLY_DIRS: &[&str] = &["/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"];
 /// /proc directories replaced by an empty read-only directory.
@@ -95,12 +116,22 @@ impl MountSpec {
         let (host, path, mode) = match parts.as_slice() {
             [h, p] => (*h, *p, "ro"),
             [h, p, m] => (*h, *p, *m),
-            _ => return Err(PolicyError::invalid("--mount", format!("{text:?}: write SRC:DST, SRC:DST:ro or SRC:DST:rw"))),
+            _ => {
+                return Err(PolicyError::invalid(
+                    "--mount",
+                    format!("{text:?}: write SRC:DST, SRC:DST:ro or SRC:DST:rw"),
+                ))
+            }
         };
         let writable = match mode {
             "ro" => false,
             "rw" => true,
-            other => return Err(PolicyError::invalid("--mount", format!("{text:?}: unknown mode {other:?}; write ro or rw"))),
+            other => {
+                return Err(PolicyError::invalid(
+                    "--mount",
+                    format!("{text:?}: unknown mode {other:?}; write ro or rw"),
+                ))
+            }
         };
         check_abs("--mount", host)?;
         check_target("--mount", path)?;
@@ -122,8 +153,16 @@ pub struct RunRequest {
 impl RunRequest {
     fn all_binds(&self) -> Vec<MountSpec> {
         let fs = &self.policy.filesystem;
-        let mut v: Vec<MountSpec> = fs.read_only.iter().map(|b| MountSpec { host: b.host.clone(), path: b.path.clone(), writable: false }).collect();
-        v.extend(fs.read_write.iter().map(|b| MountSpec { host: b.host.clone(), path: b.path.clone(), writable: true }));
+        let mut v: Vec<MountSpec> = fs
+            .read_only
+            .iter()
+            .map(|b| MountSpec { host: b.host.clone(), path: b.path.clone(), writable: false })
+            .collect();
+        v.extend(fs.read_write.iter().map(|b| MountSpec {
+            host: b.host.clone(),
+            path: b.path.clone(),
+            writable: true,
+        }));
         v.extend(self.mounts.iter().cloned());
         v
     }
@@ -234,7 +273,10 @@ pub fn build_env(req: &RunRequest) -> Result<Vec<(String, String)>, PolicyError>
     ];
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(PolicyError::invalid("--env", format!("{k:?}: a variable name must be non-empty and contain neither '=' nor NUL")));
+            return Err(PolicyError::invalid(
+                "--env",
+                format!("{k:?}: a variable name must be non-empty and contain neither '=' nor NUL"),
+            ));
         }
         env.retain(|(name, _)| name != k);
         env.push((k.clone(), v.clone()));
@@ -252,7 +294,12 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         Rootfs::Host => {
             for dir in HOST_SYSTEM_DIRS {
                 match host.get(dir) {
-                    HostEntry::Dir => ops.push(MountOp::Bind { host: dir.to_string(), path: dir.to_string(), writable: false, dir: true }),
+                    HostEntry::Dir => ops.push(MountOp::Bind {
+                        host: dir.to_string(),
+                        path: dir.to_string(),
+                        writable: false,
+                        dir: true,
+                    }),
                     HostEntry::Symlink(target) => ops.push(MountOp::Symlink { target, path: dir.to_string() }),
                     HostEntry::File | HostEntry::Missing => {}
                 }
@@ -299,7 +346,11 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         ops.push(MountOp::MaskDir { path: d.to_string() });
     }
     ops.push(MountOp::Sysfs { path: "/sys".into() });
-    let devices: Vec<String> = DEVICES.iter().filter(|d| host.get(&format!("/dev/{d}")) != HostEntry::Missing).map(|d| d.to_string()).collect();
+    let devices: Vec<String> = DEVICES
+        .iter()
+        .filter(|d| host.get(&format!("/dev/{d}")) != HostEntry::Missing)
+        .map(|d| d.to_string())
+        .collect();
     ops.push(MountOp::Dev { path: "/dev".into(), devices, shm_size: limits.disk });
 
     let mut writable: Vec<String> = WRITABLE_DIRS.iter().map(|s| s.to_string()).collect();
@@ -334,9 +385,14 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
             HostEntry::Dir => true,
             HostEntry::File => false,
             HostEntry::Symlink(_) => {
-                return Err(PolicyError::invalid("mounts", format!("{} is a symlink; give the real path so the mount cannot be redirected", b.host)))
+                return Err(PolicyError::invalid(
+                    "mounts",
+                    format!("{} is a symlink; give the real path so the mount cannot be redirected", b.host),
+                ))
             }
-            HostEntry::Missing => return Err(PolicyError::invalid("mounts", format!("{} does not exist on this host", b.host))),
+            HostEntry::Missing => {
+                return Err(PolicyError::invalid("mounts", format!("{} does not exist on this host", b.host)))
+            }
         };
         ops.push(MountOp::Bind { host: b.host.clone(), path: b.path.clone(), writable: b.writable, dir });
     }
@@ -352,7 +408,8 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
     }
     ops.push(MountOp::RootReadOnly);
 
-    let writable_paths: Vec<String> = writable.iter().cloned().chain(binds.iter().filter(|b| b.writable).map(|b| b.path.clone())).collect();
+    let writable_paths: Vec<String> =
+        writable.iter().cloned().chain(binds.iter().filter(|b| b.writable).map(|b| b.path.clone())).collect();
     let cwd = WORKSPACE.to_string();
     Ok(Plan {
         root,

@@ -60,7 +60,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => value * 86400.0,
         other => return Err(format!("unknown duration unit {other:?} in {text:?}; {DUR_HINT}")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 10.0 * 365.0 * 86400.0 {
+    if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&secs) {
         return Err(format!("{text:?} is out of range; {DUR_HINT}"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -25,7 +25,14 @@ struct PathBeneathAttr {
 /// (ENOSYS: not built in; EOPNOTSUPP: disabled at boot).
 pub fn abi_version() -> io::Result<u32> {
     // SAFETY: with the VERSION flag the attribute pointer must be null and size zero.
-    let v = check(unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<RulesetAttr>(), 0usize, CREATE_RULESET_VERSION) })?;
+    let v = check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            CREATE_RULESET_VERSION,
+        )
+    })?;
     Ok(v as u32)
 }
 
@@ -36,7 +43,8 @@ pub fn create_ruleset(fs: u64, scoped: u64) -> io::Result<OwnedFd> {
     let attr = RulesetAttr { handled_access_fs: fs, handled_access_net: 0, scoped };
     let size = if scoped == 0 { 16 } else { std::mem::size_of::<RulesetAttr>() };
     // SAFETY: `attr` is a valid ruleset_attr whose first `size` bytes the kernel reads.
-    let fd = check(unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size, 0u32) })?;
+    let fd =
+        check(unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size, 0u32) })?;
     // SAFETY: the kernel returned a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -50,7 +58,15 @@ pub fn add_path_rule(ruleset: &OwnedFd, path: &str, access: u64) -> io::Result<(
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd.as_raw_fd() };
     // SAFETY: `attr` is a valid path_beneath_attr alive for the call; descriptors are open.
-    check(unsafe { libc::syscall(libc::SYS_landlock_add_rule, ruleset.as_raw_fd(), RULE_PATH_BENEATH, &attr as *const PathBeneathAttr, 0u32) })?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
+    })?;
     Ok(())
 }
 

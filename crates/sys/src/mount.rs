@@ -30,7 +30,13 @@ struct MountAttr {
 }
 
 /// mount(2). `source`, `fstype` and `data` may be absent.
-pub fn mount(source: Option<&str>, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+pub fn mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let source = source.map(cstr).transpose()?;
     let target = cstr(target)?;
     let fstype = fstype.map(cstr).transpose()?;
@@ -59,9 +65,21 @@ pub fn pivot_root(new_root: &str, put_old: &str) -> io::Result<()> {
 
 /// mount_setattr(2) on `path`, recursively when asked: sets and clears mount attributes,
 /// optionally with an idmapping user namespace.
-pub fn set_attr(dirfd: Option<&OwnedFd>, path: &str, recursive: bool, set: u64, clear: u64, userns: Option<&OwnedFd>) -> io::Result<()> {
+pub fn set_attr(
+    dirfd: Option<&OwnedFd>,
+    path: &str,
+    recursive: bool,
+    set: u64,
+    clear: u64,
+    userns: Option<&OwnedFd>,
+) -> io::Result<()> {
     let path = cstr(path)?;
-    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: userns.map_or(0, |f| f.as_raw_fd() as u64) };
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |f| f.as_raw_fd() as u64),
+    };
     let mut flags: u32 = if recursive { AT_RECURSIVE } else { 0 };
     if dirfd.is_some() && path.as_bytes().is_empty() {
         flags |= libc::AT_EMPTY_PATH as u32;
@@ -70,7 +88,14 @@ pub fn set_attr(dirfd: Option<&OwnedFd>, path: &str, recursive: bool, set: u64, 
     // SAFETY: `path` is NUL-terminated, `attr` is a valid mount_attr of the size passed,
     // both alive for the call; `fd` is AT_FDCWD or an open descriptor we borrow.
     check(unsafe {
-        libc::syscall(libc::SYS_mount_setattr, fd, path.as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
     })?;
     Ok(())
 }
@@ -94,7 +119,14 @@ pub fn attach_tree(tree: &OwnedFd, target: &str) -> io::Result<()> {
     let target = cstr(target)?;
     // SAFETY: both strings are NUL-terminated and alive; `tree` is an open mount fd.
     check(unsafe {
-        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
     })?;
     Ok(())
 }

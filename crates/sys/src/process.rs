@@ -7,7 +7,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use crate::{check, check_int};
 
 pub use libc::{
-    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, SIGKILL, SIGTERM,
+    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, SIGKILL,
+    SIGTERM,
 };
 
 const CLONE_PIDFD: u64 = 0x1000;
@@ -60,7 +61,9 @@ pub fn clone_process(ns_flags: libc::c_int, cgroup: Option<BorrowedFd<'_>>) -> i
     // SAFETY: `args` is a valid clone_args of the size passed; `pidfd` is writable and
     // alive. Without CLONE_VM the child gets a copy of this (single-threaded) address
     // space, like fork.
-    let pid = check(unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) })?;
+    let pid = check(unsafe {
+        libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>())
+    })?;
     if pid == 0 {
         Ok(Forked::Child)
     } else {
@@ -134,7 +137,13 @@ pub fn wait4(pid: i32, nohang: bool) -> io::Result<Option<Reaped>> {
             return Ok(None);
         }
         let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-        return Ok(Some(Reaped { pid: r, status, user_us: us(ru.ru_utime), sys_us: us(ru.ru_stime), maxrss_kib: ru.ru_maxrss as u64 }));
+        return Ok(Some(Reaped {
+            pid: r,
+            status,
+            user_us: us(ru.ru_utime),
+            sys_us: us(ru.ru_stime),
+            maxrss_kib: ru.ru_maxrss as u64,
+        }));
     }
 }
 
@@ -146,7 +155,9 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
 
 pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     // SAFETY: integer arguments and a null siginfo pointer, which the kernel allows.
-    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0u32) })?;
+    check(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0u32)
+    })?;
     Ok(())
 }
 
@@ -256,7 +267,8 @@ pub fn default_signal(sig: i32) {
 /// poll(2) over descriptors for readability; returns which are ready. `timeout_ms` < 0
 /// waits forever.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
     // SAFETY: `pfds` is a valid array of `len` pollfd structures.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
@@ -281,7 +293,9 @@ pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut master: RawFd = -1;
     let mut slave: RawFd = -1;
     // SAFETY: the out pointers are valid; name, termios and winsize may be null.
-    check_int(unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) })?;
+    check_int(unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    })?;
     // SAFETY: openpty returned two new descriptors we own.
     let pair = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
     crate::fs::set_cloexec(pair.0.as_raw_fd())?;

@@ -9,11 +9,14 @@ pub use libc::sock_filter;
 /// Installs `program` for this thread and all threads created later (TSYNC is not needed:
 /// the caller is single-threaded), with no_new_privs already set by the caller.
 pub fn install_filter(program: &[sock_filter]) -> io::Result<()> {
-    let len = u16::try_from(program.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
     let prog = libc::sock_fprog { len, filter: program.as_ptr() as *mut sock_filter };
     // SAFETY: `prog` points at `len` valid instructions that outlive the call; the kernel
     // copies the program.
-    check_int(unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog, 0, 0) })?;
+    check_int(unsafe {
+        libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog, 0, 0)
+    })?;
     Ok(())
 }
 

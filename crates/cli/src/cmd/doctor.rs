@@ -63,7 +63,15 @@ pub fn main(a: DoctorArgs) -> i32 {
     println!("  mode              {}", if f.root { "root" } else { "rootless (user namespaces)" });
     println!("  [{}] user namespaces {}", mark(userns.is_ok()), userns.err().unwrap_or_default());
     match &landlock {
-        Ok(abi) => println!("  [{}] landlock ABI {abi}{}", mark(true), if scoping { " (filesystem + abstract-socket and signal scoping)" } else { " (filesystem; no scoping before ABI 6)" }),
+        Ok(abi) => println!(
+            "  [{}] landlock ABI {abi}{}",
+            mark(true),
+            if scoping {
+                " (filesystem + abstract-socket and signal scoping)"
+            } else {
+                " (filesystem; no scoping before ABI 6)"
+            }
+        ),
         Err(e) => println!("  [{}] landlock: {e}", mark(false)),
     }
     println!("  [{}] seccomp filter {}", mark(seccomp.is_ok()), seccomp.err().unwrap_or_default());

@@ -137,11 +137,8 @@ pub fn main(a: RunArgs) -> i32 {
             }
             if let Some(dest) = &a.json {
                 let text = serde_json::to_string(&outcome).unwrap_or_default();
-                let written = if dest == "-" {
-                    writeln!(std::io::stderr(), "{text}")
-                } else {
-                    std::fs::write(dest, text + "\n")
-                };
+                let written =
+                    if dest == "-" { writeln!(std::io::stderr(), "{text}") } else { std::fs::write(dest, text + "\n") };
                 if let Err(e) = written {
                     eprintln!("safehouse: cannot write {dest}: {e}");
                 }

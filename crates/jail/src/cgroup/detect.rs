@@ -53,12 +53,7 @@ pub struct CgroupSupport {
 pub fn detect() -> CgroupSupport {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let self_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    decide(
-        &parse_mountinfo(&mountinfo),
-        &self_cgroup,
-        safehouse_sys::geteuid(),
-        &RealHost,
-    )
+    decide(&parse_mountinfo(&mountinfo), &self_cgroup, safehouse_sys::geteuid(), &RealHost)
 }
 
 /// The file-system questions detection asks, faked in tests.
@@ -115,11 +110,7 @@ fn parse_mount_line(line: &str) -> Option<CgroupMount> {
     let controllers = if v2 {
         Vec::new()
     } else {
-        V1_CONTROLLERS
-            .iter()
-            .filter(|c| super_opts.contains(c))
-            .map(|c| c.to_string())
-            .collect()
+        V1_CONTROLLERS.iter().filter(|c| super_opts.contains(c)).map(|c| c.to_string()).collect()
     };
     Some(CgroupMount {
         dev: left[2].to_owned(),
@@ -137,9 +128,7 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) if bytes[i] == b'\\' && d[0] <= b'3' => {
                 out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
@@ -160,18 +149,10 @@ pub(crate) fn v2_self_path(self_cgroup: &str) -> Option<&str> {
 }
 
 /// The whole decision, pure given its inputs.
-pub(crate) fn decide(
-    mounts: &[CgroupMount],
-    self_cgroup: &str,
-    euid: u32,
-    host: &dyn Host,
-) -> CgroupSupport {
+pub(crate) fn decide(mounts: &[CgroupMount], self_cgroup: &str, euid: u32, host: &dyn Host) -> CgroupSupport {
     let v2 = v2_support(mounts, self_cgroup, euid, host);
     let v1 = v1_support(mounts, euid, host);
-    let has = |s: &Option<CgroupSupport>, c: &str| {
-        s.as_ref()
-            .is_some_and(|s| s.controllers.iter().any(|x| x == c))
-    };
+    let has = |s: &Option<CgroupSupport>, c: &str| s.as_ref().is_some_and(|s| s.controllers.iter().any(|x| x == c));
     // Prefer v2 when it carries the controllers that matter (pure v2 hosts);
     // on hybrid hosts the controllers sit on v1 and v2 is only for tracking.
     let v2_complete = has(&v2, "memory") && has(&v2, "pids");
@@ -201,9 +182,7 @@ pub(crate) fn v2_support(
     host: &dyn Host,
 ) -> Option<CgroupSupport> {
     let v2_mounts = || mounts.iter().filter(|m| m.v2);
-    let mount = v2_mounts()
-        .find(|m| m.mount_point == Path::new("/sys/fs/cgroup"))
-        .or_else(|| v2_mounts().next())?;
+    let mount = v2_mounts().find(|m| m.mount_point == Path::new("/sys/fs/cgroup")).or_else(|| v2_mounts().next())?;
     let mut support = CgroupSupport {
         version: Some(CgroupVersion::V2),
         controllers: Vec::new(),
@@ -214,21 +193,14 @@ pub(crate) fn v2_support(
         reason: None,
     };
     if mount.read_only {
-        support.reason = Some(format!(
-            "cgroup2 at {} is mounted read-only",
-            mount.mount_point.display()
-        ));
+        support.reason = Some(format!("cgroup2 at {} is mounted read-only", mount.mount_point.display()));
         return Some(support);
     }
     // Our own cgroup as a directory, then up while the directories are ours:
     // the topmost one is the root of our delegation (the mount itself as root).
-    let own = v2_self_path(self_cgroup)
-        .and_then(|p| cgroup_dir(mount, p))
-        .unwrap_or_else(|| mount.mount_point.clone());
+    let own = v2_self_path(self_cgroup).and_then(|p| cgroup_dir(mount, p)).unwrap_or_else(|| mount.mount_point.clone());
     let owned = |dir: &Path| {
-        ["", "cgroup.procs", "cgroup.subtree_control"]
-            .iter()
-            .all(|f| host.owner(&dir.join(f)) == Some(euid))
+        ["", "cgroup.procs", "cgroup.subtree_control"].iter().all(|f| host.owner(&dir.join(f)) == Some(euid))
     };
     let mut base = None;
     let mut dir = own.as_path();
@@ -256,9 +228,7 @@ pub(crate) fn v2_support(
             ));
         }
     }
-    let available = host
-        .read(&support.base.join("cgroup.controllers"))
-        .unwrap_or_default();
+    let available = host.read(&support.base.join("cgroup.controllers")).unwrap_or_default();
     support.controllers = V2_CONTROLLERS
         .iter()
         .filter(|c| available.split_whitespace().any(|a| a == **c))
@@ -273,10 +243,7 @@ pub(crate) fn v2_support(
 fn cgroup_dir(mount: &CgroupMount, path: &str) -> Option<PathBuf> {
     let path = Path::new(path);
     let relative = path.strip_prefix(&mount.root).ok()?;
-    if !relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-    {
+    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
         return None;
     }
     if relative.as_os_str().is_empty() {
@@ -286,11 +253,7 @@ fn cgroup_dir(mount: &CgroupMount, path: &str) -> Option<PathBuf> {
 }
 
 /// The v1 candidate: one entry per hierarchy carrying a safehouse controller.
-pub(crate) fn v1_support(
-    mounts: &[CgroupMount],
-    euid: u32,
-    host: &dyn Host,
-) -> Option<CgroupSupport> {
+pub(crate) fn v1_support(mounts: &[CgroupMount], euid: u32, host: &dyn Host) -> Option<CgroupSupport> {
     let mut seen_devs: Vec<&str> = Vec::new();
     let mut hierarchies = Vec::new();
     let mut read_only = Vec::new();
@@ -303,18 +266,13 @@ pub(crate) fn v1_support(
         if mount.read_only {
             read_only.push(mount.mount_point.display().to_string());
         }
-        hierarchies.push(V1Hierarchy {
-            mount_point: mount.mount_point.clone(),
-            controllers: mount.controllers.clone(),
-        });
+        hierarchies
+            .push(V1Hierarchy { mount_point: mount.mount_point.clone(), controllers: mount.controllers.clone() });
     }
     if hierarchies.is_empty() {
         return None;
     }
-    let mut controllers: Vec<String> = hierarchies
-        .iter()
-        .flat_map(|h| h.controllers.iter().cloned())
-        .collect();
+    let mut controllers: Vec<String> = hierarchies.iter().flat_map(|h| h.controllers.iter().cloned()).collect();
     controllers.sort();
     let not_ours: Vec<String> = hierarchies
         .iter()
@@ -322,23 +280,13 @@ pub(crate) fn v1_support(
         .map(|h| h.mount_point.display().to_string())
         .collect();
     let reason = if !read_only.is_empty() {
-        Some(format!(
-            "cgroup v1 hierarchies mounted read-only: {}",
-            read_only.join(", ")
-        ))
+        Some(format!("cgroup v1 hierarchies mounted read-only: {}", read_only.join(", ")))
     } else if !not_ours.is_empty() {
-        Some(format!(
-            "cgroup v1 hierarchies not owned by uid {euid}: {}; cgroup v1 needs root",
-            not_ours.join(", ")
-        ))
+        Some(format!("cgroup v1 hierarchies not owned by uid {euid}: {}; cgroup v1 needs root", not_ours.join(", ")))
     } else {
         None
     };
-    let base = hierarchies[0]
-        .mount_point
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_default();
+    let base = hierarchies[0].mount_point.parent().map(Path::to_owned).unwrap_or_default();
     Some(CgroupSupport {
         version: Some(CgroupVersion::V1),
         controllers,
@@ -390,8 +338,7 @@ mod tests {
 22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw
 30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
 ";
-    const ROOTLESS_SELF: &str =
-        "0::/user.slice/user-1000.slice/user@1000.service/app.slice/term.scope\n";
+    const ROOTLESS_SELF: &str = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/term.scope\n";
 
     /// Fake file system: file contents and owners; everything else is root's.
     #[derive(Default)]
@@ -444,20 +391,13 @@ mod tests {
         );
         let unified = mounts.iter().find(|m| m.v2).unwrap();
         assert_eq!(unified.mount_point, Path::new("/sys/fs/cgroup/unified"));
-        let systemd = mounts
-            .iter()
-            .find(|m| m.mount_point.ends_with("systemd"))
-            .unwrap();
-        assert!(
-            systemd.controllers.is_empty(),
-            "name=systemd is no controller"
-        );
+        let systemd = mounts.iter().find(|m| m.mount_point.ends_with("systemd")).unwrap();
+        assert!(systemd.controllers.is_empty(), "name=systemd is no controller");
     }
 
     #[test]
     fn detects_v1_on_this_kind_of_hybrid_host() {
-        let host =
-            FakeHost::default().file("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n");
+        let host = FakeHost::default().file("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n");
         let support = decide(&parse_mountinfo(HYBRID), HYBRID_SELF, 0, &host);
         assert_eq!(
             support,
@@ -467,26 +407,11 @@ mod tests {
                 writable: true,
                 base: "/sys/fs/cgroup".into(),
                 hierarchies: vec![
-                    V1Hierarchy {
-                        mount_point: "/sys/fs/cgroup/cpu".into(),
-                        controllers: strings(&["cpu"])
-                    },
-                    V1Hierarchy {
-                        mount_point: "/sys/fs/cgroup/cpuacct".into(),
-                        controllers: strings(&["cpuacct"])
-                    },
-                    V1Hierarchy {
-                        mount_point: "/sys/fs/cgroup/memory".into(),
-                        controllers: strings(&["memory"])
-                    },
-                    V1Hierarchy {
-                        mount_point: "/sys/fs/cgroup/freezer".into(),
-                        controllers: strings(&["freezer"])
-                    },
-                    V1Hierarchy {
-                        mount_point: "/sys/fs/cgroup/pids".into(),
-                        controllers: strings(&["pids"])
-                    },
+                    V1Hierarchy { mount_point: "/sys/fs/cgroup/cpu".into(), controllers: strings(&["cpu"]) },
+                    V1Hierarchy { mount_point: "/sys/fs/cgroup/cpuacct".into(), controllers: strings(&["cpuacct"]) },
+                    V1Hierarchy { mount_point: "/sys/fs/cgroup/memory".into(), controllers: strings(&["memory"]) },
+                    V1Hierarchy { mount_point: "/sys/fs/cgroup/freezer".into(), controllers: strings(&["freezer"]) },
+                    V1Hierarchy { mount_point: "/sys/fs/cgroup/pids".into(), controllers: strings(&["pids"]) },
                 ],
                 delegated: false,
                 reason: None,
@@ -496,18 +421,9 @@ mod tests {
 
     #[test]
     fn comounted_and_bind_mounted_hierarchies_are_used_once() {
-        let support = decide(
-            &parse_mountinfo(HYBRID_COMOUNT),
-            "0::/\n",
-            0,
-            &FakeHost::default(),
-        );
+        let support = decide(&parse_mountinfo(HYBRID_COMOUNT), "0::/\n", 0, &FakeHost::default());
         assert_eq!(support.version, Some(CgroupVersion::V1));
-        let mounts: Vec<&Path> = support
-            .hierarchies
-            .iter()
-            .map(|h| h.mount_point.as_path())
-            .collect();
+        let mounts: Vec<&Path> = support.hierarchies.iter().map(|h| h.mount_point.as_path()).collect();
         assert_eq!(
             mounts,
             [
@@ -517,30 +433,20 @@ mod tests {
                 Path::new("/sys/fs/cgroup/freezer"),
             ]
         );
-        assert_eq!(
-            support.hierarchies[0].controllers,
-            strings(&["cpu", "cpuacct"])
-        );
+        assert_eq!(support.hierarchies[0].controllers, strings(&["cpu", "cpuacct"]));
     }
 
     #[test]
     fn mount_point_escapes_are_decoded() {
         let mounts = parse_mountinfo(HYBRID_COMOUNT);
-        assert!(mounts
-            .iter()
-            .any(|m| m.mount_point == Path::new("/mnt/mem copy")));
+        assert!(mounts.iter().any(|m| m.mount_point == Path::new("/mnt/mem copy")));
         assert_eq!(unescape(r"a\134b\011"), "a\\b\t");
         assert_eq!(unescape(r"trailing\04"), r"trailing\04");
     }
 
     #[test]
     fn v1_needs_root() {
-        let support = decide(
-            &parse_mountinfo(HYBRID),
-            HYBRID_SELF,
-            1000,
-            &FakeHost::default(),
-        );
+        let support = decide(&parse_mountinfo(HYBRID), HYBRID_SELF, 1000, &FakeHost::default());
         assert_eq!(support.version, Some(CgroupVersion::V1));
         assert!(!support.writable);
         assert!(support.reason.unwrap().contains("cgroup v1 needs root"));
@@ -548,16 +454,9 @@ mod tests {
 
     #[test]
     fn detects_pure_v2_as_root() {
-        let host = FakeHost::default().file(
-            "/sys/fs/cgroup/cgroup.controllers",
-            "cpuset cpu io memory hugetlb pids rdma misc\n",
-        );
-        let support = decide(
-            &parse_mountinfo(PURE_V2),
-            "0::/user.slice/session-1.scope\n",
-            0,
-            &host,
-        );
+        let host = FakeHost::default()
+            .file("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma misc\n");
+        let support = decide(&parse_mountinfo(PURE_V2), "0::/user.slice/session-1.scope\n", 0, &host);
         assert_eq!(
             support,
             CgroupSupport {
@@ -579,10 +478,7 @@ mod tests {
             .owned_cgroup(service, 1000)
             .owned_cgroup(&format!("{service}/app.slice"), 1000)
             .owned_cgroup(&format!("{service}/app.slice/term.scope"), 1000)
-            .file(
-                &format!("{service}/cgroup.controllers"),
-                "cpu memory pids\n",
-            );
+            .file(&format!("{service}/cgroup.controllers"), "cpu memory pids\n");
         let support = decide(&parse_mountinfo(PURE_V2), ROOTLESS_SELF, 1000, &host);
         assert_eq!(support.version, Some(CgroupVersion::V2));
         assert_eq!(support.base, Path::new(service));
@@ -592,8 +488,7 @@ mod tests {
 
     #[test]
     fn undelegated_v2_rootless_is_not_writable() {
-        let host =
-            FakeHost::default().file("/sys/fs/cgroup/cgroup.controllers", "cpu memory pids\n");
+        let host = FakeHost::default().file("/sys/fs/cgroup/cgroup.controllers", "cpu memory pids\n");
         let support = decide(&parse_mountinfo(PURE_V2), ROOTLESS_SELF, 1000, &host);
         assert_eq!(support.version, Some(CgroupVersion::V2));
         assert!(!support.writable);
@@ -604,18 +499,12 @@ mod tests {
     fn self_path_escaping_the_mount_is_ignored() {
         let mounts = parse_mountinfo(PURE_V2);
         assert_eq!(cgroup_dir(&mounts[0], "/a/../../etc"), None);
-        assert_eq!(
-            cgroup_dir(&mounts[0], "/a/b"),
-            Some("/sys/fs/cgroup/a/b".into())
-        );
+        assert_eq!(cgroup_dir(&mounts[0], "/a/b"), Some("/sys/fs/cgroup/a/b".into()));
     }
 
     #[test]
     fn read_only_v2_mount_is_not_writable() {
-        let ro = PURE_V2.replace(
-            "shared:4 - cgroup2 cgroup2 rw",
-            "shared:4 - cgroup2 cgroup2 ro",
-        );
+        let ro = PURE_V2.replace("shared:4 - cgroup2 cgroup2 rw", "shared:4 - cgroup2 cgroup2 ro");
         let support = decide(&parse_mountinfo(&ro), "0::/\n", 0, &FakeHost::default());
         assert!(!support.writable);
         assert!(support.reason.unwrap().contains("read-only"));

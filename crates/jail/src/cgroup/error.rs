@@ -15,11 +15,7 @@ pub enum CgroupError {
 
     /// A limit value the kernel would reject or that makes no sense.
     #[error("invalid {limit} limit {value}: {expected}")]
-    InvalidLimit {
-        limit: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidLimit { limit: &'static str, value: String, expected: &'static str },
 
     /// A pid that cannot name another process (0 would move the writer itself).
     #[error("invalid pid {pid}: give the positive pid of the process to move")]
@@ -36,10 +32,7 @@ pub enum CgroupError {
          enable it on the host (v1: mount its hierarchy; v2: make it available in the parent's \
          cgroup.controllers) or drop that limit"
     )]
-    ControllerMissing {
-        controller: &'static str,
-        purpose: &'static str,
-    },
+    ControllerMissing { controller: &'static str, purpose: &'static str },
 
     /// `mkdir` of a cgroup directory failed.
     #[error("cannot create cgroup {}: {}{}", .path.display(), describe(.source), create_hint(.source))]
@@ -52,11 +45,7 @@ pub enum CgroupError {
         describe(.source),
         write_hint(.path, .source)
     )]
-    Write {
-        path: PathBuf,
-        value: String,
-        source: io::Error,
-    },
+    Write { path: PathBuf, value: String, source: io::Error },
 
     /// Reading a control or statistics file failed.
     #[error("cannot read {}: {}", .path.display(), describe(.source))]
@@ -72,11 +61,7 @@ pub enum CgroupError {
          uninterruptible sleep; retry or inspect the cgroup",
         .path.display()
     )]
-    Timeout {
-        path: PathBuf,
-        what: &'static str,
-        waited_ms: u64,
-    },
+    Timeout { path: PathBuf, what: &'static str, waited_ms: u64 },
 
     /// `rmdir` of a cgroup directory failed.
     #[error("cannot remove cgroup {}: {}{}", .path.display(), describe(.source), remove_hint(.source))]
@@ -99,12 +84,8 @@ fn describe(err: &io::Error) -> String {
 
 fn create_hint(err: &io::Error) -> &'static str {
     match err.kind() {
-        io::ErrorKind::PermissionDenied => {
-            " — run as root or delegate a cgroup v2 subtree to this user"
-        }
-        io::ErrorKind::AlreadyExists => {
-            " — another sandbox uses this name; pick a unique name or sweep stale cgroups"
-        }
+        io::ErrorKind::PermissionDenied => " — run as root or delegate a cgroup v2 subtree to this user",
+        io::ErrorKind::AlreadyExists => " — another sandbox uses this name; pick a unique name or sweep stale cgroups",
         _ if err.raw_os_error() == Some(libc::EROFS) => {
             " — cgroupfs is mounted read-only here; run on the host or mount it read-write"
         }
@@ -123,9 +104,7 @@ fn write_hint(path: &Path, err: &io::Error) -> &'static str {
         ("cgroup.procs", Some(libc::EACCES | libc::EPERM)) => {
             " — run as root, or keep the process and the cgroup inside one delegated subtree"
         }
-        (_, Some(libc::EACCES | libc::EPERM)) => {
-            " — run as root or delegate a cgroup v2 subtree to this user"
-        }
+        (_, Some(libc::EACCES | libc::EPERM)) => " — run as root or delegate a cgroup v2 subtree to this user",
         _ => "",
     }
 }

@@ -14,10 +14,7 @@ use super::CgroupError;
 
 /// Reads a whole control file.
 pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.to_owned(), source })
 }
 
 /// Reads a control file that may legitimately be absent (a newer kernel's file).
@@ -25,10 +22,7 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, CgroupError> 
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CgroupError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(CgroupError::Read { path: path.to_owned(), source }),
     }
 }
 
@@ -62,11 +56,7 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .and_then(|mut file| file.write_all(value.as_bytes()))
-        .map_err(|source| CgroupError::Write {
-            path: path.to_owned(),
-            value: value.to_owned(),
-            source,
-        })
+        .map_err(|source| CgroupError::Write { path: path.to_owned(), value: value.to_owned(), source })
 }
 
 /// `mkdir` that tolerates an existing directory (for the shared `safehouse/` parent).
@@ -74,20 +64,14 @@ pub(crate) fn ensure_dir(path: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(CgroupError::Create {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(CgroupError::Create { path: path.to_owned(), source }),
     }
 }
 
 /// `mkdir` that fails if the directory exists: a cgroup of that name may belong
 /// to another live sandbox, and sharing it would merge their limits.
 pub(crate) fn create_dir(path: &Path) -> Result<(), CgroupError> {
-    fs::create_dir(path).map_err(|source| CgroupError::Create {
-        path: path.to_owned(),
-        source,
-    })
+    fs::create_dir(path).map_err(|source| CgroupError::Create { path: path.to_owned(), source })
 }
 
 /// How long [`remove_dirs`] keeps retrying on `EBUSY`: the kernel releases a
@@ -107,14 +91,9 @@ pub(crate) fn remove_dirs(paths: &[&Path]) -> Result<(), CgroupError> {
             match fs::remove_dir(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && round < RMDIR_ROUNDS => {
-                    busy.push(path)
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && round < RMDIR_ROUNDS => busy.push(path),
                 Err(source) => {
-                    failure.get_or_insert(CgroupError::Remove {
-                        path: path.to_owned(),
-                        source,
-                    });
+                    failure.get_or_insert(CgroupError::Remove { path: path.to_owned(), source });
                 }
             }
         }
@@ -172,10 +151,7 @@ pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
 /// for processes outside the reader's pid namespace: they cannot be signalled
 /// from here anyway.
 pub(crate) fn parse_pids(text: &str) -> Vec<i32> {
-    text.lines()
-        .filter_map(|line| line.trim().parse::<i32>().ok())
-        .filter(|&pid| pid > 0)
-        .collect()
+    text.lines().filter_map(|line| line.trim().parse::<i32>().ok()).filter(|&pid| pid > 0).collect()
 }
 
 #[cfg(test)]
@@ -212,10 +188,7 @@ mod tests {
 
     #[test]
     fn parse_u64_trims_newline() {
-        assert_eq!(
-            parse_u64("9223372036854771712\n"),
-            Some(9_223_372_036_854_771_712)
-        );
+        assert_eq!(parse_u64("9223372036854771712\n"), Some(9_223_372_036_854_771_712));
         assert_eq!(parse_u64("max\n"), None);
     }
 

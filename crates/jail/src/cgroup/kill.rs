@@ -20,18 +20,12 @@ pub(crate) fn kill_by_signal(cgroup: &dyn Cgroup, use_freezer: bool) -> Result<(
     // Never signal ourselves, should the caller have joined the cgroup: the
     // loop then times out instead of killing the supervisor.
     let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    let others = || -> Result<Vec<i32>, CgroupError> {
-        Ok(cgroup.pids()?.into_iter().filter(|&p| p != me).collect())
-    };
+    let others = || -> Result<Vec<i32>, CgroupError> { Ok(cgroup.pids()?.into_iter().filter(|&p| p != me).collect()) };
     loop {
         if others()?.is_empty() {
             return Ok(());
         }
-        let dir = cgroup
-            .dirs()
-            .first()
-            .map(|d| d.to_path_buf())
-            .unwrap_or_default();
+        let dir = cgroup.dirs().first().map(|d| d.to_path_buf()).unwrap_or_default();
         if Instant::now() >= deadline {
             return Err(CgroupError::Timeout {
                 path: dir,

@@ -206,10 +206,7 @@ pub trait Cgroup: Send + Sync + Debug {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(dir)
             .map(|f| Some(OwnedFd::from(f)))
-            .map_err(|source| CgroupError::Read {
-                path: dir.to_owned(),
-                source,
-            })
+            .map_err(|source| CgroupError::Read { path: dir.to_owned(), source })
     }
     /// Moves `pid` (all its threads) into the cgroup, in every v1 hierarchy.
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError>;
@@ -254,25 +251,14 @@ pub trait Cgroup: Send + Sync + Debug {
 
 /// Creates `safehouse/<name>` with `limits` where `support` says, or fails
 /// without leaving directories behind. Fails if the name is taken.
-pub fn create(
-    support: &CgroupSupport,
-    name: &str,
-    limits: &Limits,
-) -> Result<Box<dyn Cgroup>, CgroupError> {
+pub fn create(support: &CgroupSupport, name: &str, limits: &Limits) -> Result<Box<dyn Cgroup>, CgroupError> {
     validate_name(name)?;
     limits.validate()?;
     match support.version {
-        Some(CgroupVersion::V1) => Ok(Box::new(v1::V1Cgroup::create(
-            &support.hierarchies,
-            name,
-            limits,
-        )?)),
+        Some(CgroupVersion::V1) => Ok(Box::new(v1::V1Cgroup::create(&support.hierarchies, name, limits)?)),
         Some(CgroupVersion::V2) => Ok(Box::new(v2::V2Cgroup::create(&support.base, name, limits)?)),
         None => Err(CgroupError::Unavailable {
-            reason: support
-                .reason
-                .clone()
-                .unwrap_or_else(|| "no cgroup file system found".into()),
+            reason: support.reason.clone().unwrap_or_else(|| "no cgroup file system found".into()),
         }),
     }
 }
@@ -282,15 +268,11 @@ pub fn create(
 pub fn validate_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(CgroupError::InvalidName {
-            name: name.chars().take(MAX_NAME_LEN + 8).collect(),
-        })
+        Err(CgroupError::InvalidName { name: name.chars().take(MAX_NAME_LEN + 8).collect() })
     }
 }
 
@@ -304,11 +286,7 @@ pub fn validate_name(name: &str) -> Result<(), CgroupError> {
 pub fn sweep_stale(support: &CgroupSupport, prefix: &str) -> Result<Vec<PathBuf>, CgroupError> {
     validate_name(prefix)?;
     let roots: Vec<PathBuf> = match support.version {
-        Some(CgroupVersion::V1) => support
-            .hierarchies
-            .iter()
-            .map(|h| h.mount_point.join(ROOT_DIR))
-            .collect(),
+        Some(CgroupVersion::V1) => support.hierarchies.iter().map(|h| h.mount_point.join(ROOT_DIR)).collect(),
         Some(CgroupVersion::V2) => vec![support.base.join(ROOT_DIR)],
         None => Vec::new(),
     };
@@ -341,11 +319,7 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     fn cpus(c: f64) -> Result<Option<u64>, CgroupError> {
-        Limits {
-            cpus: Some(c),
-            ..Limits::default()
-        }
-        .cpu_quota_us()
+        Limits { cpus: Some(c), ..Limits::default() }.cpu_quota_us()
     }
 
     #[test]
@@ -364,31 +338,17 @@ mod tests {
     fn cpu_limits_out_of_range_are_rejected() {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, MAX_CPUS + 1.0] {
             let err = cpus(bad).unwrap_err();
-            assert!(
-                matches!(err, CgroupError::InvalidLimit { limit: "cpu", .. }),
-                "{bad}: {err}"
-            );
+            assert!(matches!(err, CgroupError::InvalidLimit { limit: "cpu", .. }), "{bad}: {err}");
         }
     }
 
     #[test]
     fn zero_memory_or_pids_is_rejected() {
-        let zero_mem = Limits {
-            memory_bytes: Some(0),
-            ..Limits::default()
-        };
+        let zero_mem = Limits { memory_bytes: Some(0), ..Limits::default() };
         assert!(zero_mem.validate().is_err());
-        let zero_pids = Limits {
-            pids: Some(0),
-            ..Limits::default()
-        };
+        let zero_pids = Limits { pids: Some(0), ..Limits::default() };
         assert!(zero_pids.validate().is_err());
-        let fine = Limits {
-            memory_bytes: Some(1 << 20),
-            pids: Some(1),
-            cpus: Some(0.5),
-            only_limited: false,
-        };
+        let fine = Limits { memory_bytes: Some(1 << 20), pids: Some(1), cpus: Some(0.5), only_limited: false };
         assert!(fine.validate().is_ok());
     }
 
@@ -398,9 +358,7 @@ mod tests {
             assert!(validate_name(good).is_ok(), "{good}");
         }
         let too_long = "x".repeat(MAX_NAME_LEN + 1);
-        for bad in [
-            "", ".", "..", "a/b", "../x", "a b", "é", "a\0", "x.y", &too_long,
-        ] {
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "é", "a\0", "x.y", &too_long] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

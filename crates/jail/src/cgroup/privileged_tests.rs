@@ -24,9 +24,7 @@ fn root_v1(test: &str) -> Option<CgroupSupport> {
     }
     let support = detect();
     let wanted = ["memory", "pids", "cpu", "cpuacct", "freezer"];
-    let complete = wanted
-        .iter()
-        .all(|c| support.controllers.iter().any(|x| x == c));
+    let complete = wanted.iter().all(|c| support.controllers.iter().any(|x| x == c));
     if support.version != Some(CgroupVersion::V1) || !complete || !support.writable {
         eprintln!("skipping {test}: needs writable cgroup v1 hierarchies for {wanted:?}, found {support:?}");
         return None;
@@ -57,10 +55,7 @@ fn unique(tag: &str) -> String {
 }
 
 fn read(path: &Path) -> String {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .trim()
-        .to_owned()
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).trim().to_owned()
 }
 
 /// Spawns `sh -c script` that waits for a line on stdin before running, so
@@ -89,23 +84,14 @@ fn v1_lifecycle() {
     let Some(support) = root_v1("v1_lifecycle") else {
         return;
     };
-    let limits = Limits {
-        memory_bytes: Some(64 << 20),
-        pids: Some(32),
-        cpus: Some(0.5),
-        only_limited: false,
-    };
+    let limits = Limits { memory_bytes: Some(64 << 20), pids: Some(32), cpus: Some(0.5), only_limited: false };
     let cg = create(&support, &unique("v1life"), &limits).unwrap();
     assert_eq!(cg.version(), CgroupVersion::V1);
     assert_eq!(cg.unified_dir(), None);
     assert!(cg.open_unified_dir().unwrap().is_none());
 
     let dir_of = |c: &str| {
-        let h = support
-            .hierarchies
-            .iter()
-            .find(|h| h.controllers.iter().any(|x| x == c))
-            .unwrap();
+        let h = support.hierarchies.iter().find(|h| h.controllers.iter().any(|x| x == c)).unwrap();
         h.mount_point.join(ROOT_DIR).join(cg.name())
     };
     let mem = dir_of("memory");
@@ -124,10 +110,7 @@ fn v1_lifecycle() {
     assert_eq!(cg.pids_current().unwrap(), 1);
     assert!(!cg.is_empty());
     let stats = cg.stats();
-    assert!(
-        stats.memory_current.is_some() && stats.cpu_usage_ns.is_some(),
-        "{stats:?}"
-    );
+    assert!(stats.memory_current.is_some() && stats.cpu_usage_ns.is_some(), "{stats:?}");
     assert_eq!(stats.oom_kills, Some(0));
     assert_eq!(stats.pids_limit_hits, Some(0));
 
@@ -171,10 +154,7 @@ fn v1_memory_bomb_is_oom_killed() {
     let Some(support) = root_v1("v1_memory_bomb_is_oom_killed") else {
         return;
     };
-    let limits = Limits {
-        memory_bytes: Some(32 << 20),
-        ..Limits::default()
-    };
+    let limits = Limits { memory_bytes: Some(32 << 20), ..Limits::default() };
     let cg = create(&support, &unique("v1oom"), &limits).unwrap();
     // dd fills a 256 MiB buffer from /dev/zero, touching every page.
     let mut child = spawn_gated("exec dd if=/dev/zero of=/dev/null bs=256M count=1");
@@ -193,10 +173,7 @@ fn v1_pids_limit_is_enforced_and_counted() {
     let Some(support) = root_v1("v1_pids_limit_is_enforced_and_counted") else {
         return;
     };
-    let limits = Limits {
-        pids: Some(3),
-        ..Limits::default()
-    };
+    let limits = Limits { pids: Some(3), ..Limits::default() };
     let cg = create(&support, &unique("v1pids"), &limits).unwrap();
     let mut child = spawn_gated("for i in 1 2 3 4 5 6; do sleep 5 & done; wait");
     cg.add_pid(pid(&child)).unwrap();
@@ -218,10 +195,7 @@ fn v1_taken_name_fails_and_leaves_the_owner_alone() {
     let first = create(&support, &name, &Limits::default()).unwrap();
     let err = create(&support, &name, &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("pick a unique name"), "{err}");
-    assert!(
-        first.dirs().iter().all(|d| d.exists()),
-        "the failed create removed the owner's dirs"
-    );
+    assert!(first.dirs().iter().all(|d| d.exists()), "the failed create removed the owner's dirs");
     first.destroy().unwrap();
 }
 
@@ -232,10 +206,7 @@ fn v1_failed_limit_write_cleans_up() {
     };
     // Above the kernel's pids.max range (PID_MAX_LIMIT): the write fails
     // after the directories exist, and none may be left.
-    let limits = Limits {
-        pids: Some(10_000_000),
-        ..Limits::default()
-    };
+    let limits = Limits { pids: Some(10_000_000), ..Limits::default() };
     let name = unique("v1cleanup");
     assert!(create(&support, &name, &limits).is_err());
     for h in &support.hierarchies {
@@ -257,16 +228,8 @@ fn v1_sweep_removes_empty_leftovers_only() {
     busy.add_pid(pid(&child)).unwrap();
 
     let removed = sweep_stale(&support, &prefix).unwrap();
-    assert!(
-        stale_dirs
-            .iter()
-            .all(|d| removed.contains(d) && !d.exists()),
-        "{removed:?}"
-    );
-    assert!(
-        busy.pids().unwrap().contains(&pid(&child)),
-        "sweep touched a live cgroup"
-    );
+    assert!(stale_dirs.iter().all(|d| removed.contains(d) && !d.exists()), "{removed:?}");
+    assert!(busy.pids().unwrap().contains(&pid(&child)), "sweep touched a live cgroup");
 
     busy.destroy().unwrap();
     child.wait().unwrap();
@@ -324,10 +287,7 @@ fn v1_kill_all_stops_a_fork_loop() {
     let Some(support) = root_v1("v1_kill_all_stops_a_fork_loop") else {
         return;
     };
-    let limits = Limits {
-        pids: Some(64),
-        ..Limits::default()
-    };
+    let limits = Limits { pids: Some(64), ..Limits::default() };
     let cg = create(&support, &unique("v1forkloop"), &limits).unwrap();
     let mut child = spawn_gated("while :; do sleep 30 & done");
     cg.add_pid(pid(&child)).unwrap();

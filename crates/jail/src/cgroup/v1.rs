@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::files::{self, wait_until};
 use super::kill;
-use super::{
-    Cgroup, CgroupError, CgroupVersion, Limits, V1Hierarchy, CPU_PERIOD_US, FREEZE_TIMEOUT,
-    ROOT_DIR,
-};
+use super::{Cgroup, CgroupError, CgroupVersion, Limits, V1Hierarchy, CPU_PERIOD_US, FREEZE_TIMEOUT, ROOT_DIR};
 
 /// A sandbox cgroup on the v1 hierarchies.
 #[derive(Debug)]
@@ -39,27 +36,14 @@ impl V1Cgroup {
     /// Makes `<hierarchy>/safehouse/<name>` in every hierarchy and applies
     /// `limits`. On error, `Drop` removes the directories made so far — never
     /// one that existed before.
-    pub(crate) fn create(
-        hierarchies: &[V1Hierarchy],
-        name: &str,
-        limits: &Limits,
-    ) -> Result<Self, CgroupError> {
+    pub(crate) fn create(hierarchies: &[V1Hierarchy], name: &str, limits: &Limits) -> Result<Self, CgroupError> {
         for (controller, purpose, needed) in required(limits) {
-            let mounted = hierarchies
-                .iter()
-                .any(|h| h.controllers.iter().any(|c| c == controller));
+            let mounted = hierarchies.iter().any(|h| h.controllers.iter().any(|c| c == controller));
             if needed && !mounted {
-                return Err(CgroupError::ControllerMissing {
-                    controller,
-                    purpose,
-                });
+                return Err(CgroupError::ControllerMissing { controller, purpose });
             }
         }
-        let mut cgroup = V1Cgroup {
-            name: name.to_owned(),
-            dirs: Vec::new(),
-            destroyed: false,
-        };
+        let mut cgroup = V1Cgroup { name: name.to_owned(), dirs: Vec::new(), destroyed: false };
         let mut used: Vec<&Path> = Vec::new();
         for hierarchy in hierarchies {
             if used.contains(&hierarchy.mount_point.as_path()) {
@@ -68,10 +52,7 @@ impl V1Cgroup {
             used.push(&hierarchy.mount_point);
             let needed = required(limits);
             if limits.only_limited
-                && !hierarchy
-                    .controllers
-                    .iter()
-                    .any(|c| needed.iter().any(|(name, _, need)| *need && name == c))
+                && !hierarchy.controllers.iter().any(|c| needed.iter().any(|(name, _, need)| *need && name == c))
             {
                 continue;
             }
@@ -79,10 +60,7 @@ impl V1Cgroup {
             files::ensure_dir(&parent)?;
             let path = parent.join(name);
             files::create_dir(&path)?;
-            cgroup.dirs.push(Dir {
-                path,
-                controllers: hierarchy.controllers.clone(),
-            });
+            cgroup.dirs.push(Dir { path, controllers: hierarchy.controllers.clone() });
         }
         if cgroup.dirs.is_empty() {
             return Err(CgroupError::Unavailable {
@@ -118,17 +96,11 @@ impl V1Cgroup {
     }
 
     fn dir(&self, controller: &str) -> Option<&Path> {
-        self.dirs
-            .iter()
-            .find(|d| d.controllers.iter().any(|c| c == controller))
-            .map(|d| d.path.as_path())
+        self.dirs.iter().find(|d| d.controllers.iter().any(|c| c == controller)).map(|d| d.path.as_path())
     }
 
     fn need(&self, controller: &'static str, purpose: &'static str) -> Result<&Path, CgroupError> {
-        self.dir(controller).ok_or(CgroupError::ControllerMissing {
-            controller,
-            purpose,
-        })
+        self.dir(controller).ok_or(CgroupError::ControllerMissing { controller, purpose })
     }
 
     fn freezer_state(&self) -> Result<PathBuf, CgroupError> {

@@ -42,12 +42,7 @@ fn enable_controllers(dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
         let needed = purpose(controller, limits);
         if !has(&available, controller) {
             match needed {
-                Some(purpose) => {
-                    return Err(CgroupError::ControllerMissing {
-                        controller,
-                        purpose,
-                    })
-                }
+                Some(purpose) => return Err(CgroupError::ControllerMissing { controller, purpose }),
                 None => continue,
             }
         }
@@ -71,22 +66,14 @@ impl V2Cgroup {
         enable_controllers(&parent, limits)?;
         let path = parent.join(name);
         files::create_dir(&path)?;
-        let cgroup = V2Cgroup {
-            name: name.to_owned(),
-            path,
-            destroyed: false,
-        };
+        let cgroup = V2Cgroup { name: name.to_owned(), path, destroyed: false };
         cgroup.apply(limits)?;
         Ok(cgroup)
     }
 
     #[cfg(test)]
     pub(crate) fn open_for_test(path: PathBuf) -> Self {
-        V2Cgroup {
-            name: "test".into(),
-            path,
-            destroyed: true,
-        }
+        V2Cgroup { name: "test".into(), path, destroyed: true }
     }
 
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
@@ -103,10 +90,7 @@ impl V2Cgroup {
             files::write(&self.path.join("pids.max"), &max.to_string())?;
         }
         if let Some(quota) = limits.cpu_quota_us()? {
-            files::write(
-                &self.path.join("cpu.max"),
-                &format!("{quota} {CPU_PERIOD_US}"),
-            )?;
+            files::write(&self.path.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
         }
         Ok(())
     }
@@ -123,10 +107,7 @@ impl V2Cgroup {
         if path.exists() {
             Ok(path)
         } else {
-            Err(CgroupError::ControllerMissing {
-                controller,
-                purpose,
-            })
+            Err(CgroupError::ControllerMissing { controller, purpose })
         }
     }
 
@@ -189,12 +170,10 @@ impl Cgroup for V2Cgroup {
     fn peak_memory(&self) -> Result<Option<u64>, CgroupError> {
         // memory.peak arrived in Linux 5.19.
         match files::read_optional(&self.path.join("memory.peak"))? {
-            Some(text) => files::parse_u64(&text)
-                .map(Some)
-                .ok_or_else(|| CgroupError::Parse {
-                    path: self.path.join("memory.peak"),
-                    detail: format!("expected an unsigned integer, got {:?}", text.trim()),
-                }),
+            Some(text) => files::parse_u64(&text).map(Some).ok_or_else(|| CgroupError::Parse {
+                path: self.path.join("memory.peak"),
+                detail: format!("expected an unsigned integer, got {:?}", text.trim()),
+            }),
             None => Ok(None),
         }
     }
@@ -284,8 +263,7 @@ mod tests {
 
     impl FakeDir {
         fn new(tag: &str, files: &[(&str, &str)]) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("safehouse-cg-v2-{tag}-{}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("safehouse-cg-v2-{tag}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             for (name, text) in files {
@@ -306,16 +284,10 @@ mod tests {
         let fake = FakeDir::new(
             "stats",
             &[
-                (
-                    "memory.events",
-                    "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n",
-                ),
+                ("memory.events", "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n"),
                 ("memory.peak", "52428800\n"),
                 ("memory.current", "4096\n"),
-                (
-                    "cpu.stat",
-                    "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
-                ),
+                ("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"),
                 ("pids.current", "3\n"),
                 ("pids.events", "max 7\n"),
                 ("cgroup.procs", "10\n11\n"),
@@ -341,75 +313,31 @@ mod tests {
 
     #[test]
     fn missing_controllers_read_as_missing() {
-        let fake = FakeDir::new(
-            "bare",
-            &[
-                ("cpu.stat", "usage_usec 2\n"),
-                ("cgroup.events", "populated 0\nfrozen 0\n"),
-            ],
-        );
+        let fake =
+            FakeDir::new("bare", &[("cpu.stat", "usage_usec 2\n"), ("cgroup.events", "populated 0\nfrozen 0\n")]);
         let cg = V2Cgroup::open_for_test(fake.0.clone());
         assert_eq!(cg.peak_memory().unwrap(), None);
-        assert!(matches!(
-            cg.oom_kills().unwrap_err(),
-            CgroupError::ControllerMissing {
-                controller: "memory",
-                ..
-            }
-        ));
-        assert!(matches!(
-            cg.pids_current().unwrap_err(),
-            CgroupError::ControllerMissing {
-                controller: "pids",
-                ..
-            }
-        ));
+        assert!(matches!(cg.oom_kills().unwrap_err(), CgroupError::ControllerMissing { controller: "memory", .. }));
+        assert!(matches!(cg.pids_current().unwrap_err(), CgroupError::ControllerMissing { controller: "pids", .. }));
         assert_eq!(cg.cpu_usage_ns().unwrap(), 2000);
         assert!(cg.is_empty());
     }
 
     #[test]
     fn freeze_that_never_takes_times_out() {
-        let fake = FakeDir::new(
-            "freeze",
-            &[
-                ("cgroup.freeze", "0\n"),
-                ("cgroup.events", "populated 1\nfrozen 0\n"),
-            ],
-        );
+        let fake = FakeDir::new("freeze", &[("cgroup.freeze", "0\n"), ("cgroup.events", "populated 1\nfrozen 0\n")]);
         let cg = V2Cgroup::open_for_test(fake.0.clone());
         let start = Instant::now();
         let err = cg.freeze().unwrap_err();
-        assert!(
-            matches!(err, CgroupError::Timeout { what: "freeze", .. }),
-            "{err}"
-        );
+        assert!(matches!(err, CgroupError::Timeout { what: "freeze", .. }), "{err}");
         assert!(start.elapsed() < FREEZE_TIMEOUT + Duration::from_millis(500));
     }
 
     #[test]
     fn enabling_a_missing_controller_for_a_limit_fails() {
-        let fake = FakeDir::new(
-            "enable",
-            &[
-                ("cgroup.subtree_control", ""),
-                ("cgroup.controllers", "cpu io\n"),
-            ],
-        );
-        let limits = Limits {
-            pids: Some(10),
-            ..Limits::default()
-        };
+        let fake = FakeDir::new("enable", &[("cgroup.subtree_control", ""), ("cgroup.controllers", "cpu io\n")]);
+        let limits = Limits { pids: Some(10), ..Limits::default() };
         let err = enable_controllers(&fake.0, &limits).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CgroupError::ControllerMissing {
-                    controller: "pids",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, CgroupError::ControllerMissing { controller: "pids", .. }), "{err}");
     }
 }

@@ -38,7 +38,9 @@ fn default_policy_mount_plan() {
         .ops
         .iter()
         .map(|op| match op {
-            MountOp::Bind { host, path, writable, .. } => format!("bind {host} {path} {}", if *writable { "rw" } else { "ro" }),
+            MountOp::Bind { host, path, writable, .. } => {
+                format!("bind {host} {path} {}", if *writable { "rw" } else { "ro" })
+            }
             MountOp::Symlink { target, path } => format!("symlink {path} -> {target}"),
             MountOp::WritableDir { path } => format!("writable {path}"),
             MountOp::Proc { path } => format!("proc {path}"),
@@ -109,8 +111,19 @@ fn workdir_and_binds() {
     req.policy.filesystem.read_only.push(Bind { host: "/srv/in".into(), path: "/input".into() });
     req.mounts.push(MountSpec::parse_flag("/srv/in:/workspace/in").unwrap());
     let plan = compile(&req, &debian12()).unwrap();
-    let binds: Vec<&MountOp> = plan.ops.iter().filter(|o| matches!(o, MountOp::Bind { host, .. } if host.starts_with("/srv") || host.starts_with("/home"))).collect();
-    assert_eq!(binds, [&bind("/srv/in", "/input", false), &bind("/home/me/proj", "/workspace", true), &bind("/srv/in", "/workspace/in", false)]);
+    let binds: Vec<&MountOp> = plan
+        .ops
+        .iter()
+        .filter(|o| matches!(o, MountOp::Bind { host, .. } if host.starts_with("/srv") || host.starts_with("/home")))
+        .collect();
+    assert_eq!(
+        binds,
+        [
+            &bind("/srv/in", "/input", false),
+            &bind("/home/me/proj", "/workspace", true),
+            &bind("/srv/in", "/workspace/in", false)
+        ]
+    );
     assert!(!plan.ops.contains(&MountOp::WritableDir { path: "/workspace".into() }));
     assert!(plan.landlock.rules.iter().any(|r| r.path == "/workspace" && r.access == crate::landlock::READ_WRITE));
 }

@@ -28,9 +28,8 @@
 //! interval is a plain `ret ALLOW` is cached per process and skips the filter entirely.
 
 use libc::{
-    BPF_ABS, BPF_ALU, BPF_AND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_JSET, BPF_K, BPF_LD,
-    BPF_MAXINSNS, BPF_RET, BPF_W, SECCOMP_RET_ALLOW, SECCOMP_RET_DATA, SECCOMP_RET_ERRNO,
-    SECCOMP_RET_KILL_PROCESS,
+    BPF_ABS, BPF_ALU, BPF_AND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_MAXINSNS, BPF_RET,
+    BPF_W, SECCOMP_RET_ALLOW, SECCOMP_RET_DATA, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS,
 };
 
 use super::model::{Action, ArgCheck, Entry, Rule, Test};
@@ -67,32 +66,21 @@ const MAX_VALUES: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
     #[error("seccomp rule `{name}` repeats syscall number {nr}, already ruled by `{first}`")]
-    Duplicate {
-        name: &'static str,
-        first: &'static str,
-        nr: u32,
-    },
+    Duplicate { name: &'static str, first: &'static str, nr: u32 },
     #[error("seccomp rule `{name}` returns errno {errno}; use 1..={MAX_ERRNO}")]
     Errno { name: &'static str, errno: i32 },
     #[error("seccomp rule `{name}` checks argument {arg}; syscalls have arguments 0..=5")]
     ArgIndex { name: &'static str, arg: u8 },
     #[error("seccomp rule `{name}` tests {len} values; use 1..={MAX_VALUES}")]
     Values { name: &'static str, len: usize },
-    #[error(
-        "seccomp rule `{name}` compiles to {len} instructions; a rule may take {MAX_SHORT_JUMP}"
-    )]
+    #[error("seccomp rule `{name}` compiles to {len} instructions; a rule may take {MAX_SHORT_JUMP}")]
     RuleTooLong { name: &'static str, len: usize },
     #[error("seccomp program has {len} instructions; the kernel accepts {MAX_INSNS}")]
     ProgramTooLong { len: usize },
 }
 
 const fn stmt(code: u16, k: u32) -> SockFilter {
-    SockFilter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    SockFilter { code, jt: 0, jf: 0, k }
 }
 
 const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
@@ -122,12 +110,7 @@ pub(crate) const fn arg_low_offset(arg: u8) -> u32 {
 /// the accumulator with foreign-ABI numbers killed.
 pub fn prelude(target: &Target) -> Vec<SockFilter> {
     let kill = ret(Action::KillProcess);
-    let mut out = vec![
-        stmt(LD_ABS, ARCH_OFFSET),
-        jump(JEQ_K, target.audit_arch, 1, 0),
-        kill,
-        stmt(LD_ABS, NR_OFFSET),
-    ];
+    let mut out = vec![stmt(LD_ABS, ARCH_OFFSET), jump(JEQ_K, target.audit_arch, 1, 0), kill, stmt(LD_ABS, NR_OFFSET)];
     if let Some(first_foreign) = target.foreign_nr_from {
         out.push(jump(JGE_K, first_foreign, 0, 1));
         out.push(kill);
@@ -137,11 +120,7 @@ pub fn prelude(target: &Target) -> Vec<SockFilter> {
 
 /// Compiles `entries` for `target`, with `default` for syscalls they do not list. Entries
 /// naming a syscall the target does not have are skipped.
-pub fn compile(
-    entries: &[Entry],
-    target: &Target,
-    default: Action,
-) -> Result<Vec<SockFilter>, CompileError> {
+pub fn compile(entries: &[Entry], target: &Target, default: Action) -> Result<Vec<SockFilter>, CompileError> {
     let mut resolved: Vec<(u32, &'static str, Vec<SockFilter>)> = Vec::new();
     for entry in entries {
         let Some(nr) = target.nr(entry.name) else {
@@ -152,19 +131,12 @@ pub fn compile(
     resolved.sort_by_key(|&(nr, _, _)| nr);
     for pair in resolved.windows(2) {
         if pair[0].0 == pair[1].0 {
-            return Err(CompileError::Duplicate {
-                name: pair[1].1,
-                first: pair[0].1,
-                nr: pair[0].0,
-            });
+            return Err(CompileError::Duplicate { name: pair[1].1, first: pair[0].1, nr: pair[0].0 });
         }
     }
     check_action(default, "<default>")?;
 
-    let intervals = intervals(
-        resolved.into_iter().map(|(nr, _, code)| (nr, code)),
-        default,
-    );
+    let intervals = intervals(resolved.into_iter().map(|(nr, _, code)| (nr, code)), default);
     let mut program = prelude(target);
     program.extend(dispatch(&intervals));
     if program.len() > MAX_INSNS {
@@ -177,10 +149,7 @@ pub fn compile(
 /// contiguous: one per listed syscall, one per gap between them (with `default`), and
 /// neighbours with identical code merged. Rule code never depends on the number, so
 /// merging is exact.
-fn intervals(
-    sorted: impl Iterator<Item = (u32, Vec<SockFilter>)>,
-    default: Action,
-) -> Vec<(u32, Vec<SockFilter>)> {
+fn intervals(sorted: impl Iterator<Item = (u32, Vec<SockFilter>)>, default: Action) -> Vec<(u32, Vec<SockFilter>)> {
     let default = vec![ret(default)];
     let mut out: Vec<(u32, Vec<SockFilter>)> = Vec::new();
     let mut push = |lo: u32, code: Vec<SockFilter>| match out.last() {
@@ -203,9 +172,7 @@ fn intervals(
 
 fn check_action(action: Action, name: &'static str) -> Result<(), CompileError> {
     match action {
-        Action::Errno(errno) if !(1..=MAX_ERRNO).contains(&errno) => {
-            Err(CompileError::Errno { name, errno })
-        }
+        Action::Errno(errno) if !(1..=MAX_ERRNO).contains(&errno) => Err(CompileError::Errno { name, errno }),
         _ => Ok(()),
     }
 }
@@ -230,26 +197,16 @@ fn rule_code(name: &'static str, rule: &Rule) -> Result<Vec<SockFilter>, Compile
         }
     };
     if code.len() > MAX_SHORT_JUMP {
-        return Err(CompileError::RuleTooLong {
-            name,
-            len: code.len(),
-        });
+        return Err(CompileError::RuleTooLong { name, len: code.len() });
     }
     Ok(code)
 }
 
 /// One check: load the argument, mask it, test it, and `ret then` if the test holds; else
 /// fall through to whatever follows.
-fn check_code(
-    name: &'static str,
-    check: &ArgCheck,
-    code: &mut Vec<SockFilter>,
-) -> Result<(), CompileError> {
+fn check_code(name: &'static str, check: &ArgCheck, code: &mut Vec<SockFilter>) -> Result<(), CompileError> {
     if check.arg > 5 {
-        return Err(CompileError::ArgIndex {
-            name,
-            arg: check.arg,
-        });
+        return Err(CompileError::ArgIndex { name, arg: check.arg });
     }
     check_action(check.then, name)?;
     code.push(stmt(LD_ABS, arg_low_offset(check.arg)));

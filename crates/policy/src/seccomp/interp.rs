@@ -116,37 +116,17 @@ mod tests {
 
     #[test]
     fn loads_little_endian_fields() {
-        let data = SeccompData {
-            nr: 7,
-            arch: 0xc000_003e,
-            args: [0, 0x1_0000_5412, 0, 0, 0, 0],
-            ..SeccompData::default()
-        };
-        let load = |k| {
-            run(
-                &[
-                    insn(LD_ABS, 0, 0, k),
-                    insn(JEQ_K, 0, 1, 0),
-                    insn(RET_K, 0, 0, 1),
-                    insn(RET_K, 0, 0, 2),
-                ],
-                &data,
-            )
-        };
+        let data =
+            SeccompData { nr: 7, arch: 0xc000_003e, args: [0, 0x1_0000_5412, 0, 0, 0, 0], ..SeccompData::default() };
+        let load =
+            |k| run(&[insn(LD_ABS, 0, 0, k), insn(JEQ_K, 0, 1, 0), insn(RET_K, 0, 0, 1), insn(RET_K, 0, 0, 2)], &data);
         assert_eq!(load(0), Ok(2));
         let echo = |k: u32| {
             // ret A is not used by the compiler; compare against candidates instead.
             let candidates = [7u32, 0xc000_003e, 0x5412, 1];
             candidates.iter().copied().find(|&c| {
-                run(
-                    &[
-                        insn(LD_ABS, 0, 0, k),
-                        insn(JEQ_K, 0, 1, c),
-                        insn(RET_K, 0, 0, 1),
-                        insn(RET_K, 0, 0, 0),
-                    ],
-                    &data,
-                ) == Ok(1)
+                run(&[insn(LD_ABS, 0, 0, k), insn(JEQ_K, 0, 1, c), insn(RET_K, 0, 0, 1), insn(RET_K, 0, 0, 0)], &data)
+                    == Ok(1)
             })
         };
         assert_eq!(echo(0), Some(7));
@@ -158,30 +138,12 @@ mod tests {
     #[test]
     fn rejects_what_the_kernel_rejects() {
         assert_eq!(check(&[]), Err(Fault::Length(0)));
-        assert_eq!(
-            check(&[insn(LD_ABS, 0, 0, 2), insn(RET_K, 0, 0, 0)]),
-            Err(Fault::BadLoad { pc: 0, k: 2 })
-        );
-        assert_eq!(
-            check(&[insn(LD_ABS, 0, 0, 64), insn(RET_K, 0, 0, 0)]),
-            Err(Fault::BadLoad { pc: 0, k: 64 })
-        );
-        assert_eq!(
-            check(&[insn(JEQ_K, 1, 0, 0), insn(RET_K, 0, 0, 0)]),
-            Err(Fault::JumpOutOfRange { pc: 0 })
-        );
-        assert_eq!(
-            check(&[insn(JA, 0, 0, 1), insn(RET_K, 0, 0, 0)]),
-            Err(Fault::JumpOutOfRange { pc: 0 })
-        );
-        assert_eq!(
-            check(&[insn(RET_K, 0, 0, 0), insn(AND_K, 0, 0, 1)]),
-            Err(Fault::LastNotRet)
-        );
-        assert_eq!(
-            check(&[insn(0x16, 0, 0, 0)]),
-            Err(Fault::Unsupported { pc: 0, code: 0x16 })
-        );
+        assert_eq!(check(&[insn(LD_ABS, 0, 0, 2), insn(RET_K, 0, 0, 0)]), Err(Fault::BadLoad { pc: 0, k: 2 }));
+        assert_eq!(check(&[insn(LD_ABS, 0, 0, 64), insn(RET_K, 0, 0, 0)]), Err(Fault::BadLoad { pc: 0, k: 64 }));
+        assert_eq!(check(&[insn(JEQ_K, 1, 0, 0), insn(RET_K, 0, 0, 0)]), Err(Fault::JumpOutOfRange { pc: 0 }));
+        assert_eq!(check(&[insn(JA, 0, 0, 1), insn(RET_K, 0, 0, 0)]), Err(Fault::JumpOutOfRange { pc: 0 }));
+        assert_eq!(check(&[insn(RET_K, 0, 0, 0), insn(AND_K, 0, 0, 1)]), Err(Fault::LastNotRet));
+        assert_eq!(check(&[insn(0x16, 0, 0, 0)]), Err(Fault::Unsupported { pc: 0, code: 0x16 }));
     }
 
     #[test]
@@ -196,15 +158,7 @@ mod tests {
             insn(RET_K, 0, 0, 1),
             insn(RET_K, 0, 0, 3),
         ];
-        let with = |arg0| {
-            run(
-                &prog,
-                &SeccompData {
-                    args: [arg0, 0, 0, 0, 0, 0],
-                    ..SeccompData::default()
-                },
-            )
-        };
+        let with = |arg0| run(&prog, &SeccompData { args: [arg0, 0, 0, 0, 0, 0], ..SeccompData::default() });
         assert_eq!(with(0x18), Ok(8));
         assert_eq!(with(0x1), Ok(1));
         assert_eq!(with(0xf3), Ok(3));

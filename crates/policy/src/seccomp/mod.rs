@@ -14,11 +14,7 @@
 //! everything else. Nothing here makes a syscall; installing the program is the `sys`
 //! crate's job.
 
-#[cfg(not(all(
-    target_os = "linux",
-    target_endian = "little",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
+#[cfg(not(all(target_os = "linux", target_endian = "little", any(target_arch = "x86_64", target_arch = "aarch64"))))]
 compile_error!("the seccomp profile supports Linux on x86_64 and aarch64 only");
 
 pub mod bpf;
@@ -58,8 +54,5 @@ pub fn sandbox_filter() -> Vec<SockFilter> {
 /// [`DEFAULT_ACTION`]; calls from another ABI kill the process. The reason for each line is
 /// in [`SANDBOX`]'s `why`.
 pub fn describe() -> impl Iterator<Item = (&'static str, String)> {
-    SANDBOX
-        .iter()
-        .filter(|entry| NATIVE.nr(entry.name).is_some())
-        .map(|entry| (entry.name, entry.rule.to_string()))
+    SANDBOX.iter().filter(|entry| NATIVE.nr(entry.name).is_some()).map(|entry| (entry.name, entry.rule.to_string()))
 }

@@ -21,27 +21,15 @@ pub const DEFAULT_ACTION: Action = Action::Errno(DEFAULT_ERRNO);
 pub const DENY_ERRNO: i32 = EPERM;
 
 const fn allow(name: &'static str, why: &'static str) -> Entry {
-    Entry {
-        name,
-        rule: Rule::Allow,
-        why,
-    }
+    Entry { name, rule: Rule::Allow, why }
 }
 
 const fn eperm(name: &'static str, why: &'static str) -> Entry {
-    Entry {
-        name,
-        rule: Rule::Errno(DENY_ERRNO),
-        why,
-    }
+    Entry { name, rule: Rule::Errno(DENY_ERRNO), why }
 }
 
 const fn errno(name: &'static str, errno: i32, why: &'static str) -> Entry {
-    Entry {
-        name,
-        rule: Rule::Errno(errno),
-        why,
-    }
+    Entry { name, rule: Rule::Errno(errno), why }
 }
 
 const fn args(name: &'static str, rule: Rule, why: &'static str) -> Entry {
@@ -82,13 +70,7 @@ const INET_FAMILIES: &[u32] = &[libc::AF_INET as u32, libc::AF_INET6 as u32];
 
 const SOCKET: Rule = Rule::Args {
     checks: &[
-        ArgCheck {
-            arg: 0,
-            name: "domain",
-            mask: u32::MAX,
-            test: Test::In(&[AF_UNIX]),
-            then: Action::Allow,
-        },
+        ArgCheck { arg: 0, name: "domain", mask: u32::MAX, test: Test::In(&[AF_UNIX]), then: Action::Allow },
         ArgCheck {
             arg: 0,
             name: "domain",
@@ -160,15 +142,9 @@ const fn device_nodes(mode_arg: u8) -> ArgCheck {
     }
 }
 
-const MKNOD: Rule = Rule::Args {
-    checks: &[device_nodes(1)],
-    otherwise: Action::Allow,
-};
+const MKNOD: Rule = Rule::Args { checks: &[device_nodes(1)], otherwise: Action::Allow };
 
-const MKNODAT: Rule = Rule::Args {
-    checks: &[device_nodes(2)],
-    otherwise: Action::Allow,
-};
+const MKNODAT: Rule = Rule::Args { checks: &[device_nodes(2)], otherwise: Action::Allow };
 
 // ---- the table --------------------------------------------------------------------------
 

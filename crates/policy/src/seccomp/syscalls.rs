@@ -25,18 +25,12 @@ pub struct Target {
 impl Target {
     /// The number of the syscall called `name`, if this architecture has it.
     pub fn nr(&self, name: &str) -> Option<u32> {
-        self.table
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, nr)| nr)
+        self.table.iter().find(|(n, _)| *n == name).map(|&(_, nr)| nr)
     }
 
     /// The name of syscall number `nr`, if this architecture has it.
     pub fn name(&self, nr: u32) -> Option<&'static str> {
-        self.table
-            .iter()
-            .find(|&&(_, n)| n == nr)
-            .map(|&(name, _)| name)
+        self.table.iter().find(|&&(_, n)| n == nr).map(|&(name, _)| name)
     }
 }
 

@@ -1,17 +1,14 @@
 //! What the sandbox filter decides for the calls that matter.
 
 use libc::{
-    AF_ALG, AF_INET, AF_INET6, AF_KEY, AF_NETLINK, AF_PACKET, AF_UNIX, AF_UNSPEC,
-    CLONE_CHILD_CLEARTID, CLONE_FILES, CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET,
-    CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUSER, CLONE_NEWUTS, CLONE_PARENT_SETTID,
-    CLONE_SETTLS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VFORK, CLONE_VM, SIGCHLD,
-    SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, S_IFBLK,
-    S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK,
+    AF_ALG, AF_INET, AF_INET6, AF_KEY, AF_NETLINK, AF_PACKET, AF_UNIX, AF_UNSPEC, CLONE_CHILD_CLEARTID, CLONE_FILES,
+    CLONE_FS, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUSER,
+    CLONE_NEWUTS, CLONE_PARENT_SETTID, CLONE_SETTLS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VFORK, CLONE_VM,
+    SIGCHLD, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, S_IFBLK, S_IFCHR, S_IFIFO,
+    S_IFREG, S_IFSOCK,
 };
 
-use super::super::syscalls::{
-    AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64,
-};
+use super::super::syscalls::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use super::{verdict, verdict_raw, ALLOW, EAFNOSUPPORT, ENOSYS, EPERM, KILL};
 use crate::seccomp::NATIVE;
 
@@ -112,17 +109,7 @@ fn ordinary_calls_are_allowed() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn legacy_x86_64_calls_are_allowed() {
-    for name in [
-        "open",
-        "stat",
-        "fork",
-        "vfork",
-        "arch_prctl",
-        "pipe",
-        "poll",
-        "select",
-        "mknod",
-    ] {
+    for name in ["open", "stat", "fork", "vfork", "arch_prctl", "pipe", "poll", "select", "mknod"] {
         assert_eq!(verdict(name, &[]), ALLOW, "{name}");
     }
 }
@@ -195,51 +182,16 @@ fn catalogue_probes_fail_with_eperm() {
         ("FS-03", &["mount", "umount2", "pivot_root", "chroot"]),
         (
             "FS-04",
-            &[
-                "fsopen",
-                "fsconfig",
-                "fsmount",
-                "fspick",
-                "open_tree",
-                "open_tree_attr",
-                "move_mount",
-                "mount_setattr",
-            ],
+            &["fsopen", "fsconfig", "fsmount", "fspick", "open_tree", "open_tree_attr", "move_mount", "mount_setattr"],
         ),
         ("FS-05", &["open_by_handle_at"]),
-        (
-            "PR-01",
-            &[
-                "ptrace",
-                "process_vm_readv",
-                "process_vm_writev",
-                "pidfd_getfd",
-            ],
-        ),
+        ("PR-01", &["ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd"]),
         ("PR-03", &["capset"]),
         ("PR-05", &["unshare", "setns"]),
         ("PR-06", &["keyctl", "add_key", "request_key"]),
-        (
-            "PR-07",
-            &[
-                "bpf",
-                "perf_event_open",
-                "userfaultfd",
-                "io_uring_setup",
-                "io_uring_enter",
-                "io_uring_register",
-            ],
-        ),
+        ("PR-07", &["bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register"]),
         ("KS-03", &["syslog"]),
-        (
-            "KS-04",
-            &[
-                "sethostname",
-                "setdomainname",
-                "settimeofday",
-                "clock_settime",
-            ],
-        ),
+        ("KS-04", &["sethostname", "setdomainname", "settimeofday", "clock_settime"]),
         (
             "other",
             &[
@@ -278,11 +230,7 @@ fn clone_refuses_namespace_flags() {
         | CLONE_PARENT_SETTID
         | CLONE_CHILD_CLEARTID;
     assert_eq!(verdict("clone", &[u(thread)]), ALLOW, "pthread_create");
-    assert_eq!(
-        verdict("clone", &[u(CLONE_VM | CLONE_VFORK | SIGCHLD)]),
-        ALLOW,
-        "posix_spawn"
-    );
+    assert_eq!(verdict("clone", &[u(CLONE_VM | CLONE_VFORK | SIGCHLD)]), ALLOW, "posix_spawn");
     for flag in [
         CLONE_NEWNS,
         CLONE_NEWUTS,
@@ -297,10 +245,7 @@ fn clone_refuses_namespace_flags() {
     }
     // The kernel uses only the low 32 bits of clone's flags.
     assert_eq!(verdict("clone", &[1 << 32 | sigchld]), ALLOW);
-    assert_eq!(
-        verdict("clone", &[0xffff_ffff_0000_0000 | u(CLONE_NEWUSER)]),
-        EPERM
-    );
+    assert_eq!(verdict("clone", &[0xffff_ffff_0000_0000 | u(CLONE_NEWUSER)]), EPERM);
 }
 
 #[test]
@@ -311,11 +256,7 @@ fn clone3_looks_unimplemented() {
 #[test]
 fn unknown_syscalls_look_unimplemented() {
     assert_eq!(verdict_raw(NATIVE.audit_arch, 999, &[]), ENOSYS);
-    assert_eq!(
-        verdict_raw(NATIVE.audit_arch, 471, &[]),
-        ENOSYS,
-        "the next new syscall"
-    );
+    assert_eq!(verdict_raw(NATIVE.audit_arch, 471, &[]), ENOSYS, "the next new syscall");
     assert_eq!(verdict_raw(NATIVE.audit_arch, 0x3fff_ffff, &[]), ENOSYS);
 }
 
@@ -342,38 +283,19 @@ fn socket_families_and_types() {
         (AF_UNSPEC, SOCK_STREAM, EAFNOSUPPORT),
     ];
     for (domain, kind, expected) in cases {
-        assert_eq!(
-            verdict("socket", &[u(domain), u(kind)]),
-            expected,
-            "socket({domain}, {kind:#x})"
-        );
+        assert_eq!(verdict("socket", &[u(domain), u(kind)]), expected, "socket({domain}, {kind:#x})");
     }
     // High halves are ignored by the kernel (int arguments) and by the filter alike.
-    assert_eq!(
-        verdict("socket", &[1 << 32 | u(AF_INET), u(SOCK_STREAM)]),
-        ALLOW
-    );
-    assert_eq!(
-        verdict("socket", &[u(AF_INET), 1 << 40 | u(SOCK_RAW)]),
-        EPERM
-    );
-    assert_eq!(
-        verdict("socket", &[1 << 32 | u(AF_NETLINK), 0]),
-        EAFNOSUPPORT
-    );
+    assert_eq!(verdict("socket", &[1 << 32 | u(AF_INET), u(SOCK_STREAM)]), ALLOW);
+    assert_eq!(verdict("socket", &[u(AF_INET), 1 << 40 | u(SOCK_RAW)]), EPERM);
+    assert_eq!(verdict("socket", &[1 << 32 | u(AF_NETLINK), 0]), EAFNOSUPPORT);
 }
 
 #[test]
 fn socketpair_is_unix_only() {
     assert_eq!(verdict("socketpair", &[u(AF_UNIX), u(SOCK_STREAM)]), ALLOW);
-    assert_eq!(
-        verdict("socketpair", &[u(AF_INET), u(SOCK_STREAM)]),
-        EAFNOSUPPORT
-    );
-    assert_eq!(
-        verdict("socketpair", &[u(AF_NETLINK), u(SOCK_RAW)]),
-        EAFNOSUPPORT
-    );
+    assert_eq!(verdict("socketpair", &[u(AF_INET), u(SOCK_STREAM)]), EAFNOSUPPORT);
+    assert_eq!(verdict("socketpair", &[u(AF_NETLINK), u(SOCK_RAW)]), EAFNOSUPPORT);
 }
 
 #[test]
@@ -387,8 +309,7 @@ fn ioctl_refuses_terminal_injection() {
     // The kernel takes the request as unsigned int: high bits do not smuggle it through.
     assert_eq!(verdict("ioctl", &[0, 0x1_0000_5412]), EPERM);
     assert_eq!(verdict("ioctl", &[0, 0xffff_ffff_0000_541c]), EPERM);
-    for ordinary in [libc::TCGETS, libc::TIOCGWINSZ, libc::FIONREAD, 0].map(|r| u64::from(r as u32))
-    {
+    for ordinary in [libc::TCGETS, libc::TIOCGWINSZ, libc::FIONREAD, 0].map(|r| u64::from(r as u32)) {
         assert_eq!(verdict("ioctl", &[1, ordinary]), ALLOW, "{ordinary:#x}");
     }
 }
@@ -398,13 +319,7 @@ fn personality_allows_dockers_personas_only() {
     for persona in [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff] {
         assert_eq!(verdict("personality", &[persona]), ALLOW, "{persona:#x}");
     }
-    for persona in [
-        u(libc::ADDR_NO_RANDOMIZE),
-        u(libc::READ_IMPLIES_EXEC),
-        u(libc::MMAP_PAGE_ZERO),
-        0x0040_0008,
-        0x1,
-    ] {
+    for persona in [u(libc::ADDR_NO_RANDOMIZE), u(libc::READ_IMPLIES_EXEC), u(libc::MMAP_PAGE_ZERO), 0x0040_0008, 0x1] {
         assert_eq!(verdict("personality", &[persona]), EPERM, "{persona:#x}");
     }
 }
@@ -426,16 +341,8 @@ fn mknod_makes_fifos_but_not_devices() {
         assert_eq!(dev(name, mode_arg, S_IFIFO), ALLOW, "{name} fifo");
         assert_eq!(dev(name, mode_arg, S_IFSOCK), ALLOW, "{name} socket");
         assert_eq!(dev(name, mode_arg, S_IFREG), ALLOW, "{name} regular file");
-        assert_eq!(
-            dev(name, mode_arg, 0),
-            ALLOW,
-            "{name} mode 0 is a regular file"
-        );
-        assert_eq!(
-            dev(name, mode_arg, 0x1_0000 | S_IFCHR),
-            EPERM,
-            "{name} umode_t truncation"
-        );
+        assert_eq!(dev(name, mode_arg, 0), ALLOW, "{name} mode 0 is a regular file");
+        assert_eq!(dev(name, mode_arg, 0x1_0000 | S_IFCHR), EPERM, "{name} umode_t truncation");
     }
 }
 
@@ -446,11 +353,7 @@ fn foreign_abis_are_killed() {
         assert_eq!(verdict_raw(arch, 0, &[]), KILL, "arch {arch:#x}, nr 0");
         assert_eq!(verdict_raw(arch, mount, &[]), KILL, "arch {arch:#x}, mount");
     }
-    let other = if NATIVE.audit_arch == AUDIT_ARCH_X86_64 {
-        AUDIT_ARCH_AARCH64
-    } else {
-        AUDIT_ARCH_X86_64
-    };
+    let other = if NATIVE.audit_arch == AUDIT_ARCH_X86_64 { AUDIT_ARCH_AARCH64 } else { AUDIT_ARCH_X86_64 };
     assert_eq!(verdict_raw(other, 0, &[]), KILL);
 }
 
@@ -459,20 +362,8 @@ fn foreign_abis_are_killed() {
 fn x32_calls_are_killed() {
     const X32: u32 = 0x4000_0000;
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32, &[]), KILL, "x32 read");
-    assert_eq!(
-        verdict_raw(AUDIT_ARCH_X86_64, X32 + 59, &[]),
-        KILL,
-        "x32 execve (common)"
-    );
-    assert_eq!(
-        verdict_raw(AUDIT_ARCH_X86_64, X32 + 520, &[]),
-        KILL,
-        "x32 execve"
-    );
-    assert_eq!(
-        verdict_raw(AUDIT_ARCH_X86_64, X32 + 165, &[]),
-        KILL,
-        "x32 mount"
-    );
+    assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 59, &[]), KILL, "x32 execve (common)");
+    assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 520, &[]), KILL, "x32 execve");
+    assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 165, &[]), KILL, "x32 mount");
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, u32::MAX, &[]), KILL, "nr -1");
 }

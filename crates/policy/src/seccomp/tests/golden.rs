@@ -70,11 +70,7 @@ fn dispatch_depth_is_logarithmic() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn every_name_resolves_on_x86_64() {
-    let missing: Vec<&str> = SANDBOX
-        .iter()
-        .map(|e| e.name)
-        .filter(|name| NATIVE.nr(name).is_none())
-        .collect();
+    let missing: Vec<&str> = SANDBOX.iter().map(|e| e.name).filter(|name| NATIVE.nr(name).is_none()).collect();
     assert!(missing.is_empty(), "not x86_64 syscalls: {missing:?}");
 }
 
@@ -90,10 +86,7 @@ fn names_and_numbers_are_unique() {
     }
     let mut table_numbers = BTreeSet::new();
     for &(name, nr) in NATIVE.table {
-        assert!(
-            table_numbers.insert(nr),
-            "`{name}` shares number {nr} in the arch table"
-        );
+        assert!(table_numbers.insert(nr), "`{name}` shares number {nr} in the arch table");
     }
 }
 
@@ -109,17 +102,9 @@ fn every_entry_says_why_and_denials_cite_the_catalogue() {
         })
     };
     for entry in SANDBOX {
-        assert!(
-            !entry.why.trim().is_empty(),
-            "`{}` has no reason",
-            entry.name
-        );
+        assert!(!entry.why.trim().is_empty(), "`{}` has no reason", entry.name);
         if entry.rule == Rule::Errno(libc::EPERM) {
-            assert!(
-                cites_id(entry.why),
-                "`{}`: cite a SECURITY.md ID",
-                entry.name
-            );
+            assert!(cites_id(entry.why), "`{}`: cite a SECURITY.md ID", entry.name);
         }
     }
 }
@@ -154,13 +139,7 @@ fn unlisted_numbers_get_the_default() {
         }
     }
     #[cfg(target_arch = "x86_64")]
-    for nr in [
-        0x4000_0000u32,
-        0x4000_0200,
-        0x7fff_ffff,
-        0x8000_0000,
-        u32::MAX,
-    ] {
+    for nr in [0x4000_0000u32, 0x4000_0200, 0x7fff_ffff, 0x8000_0000, u32::MAX] {
         assert_eq!(verdict_raw(NATIVE.audit_arch, nr, &[]), KILL, "nr {nr:#x}");
     }
 }
@@ -171,12 +150,8 @@ fn unlisted_numbers_get_the_default() {
 #[test]
 fn unlisted_x86_64_syscalls() {
     let listed: BTreeSet<&str> = SANDBOX.iter().map(|e| e.name).collect();
-    let mut unlisted: Vec<(u32, &str)> = NATIVE
-        .table
-        .iter()
-        .filter(|(name, _)| !listed.contains(name))
-        .map(|&(name, nr)| (nr, name))
-        .collect();
+    let mut unlisted: Vec<(u32, &str)> =
+        NATIVE.table.iter().filter(|(name, _)| !listed.contains(name)).map(|&(name, nr)| (nr, name)).collect();
     unlisted.sort_unstable();
     let names: Vec<&str> = unlisted.into_iter().map(|(_, name)| name).collect();
     pretty_assertions::assert_eq!(names, UNLISTED_X86_64);
@@ -216,24 +191,13 @@ const UNLISTED_X86_64: &[&str] = &[
 #[test]
 fn describe_prints_each_rule() {
     let lines: Vec<(&str, String)> = describe().collect();
-    let resolvable = SANDBOX
-        .iter()
-        .filter(|e| NATIVE.nr(e.name).is_some())
-        .count();
+    let resolvable = SANDBOX.iter().filter(|e| NATIVE.nr(e.name).is_some()).count();
     assert_eq!(lines.len(), resolvable);
-    let find = |name: &str| {
-        lines
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, d)| d.as_str())
-    };
+    let find = |name: &str| lines.iter().find(|(n, _)| *n == name).map(|(_, d)| d.as_str());
     assert_eq!(find("read"), Some("allow"));
     assert_eq!(find("mount"), Some("EPERM"));
     assert_eq!(find("clone3"), Some("ENOSYS"));
-    assert_eq!(
-        find("clone"),
-        Some("EPERM if flags (arg0) has any of 0x7e020080; otherwise allow")
-    );
+    assert_eq!(find("clone"), Some("EPERM if flags (arg0) has any of 0x7e020080; otherwise allow"));
     assert_eq!(
         find("socket"),
         Some(
@@ -242,8 +206,5 @@ fn describe_prints_each_rule() {
              EPERM if type (arg1 & 0xf) is one of [0x3, 0xa]; otherwise allow"
         )
     );
-    assert_eq!(
-        find("ioctl"),
-        Some("EPERM if request (arg1) is one of [0x5412, 0x541c]; otherwise allow")
-    );
+    assert_eq!(find("ioctl"), Some("EPERM if request (arg1) is one of [0x5412, 0x541c]; otherwise allow"));
 }

@@ -28,19 +28,12 @@ fn filter() -> &'static [SockFilter] {
 }
 
 fn nr(name: &str) -> u32 {
-    NATIVE
-        .nr(name)
-        .unwrap_or_else(|| panic!("`{name}` has no syscall number on this architecture"))
+    NATIVE.nr(name).unwrap_or_else(|| panic!("`{name}` has no syscall number on this architecture"))
 }
 
 /// The filter's verdict for a raw `seccomp_data`.
 fn verdict_raw(arch: u32, nr: u32, args: &[u64]) -> u32 {
-    let mut data = SeccompData {
-        nr: nr as i32,
-        arch,
-        instruction_pointer: 0x7fff_dead_beef,
-        args: [0; 6],
-    };
+    let mut data = SeccompData { nr: nr as i32, arch, instruction_pointer: 0x7fff_dead_beef, args: [0; 6] };
     data.args[..args.len()].copy_from_slice(args);
     run(filter(), &data).expect("the sandbox filter runs")
 }
