@@ -274,7 +274,7 @@ for _l in ["host", "peer"]:
 # extras
 X("EX-X86ABI", "int80", OK, SIGSYS)
 X("EX-X86ABI", "x32", OK | E("ENOSYS"), SIGSYS)
-X("EX-EXE", "open-w:/proc/self/exe", E("ETXTBSY"), E("EACCES", "ETXTBSY"))
+X("EX-EXE", "open-w:/proc/self/exe", E("ETXTBSY"), E("EACCES"))
 for _c in ["open-r:/proc/agent/exe", "open-path:/proc/agent/exe", "readlink:/proc/agent/exe"]:
     X("EX-EXE", _c, OK, E("EACCES"))
 X("EX-EXE", "open-w:/proc/agent/exe", E("ETXTBSY"), E("EACCES"))

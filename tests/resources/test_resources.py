@@ -365,3 +365,32 @@ def test_double_fork_daemon_gone(mode):
     assert wait_gone(tag, 3) == [], f"daemonised grandchild survived: {procs_with_marker(tag)}"
     assert not leftover_cgroups(before), "cgroup dirs left behind"
     assert mountinfo_lines() - mounts == set(), "mounts left behind on the host"
+
+
+def test_json_record_layers(mode):
+    """The --json record says which layers hold; rootless on v1 lists the default limits
+    it could not enforce instead of pretending."""
+    res = run_inside(["true"], [], mode=mode, timeout=30, json_record=True)
+    assert res.rc == 0, res.stderr
+    rec = res.record
+    for k in ["exit_code", "signal", "timed_out", "oom_killed", "wall_ms", "cpu_ms",
+              "peak_memory_bytes"]:
+        assert k in rec, f"record lacks {k}: {rec}"
+    assert rec["exit_code"] == 0 and rec["timed_out"] is False and rec["oom_killed"] is False
+    if limits_unenforceable(mode):
+        unenforced = {u["limit"] for u in rec.get("unenforced", [])}
+        assert {"memory", "pids"} <= unenforced, rec.get("unenforced")
+    else:
+        assert rec.get("unenforced") == [], rec.get("unenforced")
+
+
+@pytest.mark.parametrize("flag,value,word", [("--memory", "64MiB", "memory"),
+                                             ("--pids", "32", "pids"),
+                                             ("--cpus", "0.5", "cpu")])
+def test_explicit_limit_never_silently_weakened(mode, flag, value, word):
+    """An explicitly requested cgroup limit is enforced, or refused with 125 and a reason."""
+    res = run_inside(["true"], [flag, value], mode=mode, timeout=30)
+    if limits_unenforceable(mode):
+        assert_refused_unenforceable(res, word)
+    else:
+        assert res.rc == 0, res.stderr

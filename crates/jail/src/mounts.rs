@@ -89,8 +89,20 @@ pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -
     step(|| "pivot_root".into(), m::pivot_root(&new_root, &format!("{new_root}{OLDROOT}")))?;
     step(|| "chdir /".into(), std::env::set_current_dir("/"))?;
 
+    crate::run::trace("child: pivoted");
     for op in &plan.ops {
         apply(op, prepared)?;
+        if matches!(op, MountOp::Dev { .. } | MountOp::Proc { .. } | MountOp::Sysfs { .. } | MountOp::RootReadOnly) {
+            crate::run::trace(&format!(
+                "child: {}",
+                match op {
+                    MountOp::Dev { .. } => "dev",
+                    MountOp::Proc { .. } => "proc",
+                    MountOp::Sysfs { .. } => "sys",
+                    _ => "sealed root",
+                }
+            ));
+        }
     }
     Ok(())
 }

@@ -92,12 +92,13 @@ fn preflight(f: &Features) -> Result<u32, JailError> {
     Ok(abi)
 }
 
-/// Creates the cgroup if this host lets us; otherwise lists what goes unenforced and
-/// refuses if any of it was explicitly asked for.
-/// The sandbox's cgroup (if any) and the limits that go unenforced without one.
-type CgroupPlan = (Option<Box<dyn Cgroup>>, Vec<Unenforced>);
+/// The cgroup limits to create (if this host lets us) and the limits that go unenforced
+/// without a cgroup.
+type CgroupPlan = (Option<cgroup::Limits>, Vec<Unenforced>);
 
-fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<CgroupPlan, JailError> {
+/// Decides whether the sandbox gets a cgroup; without one, lists what goes unenforced
+/// and refuses if any of it was explicitly asked for.
+fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
     let l = &plan.limits;
     let limits = cgroup::Limits {
         memory_bytes: Some(l.memory.value),
@@ -106,8 +107,7 @@ fn make_cgroup(f: &Features, plan: &Plan, id: &str) -> Result<CgroupPlan, JailEr
         only_limited: true,
     };
     if f.cgroups.writable {
-        let cg = cgroup::create(&f.cgroups, &format!("run-{id}"), &limits)?;
-        return Ok((Some(cg), Vec::new()));
+        return Ok((Some(limits), Vec::new()));
     }
     let reason = if f.root {
         "no usable cgroup hierarchy on this host".to_string()
@@ -195,7 +195,9 @@ fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, JailError> {
 
 pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
     let start = safehouse_sys::monotonic_ns();
+    trace("start");
     let features = host::features();
+    trace("host features");
     let abi = preflight(&features)?;
     let view = host::host_view(&spec.request);
     let plan = plan::compile(&spec.request, &view)?;
@@ -203,13 +205,16 @@ pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
         return Err(JailError::Setup("no command given".into()));
     }
     let id = random_id();
-    let (cg, unenforced) = make_cgroup(&features, &plan, &id)?;
-    let result = run_in(&spec, plan, &features, cg.as_deref(), start);
+    let (cg_limits, unenforced) = plan_cgroup(&features, &plan)?;
+    let mut cg: Option<Box<dyn Cgroup>> = None;
+    let result = run_in(&spec, plan, &features, cg_limits.map(|l| (format!("run-{id}"), l)), &mut cg, start);
+    trace("command done");
     let cg_stats =
         cg.as_deref().map(|c| (c.oom_kills().unwrap_or(0), c.peak_memory().ok().flatten(), c.cpu_usage_ns().ok()));
     if let Some(c) = cg {
         let _ = c.destroy();
     }
+    trace("cgroup removed");
     let raw = result?;
     let (oom_kills, peak, cpu_ns) = cg_stats.unwrap_or((0, None, None));
     let signal = raw.signal;
@@ -257,7 +262,27 @@ struct Raw {
     exec_error: Option<String>,
 }
 
-fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, start: u64) -> Result<Raw, JailError> {
+/// Prints how long each host-side step took, with SAFEHOUSE_TRACE=1 (for tuning).
+pub(crate) fn trace(step: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if std::env::var_os("SAFEHOUSE_TRACE").is_some() {
+        let now = safehouse_sys::monotonic_ns();
+        let last = LAST.swap(now, Ordering::Relaxed);
+        let delta = if last == 0 { 0 } else { now - last };
+        eprintln!("safehouse trace: {step:<28} +{:>6} us", delta / 1000);
+    }
+}
+
+fn run_in(
+    spec: &RunSpec,
+    plan: Plan,
+    f: &Features,
+    cg_spec: Option<(String, cgroup::Limits)>,
+    cg_out: &mut Option<Box<dyn Cgroup>>,
+    start: u64,
+) -> Result<Raw, JailError> {
+    trace("planned");
     let prepared = if f.root { prepare_binds(&plan)? } else { Default::default() };
     let lower_fd = match &plan.root {
         plan::RootSpec::Overlay { lower, .. } => {
@@ -281,7 +306,21 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
     let timeout = plan.limits.timeout;
-    let (pid, pidfd) = match process::clone_process(flags, None).map_err(|e| JailError::host("clone the sandbox", e))? {
+    // cgroup v2: create the cgroup first and clone straight into it (CLONE_INTO_CGROUP),
+    // which needs no attach at all. v1 has no such flag: there the cgroup is created and
+    // joined after the clone, in parallel with the sandbox's filesystem setup.
+    let mut cg_spec = cg_spec;
+    let mut into_cgroup: Option<OwnedFd> = None;
+    if f.cgroups.version == Some(cgroup::CgroupVersion::V2) {
+        if let Some((name, limits)) = cg_spec.take() {
+            let cg = cg_out.insert(cgroup::create(&f.cgroups, &name, &limits)?);
+            into_cgroup = cg.open_unified_dir()?;
+            trace("cgroup created (v2)");
+        }
+    }
+    let (pid, pidfd) = match process::clone_process(flags, into_cgroup.as_ref().map(|fd| fd.as_fd()))
+        .map_err(|e| JailError::host("clone the sandbox", e))?
+    {
         Forked::Child => {
             drop(sync_write);
             drop(status_read);
@@ -299,6 +338,8 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
+    trace("cloned");
+    drop(into_cgroup);
     drop(sync_read);
     drop(status_write);
     drop(prepared);
@@ -315,8 +356,13 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
         write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
         write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))?;
         sync_write.write_all(b"1").map_err(|e| JailError::host("release the sandbox", e))?;
-        if let Some(cg) = cg {
+        trace("id maps written");
+        // The cgroup is made while the sandbox builds its filesystem.
+        if let Some((name, limits)) = &cg_spec {
+            let cg = cg_out.insert(cgroup::create(&f.cgroups, name, limits)?);
+            trace("cgroup created");
             cg.add_pid(pid)?;
+            trace("cgroup joined");
         }
         sync_write.write_all(b"2").map_err(|e| JailError::host("release the sandbox", e))
     })();
@@ -387,6 +433,7 @@ fn run_in(spec: &RunSpec, plan: Plan, f: &Features, cg: Option<&dyn Cgroup>, sta
     if let Some(t) = saved_termios {
         process::restore_termios(0, &t);
     }
+    trace("sandbox exited");
     let reaped = process::wait4(pid, false)
         .map_err(|e| JailError::host("wait for the sandbox", e))?
         .ok_or_else(|| JailError::Setup("sandbox vanished".into()))?;

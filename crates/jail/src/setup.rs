@@ -13,6 +13,7 @@ use safehouse_sys::{caps, landlock, net, process};
 use crate::init;
 use crate::mounts::{self, Prepared};
 use crate::report::Report;
+use crate::run::trace;
 
 /// Everything the child needs, moved into it by clone.
 pub struct ChildContext {
@@ -47,6 +48,7 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     //    instead of the go byte means the host side died.
     step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
     wait_for_host(&ctx.sync_read, "id maps")?;
+    trace("child: released");
 
     // 3. Identity: become the sandbox user before creating any file, so everything in the
     //    writable layer belongs to it (keeping capabilities for the rest of setup).
@@ -60,6 +62,7 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
 
     // 4. Filesystem: new root, binds, /proc, /dev, masks; the host root is detached.
     mounts::build(&ctx.plan, &mut ctx.prepared, ctx.lower_fd.as_ref())?;
+    trace("child: filesystem built");
     ctx.lower_fd = None;
 
     // 5. Own hostname; loopback up in the empty network namespace.
@@ -77,7 +80,9 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     //    the filesystem: on cgroup v1 the move waits for an RCU grace period, so doing it
     //    in parallel hides that latency). Only then enter a cgroup namespace, so the
     //    sandbox sees its own cgroup as the root. Nothing untrusted has run yet.
+    trace("child: hostname, net, rlimits");
     wait_for_host(&ctx.sync_read, "cgroup")?;
+    trace("child: in cgroup");
     step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
 
     // 8. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
@@ -100,7 +105,9 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     if program.is_empty() {
         return Err("seccomp: the filter is empty; refusing to run unfiltered".into());
     }
+    trace("child: landlock, caps");
     step("install seccomp filter", safehouse_sys::seccomp::install_filter(&program))?;
+    trace("child: seccomp");
     Ok(())
 }
 
