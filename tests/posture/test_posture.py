@@ -40,10 +40,29 @@ def status(pid, tid=None):
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-def sandboxed(marker):
+def sandbox_init(host_pid):
+    """The sandbox init: the child of `safehouse run` (host_pid) that is PID 1 of a new pid
+    namespace. Its command line is erased, so it is found by parentage, not by marker."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = status(int(entry))
+        except OSError:
+            continue
+        if st.get("PPid") == str(host_pid) and st.get("NSpid", "").split()[-1:] == ["1"]:
+            return int(entry)
+    return None
+
+
+def sandboxed(marker, host_pid=None):
     """Host pids of processes running inside the sandbox (in a child pid namespace)."""
     out = {}
-    for pid in procs_with_marker(marker):
+    pids = list(procs_with_marker(marker))
+    init = sandbox_init(host_pid) if host_pid else None
+    if init:
+        pids.append(init)
+    for pid in pids:
         try:
             st = status(pid)
         except OSError:
@@ -76,11 +95,16 @@ def running(request, tmp_path):
         os.close(leak)
     try:
         wait_line(p, "READY", timeout=30)
-        procs = sandboxed(marker)
+        procs = sandboxed(marker, sandbox_host_pid(p))
         assert len(procs) >= 3, f"expected init, python and its exec'd child; found {procs}"
         yield {"mode": mode, "procs": procs, "marker": marker, "limited": bool(opts), "proc": p}
     finally:
         stop(p)
+
+
+def sandbox_host_pid(p):
+    """The pid of `safehouse run` itself (p may be a setpriv wrapper that exec'd it)."""
+    return p.pid
 
 
 def workload(procs):

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, MIN_ABI};
 use safehouse_policy::plan::Plan;
@@ -35,12 +35,47 @@ fn step(name: &str, r: std::io::Result<()>) -> Result<(), String> {
 
 /// Runs inside the new namespaces; never returns.
 pub fn child_main(mut ctx: ChildContext) -> ! {
-    let result = contain(&mut ctx);
+    let result = forget_host(&ctx).and_then(|()| contain(&mut ctx));
     if let Err(message) = result {
         Report::SetupFailed(message).send(&mut ctx.status_write);
         process::exit_now(125);
     }
     init::run(ctx)
+}
+
+/// Drops what the sandbox init inherited from the caller of `run`: every descriptor it
+/// does not need (a leaked directory fd is how CVE-2024-21626 escaped), and the host
+/// command line and environment in its memory, which sandboxed code could otherwise read
+/// through /proc/1/cmdline.
+fn forget_host(ctx: &ChildContext) -> Result<(), String> {
+    let mut keep: Vec<i32> = vec![ctx.sync_read.as_raw_fd(), ctx.status_write.as_raw_fd()];
+    keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
+    keep.extend(ctx.lower_fd.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(ctx.tty_slave.iter().map(|fd| fd.as_raw_fd()));
+    step("close inherited descriptors", safehouse_sys::fs::close_all_except(&keep))?;
+    step("erase the host command line", erase_host_args())
+}
+
+/// Overwrites the argument and environment strings of this process with NUL bytes (and
+/// a name), through /proc/self/mem so no pointer juggling is needed.
+fn erase_host_args() -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised command name; arg_start is field 48 overall.
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<u64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+    let (arg_start, arg_end, env_start, env_end) = (field(48), field(49), field(50), field(51));
+    let mem = std::fs::OpenOptions::new().write(true).open("/proc/self/mem")?;
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if start != 0 && end > start && end - start < (16 << 20) {
+            mem.write_all_at(&vec![0u8; (end - start) as usize], start)?;
+        }
+    }
+    if arg_end > arg_start + 16 {
+        mem.write_all_at(b"safehouse-init\0", arg_start)?;
+    }
+    Ok(())
 }
 
 fn contain(ctx: &mut ChildContext) -> Result<(), String> {

@@ -269,7 +269,6 @@ pub fn build_env(req: &RunRequest) -> Result<Vec<(String, String)>, PolicyError>
         ("HOME".into(), HOME.into()),
         ("TERM".into(), req.term.clone().unwrap_or_else(|| "xterm".into())),
         ("LANG".into(), "C.UTF-8".into()),
-        ("USER".into(), SANDBOX_USER.into()),
     ];
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {

@@ -59,3 +59,17 @@ pub fn read_nonblocking(f: &mut std::fs::File, buf: &mut [u8]) -> Option<usize> 
     }
     std::io::Read::read(f, buf).ok().filter(|n| *n > 0)
 }
+
+/// Closes every descriptor above 2 except those in `keep`.
+pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep.iter().filter(|&&fd| fd > 2).map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    for fd in keep {
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, u32::MAX)
+}

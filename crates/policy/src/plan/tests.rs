@@ -101,7 +101,7 @@ fn default_policy_mount_plan() {
     assert_eq!(plan.cwd, "/workspace");
     assert_eq!((plan.uid, plan.gid), (1000, 1000));
     let env: Vec<&str> = plan.env.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(env, ["PATH", "HOME", "TERM", "LANG", "USER"]);
+    assert_eq!(env, ["PATH", "HOME", "TERM", "LANG"]);
     assert!(!plan.limits.memory.required && !plan.limits.pids.required);
 }
 
