@@ -55,9 +55,11 @@ pub fn run(mut ctx: ChildContext) -> ! {
                 process::exit_now(127);
             }
             Report::Started(pid).send(&mut ctx.status_write);
+            crate::run::trace("init: command started");
             loop {
                 match process::wait4(-1, false) {
                     Ok(Some(r)) if r.pid == pid => {
+                        crate::run::trace("init: command exited");
                         Report::Exited(r.status).send(&mut ctx.status_write);
                         let _ = ctx.status_write.flush();
                         process::exit_now(0);

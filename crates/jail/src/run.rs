@@ -266,7 +266,9 @@ struct Raw {
 pub(crate) fn trace(step: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
-    if std::env::var_os("SAFEHOUSE_TRACE").is_some() {
+    // Read once, before the sandbox side erases its copy of the environment.
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("SAFEHOUSE_TRACE").is_some()) {
         let now = safehouse_sys::monotonic_ns();
         let last = LAST.swap(now, Ordering::Relaxed);
         let delta = if last == 0 { 0 } else { now - last };
@@ -306,17 +308,29 @@ fn run_in(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
     let timeout = plan.limits.timeout;
-    // cgroup v2: create the cgroup first and clone straight into it (CLONE_INTO_CGROUP),
-    // which needs no attach at all. v1 has no such flag: there the cgroup is created and
-    // joined after the clone, in parallel with the sandbox's filesystem setup.
-    let mut cg_spec = cg_spec;
+    // The cgroup exists before the sandbox does. v2: clone straight into it
+    // (CLONE_INTO_CGROUP). v1 has no such flag, and writing another process's pid to
+    // cgroup.procs takes a global lock that waits for an RCU grace period (10-15 ms here).
+    // A thread moving *itself* by writing "0" to `tasks` skips that lock, so the host opens
+    // each hierarchy's `tasks` file (the write is checked against the opener, root) and the
+    // sandbox writes "0" to them as its first act.
     let mut into_cgroup: Option<OwnedFd> = None;
-    if f.cgroups.version == Some(cgroup::CgroupVersion::V2) {
-        if let Some((name, limits)) = cg_spec.take() {
-            let cg = cg_out.insert(cgroup::create(&f.cgroups, &name, &limits)?);
+    let mut join_cgroup: Vec<File> = Vec::new();
+    if let Some((name, limits)) = &cg_spec {
+        let cg = cg_out.insert(cgroup::create(&f.cgroups, name, limits)?);
+        if cg.version() == cgroup::CgroupVersion::V2 {
             into_cgroup = cg.open_unified_dir()?;
-            trace("cgroup created (v2)");
+        } else {
+            for dir in cg.dirs() {
+                let tasks = dir.join("tasks");
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&tasks)
+                    .map_err(|e| JailError::host(format!("open {}", tasks.display()), e))?;
+                join_cgroup.push(file);
+            }
         }
+        trace("cgroup created");
     }
     let (pid, pidfd) = match process::clone_process(flags, into_cgroup.as_ref().map(|fd| fd.as_fd()))
         .map_err(|e| JailError::host("clone the sandbox", e))?
@@ -333,6 +347,7 @@ fn run_in(
                 prepared,
                 lower_fd,
                 privileged: f.root,
+                join_cgroup,
                 tty_slave: tty.map(|(_, slave)| slave),
             })
         }
@@ -345,8 +360,7 @@ fn run_in(
     drop(prepared);
     let master = tty.map(|(master, _slave)| master);
 
-    // Release the child in two steps: id maps (it needs them to build its filesystem),
-    // then its cgroup (it waits for that before anything untrusted can run).
+    // Release the child once its id maps are written.
     let mut sync_write = File::from(sync_write);
     let release = (|| {
         let host_id = if f.root { (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID) } else { (f.uid, safehouse_sys::getgid()) };
@@ -357,14 +371,7 @@ fn run_in(
         write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))?;
         sync_write.write_all(b"1").map_err(|e| JailError::host("release the sandbox", e))?;
         trace("id maps written");
-        // The cgroup is made while the sandbox builds its filesystem.
-        if let Some((name, limits)) = &cg_spec {
-            let cg = cg_out.insert(cgroup::create(&f.cgroups, name, limits)?);
-            trace("cgroup created");
-            cg.add_pid(pid)?;
-            trace("cgroup joined");
-        }
-        sync_write.write_all(b"2").map_err(|e| JailError::host("release the sandbox", e))
+        Ok(())
     })();
     drop(sync_write);
     if let Err(e) = release {

@@ -3,7 +3,7 @@
 //! reports which one and exits 125; nothing of the command runs.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, MIN_ABI};
@@ -25,6 +25,9 @@ pub struct ChildContext {
     pub lower_fd: Option<OwnedFd>,
     /// Root mode: we may (and must) drop supplementary groups.
     pub privileged: bool,
+    /// cgroup v1: the `tasks` file of each hierarchy, opened by the host side; the child
+    /// writes "0" to each to move itself in.
+    pub join_cgroup: Vec<File>,
     /// With --tty: the terminal to make the command's stdio and controlling terminal.
     pub tty_slave: Option<OwnedFd>,
 }
@@ -35,6 +38,7 @@ fn step(name: &str, r: std::io::Result<()>) -> Result<(), String> {
 
 /// Runs inside the new namespaces; never returns.
 pub fn child_main(mut ctx: ChildContext) -> ! {
+    trace("child: started");
     let result = forget_host(&ctx).and_then(|()| contain(&mut ctx));
     if let Err(message) = result {
         Report::SetupFailed(message).send(&mut ctx.status_write);
@@ -52,8 +56,12 @@ fn forget_host(ctx: &ChildContext) -> Result<(), String> {
     keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.lower_fd.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.tty_slave.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(ctx.join_cgroup.iter().map(|f| f.as_raw_fd()));
     step("close inherited descriptors", safehouse_sys::fs::close_all_except(&keep))?;
-    step("erase the host command line", erase_host_args())
+    trace("child: fds closed");
+    step("erase the host command line", erase_host_args())?;
+    trace("child: argv erased");
+    Ok(())
 }
 
 /// Overwrites the argument and environment strings of this process with NUL bytes (and
@@ -79,7 +87,17 @@ fn erase_host_args() -> std::io::Result<()> {
 }
 
 fn contain(ctx: &mut ChildContext) -> Result<(), String> {
-    // 1. Die with the host side; then wait until it has written our uid/gid maps. EOF
+    // 1. Join the cgroup (v1: move ourselves; v2: clone already put us there), then enter
+    //    a cgroup namespace so the sandbox sees its own cgroup as the root. Everything
+    //    from here on is charged to and limited by the sandbox's cgroup.
+    for mut tasks in std::mem::take(&mut ctx.join_cgroup) {
+        step("join cgroup", tasks.write_all(b"0"))?;
+    }
+    trace("child: joined cgroup");
+    step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
+    trace("child: cgroupns");
+
+    // 2. Die with the host side; then wait until it has written our uid/gid maps. EOF
     //    instead of the go byte means the host side died.
     step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
     wait_for_host(&ctx.sync_read, "id maps")?;
@@ -111,19 +129,13 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     step("disable core dumps", process::setrlimit(libc::RLIMIT_CORE, 0, 0))?;
     step("limit locked memory", process::setrlimit(libc::RLIMIT_MEMLOCK, 8 << 20, 8 << 20))?;
 
-    // 7. Wait until the host side has moved us into our cgroup (it did so while we built
-    //    the filesystem: on cgroup v1 the move waits for an RCU grace period, so doing it
-    //    in parallel hides that latency). Only then enter a cgroup namespace, so the
-    //    sandbox sees its own cgroup as the root. Nothing untrusted has run yet.
     trace("child: hostname, net, rlimits");
-    wait_for_host(&ctx.sync_read, "cgroup")?;
-    trace("child: in cgroup");
-    step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
 
-    // 8. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
+    // 7. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
     apply_landlock(&ctx.plan)?;
+    trace("child: landlock");
 
-    // 9. Privilege drop: lock securebits, empty the bounding and ambient sets, then every
+    // 8. Privilege drop: lock securebits, empty the bounding and ambient sets, then every
     //    capability. From here on nothing in the sandbox holds any privilege.
     step("lock securebits", caps::set_securebits(caps::SECBITS_LOCKED_DOWN))?;
     step("drop bounding set", caps::drop_bounding_set())?;
@@ -132,7 +144,7 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     step("set no_new_privs", caps::set_no_new_privs())?;
     step("make init non-dumpable", process::set_dumpable(false))?;
 
-    // 10. Seccomp, last: after it only the allowlisted syscalls exist.
+    // 9. Seccomp, last: after it only the allowlisted syscalls exist.
     let program: Vec<libc::sock_filter> = safehouse_policy::seccomp::sandbox_filter()
         .into_iter()
         .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
