@@ -11,6 +11,7 @@ pub mod init;
 pub mod mounts;
 pub mod report;
 pub mod run;
+pub mod seccomp_program;
 pub mod setup;
 
 pub use error::JailError;

@@ -292,7 +292,8 @@ fn run_in(
         }
         _ => None,
     };
-    let (sync_read, sync_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
+    let (sync_read, sync_write) =
+        safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
     let (status_read, status_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
     let tty =
         if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
@@ -308,29 +309,17 @@ fn run_in(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
     let timeout = plan.limits.timeout;
-    // The cgroup exists before the sandbox does. v2: clone straight into it
-    // (CLONE_INTO_CGROUP). v1 has no such flag, and writing another process's pid to
-    // cgroup.procs takes a global lock that waits for an RCU grace period (10-15 ms here).
-    // A thread moving *itself* by writing "0" to `tasks` skips that lock, so the host opens
-    // each hierarchy's `tasks` file (the write is checked against the opener, root) and the
-    // sandbox writes "0" to them as its first act.
+    // cgroup v2: the cgroup exists before the sandbox and clone3 puts the sandbox in it
+    // (CLONE_INTO_CGROUP). v1 has no such flag: the cgroup is created while the sandbox
+    // builds its filesystem, and the sandbox moves itself in (see setup.rs, step 6b).
     let mut into_cgroup: Option<OwnedFd> = None;
-    let mut join_cgroup: Vec<File> = Vec::new();
-    if let Some((name, limits)) = &cg_spec {
-        let cg = cg_out.insert(cgroup::create(&f.cgroups, name, limits)?);
-        if cg.version() == cgroup::CgroupVersion::V2 {
+    let mut cg_spec = cg_spec;
+    if f.cgroups.version == Some(cgroup::CgroupVersion::V2) {
+        if let Some((name, limits)) = cg_spec.take() {
+            let cg = cg_out.insert(cgroup::create(&f.cgroups, &name, &limits)?);
             into_cgroup = cg.open_unified_dir()?;
-        } else {
-            for dir in cg.dirs() {
-                let tasks = dir.join("tasks");
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&tasks)
-                    .map_err(|e| JailError::host(format!("open {}", tasks.display()), e))?;
-                join_cgroup.push(file);
-            }
+            trace("cgroup created (v2)");
         }
-        trace("cgroup created");
     }
     let (pid, pidfd) = match process::clone_process(flags, into_cgroup.as_ref().map(|fd| fd.as_fd()))
         .map_err(|e| JailError::host("clone the sandbox", e))?
@@ -347,7 +336,6 @@ fn run_in(
                 prepared,
                 lower_fd,
                 privileged: f.root,
-                join_cgroup,
                 tty_slave: tty.map(|(_, slave)| slave),
             })
         }
@@ -360,8 +348,8 @@ fn run_in(
     drop(prepared);
     let master = tty.map(|(master, _slave)| master);
 
-    // Release the child once its id maps are written.
-    let mut sync_write = File::from(sync_write);
+    // Release the child in two steps: once its id maps are written (it needs them to build
+    // its filesystem), then with its cgroup (it joins before anything untrusted runs).
     let release = (|| {
         let host_id = if f.root { (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID) } else { (f.uid, safehouse_sys::getgid()) };
         if !f.root {
@@ -369,9 +357,27 @@ fn run_in(
         }
         write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
         write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))?;
-        sync_write.write_all(b"1").map_err(|e| JailError::host("release the sandbox", e))?;
+        let send = |msg: &[u8], fds: &[std::os::fd::RawFd]| {
+            safehouse_sys::unix::send_with_fds(&sync_write, msg, fds)
+                .map_err(|e| JailError::host("release the sandbox", e))
+        };
+        send(b"1", &[])?;
         trace("id maps written");
-        Ok(())
+        let mut tasks: Vec<File> = Vec::new();
+        if let Some((name, limits)) = &cg_spec {
+            let cg = cg_out.insert(cgroup::create(&f.cgroups, name, limits)?);
+            for dir in cg.dirs() {
+                let path = dir.join("tasks");
+                tasks.push(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| JailError::host(format!("open {}", path.display()), e))?,
+                );
+            }
+            trace("cgroup created");
+        }
+        send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())
     })();
     drop(sync_write);
     if let Err(e) = release {

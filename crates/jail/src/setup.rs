@@ -3,7 +3,7 @@
 //! reports which one and exits 125; nothing of the command runs.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, MIN_ABI};
@@ -25,9 +25,6 @@ pub struct ChildContext {
     pub lower_fd: Option<OwnedFd>,
     /// Root mode: we may (and must) drop supplementary groups.
     pub privileged: bool,
-    /// cgroup v1: the `tasks` file of each hierarchy, opened by the host side; the child
-    /// writes "0" to each to move itself in.
-    pub join_cgroup: Vec<File>,
     /// With --tty: the terminal to make the command's stdio and controlling terminal.
     pub tty_slave: Option<OwnedFd>,
 }
@@ -56,7 +53,6 @@ fn forget_host(ctx: &ChildContext) -> Result<(), String> {
     keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.lower_fd.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.tty_slave.iter().map(|fd| fd.as_raw_fd()));
-    keep.extend(ctx.join_cgroup.iter().map(|f| f.as_raw_fd()));
     step("close inherited descriptors", safehouse_sys::fs::close_all_except(&keep))?;
     trace("child: fds closed");
     step("erase the host command line", erase_host_args())?;
@@ -87,18 +83,8 @@ fn erase_host_args() -> std::io::Result<()> {
 }
 
 fn contain(ctx: &mut ChildContext) -> Result<(), String> {
-    // 1. Join the cgroup (v1: move ourselves; v2: clone already put us there), then enter
-    //    a cgroup namespace so the sandbox sees its own cgroup as the root. Everything
-    //    from here on is charged to and limited by the sandbox's cgroup.
-    for mut tasks in std::mem::take(&mut ctx.join_cgroup) {
-        step("join cgroup", tasks.write_all(b"0"))?;
-    }
-    trace("child: joined cgroup");
-    step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
-    trace("child: cgroupns");
-
-    // 2. Die with the host side; then wait until it has written our uid/gid maps. EOF
-    //    instead of the go byte means the host side died.
+    // 1. Die with the host side; then wait until it has written our uid/gid maps. EOF
+    //    instead of the go message means the host side died.
     step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
     wait_for_host(&ctx.sync_read, "id maps")?;
     trace("child: released");
@@ -131,6 +117,18 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
 
     trace("child: hostname, net, rlimits");
 
+    // 6b. Join the cgroup the host side created meanwhile. cgroup v2: clone put us there
+    //     already. v1: the host sends each hierarchy's `tasks` file, opened with its
+    //     credentials, and we move ourselves by writing "0": a thread moving itself skips
+    //     the global lock (and its RCU grace period, 10-15 ms) that moving another process
+    //     takes. Then a cgroup namespace, so the sandbox sees its cgroup as the root.
+    //     Nothing untrusted has run yet.
+    for tasks in wait_for_host(&ctx.sync_read, "the cgroup")? {
+        step("join cgroup", File::from(tasks).write_all(b"0"))?;
+    }
+    step("unshare cgroup namespace", process::unshare(libc::CLONE_NEWCGROUP))?;
+    trace("child: in cgroup");
+
     // 7. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
     apply_landlock(&ctx.plan)?;
     trace("child: landlock");
@@ -145,24 +143,21 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     step("make init non-dumpable", process::set_dumpable(false))?;
 
     // 9. Seccomp, last: after it only the allowlisted syscalls exist.
-    let program: Vec<libc::sock_filter> = safehouse_policy::seccomp::sandbox_filter()
-        .into_iter()
-        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
-        .collect();
+    let program = &crate::seccomp_program::SANDBOX_FILTER;
     if program.is_empty() {
         return Err("seccomp: the filter is empty; refusing to run unfiltered".into());
     }
     trace("child: landlock, caps");
-    step("install seccomp filter", safehouse_sys::seccomp::install_filter(&program))?;
+    step("install seccomp filter", safehouse_sys::seccomp::install_filter(program))?;
     trace("child: seccomp");
     Ok(())
 }
 
-fn wait_for_host(sync: &OwnedFd, what: &str) -> Result<(), String> {
-    let mut go = [0u8; 1];
-    let mut f = File::from(sync.try_clone().map_err(|e| format!("dup sync pipe: {e}"))?);
-    match f.read(&mut go) {
-        Ok(1) => Ok(()),
+/// Waits for the host side's next go message; returns the descriptors it carried.
+fn wait_for_host(sync: &OwnedFd, what: &str) -> Result<Vec<OwnedFd>, String> {
+    let mut go = [0u8; 8];
+    match safehouse_sys::unix::recv_with_fds(sync, &mut go) {
+        Ok((n, fds)) if n > 0 => Ok(fds),
         _ => Err(format!("the host side went away before setting up {what}")),
     }
 }

@@ -1,0 +1,24 @@
+//! Compiles the sandbox's seccomp profile (reviewed data in safehouse-policy) to BPF at
+//! build time, so starting a sandbox does not pay for the compilation. A unit test in
+//! `seccomp_program.rs` checks the embedded program equals a fresh compilation.
+
+use std::fmt::Write;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    let program = safehouse_policy::seccomp::sandbox_filter();
+    let mut out = String::new();
+    writeln!(out, "/// The sandbox's seccomp program, compiled from the policy crate's table at build time.").unwrap();
+    writeln!(out, "pub static SANDBOX_FILTER: [libc::sock_filter; {}] = [", program.len()).unwrap();
+    for i in &program {
+        writeln!(
+            out,
+            "    libc::sock_filter {{ code: {:#06x}, jt: {}, jf: {}, k: {:#010x} }},",
+            i.code, i.jt, i.jf, i.k
+        )
+        .unwrap();
+    }
+    writeln!(out, "];").unwrap();
+    let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("seccomp_filter.rs");
+    std::fs::write(dest, out).unwrap();
+}
