@@ -32,8 +32,9 @@ def find_binary():
     env = os.environ.get("SAFEHOUSE_BIN")
     if env:
         return env
-    for kind in ("release", "debug"):
-        p = REPO / "target" / kind / "safehouse"
+    # target/safehouse: the static build of scripts/build; then plain cargo builds.
+    for p in (REPO / "target" / "safehouse", REPO / "target" / "release" / "safehouse",
+              REPO / "target" / "debug" / "safehouse"):
         if p.exists():
             return str(p)
     return None

@@ -26,6 +26,7 @@ import errno as E
 import hashlib
 import json
 import os
+import stat
 import select
 import signal
 import socket
@@ -488,6 +489,14 @@ def fs15():
     except (KeyError, ValueError):
         emit("FS-15", "run-own-setuid-copy", False, None, res)
     emit_op("FS-15", "chown-root", lambda: os.chown(copy, 0, 0))
+    # Setting setuid/setgid bits by every route: a file in a writable bind lives on the
+    # host, where the sandbox's nosuid no longer applies.
+    plain = os.path.join(d, "plain")
+    with open(plain, "wb") as f:
+        f.write(b"#!/bin/sh\n")
+    emit_op("FS-15", "chmod-setgid", lambda: os.chmod(plain, 0o2755))
+    emit_op("FS-15", "open-creat-setuid", lambda: os.close(os.open(os.path.join(d, "c1"), os.O_CREAT | os.O_WRONLY, 0o4755)))
+    emit_op("FS-15", "mknod-reg-setuid", lambda: os.mknod(os.path.join(d, "c2"), stat.S_IFREG | 0o4755))
 
 
 # ---------------------------------------------------------------- processes

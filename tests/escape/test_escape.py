@@ -160,7 +160,9 @@ for _p in ["/etc/passwd", "/etc/os-release", "/usr/bin/env"]:
     X("FS-12", "open-w:" + _p, OK, E("EROFS", "EACCES"))
 # FS-15 setuid
 X("FS-15", "run-setuid-root-binary", OK, NOT)
-X("FS-15", "create-setuid-file", OK, ANY)
+X("FS-15", "create-setuid-file", OK, E("EPERM"))
+for _c in ["chmod-setgid", "open-creat-setuid", "mknod-reg-setuid"]:
+    X("FS-15", _c, OK, E("EPERM"))
 X("FS-15", "run-own-setuid-copy", OK, NOT)
 X("FS-15", "chown-root", OK, E("EPERM", "EINVAL"))
 # PR-01 ptrace & co against a child and against the agent (PID 1 inside)

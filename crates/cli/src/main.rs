@@ -28,7 +28,21 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `run` reserves exit statuses for the command; its own usage errors are 125,
+            // like every other failure to set a sandbox up.
+            let is_run = std::env::args().nth(1).as_deref() == Some("run");
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ if is_run => cmd::run::EXIT_SETUP,
+                _ => 2,
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let code = match cli.command {
         Command::Run(args) => cmd::run::main(*args),
         Command::Doctor(args) => cmd::doctor::main(args),

@@ -162,14 +162,15 @@ fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
             // Without sysfs the sandbox sees an empty /sys: stricter, so not an error.
             let _ = m::mount(Some("sysfs"), path, Some("sysfs"), MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None);
         }
-        MountOp::Dev { path, devices, shm_size } => build_dev(path, devices, *shm_size)?,
+        MountOp::Dev { path, devices, shm_size, shm_inodes } => build_dev(path, devices, *shm_size, *shm_inodes)?,
         MountOp::Generated { path, contents } => {
             if exists(path) {
                 let src = format!("/.safehouse-gen{}", path.replace('/', "-"));
                 step(|| format!("write {src}"), fs::write(&src, contents))?;
                 step(|| format!("bind {path}"), bind(&src, path, false))?;
                 step(|| format!("restrict {path}"), make_readonly(path, false))?;
-                step(|| format!("remove {src}"), fs::remove_file(&src))?;
+                // The source stays until the root is sealed: a mount over a bind of an
+                // unlinked file fails, and a policy may hide this path later.
             }
         }
         MountOp::HideFile { path } => {
@@ -187,11 +188,29 @@ fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
             step(|| format!("hide {path}"), bind(HIDE_DIR, path, false))?;
             step(|| format!("restrict {path}"), make_readonly(path, false))?;
         }
+        MountOp::Hide { path } => match fs::metadata(path) {
+            Ok(m) if m.is_dir() => apply(&MountOp::HideDir { path: path.clone() }, prepared)?,
+            Ok(_) => apply(&MountOp::HideFile { path: path.clone() }, prepared)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("hide {path}: {e}")),
+        },
         MountOp::RootReadOnly => {
             step(|| "detach the host root".into(), m::umount2(OLDROOT, m::MNT_DETACH))?;
             step(|| "remove /oldroot".into(), fs::remove_dir(OLDROOT))?;
             let _ = fs::remove_file(HIDE_FILE);
             let _ = fs::remove_dir(HIDE_DIR);
+            for entry in fs::read_dir("/").map_err(|e| format!("list /: {e}"))?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".safehouse-gen") {
+                    // EBUSY: a policy hid the generated file, making its source a mount
+                    // point; it then stays (read-only, and its content is public anyway).
+                    match fs::remove_file(entry.path()) {
+                        Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
+                            return Err(format!("remove {}: {e}", entry.path().display()))
+                        }
+                        _ => {}
+                    }
+                }
+            }
             step(
                 || "make / read-only".into(),
                 m::set_attr(None, "/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None),
@@ -218,7 +237,7 @@ fn ensure_hide_dir() -> Result<(), String> {
     Ok(())
 }
 
-fn build_dev(path: &str, devices: &[String], shm_size: u64) -> Result<(), String> {
+fn build_dev(path: &str, devices: &[String], shm_size: u64, shm_inodes: u64) -> Result<(), String> {
     step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
     step(
         || "mount /dev tmpfs".into(),
@@ -246,7 +265,13 @@ fn build_dev(path: &str, devices: &[String], shm_size: u64) -> Result<(), String
     step(|| "create /dev/shm".into(), mkdir_p(&shm, 0o755))?;
     step(
         || "mount /dev/shm".into(),
-        m::mount(Some("tmpfs"), &shm, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&format!("size={shm_size},mode=1777"))),
+        m::mount(
+            Some("tmpfs"),
+            &shm,
+            Some("tmpfs"),
+            MS_NOSUID | MS_NODEV,
+            Some(&format!("size={shm_size},nr_inodes={shm_inodes},mode=1777")),
+        ),
     )?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),

@@ -207,7 +207,14 @@ pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
     let id = random_id();
     let (cg_limits, unenforced) = plan_cgroup(&features, &plan)?;
     let mut cg: Option<Box<dyn Cgroup>> = None;
-    let result = run_in(&spec, plan, &features, cg_limits.map(|l| (format!("run-{id}"), l)), &mut cg, start);
+    let result = run_in(
+        &spec,
+        plan,
+        &features,
+        cg_limits.map(|l| (format!("run-{}-{id}", safehouse_sys::getpid()), l)),
+        &mut cg,
+        start,
+    );
     trace("command done");
     let cg_stats =
         cg.as_deref().map(|c| (c.oom_kills().unwrap_or(0), c.peak_memory().ok().flatten(), c.cpu_usage_ns().ok()));
@@ -260,6 +267,33 @@ struct Raw {
     cpu_us: u64,
     maxrss_kib: u64,
     exec_error: Option<String>,
+}
+
+/// Removes `safehouse/run-<pid>-<id>` cgroups whose `run` process no longer exists. Best
+/// effort: a cgroup that still has tasks refuses the rmdir and stays.
+fn sweep_orphaned_cgroups(support: &cgroup::CgroupSupport) {
+    let mut parents: Vec<std::path::PathBuf> =
+        support.hierarchies.iter().map(|h| h.mount_point.join(cgroup::ROOT_DIR)).collect();
+    if support.version == Some(cgroup::CgroupVersion::V2) {
+        parents.push(support.base.join(cgroup::ROOT_DIR));
+    }
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("run-"))
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid > 0 && process::kill(pid, 0).err().and_then(|e| e.raw_os_error()) == Some(libc::ESRCH) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
 }
 
 /// Prints how long each host-side step took, with SAFEHOUSE_TRACE=1 (for tuning).
@@ -379,7 +413,13 @@ fn run_in(
         }
         send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())
     })();
-    drop(sync_write);
+    // While the sandbox sets itself up: remove cgroups that runs killed with SIGKILL left
+    // behind (their sandboxes died with them: parent-death signal).
+    if cg_out.is_some() {
+        sweep_orphaned_cgroups(&f.cgroups);
+    }
+    // sync_write stays open until the sandbox is gone: the sandbox treats a hang-up as
+    // the host side's death.
     if let Err(e) = release {
         let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
         let _ = process::wait4(pid, false);
@@ -450,6 +490,7 @@ fn run_in(
     let reaped = process::wait4(pid, false)
         .map_err(|e| JailError::host("wait for the sandbox", e))?
         .ok_or_else(|| JailError::Setup("sandbox vanished".into()))?;
+    drop(sync_write);
     let _ = process::sigmask(&RELAYED, false);
 
     let reports =

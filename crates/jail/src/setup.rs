@@ -141,6 +141,13 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     step("drop capabilities", caps::clear_all())?;
     step("set no_new_privs", caps::set_no_new_privs())?;
     step("make init non-dumpable", process::set_dumpable(false))?;
+    // Credential changes (setresuid above) clear the parent-death signal: arm it again,
+    // then make sure the host side did not die in between (it holds the sync socket open
+    // for the sandbox's whole life, so a hang-up means it is gone).
+    step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
+    if safehouse_sys::process::hung_up(&ctx.sync_read) {
+        return Err("the host side went away during setup".into());
+    }
 
     // 9. Seccomp, last: after it only the allowlisted syscalls exist.
     let program = &crate::seccomp_program::SANDBOX_FILTER;

@@ -36,6 +36,8 @@ pub struct Policy {
     pub network: Network,
     #[serde(default)]
     pub tools: Tools,
+    #[serde(default)]
+    pub control: Control,
 }
 
 fn one() -> u32 {
@@ -50,6 +52,7 @@ impl Default for Policy {
             filesystem: Filesystem::default(),
             network: Network::default(),
             tools: Tools::default(),
+            control: Control::default(),
         }
     }
 }
@@ -164,6 +167,25 @@ pub struct Tools {
     /// Executables the kernel lets run. Default: empty, meaning any executable visible.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Per-tool limits, keyed by an `allow` pattern. Default: none.
+    #[serde(default)]
+    pub limits: std::collections::BTreeMap<String, ToolLimits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolLimits {
+    pub timeout: Option<Dur>,
+    pub memory: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// Kill the sandbox after this many policy violations. Default: never.
+    pub kill_after_violations: Option<u64>,
+    /// Kill the sandbox past this much CPU time. Default: never.
+    pub cpu_budget: Option<Dur>,
 }
 
 /// Where a document came from, for error messages.
@@ -288,6 +310,12 @@ impl Policy {
                 "network.egress_bytes",
                 "byte budgets need the capability gateway, which this version does not have yet; remove it",
             ));
+        }
+        if !self.tools.limits.is_empty() {
+            return Err(PolicyError::invalid("tools.limits", "per-tool limits arrive with the capability gateway and are not enforced by this version; remove [tools.limits]"));
+        }
+        if self.control != Control::default() {
+            return Err(PolicyError::invalid("control", "automatic stop rules arrive with the observation plane and are not enforced by this version; remove [control]"));
         }
         if !self.tools.allow.is_empty() {
             return Err(PolicyError::invalid("tools.allow", "tool allowlists arrive with the capability gateway and are not enforced by this version; remove tools.allow"));

@@ -212,7 +212,7 @@ pub enum MountOp {
     /// sysfs, read-only.
     Sysfs { path: String },
     /// A small tmpfs for /dev with the listed host device nodes bound in.
-    Dev { path: String, devices: Vec<String>, shm_size: u64 },
+    Dev { path: String, devices: Vec<String>, shm_size: u64, shm_inodes: u64 },
     /// A file whose content the runtime writes, bound read-only over `path`.
     Generated { path: String, contents: String },
     /// Replace a file with an empty, mode-000 file (reads fail with EACCES).
@@ -221,8 +221,12 @@ pub enum MountOp {
     HideDir { path: String },
     /// Replace a file with /dev/null's content (empty), read-only.
     MaskWithNull { path: String },
-    /// Replace a directory with an empty read-only tmpfs.
+    /// Replace a directory with the empty, mode-000 directory, read-only.
     MaskDir { path: String },
+    /// A policy `hidden` path: whatever is at `path` in the sandbox once everything else is
+    /// mounted (a file, a directory, something beneath a bind) is made inaccessible; a
+    /// path that does not exist there has nothing to hide.
+    Hide { path: String },
     /// Bind a directory onto itself read-only (so writes give EROFS).
     ReadOnlyDir { path: String },
     /// Make the root mount read-only (last).
@@ -350,7 +354,7 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         .filter(|d| host.get(&format!("/dev/{d}")) != HostEntry::Missing)
         .map(|d| d.to_string())
         .collect();
-    ops.push(MountOp::Dev { path: "/dev".into(), devices, shm_size: limits.disk });
+    ops.push(MountOp::Dev { path: "/dev".into(), devices, shm_size: limits.disk, shm_inodes: limits.inodes });
 
     let mut writable: Vec<String> = WRITABLE_DIRS.iter().map(|s| s.to_string()).collect();
     for s in &fs.scratch {
@@ -396,14 +400,10 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         ops.push(MountOp::Bind { host: b.host.clone(), path: b.path.clone(), writable: b.writable, dir });
     }
 
+    // Decided at mount time, in the sandbox's own view: a hidden path may lie beneath a
+    // bind or in a rootfs directory, where the host's view says nothing about it.
     for h in &fs.hidden {
-        match host.get(h) {
-            HostEntry::File => ops.push(MountOp::HideFile { path: h.clone() }),
-            // A path missing on the host needs no hiding on the host rootfs; in a rootfs
-            // directory it may exist, so it is hidden as a directory.
-            HostEntry::Missing if fs.rootfs == Rootfs::Host => {}
-            _ => ops.push(MountOp::HideDir { path: h.clone() }),
-        }
+        ops.push(MountOp::Hide { path: h.clone() });
     }
     ops.push(MountOp::RootReadOnly);
 

@@ -352,3 +352,12 @@ pub fn chdir(path: &str) -> io::Result<()> {
     check_int(unsafe { libc::chdir(p.as_ptr()) })?;
     Ok(())
 }
+
+/// Whether the peer of a connected socket has closed it (POLLHUP / POLLRDHUP), without
+/// blocking.
+pub fn hung_up(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
+}

@@ -77,10 +77,13 @@ impl V1Cgroup {
             let value = bytes.to_string();
             // limit_in_bytes first: memsw may never be below it.
             files::write(&dir.join("memory.limit_in_bytes"), &value)?;
-            // Absent without swap accounting, and then swap is not charged.
+            // Without swap accounting there is no memsw file and swap is not charged: keep
+            // the sandbox from swapping at all, so swap cannot extend the limit.
             let memsw = dir.join("memory.memsw.limit_in_bytes");
             if memsw.exists() {
                 files::write(&memsw, &value)?;
+            } else {
+                files::write(&dir.join("memory.swappiness"), "0")?;
             }
         }
         if let Some(max) = limits.pids {

@@ -49,6 +49,7 @@ fn default_policy_mount_plan() {
             MountOp::Generated { path, .. } => format!("generated {path}"),
             MountOp::HideFile { path } => format!("hide-file {path}"),
             MountOp::HideDir { path } => format!("hide-dir {path}"),
+            MountOp::Hide { path } => format!("hide {path}"),
             MountOp::MaskWithNull { path } => format!("null {path}"),
             MountOp::MaskDir { path } => format!("mask-dir {path}"),
             MountOp::ReadOnlyDir { path } => format!("ro {path}"),
@@ -159,5 +160,5 @@ fn rootfs_dir_uses_overlay_and_keeps_hidden() {
     let plan = compile(&RunRequest { policy, ..Default::default() }, &debian12()).unwrap();
     assert_eq!(plan.root, RootSpec::Overlay { lower: "/srv/in".into(), size: 1 << 30, inodes: 262_144 });
     assert!(!plan.ops.iter().any(|o| matches!(o, MountOp::Bind { path, .. } if path == "/usr")));
-    assert!(plan.ops.contains(&MountOp::HideDir { path: "/etc/secret".into() }));
+    assert!(plan.ops.contains(&MountOp::Hide { path: "/etc/secret".into() }));
 }

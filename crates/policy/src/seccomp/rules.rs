@@ -142,9 +142,33 @@ const fn device_nodes(mode_arg: u8) -> ArgCheck {
     }
 }
 
-const MKNOD: Rule = Rule::Args { checks: &[device_nodes(1)], otherwise: Action::Allow };
+/// Setuid and setgid bits. A file the sandbox creates in a writable bind lives on the host
+/// (in root mode, idmapped to the directory's owner, possibly root), where `nosuid` no
+/// longer applies: a setuid bit set inside would make a host setuid binary (FS-15). So
+/// no call may set them. `mode` is a `umode_t`: the low 32 bits are exact.
+pub const SETID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
 
-const MKNODAT: Rule = Rule::Args { checks: &[device_nodes(2)], otherwise: Action::Allow };
+const fn setid_bits(mode_arg: u8) -> ArgCheck {
+    ArgCheck { arg: mode_arg, name: "mode", mask: u32::MAX, test: Test::AnyBit(SETID_BITS), then: Action::Errno(EPERM) }
+}
+
+/// The open flags that make `mode` matter (O_CREAT, and __O_TMPFILE, part of O_TMPFILE).
+const CREATING: u32 = (libc::O_CREAT | libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
+
+/// Opening without creating: the mode argument is ignored (and may be garbage), so allow.
+const fn not_creating(flags_arg: u8) -> ArgCheck {
+    ArgCheck { arg: flags_arg, name: "flags", mask: CREATING, test: Test::In(&[0]), then: Action::Allow }
+}
+
+const CHMOD: Rule = Rule::Args { checks: &[setid_bits(1)], otherwise: Action::Allow };
+const FCHMODAT: Rule = Rule::Args { checks: &[setid_bits(2)], otherwise: Action::Allow };
+const OPEN: Rule = Rule::Args { checks: &[not_creating(1), setid_bits(2)], otherwise: Action::Allow };
+const OPENAT: Rule = Rule::Args { checks: &[not_creating(2), setid_bits(3)], otherwise: Action::Allow };
+const CREAT: Rule = Rule::Args { checks: &[setid_bits(1)], otherwise: Action::Allow };
+
+const MKNOD: Rule = Rule::Args { checks: &[device_nodes(1), setid_bits(1)], otherwise: Action::Allow };
+
+const MKNODAT: Rule = Rule::Args { checks: &[device_nodes(2), setid_bits(2)], otherwise: Action::Allow };
 
 // ---- the table --------------------------------------------------------------------------
 
@@ -154,10 +178,10 @@ pub const SANDBOX: &[Entry] = &[
     // Files and directories.
     allow("read", "file I/O"),
     allow("write", "file I/O"),
-    allow("open", "file I/O"),
-    allow("openat", "file I/O"),
-    allow("openat2", "file I/O (RESOLVE_* only narrows path walks)"),
-    allow("creat", "file I/O"),
+    args("open", OPEN, "file I/O; creating setuid/setgid files refused (FS-15)"),
+    args("openat", OPENAT, "file I/O; creating setuid/setgid files refused (FS-15)"),
+    errno("openat2", ENOSYS, "its mode sits in a struct the filter cannot read (FS-15); libc falls back to openat"),
+    args("creat", CREAT, "file I/O; creating setuid/setgid files refused (FS-15)"),
     allow("close", "file I/O"),
     allow("close_range", "file I/O"),
     allow("pread64", "file I/O"),
@@ -200,10 +224,10 @@ pub const SANDBOX: &[Entry] = &[
     allow("symlinkat", "namespace edits inside the sandbox's own tree"),
     args("mknod", MKNOD, "FIFOs and sockets; device nodes refused (FS-06)"),
     args("mknodat", MKNODAT, "FIFOs and sockets; device nodes refused (FS-06)"),
-    allow("chmod", "permissions; setuid bits gain nothing under NoNewPrivs (FS-15)"),
-    allow("fchmod", "permissions; setuid bits gain nothing under NoNewPrivs (FS-15)"),
-    allow("fchmodat", "permissions; setuid bits gain nothing under NoNewPrivs (FS-15)"),
-    allow("fchmodat2", "permissions; glibc's lchmod and AT_SYMLINK_NOFOLLOW"),
+    args("chmod", CHMOD, "permissions; setuid/setgid bits refused: they would be live on the host side of a bind (FS-15)"),
+    args("fchmod", CHMOD, "permissions; setuid/setgid bits refused: they would be live on the host side of a bind (FS-15)"),
+    args("fchmodat", FCHMODAT, "permissions; setuid/setgid bits refused: they would be live on the host side of a bind (FS-15)"),
+    args("fchmodat2", FCHMODAT, "permissions (lchmod, AT_SYMLINK_NOFOLLOW); setuid/setgid bits refused (FS-15)"),
     allow("chown", "ownership; needs CAP_CHOWN beyond the caller's own ids"),
     allow("fchown", "ownership; needs CAP_CHOWN beyond the caller's own ids"),
     allow("lchown", "ownership; needs CAP_CHOWN beyond the caller's own ids"),
@@ -308,7 +332,7 @@ pub const SANDBOX: &[Entry] = &[
     allow("ioprio_set", "scheduling; the realtime class needs capabilities"),
     allow("sched_yield", "scheduling"),
     allow("sched_getaffinity", "scheduling"),
-    allow("sched_setaffinity", "scheduling; confined to the cgroup's cpuset (RES-06)"),
+    allow("sched_setaffinity", "pins threads to CPUs; CPU time stays capped by the cgroup (RES-06)"),
     allow("sched_getparam", "scheduling"),
     allow("sched_getscheduler", "scheduling"),
     allow("sched_getattr", "scheduling"),

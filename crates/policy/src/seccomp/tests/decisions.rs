@@ -27,7 +27,6 @@ fn ordinary_calls_are_allowed() {
         "read",
         "write",
         "openat",
-        "openat2",
         "close",
         "newfstatat",
         "statx",
@@ -104,6 +103,27 @@ fn ordinary_calls_are_allowed() {
     ] {
         assert_eq!(verdict(name, &[]), ALLOW, "{name}");
     }
+}
+
+#[test]
+fn setuid_and_setgid_bits_are_refused() {
+    let setuid = libc::S_ISUID as u64 | 0o755;
+    let setgid = libc::S_ISGID as u64 | 0o755;
+    let creat = libc::O_CREAT as u64 | libc::O_WRONLY as u64;
+    for (name, args) in [
+        ("fchmod", vec![3, setuid]),
+        ("fchmodat", vec![3, 0, setgid]),
+        ("fchmodat2", vec![3, 0, setuid]),
+        ("openat", vec![3, 0, creat, setuid]),
+        ("mknodat", vec![3, 0, libc::S_IFREG as u64 | setuid]),
+    ] {
+        assert_eq!(verdict(name, &args), EPERM, "{name} with setid bits");
+    }
+    // Plain modes pass; an open without O_CREAT ignores (possibly garbage) mode bits.
+    assert_eq!(verdict("fchmod", &[3, 0o4_0755 & 0o777]), ALLOW);
+    assert_eq!(verdict("openat", &[3, 0, creat, 0o644]), ALLOW);
+    assert_eq!(verdict("openat", &[3, 0, libc::O_RDONLY as u64, setuid]), ALLOW);
+    assert_eq!(verdict("openat2", &[]), ENOSYS);
 }
 
 #[cfg(target_arch = "x86_64")]
