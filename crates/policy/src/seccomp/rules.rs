@@ -146,7 +146,7 @@ const fn device_nodes(mode_arg: u8) -> ArgCheck {
 /// (in root mode, idmapped to the directory's owner, possibly root), where `nosuid` no
 /// longer applies: a setuid bit set inside would make a host setuid binary (FS-15). So
 /// no call may set them. `mode` is a `umode_t`: the low 32 bits are exact.
-pub const SETID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+pub const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 
 const fn setid_bits(mode_arg: u8) -> ArgCheck {
     ArgCheck { arg: mode_arg, name: "mode", mask: u32::MAX, test: Test::AnyBit(SETID_BITS), then: Action::Errno(EPERM) }
