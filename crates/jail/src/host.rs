@@ -112,3 +112,10 @@ pub fn summarize(c: &CgroupSupport) -> String {
         }
     }
 }
+
+/// Whether /sys/fs/cgroup is a pure cgroup v2 mount (one statfs, no parsing).
+pub fn cgroup2_unified() -> bool {
+    safehouse_sys::fs::statfs_type("/sys/fs/cgroup").map(|t| t == CGROUP2_SUPER_MAGIC).unwrap_or(false)
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;

@@ -196,25 +196,30 @@ fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, JailError> {
 pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
     let start = safehouse_sys::monotonic_ns();
     trace("start");
-    let features = host::features();
-    trace("host features");
-    let abi = preflight(&features)?;
+    let root = safehouse_sys::geteuid() == 0;
     let view = host::host_view(&spec.request);
     let plan = plan::compile(&spec.request, &view)?;
     if spec.argv.is_empty() {
         return Err(JailError::Setup("no command given".into()));
     }
     let id = random_id();
-    let (cg_limits, unenforced) = plan_cgroup(&features, &plan)?;
+    let cg_name = format!("run-{}-{id}", safehouse_sys::getpid());
+    // Host detection (~0.2 ms, mostly cgroup discovery) runs before the clone only where
+    // the cgroup must exist first: cgroup v2 (CLONE_INTO_CGROUP) and rootless mode. As
+    // root on cgroup v1 it runs while the sandbox builds its filesystem; the sandbox waits
+    // for its verdict (and its cgroup) before anything untrusted can run, and every check
+    // is repeated, fail-closed, by the sandbox itself (Landlock, seccomp).
+    let early = if !root || host::cgroup2_unified() {
+        let f = host::features();
+        trace("host features");
+        preflight(&f)?;
+        Some(f)
+    } else {
+        None
+    };
     let mut cg: Option<Box<dyn Cgroup>> = None;
-    let result = run_in(
-        &spec,
-        plan,
-        &features,
-        cg_limits.map(|l| (format!("run-{}-{id}", safehouse_sys::getpid()), l)),
-        &mut cg,
-        start,
-    );
+    let mut checked: Option<Checked> = None;
+    let result = run_in(&spec, plan, root, early, cg_name, &mut cg, &mut checked, start);
     trace("command done");
     let cg_stats =
         cg.as_deref().map(|c| (c.oom_kills().unwrap_or(0), c.peak_memory().ok().flatten(), c.cpu_usage_ns().ok()));
@@ -223,6 +228,8 @@ pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
     }
     trace("cgroup removed");
     let raw = result?;
+    let Checked { features, abi, unenforced } =
+        checked.ok_or_else(|| JailError::Setup("host checks did not run".into()))?;
     let (oom_kills, peak, cpu_ns) = cg_stats.unwrap_or((0, None, None));
     let signal = raw.signal;
     let oom_killed = oom_kills > 0 && (signal == Some(libc::SIGKILL) || raw.init_killed);
@@ -257,6 +264,13 @@ pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
         unenforced,
         exec_error: raw.exec_error,
     })
+}
+
+/// What the host checks found: the features, the Landlock ABI, unenforced limits.
+struct Checked {
+    features: Features,
+    abi: u32,
+    unenforced: Vec<Unenforced>,
 }
 
 struct Raw {
@@ -310,16 +324,19 @@ pub(crate) fn trace(step: &str) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_in(
     spec: &RunSpec,
     plan: Plan,
-    f: &Features,
-    cg_spec: Option<(String, cgroup::Limits)>,
+    root: bool,
+    early: Option<Features>,
+    cg_name: String,
     cg_out: &mut Option<Box<dyn Cgroup>>,
+    checked: &mut Option<Checked>,
     start: u64,
 ) -> Result<Raw, JailError> {
     trace("planned");
-    let prepared = if f.root { prepare_binds(&plan)? } else { Default::default() };
+    let prepared = if root { prepare_binds(&plan)? } else { Default::default() };
     let lower_fd = match &plan.root {
         plan::RootSpec::Overlay { lower, .. } => {
             Some(File::open(lower).map(OwnedFd::from).map_err(|e| JailError::host(format!("open rootfs {lower}"), e))?)
@@ -347,17 +364,25 @@ fn run_in(
     // (CLONE_INTO_CGROUP). v1 has no such flag: the cgroup is created while the sandbox
     // builds its filesystem, and the sandbox moves itself in (see setup.rs, step 6b).
     let mut into_cgroup: Option<OwnedFd> = None;
-    let mut cg_spec = cg_spec;
-    if f.cgroups.version == Some(cgroup::CgroupVersion::V2) {
-        if let Some((name, limits)) = cg_spec.take() {
-            let cg = cg_out.insert(cgroup::create(&f.cgroups, &name, &limits)?);
+    let mut cg_created_early = false;
+    if let Some(f) = early.as_ref().filter(|f| f.cgroups.version == Some(cgroup::CgroupVersion::V2)) {
+        let (cg_limits, _) = plan_cgroup(f, &plan)?;
+        if let Some(limits) = cg_limits {
+            let cg = cg_out.insert(cgroup::create(&f.cgroups, &cg_name, &limits)?);
             into_cgroup = cg.open_unified_dir()?;
             trace("cgroup created (v2)");
         }
+        cg_created_early = true;
     }
-    let (pid, pidfd) = match process::clone_process(flags, into_cgroup.as_ref().map(|fd| fd.as_fd()))
-        .map_err(|e| JailError::host("clone the sandbox", e))?
-    {
+    let forked = match process::clone_process(flags, into_cgroup.as_ref().map(|fd| fd.as_fd())) {
+        Ok(forked) => forked,
+        Err(e) => {
+            // Name the missing layer if the host checks can (user namespaces disabled...).
+            preflight(&host::features())?;
+            return Err(JailError::host("clone the sandbox", e));
+        }
+    };
+    let (pid, pidfd) = match forked {
         Forked::Child => {
             drop(sync_write);
             drop(status_read);
@@ -369,7 +394,7 @@ fn run_in(
                 status_write: File::from(status_write),
                 prepared,
                 lower_fd,
-                privileged: f.root,
+                privileged: root,
                 tty_slave: tty.map(|(_, slave)| slave),
             })
         }
@@ -385,8 +410,12 @@ fn run_in(
     // Release the child in two steps: once its id maps are written (it needs them to build
     // its filesystem), then with its cgroup (it joins before anything untrusted runs).
     let release = (|| {
-        let host_id = if f.root { (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID) } else { (f.uid, safehouse_sys::getgid()) };
-        if !f.root {
+        let host_id = if root {
+            (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID)
+        } else {
+            (safehouse_sys::geteuid(), safehouse_sys::getegid())
+        };
+        if !root {
             write_proc(pid, "setgroups", "deny")?;
         }
         write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
@@ -397,9 +426,20 @@ fn run_in(
         };
         send(b"1", &[])?;
         trace("id maps written");
+        // Host checks, unless they ran before the clone.
+        let f = match early {
+            Some(f) => f,
+            None => {
+                let f = host::features();
+                trace("host features");
+                f
+            }
+        };
+        let abi = preflight(&f)?;
+        let (cg_limits, unenforced) = plan_cgroup(&f, &plan)?;
         let mut tasks: Vec<File> = Vec::new();
-        if let Some((name, limits)) = &cg_spec {
-            let cg = cg_out.insert(cgroup::create(&f.cgroups, name, limits)?);
+        if let (Some(limits), false) = (cg_limits, cg_created_early) {
+            let cg = cg_out.insert(cgroup::create(&f.cgroups, &cg_name, &limits)?);
             for dir in cg.dirs() {
                 let path = dir.join("tasks");
                 tasks.push(
@@ -411,13 +451,14 @@ fn run_in(
             }
             trace("cgroup created");
         }
+        if cg_out.is_some() {
+            // While the sandbox sets itself up: remove cgroups that runs killed with
+            // SIGKILL left behind (their sandboxes died with them: parent-death signal).
+            sweep_orphaned_cgroups(&f.cgroups);
+        }
+        *checked = Some(Checked { features: f, abi, unenforced });
         send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())
     })();
-    // While the sandbox sets itself up: remove cgroups that runs killed with SIGKILL left
-    // behind (their sandboxes died with them: parent-death signal).
-    if cg_out.is_some() {
-        sweep_orphaned_cgroups(&f.cgroups);
-    }
     // sync_write stays open until the sandbox is gone: the sandbox treats a hang-up as
     // the host side's death.
     if let Err(e) = release {

@@ -73,3 +73,13 @@ pub fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
     }
     close_range(first, u32::MAX)
 }
+
+/// The filesystem type (`f_type`) of the mount holding `path`.
+pub fn statfs_type(path: &str) -> io::Result<i64> {
+    let p = crate::cstr(path)?;
+    // SAFETY: statfs is plain data; zeroed is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is NUL-terminated, `st` writable, both alive for the call.
+    check_int(unsafe { libc::statfs(p.as_ptr(), &mut st) })?;
+    Ok(st.f_type as i64)
+}

@@ -59,6 +59,11 @@ pub fn getgid() -> u32 {
     unsafe { libc::getgid() }
 }
 
+pub fn getegid() -> u32 {
+    // SAFETY: getegid cannot fail and has no memory effects.
+    unsafe { libc::getegid() }
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail and has no memory effects.
     unsafe { libc::geteuid() }
