@@ -4,9 +4,8 @@
 //! included.
 
 use std::ffi::CString;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -35,46 +34,29 @@ pub fn run(mut ctx: ChildContext) -> ! {
     }
     let _ = process::sigmask(&FORWARDED, false);
 
-    let (exec_err_read, exec_err_write) = match fs::pipe() {
-        Ok(p) => p,
-        Err(e) => fail(&mut ctx.status_write, format!("create exec pipe: {e}")),
+    let pid = match spawn_command(&ctx) {
+        Ok(pid) => pid,
+        Err((errno, path)) => {
+            Report::ExecFailed(errno, path).send(&mut ctx.status_write);
+            process::exit_now(127);
+        }
     };
-    match process::fork() {
-        Err(e) => fail(&mut ctx.status_write, format!("fork the command: {e}")),
-        Ok(None) => exec_command(&ctx, exec_err_write),
-        Ok(Some(pid)) => {
-            COMMAND.store(pid, Ordering::Relaxed);
-            drop(exec_err_write);
-            let mut buf = Vec::new();
-            let _ = File::from(exec_err_read).read_to_end(&mut buf);
-            if buf.len() >= 4 {
-                let errno = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                let path = String::from_utf8_lossy(&buf[4..]).into_owned();
-                Report::ExecFailed(errno, path).send(&mut ctx.status_write);
-                let _ = process::wait4(pid, false);
-                process::exit_now(127);
+    COMMAND.store(pid, Ordering::Relaxed);
+    Report::Started(pid).send(&mut ctx.status_write);
+    crate::run::trace("init: command started");
+    // Reap everything; the command's own end is the sandbox's end.
+    loop {
+        match process::wait4(-1, false) {
+            Ok(Some(r)) if r.pid == pid => {
+                crate::run::trace("init: command exited");
+                Report::Exited(r.status).send(&mut ctx.status_write);
+                let _ = ctx.status_write.flush();
+                process::exit_now(0);
             }
-            Report::Started(pid).send(&mut ctx.status_write);
-            crate::run::trace("init: command started");
-            loop {
-                match process::wait4(-1, false) {
-                    Ok(Some(r)) if r.pid == pid => {
-                        crate::run::trace("init: command exited");
-                        Report::Exited(r.status).send(&mut ctx.status_write);
-                        let _ = ctx.status_write.flush();
-                        process::exit_now(0);
-                    }
-                    Ok(_) => {}
-                    Err(_) => process::exit_now(0),
-                }
-            }
+            Ok(_) => {}
+            Err(_) => process::exit_now(0),
         }
     }
-}
-
-fn fail(status: &mut File, message: String) -> ! {
-    Report::SetupFailed(message).send(status);
-    process::exit_now(125)
 }
 
 /// Finds `name` on PATH the way execvp does, inside the sandbox's filesystem.
@@ -94,45 +76,61 @@ fn resolve(name: &str, path_var: &str) -> Result<String, i32> {
     Err(if saw_eacces { libc::EACCES } else { libc::ENOENT })
 }
 
-fn exec_command(ctx: &ChildContext, err_pipe: OwnedFd) -> ! {
-    let keep = err_pipe.as_raw_fd() as u32;
-    let mut err_pipe = File::from(err_pipe);
-    let mut fail = |errno: i32, path: &str| -> ! {
-        let _ = err_pipe.write_all(&[errno.to_le_bytes().as_slice(), path.as_bytes()].concat());
-        process::exit_now(127)
-    };
-    let _ = process::setsid();
-    if let Some(tty) = &ctx.tty_slave {
-        for fd in 0..3 {
-            if fs::dup2(tty.as_raw_fd(), fd).is_err() {
-                fail(libc::EBADF, "terminal");
-            }
-        }
-        let _ = process::set_controlling_tty(0);
-    }
-    // Only stdio and the (close-on-exec) error pipe stay open.
-    if fs::close_range(3, keep - 1).is_err() || fs::close_range(keep + 1, u32::MAX).is_err() {
-        fail(libc::EBADF, "closing inherited descriptors");
-    }
-    for sig in FORWARDED {
-        process::default_signal(sig);
-    }
-    let _ = process::unblock_all_signals();
-    if std::env::set_current_dir(&ctx.plan.cwd).is_err() {
-        let _ = std::env::set_current_dir("/");
-    }
+/// Starts the command: resolved and encoded here, then a child sharing our memory
+/// (`spawn_shared`, no page-table copy) makes it a session leader, takes the terminal,
+/// keeps only stdio, resets signals, enters the working directory and execs. An exec
+/// failure comes back as (errno, path).
+fn spawn_command(ctx: &ChildContext) -> Result<i32, (i32, String)> {
     let path_var = ctx.plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
-    let resolved = match resolve(&ctx.argv[0], path_var) {
-        Ok(p) => p,
-        Err(errno) => fail(errno, &ctx.argv[0]),
-    };
-    let c = |s: &str| CString::new(s).ok();
-    let path = c(&resolved);
-    let argv: Option<Vec<CString>> = ctx.argv.iter().map(|a| c(a)).collect();
-    let envp: Option<Vec<CString>> = ctx.plan.env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect();
-    let (Some(path), Some(argv), Some(envp)) = (path, argv, envp) else {
-        fail(libc::EINVAL, "an argument or variable contains a NUL byte");
-    };
-    let err = process::execve(&path, &argv, &envp);
-    fail(err.raw_os_error().unwrap_or(libc::EIO), &resolved)
+    let resolved = resolve(&ctx.argv[0], path_var).map_err(|errno| (errno, ctx.argv[0].clone()))?;
+    let nul = |_| (libc::EINVAL, "an argument or variable contains a NUL byte".to_string());
+    let path = CString::new(resolved.as_str()).map_err(nul)?;
+    let argv: Vec<CString> =
+        ctx.argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>().map_err(nul)?;
+    let envp: Vec<CString> =
+        ctx.plan.env.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>().map_err(nul)?;
+    let cwd = CString::new(ctx.plan.cwd.as_str()).map_err(nul)?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let tty = ctx.tty_slave.as_ref().map(|t| t.as_raw_fd());
+    let mut exec_errno = 0i32;
+
+    let saved =
+        process::block_all_signals().map_err(|e| (e.raw_os_error().unwrap_or(libc::EIO), "signal mask".into()))?;
+    let spawned = process::spawn_shared(&mut || {
+        let _ = process::setsid();
+        if let Some(tty) = tty {
+            for fd in 0..3 {
+                if fs::dup2(tty, fd).is_err() {
+                    exec_errno = libc::EBADF;
+                    return 127;
+                }
+            }
+            let _ = process::set_controlling_tty(0);
+        }
+        // Only stdio stays open.
+        if fs::close_range(3, u32::MAX).is_err() {
+            exec_errno = libc::EBADF;
+            return 127;
+        }
+        for sig in FORWARDED {
+            process::default_signal(sig);
+        }
+        let _ = process::unblock_all_signals();
+        if process::chdir_c(&cwd).is_err() {
+            let _ = process::chdir_c(c"/");
+        }
+        let err = process::execve_raw(&path, &argv_p, &envp_p);
+        exec_errno = err.raw_os_error().unwrap_or(libc::EIO);
+        127
+    });
+    process::restore_sigmask(&saved);
+    let pid = spawned.map_err(|e| (e.raw_os_error().unwrap_or(libc::EIO), "spawn".to_string()))?;
+    if exec_errno != 0 {
+        let _ = process::wait4(pid, false);
+        return Err((exec_errno, resolved));
+    }
+    Ok(pid)
 }

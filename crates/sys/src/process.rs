@@ -361,3 +361,68 @@ pub fn hung_up(fd: &OwnedFd) -> bool {
     let r = unsafe { libc::poll(&mut p, 1, 0) };
     r > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
 }
+
+/// Starts a child that shares this process's memory until it execs or exits (CLONE_VM |
+/// CLONE_VFORK, like posix_spawn): no page tables are copied, and this thread sleeps
+/// until then. `child` runs on its own small stack and must only make syscalls (no
+/// allocation, no locks): it should end in `execve`, and returns the exit status to use
+/// if that fails. Returns the child's pid.
+pub fn spawn_shared(child: &mut dyn FnMut() -> i32) -> io::Result<i32> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` passed below; the parent is suspended
+        // (CLONE_VFORK) so the borrow is exclusive for the child's whole life.
+        let f = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+        let code = f();
+        exit_now(code)
+    }
+    const STACK: usize = 256 * 1024;
+    let mut stack = vec![0u8; STACK];
+    // Stacks grow down on every architecture safehouse supports; keep 16-byte alignment.
+    let top = (stack.as_mut_ptr() as usize + STACK) & !0xf;
+    let mut arg: &mut dyn FnMut() -> i32 = child;
+    // SAFETY: `top` is the aligned end of a live buffer that outlives the child's use of
+    // it (the parent stays suspended until the child execs or exits); `arg` points at a
+    // live fat pointer for the same duration.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut arg as *mut &mut dyn FnMut() -> i32 as *mut libc::c_void,
+        )
+    };
+    drop(stack);
+    check_int(pid)
+}
+
+/// Blocks every signal; returns the previous mask for `restore_sigmask`.
+pub fn block_all_signals() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data, initialised by sigfillset/sigprocmask.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset_t pointers.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: valid sigset_t pointers.
+    check_int(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old) })?;
+    Ok(old)
+}
+
+pub fn restore_sigmask(old: &libc::sigset_t) {
+    // SAFETY: `old` came from sigprocmask.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
+/// chdir to a C string without allocating (safe in a `spawn_shared` child).
+pub fn chdir_c(path: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check_int(unsafe { libc::chdir(path.as_ptr()) })?;
+    Ok(())
+}
+
+/// execve with pre-built NULL-terminated pointer arrays (no allocation, for `spawn_shared`).
+pub fn execve_raw(path: &std::ffi::CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
+    // SAFETY: the caller passes NULL-terminated arrays of pointers to live C strings.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
