@@ -2,7 +2,7 @@
 //! are granted beneath which paths. The jail applies them; the ABI decides how many of the
 //! handled rights the kernel understands.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 // Filesystem access rights (include/uapi/linux/landlock.h).
 pub const EXECUTE: u64 = 1 << 0;
@@ -72,13 +72,13 @@ pub const READ_WRITE: u64 = READ_EXEC
 /// Character devices the sandbox may open for reading, writing and terminal ioctls.
 pub const DEVICE_RW: u64 = READ_FILE | WRITE_FILE | TRUNCATE | IOCTL_DEV;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathRule {
     pub path: String,
     pub access: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LandlockRules {
     /// Rights the ruleset handles (denied unless a rule grants them), before ABI masking.
     pub handled: u64,

@@ -347,8 +347,8 @@ pub fn check_target(field: &str, p: &str) -> Result<(), PolicyError> {
     check_abs(field, p)?;
     let norm = p.trim_end_matches('/');
     let norm = if norm.is_empty() { "/" } else { norm };
-    if RESERVED.contains(&norm) || norm.starts_with("/proc/") || norm.starts_with("/dev/") || norm.starts_with("/sys/")
-    {
+    let reserved_prefix = ["/proc/", "/dev/", "/sys/", "/oldroot/"].iter().any(|pre| norm.starts_with(pre));
+    if RESERVED.contains(&norm) || reserved_prefix || norm == "/oldroot" || norm.starts_with("/.safehouse") {
         return Err(PolicyError::invalid(
             field,
             format!("{p} is managed by safehouse and cannot be a mount target; choose another path such as /data"),
@@ -408,6 +408,9 @@ hidden = ["/etc/ssh"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("managed by safehouse"), "{err}");
+        for reserved in ["/oldroot", "/oldroot/tmp/x", "/.safehouse-hidden-dir"] {
+            assert!(check_target("t", reserved).is_err(), "{reserved}");
+        }
         let err = parse_toml("[network]\nallow = [\"pypi.org\"]\n", "p").unwrap_err().to_string();
         assert!(err.contains("gateway"), "{err}");
         let err = parse_toml("version = 2\n", "p").unwrap_err().to_string();

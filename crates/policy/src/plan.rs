@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
 use crate::landlock::{self, LandlockRules};
@@ -103,7 +103,7 @@ impl HostView {
 }
 
 /// A `--mount SRC:DST[:ro|rw]` or a policy bind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {
     pub host: String,
     pub path: String,
@@ -170,13 +170,13 @@ impl RunRequest {
 
 /// A limit's value and whether the caller asked for it (then it must be enforced or the
 /// sandbox refused) or it is a default (then rootless mode may report it unenforced).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limit<T> {
     pub value: T,
     pub required: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResolvedLimits {
     pub memory: Limit<u64>,
     pub pids: Limit<u64>,
@@ -188,7 +188,7 @@ pub struct ResolvedLimits {
 }
 
 /// How the root of the sandbox is made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RootSpec {
     /// A fresh tmpfs (size- and inode-capped) holding the whole writable layer.
     Tmpfs { size: u64, inodes: u64 },
@@ -197,7 +197,7 @@ pub enum RootSpec {
 }
 
 /// One step of the mount sequence, with sandbox paths relative to the new root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountOp {
     /// Bind a host path (recursively) at `path`; nosuid and nodev always, read-only unless
     /// `writable`.
@@ -233,7 +233,7 @@ pub enum MountOp {
     RootReadOnly,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub root: RootSpec,
     pub ops: Vec<MountOp>,
