@@ -13,6 +13,8 @@ pub mod report;
 pub mod run;
 pub mod seccomp_program;
 pub mod setup;
+pub mod spawn;
+pub mod zygote;
 
 pub use error::JailError;
 pub use run::{run, Outcome, RunSpec};

@@ -17,6 +17,8 @@ pub enum Report {
     Started(i32),
     /// The command ended with this wait status.
     Exited(i32),
+    /// Setup is complete and the agent is taking over (daemon sandboxes).
+    Ready,
 }
 
 impl Report {
@@ -26,6 +28,7 @@ impl Report {
             Report::ExecFailed(e, p) => (b'F', [e.to_le_bytes().as_slice(), p.as_bytes()].concat()),
             Report::Started(pid) => (b'S', pid.to_le_bytes().to_vec()),
             Report::Exited(st) => (b'X', st.to_le_bytes().to_vec()),
+            Report::Ready => (b'R', Vec::new()),
         };
         let body = &body[..body.len().min(MAX_RECORD)];
         let mut out = Vec::with_capacity(body.len() + 5);
@@ -64,6 +67,7 @@ impl Report {
                 b'F' => Report::ExecFailed(int(body)?, String::from_utf8_lossy(&body[4..]).into_owned()),
                 b'S' => Report::Started(int(body)?),
                 b'X' => Report::Exited(int(body)?),
+                b'R' => Report::Ready,
                 other => return Err(format!("unknown record tag {other:#x}")),
             });
             rest = &rest[5 + len..];

@@ -136,7 +136,7 @@ fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
     Ok((None, unenforced))
 }
 
-fn write_proc(pid: i32, file: &str, contents: &str) -> Result<(), JailError> {
+pub(crate) fn write_proc(pid: i32, file: &str, contents: &str) -> Result<(), JailError> {
     std::fs::write(format!("/proc/{pid}/{file}"), contents)
         .map_err(|e| JailError::host(format!("write /proc/{pid}/{file}"), e))
 }
@@ -171,7 +171,7 @@ fn idmap_userns(owner: (u32, u32)) -> Result<OwnedFd, JailError> {
 /// Root mode: open every bind's host tree here, with the host's view and privileges, so
 /// the sandbox never resolves a host path itself; writable ones are idmapped so files the
 /// sandbox writes belong to the directory's owner.
-fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, JailError> {
+pub(crate) fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, JailError> {
     let mut prepared = crate::mounts::Prepared::new();
     for op in &plan.ops {
         let MountOp::Bind { host, path, writable, .. } = op else { continue };
@@ -395,6 +395,7 @@ fn run_in(
                 prepared,
                 lower_fd,
                 privileged: root,
+                agent: None,
                 tty_slave: tty.map(|(_, slave)| slave),
             })
         }
@@ -549,7 +550,7 @@ fn run_in(
     for r in reports {
         match r {
             Report::SetupFailed(msg) if !timed_out => return Err(JailError::Setup(msg)),
-            Report::SetupFailed(_) | Report::Started(_) => {}
+            Report::SetupFailed(_) | Report::Started(_) | Report::Ready => {}
             Report::ExecFailed(errno, path) => {
                 let err = std::io::Error::from_raw_os_error(errno);
                 raw.exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });

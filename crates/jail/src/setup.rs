@@ -16,6 +16,14 @@ use crate::report::Report;
 use crate::run::trace;
 
 /// Everything the child needs, moved into it by clone.
+/// How a daemon sandbox's PID 1 becomes its agent: the entry function (a plain function
+/// pointer, valid in the spawner because it is a fork of the daemon) and the listening
+/// socket the daemon connects to.
+pub struct AgentEntry {
+    pub run: fn(OwnedFd, &Plan) -> !,
+    pub listener: OwnedFd,
+}
+
 pub struct ChildContext {
     pub plan: Plan,
     pub argv: Vec<String>,
@@ -25,6 +33,10 @@ pub struct ChildContext {
     pub lower_fd: Option<OwnedFd>,
     /// Root mode: we may (and must) drop supplementary groups.
     pub privileged: bool,
+    /// A long-lived sandbox (daemon mode): its PID 1 is the agent, entered through this
+    /// function with the agent's listening socket, and it outlives the process that
+    /// created it (no parent-death signal). None for `run`, whose PID 1 is `init`.
+    pub agent: Option<AgentEntry>,
     /// With --tty: the terminal to make the command's stdio and controlling terminal.
     pub tty_slave: Option<OwnedFd>,
 }
@@ -41,7 +53,15 @@ pub fn child_main(mut ctx: ChildContext) -> ! {
         Report::SetupFailed(message).send(&mut ctx.status_write);
         process::exit_now(125);
     }
-    init::run(ctx)
+    match ctx.agent.take() {
+        Some(agent) => {
+            Report::Ready.send(&mut ctx.status_write);
+            drop(ctx.status_write);
+            drop(ctx.sync_read);
+            (agent.run)(agent.listener, &ctx.plan)
+        }
+        None => init::run(ctx),
+    }
 }
 
 /// Drops what the sandbox init inherited from the caller of `run`: every descriptor it
@@ -53,6 +73,7 @@ fn forget_host(ctx: &ChildContext) -> Result<(), String> {
     keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.lower_fd.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.tty_slave.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(ctx.agent.iter().map(|a| a.listener.as_raw_fd()));
     step("close inherited descriptors", safehouse_sys::fs::close_all_except(&keep))?;
     trace("child: fds closed");
     step("erase the host command line", erase_host_args())?;
@@ -85,7 +106,9 @@ fn erase_host_args() -> std::io::Result<()> {
 fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     // 1. Die with the host side; then wait until it has written our uid/gid maps. EOF
     //    instead of the go message means the host side died.
-    step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
+    if ctx.agent.is_none() {
+        step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
+    }
     wait_for_host(&ctx.sync_read, "id maps")?;
     trace("child: released");
 
@@ -144,7 +167,9 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     // Credential changes (setresuid above) clear the parent-death signal: arm it again,
     // then make sure the host side did not die in between (it holds the sync socket open
     // for the sandbox's whole life, so a hang-up means it is gone).
-    step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
+    if ctx.agent.is_none() {
+        step("set parent-death signal", process::set_pdeathsig(libc::SIGKILL))?;
+    }
     if safehouse_sys::process::hung_up(&ctx.sync_read) {
         return Err("the host side went away during setup".into());
     }

@@ -247,6 +247,10 @@ pub trait Cgroup: Send + Sync + Debug {
     /// Kills what is left, then removes every directory (retrying `EBUSY`
     /// for about 200 ms).
     fn destroy(self: Box<Self>) -> Result<(), CgroupError>;
+    /// A cgroup nested in this one (charged to it and bounded by its limits), for one
+    /// command's own envelope. v1: made in the memory, cpuacct, pids and freezer
+    /// hierarchies this cgroup has.
+    fn child(&self, name: &str, limits: &Limits) -> Result<Box<dyn Cgroup>, CgroupError>;
 }
 
 /// Creates `safehouse/<name>` with `limits` where `support` says, or fails
@@ -260,6 +264,17 @@ pub fn create(support: &CgroupSupport, name: &str, limits: &Limits) -> Result<Bo
         None => Err(CgroupError::Unavailable {
             reason: support.reason.clone().unwrap_or_else(|| "no cgroup file system found".into()),
         }),
+    }
+}
+
+/// Re-opens an existing `safehouse/<name>` cgroup (after a daemon restart), without
+/// creating or changing anything.
+pub fn open(support: &CgroupSupport, name: &str) -> Result<Box<dyn Cgroup>, CgroupError> {
+    validate_name(name)?;
+    match support.version {
+        Some(CgroupVersion::V1) => Ok(Box::new(v1::V1Cgroup::open(&support.hierarchies, name)?)),
+        Some(CgroupVersion::V2) => Ok(Box::new(v2::V2Cgroup::open(&support.base, name)?)),
+        None => Err(CgroupError::Unavailable { reason: support.reason.clone().unwrap_or_default() }),
     }
 }
 

@@ -71,6 +71,36 @@ impl V1Cgroup {
         Ok(cgroup)
     }
 
+    pub(crate) fn open(hierarchies: &[V1Hierarchy], name: &str) -> Result<Self, CgroupError> {
+        let mut cgroup = V1Cgroup { name: name.to_owned(), dirs: Vec::new(), destroyed: false };
+        for hierarchy in hierarchies {
+            let path = hierarchy.mount_point.join(ROOT_DIR).join(name);
+            if path.is_dir() && !cgroup.dirs.iter().any(|d| d.path == path) {
+                cgroup.dirs.push(Dir { path, controllers: hierarchy.controllers.clone() });
+            }
+        }
+        if cgroup.dirs.is_empty() {
+            return Err(CgroupError::Unavailable { reason: format!("no cgroup named {name} exists") });
+        }
+        Ok(cgroup)
+    }
+
+    fn make_child(&self, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
+        super::validate_name(name)?;
+        limits.validate()?;
+        let mut child = V1Cgroup { name: format!("{}/{name}", self.name), dirs: Vec::new(), destroyed: false };
+        for dir in &self.dirs {
+            if !dir.controllers.iter().any(|c| matches!(c.as_str(), "memory" | "cpuacct" | "pids" | "freezer")) {
+                continue;
+            }
+            let path = dir.path.join(name);
+            files::create_dir(&path)?;
+            child.dirs.push(Dir { path, controllers: dir.controllers.clone() });
+        }
+        child.apply(limits)?;
+        Ok(child)
+    }
+
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
         if let Some(bytes) = limits.memory_bytes {
             let dir = self.need("memory", "the memory limit")?;
@@ -135,6 +165,10 @@ impl V1Cgroup {
 }
 
 impl Cgroup for V1Cgroup {
+    fn child(&self, name: &str, limits: &Limits) -> Result<Box<dyn Cgroup>, CgroupError> {
+        Ok(Box::new(self.make_child(name, limits)?))
+    }
+
     fn version(&self) -> CgroupVersion {
         CgroupVersion::V1
     }

@@ -71,6 +71,14 @@ impl V2Cgroup {
         Ok(cgroup)
     }
 
+    pub(crate) fn open(base: &Path, name: &str) -> Result<Self, CgroupError> {
+        let path = base.join(ROOT_DIR).join(name);
+        if !path.is_dir() {
+            return Err(CgroupError::Unavailable { reason: format!("no cgroup named {name} exists") });
+        }
+        Ok(V2Cgroup { name: name.to_owned(), path, destroyed: false })
+    }
+
     #[cfg(test)]
     pub(crate) fn open_for_test(path: PathBuf) -> Self {
         V2Cgroup { name: "test".into(), path, destroyed: true }
@@ -132,6 +140,17 @@ impl V2Cgroup {
 }
 
 impl Cgroup for V2Cgroup {
+    fn child(&self, name: &str, limits: &Limits) -> Result<Box<dyn Cgroup>, CgroupError> {
+        super::validate_name(name)?;
+        limits.validate()?;
+        enable_controllers(&self.path, limits)?;
+        let path = self.path.join(name);
+        files::create_dir(&path)?;
+        let child = V2Cgroup { name: format!("{}/{name}", self.name), path, destroyed: false };
+        child.apply(limits)?;
+        Ok(Box::new(child))
+    }
+
     fn version(&self) -> CgroupVersion {
         CgroupVersion::V2
     }

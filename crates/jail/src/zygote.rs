@@ -1,0 +1,136 @@
+//! The spawner: a single-threaded process forked from the daemon before it starts any
+//! thread, which creates sandboxes on request. A multi-threaded daemon must not fork
+//! (a child could inherit a lock held by another thread); the spawner can, and being a
+//! fork (no exec) it starts sandboxes fast. It dies with the daemon; the sandboxes it
+//! made do not (they are re-parented to the host's init and the daemon re-attaches).
+//!
+//! Requests and replies are one SOCK_SEQPACKET message each: JSON plus descriptors.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use serde::{Deserialize, Serialize};
+
+use safehouse_policy::plan::Plan;
+use safehouse_sys::process;
+
+use crate::error::JailError;
+use crate::setup::AgentEntry;
+use crate::spawn::{spawn_sandbox, CgroupHandle, SpawnSpec, Spawned};
+
+const MAX_MESSAGE: usize = 1 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    plan: Plan,
+    /// "none", "v1" (the fds after the listener are `tasks` files) or "v2" (a dir fd).
+    cgroup: String,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    Spawned { pid: i32 },
+    Refused { layer: String, reason: String },
+    Failed { message: String },
+}
+
+/// The daemon's handle on its spawner.
+pub struct Zygote {
+    sock: OwnedFd,
+    pid: i32,
+}
+
+impl Zygote {
+    /// Forks the spawner. Call while the process is still single-threaded. `entry` is
+    /// what every sandbox's PID 1 runs (the agent).
+    pub fn start(entry: fn(OwnedFd, &Plan) -> !) -> std::io::Result<Zygote> {
+        let (ours, theirs) = safehouse_sys::unix::seqpacket_pair()?;
+        match process::fork()? {
+            Some(pid) => {
+                drop(theirs);
+                Ok(Zygote { sock: ours, pid })
+            }
+            None => {
+                drop(ours);
+                let _ = process::set_pdeathsig(libc::SIGKILL);
+                serve(theirs, entry)
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Asks the spawner for a sandbox (blocking; one request at a time per spawner).
+    pub fn spawn(&self, plan: &Plan, listener: OwnedFd, cgroup: CgroupHandle) -> Result<Spawned, JailError> {
+        let (kind, cg_fds) = match cgroup {
+            CgroupHandle::None => ("none", Vec::new()),
+            CgroupHandle::V1Tasks(t) => ("v1", t),
+            CgroupHandle::V2Dir(d) => ("v2", vec![d]),
+        };
+        let req = serde_json::to_vec(&Request { plan: plan.clone(), cgroup: kind.into() })
+            .map_err(|e| JailError::Setup(format!("encode spawn request: {e}")))?;
+        let mut fds = vec![listener.as_raw_fd()];
+        fds.extend(cg_fds.iter().map(|f| f.as_raw_fd()));
+        safehouse_sys::unix::send_with_fds(&self.sock, &req, &fds).map_err(|e| JailError::host("ask the spawner", e))?;
+        drop(listener);
+        drop(cg_fds);
+        let mut buf = vec![0u8; 64 * 1024];
+        let (n, mut got) = safehouse_sys::unix::recv_with_fds(&self.sock, &mut buf)
+            .map_err(|e| JailError::host("hear from the spawner", e))?;
+        if n == 0 {
+            return Err(JailError::Setup("the spawner exited".into()));
+        }
+        match serde_json::from_slice::<Reply>(&buf[..n]) {
+            Ok(Reply::Spawned { pid }) if got.len() == 1 => Ok(Spawned { pid, pidfd: got.remove(0) }),
+            Ok(Reply::Spawned { .. }) => Err(JailError::Setup("the spawner sent no pidfd".into())),
+            Ok(Reply::Refused { layer, reason }) => Err(JailError::LayerUnavailable { layer, reason }),
+            Ok(Reply::Failed { message }) => Err(JailError::Setup(message)),
+            Err(e) => Err(JailError::Setup(format!("malformed reply from the spawner: {e}"))),
+        }
+    }
+}
+
+/// The spawner's loop: serve requests until the daemon goes away.
+fn serve(sock: OwnedFd, entry: fn(OwnedFd, &Plan) -> !) -> ! {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        // Reap sandboxes that exited (their PID 1s are our children).
+        while let Ok(Some(_)) = process::wait4(-1, true) {}
+        match process::poll_readable(&[sock.as_raw_fd()], 1000) {
+            Ok(r) if r[0] => {}
+            Ok(_) => continue,
+            Err(_) => process::exit_now(1),
+        }
+        let (n, mut fds) = match safehouse_sys::unix::recv_with_fds(&sock, &mut buf) {
+            Ok((0, _)) | Err(_) => process::exit_now(0),
+            Ok(x) => x,
+        };
+        let reply = handle(&buf[..n], &mut fds, entry);
+        let (msg, pidfd) = match reply {
+            Ok(spawned) => (Reply::Spawned { pid: spawned.pid }, Some(spawned.pidfd)),
+            Err(JailError::LayerUnavailable { layer, reason }) => (Reply::Refused { layer, reason }, None),
+            Err(e) => (Reply::Failed { message: e.to_string() }, None),
+        };
+        let body = serde_json::to_vec(&msg).unwrap_or_default();
+        let fds: Vec<i32> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
+        if safehouse_sys::unix::send_with_fds(&sock, &body, &fds).is_err() {
+            process::exit_now(0);
+        }
+    }
+}
+
+fn handle(msg: &[u8], fds: &mut Vec<OwnedFd>, entry: fn(OwnedFd, &Plan) -> !) -> Result<Spawned, JailError> {
+    let req: Request = serde_json::from_slice(msg).map_err(|e| JailError::Setup(format!("malformed spawn request: {e}")))?;
+    if fds.is_empty() {
+        return Err(JailError::Setup("spawn request without the agent's socket".into()));
+    }
+    let listener = fds.remove(0);
+    let cgroup = match req.cgroup.as_str() {
+        "none" => CgroupHandle::None,
+        "v1" => CgroupHandle::V1Tasks(std::mem::take(fds)),
+        "v2" if fds.len() == 1 => CgroupHandle::V2Dir(fds.remove(0)),
+        other => return Err(JailError::Setup(format!("bad cgroup kind {other:?}"))),
+    };
+    spawn_sandbox(SpawnSpec { plan: req.plan, cgroup, agent: AgentEntry { run: entry, listener } })
+}
