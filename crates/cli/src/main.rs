@@ -25,15 +25,33 @@ enum Command {
     /// Validate and show policies
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
+    /// The daemon: HTTP API, sandbox manager, state under --data-dir
+    Serve(cmd::serve::ServeArgs),
+
+    // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
+    // SAFEHOUSE_API_KEY say which daemon and which key.
+    /// Manage sandboxes on a daemon (create, ls, info, kill, timeout)
+    #[command(subcommand)]
+    Sandbox(cmd::sandbox::SandboxCommand),
+    /// Run a command in a live sandbox, streaming its stdio; exits with its status (125: exec failed)
+    Exec(cmd::exec::ExecArgs),
+    /// Open an interactive terminal (PTY) in a live sandbox
+    Shell(cmd::shell::ShellArgs),
+    /// Move files in and out of a live sandbox
+    #[command(subcommand)]
+    Files(cmd::files::FilesCommand),
+    /// Manage API keys (needs the admin key)
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
 }
 
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // `run` reserves exit statuses for the command; its own usage errors are 125,
-            // like every other failure to set a sandbox up.
-            let is_run = std::env::args().nth(1).as_deref() == Some("run");
+            // `run`, `exec` and `shell` reserve exit statuses for the command; their own usage
+            // errors are 125, like every other failure to set a sandbox up.
+            let is_run = matches!(std::env::args().nth(1).as_deref(), Some("run" | "exec" | "shell"));
             let code = match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
                 _ if is_run => cmd::run::EXIT_SETUP,
@@ -47,6 +65,12 @@ fn main() {
         Command::Run(args) => cmd::run::main(*args),
         Command::Doctor(args) => cmd::doctor::main(args),
         Command::Policy(c) => cmd::policy::main(c),
+        Command::Serve(args) => cmd::serve::main(args),
+        Command::Sandbox(c) => cmd::sandbox::main(c),
+        Command::Exec(args) => cmd::exec::main(args),
+        Command::Shell(args) => cmd::shell::main(args),
+        Command::Files(c) => cmd::files::main(c),
+        Command::Keys(c) => cmd::keys::main(c),
     };
     std::process::exit(code);
 }

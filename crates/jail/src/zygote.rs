@@ -72,7 +72,8 @@ impl Zygote {
             .map_err(|e| JailError::Setup(format!("encode spawn request: {e}")))?;
         let mut fds = vec![listener.as_raw_fd()];
         fds.extend(cg_fds.iter().map(|f| f.as_raw_fd()));
-        safehouse_sys::unix::send_with_fds(&self.sock, &req, &fds).map_err(|e| JailError::host("ask the spawner", e))?;
+        safehouse_sys::unix::send_with_fds(&self.sock, &req, &fds)
+            .map_err(|e| JailError::host("ask the spawner", e))?;
         drop(listener);
         drop(cg_fds);
         let mut buf = vec![0u8; 64 * 1024];
@@ -121,7 +122,8 @@ fn serve(sock: OwnedFd, entry: fn(OwnedFd, &Plan) -> !) -> ! {
 }
 
 fn handle(msg: &[u8], fds: &mut Vec<OwnedFd>, entry: fn(OwnedFd, &Plan) -> !) -> Result<Spawned, JailError> {
-    let req: Request = serde_json::from_slice(msg).map_err(|e| JailError::Setup(format!("malformed spawn request: {e}")))?;
+    let req: Request =
+        serde_json::from_slice(msg).map_err(|e| JailError::Setup(format!("malformed spawn request: {e}")))?;
     if fds.is_empty() {
         return Err(JailError::Setup("spawn request without the agent's socket".into()));
     }

@@ -3,7 +3,9 @@
 //! Each wrapper does one call, checks its result and turns failure into `io::Error`.
 //! Policy decisions never live here.
 
+pub mod agent_support;
 pub mod caps;
+pub mod files;
 pub mod fs;
 pub mod landlock;
 pub mod mount;

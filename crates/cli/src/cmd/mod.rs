@@ -1,3 +1,12 @@
 pub mod doctor;
 pub mod policy;
 pub mod run;
+pub mod serve;
+
+// Clients of a running daemon (docs/api.md).
+pub mod client;
+pub mod exec;
+pub mod files;
+pub mod keys;
+pub mod sandbox;
+pub mod shell;

@@ -1,0 +1,252 @@
+//! File routes: download, upload, list, stat, mkdir, move, remove, watch. Parameters are
+//! checked here; the sandbox is resolved through the manager (an unknown sandbox is 404 as
+//! everywhere else); the operations themselves are `crate::files`, run on the blocking pool.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::errors::ApiError;
+use super::json::ApiJson;
+use super::params::{QueryPairs, SandboxId};
+use super::AppState;
+use crate::auth::Tenant;
+use crate::files::{self, FileError, SandboxRoot, MAX_LIST_DEPTH, MAX_PATH_BYTES};
+
+/// An upload whose body makes no progress this long is abandoned (slow POST).
+pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Download chunk size.
+const CHUNK: usize = 64 * 1024;
+
+impl From<FileError> for ApiError {
+    fn from(e: FileError) -> ApiError {
+        match e.status() {
+            500 => ApiError::internal(e),
+            s => ApiError::new(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST), e.code(), e.to_string()),
+        }
+    }
+}
+
+async fn root(st: &AppState, tenant: &Tenant, id: &str) -> Result<SandboxRoot, ApiError> {
+    Ok(st.manager.root(&tenant.name, id).await?)
+}
+
+/// Runs a file operation on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> files::Result<T> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+fn path_param(q: &QueryPairs) -> Result<String, ApiError> {
+    let p = q.require("path")?;
+    check_path(p)?;
+    Ok(p.to_string())
+}
+
+/// Cheap early refusal; `crate::files` parses the path for real.
+fn check_path(p: &str) -> Result<(), ApiError> {
+    if p.is_empty() || p.contains('\0') || p.len() > MAX_PATH_BYTES {
+        return Err(ApiError::invalid(format!("path must be non-empty, at most {MAX_PATH_BYTES} bytes, without NUL")));
+    }
+    Ok(())
+}
+
+pub async fn download(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    q.only(&["path"])?;
+    let path = path_param(&q)?;
+    let root = root(&st, &tenant, &id).await?;
+    let (file, _info) = blocking(move || files::open_read(&root, &path)).await?;
+    let file = tokio::fs::File::from_std(file);
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream)).into_response())
+}
+
+pub async fn upload(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    q: QueryPairs,
+    req: Request,
+) -> Result<Response, ApiError> {
+    q.only(&["path"])?;
+    let path = path_param(&q)?;
+    let root = root(&st, &tenant, &id).await?;
+    let (r, p) = (root.clone(), path.clone());
+    let file = blocking(move || files::create_write(&r, &p, true)).await?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut body = req.into_body().into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, body.next()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the upload stalled for {}s", UPLOAD_IDLE_TIMEOUT.as_secs()),
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError::invalid(format!("cannot read the upload: {e}"))),
+            Ok(Some(Ok(c))) => c,
+        };
+        file.write_all(&chunk).await.map_err(|e| FileError::from_io(&path, e))?;
+    }
+    file.flush().await.map_err(|e| FileError::from_io(&path, e))?;
+    file.sync_data().await.map_err(|e| FileError::from_io(&path, e))?;
+    drop(file);
+    let info = blocking(move || files::stat(&root, &path)).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    q.only(&["path", "depth"])?;
+    let path = path_param(&q)?;
+    let depth = match q.get("depth") {
+        None => 1,
+        Some(d) => d
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=MAX_LIST_DEPTH).contains(d))
+            .ok_or_else(|| ApiError::invalid(format!("depth must be between 1 and {MAX_LIST_DEPTH}")))?,
+    };
+    let root = root(&st, &tenant, &id).await?;
+    let entries = blocking(move || files::list(&root, &path, depth)).await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+pub async fn stat(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    q.only(&["path"])?;
+    let path = path_param(&q)?;
+    let root = root(&st, &tenant, &id).await?;
+    Ok(Json(blocking(move || files::stat(&root, &path)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MkdirRequest {
+    path: String,
+    #[serde(default)]
+    parents: bool,
+}
+
+pub async fn mkdir(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    ApiJson(req): ApiJson<MkdirRequest>,
+) -> Result<Response, ApiError> {
+    check_path(&req.path)?;
+    let root = root(&st, &tenant, &id).await?;
+    let info = blocking(move || files::mkdir(&root, &req.path, req.parents)).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    from: String,
+    to: String,
+}
+
+pub async fn rename(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    ApiJson(req): ApiJson<MoveRequest>,
+) -> Result<Response, ApiError> {
+    check_path(&req.from)?;
+    check_path(&req.to)?;
+    let root = root(&st, &tenant, &id).await?;
+    Ok(Json(blocking(move || files::rename(&root, &req.from, &req.to)).await?).into_response())
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    q: QueryPairs,
+) -> Result<StatusCode, ApiError> {
+    q.only(&["path", "recursive"])?;
+    let path = path_param(&q)?;
+    let recursive = q.flag("recursive")?;
+    let root = root(&st, &tenant, &id).await?;
+    blocking(move || files::remove(&root, &path, recursive)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn watch(
+    State(st): State<AppState>,
+    tenant: Tenant,
+    SandboxId(id): SandboxId,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    q.only(&["path", "recursive"])?;
+    let path = path_param(&q)?;
+    let recursive = q.flag("recursive")?;
+    let root = root(&st, &tenant, &id).await?;
+    let mut watcher = blocking(move || files::watch(&root, &path, recursive)).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    // The watcher blocks in poll(2) for at most a second at a time, so it notices a gone
+    // client (closed channel) within a second.
+    tokio::task::spawn_blocking(move || {
+        while !tx.is_closed() {
+            let events = match watcher.next_events(Duration::from_secs(1)) {
+                Ok(ev) => ev,
+                Err(_) => return,
+            };
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            for ev in events {
+                let data = json!({"type": ev.kind, "path": ev.path, "ts": ts});
+                if tx.blocking_send(Event::default().event("fs").data(data.to_string())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let stream = tokio_stream_from(rx).map(Ok::<_, Infallible>);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn tokio_stream_from<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}

@@ -1,0 +1,88 @@
+//! The HTTP API (docs/api.md): one router, one error shape, one guard in front of it.
+
+pub mod errors;
+mod exec;
+mod files;
+pub mod guard;
+mod health;
+pub mod hosts;
+pub mod json;
+mod keys;
+pub mod params;
+mod processes;
+mod sandboxes;
+
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::auth::Authenticator;
+use crate::manager::Manager;
+pub use errors::ApiError;
+pub use hosts::HostAllowlist;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: Manager,
+    pub auth: Authenticator,
+    pub hosts: Arc<HostAllowlist>,
+}
+
+/// Every route as (method, path), in the router's path syntax. The OpenAPI test checks
+/// that this table, the router and docs/openapi.json agree.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/v1/openapi.json"),
+    ("POST", "/v1/sandboxes"),
+    ("GET", "/v1/sandboxes"),
+    ("GET", "/v1/sandboxes/{id}"),
+    ("DELETE", "/v1/sandboxes/{id}"),
+    ("POST", "/v1/sandboxes/{id}/timeout"),
+    ("POST", "/v1/sandboxes/{id}/exec"),
+    ("POST", "/v1/sandboxes/{id}/processes"),
+    ("GET", "/v1/sandboxes/{id}/processes"),
+    ("POST", "/v1/sandboxes/{id}/processes/{pid}/signal"),
+    ("POST", "/v1/sandboxes/{id}/processes/{pid}/stdin"),
+    ("GET", "/v1/sandboxes/{id}/processes/{pid}/attach"),
+    ("GET", "/v1/sandboxes/{id}/files"),
+    ("PUT", "/v1/sandboxes/{id}/files"),
+    ("GET", "/v1/sandboxes/{id}/fs/list"),
+    ("GET", "/v1/sandboxes/{id}/fs/stat"),
+    ("POST", "/v1/sandboxes/{id}/fs/mkdir"),
+    ("POST", "/v1/sandboxes/{id}/fs/move"),
+    ("DELETE", "/v1/sandboxes/{id}/fs"),
+    ("GET", "/v1/sandboxes/{id}/fs/watch"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys"),
+    ("DELETE", "/v1/keys/{id}"),
+];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/v1/openapi.json", get(health::openapi))
+        .route("/v1/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route("/v1/sandboxes/{id}", get(sandboxes::info).delete(sandboxes::kill))
+        .route("/v1/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/v1/sandboxes/{id}/exec", post(exec::exec))
+        .route("/v1/sandboxes/{id}/processes", post(processes::start).get(processes::list))
+        .route("/v1/sandboxes/{id}/processes/{pid}/signal", post(processes::signal))
+        .route("/v1/sandboxes/{id}/processes/{pid}/stdin", post(processes::stdin))
+        .route("/v1/sandboxes/{id}/processes/{pid}/attach", get(processes::attach))
+        .route("/v1/sandboxes/{id}/files", get(files::download).put(files::upload))
+        .route("/v1/sandboxes/{id}/fs/list", get(files::list))
+        .route("/v1/sandboxes/{id}/fs/stat", get(files::stat))
+        .route("/v1/sandboxes/{id}/fs/mkdir", post(files::mkdir))
+        .route("/v1/sandboxes/{id}/fs/move", post(files::rename))
+        .route("/v1/sandboxes/{id}/fs", delete(files::remove))
+        .route("/v1/sandboxes/{id}/fs/watch", get(files::watch))
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", delete(keys::revoke))
+        .fallback(errors::unknown_route)
+        .method_not_allowed_fallback(errors::wrong_method)
+        // Added last so it wraps every route and both fallbacks.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .with_state(state)
+}

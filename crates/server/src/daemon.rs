@@ -1,0 +1,69 @@
+//! `safehouse serve`: start the spawners (before any thread exists), then the async
+//! runtime, the store, the manager (re-attaching what survived a restart) and the API.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use safehouse_jail::zygote::Zygote;
+use safehouse_policy::plan::Plan;
+
+use crate::manager::{Manager, ManagerConfig};
+use crate::store::Store;
+
+pub struct DaemonOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub allowed_hosts: Vec<String>,
+    /// Spawner processes (sandbox creations run in parallel up to this many).
+    pub spawners: usize,
+}
+
+/// What every sandbox's PID 1 runs: the agent.
+fn agent_entry(listener: OwnedFd, plan: &Plan) -> ! {
+    safehouse_agent::run(listener, safehouse_agent::AgentConfig { env: plan.env.clone(), cwd: plan.cwd.clone() })
+}
+
+/// The default data directory: /var/lib/safehouse as root, else ~/.local/share/safehouse.
+pub fn default_data_dir() -> PathBuf {
+    if safehouse_sys::geteuid() == 0 {
+        return PathBuf::from("/var/lib/safehouse");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d).join("safehouse"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".local/share/safehouse"),
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Must be called while the process is still
+/// single-threaded (the spawners are forked first).
+pub fn run(opts: DaemonOptions) -> Result<(), String> {
+    let mut zygotes = Vec::new();
+    for _ in 0..opts.spawners.max(1) {
+        zygotes.push(Zygote::start(agent_entry).map_err(|e| format!("cannot start the spawner: {e}"))?);
+    }
+    // Many sandboxes mean many descriptors (a pidfd and a connection each).
+    let _ = safehouse_sys::process::raise_nofile_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let store = Arc::new(Store::open(&opts.data_dir).map_err(|e| e.to_string())?);
+        crate::auth::bootstrap_admin(&store, &opts.data_dir).map_err(|e| e.to_string())?;
+        let manager = Manager::new(ManagerConfig::new(opts.data_dir.clone()), store.clone(), zygotes);
+        let (attached, lost) = manager.recover().await.map_err(|e| e.to_string())?;
+        if attached + lost > 0 {
+            eprintln!(
+                "safehouse: re-attached {attached} running sandbox(es); {lost} were lost while the daemon was down"
+            );
+        }
+        let serve = crate::server::ServeOptions {
+            listen: opts.listen,
+            data_dir: opts.data_dir.clone(),
+            allowed_hosts: opts.allowed_hosts.clone(),
+        };
+        crate::server::serve(serve, manager, store).await.map_err(|e| format!("serve: {e}"))
+    })
+}

@@ -1,0 +1,16 @@
+//! The safehouse daemon: HTTP API, sandbox manager, state store.
+
+pub mod api;
+pub mod auth;
+pub mod daemon;
+pub mod files;
+pub mod manager;
+pub mod openapi;
+pub mod server;
+pub mod store;
+
+pub use server::{serve, ServeOptions};
+pub use store::Store;
+
+#[cfg(test)]
+mod testutil;

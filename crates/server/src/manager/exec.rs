@@ -1,0 +1,270 @@
+//! Commands in a running sandbox: run-to-completion with a resource envelope, and
+//! background processes with stdin, signals, a pty and attach.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use safehouse_jail::cgroup::{self, Cgroup, CgroupVersion};
+use safehouse_policy::units::parse_size;
+use safehouse_protocol::{SpawnRequest, StdinMode, WinSize};
+
+use super::agent_link::LinkError;
+use super::{internal, AttachEvent, ExecRequest, ExecResult, Manager, ManagerError, ProcessInfo, StartProcess};
+
+/// Largest argv + env accepted (bytes), like the kernel's own ARG_MAX order (RES-07).
+const MAX_ARGS_BYTES: usize = 1 << 20;
+/// Longest run-to-completion command.
+const MAX_EXEC_S: f64 = 86_400.0;
+
+fn link_error(e: LinkError) -> ManagerError {
+    match e {
+        LinkError::SpawnFailed { errno, message } => ManagerError::Invalid(format!(
+            "cannot start the command: {message} ({})",
+            std::io::Error::from_raw_os_error(errno)
+        )),
+        LinkError::Closed => ManagerError::NotRunning("unreachable (its agent connection closed)".into()),
+        other => ManagerError::Internal(other.to_string()),
+    }
+}
+
+fn check_args(argv: &[String], env: &std::collections::BTreeMap<String, String>) -> Result<(), ManagerError> {
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(ManagerError::Invalid("cmd: give a non-empty command".into()));
+    }
+    let size: usize =
+        argv.iter().map(|a| a.len() + 1).sum::<usize>() + env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+    if size > MAX_ARGS_BYTES {
+        return Err(ManagerError::Invalid(format!("cmd and env total {size} bytes; the limit is {MAX_ARGS_BYTES}")));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(ManagerError::Invalid("cmd: arguments cannot contain NUL bytes".into()));
+    }
+    for k in env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(ManagerError::Invalid(format!("env: {k:?} is not a valid variable name (no '=', no NUL)")));
+        }
+    }
+    if env.values().any(|v| v.contains('\0')) {
+        return Err(ManagerError::Invalid("env: values cannot contain NUL bytes".into()));
+    }
+    Ok(())
+}
+
+/// The files a command's process writes "0" to, to move itself into `cg`.
+fn join_fds(cg: &dyn Cgroup) -> Result<Vec<OwnedFd>, ManagerError> {
+    let file = if cg.version() == CgroupVersion::V2 { "cgroup.procs" } else { "tasks" };
+    cg.dirs()
+        .iter()
+        .map(|d| std::fs::OpenOptions::new().write(true).open(d.join(file)).map(OwnedFd::from).map_err(internal))
+        .collect()
+}
+
+impl Manager {
+    pub async fn exec(&self, tenant: &str, id: &str, req: ExecRequest) -> Result<ExecResult, ManagerError> {
+        let live = self.running(tenant, id)?;
+        let argv = req.cmd.argv();
+        check_args(&argv, &req.env)?;
+        let timeout_s = req.timeout_s.unwrap_or(60.0);
+        if !(timeout_s > 0.0 && timeout_s <= MAX_EXEC_S) {
+            return Err(ManagerError::Invalid(format!("timeout_s must be in (0, {MAX_EXEC_S}]")));
+        }
+        let memory = match &req.limits.memory {
+            None => None,
+            Some(serde_json::Value::Number(n)) => {
+                Some(n.as_u64().ok_or_else(|| ManagerError::Invalid("limits.memory: a whole number of bytes".into()))?)
+            }
+            Some(serde_json::Value::String(s)) => {
+                Some(parse_size(s).map_err(|e| ManagerError::Invalid(format!("limits.memory: {e}")))?)
+            }
+            Some(_) => {
+                return Err(ManagerError::Invalid("limits.memory: a size like \"64MiB\" or a number of bytes".into()))
+            }
+        };
+        if memory.is_some_and(|m| m < (1 << 20)) {
+            return Err(ManagerError::Invalid("limits.memory: at least 1MiB".into()));
+        }
+        // The command's own cgroup, nested in the sandbox's: its cap and its accounting.
+        let n = live.next_cmd.fetch_add(1, Ordering::Relaxed);
+        let live2 = live.clone();
+        let cmd_cg: Option<Box<dyn Cgroup>> = tokio::task::spawn_blocking(move || -> Result<_, ManagerError> {
+            let parent = live2.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+            match parent.as_ref() {
+                Some(p) => {
+                    let limits = cgroup::Limits { memory_bytes: memory, pids: None, cpus: None, only_limited: false };
+                    Ok(Some(p.child(&format!("cmd-{n}"), &limits).map_err(internal)?))
+                }
+                None if memory.is_some() => Err(ManagerError::Refused {
+                    layer: "limits.memory".into(),
+                    reason: "this sandbox has no cgroup (rootless on cgroup v1)".into(),
+                }),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(internal)??;
+        let fds = match &cmd_cg {
+            Some(cg) => join_fds(cg.as_ref())?,
+            None => Vec::new(),
+        };
+        let spawn = SpawnRequest {
+            id: 0,
+            argv,
+            env: req.env.into_iter().collect(),
+            cwd: req.cwd,
+            pty: None,
+            stdin: match req.stdin {
+                Some(s) => StdinMode::Bytes(s.into_bytes()),
+                None => StdinMode::Null,
+            },
+            capture: true,
+            cgroup_fds: 0,
+        };
+        let started = Instant::now();
+        let result = async {
+            let pid = live.link.spawn(spawn, fds).await.map_err(link_error)?;
+            let waited = tokio::time::timeout(Duration::from_secs_f64(timeout_s), live.link.wait_exit(pid)).await;
+            let (exited, timed_out) = match waited {
+                Ok(r) => (r.map_err(link_error)?, false),
+                Err(_) => {
+                    // Time is up: kill the command's whole tree (its cgroup), or its group.
+                    match &cmd_cg {
+                        Some(cg) => {
+                            let _ = cg.kill_all();
+                        }
+                        None => {
+                            let _ = live.link.signal(pid, libc::SIGKILL);
+                        }
+                    }
+                    let e = tokio::time::timeout(Duration::from_secs(5), live.link.wait_exit(pid))
+                        .await
+                        .map_err(|_| ManagerError::Internal("the command did not end after SIGKILL".into()))?
+                        .map_err(link_error)?;
+                    (e, true)
+                }
+            };
+            live.link.forget(pid);
+            Ok::<_, ManagerError>((exited, timed_out))
+        }
+        .await;
+        let wall_ms = started.elapsed().as_millis() as u64;
+        let stats = cmd_cg
+            .as_ref()
+            .map(|cg| (cg.oom_kills().unwrap_or(0), cg.peak_memory().ok().flatten(), cg.cpu_usage_ns().ok()));
+        if let Some(cg) = cmd_cg {
+            // Processes the command left behind go with it.
+            let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+        }
+        let (exited, timed_out) = result?;
+        let (oom_kills, peak, cpu_ns) = stats.unwrap_or((0, None, None));
+        let signal = exited.signal();
+        let lossy = |b: &Option<Vec<u8>>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
+        Ok(ExecResult {
+            exit_code: exited.exit_code(),
+            signal,
+            stdout: lossy(&exited.stdout),
+            stderr: lossy(&exited.stderr),
+            stdout_truncated: exited.stdout_truncated,
+            stderr_truncated: exited.stderr_truncated,
+            timed_out,
+            oom_killed: oom_kills > 0,
+            wall_ms,
+            cpu_ms: cpu_ns.map(|n| n / 1_000_000).unwrap_or((exited.user_us + exited.sys_us) / 1000),
+            peak_memory_bytes: peak.or(Some(exited.maxrss_kib * 1024)),
+        })
+    }
+
+    pub async fn start_process(&self, tenant: &str, id: &str, req: StartProcess) -> Result<u32, ManagerError> {
+        let live = self.running(tenant, id)?;
+        let argv = req.cmd.argv();
+        check_args(&argv, &req.env)?;
+        let spawn = SpawnRequest {
+            id: 0,
+            argv,
+            env: req.env.into_iter().collect(),
+            cwd: req.cwd,
+            pty: req.pty.map(|p| WinSize { rows: p.rows.max(1), cols: p.cols.max(1) }),
+            stdin: StdinMode::Pipe,
+            capture: false,
+            cgroup_fds: 0,
+        };
+        live.link.spawn(spawn, Vec::new()).await.map_err(link_error)
+    }
+
+    pub async fn processes(&self, tenant: &str, id: &str) -> Result<Vec<ProcessInfo>, ManagerError> {
+        let live = self.running(tenant, id)?;
+        // The agent lists what still runs; the daemon remembers what ended since.
+        let running = live.link.list().await.map_err(link_error)?;
+        let mut out: Vec<ProcessInfo> = running
+            .into_iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                cmd: p.argv,
+                pty: p.pty,
+                running: p.running,
+                exit_code: None,
+                signal: None,
+            })
+            .collect();
+        for (pid, argv, pty, exit) in live.link.processes() {
+            match out.iter_mut().find(|p| p.pid == pid) {
+                Some(p) => {
+                    if let Some(e) = &exit {
+                        p.running = false;
+                        p.exit_code = e.exit_code();
+                        p.signal = e.signal();
+                    }
+                }
+                None => out.push(ProcessInfo {
+                    pid,
+                    cmd: argv,
+                    pty,
+                    running: exit.is_none(),
+                    exit_code: exit.as_ref().and_then(|e| e.exit_code()),
+                    signal: exit.as_ref().and_then(|e| e.signal()),
+                }),
+            }
+        }
+        out.sort_by_key(|p| p.pid);
+        Ok(out)
+    }
+
+    fn process_of(&self, tenant: &str, id: &str, pid: u32) -> Result<std::sync::Arc<super::Live>, ManagerError> {
+        let live = self.running(tenant, id)?;
+        if !live.link.known(pid) {
+            return Err(ManagerError::NoProcess);
+        }
+        Ok(live)
+    }
+
+    pub async fn signal(&self, tenant: &str, id: &str, pid: u32, signal: i32) -> Result<(), ManagerError> {
+        if !(1..=64).contains(&signal) {
+            return Err(ManagerError::Invalid(format!("signal {signal} is not a signal number (1-64)")));
+        }
+        self.process_of(tenant, id, pid)?.link.signal(pid, signal).map_err(link_error)
+    }
+
+    pub async fn stdin(&self, tenant: &str, id: &str, pid: u32, data: Vec<u8>, eof: bool) -> Result<(), ManagerError> {
+        let live = self.process_of(tenant, id, pid)?;
+        for chunk in data.chunks(1 << 20) {
+            live.link.stdin(pid, chunk.to_vec()).map_err(link_error)?;
+        }
+        if eof {
+            live.link.close_stdin(pid).map_err(link_error)?;
+        }
+        Ok(())
+    }
+
+    pub async fn resize(&self, tenant: &str, id: &str, pid: u32, rows: u16, cols: u16) -> Result<(), ManagerError> {
+        self.process_of(tenant, id, pid)?.link.resize(pid, rows.max(1), cols.max(1)).map_err(link_error)
+    }
+
+    pub async fn attach(
+        &self,
+        tenant: &str,
+        id: &str,
+        pid: u32,
+    ) -> Result<tokio::sync::mpsc::Receiver<AttachEvent>, ManagerError> {
+        self.process_of(tenant, id, pid)?.link.subscribe(pid).ok_or(ManagerError::NoProcess)
+    }
+}

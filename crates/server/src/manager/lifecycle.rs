@@ -1,0 +1,464 @@
+//! Creating, listing, expiring, killing and re-attaching sandboxes.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use safehouse_jail::cgroup::{self, CgroupVersion};
+use safehouse_jail::run::ROOT_MODE_HOST_ID;
+use safehouse_jail::spawn::CgroupHandle;
+use safehouse_jail::JailError;
+use safehouse_policy::model::parse_json;
+use safehouse_policy::plan::{self, RunRequest};
+use safehouse_policy::presets;
+
+use super::agent_link::AgentLink;
+use super::{
+    ids, internal, CreateRequest, ListFilter, Live, Manager, ManagerError, SandboxInfo, SandboxRoot, SandboxState,
+};
+use crate::store::{now_rfc3339, rfc3339, SandboxRecord};
+
+fn jail_error(e: JailError) -> ManagerError {
+    match e {
+        JailError::LayerUnavailable { layer, reason } => ManagerError::Refused { layer, reason },
+        JailError::Policy(p) => ManagerError::Invalid(p.to_string()),
+        other => ManagerError::Internal(other.to_string()),
+    }
+}
+
+fn expires(timeout_s: u64) -> String {
+    rfc3339(time::OffsetDateTime::now_utc() + time::Duration::seconds(timeout_s as i64))
+}
+
+fn seconds_until(rfc: &str) -> u64 {
+    time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t - time::OffsetDateTime::now_utc()).whole_seconds().max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// `/proc/PID/stat` field 22: the start time, to tell a recycled pid from the agent.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Manager {
+    pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<SandboxInfo, ManagerError> {
+        let inner = &self.inner;
+        let running = inner.live.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if running >= inner.cfg.max_sandboxes {
+            return Err(ManagerError::Capacity(format!("{running} sandboxes are running; kill some first")));
+        }
+        if req.metadata.len() > 64 || req.metadata.iter().any(|(k, v)| k.len() > 256 || v.len() > 4096) {
+            return Err(ManagerError::Invalid(
+                "metadata: at most 64 keys, keys ≤ 256 bytes, values ≤ 4096 bytes".into(),
+            ));
+        }
+        let (policy, preset) = match (&req.policy, &req.preset) {
+            (Some(_), Some(_)) => return Err(ManagerError::Invalid("give either policy or preset, not both".into())),
+            (Some(v), None) => {
+                (parse_json(&v.to_string(), "policy").map_err(|e| ManagerError::Invalid(e.to_string()))?, None)
+            }
+            (None, Some(p)) => (presets::load(p).map_err(|e| ManagerError::Invalid(e.to_string()))?, Some(p.clone())),
+            (None, None) => (presets::load("default").map_err(internal)?, Some("default".to_string())),
+        };
+        let timeout_s = req
+            .timeout_s
+            .or(policy.limits.timeout.map(|t| t.0.as_secs().max(1)))
+            .unwrap_or(inner.cfg.default_timeout_s);
+        if timeout_s == 0 || timeout_s > inner.cfg.max_timeout_s {
+            return Err(ManagerError::Invalid(format!("timeout_s must be between 1 and {}", inner.cfg.max_timeout_s)));
+        }
+        let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let run_req = RunRequest { policy: policy.clone(), workdir: None, mounts: Vec::new(), env, term: None };
+        let id = ids::sandbox_id();
+        let socket_dir = inner.cfg.data_dir.join("sandboxes").join(&id);
+
+        // Host work (plan, cgroup, socket, spawn) is blocking: off the async threads.
+        let mgr = self.clone();
+        let (id2, dir2) = (id.clone(), socket_dir.clone());
+        let spawned = tokio::task::spawn_blocking(move || mgr.spawn_blocking(&id2, &dir2, &run_req))
+            .await
+            .map_err(internal)??;
+        let (pid, pidfd, cg, plan_json) = spawned;
+        let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id).await {
+            Ok(link) => link,
+            Err(e) => {
+                let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                if let Some(cg) = cg {
+                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                }
+                let _ = std::fs::remove_dir_all(&socket_dir);
+                return Err(ManagerError::Internal(format!("cannot reach the sandbox's agent: {e}")));
+            }
+        };
+        let record = SandboxRecord {
+            id: id.clone(),
+            tenant: tenant.to_string(),
+            state: SandboxState::Running,
+            created_at: now_rfc3339(),
+            expires_at: expires(timeout_s),
+            metadata: req.metadata.clone(),
+            preset,
+            policy: Some(plan_json),
+            agent_pid: Some(pid),
+            agent_start_time: start_time(pid),
+            cgroup: cg.as_ref().map(|c| c.name().to_string()),
+            socket_path: Some(socket_dir.join("agent.sock").display().to_string()),
+            error: None,
+        };
+        let (uid, gid) = self.sandbox_ids();
+        let live = Arc::new(Live {
+            id: id.clone(),
+            tenant: tenant.to_string(),
+            pid,
+            pidfd: Arc::new(pidfd),
+            cgroup: std::sync::Mutex::new(cg),
+            link,
+            socket_dir,
+            uid,
+            gid,
+            deadline_gen: Default::default(),
+            next_cmd: Default::default(),
+        });
+        let store = inner.store.clone();
+        let rec2 = record.clone();
+        tokio::task::spawn_blocking(move || store.insert_sandbox(&rec2)).await.map_err(internal)?.map_err(internal)?;
+        inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), live.clone());
+        self.arm_deadline(&live, timeout_s);
+        self.watch_agent(&live);
+        Ok(record.info())
+    }
+
+    /// The sandbox user's host identity (files uploaded belong to it).
+    pub(crate) fn sandbox_ids(&self) -> (u32, u32) {
+        if self.inner.root_mode {
+            (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID)
+        } else {
+            (safehouse_sys::geteuid(), safehouse_sys::getegid())
+        }
+    }
+
+    /// Plan, cgroup, agent socket and spawn: everything that blocks.
+    #[allow(clippy::type_complexity)]
+    fn spawn_blocking(
+        &self,
+        id: &str,
+        socket_dir: &std::path::Path,
+        run_req: &RunRequest,
+    ) -> Result<(i32, OwnedFd, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value), ManagerError> {
+        let inner = &self.inner;
+        let view = safehouse_jail::host::host_view(run_req);
+        let plan = plan::compile(run_req, &view).map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        let plan_json = serde_json::to_value(&run_req.policy).map_err(internal)?;
+        // The cgroup: every limit enforced, or refused when asked for and impossible.
+        let l = &plan.limits;
+        let limits = cgroup::Limits {
+            memory_bytes: Some(l.memory.value),
+            pids: Some(l.pids.value),
+            cpus: l.cpus.map(|c| c.value),
+            only_limited: false,
+        };
+        let cg = if inner.cgroups.writable {
+            Some(cgroup::create(&inner.cgroups, id, &limits).map_err(|e| ManagerError::Internal(e.to_string()))?)
+        } else {
+            if l.memory.required || l.pids.required || l.cpus.is_some() {
+                return Err(ManagerError::Refused {
+                    layer: "resource limits".into(),
+                    reason: format!(
+                        "no writable cgroup hierarchy: {}",
+                        inner.cgroups.reason.clone().unwrap_or_default()
+                    ),
+                });
+            }
+            None
+        };
+        let cleanup = |cg: Option<Box<dyn cgroup::Cgroup>>| {
+            if let Some(cg) = cg {
+                let _ = cg.destroy();
+            }
+            let _ = std::fs::remove_dir_all(socket_dir);
+        };
+        let handle = match &cg {
+            None => CgroupHandle::None,
+            Some(c) if c.version() == CgroupVersion::V2 => match c.open_unified_dir() {
+                Ok(Some(fd)) => CgroupHandle::V2Dir(fd),
+                _ => {
+                    cleanup(cg);
+                    return Err(ManagerError::Internal("cannot open the sandbox's cgroup".into()));
+                }
+            },
+            Some(c) => {
+                let mut fds = Vec::new();
+                for dir in c.dirs() {
+                    match std::fs::OpenOptions::new().write(true).open(dir.join("tasks")) {
+                        Ok(f) => fds.push(OwnedFd::from(f)),
+                        Err(e) => {
+                            cleanup(cg);
+                            return Err(internal(e));
+                        }
+                    }
+                }
+                CgroupHandle::V1Tasks(fds)
+            }
+        };
+        // The agent's socket: in a root-only directory; the fd goes into the sandbox.
+        let listener = (|| -> std::io::Result<OwnedFd> {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(socket_dir)?;
+            let l = std::os::unix::net::UnixListener::bind(socket_dir.join("agent.sock"))?;
+            Ok(OwnedFd::from(l))
+        })();
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                cleanup(cg);
+                return Err(ManagerError::Internal(format!("agent socket: {e}")));
+            }
+        };
+        if inner.zygotes.is_empty() {
+            cleanup(cg);
+            return Err(ManagerError::Capacity("this daemon has no spawner".into()));
+        }
+        let which = inner.next_zygote.fetch_add(1, Ordering::Relaxed) % inner.zygotes.len();
+        let spawned = {
+            let zygote = inner.zygotes[which].lock().unwrap_or_else(|e| e.into_inner());
+            zygote.spawn(&plan, listener, handle)
+        };
+        match spawned {
+            Ok(s) => Ok((s.pid, s.pidfd, cg, plan_json)),
+            Err(e) => {
+                cleanup(cg);
+                Err(jail_error(e))
+            }
+        }
+    }
+
+    pub async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<SandboxInfo>, ManagerError> {
+        let store = self.inner.store.clone();
+        let (tenant, filter) = (tenant.to_string(), filter.clone());
+        let recs = tokio::task::spawn_blocking(move || store.list_sandboxes(&tenant, &filter))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(recs.iter().map(|r| r.info()).collect())
+    }
+
+    pub async fn info(&self, tenant: &str, id: &str) -> Result<SandboxInfo, ManagerError> {
+        if !ids::is_sandbox_id(id) {
+            return Err(ManagerError::NotFound);
+        }
+        let store = self.inner.store.clone();
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        match tokio::task::spawn_blocking(move || store.get_sandbox(&tenant, &id)).await.map_err(internal)? {
+            Ok(Some(rec)) => Ok(rec.info()),
+            Ok(None) => Err(ManagerError::NotFound),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Idempotent: killing a killed sandbox succeeds.
+    pub async fn kill(&self, tenant: &str, id: &str) -> Result<(), ManagerError> {
+        match self.live(tenant, id) {
+            Ok(live) => self.destroy(&live, SandboxState::Killed, None).await,
+            Err(_) => self.info(tenant, id).await.map(|_| ()),
+        }
+    }
+
+    /// Tears a sandbox down: freeze and kill everything in its cgroup (or its PID 1, which
+    /// takes its pid namespace along), remove the cgroup and the socket, record the state.
+    pub(crate) async fn destroy(
+        &self,
+        live: &Arc<Live>,
+        state: SandboxState,
+        error: Option<String>,
+    ) -> Result<(), ManagerError> {
+        let removed = self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&live.id).is_some();
+        if !removed {
+            return Ok(()); // someone else is destroying it
+        }
+        live.deadline_gen.fetch_add(1, Ordering::Relaxed);
+        live.link.close();
+        let live2 = live.clone();
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let cg = live2.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match cg {
+                Some(cg) => {
+                    let _ = cg.kill_all();
+                    let _ = safehouse_sys::process::pidfd_send_signal(&live2.pidfd, libc::SIGKILL);
+                    let _ = cg.destroy();
+                }
+                None => {
+                    let _ = safehouse_sys::process::pidfd_send_signal(&live2.pidfd, libc::SIGKILL);
+                }
+            }
+            // Wait (bounded) for PID 1 to be gone, so nothing of the sandbox runs on return.
+            for _ in 0..200 {
+                if safehouse_sys::process::poll_readable(&[live2.pidfd.as_raw_fd()], 10).map(|r| r[0]).unwrap_or(true) {
+                    break;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&live2.socket_dir);
+            store.set_sandbox_state(&live2.id, state, error.as_deref())
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(())
+    }
+
+    pub async fn set_timeout(&self, tenant: &str, id: &str, timeout_s: u64) -> Result<SandboxInfo, ManagerError> {
+        if timeout_s == 0 || timeout_s > self.inner.cfg.max_timeout_s {
+            return Err(ManagerError::Invalid(format!(
+                "timeout_s must be between 1 and {}",
+                self.inner.cfg.max_timeout_s
+            )));
+        }
+        let live = self.running(tenant, id)?;
+        let at = expires(timeout_s);
+        let store = self.inner.store.clone();
+        let (id2, at2) = (id.to_string(), at.clone());
+        tokio::task::spawn_blocking(move || store.set_sandbox_expiry(&id2, &at2))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        self.arm_deadline(&live, timeout_s);
+        self.info(tenant, id).await
+    }
+
+    fn arm_deadline(&self, live: &Arc<Live>, timeout_s: u64) {
+        let generation = live.deadline_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        let (mgr, live) = (self.clone(), live.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(timeout_s)).await;
+            if live.deadline_gen.load(Ordering::Relaxed) == generation {
+                let _ = mgr.destroy(&live, SandboxState::Expired, None).await;
+            }
+        });
+    }
+
+    /// Notices the agent's death (killed from inside, crashed, OOM): the sandbox is marked
+    /// failed and cleaned up.
+    fn watch_agent(&self, live: &Arc<Live>) {
+        let (mgr, live) = (self.clone(), live.clone());
+        tokio::spawn(async move {
+            let fd = match live.pidfd.try_clone() {
+                Ok(fd) => fd,
+                Err(_) => return,
+            };
+            // The AsyncFd owns the pidfd (an OwnedFd), so nothing can close it underneath.
+            #[allow(deprecated)]
+            let Ok(async_fd) = tokio::io::unix::AsyncFd::new(fd) else {
+                return;
+            };
+            if async_fd.readable().await.is_ok() {
+                let still_live = mgr.inner.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&live.id);
+                if still_live {
+                    let _ = mgr.destroy(&live, SandboxState::Failed, Some("the sandbox's agent exited".into())).await;
+                }
+            }
+        });
+    }
+
+    /// The sandbox's root for file operations: `/proc/<agent>/root`, opened while the
+    /// agent is verified alive (its pidfd), so a recycled pid can never be followed.
+    pub async fn root(&self, tenant: &str, id: &str) -> Result<SandboxRoot, ManagerError> {
+        let live = self.running(tenant, id)?;
+        let path = format!("/proc/{}/root", live.pid);
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| ManagerError::NotRunning(format!("unreachable ({e})")))?;
+        if safehouse_sys::process::pidfd_send_signal(&live.pidfd, 0).is_err() {
+            return Err(ManagerError::NotRunning("gone".into()));
+        }
+        Ok(SandboxRoot { dir: Arc::new(OwnedFd::from(dir)), uid: live.uid, gid: live.gid })
+    }
+
+    /// After a daemon restart: re-attach every sandbox the store says is running whose
+    /// agent is still the same process; clean up the others.
+    pub async fn recover(&self) -> Result<(usize, usize), ManagerError> {
+        let store = self.inner.store.clone();
+        let recs =
+            tokio::task::spawn_blocking(move || store.list_running()).await.map_err(internal)?.map_err(internal)?;
+        let (mut attached, mut failed) = (0, 0);
+        for rec in recs {
+            match self.reattach(&rec).await {
+                Ok(()) => attached += 1,
+                Err(reason) => {
+                    failed += 1;
+                    self.cleanup_dead(&rec, &reason).await;
+                }
+            }
+        }
+        Ok((attached, failed))
+    }
+
+    async fn reattach(&self, rec: &SandboxRecord) -> Result<(), String> {
+        let pid = rec.agent_pid.ok_or("no agent pid recorded")?;
+        let pidfd = safehouse_sys::process::pidfd_open(pid).map_err(|e| format!("agent gone ({e})"))?;
+        if rec.agent_start_time.is_some() && start_time(pid) != rec.agent_start_time {
+            return Err("agent pid was recycled".into());
+        }
+        let socket = rec.socket_path.clone().ok_or("no socket recorded")?;
+        let link = AgentLink::connect(std::path::Path::new(&socket), &rec.id)
+            .await
+            .map_err(|e| format!("agent unreachable ({e})"))?;
+        let cg = match &rec.cgroup {
+            Some(name) => Some(cgroup::open(&self.inner.cgroups, name).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let (uid, gid) = self.sandbox_ids();
+        let live = Arc::new(Live {
+            id: rec.id.clone(),
+            tenant: rec.tenant.clone(),
+            pid,
+            pidfd: Arc::new(pidfd),
+            cgroup: std::sync::Mutex::new(cg),
+            link,
+            socket_dir: std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+            uid,
+            gid,
+            deadline_gen: Default::default(),
+            next_cmd: Default::default(),
+        });
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
+        let left = seconds_until(&rec.expires_at);
+        if left == 0 {
+            let _ = self.destroy(&live, SandboxState::Expired, None).await;
+        } else {
+            self.arm_deadline(&live, left);
+            self.watch_agent(&live);
+        }
+        Ok(())
+    }
+
+    async fn cleanup_dead(&self, rec: &SandboxRecord, reason: &str) {
+        let (cgroups, store, rec, reason) =
+            (self.inner.cgroups.clone(), self.inner.store.clone(), rec.clone(), reason.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(name) = &rec.cgroup {
+                if let Ok(cg) = cgroup::open(&cgroups, name) {
+                    let _ = cg.kill_all();
+                    let _ = cg.destroy();
+                }
+            }
+            if let Some(sock) = &rec.socket_path {
+                if let Some(dir) = std::path::Path::new(sock).parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+            store.set_sandbox_state(
+                &rec.id,
+                SandboxState::Failed,
+                Some(&format!("lost while the daemon was down: {reason}")),
+            )
+        })
+        .await;
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;

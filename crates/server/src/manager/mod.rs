@@ -1,0 +1,119 @@
+//! The sandbox manager: the one place that creates, tracks, drives and destroys
+//! sandboxes. The HTTP layer (`api`) calls only these methods.
+//!
+//! Every method takes the caller's tenant: a sandbox of another tenant is `NotFound`,
+//! exactly like one that never existed.
+//!
+//! A live sandbox is: its agent (PID 1, a child of the spawner), a pidfd on it, a cgroup
+//! `safehouse/<id>` the daemon made, a listening socket `DATA_DIR/sandboxes/<id>/agent.sock`
+//! (reachable by root only, never by sandboxed code) and a connection to it. The store
+//! records all of it, so a restarted daemon re-attaches (`recover`).
+
+mod agent_link;
+mod exec;
+pub mod ids;
+mod lifecycle;
+pub mod types;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use types::*;
+
+use safehouse_jail::cgroup::{self, Cgroup, CgroupSupport};
+use safehouse_jail::zygote::Zygote;
+
+use crate::store::Store;
+use agent_link::AgentLink;
+
+/// Tunables of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub data_dir: PathBuf,
+    /// Lifetime when a create request gives none.
+    pub default_timeout_s: u64,
+    pub max_timeout_s: u64,
+    /// Refuse creating more running sandboxes than this.
+    pub max_sandboxes: usize,
+}
+
+impl ManagerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ManagerConfig { data_dir, default_timeout_s: 300, max_timeout_s: 86_400, max_sandboxes: 4096 }
+    }
+}
+
+/// One running sandbox, as the daemon holds it in memory.
+pub(crate) struct Live {
+    pub id: String,
+    pub tenant: String,
+    pub pid: i32,
+    pub pidfd: Arc<std::os::fd::OwnedFd>,
+    pub cgroup: Mutex<Option<Box<dyn Cgroup>>>,
+    pub link: AgentLink,
+    pub socket_dir: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// Bumped on every new deadline, so an older deadline task knows it is stale.
+    pub deadline_gen: std::sync::atomic::AtomicU64,
+    pub next_cmd: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: ManagerConfig,
+    pub store: Arc<Store>,
+    pub cgroups: CgroupSupport,
+    pub root_mode: bool,
+    /// Spawners; each serves one request at a time.
+    pub zygotes: Vec<Mutex<Zygote>>,
+    pub next_zygote: std::sync::atomic::AtomicUsize,
+    pub live: Mutex<HashMap<String, Arc<Live>>>,
+}
+
+impl Manager {
+    /// `zygotes` were started (with `Zygote::start`) before the daemon's first thread.
+    pub fn new(cfg: ManagerConfig, store: Arc<Store>, zygotes: Vec<Zygote>) -> Manager {
+        let cgroups = cgroup::detect();
+        Manager {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                cgroups,
+                root_mode: safehouse_sys::geteuid() == 0,
+                zygotes: zygotes.into_iter().map(Mutex::new).collect(),
+                next_zygote: Default::default(),
+                live: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub(crate) fn live(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
+        let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        match live.get(id) {
+            Some(l) if l.tenant == tenant => Ok(l.clone()),
+            _ => Err(ManagerError::NotFound),
+        }
+    }
+
+    /// A sandbox that exists for this tenant but is not running: its state, as an error.
+    pub(crate) fn not_running(&self, tenant: &str, id: &str) -> ManagerError {
+        match self.inner.store.get_sandbox(tenant, id) {
+            Ok(Some(rec)) => ManagerError::NotRunning(crate::store::state_str(rec.state).into()),
+            _ => ManagerError::NotFound,
+        }
+    }
+
+    pub(crate) fn running(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
+        self.live(tenant, id).map_err(|_| self.not_running(tenant, id))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ManagerError {
+    ManagerError::Internal(e.to_string())
+}

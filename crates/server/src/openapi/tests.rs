@@ -1,0 +1,83 @@
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::DOCUMENT;
+use crate::api::ROUTES;
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+
+fn doc() -> Value {
+    serde_json::from_str(DOCUMENT).expect("docs/openapi.json is JSON")
+}
+
+#[test]
+fn is_openapi_3_1() {
+    let d = doc();
+    assert_eq!(d["openapi"], "3.1.0");
+    assert!(d["paths"].is_object());
+}
+
+#[test]
+fn every_route_is_documented_and_nothing_else() {
+    let d = doc();
+    let mut documented = BTreeSet::new();
+    for (path, item) in d["paths"].as_object().unwrap() {
+        for (key, _) in item.as_object().unwrap() {
+            if METHODS.contains(&key.as_str()) {
+                documented.insert((key.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let routed: BTreeSet<_> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&routed).collect();
+    assert!(missing.is_empty(), "routes missing from docs/openapi.json: {missing:?}");
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+}
+
+#[test]
+fn every_operation_documents_errors_and_auth() {
+    let d = doc();
+    for (path, item) in d["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let responses = op["responses"].as_object().unwrap();
+            let public = crate::api::guard::is_public(&method.to_uppercase().parse().unwrap(), path);
+            assert_eq!(op.get("security") == Some(&serde_json::json!([])), public, "{method} {path}: security");
+            assert!(responses.contains_key("403"), "{method} {path}: 403");
+            if !public {
+                for code in ["400", "401", "404"] {
+                    assert!(responses.contains_key(code), "{method} {path}: {code}");
+                }
+            }
+            for p in path.split('/').filter(|s| s.starts_with('{')) {
+                let name = p.trim_matches(|c| c == '{' || c == '}');
+                let params: Vec<_> =
+                    item["parameters"].as_array().into_iter().chain(op["parameters"].as_array()).flatten().collect();
+                assert!(params.iter().any(|x| x["name"] == name && x["in"] == "path"), "{method} {path}: {name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_ref_resolves() {
+    fn walk(v: &Value, root: &Value) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    let ptr = r.strip_prefix('#').expect("local ref");
+                    assert!(root.pointer(ptr).is_some(), "dangling {r}");
+                }
+                m.values().for_each(|x| walk(x, root));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, root)),
+            _ => {}
+        }
+    }
+    let d = doc();
+    walk(&d, &d);
+}

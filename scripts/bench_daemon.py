@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Daemon benchmarks (issue targets in parentheses), against a real `safehouse serve`:
+
+- time to interactive: create a sandbox + first `echo` through the HTTP API, p50/p99 over
+  N sandboxes (p50 <= 10 ms, p99 <= 30 ms), against a plain `sh -c echo` fork+exec;
+- exec round trip on a live sandbox, p50 (<= 2 ms), against the same request to /healthz
+  (the HTTP floor);
+- creation throughput with parallel clients (>= 200 sandboxes/s);
+- density: K idle sandboxes at once, memory per sandbox from cgroup usage + the daemon's
+  and spawners' RSS growth (<= 2 MiB);
+- streaming: stdout of a process, file upload and download (>= 500 MB/s each).
+
+Usage: scripts/bench_daemon.py BIN [--tti N] [--density K]
+"""
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import socket
+
+BIN = sys.argv[1]
+ARGS = sys.argv[2:]
+TTI_N = int(ARGS[ARGS.index("--tti") + 1]) if "--tti" in ARGS else 200
+DENSITY = int(ARGS[ARGS.index("--density") + 1]) if "--density" in ARGS else 1000
+KEY = "sh_bench" + "x" * 27
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Client:
+    def __init__(self, port):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def call(self, method, path, body=None, raw=False):
+        headers = {"Authorization": f"Bearer {KEY}", "Host": f"127.0.0.1:{self.port}"}
+        data = None
+        if body is not None:
+            if isinstance(body, (bytes, bytearray)):
+                data = body
+                headers["Content-Type"] = "application/octet-stream"
+            else:
+                data = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+        self.conn.request(method, path, body=data, headers=headers)
+        r = self.conn.getresponse()
+        payload = r.read()
+        if r.status >= 400:
+            raise RuntimeError(f"{method} {path}: {r.status} {payload[:300]!r}")
+        if raw:
+            return payload
+        return json.loads(payload) if payload else None
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def main():
+    data = tempfile.mkdtemp(prefix="safehouse-bench-")
+    port = free_port()
+    env = dict(os.environ, SAFEHOUSE_ADMIN_KEY=KEY)
+    daemon = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
+                              env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        cl = Client(port)
+        print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; daemon pid {daemon.pid}")
+
+        # Time to interactive.
+        tti, ids = [], []
+        for _ in range(TTI_N):
+            t0 = time.perf_counter()
+            sb = cl.call("POST", "/v1/sandboxes", {"timeout_s": 600})
+            r = cl.call("POST", f"/v1/sandboxes/{sb['id']}/exec", {"cmd": ["echo", "hi"]})
+            tti.append((time.perf_counter() - t0) * 1000)
+            assert r["stdout"] == "hi\n", r
+            ids.append(sb["id"])
+        base = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            subprocess.run(["sh", "-c", "echo hi"], stdout=subprocess.DEVNULL)
+            base.append((time.perf_counter() - t0) * 1000)
+        print(f"time to interactive (create + first echo), {TTI_N} sandboxes: p50 {pct(tti, .5):.1f} ms, "
+              f"p99 {pct(tti, .99):.1f} ms (targets 10 / 30); plain sh -c echo p50 {pct(base, .5):.2f} ms")
+
+        # Exec round trip.
+        sid = ids[0]
+        rt, floor = [], []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            cl.call("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": ["true"]})
+            rt.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            cl.call("GET", "/healthz")
+            floor.append((time.perf_counter() - t0) * 1000)
+        print(f"exec round trip (true): p50 {pct(rt, .5):.2f} ms, p99 {pct(rt, .99):.2f} ms (target p50 2); "
+              f"HTTP floor (/healthz) p50 {pct(floor, .5):.2f} ms")
+        for i in ids:
+            cl.call("DELETE", f"/v1/sandboxes/{i}")
+
+        # Creation throughput: parallel clients.
+        made, lock = [], threading.Lock()
+        def worker(n):
+            c = Client(port)
+            for _ in range(n):
+                sb = c.call("POST", "/v1/sandboxes", {"timeout_s": 600})
+                with lock:
+                    made.append(sb["id"])
+        threads = [threading.Thread(target=worker, args=(50,)) for _ in range(8)]
+        t0 = time.perf_counter()
+        for t in threads: t.start()
+        for t in threads: t.join()
+        dt = time.perf_counter() - t0
+        print(f"creation throughput: {len(made)} sandboxes in {dt:.2f} s = {len(made) / dt:.0f}/s (8 clients; target 200/s)")
+        for i in made:
+            cl.call("DELETE", f"/v1/sandboxes/{i}")
+
+        # Streaming: stdout of a process, upload, download.
+        sb = cl.call("POST", "/v1/sandboxes", {"timeout_s": 600, "policy": {"version": 1, "limits": {"disk": "2GiB", "memory": "3GiB"}}})
+        sid = sb["id"]
+        size = 512 << 20
+        t0 = time.perf_counter()
+        r = cl.call("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": ["sh", "-c", f"head -c {16 << 20} /dev/zero"], "timeout_s": 60})
+        dt = time.perf_counter() - t0
+        print(f"exec stdout (16 MiB captured): {16 / dt:.0f} MiB/s")
+        blob = os.urandom(1 << 20) * (size >> 20)
+        t0 = time.perf_counter()
+        cl.call("PUT", f"/v1/sandboxes/{sid}/files?path=/tmp/blob", blob)
+        up = size / (time.perf_counter() - t0) / 1e6
+        t0 = time.perf_counter()
+        got = cl.call("GET", f"/v1/sandboxes/{sid}/files?path=/tmp/blob", raw=True)
+        down = size / (time.perf_counter() - t0) / 1e6
+        assert len(got) == size
+        print(f"file upload {up:.0f} MB/s, download {down:.0f} MB/s ({size >> 20} MiB; target 500 MB/s each)")
+        cl.call("DELETE", f"/v1/sandboxes/{sid}")
+
+        # Density.
+        def rss_kib(pid):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+            except (OSError, StopIteration):
+                return 0
+        before_daemon = rss_kib(daemon.pid)
+        t0 = time.perf_counter()
+        dense = []
+        for _ in range(DENSITY):
+            dense.append(cl.call("POST", "/v1/sandboxes", {"timeout_s": 1800})["id"])
+        dt = time.perf_counter() - t0
+        time.sleep(1)
+        usage = 0
+        for i in dense:
+            try:
+                with open(f"/sys/fs/cgroup/memory/safehouse/{i}/memory.usage_in_bytes") as f:
+                    usage += int(f.read())
+            except OSError:
+                pass
+        daemon_growth = (rss_kib(daemon.pid) - before_daemon) * 1024
+        r = cl.call("POST", f"/v1/sandboxes/{dense[-1]}/exec", {"cmd": ["echo", "alive"]})
+        assert r["stdout"] == "alive\n"
+        per = (usage + max(daemon_growth, 0)) / len(dense)
+        print(f"density: {len(dense)} idle sandboxes created in {dt:.1f} s; memory per sandbox "
+              f"{per / 1048576:.2f} MiB (cgroup usage {usage / len(dense) / 1048576:.2f} MiB + daemon RSS growth "
+              f"{daemon_growth / len(dense) / 1024:.0f} KiB; target 2 MiB); the last one still answers")
+        for i in dense:
+            cl.call("DELETE", f"/v1/sandboxes/{i}")
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        subprocess.run(["rm", "-rf", data])
+
+
+if __name__ == "__main__":
+    main()
