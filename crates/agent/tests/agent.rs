@@ -72,7 +72,7 @@ fn environment_and_working_directory() {
     // Without a cwd, the default applies.
     req.cwd = None;
     let pid = d.spawn(req).unwrap();
-    assert_eq!(d.collect(pid).exited.unwrap().stdout.unwrap().len() > 0, true);
+    assert!(!d.collect(pid).exited.unwrap().stdout.unwrap().is_empty());
 }
 
 #[test]
