@@ -44,6 +44,9 @@ pub struct AgentConfig {
 /// there; other inherited descriptors are left alone, and no child ever inherits any of
 /// them. Returns only by exiting the process, on an unrecoverable poll error (status 70).
 pub fn run(listener: OwnedFd, config: AgentConfig) -> ! {
+    // The agent is a fork of the daemon's spawner: shed the code pages it inherited but
+    // will never run, so its resident set is what the agent itself uses.
+    let _ = safehouse_sys::process::release_inherited_code_pages();
     let code = match supervisor::Agent::new(listener, config) {
         Ok(mut agent) => {
             let _ = agent.serve();
