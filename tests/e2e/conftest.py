@@ -58,3 +58,14 @@ def pytest_runtest_makereport(item, call):
             d = item.funcargs.get(name)
             if isinstance(d, Daemon):
                 rep.sections.append((f"{name} log (tail)", d.log_tail(3000)))
+
+
+@pytest.fixture
+def own_daemon():
+    """A daemon of the test's own (to crash and restart), cleaned up afterwards."""
+    ok, why = binary_serves()
+    if not ok:
+        skip_or_fail(why)
+    d = Daemon()
+    yield d
+    d.cleanup()

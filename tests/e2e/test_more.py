@@ -8,9 +8,7 @@ import signal
 import threading
 import time
 
-import pytest
-
-from .support import Daemon, binary_serves, pid_alive, require_root, skip_or_fail, wait_for
+from .support import pid_alive, require_root, wait_for
 
 
 def test_watch_reports_create_modify_delete_rename(daemon, api, sandbox):
@@ -87,16 +85,6 @@ def test_concurrent_operations_on_one_sandbox(api):
     if os.geteuid() == 0:
         assert not any(os.path.exists(f"/sys/fs/cgroup/{c}/safehouse/{sid}") for c in ("memory", "pids", "freezer"))
     assert api.create(timeout_s=30)["state"] == "running"
-
-
-@pytest.fixture
-def own_daemon():
-    ok, why = binary_serves()
-    if not ok:
-        skip_or_fail(why)
-    d = Daemon()
-    yield d
-    d.cleanup()
 
 
 def test_agent_dead_while_daemon_down_is_cleaned_up(own_daemon):

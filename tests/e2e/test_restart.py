@@ -2,19 +2,7 @@
 daemon on the same data dir lists it running, can exec in it and can kill it."""
 import time
 
-import pytest
-
-from .support import Daemon, binary_serves, pid_alive, skip_or_fail, wait_for
-
-
-@pytest.fixture
-def own_daemon():
-    ok, why = binary_serves()
-    if not ok:
-        skip_or_fail(why)
-    d = Daemon()
-    yield d
-    d.cleanup()
+from .support import pid_alive, wait_for
 
 
 def test_sandboxes_survive_a_daemon_crash(own_daemon):

@@ -136,6 +136,30 @@ fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
     Ok((None, unenforced))
 }
 
+/// The namespaces every sandbox gets at clone (the cgroup namespace comes later, once the
+/// sandbox is in its cgroup).
+pub(crate) const SANDBOX_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS;
+
+/// Maps the sandbox user (1000 inside) to its host identity: the unprivileged
+/// ROOT_MODE_HOST_ID as root, the caller itself rootless (with setgroups denied).
+pub(crate) fn write_id_maps(pid: i32, root: bool) -> Result<(), JailError> {
+    let host_id = if root {
+        (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID)
+    } else {
+        (safehouse_sys::geteuid(), safehouse_sys::getegid())
+    };
+    if !root {
+        write_proc(pid, "setgroups", "deny")?;
+    }
+    write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
+    write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))
+}
+
 pub(crate) fn write_proc(pid: i32, file: &str, contents: &str) -> Result<(), JailError> {
     std::fs::write(format!("/proc/{pid}/{file}"), contents)
         .map_err(|e| JailError::host(format!("write /proc/{pid}/{file}"), e))
@@ -353,12 +377,7 @@ fn run_in(
     process::sigmask(&RELAYED, true).map_err(|e| JailError::host("block signals", e))?;
     let sigfd = process::signalfd(&RELAYED).map_err(|e| JailError::host("signalfd", e))?;
 
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let flags = crate::run::SANDBOX_NAMESPACES;
     let timeout = plan.limits.timeout;
     // cgroup v2: the cgroup exists before the sandbox and clone3 puts the sandbox in it
     // (CLONE_INTO_CGROUP). v1 has no such flag: the cgroup is created while the sandbox
@@ -411,16 +430,7 @@ fn run_in(
     // Release the child in two steps: once its id maps are written (it needs them to build
     // its filesystem), then with its cgroup (it joins before anything untrusted runs).
     let release = (|| {
-        let host_id = if root {
-            (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID)
-        } else {
-            (safehouse_sys::geteuid(), safehouse_sys::getegid())
-        };
-        if !root {
-            write_proc(pid, "setgroups", "deny")?;
-        }
-        write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
-        write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))?;
+        crate::run::write_id_maps(pid, root)?;
         let send = |msg: &[u8], fds: &[std::os::fd::RawFd]| {
             safehouse_sys::unix::send_with_fds(&sync_write, msg, fds)
                 .map_err(|e| JailError::host("release the sandbox", e))

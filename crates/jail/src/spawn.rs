@@ -11,7 +11,7 @@ use safehouse_sys::process::{self, Forked};
 
 use crate::error::JailError;
 use crate::report::Report;
-use crate::run::{prepare_binds, write_proc, ROOT_MODE_HOST_ID};
+use crate::run::prepare_binds;
 use crate::setup::{self, AgentEntry, ChildContext};
 
 /// The sandbox's cgroup, made by the caller.
@@ -55,12 +55,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         CgroupHandle::V1Tasks(t) => (None, t),
         CgroupHandle::V2Dir(d) => (Some(d), Vec::new()),
     };
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let flags = crate::run::SANDBOX_NAMESPACES;
     let forked = process::clone_process(flags, into_cgroup.as_ref().map(|fd| fd.as_fd()))
         .map_err(|e| JailError::host("clone the sandbox", e))?;
     let (pid, pidfd) = match forked {
@@ -89,16 +84,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     drop(into_cgroup);
 
     let release = (|| {
-        let host_id = if root {
-            (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID)
-        } else {
-            (safehouse_sys::geteuid(), safehouse_sys::getegid())
-        };
-        if !root {
-            write_proc(pid, "setgroups", "deny")?;
-        }
-        write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
-        write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))?;
+        crate::run::write_id_maps(pid, root)?;
         let send = |msg: &[u8], fds: &[RawFd]| {
             safehouse_sys::unix::send_with_fds(&sync_write, msg, fds)
                 .map_err(|e| JailError::host("release the sandbox", e))

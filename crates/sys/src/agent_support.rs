@@ -123,38 +123,7 @@ pub fn send_with_fds(sock: impl AsFd, data: &[u8], fds: &[RawFd]) -> io::Result<
     if fds.len() > MAX_RECV_FDS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors for one message"));
     }
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let mut cmsg_buf = [0u64; 16];
-    // SAFETY: msghdr is plain data; every pointer set below stays valid for the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let payload = std::mem::size_of_val(fds) as u32;
-        // SAFETY: CMSG_SPACE only computes a size.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as usize;
-        msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
-        // SAFETY: msg_control points at a buffer of at least msg_controllen bytes, so the
-        // first header and its data fit; CMSG_DATA points inside that buffer.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg) as *mut RawFd, fds.len());
-        }
-    }
-    loop {
-        // SAFETY: `msg` describes valid buffers alive for the call.
-        let n = unsafe { libc::sendmsg(sock.as_fd().as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    crate::unix::sendmsg_with_fds(sock.as_fd().as_raw_fd(), data, fds, libc::MSG_NOSIGNAL)
 }
 
 /// poll(2) over `fds` (events set by the caller, revents filled in); returns how many

@@ -18,8 +18,16 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 const MAX_FDS: usize = 16;
 
-/// Sends one message with `fds` attached.
+/// Sends one message with `fds` attached (blocking; on a SEQPACKET socket the message
+/// goes whole or not at all).
 pub fn send_with_fds(sock: &OwnedFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    sendmsg_with_fds(sock.as_raw_fd(), data, fds, libc::MSG_NOSIGNAL).map(drop)
+}
+
+/// sendmsg(2) with `fds` attached to the first byte, retried on EINTR; returns the bytes
+/// sent (a stream socket may take fewer than given). `flags` add to the call's own
+/// (MSG_NOSIGNAL is the caller's choice, so a closed peer is EPIPE, not SIGPIPE).
+pub fn sendmsg_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd], flags: libc::c_int) -> io::Result<usize> {
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors for one message"));
     }
@@ -45,12 +53,17 @@ pub fn send_with_fds(sock: &OwnedFd, data: &[u8], fds: &[RawFd]) -> io::Result<(
             std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg) as *mut RawFd, fds.len());
         }
     }
-    // SAFETY: `msg` describes valid buffers alive for the call.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    loop {
+        // SAFETY: `msg` describes valid buffers alive for the call.
+        let n = unsafe { libc::sendmsg(sock, &msg, flags) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
-    Ok(())
 }
 
 /// Receives one message into `buf`; returns its length (0 at EOF) and any descriptors.
@@ -97,39 +110,10 @@ pub fn recv_with_fds(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<O
     Ok((n, fds))
 }
 
-/// One sendmsg on a (possibly non-blocking) stream socket, with `fds` attached to the first
-/// byte; returns how many bytes went out (EAGAIN comes back as an error).
+/// One non-blocking sendmsg on a stream socket, with `fds` attached to the first byte;
+/// returns how many bytes went out (EAGAIN comes back as WouldBlock).
 pub fn sendmsg_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
-    if fds.len() > MAX_FDS {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors for one message"));
-    }
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let mut cmsg_buf = [0u64; 16];
-    // SAFETY: msghdr is plain data; every pointer set below stays valid for the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let payload = std::mem::size_of_val(fds) as u32;
-        // SAFETY: CMSG_SPACE only computes a size.
-        let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
-        msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space;
-        // SAFETY: the control buffer holds at least `space` bytes; CMSG_DATA stays inside.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg) as *mut RawFd, fds.len());
-        }
-    }
-    // SAFETY: `msg` describes valid buffers alive for the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    sendmsg_with_fds(sock, data, fds, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
 }
 
 #[cfg(test)]
