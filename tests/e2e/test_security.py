@@ -182,3 +182,32 @@ def test_key_lifecycle(api):
     assert user.get("/v1/sandboxes").status == 401
     assert api.delete(f"/v1/keys/{k['id']}").status in (204, 404)
     assert api.delete("/v1/keys/nonexistent").status == 404
+
+
+def test_only_the_admin_tenant_names_host_paths(api, tenant_key):
+    """A policy's binds and rootfs directory reach the host with the daemon's privileges:
+    another tenant's key must not be able to name them (it would read /root, the daemon's
+    data dir, ...)."""
+    user = api.with_key(tenant_key)
+    for fs in ({"read_only": [{"host": "/root", "path": "/data"}]},
+               {"read_write": [{"host": "/tmp", "path": "/out"}]},
+               {"rootfs": "/"}, {"rootfs": "/usr"}):
+        r = user.post("/v1/sandboxes", {"policy": {"version": 1, "filesystem": fs}, "timeout_s": 30})
+        assert r.status in (400, 422), (fs, r)
+        assert r.status != 201
+    # The same tenant may still use every policy field that stays inside the sandbox.
+    sb = user.create(policy={"version": 1, "limits": {"memory": "256MiB"}, "filesystem": {"hidden": ["/etc/ssh"]}})
+    assert sb["state"] == "running"
+    user.kill(sb["id"])
+
+
+def test_proc_links_are_not_read_from_the_host_side(api, sandbox):
+    """Magic links in the sandbox's /proc, read by the daemon, would name host paths."""
+    sid = sandbox["id"]
+    r = api.get(f"/v1/sandboxes/{sid}/fs/stat", query={"path": "/proc/1/exe"})
+    if r.status == 200:
+        assert "symlink_target" not in r.json(), r.json()
+    entries = api.get(f"/v1/sandboxes/{sid}/fs/list", query={"path": "/proc/self"})
+    if entries.status == 200:
+        for e in entries.json()["entries"]:
+            assert "safehouse" not in e.get("symlink_target", "") and "/work" not in e.get("symlink_target", ""), e

@@ -10,7 +10,11 @@ use safehouse_sys::process::{self, Forked};
 
 fn unified_mount() -> Option<String> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find(|l| l.split_whitespace().nth(2) == Some("cgroup2")).and_then(|l| l.split_whitespace().nth(1)).map(str::to_string)
+    mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
 }
 
 fn main() {

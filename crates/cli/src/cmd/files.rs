@@ -165,9 +165,11 @@ fn ls(client: &Client, id: &str, remote: &str, depth: Option<u32>, json: bool) -
         .iter()
         .map(|e| {
             let mode = e.get("mode").and_then(Value::as_u64).map_or("-".into(), |m| format!("{:04o}", m & 0o7777));
-            let mut path = field(e, "path");
+            // Names come from the sandbox: escape control characters so they cannot drive
+            // the operator's terminal (AG-04).
+            let mut path = printable(&field(e, "path"));
             if let Some(target) = e.get("symlink_target").and_then(Value::as_str) {
-                path = format!("{path} -> {target}");
+                path = format!("{path} -> {}", printable(target));
             }
             vec![field(e, "type"), mode, field(e, "size"), field(e, "mtime"), path]
         })
@@ -176,8 +178,18 @@ fn ls(client: &Client, id: &str, remote: &str, depth: Option<u32>, json: bool) -
     Ok(())
 }
 
+/// `s` with control characters written as escapes (`\n`, `\u{1b}`).
+fn printable(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::printable("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\\nc");
+    }
+
     use super::*;
 
     #[test]

@@ -220,13 +220,24 @@ pub async fn watch(
     q.only(&["path", "recursive"])?;
     let path = path_param(&q)?;
     let recursive = q.flag("recursive")?;
+    // Every watch holds one of root's inotify instances (a host-wide budget) and keeps the
+    // sandbox's filesystem referenced: a fixed number at a time, and none past the sandbox.
+    let slot = WatchSlot::take().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "capacity",
+            "too many file watches are open; close one and retry",
+        )
+    })?;
     let root = root(&st, &tenant, &id).await?;
     let mut watcher = blocking(move || files::watch(&root, &path, recursive)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    let manager = st.manager.clone();
     // The watcher blocks in poll(2) for at most a second at a time, so it notices a gone
-    // client (closed channel) within a second.
+    // client (closed channel) or a gone sandbox within a second.
     tokio::task::spawn_blocking(move || {
-        while !tx.is_closed() {
+        let _slot = slot;
+        while !tx.is_closed() && manager.is_live(&id) {
             let events = match watcher.next_events(Duration::from_secs(1)) {
                 Ok(ev) => ev,
                 Err(_) => return,
@@ -245,6 +256,29 @@ pub async fn watch(
     });
     let stream = tokio_stream_from(rx).map(Ok::<_, Infallible>);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Open file watches, daemon-wide.
+static WATCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_WATCHES: usize = 64;
+
+struct WatchSlot;
+
+impl WatchSlot {
+    fn take() -> Option<WatchSlot> {
+        use std::sync::atomic::Ordering;
+        if WATCHES.fetch_add(1, Ordering::Relaxed) >= MAX_WATCHES {
+            WATCHES.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(WatchSlot)
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        WATCHES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {

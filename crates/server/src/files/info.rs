@@ -65,7 +65,9 @@ impl FileInfo {
     /// `readlinkat` on the same directory.
     pub(super) fn at(dir: BorrowedFd<'_>, name: &CStr, path: String) -> std::io::Result<FileInfo> {
         let st = sys::fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW)?;
-        let target = if st.file_type() == libc::S_IFLNK {
+        // On kernel filesystems (the sandbox's /proc above all) links are magic: read from
+        // the host side they would name host paths (/proc/1/exe → the daemon's binary).
+        let target = if st.file_type() == libc::S_IFLNK && super::resolve::check_data_fs(dir, &path).is_ok() {
             sys::readlinkat(dir, name).ok().map(|t| String::from_utf8_lossy(&t).into_owned())
         } else {
             None

@@ -28,8 +28,12 @@ pub(crate) struct AgentLink {
     out: mpsc::UnboundedSender<(Vec<u8>, Vec<OwnedFd>)>,
 }
 
+/// Bytes the daemon may queue towards one agent (stdin above all) before refusing more.
+const MAX_QUEUED: usize = 64 << 20;
+
 #[derive(Default)]
 struct Shared {
+    queued: std::sync::atomic::AtomicUsize,
     next_id: AtomicU64,
     closed: AtomicBool,
     state: Mutex<State>,
@@ -63,6 +67,8 @@ pub enum LinkError {
     SpawnFailed { errno: i32, message: String },
     #[error("unexpected reply from the agent")]
     Unexpected,
+    #[error("too much is queued for the agent")]
+    Backlog,
 }
 
 impl AgentLink {
@@ -91,6 +97,11 @@ impl AgentLink {
         }
         let mut buf = Vec::new();
         msg.encode(&mut buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let len = buf.len();
+        if self.shared.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED {
+            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(LinkError::Backlog);
+        }
         self.out.send((buf, fds)).map_err(|_| LinkError::Closed)
     }
 
@@ -231,6 +242,7 @@ async fn writer(fd: Arc<UnixStream>, mut rx: mpsc::UnboundedReceiver<(Vec<u8>, V
                 }
             }
         }
+        shared.queued.fetch_sub(buf.len(), Ordering::Relaxed);
         drop(fds);
     }
 }
@@ -317,7 +329,12 @@ fn dispatch(shared: &Shared, incoming: Incoming<FromAgent>) {
             FromAgent::Dropped { pid, bytes, .. } => {
                 st.procs.entry(pid).or_default().dropped += bytes;
             }
-            FromAgent::Hello { .. } => {}
+            FromAgent::Hello { buffered, .. } => {
+                // A reconnection: the agent replays what it kept for these processes next.
+                for b in buffered {
+                    st.procs.entry(b.pid).or_default();
+                }
+            }
         },
     }
 }

@@ -24,6 +24,9 @@ fn link_error(e: LinkError) -> ManagerError {
             std::io::Error::from_raw_os_error(errno)
         )),
         LinkError::Closed => ManagerError::NotRunning("unreachable (its agent connection closed)".into()),
+        LinkError::Backlog => {
+            ManagerError::Capacity("too much stdin is queued for this sandbox; the process is not reading it".into())
+        }
         other => ManagerError::Internal(other.to_string()),
     }
 }
@@ -61,7 +64,13 @@ fn join_fds(cg: &dyn Cgroup) -> Result<Vec<OwnedFd>, ManagerError> {
 }
 
 impl Manager {
+    /// Runs to completion (and cleans up its cgroup) even if the caller goes away.
     pub async fn exec(&self, tenant: &str, id: &str, req: ExecRequest) -> Result<ExecResult, ManagerError> {
+        let (mgr, tenant, id) = (self.clone(), tenant.to_string(), id.to_string());
+        tokio::spawn(async move { mgr.exec_inner(&tenant, &id, req).await }).await.map_err(internal)?
+    }
+
+    async fn exec_inner(&self, tenant: &str, id: &str, req: ExecRequest) -> Result<ExecResult, ManagerError> {
         let live = self.running(tenant, id)?;
         let argv = req.cmd.argv();
         check_args(&argv, &req.env)?;

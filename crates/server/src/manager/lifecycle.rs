@@ -45,7 +45,14 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
 }
 
 impl Manager {
+    /// Runs to completion even if the caller goes away mid-way (its future is dropped):
+    /// a half-made sandbox would otherwise be left running without a record or deadline.
     pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<SandboxInfo, ManagerError> {
+        let (mgr, tenant) = (self.clone(), tenant.to_string());
+        tokio::spawn(async move { mgr.create_inner(&tenant, req).await }).await.map_err(internal)?
+    }
+
+    async fn create_inner(&self, tenant: &str, req: CreateRequest) -> Result<SandboxInfo, ManagerError> {
         let inner = &self.inner;
         let running = inner.live.lock().unwrap_or_else(|e| e.into_inner()).len();
         if running >= inner.cfg.max_sandboxes {
@@ -64,6 +71,17 @@ impl Manager {
             (None, Some(p)) => (presets::load(p).map_err(|e| ManagerError::Invalid(e.to_string()))?, Some(p.clone())),
             (None, None) => (presets::load("default").map_err(internal)?, Some("default".to_string())),
         };
+        // Host paths in a policy (binds, a rootfs directory) reach the host's filesystem with
+        // the daemon's privileges: only the admin tenant (the host's operator) may name them.
+        let fs = &policy.filesystem;
+        let names_host_paths =
+            !fs.read_only.is_empty() || !fs.read_write.is_empty() || fs.rootfs != safehouse_policy::Rootfs::Host;
+        if names_host_paths && tenant != crate::auth::ADMIN_TENANT {
+            return Err(ManagerError::Refused {
+                layer: "filesystem.read_only / read_write / rootfs".into(),
+                reason: "host paths in a policy are for the admin tenant only; use files upload to move data in".into(),
+            });
+        }
         let timeout_s = req
             .timeout_s
             .or(policy.limits.timeout.map(|t| t.0.as_secs().max(1)))
@@ -440,6 +458,14 @@ impl Manager {
         let (cgroups, store, rec, reason) =
             (self.inner.cgroups.clone(), self.inner.store.clone(), rec.clone(), reason.to_string());
         let _ = tokio::task::spawn_blocking(move || {
+            // An agent still alive but unreachable is killed (only if it is the same process).
+            if let Some(pid) = rec.agent_pid {
+                if let Ok(pidfd) = safehouse_sys::process::pidfd_open(pid) {
+                    if rec.agent_start_time.is_some() && start_time(pid) == rec.agent_start_time {
+                        let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                    }
+                }
+            }
             if let Some(name) = &rec.cgroup {
                 if let Ok(cg) = cgroup::open(&cgroups, name) {
                     let _ = cg.kill_all();

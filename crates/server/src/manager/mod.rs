@@ -109,6 +109,11 @@ impl Manager {
         }
     }
 
+    /// Whether the sandbox is running (any tenant; for long-lived streams to stop).
+    pub fn is_live(&self, id: &str) -> bool {
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
+    }
+
     pub(crate) fn running(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
         self.live(tenant, id).map_err(|_| self.not_running(tenant, id))
     }

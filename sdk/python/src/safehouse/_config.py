@@ -1,0 +1,135 @@
+"""Where the daemon is and which key to use; shared request helpers of the sync and async
+clients."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from urllib.parse import quote
+
+import httpx
+
+from .exceptions import SafehouseError, SafehouseTimeoutError, error_from_response
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+#: Extra seconds the HTTP client waits beyond a command's own timeout.
+HTTP_GRACE_S = 30.0
+CHUNK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionConfig:
+    url: str
+    api_key: Optional[str]
+    request_timeout: float = 60.0
+
+    @classmethod
+    def resolve(cls, url: Optional[str] = None, api_key: Optional[str] = None,
+                request_timeout: Optional[float] = None) -> "ConnectionConfig":
+        u = (url or os.environ.get("SAFEHOUSE_URL") or DEFAULT_URL).rstrip("/")
+        k = api_key if api_key is not None else os.environ.get("SAFEHOUSE_API_KEY")
+        return cls(u, k or None, request_timeout if request_timeout is not None else 60.0)
+
+    def headers(self) -> Dict[str, str]:
+        h = {"User-Agent": "safehouse-python/0.1.0"}
+        if self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
+        return h
+
+    def ws_url(self, path: str) -> str:
+        if self.url.startswith("https://"):
+            return "wss://" + self.url[len("https://"):] + path
+        if self.url.startswith("http://"):
+            return "ws://" + self.url[len("http://"):] + path
+        return self.url + path
+
+    def client_kwargs(self) -> Dict[str, Any]:
+        return {"base_url": self.url, "headers": self.headers(),
+                "timeout": httpx.Timeout(self.request_timeout, connect=10.0)}
+
+
+def sb_path(sandbox_id: str, rest: str = "") -> str:
+    return f"/v1/sandboxes/{quote(sandbox_id, safe='')}{rest}"
+
+
+def check(resp: httpx.Response) -> httpx.Response:
+    """Raises the typed exception for an error status (reads the body of a streamed response)."""
+    if resp.status_code >= 400:
+        try:
+            body = resp.content
+        except httpx.ResponseNotRead:
+            body = resp.read()
+        raise error_from_response(resp.status_code, body)
+    return resp
+
+
+async def acheck(resp: httpx.Response) -> httpx.Response:
+    if resp.status_code >= 400:
+        body = await resp.aread()
+        raise error_from_response(resp.status_code, body)
+    return resp
+
+
+def translate(exc: httpx.HTTPError) -> SafehouseError:
+    if isinstance(exc, httpx.TimeoutException):
+        return SafehouseTimeoutError(f"request timed out: {exc}")
+    return SafehouseError(f"cannot reach the safehouse daemon: {exc}")
+
+
+def create_body(policy: Any, preset: Optional[str], timeout: Optional[int],
+                env: Optional[Mapping[str, str]], metadata: Optional[Mapping[str, str]]) -> Dict[str, Any]:
+    body: Dict[str, Any] = {}
+    if policy is not None:
+        body["policy"] = policy.to_dict() if hasattr(policy, "to_dict") else dict(policy)
+    if preset is not None:
+        body["preset"] = preset
+    if timeout is not None:
+        body["timeout_s"] = int(timeout)
+    if env:
+        body["env"] = dict(env)
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+def list_params(metadata: Optional[Mapping[str, str]], state: Optional[str]) -> Dict[str, str]:
+    q = {f"metadata.{k}": v for k, v in (metadata or {}).items()}
+    if state:
+        q["state"] = state
+    return q
+
+
+Cmd = Union[str, Sequence[str]]
+
+
+def cmd_json(cmd: Cmd) -> Union[str, List[str]]:
+    return cmd if isinstance(cmd, str) else [str(a) for a in cmd]
+
+
+def exec_body(cmd: Cmd, envs: Optional[Mapping[str, str]], cwd: Optional[str], timeout: Optional[float],
+              stdin: Optional[Union[str, bytes]], memory: Optional[Union[str, int]]) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"cmd": cmd_json(cmd)}
+    if envs:
+        body["env"] = dict(envs)
+    if cwd is not None:
+        body["cwd"] = cwd
+    if timeout is not None:
+        body["timeout_s"] = timeout
+    if stdin is not None:
+        body["stdin"] = stdin.decode() if isinstance(stdin, bytes) else stdin
+    if memory is not None:
+        body["limits"] = {"memory": memory}
+    return body
+
+
+def process_body(cmd: Cmd, envs: Optional[Mapping[str, str]], cwd: Optional[str]) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"cmd": cmd_json(cmd)}
+    if envs:
+        body["env"] = dict(envs)
+    if cwd is not None:
+        body["cwd"] = cwd
+    return body
+
+
+def to_bytes(data: Union[str, bytes]) -> bytes:
+    return data.encode() if isinstance(data, str) else bytes(data)

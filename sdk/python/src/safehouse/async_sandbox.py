@@ -1,0 +1,464 @@
+"""The asyncio client: `AsyncSandbox`, the same surface as `Sandbox` with async methods."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import codecs
+import io
+import json
+import os
+from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional,
+                    Tuple, Union, overload)
+
+import httpx
+
+from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, acheck, create_body, exec_body,
+                      list_params, process_body, sb_path, to_bytes, translate)
+from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
+                         error_from_response)
+from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo, describe_failure
+from .policy import Policy
+from .sandbox import _timeout_s
+
+OutputHandler = Callable[[str], Union[Any, Awaitable[Any]]]
+Signal = Union[int, str]
+
+
+async def _call(cb: Optional[OutputHandler], text: str) -> None:
+    if cb is not None:
+        r = cb(text)
+        if asyncio.iscoroutine(r):
+            await r
+
+
+class _AsyncHttp:
+    def __init__(self, config: ConnectionConfig) -> None:
+        self.config = config
+        self.client = httpx.AsyncClient(**config.client_kwargs())
+
+    def _client(self) -> httpx.AsyncClient:
+        if self.client.is_closed:  # reopened on use after close()
+            self.client = httpx.AsyncClient(**self.config.client_kwargs())
+        return self.client
+
+    async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        self._client()
+        try:
+            return await acheck(await self.client.request(method, path, **kw))
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+
+    async def stream(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        self._client()
+        try:
+            resp = await self.client.send(self.client.build_request(method, path, **kw), stream=True)
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+        if resp.status_code >= 400:
+            try:
+                body = await resp.aread()
+            finally:
+                await resp.aclose()
+            raise error_from_response(resp.status_code, body)
+        return resp
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class AsyncCommandHandle:
+    """A background process: `async for stdout, stderr, _ in handle`, or `await handle.wait()`."""
+
+    def __init__(self, commands: "AsyncCommands", pid: int, on_stdout: Optional[OutputHandler] = None,
+                 on_stderr: Optional[OutputHandler] = None) -> None:
+        self._commands = commands
+        self.pid = pid
+        self._on_stdout = on_stdout
+        self._on_stderr = on_stderr
+        self._ws: Any = None
+        self._stdout = bytearray()
+        self._stderr = bytearray()
+        self._dec_out = codecs.getincrementaldecoder("utf-8")("replace")
+        self._dec_err = codecs.getincrementaldecoder("utf-8")("replace")
+        self._exit: Optional[Dict[str, Any]] = None
+        self.dropped_bytes = 0
+
+    async def _connect(self) -> Any:
+        if self._ws is None:
+            from websockets.asyncio.client import connect
+            from websockets.exceptions import InvalidStatus
+
+            cfg = self._commands._http.config
+            url = cfg.ws_url(sb_path(self._commands._sandbox_id, f"/processes/{self.pid}/attach"))
+            try:
+                self._ws = await connect(url, additional_headers=cfg.headers(), open_timeout=15,
+                                         max_size=None, compression=None)
+            except InvalidStatus as e:
+                raise error_from_response(e.response.status_code, e.response.body or b"") from e
+            except (OSError, asyncio.TimeoutError) as e:
+                raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
+        return self._ws
+
+    async def _next(self) -> Optional[Tuple[Optional[str], Optional[str], None]]:
+        from websockets.exceptions import ConnectionClosed
+
+        ws = await self._connect()
+        while self._exit is None:
+            try:
+                msg = await ws.recv()
+            except ConnectionClosed as e:
+                raise SafehouseError(f"attach connection to process {self.pid} closed before its exit: {e}") from e
+            frame: Dict[str, Any] = {"type": "stdout", "raw": msg} if isinstance(msg, bytes) else json.loads(msg)
+            t = frame.get("type")
+            if t in ("stdout", "stderr"):
+                data = frame["raw"] if "raw" in frame else base64.b64decode(frame.get("data", ""))
+                if t == "stdout":
+                    self._stdout += data
+                    text = self._dec_out.decode(data)
+                    if text:
+                        await _call(self._on_stdout, text)
+                        return text, None, None
+                else:
+                    self._stderr += data
+                    text = self._dec_err.decode(data)
+                    if text:
+                        await _call(self._on_stderr, text)
+                        return None, text, None
+            elif t == "truncated":
+                self.dropped_bytes += int(frame.get("dropped_bytes", 0))
+            elif t == "exit":
+                self._exit = frame
+                await self._close_ws()
+        return None
+
+    def __aiter__(self) -> AsyncIterator[Tuple[Optional[str], Optional[str], None]]:
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[Tuple[Optional[str], Optional[str], None]]:
+        while True:
+            chunk = await self._next()
+            if chunk is None:
+                return
+            yield chunk
+
+    async def _drain(self) -> None:
+        while await self._next() is not None:
+            pass
+
+    async def wait(self, timeout: Optional[float] = None, on_stdout: Optional[OutputHandler] = None,
+                   on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True) -> CommandResult:
+        if on_stdout:
+            self._on_stdout = on_stdout
+        if on_stderr:
+            self._on_stderr = on_stderr
+        try:
+            await asyncio.wait_for(self._drain(), timeout)
+        except asyncio.TimeoutError as e:
+            await self._close_ws()
+            raise SafehouseTimeoutError(f"process {self.pid} did not exit in time") from e
+        assert self._exit is not None
+        r = CommandResult(stdout=self._stdout.decode(errors="replace"), stderr=self._stderr.decode(errors="replace"),
+                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"))
+        r.error = describe_failure(r)
+        if raise_on_error and r.exit_code != 0:
+            raise CommandExitException(r)
+        return r
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return None if self._exit is None else self._exit.get("exit_code")
+
+    async def send_stdin(self, data: Union[str, bytes]) -> None:
+        await self._commands.send_stdin(self.pid, data)
+
+    async def close_stdin(self) -> None:
+        await self._commands.close_stdin(self.pid)
+
+    async def signal(self, sig: Signal) -> bool:
+        return await self._commands.signal(self.pid, sig)
+
+    async def kill(self) -> bool:
+        return await self._commands.kill(self.pid)
+
+    async def _close_ws(self) -> None:
+        if self._ws is not None:
+            ws, self._ws = self._ws, None
+            try:
+                await ws.close()
+            except Exception:
+                pass
+
+    async def disconnect(self) -> None:
+        await self._close_ws()
+
+
+class AsyncCommands:
+    def __init__(self, http: _AsyncHttp, sandbox_id: str) -> None:
+        self._http = http
+        self._sandbox_id = sandbox_id
+
+    def _p(self, rest: str) -> str:
+        return sb_path(self._sandbox_id, rest)
+
+    @overload
+    async def run(self, cmd: Cmd, envs: Optional[Mapping[str, str]] = ..., cwd: Optional[str] = ...,
+                  timeout: Optional[float] = ..., stdin: Optional[Union[str, bytes]] = ...,
+                  memory: Optional[Union[str, int]] = ..., background: Literal[False] = ...,
+                  on_stdout: Optional[OutputHandler] = ..., on_stderr: Optional[OutputHandler] = ...,
+                  raise_on_error: bool = ...) -> CommandResult: ...
+
+    @overload
+    async def run(self, cmd: Cmd, envs: Optional[Mapping[str, str]] = ..., cwd: Optional[str] = ...,
+                  timeout: Optional[float] = ..., stdin: Optional[Union[str, bytes]] = ...,
+                  memory: Optional[Union[str, int]] = ..., *, background: Literal[True],
+                  on_stdout: Optional[OutputHandler] = ..., on_stderr: Optional[OutputHandler] = ...,
+                  raise_on_error: bool = ...) -> AsyncCommandHandle: ...
+
+    async def run(self, cmd: Cmd, envs: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                  timeout: Optional[float] = 60, stdin: Optional[Union[str, bytes]] = None,
+                  memory: Optional[Union[str, int]] = None, background: bool = False,
+                  on_stdout: Optional[OutputHandler] = None, on_stderr: Optional[OutputHandler] = None,
+                  raise_on_error: bool = True) -> Union[CommandResult, AsyncCommandHandle]:
+        """See `Commands.run`; callbacks may be plain functions or coroutine functions."""
+        if background or on_stdout or on_stderr:
+            if memory is not None:
+                raise ValueError("memory= applies to foreground commands only")
+            resp = await self._http.request("POST", self._p("/processes"), json=process_body(cmd, envs, cwd))
+            handle = AsyncCommandHandle(self, int(resp.json()["pid"]), on_stdout, on_stderr)
+            if stdin is not None:
+                await self.send_stdin(handle.pid, stdin)
+                await self.close_stdin(handle.pid)
+            if background:
+                return handle
+            try:
+                return await handle.wait(timeout=_timeout_s(timeout), raise_on_error=raise_on_error)
+            except SafehouseTimeoutError:
+                await handle.kill()
+                raise
+        t = _timeout_s(timeout)
+        resp = await self._http.request("POST", self._p("/exec"), json=exec_body(cmd, envs, cwd, t, stdin, memory),
+                                        timeout=(t or 60) + HTTP_GRACE_S)
+        result = CommandResult.from_json(resp.json())
+        if raise_on_error and (result.exit_code != 0 or result.timed_out):
+            raise CommandExitException(result)
+        return result
+
+    async def connect(self, pid: int, on_stdout: Optional[OutputHandler] = None,
+                      on_stderr: Optional[OutputHandler] = None) -> AsyncCommandHandle:
+        if not any(p.pid == pid for p in await self.list()):
+            raise NotFoundError(f"no process {pid} in sandbox {self._sandbox_id}", status=404, code="not_found")
+        return AsyncCommandHandle(self, pid, on_stdout, on_stderr)
+
+    async def list(self) -> List[ProcessInfo]:
+        resp = await self._http.request("GET", self._p("/processes"))
+        return [ProcessInfo.from_json(p) for p in resp.json().get("processes", [])]
+
+    async def signal(self, pid: int, sig: Signal) -> bool:
+        try:
+            await self._http.request("POST", self._p(f"/processes/{pid}/signal"), json={"signal": sig})
+            return True
+        except NotFoundError:
+            return False
+
+    async def kill(self, pid: int) -> bool:
+        return await self.signal(pid, "SIGKILL")
+
+    async def send_stdin(self, pid: int, data: Union[str, bytes]) -> None:
+        await self._http.request("POST", self._p(f"/processes/{pid}/stdin"), content=to_bytes(data),
+                                 headers={"Content-Type": "application/octet-stream"})
+
+    async def close_stdin(self, pid: int) -> None:
+        await self._http.request("POST", self._p(f"/processes/{pid}/stdin"), params={"eof": "1"}, content=b"",
+                                 headers={"Content-Type": "application/octet-stream"})
+
+
+async def _afile_chunks(f: IO[Any]) -> AsyncIterator[bytes]:
+    while True:
+        chunk = f.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk.encode() if isinstance(chunk, str) else chunk
+
+
+class AsyncFilesystem:
+    def __init__(self, http: _AsyncHttp, sandbox_id: str) -> None:
+        self._http = http
+        self._sandbox_id = sandbox_id
+
+    def _p(self, rest: str) -> str:
+        return sb_path(self._sandbox_id, rest)
+
+    @overload
+    async def read(self, path: str, format: Literal["text"] = ...) -> str: ...
+
+    @overload
+    async def read(self, path: str, format: Literal["bytes"]) -> bytearray: ...
+
+    @overload
+    async def read(self, path: str, format: Literal["stream"]) -> AsyncIterator[bytes]: ...
+
+    async def read(self, path: str, format: Literal["text", "bytes", "stream"] = "text"
+                   ) -> Union[str, bytearray, AsyncIterator[bytes]]:
+        if format == "stream":
+            resp = await self._http.stream("GET", self._p("/files"), params={"path": path})
+            return self._iter(resp)
+        resp = await self._http.request("GET", self._p("/files"), params={"path": path})
+        if format == "bytes":
+            return bytearray(resp.content)
+        if format == "text":
+            return resp.content.decode("utf-8", errors="replace")
+        raise ValueError(f"format must be 'text', 'bytes' or 'stream', not {format!r}")
+
+    @staticmethod
+    async def _iter(resp: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            try:
+                async for chunk in resp.aiter_bytes(CHUNK):
+                    yield chunk
+            except httpx.HTTPError as e:
+                raise translate(e) from e
+        finally:
+            await resp.aclose()
+
+    async def write(self, path: str, data: Union[str, bytes, IO[Any]]) -> EntryInfo:
+        headers = {"Content-Type": "application/octet-stream"}
+        content: Any
+        if isinstance(data, (str, bytes, bytearray, memoryview)):
+            content = to_bytes(data) if isinstance(data, (str, bytes)) else bytes(data)
+        else:
+            from .sandbox import _length_of
+
+            n = _length_of(data)
+            if n is not None:
+                headers["Content-Length"] = str(n)
+            content = _afile_chunks(data)
+        resp = await self._http.request("PUT", self._p("/files"), params={"path": path}, content=content,
+                                        headers=headers, timeout=httpx.Timeout(120.0, connect=10.0))
+        return EntryInfo.from_json(resp.json())
+
+    async def list(self, path: str, depth: int = 1) -> List[EntryInfo]:
+        resp = await self._http.request("GET", self._p("/fs/list"), params={"path": path, "depth": str(depth)})
+        return [EntryInfo.from_json(e) for e in resp.json().get("entries", [])]
+
+    async def get_info(self, path: str) -> EntryInfo:
+        resp = await self._http.request("GET", self._p("/fs/stat"), params={"path": path})
+        return EntryInfo.from_json(resp.json())
+
+    stat = get_info
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.get_info(path)
+            return True
+        except NotFoundError:
+            return False
+
+    async def remove(self, path: str) -> None:
+        await self._http.request("DELETE", self._p("/fs"), params={"path": path, "recursive": "1"})
+
+    async def rename(self, old_path: str, new_path: str) -> EntryInfo:
+        resp = await self._http.request("POST", self._p("/fs/move"), json={"from": old_path, "to": new_path})
+        return EntryInfo.from_json(resp.json())
+
+    async def make_dir(self, path: str) -> bool:
+        try:
+            await self._http.request("POST", self._p("/fs/mkdir"), json={"path": path, "parents": False})
+            return True
+        except NotFoundError:
+            await self._http.request("POST", self._p("/fs/mkdir"), json={"path": path, "parents": True})
+            return True
+        except SafehouseError as e:
+            if e.code == "already_exists":
+                return False
+            raise
+
+
+class AsyncSandbox:
+    """    async with await AsyncSandbox.create() as sbx:
+            r = await sbx.commands.run("echo hi")"""
+
+    def __init__(self, info: SandboxInfo, http: _AsyncHttp) -> None:
+        self._info = info
+        self._http = http
+        self.commands = AsyncCommands(http, info.id)
+        self.files = AsyncFilesystem(http, info.id)
+
+    @property
+    def id(self) -> str:
+        return self._info.id
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._info.id
+
+    @classmethod
+    async def create(cls, policy: Optional[Union[Policy, Dict[str, Any]]] = None, preset: Optional[str] = None,
+                     timeout: Optional[int] = 300, env: Optional[Mapping[str, str]] = None,
+                     metadata: Optional[Mapping[str, str]] = None, api_key: Optional[str] = None,
+                     url: Optional[str] = None, request_timeout: Optional[float] = None) -> "AsyncSandbox":
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key, request_timeout))
+        try:
+            resp = await http.request("POST", "/v1/sandboxes",
+                                      json=create_body(policy, preset, timeout, env, metadata))
+        except BaseException:
+            await http.close()
+            raise
+        return cls(SandboxInfo.from_json(resp.json()), http)
+
+    @classmethod
+    async def connect(cls, sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None,
+                      request_timeout: Optional[float] = None) -> "AsyncSandbox":
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key, request_timeout))
+        try:
+            resp = await http.request("GET", sb_path(sandbox_id))
+        except BaseException:
+            await http.close()
+            raise
+        return cls(SandboxInfo.from_json(resp.json()), http)
+
+    @staticmethod
+    async def list(metadata: Optional[Mapping[str, str]] = None, state: Optional[str] = None,
+                   api_key: Optional[str] = None, url: Optional[str] = None) -> List[SandboxInfo]:
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+        try:
+            resp = await http.request("GET", "/v1/sandboxes", params=list_params(metadata, state))
+            return [SandboxInfo.from_json(s) for s in resp.json().get("sandboxes", [])]
+        finally:
+            await http.close()
+
+    async def get_info(self) -> SandboxInfo:
+        self._info = SandboxInfo.from_json((await self._http.request("GET", sb_path(self.id))).json())
+        return self._info
+
+    async def set_timeout(self, timeout: int) -> SandboxInfo:
+        resp = await self._http.request("POST", sb_path(self.id, "/timeout"), json={"timeout_s": int(timeout)})
+        self._info = SandboxInfo.from_json(resp.json())
+        return self._info
+
+    async def is_running(self) -> bool:
+        try:
+            return (await self.get_info()).state == "running"
+        except NotFoundError:
+            return False
+
+    async def kill(self) -> bool:
+        try:
+            await self._http.request("DELETE", sb_path(self.id))
+            return True
+        except NotFoundError:
+            return False
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> "AsyncSandbox":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self.kill()
+        finally:
+            await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncSandbox(id={self.id!r}, state={self._info.state!r})"

@@ -1,0 +1,124 @@
+"""Typed exceptions. Every error the daemon answers carries its `code` and `message`
+(`{"error": {"code": ..., "message": ...}}`); `str(exc)` is the server's message."""
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any, Dict, Optional, Type
+
+if TYPE_CHECKING:
+    from .models import CommandResult
+
+
+class SafehouseError(Exception):
+    """Base of every error raised by the SDK."""
+
+    def __init__(self, message: str, *, status: Optional[int] = None, code: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
+
+
+class InvalidRequestError(SafehouseError):
+    """400: the request (or the policy in it) is invalid; the message says what to change."""
+
+
+class AuthenticationError(SafehouseError):
+    """401: missing, invalid or revoked API key."""
+
+
+class ForbiddenError(SafehouseError):
+    """403: the key may not do this (e.g. an admin route), or a forbidden Host/Origin."""
+
+
+class NotFoundError(SafehouseError):
+    """404: no such sandbox (or another tenant's), process, file or directory."""
+
+
+class SandboxNotRunningError(SafehouseError):
+    """409: the sandbox is killed, expired or failed."""
+
+
+class QuotaExceededError(SafehouseError):
+    """413: the sandbox's disk quota (or a body size limit) was exceeded."""
+
+
+class PolicyRefusedError(SafehouseError):
+    """422: the policy is valid but cannot be enforced on this host."""
+
+
+class SafehouseTimeoutError(SafehouseError, builtins.TimeoutError):
+    """The client gave up waiting (HTTP timeout, or a command handle's wait timeout)."""
+
+
+class CommandExitException(SafehouseError):
+    """A command exited non-zero (or was killed / timed out). Carries the result, like E2B."""
+
+    def __init__(self, result: "CommandResult") -> None:
+        super().__init__(result.error or f"command failed (exit code {result.exit_code})")
+        self.result = result
+
+    @property
+    def stdout(self) -> str:
+        return self.result.stdout
+
+    @property
+    def stderr(self) -> str:
+        return self.result.stderr
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return self.result.exit_code
+
+    @property
+    def error(self) -> Optional[str]:
+        return self.result.error
+
+
+# E2B-compatible names, so porting code keeps its `except` clauses.
+SandboxException = SafehouseError
+AuthenticationException = AuthenticationError
+NotFoundException = NotFoundError
+InvalidArgumentException = InvalidRequestError
+TimeoutException = SafehouseTimeoutError
+NotEnoughSpaceException = QuotaExceededError
+
+_BY_STATUS: Dict[int, Type[SafehouseError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: SandboxNotRunningError,
+    413: QuotaExceededError,
+    422: PolicyRefusedError,
+}
+_BY_CODE: Dict[str, Type[SafehouseError]] = {
+    "quota_exceeded": QuotaExceededError,
+    "policy_refused": PolicyRefusedError,
+    "not_running": SandboxNotRunningError,
+    "unauthorized": AuthenticationError,
+    "not_found": NotFoundError,
+}
+
+
+def error_from_response(status: int, body: bytes) -> SafehouseError:
+    """The typed exception for an error response (the body is the daemon's JSON error)."""
+    import json
+
+    code: Optional[str] = None
+    message = ""
+    try:
+        data: Any = json.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            code = err.get("code")
+            message = str(err.get("message", ""))
+    except ValueError:
+        pass
+    if not message:
+        message = body.decode(errors="replace")[:500] or f"HTTP {status}"
+    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status, SafehouseError)
+    return cls(message, status=status, code=code)

@@ -1,0 +1,99 @@
+"""A policy builder: write a safehouse policy (docs/POLICY.md) in Python.
+
+    Policy().memory("512MiB").pids(128).timeout("10m").read_only("/srv/data", "/data").hidden("/etc/ssh")
+
+Every method returns the builder; `to_dict()` gives the JSON the API accepts as `policy`.
+Validation is the daemon's: an invalid policy is refused on create with an
+InvalidRequestError whose message names the field.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Union
+
+Size = Union[str, int]
+Duration = Union[str, int, float]
+
+
+class Policy:
+    def __init__(self, version: int = 1) -> None:
+        self._doc: Dict[str, Any] = {"version": version}
+
+    # -- limits
+    def _limit(self, key: str, value: Any) -> "Policy":
+        self._doc.setdefault("limits", {})[key] = value
+        return self
+
+    def memory(self, size: Size) -> "Policy":
+        """Memory cap of the sandbox (RAM and tmpfs, no swap), e.g. "512MiB"."""
+        return self._limit("memory", size)
+
+    def pids(self, n: int) -> "Policy":
+        """Processes and threads together."""
+        return self._limit("pids", int(n))
+
+    def cpus(self, cores: float) -> "Policy":
+        return self._limit("cpus", cores)
+
+    def disk(self, size: Size) -> "Policy":
+        """Writable layer, /dev/shm, and the largest single file."""
+        return self._limit("disk", size)
+
+    def inodes(self, n: int) -> "Policy":
+        return self._limit("inodes", int(n))
+
+    def timeout(self, duration: Duration) -> "Policy":
+        """Wall-clock limit of a run, e.g. "10m" (the sandbox's lifetime is `Sandbox.create(timeout=)`)."""
+        return self._limit("timeout", duration)
+
+    def nofile(self, n: int) -> "Policy":
+        return self._limit("nofile", int(n))
+
+    # -- filesystem
+    def _fs(self) -> Dict[str, Any]:
+        fs: Dict[str, Any] = self._doc.setdefault("filesystem", {})
+        return fs
+
+    def rootfs(self, rootfs: str) -> "Policy":
+        """"host" (default) or an absolute directory used as the read-only lower layer."""
+        self._fs()["rootfs"] = rootfs
+        return self
+
+    def read_only(self, host: str, path: Optional[str] = None) -> "Policy":
+        """Bind the host path HOST read-only at PATH in the sandbox (default: the same path)."""
+        self._fs().setdefault("read_only", []).append({"host": host, "path": path or host})
+        return self
+
+    def read_write(self, host: str, path: Optional[str] = None) -> "Policy":
+        self._fs().setdefault("read_write", []).append({"host": host, "path": path or host})
+        return self
+
+    def scratch(self, *paths: str) -> "Policy":
+        self._fs().setdefault("scratch", []).extend(paths)
+        return self
+
+    def hidden(self, *paths: str) -> "Policy":
+        """Host files/dirs made unreadable inside."""
+        self._fs().setdefault("hidden", []).extend(paths)
+        return self
+
+    # -- network
+    def network(self, allow: Optional[List[str]] = None) -> "Policy":
+        """`[network] allow`: only the empty list (loopback only) is accepted for now."""
+        self._doc["network"] = {"allow": list(allow or [])}
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return copy.deepcopy(self._doc)
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any]) -> "Policy":
+        p = cls()
+        p._doc = copy.deepcopy(doc)
+        return p
+
+    def __repr__(self) -> str:
+        return f"Policy({self._doc!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and other._doc == self._doc
