@@ -94,7 +94,7 @@ class AsyncCommandHandle:
                 self._ws = await connect(url, additional_headers=cfg.headers(), open_timeout=15,
                                          max_size=None, compression=None)
             except InvalidStatus as e:
-                raise error_from_response(e.response.status_code, e.response.body or b"") from e
+                raise error_from_response(e.response.status_code, bytes(e.response.body or b"")) from e
             except (OSError, asyncio.TimeoutError) as e:
                 raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
         return self._ws

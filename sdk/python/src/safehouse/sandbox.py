@@ -105,7 +105,7 @@ class CommandHandle:
                 if hasattr(self._ws, "pending_legacy_warning"):
                     self._ws.pending_legacy_warning = False
             except InvalidStatus as e:
-                raise error_from_response(e.response.status_code, e.response.body or b"") from e
+                raise error_from_response(e.response.status_code, bytes(e.response.body or b"")) from e
             except (OSError, TimeoutError) as e:
                 raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
         return self._ws
