@@ -5,20 +5,12 @@ import uuid
 
 import pytest
 
-from .support import IS_ROOT, Api, Daemon, binary_serves, skip_or_fail
+from .support import IS_ROOT, Api, Daemon, binary_serves, running_daemon, skip_or_fail
 
 
 @pytest.fixture(scope="session")
 def daemon():
-    ok, why = binary_serves()
-    if not ok:
-        skip_or_fail(why)
-    d = Daemon()
-    try:
-        d.start()
-    except RuntimeError as e:
-        d.cleanup()
-        pytest.fail(str(e))
+    d = running_daemon()
     yield d
     d.cleanup()
 

@@ -600,3 +600,19 @@ def wait_for(pred, timeout, interval=0.1):
         if v or time.monotonic() > deadline:
             return v
         time.sleep(interval)
+
+
+def running_daemon():
+    """A started daemon for a test session (skips, or fails under CI, when the binary
+    cannot serve); the caller cleans it up."""
+    ok, why = binary_serves()
+    if not ok:
+        skip_or_fail(why)
+    d = Daemon()
+    try:
+        d.start()
+    except RuntimeError as e:
+        d.cleanup()
+        pytest.fail(str(e))
+    return d
+

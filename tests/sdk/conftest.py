@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from e2e.support import Daemon, binary_serves, skip_or_fail
+from e2e.support import Daemon, running_daemon, skip_or_fail
 
 try:
     import safehouse  # noqa: F401
@@ -18,15 +18,7 @@ except ImportError as e:  # the venv predates ./sdk/python in tests/requirements
 def daemon():
     if SDK_ERR:
         skip_or_fail(SDK_ERR)
-    ok, why = binary_serves()
-    if not ok:
-        skip_or_fail(why)
-    d = Daemon()
-    try:
-        d.start()
-    except RuntimeError as e:
-        d.cleanup()
-        pytest.fail(str(e))
+    d = running_daemon()
     yield d
     d.cleanup()
 

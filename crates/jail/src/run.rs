@@ -136,6 +136,33 @@ fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
     Ok((None, unenforced))
 }
 
+/// What the host side readies before cloning a sandbox (`run` and the daemon's spawner).
+pub(crate) struct HostSide {
+    /// Root mode: bind sources opened with the host's view and privileges.
+    pub prepared: crate::mounts::Prepared,
+    /// `--rootfs DIR`: the directory, opened here so the sandbox never resolves the path.
+    pub lower_fd: Option<OwnedFd>,
+    /// (sandbox end, host end) of the go-message socket.
+    pub sync: (OwnedFd, OwnedFd),
+    /// (host end, sandbox end) of the status-record pipe.
+    pub status: (OwnedFd, OwnedFd),
+}
+
+impl HostSide {
+    pub(crate) fn prepare(plan: &Plan, root: bool) -> Result<HostSide, JailError> {
+        let prepared = if root { prepare_binds(plan)? } else { Default::default() };
+        let lower_fd = match &plan.root {
+            plan::RootSpec::Overlay { lower, .. } => Some(
+                File::open(lower).map(OwnedFd::from).map_err(|e| JailError::host(format!("open rootfs {lower}"), e))?,
+            ),
+            _ => None,
+        };
+        let sync = safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
+        let status = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
+        Ok(HostSide { prepared, lower_fd, sync, status })
+    }
+}
+
 /// The namespaces every sandbox gets at clone (the cgroup namespace comes later, once the
 /// sandbox is in its cgroup).
 pub(crate) const SANDBOX_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
@@ -360,16 +387,8 @@ fn run_in(
     start: u64,
 ) -> Result<Raw, JailError> {
     trace("planned");
-    let prepared = if root { prepare_binds(&plan)? } else { Default::default() };
-    let lower_fd = match &plan.root {
-        plan::RootSpec::Overlay { lower, .. } => {
-            Some(File::open(lower).map(OwnedFd::from).map_err(|e| JailError::host(format!("open rootfs {lower}"), e))?)
-        }
-        _ => None,
-    };
-    let (sync_read, sync_write) =
-        safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
-    let (status_read, status_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
+    let HostSide { prepared, lower_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
+        HostSide::prepare(&plan, root)?;
     let tty =
         if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
     const RELAYED: [i32; 7] =

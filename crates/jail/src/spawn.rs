@@ -6,12 +6,12 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use safehouse_policy::plan::{self, Plan};
+use safehouse_policy::plan::Plan;
 use safehouse_sys::process::{self, Forked};
 
 use crate::error::JailError;
 use crate::report::Report;
-use crate::run::prepare_binds;
+use crate::run::HostSide;
 use crate::setup::{self, AgentEntry, ChildContext};
 
 /// The sandbox's cgroup, made by the caller.
@@ -40,16 +40,8 @@ pub struct Spawned {
 pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     let root = safehouse_sys::geteuid() == 0;
     let SpawnSpec { plan, cgroup, agent } = spec;
-    let prepared = if root { prepare_binds(&plan)? } else { Default::default() };
-    let lower_fd = match &plan.root {
-        plan::RootSpec::Overlay { lower, .. } => {
-            Some(File::open(lower).map(OwnedFd::from).map_err(|e| JailError::host(format!("open rootfs {lower}"), e))?)
-        }
-        _ => None,
-    };
-    let (sync_read, sync_write) =
-        safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
-    let (status_read, status_write) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
+    let HostSide { prepared, lower_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
+        HostSide::prepare(&plan, root)?;
     let (into_cgroup, tasks) = match cgroup {
         CgroupHandle::None => (None, Vec::new()),
         CgroupHandle::V1Tasks(t) => (None, t),

@@ -49,48 +49,7 @@ pub const MAX_RECV_FDS: usize = 16;
 /// carried them. More than [`MAX_RECV_FDS`] at once is an error (the kernel closes the
 /// excess; the ones received are closed here).
 pub fn recv_with_fds(sock: impl AsFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let mut cmsg_buf = [0u64; 16]; // 128 bytes, aligned: room for MAX_RECV_FDS ints
-                                   // SAFETY: msghdr is plain data; every pointer set below stays valid for the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&cmsg_buf);
-    let n = loop {
-        // SAFETY: `msg` describes valid, writable buffers alive for the call.
-        let n =
-            unsafe { libc::recvmsg(sock.as_fd().as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
-    let mut received = Vec::new();
-    // SAFETY: the kernel filled msg_control with well-formed headers up to msg_controllen;
-    // the CMSG_* macros walk only within it, and each SCM_RIGHTS entry is a descriptor
-    // the kernel installed for us.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
-                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    received.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other("too many descriptors in one message"));
-    }
-    fds.extend(received);
-    Ok(n)
+    crate::unix::recvmsg_with_fds(sock.as_fd().as_raw_fd(), buf, libc::MSG_DONTWAIT, fds)
 }
 
 /// send(2) with MSG_NOSIGNAL | MSG_DONTWAIT: a closed peer is EPIPE, never SIGPIPE, and

@@ -68,9 +68,18 @@ pub fn sendmsg_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd], flags: libc::c_
 
 /// Receives one message into `buf`; returns its length (0 at EOF) and any descriptors.
 pub fn recv_with_fds(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut fds = Vec::new();
+    let n = recvmsg_with_fds(sock.as_raw_fd(), buf, 0, &mut fds)?;
+    Ok((n, fds))
+}
+
+/// recvmsg(2), retried on EINTR: bytes into `buf` (0 at end of stream) and the descriptors
+/// that came with them (close-on-exec) appended to `fds`. Descriptors the kernel had to
+/// drop (more than fit) make it an error; the ones received are closed then.
+pub fn recvmsg_with_fds(sock: RawFd, buf: &mut [u8], flags: libc::c_int, fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let mut cmsg_buf = [0u64; 16];
-    // SAFETY: msghdr is plain data; every pointer set below stays valid for the call.
+    let mut cmsg_buf = [0u64; 16]; // 128 bytes, aligned: room for MAX_FDS ints
+                                   // SAFETY: msghdr is plain data; every pointer set below stays valid for the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
@@ -78,19 +87,19 @@ pub fn recv_with_fds(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<O
     msg.msg_controllen = std::mem::size_of_val(&cmsg_buf);
     let n = loop {
         // SAFETY: `msg` describes valid, writable buffers alive for the call.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-        break n as usize;
     };
-    let mut fds = Vec::new();
+    let mut received = Vec::new();
     // SAFETY: the kernel filled msg_control with well-formed headers up to msg_controllen;
-    // the CMSG_* macros walk only within it.
+    // the CMSG_* macros walk only within it, and each SCM_RIGHTS entry is a descriptor the
+    // kernel installed for us.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
@@ -98,16 +107,17 @@ pub fn recv_with_fds(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<O
                 let data = libc::CMSG_DATA(cmsg) as *const RawFd;
                 let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
                 for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                    received.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                 }
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::other("descriptors were truncated"));
+        return Err(io::Error::other("too many descriptors in one message"));
     }
-    Ok((n, fds))
+    fds.extend(received);
+    Ok(n)
 }
 
 /// One non-blocking sendmsg on a stream socket, with `fds` attached to the first byte;
