@@ -7,6 +7,7 @@
 pub mod error;
 pub mod landlock;
 pub mod model;
+pub mod network;
 pub mod plan;
 pub mod presets;
 pub mod seccomp;

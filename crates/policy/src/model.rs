@@ -299,17 +299,20 @@ impl Policy {
                 ));
             }
         }
-        if !self.network.allow.is_empty() {
-            return Err(PolicyError::invalid(
-                "network.allow",
-                "network egress needs the capability gateway, which this version does not have yet; remove network.allow (sandboxes get loopback only)",
-            ));
-        }
-        if self.network.egress_bytes.is_some() {
-            return Err(PolicyError::invalid(
-                "network.egress_bytes",
-                "byte budgets need the capability gateway, which this version does not have yet; remove it",
-            ));
+        let net = crate::network::NetPolicy::compile(&self.network)?;
+        if let Some(b) = self.network.egress_bytes {
+            if !net.enabled() {
+                return Err(PolicyError::invalid(
+                    "network.egress_bytes",
+                    "a byte budget without network.allow has nothing to count; add network.allow entries or remove it",
+                ));
+            }
+            if b.0 == 0 {
+                return Err(PolicyError::invalid(
+                    "network.egress_bytes",
+                    "must be more than zero; to forbid the network, leave network.allow empty",
+                ));
+            }
         }
         if !self.tools.limits.is_empty() {
             return Err(PolicyError::invalid("tools.limits", "per-tool limits arrive with the capability gateway and are not enforced by this version; remove [tools.limits]"));
@@ -411,8 +414,10 @@ hidden = ["/etc/ssh"]
         for reserved in ["/oldroot", "/oldroot/tmp/x", "/.safehouse-hidden-dir"] {
             assert!(check_target("t", reserved).is_err(), "{reserved}");
         }
-        let err = parse_toml("[network]\nallow = [\"pypi.org\"]\n", "p").unwrap_err().to_string();
-        assert!(err.contains("gateway"), "{err}");
+        let err = parse_toml("[network]\nallow = [\"https://pypi.org\"]\n", "p").unwrap_err().to_string();
+        assert!(err.contains("network.allow[0]") && err.contains("just the host"), "{err}");
+        let err = parse_toml("[network]\negress_bytes = \"1GiB\"\n", "p").unwrap_err().to_string();
+        assert!(err.contains("nothing to count"), "{err}");
         let err = parse_toml("version = 2\n", "p").unwrap_err().to_string();
         assert!(err.contains("version = 1"), "{err}");
     }
