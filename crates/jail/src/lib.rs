@@ -17,4 +17,4 @@ pub mod spawn;
 pub mod zygote;
 
 pub use error::JailError;
-pub use run::{run, Outcome, RunSpec};
+pub use run::{run, EgressGateway, Outcome, RunSpec};

@@ -28,6 +28,29 @@ pub struct RunSpec {
     pub request: RunRequest,
     pub argv: Vec<String>,
     pub tty: bool,
+    /// Required when the policy allows egress: runs the capability gateway on the
+    /// listener the sandbox opens (the jail itself knows nothing of proxies).
+    pub gateway: Option<Box<dyn EgressGateway>>,
+}
+
+/// The host side of a sandbox's egress.
+pub trait EgressGateway {
+    /// Starts serving on `listener`, a socket listening on 127.0.0.1:GATEWAY_PORT inside
+    /// the sandbox's network namespace. Returns once it accepts connections.
+    fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String>;
+    /// Stops it (the sandbox is gone) and returns its record for the result.
+    fn finish(&mut self) -> Option<serde_json::Value>;
+}
+
+/// Receives the gateway's listener from a sandbox whose plan has `gateway` set.
+pub(crate) fn receive_gateway_listener(sync: &OwnedFd) -> Result<std::net::TcpListener, JailError> {
+    let mut tag = [0u8; 8];
+    match safehouse_sys::unix::recv_with_fds(sync, &mut tag) {
+        Ok((1, mut fds)) if tag[0] == b'g' && fds.len() == 1 => Ok(std::net::TcpListener::from(fds.remove(0))),
+        Ok((0, _)) => Err(JailError::Setup("the sandbox failed before opening the gateway's listener".into())),
+        Ok(_) => Err(JailError::Setup("the sandbox sent something other than the gateway's listener".into())),
+        Err(e) => Err(JailError::host("receive the gateway's listener", e)),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +87,9 @@ pub struct Outcome {
     /// Set when the command could not be executed (not found, not executable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec_error: Option<String>,
+    /// With egress: the gateway's record (requests, denials, bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<serde_json::Value>,
 }
 
 const NAMESPACES: [&str; 7] = ["user", "mount", "pid", "net", "ipc", "uts", "cgroup"];
@@ -244,7 +270,7 @@ pub(crate) fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, Jail
     Ok(prepared)
 }
 
-pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
+pub fn run(mut spec: RunSpec) -> Result<Outcome, JailError> {
     let start = safehouse_sys::monotonic_ns();
     trace("start");
     let root = safehouse_sys::geteuid() == 0;
@@ -270,7 +296,12 @@ pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
     };
     let mut cg: Option<Box<dyn Cgroup>> = None;
     let mut checked: Option<Checked> = None;
-    let result = run_in(&spec, plan, root, early, cg_name, &mut cg, &mut checked, start);
+    if plan.gateway && spec.gateway.is_none() {
+        return Err(JailError::Setup("the policy allows egress but no gateway was given to run it".into()));
+    }
+    let mut gateway = spec.gateway.take();
+    let result = run_in(&spec, plan, root, early, cg_name, &mut cg, &mut checked, start, &mut gateway);
+    let network = gateway.as_mut().and_then(|g| g.finish());
     trace("command done");
     let cg_stats =
         cg.as_deref().map(|c| (c.oom_kills().unwrap_or(0), c.peak_memory().ok().flatten(), c.cpu_usage_ns().ok()));
@@ -314,6 +345,7 @@ pub fn run(spec: RunSpec) -> Result<Outcome, JailError> {
         },
         unenforced,
         exec_error: raw.exec_error,
+        network,
     })
 }
 
@@ -385,6 +417,7 @@ fn run_in(
     cg_out: &mut Option<Box<dyn Cgroup>>,
     checked: &mut Option<Checked>,
     start: u64,
+    gateway: &mut Option<Box<dyn EgressGateway>>,
 ) -> Result<Raw, JailError> {
     trace("planned");
     let HostSide { prepared, lower_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
@@ -487,6 +520,14 @@ fn run_in(
             sweep_orphaned_cgroups(&f.cgroups);
         }
         *checked = Some(Checked { features: f, abi, unenforced });
+        if plan.gateway {
+            let listener = receive_gateway_listener(&sync_write)?;
+            let gw =
+                gateway.as_mut().ok_or_else(|| JailError::Setup("no gateway to run the sandbox's egress".into()))?;
+            gw.start(listener)
+                .map_err(|reason| JailError::LayerUnavailable { layer: "the capability gateway".into(), reason })?;
+            trace("gateway started");
+        }
         send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())
     })();
     // sync_write stays open until the sandbox is gone: the sandbox treats a hang-up as

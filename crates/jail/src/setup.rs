@@ -130,6 +130,9 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     // 5. Own hostname; loopback up in the empty network namespace.
     step("set hostname", net::sethostname(&ctx.plan.hostname))?;
     step("bring up loopback", net::loopback_up())?;
+    if ctx.plan.gateway {
+        open_gateway_listener(&ctx.sync_read)?;
+    }
 
     // 6. Resource limits that are per process (cgroups were set by the host side).
     let l = &ctx.plan.limits;
@@ -183,6 +186,19 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     step("install seccomp filter", safehouse_sys::seccomp::install_filter(program))?;
     trace("child: seccomp");
     Ok(())
+}
+
+/// Egress allowed: listens on 127.0.0.1:GATEWAY_PORT in the sandbox's own network
+/// namespace and hands the socket to the host side, whose gateway accepts on it. The
+/// sandbox keeps no copy: sandboxed code can connect to it, never accept on it.
+fn open_gateway_listener(sync: &OwnedFd) -> Result<(), String> {
+    let port = safehouse_policy::plan::GATEWAY_PORT;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| format!("open the gateway's listener on 127.0.0.1:{port}: {e}"))?;
+    step(
+        "hand the gateway's listener to the host side",
+        safehouse_sys::unix::send_with_fds(sync, b"g", &[listener.as_raw_fd()]),
+    )
 }
 
 /// Waits for the host side's next go message; returns the descriptors it carried.

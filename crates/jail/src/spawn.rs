@@ -33,6 +33,9 @@ pub struct SpawnSpec {
 pub struct Spawned {
     pub pid: i32,
     pub pidfd: OwnedFd,
+    /// With egress: the socket listening on 127.0.0.1:GATEWAY_PORT inside the sandbox,
+    /// for the daemon's gateway to accept on.
+    pub gateway_listener: Option<OwnedFd>,
 }
 
 /// Creates a sandbox whose PID 1 runs the agent; returns once setup is complete (or
@@ -82,11 +85,14 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
                 .map_err(|e| JailError::host("release the sandbox", e))
         };
         send(b"1", &[])?;
-        send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())
+        let gateway =
+            if plan.gateway { Some(OwnedFd::from(crate::run::receive_gateway_listener(&sync_write)?)) } else { None };
+        send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())?;
+        Ok(gateway)
     })();
     drop(tasks);
     // Wait for the sandbox's verdict: Ready (the agent takes over) or a failed step.
-    let verdict = release.and_then(|()| {
+    let verdict = release.and_then(|gateway| {
         let mut status = File::from(status_read);
         let mut header = [0u8; 5];
         status.read_exact(&mut header).map_err(|_| JailError::Setup("the sandbox died during setup".into()))?;
@@ -94,7 +100,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         let mut body = vec![0u8; len.min(4096)];
         status.read_exact(&mut body).map_err(|_| JailError::Setup("the sandbox died during setup".into()))?;
         match Report::decode_all(&[header.as_slice(), &body].concat()) {
-            Ok(r) if r.first() == Some(&Report::Ready) => Ok(()),
+            Ok(r) if r.first() == Some(&Report::Ready) => Ok(gateway),
             Ok(r) => match r.into_iter().next() {
                 Some(Report::SetupFailed(msg)) => Err(JailError::Setup(msg)),
                 other => Err(JailError::Setup(format!("unexpected status from the sandbox: {other:?}"))),
@@ -103,10 +109,12 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         }
     });
     drop(sync_write);
-    if let Err(e) = verdict {
-        let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
-        let _ = process::wait4(pid, false);
-        return Err(e);
+    match verdict {
+        Ok(gateway_listener) => Ok(Spawned { pid, pidfd, gateway_listener }),
+        Err(e) => {
+            let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+            let _ = process::wait4(pid, false);
+            Err(e)
+        }
     }
-    Ok(Spawned { pid, pidfd })
 }

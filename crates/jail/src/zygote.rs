@@ -83,7 +83,10 @@ impl Zygote {
             return Err(JailError::Setup("the spawner exited".into()));
         }
         match serde_json::from_slice::<Reply>(&buf[..n]) {
-            Ok(Reply::Spawned { pid }) if got.len() == 1 => Ok(Spawned { pid, pidfd: got.remove(0) }),
+            Ok(Reply::Spawned { pid }) if got.len() == 1 || got.len() == 2 && plan.gateway => {
+                let pidfd = got.remove(0);
+                Ok(Spawned { pid, pidfd, gateway_listener: got.pop() })
+            }
             Ok(Reply::Spawned { .. }) => Err(JailError::Setup("the spawner sent no pidfd".into())),
             Ok(Reply::Refused { layer, reason }) => Err(JailError::LayerUnavailable { layer, reason }),
             Ok(Reply::Failed { message }) => Err(JailError::Setup(message)),
@@ -108,13 +111,17 @@ fn serve(sock: OwnedFd, entry: fn(OwnedFd, &Plan) -> !) -> ! {
             Ok(x) => x,
         };
         let reply = handle(&buf[..n], &mut fds, entry);
-        let (msg, pidfd) = match reply {
-            Ok(spawned) => (Reply::Spawned { pid: spawned.pid }, Some(spawned.pidfd)),
-            Err(JailError::LayerUnavailable { layer, reason }) => (Reply::Refused { layer, reason }, None),
-            Err(e) => (Reply::Failed { message: e.to_string() }, None),
+        let (msg, sent) = match reply {
+            Ok(spawned) => {
+                let mut sent = vec![spawned.pidfd];
+                sent.extend(spawned.gateway_listener);
+                (Reply::Spawned { pid: spawned.pid }, sent)
+            }
+            Err(JailError::LayerUnavailable { layer, reason }) => (Reply::Refused { layer, reason }, Vec::new()),
+            Err(e) => (Reply::Failed { message: e.to_string() }, Vec::new()),
         };
         let body = serde_json::to_vec(&msg).unwrap_or_default();
-        let fds: Vec<i32> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
+        let fds: Vec<i32> = sent.iter().map(|f| f.as_raw_fd()).collect();
         if safehouse_sys::unix::send_with_fds(&sock, &body, &fds).is_err() {
             process::exit_now(0);
         }

@@ -507,6 +507,37 @@ const V6_SPECIAL: &[(u128, u8, &str, &str)] = &[
     (0xff00_0000_0000_0000_0000_0000_0000_0000, 8, "multicast", "ff00::/8"),
 ];
 
+/// The first special range that shares an address with the block `addr/prefix`, if any
+/// (two aligned blocks overlap iff one contains the other's first address).
+pub fn block_overlaps_special(addr: IpAddr, prefix: u8) -> Option<SpecialRange> {
+    let addr = canonical(addr);
+    if let Some(r) = special_range(addr) {
+        return Some(r);
+    }
+    match addr {
+        IpAddr::V4(v4) => {
+            let v = u32::from(v4);
+            V4_SPECIAL
+                .iter()
+                .find(|(net, _, _, _)| mask32(*net, prefix) == mask32(v, prefix))
+                .map(|(_, _, name, cidr)| SpecialRange { name, cidr })
+        }
+        IpAddr::V6(v6) => {
+            let v = u128::from(v6);
+            let embedding = [(0x0064_ff9b_u128 << 96, 96u8), (0x2002_u128 << 112, 16), (0xffff_u128 << 32, 96)];
+            V6_SPECIAL
+                .iter()
+                .map(|(net, p, name, cidr)| (*net, *p, *name, *cidr))
+                .chain(embedding.iter().map(|(net, p)| (*net, *p, "IPv4-embedding", "")))
+                .find(|(net, p, _, _)| {
+                    let common = prefix.min(*p);
+                    mask128(*net, common) == mask128(v, common)
+                })
+                .map(|(_, _, name, cidr)| SpecialRange { name, cidr })
+        }
+    }
+}
+
 /// The special range `ip` falls in, if any: loopback, private, link-local, metadata,
 /// multicast, reserved... IPv6 forms that embed an IPv4 address (mapped, compatible,
 /// NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are judged by the embedded address too.

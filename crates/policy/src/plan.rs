@@ -18,6 +18,25 @@ pub const SANDBOX_USER: &str = "user";
 pub const HOME: &str = "/home/user";
 pub const WORKSPACE: &str = "/workspace";
 pub const HOSTNAME: &str = "safehouse";
+/// Where the capability gateway listens inside every sandbox whose policy allows egress
+/// (on 127.0.0.1, in the sandbox's own network namespace; the host side holds the socket).
+pub const GATEWAY_PORT: u16 = 3128;
+
+/// The proxy variables set inside a sandbox with egress: one port serves HTTP forward
+/// proxying, CONNECT and SOCKS5 (socks5h: the gateway resolves names).
+pub fn proxy_env() -> Vec<(String, String)> {
+    let http = format!("http://127.0.0.1:{GATEWAY_PORT}");
+    let socks = format!("socks5h://127.0.0.1:{GATEWAY_PORT}");
+    let no_proxy = "localhost,127.0.0.1,::1".to_string();
+    let mut env = Vec::new();
+    for (name, value) in [("HTTP_PROXY", &http), ("HTTPS_PROXY", &http), ("ALL_PROXY", &socks), ("NO_PROXY", &no_proxy)]
+    {
+        env.push((name.to_string(), value.clone()));
+        env.push((name.to_ascii_lowercase(), value.clone()));
+    }
+    env
+}
+
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
 
 /// Host directories that make up the `host` root filesystem, read-only. Nothing of /home,
@@ -244,6 +263,9 @@ pub struct Plan {
     pub uid: u32,
     pub gid: u32,
     pub landlock: LandlockRules,
+    /// The policy allows egress: the sandbox opens the gateway's listener on
+    /// 127.0.0.1:[`GATEWAY_PORT`] and hands it to the host side.
+    pub gateway: bool,
 }
 
 pub fn resolve_limits(policy: &Policy) -> ResolvedLimits {
@@ -274,6 +296,9 @@ pub fn build_env(req: &RunRequest) -> Result<Vec<(String, String)>, PolicyError>
         ("TERM".into(), req.term.clone().unwrap_or_else(|| "xterm".into())),
         ("LANG".into(), "C.UTF-8".into()),
     ];
+    if !req.policy.network.allow.is_empty() {
+        env.extend(proxy_env());
+    }
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(PolicyError::invalid(
@@ -323,7 +348,7 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         ("/etc/group", format!("root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_GID}:\nnogroup:x:65534:\n")),
         ("/etc/hostname", format!("{HOSTNAME}\n")),
         ("/etc/hosts", format!("127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
-        ("/etc/resolv.conf", "# safehouse: no DNS without the gateway\noptions timeout:1 attempts:1\n".to_string()),
+        ("/etc/resolv.conf", "# safehouse: no DNS inside the sandbox; with network.allow the gateway (HTTP_PROXY, ALL_PROXY) resolves names\noptions timeout:1 attempts:1\n".to_string()),
     ];
     for (path, contents) in etc {
         ops.push(MountOp::Generated { path: path.to_string(), contents });
@@ -420,6 +445,7 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         gid: SANDBOX_GID,
         landlock: landlock::rules_for(&writable_paths),
         limits,
+        gateway: !req.policy.network.allow.is_empty(),
     })
 }
 

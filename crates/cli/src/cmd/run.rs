@@ -126,7 +126,7 @@ pub fn main(a: RunArgs) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let spec = RunSpec { request, argv: a.command.clone(), tty: a.tty };
+    let spec = RunSpec { request, argv: a.command.clone(), tty: a.tty, gateway: None };
     match safehouse_jail::run(spec) {
         Ok(outcome) => {
             if let Some(msg) = &outcome.exec_error {

@@ -190,3 +190,26 @@ fn denials_name_the_rule_and_the_fix() {
         v => panic!("{v:?}"),
     }
 }
+
+#[test]
+fn blocks_overlapping_special_ranges() {
+    let check = |b: &str| {
+        let r = parse_rule(b).unwrap();
+        match r.host {
+            HostPattern::Net { addr, prefix } => block_overlaps_special(addr, prefix).map(|r| r.name),
+            _ => panic!(),
+        }
+    };
+    assert_eq!(check("169.0.0.0/8"), Some("cloud metadata"));
+    assert_eq!(check("100.0.0.0/8"), Some("cloud metadata"));
+    assert_eq!(check("172.0.0.0/8"), Some("private"));
+    assert_eq!(check("10.20.0.0/16"), Some("private"));
+    assert_eq!(check("0.0.0.0/0"), Some("this-network"));
+    assert_eq!(check("127.0.0.1"), Some("loopback"));
+    assert_eq!(check("8.8.8.0/24"), None);
+    assert_eq!(check("93.184.216.34"), None);
+    assert_eq!(check("[::/0]:443"), Some("unspecified"));
+    assert_eq!(check("[2002::/16]:443"), Some("this-network"));
+    assert_eq!(check("[2606:4700::/32]:443"), None);
+    assert_eq!(check("[fd00::/8]:443"), Some("unique-local (private)"));
+}

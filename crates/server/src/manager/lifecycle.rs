@@ -38,6 +38,17 @@ fn seconds_until(rfc: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The first `network.allow` entry of `policy` that reaches an address in a special range
+/// (private, loopback, link-local, metadata...), if any.
+fn private_address_rule(policy: &safehouse_policy::Policy) -> Option<String> {
+    use safehouse_policy::network::{block_overlaps_special, HostPattern, NetPolicy};
+    let net = NetPolicy::compile(&policy.network).ok()?;
+    net.rules.into_iter().find_map(|r| match r.host {
+        HostPattern::Net { addr, prefix } => block_overlaps_special(addr, prefix).map(|_| r.source),
+        _ => None,
+    })
+}
+
 /// `/proc/PID/stat` field 22: the start time, to tell a recycled pid from the agent.
 pub(crate) fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -81,6 +92,16 @@ impl Manager {
                 layer: "filesystem.read_only / read_write / rootfs".into(),
                 reason: "host paths in a policy are for the admin tenant only; use files upload to move data in".into(),
             });
+        }
+        // Address rules reaching private, loopback or link-local ranges open the host's own
+        // networks (and this daemon's port) to the sandbox: the operator's call, like host paths.
+        if tenant != crate::auth::ADMIN_TENANT {
+            if let Some(rule) = private_address_rule(&policy) {
+                return Err(ManagerError::Refused {
+                    layer: "network.allow".into(),
+                    reason: format!("{rule:?} reaches private, loopback or link-local addresses, which only the admin tenant may allow; allow public names or addresses"),
+                });
+            }
         }
         let timeout_s = req
             .timeout_s
