@@ -107,15 +107,17 @@ def safehouse_argv(opts, cmd, mode="root"):
     return [*prefix, BIN, "run", *opts, "--", *cmd]
 
 
-def child_env(mode):
+def child_env(mode, extra=None):
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "dumb"}
     env["HOME"] = "/tmp" if mode == "rootless" else os.environ.get("HOME", "/root")
+    env.update(extra or {})
     return env
 
 
 def run_inside(cmd, opts=(), *, mode="root", timeout=60, input=None, stdin=subprocess.DEVNULL,
-               json_record=False, check_binary=True):
-    """Run CMD inside `safehouse run OPTS -- CMD`; returns a Result (never hangs)."""
+               json_record=False, check_binary=True, env=None):
+    """Run CMD inside `safehouse run OPTS -- CMD`; returns a Result (never hangs). `env`
+    adds variables to the environment of `safehouse run` itself (not the sandbox's)."""
     if check_binary:
         require_binary()
     opts = list(opts)
@@ -127,7 +129,7 @@ def run_inside(cmd, opts=(), *, mode="root", timeout=60, input=None, stdin=subpr
     argv = safehouse_argv(opts, cmd, mode)
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else stdin,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(mode),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(mode, env),
                          start_new_session=True)
     try:
         out, err = p.communicate(input=input.encode() if isinstance(input, str) else input,
@@ -158,11 +160,11 @@ def run_outside(cmd, *, timeout=60, env=None, input=None, stdin=subprocess.DEVNU
                   p.stderr.decode(errors="replace"), time.monotonic() - t0)
 
 
-def start_inside(cmd, opts=(), *, mode="root"):
+def start_inside(cmd, opts=(), *, mode="root", env=None):
     """Start a sandbox in the background (caller stops it with stop())."""
     require_binary()
     return subprocess.Popen(safehouse_argv(list(opts), cmd, mode), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(mode),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(mode, env),
                             start_new_session=True)
 
 
