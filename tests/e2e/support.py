@@ -446,6 +446,10 @@ class Collected:
 class Daemon:
     """`safehouse serve` on a free loopback port with its own data dir."""
 
+    # The gateway's resolver overrides: test names stand for the public internet and lead
+    # to servers the tests start on 127.0.0.1 (tests/network/internet.py).
+    GATEWAY_RESOLVE = "web.test=127.0.0.1;other.test=127.0.0.1"
+
     def __init__(self, data_dir=None, admin_key=None, port=None):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="safehouse-e2e-data-")
         self.admin_key = admin_key or new_admin_key()
@@ -465,7 +469,8 @@ class Daemon:
     def start(self, timeout=30):
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root"),
-               "SAFEHOUSE_ADMIN_KEY": self.admin_key}
+               "SAFEHOUSE_ADMIN_KEY": self.admin_key,
+               "SAFEHOUSE_GATEWAY_RESOLVE": self.GATEWAY_RESOLVE}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "--listen", f"{self.host}:{self.port}",
                                       "--data-dir", self.data_dir],

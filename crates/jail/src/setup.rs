@@ -195,6 +195,9 @@ fn open_gateway_listener(sync: &OwnedFd) -> Result<(), String> {
     let port = safehouse_policy::plan::GATEWAY_PORT;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| format!("open the gateway's listener on 127.0.0.1:{port}: {e}"))?;
+    // A deep queue: a burst of connections waits for the gateway instead of being dropped
+    // (a dropped SYN costs the client a 1 s retransmit).
+    step("size the gateway's accept queue", net::set_backlog(&listener, 4096))?;
     step(
         "hand the gateway's listener to the host side",
         safehouse_sys::unix::send_with_fds(sync, b"g", &[listener.as_raw_fd()]),

@@ -43,6 +43,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     for _ in 0..opts.spawners.max(1) {
         zygotes.push(Zygote::start(agent_entry).map_err(|e| format!("cannot start the spawner: {e}"))?);
     }
+    let resolver =
+        safehouse_gateway::Resolver::from_env().map_err(|e| format!("the gateway's resolver settings: {e}"))?;
     // Many sandboxes mean many descriptors (a pidfd and a connection each).
     let _ = safehouse_sys::process::raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -52,7 +54,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     runtime.block_on(async move {
         let store = Arc::new(Store::open(&opts.data_dir).map_err(|e| e.to_string())?);
         crate::auth::bootstrap_admin(&store, &opts.data_dir).map_err(|e| e.to_string())?;
-        let manager = Manager::new(ManagerConfig::new(opts.data_dir.clone()), store.clone(), zygotes);
+        let manager = Manager::new(ManagerConfig::new(opts.data_dir.clone()), store.clone(), zygotes, resolver);
         let (attached, lost) = manager.recover().await.map_err(|e| e.to_string())?;
         if attached + lost > 0 {
             eprintln!(

@@ -112,6 +112,7 @@ impl SandboxRecord {
             preset: self.preset.clone(),
             pid: self.agent_pid,
             error: self.error.clone(),
+            network: None,
         }
     }
 }

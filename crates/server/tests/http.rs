@@ -43,7 +43,8 @@ impl Server {
             rt.block_on(async move {
                 let store = Arc::new(Store::open(&d).unwrap());
                 let admin = bootstrap_admin_key(&d, Some(ADMIN)).unwrap();
-                let manager = Manager::new(ManagerConfig::new(d.clone()), store.clone(), Vec::new());
+                let manager =
+                    Manager::new(ManagerConfig::new(d.clone()), store.clone(), Vec::new(), Default::default());
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
                 let app = router(addr, &["api.example.com".to_string()], manager, Authenticator::new(store, &admin));

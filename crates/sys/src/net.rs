@@ -31,6 +31,14 @@ pub fn loopback_up() -> io::Result<()> {
     result
 }
 
+/// Sets the accept backlog of a listening socket (listen(2) again on a listening socket
+/// only changes its backlog; the kernel caps it at net.core.somaxconn).
+pub fn set_backlog(listener: &impl std::os::fd::AsRawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen() on a descriptor the caller owns; no memory is passed.
+    check_int(unsafe { libc::listen(listener.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the buffer and its length describe `name`, alive for the call.
     check_int(unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) })?;

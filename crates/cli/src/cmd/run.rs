@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use safehouse_jail::{JailError, RunSpec};
+use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
+use safehouse_jail::{EgressGateway, JailError, RunSpec};
 use safehouse_policy::model::{parse_toml, Rootfs};
 use safehouse_policy::plan::{MountSpec, RunRequest};
 use safehouse_policy::units::{parse_duration, parse_size, ByteSize, Dur};
@@ -65,9 +66,6 @@ pub struct RunArgs {
 }
 
 fn build_request(a: &RunArgs) -> Result<RunRequest> {
-    if !a.allow_net.is_empty() {
-        bail!("--allow-net needs the capability gateway, which this version does not have yet; sandboxes get loopback only");
-    }
     let mut policy: Policy = match (&a.policy, &a.preset) {
         (Some(file), _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("cannot read policy {file}"))?;
@@ -92,6 +90,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
     if let Some(t) = &a.timeout {
         l.timeout = Some(Dur(parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?));
     }
+    policy.network.allow.extend(a.allow_net.iter().cloned());
     if let Some(r) = &a.rootfs {
         policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
     }
@@ -126,7 +125,18 @@ pub fn main(a: RunArgs) -> i32 {
             return EXIT_SETUP;
         }
     };
-    let spec = RunSpec { request, argv: a.command.clone(), tty: a.tty, gateway: None };
+    let gateway: Option<Box<dyn EgressGateway>> = if request.policy.network.allow.is_empty() {
+        None
+    } else {
+        match Egress::new(&request.policy) {
+            Ok(g) => Some(Box::new(g)),
+            Err(e) => {
+                eprintln!("safehouse: {e:#}");
+                return EXIT_SETUP;
+            }
+        }
+    };
+    let spec = RunSpec { request, argv: a.command.clone(), tty: a.tty, gateway };
     match safehouse_jail::run(spec) {
         Ok(outcome) => {
             if let Some(msg) = &outcome.exec_error {
@@ -153,5 +163,32 @@ pub fn main(a: RunArgs) -> i32 {
             eprintln!("safehouse: {msg}");
             EXIT_SETUP
         }
+    }
+}
+
+/// The capability gateway of one `run`: on its own thread, for the sandbox's lifetime.
+struct Egress {
+    config: Option<Config>,
+    running: Option<GatewayThread>,
+}
+
+impl Egress {
+    fn new(policy: &Policy) -> Result<Egress> {
+        let net = NetPolicy::compile(&policy.network)?;
+        let resolver = Resolver::from_env().map_err(|e| anyhow::anyhow!("the gateway's resolver: {e}"))?;
+        Ok(Egress { config: Some(Config::new(net, resolver)), running: None })
+    }
+}
+
+impl EgressGateway for Egress {
+    fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String> {
+        let config = self.config.take().ok_or("the gateway was started twice")?;
+        self.running = Some(spawn_thread(config, listener).map_err(|e| format!("start the gateway: {e}"))?);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Option<serde_json::Value> {
+        let stats = self.running.take()?.stop();
+        serde_json::to_value(stats).ok()
     }
 }

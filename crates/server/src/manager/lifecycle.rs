@@ -121,7 +121,7 @@ impl Manager {
         let spawned = tokio::task::spawn_blocking(move || mgr.spawn_blocking(&id2, &dir2, &run_req))
             .await
             .map_err(internal)??;
-        let (pid, pidfd, cg, plan_json) = spawned;
+        let (pid, pidfd, cg, plan_json, gateway_listener) = spawned;
         let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id).await {
             Ok(link) => link,
             Err(e) => {
@@ -131,6 +131,17 @@ impl Manager {
                 }
                 let _ = std::fs::remove_dir_all(&socket_dir);
                 return Err(ManagerError::Internal(format!("cannot reach the sandbox's agent: {e}")));
+            }
+        };
+        let gateway = match gateway_listener.map(|fd| self.start_gateway(&policy, fd)).transpose() {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                if let Some(cg) = cg {
+                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                }
+                let _ = std::fs::remove_dir_all(&socket_dir);
+                return Err(e);
             }
         };
         let record = SandboxRecord {
@@ -161,6 +172,7 @@ impl Manager {
             gid,
             deadline_gen: Default::default(),
             next_cmd: Default::default(),
+            gateway,
         });
         let store = inner.store.clone();
         let rec2 = record.clone();
@@ -180,6 +192,22 @@ impl Manager {
         }
     }
 
+    /// Serves a new sandbox's egress: its gateway on the listener the sandbox opened.
+    fn start_gateway(
+        &self,
+        policy: &safehouse_policy::Policy,
+        listener: OwnedFd,
+    ) -> Result<Arc<safehouse_gateway::Gateway>, ManagerError> {
+        let net = safehouse_policy::network::NetPolicy::compile(&policy.network)
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        let listener = std::net::TcpListener::from(listener);
+        listener.set_nonblocking(true).map_err(internal)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(internal)?;
+        let gateway = safehouse_gateway::Gateway::new(safehouse_gateway::Config::new(net, self.inner.resolver.clone()));
+        tokio::spawn(gateway.clone().serve(listener));
+        Ok(gateway)
+    }
+
     /// Plan, cgroup, agent socket and spawn: everything that blocks.
     #[allow(clippy::type_complexity)]
     fn spawn_blocking(
@@ -187,7 +215,7 @@ impl Manager {
         id: &str,
         socket_dir: &std::path::Path,
         run_req: &RunRequest,
-    ) -> Result<(i32, OwnedFd, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value), ManagerError> {
+    ) -> Result<(i32, OwnedFd, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value, Option<OwnedFd>), ManagerError> {
         let inner = &self.inner;
         let view = safehouse_jail::host::host_view(run_req);
         let plan = plan::compile(run_req, &view).map_err(|e| ManagerError::Invalid(e.to_string()))?;
@@ -266,7 +294,7 @@ impl Manager {
             zygote.spawn(&plan, listener, handle)
         };
         match spawned {
-            Ok(s) => Ok((s.pid, s.pidfd, cg, plan_json)),
+            Ok(s) => Ok((s.pid, s.pidfd, cg, plan_json, s.gateway_listener)),
             Err(e) => {
                 cleanup(cg);
                 Err(jail_error(e))
@@ -290,8 +318,9 @@ impl Manager {
         }
         let store = self.inner.store.clone();
         let (tenant, id) = (tenant.to_string(), id.to_string());
+        let network = self.live(&tenant, &id).ok().and_then(|l| l.gateway.as_ref().map(|g| g.stats()));
         match tokio::task::spawn_blocking(move || store.get_sandbox(&tenant, &id)).await.map_err(internal)? {
-            Ok(Some(rec)) => Ok(rec.info()),
+            Ok(Some(rec)) => Ok(SandboxInfo { network, ..rec.info() }),
             Ok(None) => Err(ManagerError::NotFound),
             Err(e) => Err(internal(e)),
         }
@@ -318,6 +347,10 @@ impl Manager {
             return Ok(()); // someone else is destroying it
         }
         live.deadline_gen.fetch_add(1, Ordering::Relaxed);
+        // Cut the network first: nothing leaves while the rest is torn down.
+        if let Some(gw) = &live.gateway {
+            gw.shutdown();
+        }
         live.link.close();
         let live2 = live.clone();
         let store = self.inner.store.clone();
@@ -463,6 +496,9 @@ impl Manager {
             gid,
             deadline_gen: Default::default(),
             next_cmd: Default::default(),
+            // The gateway's listener died with the previous daemon: a recovered
+            // sandbox has no egress (fail closed; docs/threat-model.md).
+            gateway: None,
         });
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         let left = seconds_until(&rec.expires_at);

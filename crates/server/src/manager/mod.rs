@@ -58,6 +58,8 @@ pub(crate) struct Live {
     /// Bumped on every new deadline, so an older deadline task knows it is stale.
     pub deadline_gen: std::sync::atomic::AtomicU64,
     pub next_cmd: std::sync::atomic::AtomicU64,
+    /// With egress: the capability gateway serving the sandbox's 127.0.0.1:3128.
+    pub gateway: Option<Arc<safehouse_gateway::Gateway>>,
 }
 
 #[derive(Clone)]
@@ -74,11 +76,19 @@ pub(crate) struct Inner {
     pub zygotes: Vec<Mutex<Zygote>>,
     pub next_zygote: std::sync::atomic::AtomicUsize,
     pub live: Mutex<HashMap<String, Arc<Live>>>,
+    /// How every sandbox's gateway resolves names (operator settings, from the environment).
+    pub resolver: safehouse_gateway::Resolver,
 }
 
 impl Manager {
     /// `zygotes` were started (with `Zygote::start`) before the daemon's first thread.
-    pub fn new(cfg: ManagerConfig, store: Arc<Store>, zygotes: Vec<Zygote>) -> Manager {
+    /// `resolver`: how the sandboxes' gateways resolve names.
+    pub fn new(
+        cfg: ManagerConfig,
+        store: Arc<Store>,
+        zygotes: Vec<Zygote>,
+        resolver: safehouse_gateway::Resolver,
+    ) -> Manager {
         let cgroups = cgroup::detect();
         Manager {
             inner: Arc::new(Inner {
@@ -89,6 +99,7 @@ impl Manager {
                 zygotes: zygotes.into_iter().map(Mutex::new).collect(),
                 next_zygote: Default::default(),
                 live: Mutex::new(HashMap::new()),
+                resolver,
             }),
         }
     }

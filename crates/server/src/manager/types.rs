@@ -42,6 +42,9 @@ pub struct SandboxInfo {
     pub pid: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A running sandbox with egress: its gateway's counters (requests, denials, bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<safehouse_gateway::Stats>,
 }
 
 #[derive(Debug, Clone, Default)]
