@@ -76,6 +76,16 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}")
 }
 
+/// Prints a duration the way policies are serialised: whole seconds (`"900s"`), else
+/// milliseconds (`"1500ms"`).
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_size(self.0))
@@ -84,12 +94,7 @@ impl Serialize for ByteSize {
 
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let d = self.0;
-        if d.subsec_nanos() == 0 {
-            s.serialize_str(&format!("{}s", d.as_secs()))
-        } else {
-            s.serialize_str(&format!("{}ms", d.as_millis()))
-        }
+        s.serialize_str(&format_duration(self.0))
     }
 }
 
