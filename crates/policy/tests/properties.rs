@@ -32,7 +32,7 @@ fn tomlish() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn parse_toml_never_panics(text in any::<String>()) {
@@ -159,7 +159,7 @@ fn policies() -> impl Strategy<Value = Policy> {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(500))]
 
     #[test]
     fn valid_policies_round_trip(p in policies()) {
