@@ -22,7 +22,7 @@ enum Command {
     Run(Box<cmd::run::RunArgs>),
     /// Report which kernel features exist here and which isolation layers `run` enforces
     Doctor(cmd::doctor::DoctorArgs),
-    /// Validate and show policies
+    /// Validate, explain and show policies
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
     /// The daemon: HTTP API, sandbox manager, state under --data-dir

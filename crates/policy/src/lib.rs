@@ -5,6 +5,7 @@
 //! decision can be tested with golden values.
 
 pub mod error;
+pub mod explain;
 pub mod landlock;
 pub mod model;
 pub mod network;

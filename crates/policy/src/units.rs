@@ -48,22 +48,33 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    if num.is_empty() {
+    if num.is_empty() || num.parse::<f64>().is_err() {
         return Err(format!("{text:?} is not a duration; {DUR_HINT}"));
     }
-    let value: f64 = num.parse().map_err(|_| format!("{text:?} is not a duration; {DUR_HINT}"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
+    let unit_nanos: u128 = match unit.trim() {
+        "" | "s" | "sec" => 1_000_000_000,
+        "ms" => 1_000_000,
+        "m" | "min" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
         other => return Err(format!("unknown duration unit {other:?} in {text:?}; {DUR_HINT}")),
     };
-    if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&secs) {
-        return Err(format!("{text:?} is out of range; {DUR_HINT}"));
+    // Exact decimal arithmetic, so a duration printed as "1234ms" reads back as exactly that.
+    let out_of_range = || format!("{text:?} is out of range; {DUR_HINT}");
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| out_of_range())? };
+    let frac = &frac[..frac.len().min(18)];
+    let frac_nanos = if frac.is_empty() {
+        0
+    } else {
+        let digits: u128 = frac.parse().map_err(|_| out_of_range())?;
+        (digits * unit_nanos + 10u128.pow(frac.len() as u32) / 2) / 10u128.pow(frac.len() as u32)
+    };
+    let nanos = whole.checked_mul(unit_nanos).and_then(|n| n.checked_add(frac_nanos)).ok_or_else(out_of_range)?;
+    if nanos > 10 * 365 * 86_400 * 1_000_000_000 {
+        return Err(out_of_range());
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32))
 }
 
 pub fn format_size(bytes: u64) -> String {
@@ -76,6 +87,16 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}")
 }
 
+/// Prints a duration the way policies are serialised: whole seconds (`"900s"`), else
+/// milliseconds (`"1500ms"`).
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_size(self.0))
@@ -84,12 +105,7 @@ impl Serialize for ByteSize {
 
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let d = self.0;
-        if d.subsec_nanos() == 0 {
-            s.serialize_str(&format!("{}s", d.as_secs()))
-        } else {
-            s.serialize_str(&format!("{}ms", d.as_millis()))
-        }
+        s.serialize_str(&format_duration(self.0))
     }
 }
 
@@ -173,5 +189,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("1.2.3s").is_err());
+        assert_eq!(parse_duration("12792246174ms"), Ok(Duration::from_millis(12_792_246_174)));
+        assert_eq!(parse_duration("0.0000000005s"), Ok(Duration::from_nanos(1)));
+        assert!(parse_duration("3651d").unwrap_err().contains("out of range"));
     }
 }
