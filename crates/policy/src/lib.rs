@@ -10,6 +10,7 @@ pub mod model;
 pub mod plan;
 pub mod presets;
 pub mod seccomp;
+pub mod tools;
 pub mod units;
 
 pub use error::PolicyError;
