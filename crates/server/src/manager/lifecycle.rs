@@ -71,6 +71,13 @@ impl Manager {
             (None, Some(p)) => (presets::load(p).map_err(|e| ManagerError::Invalid(e.to_string()))?, Some(p.clone())),
             (None, None) => (presets::load("default").map_err(internal)?, Some("default".to_string())),
         };
+        // Per-tool limits need a supervisor answering every exec, which only `safehouse run`
+        // has so far; the sandbox side refuses them too, this says it before any work.
+        if !policy.tools.limits.is_empty() {
+            return Err(ManagerError::Invalid(
+                "tools.limits: per-tool limits are enforced by `safehouse run` only for now; remove [tools.limits] (tools.allow works here)".into(),
+            ));
+        }
         // Host paths in a policy (binds, a rootfs directory) reach the host's filesystem with
         // the daemon's privileges: only the admin tenant (the host's operator) may name them.
         let fs = &policy.filesystem;
