@@ -24,6 +24,13 @@ fn jail_error(e: JailError) -> ManagerError {
     match e {
         JailError::LayerUnavailable { layer, reason } => ManagerError::Refused { layer, reason },
         JailError::Policy(p) => ManagerError::Invalid(p.to_string()),
+        // A tools.allow pattern that names nothing in the sandbox is the caller's to fix;
+        // it can only be checked in the sandbox's own view, so it arrives as a setup error
+        // (written by the setup steps, before any untrusted code ran).
+        JailError::Setup(m) if m.contains("tools.allow: ") => {
+            let at = m.find("tools.allow: ").unwrap_or(0);
+            ManagerError::Invalid(m[at..].to_string())
+        }
         other => ManagerError::Internal(other.to_string()),
     }
 }
