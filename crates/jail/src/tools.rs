@@ -378,7 +378,9 @@ impl Watch {
                 continue;
             }
             self.tools[i].timed_out = true;
-            for j in self.subtree(i).into_iter().rev() {
+            // Outermost first: a tool waiting for a nested one must die by the signal, not
+            // see its child die first and exit on its own.
+            for j in self.subtree(i) {
                 if let Some(cg) = self.tools[j].live() {
                     let _ = cg.kill_all();
                 }
