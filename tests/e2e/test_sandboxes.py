@@ -136,3 +136,24 @@ def test_auto_expiry_leaves_nothing(api):
         assert wait_for(lambda: not pid_alive(agent_pid), 5), f"agent {agent_pid} of an expired sandbox lives"
     # Deleting an expired sandbox is still fine.
     assert api.kill(sid).status == 204
+
+
+def test_tool_allowlist_in_a_daemon_sandbox(api):
+    """tools.allow holds in daemon sandboxes (the agent is forked, not exec'd, so it runs);
+    tools.limits is `safehouse run` only for now: 400 with the reason."""
+    allow = {"tools": {"allow": ["/usr/bin/python3*", "/bin/sh"]}}
+    sb = api.create(policy=allow)
+    try:
+        out = api.exec(sb["id"], ["python3", "-c", "print(42)"])
+        assert (out["exit_code"], out["stdout"]) == (0, "42\n"), out
+        r = api.post(f"/v1/sandboxes/{sb['id']}/exec", {"cmd": ["/bin/ls"]})
+        assert r.status == 400 and "Permission denied" in r.json()["error"]["message"], r
+        out = api.exec(sb["id"], "ls /; echo rc=$?")
+        assert out["stdout"] == "rc=126\n" and "Permission denied" in out["stderr"], out
+    finally:
+        api.kill(sb["id"])
+    limited = {"tools": {"allow": ["/bin/sh"], "limits": {"/bin/sh": {"timeout": "1s"}}}}
+    r = api.post("/v1/sandboxes", {"policy": limited})
+    assert r.status == 400 and "safehouse run" in r.json()["error"]["message"], r
+    r = api.post("/v1/sandboxes", {"policy": {"tools": {"allow": ["/usr/bin/no-such-tool"]}}})
+    assert r.status == 400 and "tools.allow: /usr/bin/no-such-tool" in r.json()["error"]["message"], r

@@ -14,6 +14,7 @@ pub mod run;
 pub mod seccomp_program;
 pub mod setup;
 pub mod spawn;
+pub mod tools;
 pub mod zygote;
 
 pub use error::JailError;

@@ -90,6 +90,9 @@ pub struct Outcome {
     /// With egress: the gateway's record (requests, denials, bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<serde_json::Value>,
+    /// Runs of tools with `tools.limits` and whether a limit killed them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_runs: Vec<crate::tools::ToolEvent>,
 }
 
 const NAMESPACES: [&str; 7] = ["user", "mount", "pid", "net", "ipc", "uts", "cgroup"];
@@ -132,6 +135,13 @@ fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
         cpus: l.cpus.map(|c| c.value),
         only_limited: true,
     };
+    let tool_limits = !plan.tools.limits.is_empty();
+    if tool_limits && f.cgroups.writable && f.cgroups.version == Some(cgroup::CgroupVersion::V2) {
+        return Err(JailError::LayerUnavailable {
+            layer: "tools.limits".into(),
+            reason: "per-tool limits need cgroup v1 for now (on cgroup v2 the sandbox's cgroup holds processes, so it cannot hand memory limits to nested cgroups); remove [tools.limits]".into(),
+        });
+    }
     if f.cgroups.writable {
         return Ok((Some(limits), Vec::new()));
     }
@@ -152,6 +162,12 @@ fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
         if c.required {
             return Err(JailError::LayerUnavailable { layer: "the cpus limit".into(), reason });
         }
+    }
+    if tool_limits {
+        return Err(JailError::LayerUnavailable {
+            layer: "tools.limits (per-tool limits need root on a cgroup v1 host for now)".into(),
+            reason,
+        });
     }
     if l.memory.required {
         return Err(JailError::LayerUnavailable { layer: "the memory limit".into(), reason });
@@ -346,6 +362,7 @@ pub fn run(mut spec: RunSpec) -> Result<Outcome, JailError> {
         unenforced,
         exec_error: raw.exec_error,
         network,
+        tool_runs: raw.tool_runs,
     })
 }
 
@@ -364,6 +381,7 @@ struct Raw {
     cpu_us: u64,
     maxrss_kib: u64,
     exec_error: Option<String>,
+    tool_runs: Vec<crate::tools::ToolEvent>,
 }
 
 /// Removes `safehouse/run-<pid>-<id>` cgroups whose `run` process no longer exists. Best
@@ -537,6 +555,14 @@ fn run_in(
         let _ = process::wait4(pid, false);
         return Err(e);
     }
+    let supervisor = match supervise_tools(&plan, &sync_write, checked.as_ref(), cg_out.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+            let _ = process::wait4(pid, false);
+            return Err(e);
+        }
+    };
 
     let deadline = timeout.map(|t| start + t.as_nanos() as u64);
     let mut timed_out = false;
@@ -604,6 +630,7 @@ fn run_in(
         .ok_or_else(|| JailError::Setup("sandbox vanished".into()))?;
     drop(sync_write);
     let _ = process::sigmask(&RELAYED, false);
+    let tool_runs = supervisor.map(|s| s.stop()).unwrap_or_default();
 
     let reports =
         Report::read_all(&mut File::from(status_read)).map_err(|e| JailError::host("read sandbox status", e))?;
@@ -616,6 +643,7 @@ fn run_in(
         cpu_us: reaped.user_us + reaped.sys_us,
         maxrss_kib: reaped.maxrss_kib,
         exec_error: None,
+        tool_runs,
     };
     for r in reports {
         match r {
@@ -644,6 +672,43 @@ fn run_in(
         raw.signal = reaped.signal().or(Some(libc::SIGKILL));
     }
     Ok(raw)
+}
+
+/// With `tools.limits`: receives the exec listener and the limited tools' inodes from the
+/// sandbox (sent just before its seccomp filter) and starts answering its execs. A
+/// sandbox that fails its setup first hangs up instead; its status record says why.
+fn supervise_tools(
+    plan: &Plan,
+    sync: &OwnedFd,
+    checked: Option<&Checked>,
+    cg: Option<&dyn Cgroup>,
+) -> Result<Option<crate::tools::Supervisor>, JailError> {
+    if plan.tools.limits.is_empty() {
+        return Ok(None);
+    }
+    let (Some(checked), Some(cg)) = (checked, cg) else {
+        return Err(JailError::LayerUnavailable {
+            layer: "tools.limits".into(),
+            reason: "the sandbox has no cgroup to nest tool cgroups in".into(),
+        });
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let (n, fds) = safehouse_sys::unix::recv_with_fds(sync, &mut buf)
+        .map_err(|e| JailError::host("receive the exec listener", e))?;
+    let Some(listener) = fds.into_iter().next().filter(|_| n > 0) else {
+        return Ok(None);
+    };
+    let table = crate::tools::decode_table(&buf[..n], plan.tools.limits.len()).map_err(JailError::Setup)?;
+    let supervisor = crate::tools::Supervisor::start(
+        listener,
+        table,
+        plan.tools.limits.clone(),
+        checked.features.cgroups.clone(),
+        cg.name().to_string(),
+    )
+    .map_err(|e| JailError::host("start the tool supervisor", e))?;
+    trace("tool supervisor started");
+    Ok(Some(supervisor))
 }
 
 /// Copies what the terminal has to `out`; false at EOF or error.

@@ -4,9 +4,9 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, MIN_ABI};
+use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, EXECUTE_FILE, MIN_ABI};
 use safehouse_policy::plan::Plan;
 use safehouse_sys::{caps, landlock, net, process};
 
@@ -156,7 +156,10 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     trace("child: in cgroup");
 
     // 7. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
-    apply_landlock(&ctx.plan)?;
+    //    With tools.allow, EXECUTE is granted only on the listed files (expanded here, in
+    //    the sandbox's own view) and their ELF interpreters.
+    let tools = if ctx.plan.tools.restricts_exec() { crate::tools::expand(&ctx.plan.tools)? } else { Vec::new() };
+    apply_landlock(&ctx.plan, &tools)?;
     trace("child: landlock");
 
     // 8. Privilege drop: lock securebits, empty the bounding and ambient sets, then every
@@ -176,6 +179,31 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     if safehouse_sys::process::hung_up(&ctx.sync_read) {
         return Err("the host side went away during setup".into());
     }
+
+    // 8b. Per-tool limits: every exec waits for the host side, which moves a limited tool
+    //     into its own cgroup first. The listener goes to the host with the limited
+    //     tools' inodes; the sandbox keeps no copy.
+    if !ctx.plan.tools.limits.is_empty() {
+        if ctx.agent.is_some() {
+            return Err("tools.limits: per-tool limits are enforced by `safehouse run` only for now; remove [tools.limits] for daemon sandboxes".into());
+        }
+        let program: Vec<libc::sock_filter> =
+            safehouse_policy::seccomp::exec_notify_filter(&safehouse_policy::seccomp::NATIVE)
+                .iter()
+                .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+                .collect();
+        let listener = safehouse_sys::seccomp::install_listener_filter(&program)
+            .map_err(|e| format!("install the exec notification filter for tools.limits: {e}"))?;
+        step(
+            "send the exec listener to the host side",
+            safehouse_sys::unix::send_with_fds(
+                &ctx.sync_read,
+                &crate::tools::encode_table(&tools),
+                &[listener.as_raw_fd()],
+            ),
+        )?;
+    }
+    drop(tools);
 
     // 9. Seccomp, last: after it only the allowlisted syscalls exist.
     let program = &crate::seccomp_program::SANDBOX_FILTER;
@@ -213,7 +241,7 @@ fn wait_for_host(sync: &OwnedFd, what: &str) -> Result<Vec<OwnedFd>, String> {
     }
 }
 
-fn apply_landlock(plan: &Plan) -> Result<(), String> {
+fn apply_landlock(plan: &Plan, tools: &[crate::tools::Grant]) -> Result<(), String> {
     let abi = landlock::abi_version().map_err(|e| format!("landlock: unavailable ({e}); the sandbox requires it"))?;
     if abi < MIN_ABI {
         return Err(format!("landlock: ABI {abi} is older than the required {MIN_ABI}"));
@@ -231,6 +259,14 @@ fn apply_landlock(plan: &Plan) -> Result<(), String> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(format!("landlock: rule for {}: {e}", rule.path)),
         }
+    }
+    let exec = EXECUTE_FILE & handled;
+    if plan.tools.restricts_exec() && exec == 0 {
+        return Err("landlock: this kernel cannot restrict execution, which tools.allow needs".into());
+    }
+    for grant in tools {
+        landlock::add_fd_rule(&ruleset, grant.fd.as_fd(), exec)
+            .map_err(|e| format!("landlock: execute rule for {}: {e}", grant.path))?;
     }
     step("set no_new_privs", caps::set_no_new_privs())?;
     landlock::restrict_self(&ruleset).map_err(|e| format!("landlock: restrict: {e}"))

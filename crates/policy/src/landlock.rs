@@ -89,18 +89,28 @@ pub struct LandlockRules {
 
 /// The sandbox's rules: read and execute anywhere visible (the mount plan decides what is
 /// visible), write only beneath the writable directories, devices only as listed.
-pub fn rules_for(writable: &[String]) -> LandlockRules {
-    let mut rules = vec![PathRule { path: "/".into(), access: READ_EXEC }];
+///
+/// With `exec_listed_only` (a non-empty `tools.allow`), no rule here grants EXECUTE: not
+/// beneath "/", and not beneath the writable directories either (or a copy of any binary
+/// into /tmp would run). The jail then adds one file-level EXECUTE rule per allowed
+/// executable and its ELF interpreter, expanded in the sandbox's own view.
+pub fn rules_for(writable: &[String], exec_listed_only: bool) -> LandlockRules {
+    let strip = |access: u64| if exec_listed_only { access & !EXECUTE } else { access };
+    let mut rules = vec![PathRule { path: "/".into(), access: strip(READ_EXEC) }];
     for w in writable {
-        rules.push(PathRule { path: w.clone(), access: READ_WRITE });
+        rules.push(PathRule { path: w.clone(), access: strip(READ_WRITE) });
     }
     for dev in ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"] {
         rules.push(PathRule { path: dev.into(), access: DEVICE_RW });
     }
     rules.push(PathRule { path: "/dev/pts".into(), access: DEVICE_RW | READ_DIR });
-    rules.push(PathRule { path: "/dev/shm".into(), access: READ_WRITE });
+    rules.push(PathRule { path: "/dev/shm".into(), access: strip(READ_WRITE) });
     LandlockRules { handled: fs_rights_for_abi(u32::MAX), rules, scopes: SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL }
 }
+
+/// The right a file-level rule grants an allowed executable (reading it is already granted
+/// beneath "/").
+pub const EXECUTE_FILE: u64 = EXECUTE;
 
 #[cfg(test)]
 mod tests {
@@ -119,7 +129,7 @@ mod tests {
 
     #[test]
     fn golden_rules() {
-        let r = rules_for(&["/tmp".to_string(), "/workspace".to_string()]);
+        let r = rules_for(&["/tmp".to_string(), "/workspace".to_string()], false);
         assert_eq!(r.handled, 0xffff);
         assert_eq!(r.scopes, 3);
         assert_eq!(r.rules[0], PathRule { path: "/".into(), access: 0b1101 });
@@ -137,5 +147,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn golden_rules_with_a_tool_allowlist() {
+        let writable = ["/tmp".to_string(), "/workspace".to_string()];
+        let open = rules_for(&writable, false);
+        let listed = rules_for(&writable, true);
+        assert_eq!(listed.handled, 0xffff, "EXECUTE stays handled, so it is denied unless granted");
+        assert_eq!(listed.rules[0], PathRule { path: "/".into(), access: 0b1100 });
+        assert_eq!(listed.rules[1], PathRule { path: "/tmp".into(), access: 0x77be });
+        assert_eq!(listed.rules.len(), open.rules.len());
+        for (a, b) in listed.rules.iter().zip(&open.rules) {
+            assert_eq!(a.path, b.path);
+            assert_eq!(a.access, b.access & !EXECUTE, "{}", a.path);
+        }
+        // No tree-wide rule grants EXECUTE: it comes only from file-level rules.
+        assert!(listed.rules.iter().all(|p| p.access & EXECUTE == 0));
     }
 }

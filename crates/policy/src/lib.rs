@@ -12,6 +12,7 @@ pub mod network;
 pub mod plan;
 pub mod presets;
 pub mod seccomp;
+pub mod tools;
 pub mod units;
 
 pub use error::PolicyError;

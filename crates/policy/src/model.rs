@@ -314,15 +314,10 @@ impl Policy {
                 ));
             }
         }
-        if !self.tools.limits.is_empty() {
-            return Err(PolicyError::invalid("tools.limits", "per-tool limits arrive with the capability gateway and are not enforced by this version; remove [tools.limits]"));
-        }
         if self.control != Control::default() {
             return Err(PolicyError::invalid("control", "automatic stop rules arrive with the observation plane and are not enforced by this version; remove [control]"));
         }
-        if !self.tools.allow.is_empty() {
-            return Err(PolicyError::invalid("tools.allow", "tool allowlists arrive with the capability gateway and are not enforced by this version; remove tools.allow"));
-        }
+        crate::tools::validate(&self.tools)?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::PolicyError;
 use crate::landlock::{self, LandlockRules};
 use crate::model::{check_abs, check_target, defaults, Policy, Rootfs};
+use crate::tools::ToolsPlan;
 
 /// The identity sandboxed code runs as, inside its user namespace.
 pub const SANDBOX_UID: u32 = 1000;
@@ -266,6 +267,9 @@ pub struct Plan {
     /// The policy allows egress: the sandbox opens the gateway's listener on
     /// 127.0.0.1:[`GATEWAY_PORT`] and hands it to the host side.
     pub gateway: bool,
+    /// `[tools]`: the executables Landlock lets run and their limits.
+    #[serde(default)]
+    pub tools: ToolsPlan,
 }
 
 pub fn resolve_limits(policy: &Policy) -> ResolvedLimits {
@@ -435,6 +439,7 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
     let writable_paths: Vec<String> =
         writable.iter().cloned().chain(binds.iter().filter(|b| b.writable).map(|b| b.path.clone())).collect();
     let cwd = WORKSPACE.to_string();
+    let tools = ToolsPlan::compile(&req.policy.tools);
     Ok(Plan {
         root,
         ops,
@@ -443,7 +448,8 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         hostname: HOSTNAME.into(),
         uid: SANDBOX_UID,
         gid: SANDBOX_GID,
-        landlock: landlock::rules_for(&writable_paths),
+        landlock: landlock::rules_for(&writable_paths, tools.restricts_exec()),
+        tools,
         limits,
         gateway: !req.policy.network.allow.is_empty(),
     })

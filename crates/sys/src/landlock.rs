@@ -1,7 +1,7 @@
 //! Landlock syscalls (there is no libc wrapper).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::{check, cstr};
 
@@ -56,6 +56,12 @@ pub fn add_path_rule(ruleset: &OwnedFd, path: &str, access: u64) -> io::Result<(
     let fd = check(unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) } as libc::c_long)?;
     // SAFETY: `fd` is the descriptor open() just returned, owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    add_fd_rule(ruleset, fd.as_fd(), access)
+}
+
+/// Grants `access` on what `fd` refers to: beneath it for a directory, the file itself
+/// otherwise (then only file rights are accepted).
+pub fn add_fd_rule(ruleset: &OwnedFd, fd: BorrowedFd<'_>, access: u64) -> io::Result<()> {
     let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd.as_raw_fd() };
     // SAFETY: `attr` is a valid path_beneath_attr alive for the call; descriptors are open.
     check(unsafe {

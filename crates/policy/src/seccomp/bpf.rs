@@ -118,6 +118,24 @@ pub fn prelude(target: &Target) -> Vec<SockFilter> {
     out
 }
 
+/// The small filter that hands every `execve` and `execveat` to a supervisor
+/// (`SECCOMP_RET_USER_NOTIF`) so it can put a limited tool in its own cgroup before the
+/// exec proceeds; everything else passes on to the sandbox filter stacked after it. Calls
+/// from another ABI are killed here too, so the x32 twin of execve cannot slip past.
+pub fn exec_notify_filter(target: &Target) -> Vec<SockFilter> {
+    let notify = stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF);
+    let allow = ret(Action::Allow);
+    let mut out = prelude(target);
+    for name in ["execve", "execveat"] {
+        if let Some(nr) = target.nr(name) {
+            out.push(jump(JEQ_K, nr, 0, 1));
+            out.push(notify);
+        }
+    }
+    out.push(allow);
+    out
+}
+
 /// Compiles `entries` for `target`, with `default` for syscalls they do not list. Entries
 /// naming a syscall the target does not have are skipped.
 pub fn compile(entries: &[Entry], target: &Target, default: Action) -> Result<Vec<SockFilter>, CompileError> {

@@ -27,7 +27,7 @@ mod interp;
 #[cfg(test)]
 mod tests;
 
-pub use bpf::{compile, CompileError, MAX_INSNS};
+pub use bpf::{compile, exec_notify_filter, CompileError, MAX_INSNS};
 pub use model::{Action, ArgCheck, Entry, Rule, Test};
 pub use rules::{DEFAULT_ACTION, DEFAULT_ERRNO, DENY_ERRNO, SANDBOX};
 pub use syscalls::{Target, NATIVE};

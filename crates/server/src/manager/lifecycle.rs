@@ -24,6 +24,13 @@ fn jail_error(e: JailError) -> ManagerError {
     match e {
         JailError::LayerUnavailable { layer, reason } => ManagerError::Refused { layer, reason },
         JailError::Policy(p) => ManagerError::Invalid(p.to_string()),
+        // A tools.allow pattern that names nothing in the sandbox is the caller's to fix;
+        // it can only be checked in the sandbox's own view, so it arrives as a setup error
+        // (written by the setup steps, before any untrusted code ran).
+        JailError::Setup(m) if m.contains("tools.allow: ") => {
+            let at = m.find("tools.allow: ").unwrap_or(0);
+            ManagerError::Invalid(m[at..].to_string())
+        }
         other => ManagerError::Internal(other.to_string()),
     }
 }
@@ -82,6 +89,13 @@ impl Manager {
             (None, Some(p)) => (presets::load(p).map_err(|e| ManagerError::Invalid(e.to_string()))?, Some(p.clone())),
             (None, None) => (presets::load("default").map_err(internal)?, Some("default".to_string())),
         };
+        // Per-tool limits need a supervisor answering every exec, which only `safehouse run`
+        // has so far; the sandbox side refuses them too, this says it before any work.
+        if !policy.tools.limits.is_empty() {
+            return Err(ManagerError::Invalid(
+                "tools.limits: per-tool limits are enforced by `safehouse run` only for now; remove [tools.limits] (tools.allow works here)".into(),
+            ));
+        }
         // Host paths in a policy (binds, a rootfs directory) reach the host's filesystem with
         // the daemon's privileges: only the admin tenant (the host's operator) may name them.
         let fs = &policy.filesystem;

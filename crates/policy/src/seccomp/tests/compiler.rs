@@ -115,3 +115,21 @@ fn oversized_rules_and_programs_are_errors() {
     let entries: Vec<Entry> = (0..2000).map(|i| Entry { name: name(i), rule: Rule::Errno(1), why: "" }).collect();
     assert!(matches!(compile(&entries, &target, DEFAULT), Err(CompileError::ProgramTooLong { .. })));
 }
+
+#[test]
+fn exec_notify_filter_notifies_exec_only() {
+    use crate::seccomp::{exec_notify_filter, NATIVE};
+    let prog = exec_notify_filter(&NATIVE);
+    check(&prog).unwrap();
+    let verdict = |nr: u32| {
+        run(&prog, &SeccompData { nr: nr as i32, arch: NATIVE.audit_arch, instruction_pointer: 0, args: [0; 6] })
+            .unwrap()
+    };
+    assert_eq!(verdict(NATIVE.nr("execve").unwrap()), libc::SECCOMP_RET_USER_NOTIF);
+    assert_eq!(verdict(NATIVE.nr("execveat").unwrap()), libc::SECCOMP_RET_USER_NOTIF);
+    for other in ["read", "openat", "clone", "exit_group"] {
+        assert_eq!(verdict(NATIVE.nr(other).unwrap()), ret_value(Action::Allow), "{other}");
+    }
+    let foreign = run(&prog, &SeccompData { nr: 11, arch: 0x4000_0003, instruction_pointer: 0, args: [0; 6] });
+    assert_eq!(foreign.unwrap(), ret_value(Action::KillProcess));
+}
