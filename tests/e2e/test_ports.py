@@ -206,3 +206,99 @@ def test_openapi_documents_the_proxy(api):
     doc = api.get("/v1/openapi.json", key=None).json()
     assert "/v1/sandboxes/{id}/ports/{port}/{rest}" in doc["paths"]
     assert json.dumps(doc["paths"]["/v1/sandboxes/{id}/ports/{port}"]).count("port_closed") == 0
+
+
+# A listener that never accepts: the kernel completes connections up to the backlog, so a
+# proxied request holds its slot while it waits for an answer that never comes.
+HOLD = "import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\n" \
+       "s.listen(int(sys.argv[2]))\nprint('ready', flush=True)\ntime.sleep(600)\n"
+
+
+def send_get(api, path, key=True):
+    """Sends a GET on a fresh connection without waiting for the answer."""
+    s = socket.create_connection((api.host, api.port), timeout=10)
+    auth = f"Authorization: Bearer {api.key}\r\n" if key else ""
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {api.host}:{api.port}\r\n{auth}\r\n".encode())
+    return s
+
+
+def answer_within(s, seconds):
+    """The first bytes of the answer on `s`, or None when none comes within `seconds`."""
+    s.settimeout(seconds)
+    try:
+        return s.recv(4096)
+    except socket.timeout:
+        return None
+
+
+def status_within(s, seconds):
+    head = answer_within(s, seconds)
+    return None if head is None else int(head.split()[1]) if head else 0
+
+
+def start_hold(api, sid, backlog):
+    port = free_port()
+    pid = api.start(sid, ["python3", "-c", HOLD, str(port), str(backlog)])
+    with api.attach(sid, pid) as ws:
+        ws.read_until(b"ready\n")
+    return port
+
+
+def test_per_sandbox_cap_and_release(api, sandbox):
+    sid = sandbox["id"]
+    port = start_hold(api, sid, 1024)
+    held = [send_get(api, ports(sid, port, f"/{i}")) for i in range(256)]
+    try:
+        over = None
+        for _ in range(20):  # the 256 are in flight in any order; a probe may take a slot too
+            s = send_get(api, ports(sid, port, "/over"))
+            over = answer_within(s, 2)
+            if over is None:
+                held.append(s)
+                continue
+            s.close()
+            break
+        assert over and over.startswith(b"HTTP/1.1 503") and b'"capacity"' in over, over
+    finally:
+        for s in held:
+            s.close()
+    # Clients gone: their slots come back.
+    def free_again():
+        s = send_get(api, ports(sid, port, "/again"))
+        try:
+            return status_within(s, 1) is None
+        finally:
+            s.close()
+    assert wait_for(free_again, 15)
+
+
+def test_connect_timeout_is_504(api, sandbox):
+    sid = sandbox["id"]
+    port = start_hold(api, sid, 0)
+    held = []
+    try:
+        got = None
+        for i in range(6):  # the first one or two fill the accept queue; later SYNs are dropped
+            s = send_get(api, ports(sid, port, f"/{i}"))
+            held.append(s)
+            got = status_within(s, 8)
+            if got is not None:
+                break
+        assert got == 504, got
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_abandoned_downloads_close_their_upstream_connections(daemon, api, sandbox):
+    sid = sandbox["id"]
+    port = start_echo(api, sid)
+    fds = lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))  # noqa: E731
+    assert api.get(ports(sid, port, "/small")).status == 200
+    before = fds()
+    for _ in range(20):
+        s = send_get(api, ports(sid, port, f"/bytes/{1 << 30}"))
+        assert answer_within(s, 10).startswith(b"HTTP/1.1 200")
+        s.close()
+    # Each abandoned response drops its upstream connection (no descriptor stays behind).
+    assert wait_for(lambda: fds() <= before + 2, 15), (before, fds())
