@@ -109,14 +109,16 @@ impl PortProxy {
                         format!("cannot connect to port {port} inside sandbox {id}: {e}"),
                     ))
                 }
-                Err(_) => return Err(ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "port_timeout",
-                    format!(
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "port_timeout",
+                        format!(
                         "port {port} inside sandbox {id} did not accept a connection within {}s; is the server stuck?",
                         CONNECT_TIMEOUT.as_secs()
                     ),
-                )),
+                    ))
+                }
             }
         }
         Err(port_closed(id, port))
