@@ -77,6 +77,11 @@ fn upgrade_to_websocket(h: &mut HeaderMap) {
 /// The headers sent to the service. `host` is the address connected to (`127.0.0.1:PORT`).
 pub fn upstream(src: &HeaderMap, host: &str, prefix: &str, peer: Option<IpAddr>, websocket: bool) -> HeaderMap {
     let mut h = end_to_end(src, REQUEST_ONLY);
+    if src.contains_key(header::TRANSFER_ENCODING) {
+        // The body was framed by chunks, so a Content-Length alongside is a lie (RFC 9112
+        // §6.3); never let it frame the body towards the service.
+        h.remove(header::CONTENT_LENGTH);
+    }
     if let Ok(v) = HeaderValue::from_str(host) {
         h.insert(header::HOST, v);
     }
@@ -164,6 +169,15 @@ mod tests {
                 ("x-forwarded-proto", "http"),
             ])
         );
+    }
+
+    #[test]
+    fn a_content_length_beside_chunked_framing_is_dropped() {
+        let src = map(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
+        let got = upstream(&src, "127.0.0.1:1", PREFIX, None, false);
+        assert!(!got.contains_key("content-length") && !got.contains_key("transfer-encoding"), "{got:?}");
+        let got = upstream(&map(&[("content-length", "5")]), "127.0.0.1:1", PREFIX, None, false);
+        assert_eq!(got["content-length"], "5");
     }
 
     #[test]
