@@ -302,3 +302,17 @@ def test_abandoned_downloads_close_their_upstream_connections(daemon, api, sandb
         s.close()
     # Each abandoned response drops its upstream connection (no descriptor stays behind).
     assert wait_for(lambda: fds() <= before + 2, 15), (before, fds())
+
+
+def test_chunked_upload_streams_through(api, sandbox):
+    sid = sandbox["id"]
+    port = start_echo(api, sid)
+    parts = [os.urandom(64 * 1024) for _ in range(32)]
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=60)
+    try:
+        conn.request("POST", ports(sid, port, "/echo"), body=iter(parts), encode_chunked=True,
+                     headers={"Authorization": f"Bearer {api.key}", "Transfer-Encoding": "chunked"})
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"".join(parts))
+    finally:
+        conn.close()
