@@ -82,7 +82,7 @@ pub async fn serve(opts: ServeOptions, manager: Manager, store: Arc<Store>) -> i
 /// The API router for a daemon listening on `listen`.
 pub fn router(listen: SocketAddr, allowed_hosts: &[String], manager: Manager, auth: Authenticator) -> Router {
     let hosts = Arc::new(HostAllowlist::new(listen, allowed_hosts));
-    api::router(AppState { manager, auth, hosts })
+    api::router(AppState { manager, auth, hosts, ports: Arc::new(api::ports::PortProxy::default()) })
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
@@ -105,7 +105,7 @@ pub async fn serve_listener(
     let http = Arc::new(http);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -123,7 +123,14 @@ pub async fn serve_listener(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout));
-        tokio::spawn(serve_connection(io, app.clone(), http.clone(), ConnPermit(Arc::new(permit)), stop_rx.clone()));
+        tokio::spawn(serve_connection(
+            io,
+            peer,
+            app.clone(),
+            http.clone(),
+            ConnPermit(Arc::new(permit)),
+            stop_rx.clone(),
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -134,6 +141,7 @@ pub async fn serve_listener(
 
 async fn serve_connection(
     io: TokioIo<StallGuard<tokio::net::TcpStream>>,
+    peer: SocketAddr,
     app: Router,
     http: Arc<hyper::server::conn::http1::Builder>,
     permit: ConnPermit,
@@ -141,6 +149,8 @@ async fn serve_connection(
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(permit.clone());
+        // The client's address, for the port proxy's X-Forwarded-For.
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
         app.clone().oneshot(req)
     });
     let conn = http.serve_connection(io, service).with_upgrades();

@@ -183,6 +183,8 @@ fn concrete_routes() -> Vec<(&'static str, String)> {
         .map(|(m, p)| {
             let path = p
                 .replace("{pid}", "1")
+                .replace("{port}", "8080")
+                .replace("{*rest}", "x")
                 .replace("{id}", if p.starts_with("/v1/keys") { "key_aaaaaaaaaaaaaaaa" } else { SB });
             (*m, path)
         })

@@ -9,12 +9,13 @@ pub mod hosts;
 pub mod json;
 mod keys;
 pub mod params;
+pub mod ports;
 mod processes;
 mod sandboxes;
 
 use std::sync::Arc;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 
 use crate::auth::Authenticator;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub manager: Manager,
     pub auth: Authenticator,
     pub hosts: Arc<HostAllowlist>,
+    pub ports: Arc<ports::PortProxy>,
 }
 
 /// Every route as (method, path), in the router's path syntax. The OpenAPI test checks
@@ -54,6 +56,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sandboxes/{id}/fs/move"),
     ("DELETE", "/v1/sandboxes/{id}/fs"),
     ("GET", "/v1/sandboxes/{id}/fs/watch"),
+    // The port proxy takes any method; these are the ones documented (HEAD and OPTIONS
+    // are forwarded too).
+    ("GET", "/v1/sandboxes/{id}/ports/{port}"),
+    ("POST", "/v1/sandboxes/{id}/ports/{port}"),
+    ("PUT", "/v1/sandboxes/{id}/ports/{port}"),
+    ("PATCH", "/v1/sandboxes/{id}/ports/{port}"),
+    ("DELETE", "/v1/sandboxes/{id}/ports/{port}"),
+    ("GET", "/v1/sandboxes/{id}/ports/{port}/{*rest}"),
+    ("POST", "/v1/sandboxes/{id}/ports/{port}/{*rest}"),
+    ("PUT", "/v1/sandboxes/{id}/ports/{port}/{*rest}"),
+    ("PATCH", "/v1/sandboxes/{id}/ports/{port}/{*rest}"),
+    ("DELETE", "/v1/sandboxes/{id}/ports/{port}/{*rest}"),
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}"),
@@ -78,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/fs/move", post(files::rename))
         .route("/v1/sandboxes/{id}/fs", delete(files::remove))
         .route("/v1/sandboxes/{id}/fs/watch", get(files::watch))
+        .route("/v1/sandboxes/{id}/ports/{port}", any(ports::proxy))
+        .route("/v1/sandboxes/{id}/ports/{port}/", any(ports::proxy))
+        .route("/v1/sandboxes/{id}/ports/{port}/{*rest}", any(ports::proxy))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .fallback(errors::unknown_route)

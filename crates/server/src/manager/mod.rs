@@ -13,12 +13,14 @@ mod agent_link;
 mod exec;
 pub mod ids;
 mod lifecycle;
+mod netns;
 pub mod types;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+pub use netns::GATEWAY_PORT;
 pub use types::*;
 
 use safehouse_jail::cgroup::{self, Cgroup, CgroupSupport};

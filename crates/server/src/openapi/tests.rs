@@ -29,7 +29,8 @@ fn every_route_is_documented_and_nothing_else() {
             }
         }
     }
-    let routed: BTreeSet<_> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    // The router writes a catch-all `{*rest}`; OpenAPI has no such template, only `{rest}`.
+    let routed: BTreeSet<_> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.replace("{*", "{"))).collect();
     let missing: Vec<_> = routed.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&routed).collect();
     assert!(missing.is_empty(), "routes missing from docs/openapi.json: {missing:?}");
