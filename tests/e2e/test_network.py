@@ -73,3 +73,20 @@ def test_bad_network_rules_are_400_with_the_entry_named(api):
     r = api.post("/v1/sandboxes", {"policy": {"version": 1, "network": {"allow": ["ok.test", "https://x.test"]}}})
     assert r.status == 400, r
     assert "network.allow[1]" in r.json()["error"]["message"], r
+
+
+def test_egress_survives_a_daemon_crash(own_daemon, web):
+    """The gateway's listener lived in the crashed daemon; the new daemon opens another in
+    the sandbox's namespace and serves the same policy."""
+    d = own_daemon
+    d.start()
+    api = d.admin()
+    sb = api.create(policy={"version": 1, "network": {"allow": [f"web.test:{web.port}"]}})
+    assert fetch(api, sb["id"], f"http://web.test:{web.port}/hello")["status"] == 200
+    d.crash()
+    d.start()
+    ok = fetch(api, sb["id"], f"http://web.test:{web.port}/hello")
+    assert ok == {"status": 200, "body": "hello from web"}, ok
+    denied = fetch(api, sb["id"], f"http://other.test:{web.port}/hello")
+    assert denied["status"] == 403, denied
+    api.kill(sb["id"])

@@ -40,6 +40,40 @@ pub fn set_backlog(listener: &impl std::os::fd::AsRawFd, backlog: i32) -> io::Re
     Ok(())
 }
 
+/// Binds `sock` (an AF_INET stream socket) to 127.0.0.1:`port` and listens with `backlog`.
+/// SO_REUSEADDR, so connections of an earlier listener left in TIME_WAIT do not block the
+/// port (a listening socket still does).
+pub fn listen_on_loopback(sock: &OwnedFd, port: u16, backlog: i32) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a c_int alive for the call; the length is its size.
+    check_int(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in, alive for the call, with its exact length.
+    check_int(unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: listen() on a descriptor the caller owns; no memory is passed.
+    check_int(unsafe { libc::listen(sock.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the buffer and its length describe `name`, alive for the call.
     check_int(unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) })?;

@@ -222,6 +222,40 @@ impl Manager {
         Ok(gateway)
     }
 
+    /// After a daemon restart: the gateway's listener lived in the old daemon and is gone.
+    /// Opens a new one on 127.0.0.1:GATEWAY_PORT in the sandbox's network namespace (the
+    /// agent's, checked against its start time) and serves it. Fails closed: if sandboxed
+    /// code took the port meanwhile, the sandbox stays without egress.
+    async fn restore_gateway(
+        &self,
+        rec: &SandboxRecord,
+        pid: i32,
+    ) -> Result<Option<Arc<safehouse_gateway::Gateway>>, String> {
+        let Some(policy) = rec.policy.clone() else { return Ok(None) };
+        let policy: safehouse_policy::Policy =
+            serde_json::from_value(policy).map_err(|e| format!("recorded policy unreadable: {e}"))?;
+        if policy.network.allow.is_empty() {
+            return Ok(None);
+        }
+        let expected = rec.agent_start_time;
+        let listener = tokio::task::spawn_blocking(move || -> Result<OwnedFd, String> {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| format!("open netns: {e}"))?;
+            if expected.is_some() && start_time(pid) != expected {
+                return Err("agent pid was recycled".into());
+            }
+            let home = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| format!("open own netns: {e}"))?;
+            use std::os::fd::AsFd;
+            let sock = safehouse_sys::net::tcp_socket_in_netns(ns.as_fd(), home.as_fd(), libc::AF_INET)
+                .map_err(|e| format!("socket in the sandbox's netns: {e}"))?;
+            safehouse_sys::net::listen_on_loopback(&sock, plan::GATEWAY_PORT, 4096)
+                .map_err(|e| format!("listen on 127.0.0.1:{}: {e}", plan::GATEWAY_PORT))?;
+            Ok(sock)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.start_gateway(&policy, listener).map(Some).map_err(|e| e.to_string())
+    }
+
     /// Plan, cgroup, agent socket and spawn: everything that blocks.
     #[allow(clippy::type_complexity)]
     fn spawn_blocking(
@@ -498,6 +532,13 @@ impl Manager {
             None => None,
         };
         let (uid, gid) = self.sandbox_ids();
+        let gateway = match self.restore_gateway(rec, pid).await {
+            Ok(g) => g,
+            Err(reason) => {
+                eprintln!("safehouse: sandbox {}: egress not restored ({reason}); it keeps loopback only", rec.id);
+                None
+            }
+        };
         let live = Arc::new(Live {
             id: rec.id.clone(),
             tenant: rec.tenant.clone(),
@@ -510,9 +551,7 @@ impl Manager {
             gid,
             deadline_gen: Default::default(),
             next_cmd: Default::default(),
-            // The gateway's listener died with the previous daemon: a recovered
-            // sandbox has no egress (fail closed; docs/threat-model.md).
-            gateway: None,
+            gateway,
         });
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         let left = seconds_until(&rec.expires_at);
