@@ -81,7 +81,7 @@ pub(crate) async fn serve(gw: Arc<Gateway>, client_io: Metered<TcpStream>, activ
     let served = server::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(gw.config.handshake_timeout)
-        .max_buf_size(gw.config.max_header_bytes.max(8192))
+        .max_header_size(gw.config.max_header_bytes)
         .serve_connection(TokioIo::new(client_io), svc)
         .with_upgrades()
         .await;
