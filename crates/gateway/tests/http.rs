@@ -219,3 +219,16 @@ async fn upstream_connect_failure_is_502() {
     assert_eq!(r.status, 502);
     assert_eq!(gw.gw.stats().failed, 3);
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let (_up, gw) = setup(&["allowed.test"]).await;
+    let big = "x".repeat(70 * 1024);
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let req = format!("GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nX-Big: {big}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    match read_response(&mut s).await {
+        Ok(r) => assert_eq!(r.status, 431),
+        Err(e) => assert!(e.kind() != std::io::ErrorKind::TimedOut, "{e}"), // closed is fine too
+    }
+}
