@@ -110,13 +110,28 @@ const MAX_DEPTH: usize = 32;
 /// serde_json escapes control characters (newlines, ESC of ANSI sequences), so the result
 /// never contains a raw newline: one record stays one line.
 pub(crate) fn encode_data(data: &Value, caps: Caps) -> String {
-    let capped = cap_value(data, caps.string, 0);
-    let out = serde_json::to_string(&capped).unwrap_or_else(|_| "null".into());
+    // Most records need no capping: serialize them as they are, without a copy.
+    let out = if within_caps(data, caps.string, 0) {
+        serde_json::to_string(data)
+    } else {
+        serde_json::to_string(&cap_value(data, caps.string, 0))
+    };
+    let out = out.unwrap_or_else(|_| "null".into());
     if out.len() <= caps.data {
         return out;
     }
     let preview = truncate(&out, caps.string.min(caps.data / 2));
     serde_json::json!({ "truncated": true, "bytes": out.len(), "preview": preview }).to_string()
+}
+
+fn within_caps(v: &Value, cap: usize, depth: usize) -> bool {
+    match v {
+        Value::String(s) => s.len() <= cap,
+        _ if depth >= MAX_DEPTH => false,
+        Value::Array(a) => a.iter().all(|x| within_caps(x, cap, depth + 1)),
+        Value::Object(o) => o.iter().all(|(k, x)| k.len() <= cap && within_caps(x, cap, depth + 1)),
+        _ => true,
+    }
 }
 
 fn cap_value(v: &Value, cap: usize, depth: usize) -> Value {
