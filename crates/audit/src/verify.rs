@@ -38,6 +38,9 @@ pub struct Problem {
     /// The record's `seq`, when it could be read.
     pub seq: Option<u64>,
     pub what: String,
+    /// The start of the bad line (at most 512 bytes, lossily decoded; it may hold anything,
+    /// so escape it before printing it to a terminal).
+    pub record: String,
 }
 
 impl std::fmt::Display for Problem {
@@ -170,7 +173,12 @@ struct Stop;
 
 impl Verifier {
     fn fail(&mut self, line: u64, offset: u64, seq: Option<u64>, what: String) -> Stop {
-        self.report.problem = Some(Problem { file: self.file.clone(), line, offset, seq, what });
+        self.fail_on(&[], line, offset, seq, what)
+    }
+
+    fn fail_on(&mut self, text: &[u8], line: u64, offset: u64, seq: Option<u64>, what: String) -> Stop {
+        let record = String::from_utf8_lossy(&text[..text.len().min(512)]).into_owned();
+        self.report.problem = Some(Problem { file: self.file.clone(), line, offset, seq, what, record });
         Stop
     }
 
@@ -188,7 +196,7 @@ impl Verifier {
             if !last {
                 let what =
                     format!("{} bytes without a newline at the end of a segment that is not the last", tail.bytes);
-                return Err(self.fail(line_no + 1, end as u64, None, what));
+                return Err(self.fail_on(&bytes[end..], line_no + 1, end as u64, None, what));
             }
             self.report.torn_tail = Some(tail);
         }
@@ -197,11 +205,18 @@ impl Verifier {
 
     fn record(&mut self, line: &[u8], line_no: u64, offset: u64) -> Result<(), Stop> {
         let Some((body, hash)) = split_line(line) else {
-            return Err(self.fail(line_no, offset, None, "not a record: no hash at the end of the line".into()));
+            return Err(self.fail_on(
+                line,
+                line_no,
+                offset,
+                None,
+                "not a record: no hash at the end of the line".into(),
+            ));
         };
         if hash_body(body) != hash {
             let seq = peek_seq(line);
-            return Err(self.fail(
+            return Err(self.fail_on(
+                line,
                 line_no,
                 offset,
                 seq,
@@ -210,7 +225,9 @@ impl Verifier {
         }
         let rec: Line = match serde_json::from_slice(line) {
             Ok(r) => r,
-            Err(e) => return Err(self.fail(line_no, offset, peek_seq(line), format!("not a valid record: {e}"))),
+            Err(e) => {
+                return Err(self.fail_on(line, line_no, offset, peek_seq(line), format!("not a valid record: {e}")))
+            }
         };
         let seq = Some(rec.seq);
         if rec.seq != self.expected {
@@ -228,18 +245,24 @@ impl Verifier {
                     rec.seq - 1
                 )
             };
-            return Err(self.fail(line_no, offset, seq, what));
+            return Err(self.fail_on(line, line_no, offset, seq, what));
         }
         if unhex32(rec.prev.as_bytes()) != Some(self.prev) {
             let what =
                 "prev does not match the previous record's hash: a record before it was removed, inserted or replaced";
-            return Err(self.fail(line_no, offset, seq, what.into()));
+            return Err(self.fail_on(line, line_no, offset, seq, what.into()));
         }
         if rec.kind == "checkpoint" {
             if let Err(what) = self.checkpoint(rec.seq, rec.data.get()) {
                 let since =
                     self.report.last_checkpoint.map_or("the start".into(), |c| format!("the checkpoint at seq {c}"));
-                return Err(self.fail(line_no, offset, seq, format!("{what}: records after {since} were altered")));
+                return Err(self.fail_on(
+                    line,
+                    line_no,
+                    offset,
+                    seq,
+                    format!("{what}: records after {since} were altered"),
+                ));
             }
             self.report.checkpoints += 1;
             self.report.last_checkpoint = Some(rec.seq);
