@@ -1,6 +1,6 @@
-//! The writer: `append` queues a record in memory (cheap, never waits for the disk for
-//! events); one background thread numbers nothing, it only serializes, chains, signs
-//! checkpoints, writes a batch, fdatasyncs it and then marks it durable.
+//! The writer: `append` numbers a record and queues it in memory (cheap; for events it never
+//! waits for the disk); one background thread chains and signs, writes each batch, fdatasyncs
+//! it and only then marks it durable.
 
 use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
