@@ -27,6 +27,9 @@ enum Command {
     Policy(cmd::policy::PolicyCommand),
     /// The daemon: HTTP API, sandbox manager, state under --data-dir
     Serve(cmd::serve::ServeArgs),
+    /// Check the tamper-evident audit log under DATA_DIR/audit, export its records
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
 
     // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
     // SAFEHOUSE_API_KEY say which daemon and which key.
@@ -66,6 +69,7 @@ fn main() {
         Command::Doctor(args) => cmd::doctor::main(args),
         Command::Policy(c) => cmd::policy::main(c),
         Command::Serve(args) => cmd::serve::main(args),
+        Command::Audit(c) => cmd::audit::main(c),
         Command::Sandbox(c) => cmd::sandbox::main(c),
         Command::Exec(args) => cmd::exec::main(args),
         Command::Shell(args) => cmd::shell::main(args),
