@@ -30,7 +30,7 @@ type Upstream = Metered<TcpStream>;
 
 /// Read buffer for upstream connections: large reads keep bulk downloads near loopback
 /// speed (hyper's adaptive default starts at 8 KiB, one task hand-off per read).
-const UPSTREAM_READ_BUF: usize = 256 * 1024;
+const UPSTREAM_READ_BUF: usize = 1024 * 1024;
 
 /// Headers that describe one hop, never forwarded (plus those `Connection` lists).
 const HOP_BY_HOP: [&str; 9] = [

@@ -339,6 +339,17 @@ fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
     if let Some((a, len)) = h.split_once('/') {
         let addr: IpAddr =
             a.parse().map_err(|_| format!("{a:?} is not an IP address; a CIDR block is ADDRESS/LENGTH"))?;
+        if let IpAddr::V6(v6) = addr {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                // Targets are folded to IPv4 before any check: say so instead of keeping a
+                // rule that could never match.
+                let hint = match len.parse::<u8>() {
+                    Ok(p) if (96..=128).contains(&p) => format!("{v4}/{}", p - 96),
+                    _ => format!("{v4}/LENGTH"),
+                };
+                return Err(format!("{h} is an IPv4-mapped block; IPv4 addresses are checked as IPv4: write {hint}"));
+            }
+        }
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix: u8 = len
             .parse()

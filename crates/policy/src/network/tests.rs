@@ -53,6 +53,7 @@ fn bad_rules_say_what_to_write() {
         ("*.com", "top-level"),
         ("exa mple.com", "not a valid host name"),
         ("[::1", "without its ]"),
+        ("[::ffff:127.0.0.0/104]:80", "write 127.0.0.0/8"),
     ] {
         let err = parse_rule(entry).unwrap_err();
         assert!(err.contains(expect), "{entry:?}: {err}");
