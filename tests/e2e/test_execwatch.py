@@ -105,3 +105,32 @@ def test_execs_are_tenant_scoped(api, sandbox, tenant_key):
     other = api.with_key(tenant_key)
     r = other.get(f"/v1/sandboxes/{sandbox['id']}/execs")
     assert r.status == 404, r
+
+
+def test_no_process_of_the_sandbox_holds_the_listener_and_the_keeper_goes_with_it(api):
+    import os
+    sb = api.create(timeout_s=60)
+    sid = sb["id"]
+    api.start(sid, ["sleep", "30"])
+    agent = api.info(sid)["pid"]
+
+    def holders():
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                for fd in os.listdir(f"/proc/{p}/fd"):
+                    if os.readlink(f"/proc/{p}/fd/{fd}") == "anon_inode:seccomp notify":
+                        out.append(int(p))
+            except OSError:
+                continue
+        return set(out)
+
+    inside = {int(p) for p in open(f"/proc/{agent}/task/{agent}/children").read().split()} | {agent}
+    held = holders()
+    assert not (held & inside), (held, inside)
+    keepers = held - {api.daemon.proc.pid} - inside  # the daemon holds every sandbox's
+    assert keepers, held
+    assert api.kill(sid).status == 204
+    assert wait_for(lambda: not (holders() & keepers), 5), "the keeper outlived its sandbox"
