@@ -471,6 +471,8 @@ class Daemon:
                "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root"),
                "SAFEHOUSE_ADMIN_KEY": self.admin_key,
                "SAFEHOUSE_GATEWAY_RESOLVE": self.GATEWAY_RESOLVE}
+        if "SAFEHOUSE_EXECWATCH" in os.environ:  # exec observation off, to measure its cost
+            env["SAFEHOUSE_EXECWATCH"] = os.environ["SAFEHOUSE_EXECWATCH"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "--listen", f"{self.host}:{self.port}",
                                       "--data-dir", self.data_dir],

@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod error;
+pub mod execwatch;
 pub mod host;
 pub mod init;
 pub mod mounts;

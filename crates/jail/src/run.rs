@@ -486,6 +486,7 @@ fn run_in(
                 privileged: root,
                 agent: None,
                 tty_slave: tty.map(|(_, slave)| slave),
+                watch_execs: false,
             })
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),

@@ -39,6 +39,9 @@ pub struct ChildContext {
     pub agent: Option<AgentEntry>,
     /// With --tty: the terminal to make the command's stdio and controlling terminal.
     pub tty_slave: Option<OwnedFd>,
+    /// Install the exec notification filter and hand its listener to the host side even
+    /// without tools.limits (daemon sandboxes: every exec is observed, crate::execwatch).
+    pub watch_execs: bool,
 }
 
 fn step(name: &str, r: std::io::Result<()>) -> Result<(), String> {
@@ -180,11 +183,13 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
         return Err("the host side went away during setup".into());
     }
 
-    // 8b. Per-tool limits: every exec waits for the host side, which moves a limited tool
-    //     into its own cgroup first. The listener goes to the host with the limited
-    //     tools' inodes; the sandbox keeps no copy.
-    if !ctx.plan.tools.limits.is_empty() {
-        if ctx.agent.is_some() {
+    // 8b. Exec notification: every execve/execveat waits for the host side, which
+    //     records it (daemon sandboxes, crate::execwatch) and, for a tool with
+    //     tools.limits, moves the caller into its own cgroup first. The listener goes to
+    //     the host with the limited tools' inodes; the sandbox keeps no copy (the OwnedFd
+    //     is closed at the end of this block, before any untrusted code exists).
+    if !ctx.plan.tools.limits.is_empty() || ctx.watch_execs {
+        if ctx.agent.is_some() && !ctx.plan.tools.limits.is_empty() {
             return Err("tools.limits: per-tool limits are enforced by `safehouse run` only for now; remove [tools.limits] for daemon sandboxes".into());
         }
         let program: Vec<libc::sock_filter> =
@@ -193,7 +198,7 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
                 .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
                 .collect();
         let listener = safehouse_sys::seccomp::install_listener_filter(&program)
-            .map_err(|e| format!("install the exec notification filter for tools.limits: {e}"))?;
+            .map_err(|e| format!("install the exec notification filter: {e}"))?;
         step(
             "send the exec listener to the host side",
             safehouse_sys::unix::send_with_fds(
@@ -202,6 +207,7 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
                 &[listener.as_raw_fd()],
             ),
         )?;
+        drop(listener);
     }
     drop(tools);
 

@@ -27,6 +27,9 @@ pub struct SpawnSpec {
     pub plan: Plan,
     pub cgroup: CgroupHandle,
     pub agent: AgentEntry,
+    /// Observe execs (crate::execwatch): with it, the listening socket the exec
+    /// listener's keeper serves on (crate::execwatch::keeper).
+    pub exec_keeper: Option<OwnedFd>,
 }
 
 /// A started sandbox: its PID 1 (host pid) and a pidfd for it.
@@ -36,13 +39,17 @@ pub struct Spawned {
     /// With egress: the socket listening on 127.0.0.1:GATEWAY_PORT inside the sandbox,
     /// for the daemon's gateway to accept on.
     pub gateway_listener: Option<OwnedFd>,
+    /// With exec observation: the seccomp listener on which every exec in the sandbox
+    /// waits (crate::execwatch::Watcher answers it). The sandbox holds no copy.
+    pub exec_listener: Option<OwnedFd>,
 }
 
 /// Creates a sandbox whose PID 1 runs the agent; returns once setup is complete (or
 /// failed, with the step named). Must be called from a single-threaded process.
 pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     let root = safehouse_sys::geteuid() == 0;
-    let SpawnSpec { plan, cgroup, agent } = spec;
+    let SpawnSpec { plan, cgroup, agent, exec_keeper } = spec;
+    let watch_execs = exec_keeper.is_some();
     let HostSide { prepared, lower_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
         HostSide::prepare(&plan, root)?;
     let (into_cgroup, tasks) = match cgroup {
@@ -68,6 +75,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
                 privileged: root,
                 agent: Some(agent),
                 tty_slave: None,
+                watch_execs,
             })
         }
         Forked::Parent { pid, pidfd } => (pid, pidfd),
@@ -88,11 +96,23 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         let gateway =
             if plan.gateway { Some(OwnedFd::from(crate::run::receive_gateway_listener(&sync_write)?)) } else { None };
         send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())?;
-        Ok(gateway)
+        // A sandbox that fails before step 8b hangs up instead: its status says why.
+        let exec = match exec_keeper {
+            Some(sock) => match receive_exec_listener(&sync_write)? {
+                Some(listener) => {
+                    crate::execwatch::keeper::start(&listener, sock)
+                        .map_err(|e| JailError::host("start the exec listener's keeper", e))?;
+                    Some(Some(listener))
+                }
+                None => Some(None),
+            },
+            None => None,
+        };
+        Ok((gateway, exec))
     })();
     drop(tasks);
     // Wait for the sandbox's verdict: Ready (the agent takes over) or a failed step.
-    let verdict = release.and_then(|gateway| {
+    let verdict = release.and_then(|(gateway, exec)| {
         let mut status = File::from(status_read);
         let mut header = [0u8; 5];
         status.read_exact(&mut header).map_err(|_| JailError::Setup("the sandbox died during setup".into()))?;
@@ -100,7 +120,10 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         let mut body = vec![0u8; len.min(4096)];
         status.read_exact(&mut body).map_err(|_| JailError::Setup("the sandbox died during setup".into()))?;
         match Report::decode_all(&[header.as_slice(), &body].concat()) {
-            Ok(r) if r.first() == Some(&Report::Ready) => Ok(gateway),
+            Ok(r) if r.first() == Some(&Report::Ready) => match exec {
+                Some(None) => Err(JailError::Setup("the sandbox sent no exec listener".into())),
+                exec => Ok((gateway, exec.flatten())),
+            },
             Ok(r) => match r.into_iter().next() {
                 Some(Report::SetupFailed(msg)) => Err(JailError::Setup(msg)),
                 other => Err(JailError::Setup(format!("unexpected status from the sandbox: {other:?}"))),
@@ -110,11 +133,24 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     });
     drop(sync_write);
     match verdict {
-        Ok(gateway_listener) => Ok(Spawned { pid, pidfd, gateway_listener }),
+        Ok((gateway_listener, exec_listener)) => Ok(Spawned { pid, pidfd, gateway_listener, exec_listener }),
         Err(e) => {
             let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
             let _ = process::wait4(pid, false);
             Err(e)
         }
+    }
+}
+
+/// Receives the exec listener the sandbox sends at setup step 8b (with the tool table,
+/// empty in daemon sandboxes); None when it hung up instead (a failed setup step).
+fn receive_exec_listener(sync: &OwnedFd) -> Result<Option<OwnedFd>, JailError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, fds) = safehouse_sys::unix::recv_with_fds(sync, &mut buf)
+        .map_err(|e| JailError::host("receive the exec listener", e))?;
+    match fds.into_iter().next() {
+        Some(fd) if n > 0 && buf.starts_with(b"T\n") => Ok(Some(fd)),
+        None if n == 0 => Ok(None),
+        _ => Err(JailError::Setup("the sandbox sent something other than its exec listener".into())),
     }
 }

@@ -24,13 +24,27 @@ struct Request {
     plan: Plan,
     /// "none", "v1" (the fds after the listener are `tasks` files) or "v2" (a dir fd).
     cgroup: String,
+    /// Observe execs: the fd after the agent's listener is the exec keeper's socket.
+    #[serde(default)]
+    exec_keeper: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 enum Reply {
-    Spawned { pid: i32 },
-    Refused { layer: String, reason: String },
-    Failed { message: String },
+    /// Descriptors: the pidfd, then the gateway's listener if `gateway`, then the exec
+    /// listener if `exec`.
+    Spawned {
+        pid: i32,
+        gateway: bool,
+        exec: bool,
+    },
+    Refused {
+        layer: String,
+        reason: String,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// The daemon's handle on its spawner.
@@ -62,32 +76,51 @@ impl Zygote {
     }
 
     /// Asks the spawner for a sandbox (blocking; one request at a time per spawner).
-    pub fn spawn(&self, plan: &Plan, listener: OwnedFd, cgroup: CgroupHandle) -> Result<Spawned, JailError> {
+    /// `exec_keeper`: observe execs, with this listening socket for the exec listener's
+    /// keeper (crate::execwatch::keeper).
+    pub fn spawn(
+        &self,
+        plan: &Plan,
+        listener: OwnedFd,
+        cgroup: CgroupHandle,
+        exec_keeper: Option<OwnedFd>,
+    ) -> Result<Spawned, JailError> {
         let (kind, cg_fds) = match cgroup {
             CgroupHandle::None => ("none", Vec::new()),
             CgroupHandle::V1Tasks(t) => ("v1", t),
             CgroupHandle::V2Dir(d) => ("v2", vec![d]),
         };
-        let req = serde_json::to_vec(&Request { plan: plan.clone(), cgroup: kind.into() })
-            .map_err(|e| JailError::Setup(format!("encode spawn request: {e}")))?;
+        let req = serde_json::to_vec(&Request {
+            plan: plan.clone(),
+            cgroup: kind.into(),
+            exec_keeper: exec_keeper.is_some(),
+        })
+        .map_err(|e| JailError::Setup(format!("encode spawn request: {e}")))?;
         let mut fds = vec![listener.as_raw_fd()];
+        fds.extend(exec_keeper.iter().map(|f| f.as_raw_fd()));
         fds.extend(cg_fds.iter().map(|f| f.as_raw_fd()));
         safehouse_sys::unix::send_with_fds(&self.sock, &req, &fds)
             .map_err(|e| JailError::host("ask the spawner", e))?;
         drop(listener);
+        drop(exec_keeper);
         drop(cg_fds);
         let mut buf = vec![0u8; 64 * 1024];
-        let (n, mut got) = safehouse_sys::unix::recv_with_fds(&self.sock, &mut buf)
+        let (n, got) = safehouse_sys::unix::recv_with_fds(&self.sock, &mut buf)
             .map_err(|e| JailError::host("hear from the spawner", e))?;
         if n == 0 {
             return Err(JailError::Setup("the spawner exited".into()));
         }
         match serde_json::from_slice::<Reply>(&buf[..n]) {
-            Ok(Reply::Spawned { pid }) if got.len() == 1 || got.len() == 2 && plan.gateway => {
-                let pidfd = got.remove(0);
-                Ok(Spawned { pid, pidfd, gateway_listener: got.pop() })
+            Ok(Reply::Spawned { pid, gateway, exec })
+                if got.len() == 1 + usize::from(gateway) + usize::from(exec) && (gateway == plan.gateway) =>
+            {
+                let mut got = got.into_iter();
+                let pidfd = got.next().ok_or_else(|| JailError::Setup("the spawner sent no pidfd".into()))?;
+                let gateway_listener = if gateway { got.next() } else { None };
+                let exec_listener = if exec { got.next() } else { None };
+                Ok(Spawned { pid, pidfd, gateway_listener, exec_listener })
             }
-            Ok(Reply::Spawned { .. }) => Err(JailError::Setup("the spawner sent no pidfd".into())),
+            Ok(Reply::Spawned { .. }) => Err(JailError::Setup("the spawner sent the wrong descriptors".into())),
             Ok(Reply::Refused { layer, reason }) => Err(JailError::LayerUnavailable { layer, reason }),
             Ok(Reply::Failed { message }) => Err(JailError::Setup(message)),
             Err(e) => Err(JailError::Setup(format!("malformed reply from the spawner: {e}"))),
@@ -113,9 +146,11 @@ fn serve(sock: OwnedFd, entry: fn(OwnedFd, &Plan) -> !) -> ! {
         let reply = handle(&buf[..n], &mut fds, entry);
         let (msg, sent) = match reply {
             Ok(spawned) => {
+                let (gateway, exec) = (spawned.gateway_listener.is_some(), spawned.exec_listener.is_some());
                 let mut sent = vec![spawned.pidfd];
                 sent.extend(spawned.gateway_listener);
-                (Reply::Spawned { pid: spawned.pid }, sent)
+                sent.extend(spawned.exec_listener);
+                (Reply::Spawned { pid: spawned.pid, gateway, exec }, sent)
             }
             Err(JailError::LayerUnavailable { layer, reason }) => (Reply::Refused { layer, reason }, Vec::new()),
             Err(e) => (Reply::Failed { message: e.to_string() }, Vec::new()),
@@ -135,11 +170,19 @@ fn handle(msg: &[u8], fds: &mut Vec<OwnedFd>, entry: fn(OwnedFd, &Plan) -> !) ->
         return Err(JailError::Setup("spawn request without the agent's socket".into()));
     }
     let listener = fds.remove(0);
+    let exec_keeper = if req.exec_keeper {
+        if fds.is_empty() {
+            return Err(JailError::Setup("spawn request without the exec keeper's socket".into()));
+        }
+        Some(fds.remove(0))
+    } else {
+        None
+    };
     let cgroup = match req.cgroup.as_str() {
         "none" => CgroupHandle::None,
         "v1" => CgroupHandle::V1Tasks(std::mem::take(fds)),
         "v2" if fds.len() == 1 => CgroupHandle::V2Dir(fds.remove(0)),
         other => return Err(JailError::Setup(format!("bad cgroup kind {other:?}"))),
     };
-    spawn_sandbox(SpawnSpec { plan: req.plan, cgroup, agent: AgentEntry { run: entry, listener } })
+    spawn_sandbox(SpawnSpec { plan: req.plan, cgroup, agent: AgentEntry { run: entry, listener }, exec_keeper })
 }

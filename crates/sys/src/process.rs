@@ -281,6 +281,23 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }
 
+/// poll(2) over `(descriptor, events)` pairs; returns each one's `revents` (POLLHUP and
+/// POLLERR are reported even when not asked for, so events 0 waits for a hang-up only).
+/// `timeout_ms` < 0 waits forever; EINTR returns all zeros.
+pub fn poll_events(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
+    // SAFETY: `pfds` is a valid array of `len` pollfd structures.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(vec![0; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents).collect())
+}
+
 /// Makes `fd` (a terminal) the controlling terminal of this session.
 pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an integer argument.

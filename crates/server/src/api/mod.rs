@@ -2,6 +2,7 @@
 
 pub mod errors;
 mod exec;
+mod execs;
 mod files;
 pub mod guard;
 mod health;
@@ -43,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/sandboxes/{id}"),
     ("POST", "/v1/sandboxes/{id}/timeout"),
     ("POST", "/v1/sandboxes/{id}/exec"),
+    ("GET", "/v1/sandboxes/{id}/execs"),
     ("POST", "/v1/sandboxes/{id}/processes"),
     ("GET", "/v1/sandboxes/{id}/processes"),
     ("POST", "/v1/sandboxes/{id}/processes/{pid}/signal"),
@@ -81,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}", get(sandboxes::info).delete(sandboxes::kill))
         .route("/v1/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/v1/sandboxes/{id}/exec", post(exec::exec))
+        .route("/v1/sandboxes/{id}/execs", get(execs::list))
         .route("/v1/sandboxes/{id}/processes", post(processes::start).get(processes::list))
         .route("/v1/sandboxes/{id}/processes/{pid}/signal", post(processes::signal))
         .route("/v1/sandboxes/{id}/processes/{pid}/stdin", post(processes::stdin))

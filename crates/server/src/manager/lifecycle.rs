@@ -15,6 +15,7 @@ use safehouse_policy::plan::{self, RunRequest};
 use safehouse_policy::presets;
 
 use super::agent_link::AgentLink;
+use super::execwatch;
 use super::{
     ids, internal, CreateRequest, ListFilter, Live, Manager, ManagerError, SandboxInfo, SandboxRoot, SandboxState,
 };
@@ -135,7 +136,7 @@ impl Manager {
         let spawned = tokio::task::spawn_blocking(move || mgr.spawn_blocking(&id2, &dir2, &run_req))
             .await
             .map_err(internal)??;
-        let (pid, pidfd, cg, plan_json, gateway_listener) = spawned;
+        let (pid, pidfd, cg, plan_json, gateway_listener, exec_listener) = spawned;
         let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id).await {
             Ok(link) => link,
             Err(e) => {
@@ -174,6 +175,17 @@ impl Manager {
             error: None,
         };
         let (uid, gid) = self.sandbox_ids();
+        let execs = match execwatch::ExecWatch::start(self, &id, exec_listener) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                if let Some(cg) = cg {
+                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                }
+                let _ = std::fs::remove_dir_all(&socket_dir);
+                return Err(ManagerError::Internal(format!("cannot start the exec watcher: {e}")));
+            }
+        };
         let live = Arc::new(Live {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -187,6 +199,7 @@ impl Manager {
             deadline_gen: Default::default(),
             next_cmd: Default::default(),
             gateway,
+            execs,
         });
         let store = inner.store.clone();
         let rec2 = record.clone();
@@ -263,7 +276,10 @@ impl Manager {
         id: &str,
         socket_dir: &std::path::Path,
         run_req: &RunRequest,
-    ) -> Result<(i32, OwnedFd, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value, Option<OwnedFd>), ManagerError> {
+    ) -> Result<
+        (i32, OwnedFd, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value, Option<OwnedFd>, Option<OwnedFd>),
+        ManagerError,
+    > {
         let inner = &self.inner;
         let view = safehouse_jail::host::host_view(run_req);
         let plan = plan::compile(run_req, &view).map_err(|e| ManagerError::Invalid(e.to_string()))?;
@@ -332,6 +348,19 @@ impl Manager {
                 return Err(ManagerError::Internal(format!("agent socket: {e}")));
             }
         };
+        // Every exec observed: the socket the exec listener's keeper serves a restarted
+        // daemon on, next to the agent's (root-only directory).
+        let exec_keeper = if safehouse_jail::execwatch::enabled() {
+            match std::os::unix::net::UnixListener::bind(socket_dir.join("exec.sock")) {
+                Ok(l) => Some(OwnedFd::from(l)),
+                Err(e) => {
+                    cleanup(cg);
+                    return Err(ManagerError::Internal(format!("exec keeper socket: {e}")));
+                }
+            }
+        } else {
+            None
+        };
         if inner.zygotes.is_empty() {
             cleanup(cg);
             return Err(ManagerError::Capacity("this daemon has no spawner".into()));
@@ -339,10 +368,10 @@ impl Manager {
         let which = inner.next_zygote.fetch_add(1, Ordering::Relaxed) % inner.zygotes.len();
         let spawned = {
             let zygote = inner.zygotes[which].lock().unwrap_or_else(|e| e.into_inner());
-            zygote.spawn(&plan, listener, handle)
+            zygote.spawn(&plan, listener, handle, exec_keeper)
         };
         match spawned {
-            Ok(s) => Ok((s.pid, s.pidfd, cg, plan_json, s.gateway_listener)),
+            Ok(s) => Ok((s.pid, s.pidfd, cg, plan_json, s.gateway_listener, s.exec_listener)),
             Err(e) => {
                 cleanup(cg);
                 Err(jail_error(e))
@@ -414,6 +443,7 @@ impl Manager {
                     let _ = safehouse_sys::process::pidfd_send_signal(&live2.pidfd, libc::SIGKILL);
                 }
             }
+            live2.execs.stop();
             // Wait (bounded) for PID 1 to be gone, so nothing of the sandbox runs on return.
             for _ in 0..200 {
                 if safehouse_sys::process::poll_readable(&[live2.pidfd.as_raw_fd()], 10).map(|r| r[0]).unwrap_or(true) {
@@ -539,6 +569,8 @@ impl Manager {
                 None
             }
         };
+        let socket_dir = std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir);
         let live = Arc::new(Live {
             id: rec.id.clone(),
             tenant: rec.tenant.clone(),
@@ -546,12 +578,13 @@ impl Manager {
             pidfd: Arc::new(pidfd),
             cgroup: std::sync::Mutex::new(cg),
             link,
-            socket_dir: std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+            socket_dir,
             uid,
             gid,
             deadline_gen: Default::default(),
             next_cmd: Default::default(),
             gateway,
+            execs,
         });
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         let left = seconds_until(&rec.expires_at);

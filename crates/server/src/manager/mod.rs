@@ -11,6 +11,7 @@
 
 mod agent_link;
 mod exec;
+pub mod execwatch;
 pub mod ids;
 mod lifecycle;
 mod netns;
@@ -62,6 +63,8 @@ pub(crate) struct Live {
     pub next_cmd: std::sync::atomic::AtomicU64,
     /// With egress: the capability gateway serving the sandbox's 127.0.0.1:3128.
     pub gateway: Option<Arc<safehouse_gateway::Gateway>>,
+    /// Every exec in the sandbox, observed (execwatch.rs).
+    pub execs: execwatch::ExecWatch,
 }
 
 #[derive(Clone)]
