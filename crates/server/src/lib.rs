@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod daemon;
+pub mod events;
 pub mod files;
 pub mod manager;
 pub mod openapi;
