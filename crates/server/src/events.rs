@@ -203,9 +203,21 @@ impl EventBus {
         }
     }
 
-    /// Records that `kind` happened to `sandbox`. Never blocks: over the sandbox's rate it
-    /// drops the event (counted, reported in the next one) and returns `None`.
+    /// Records that `kind` happened to `sandbox`, for what sandboxed code can cause at will
+    /// (its execs, its network requests). Never blocks: over the sandbox's rate it drops the
+    /// event (counted, reported in the next one) and returns `None`.
     pub fn emit(&self, sandbox: &str, kind: &str, data: Value) -> Option<Arc<Event>> {
+        self.push(sandbox, kind, data, true)
+    }
+
+    /// Like [`EventBus::emit`] without the rate limit, for what the daemon does or the API
+    /// asked for (lifecycle, API execs, file uploads): bounded by the API's own pace, and
+    /// never lost to a sandbox's flood. It carries the flood's `dropped` count.
+    pub fn emit_unlimited(&self, sandbox: &str, kind: &str, data: Value) -> Option<Arc<Event>> {
+        self.push(sandbox, kind, data, false)
+    }
+
+    fn push(&self, sandbox: &str, kind: &str, data: Value, limited: bool) -> Option<Arc<Event>> {
         let cfg = &self.inner.cfg;
         let event = {
             let mut st = self.lock();
@@ -213,7 +225,7 @@ impl EventBus {
                 return None; // unknown ids from a confused caller must not grow the map
             }
             let s = st.sandboxes.entry(sandbox.to_string()).or_insert_with(|| Stream::new(cfg));
-            if !s.take_token(cfg) {
+            if limited && !s.take_token(cfg) {
                 s.dropped += 1;
                 s.dropped_total += 1;
                 return None;
@@ -223,7 +235,7 @@ impl EventBus {
                 sandbox: cap_string(sandbox, cfg.max_string),
                 seq: s.seq,
                 time: now_ms(),
-                kind: cap_string(kind, 64),
+                kind: clean_kind(kind),
                 // Capped under the lock so seq order is the order in the rings; the cost is
                 // bounded by max_data.
                 data: cap_data(&data, cfg.max_string, cfg.max_data),
@@ -295,6 +307,18 @@ impl Stream {
         } else {
             false
         }
+    }
+}
+
+/// A kind is a short dotted name (`[a-z0-9._-]`, ≤ 64 bytes); anything else becomes `_`,
+/// so it can go in an SSE `event:` line as it is.
+fn clean_kind(kind: &str) -> String {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
+    let k: String = kind.chars().take(64).map(|c| if ok(c) { c } else { '_' }).collect();
+    if k.is_empty() {
+        "_".into()
+    } else {
+        k
     }
 }
 

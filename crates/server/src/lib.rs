@@ -1,6 +1,7 @@
 //! The safehouse daemon: HTTP API, sandbox manager, state store.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod daemon;
 pub mod events;

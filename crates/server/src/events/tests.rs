@@ -148,3 +148,20 @@ fn retired_sandboxes_are_forgotten_oldest_first() {
     assert_eq!(b.subscribe_sandbox("c", 0).replay.len(), 1);
     assert!(b.subscribe_sandbox("c", 0).replay[0].is_terminal());
 }
+
+#[test]
+fn kinds_are_plain_names() {
+    let b = bus(0.0, 0.0);
+    assert_eq!(b.emit("a", "exec\nevent: x", json!(null)).unwrap().kind, "exec_event__x");
+    assert_eq!(b.emit("a", "", json!(null)).unwrap().kind, "_");
+}
+
+#[test]
+fn the_daemons_own_events_pass_a_flood_and_report_it() {
+    let b = bus(1.0, 2.0);
+    for _ in 0..10 {
+        b.emit("a", "net.denied", json!(null));
+    }
+    let e = b.emit_unlimited("a", "sandbox.killed", json!(null)).expect("never dropped");
+    assert_eq!((e.seq, e.dropped), (3, 8));
+}
