@@ -57,8 +57,15 @@ class Daemon:
         h = {"Authorization": f"Bearer {KEY}"}
         if data is not None:
             h["Content-Type"] = "application/json"
-        self.conn.request(method, path, body=data, headers=h)
-        r = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=data, headers=h)
+            r = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The daemon closes keep-alive connections idle for 10 s: reconnect.
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            self.conn.request(method, path, body=data, headers=h)
+            r = self.conn.getresponse()
         out = r.read()
         assert r.status < 300, (r.status, out[:300])
         return json.loads(out) if out else None
