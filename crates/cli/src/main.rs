@@ -46,6 +46,8 @@ enum Command {
     /// Manage API keys (needs the admin key)
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Print a sandbox's events (or all the key may see); --follow keeps streaming
+    Events(cmd::events::EventsArgs),
 }
 
 fn main() {
@@ -75,6 +77,7 @@ fn main() {
         Command::Shell(args) => cmd::shell::main(args),
         Command::Files(c) => cmd::files::main(c),
         Command::Keys(c) => cmd::keys::main(c),
+        Command::Events(args) => cmd::events::main(args),
     };
     std::process::exit(code);
 }

@@ -55,6 +55,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         let store = Arc::new(Store::open(&opts.data_dir).map_err(|e| e.to_string())?);
         crate::auth::bootstrap_admin(&store, &opts.data_dir).map_err(|e| e.to_string())?;
         let manager = Manager::new(ManagerConfig::new(opts.data_dir.clone()), store.clone(), zygotes, resolver);
+        let audit = open_audit(&opts.data_dir)?;
+        if let Some(a) = &audit {
+            manager.set_audit(a.clone());
+        }
         let (attached, lost) = manager.recover().await.map_err(|e| e.to_string())?;
         if attached + lost > 0 {
             eprintln!(
@@ -66,6 +70,34 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
             data_dir: opts.data_dir.clone(),
             allowed_hosts: opts.allowed_hosts.clone(),
         };
-        crate::server::serve(serve, manager, store).await.map_err(|e| format!("serve: {e}"))
+        let served = crate::server::serve(serve, manager, store).await.map_err(|e| format!("serve: {e}"));
+        // What was queued reaches the disk, with a final signed checkpoint.
+        if let Some(a) = audit {
+            let log = a.log().clone();
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
+        served
     })
+}
+
+/// The environment variable that turns the audit log off (`off`): for benchmarks only.
+pub const AUDIT_ENV: &str = "SAFEHOUSE_AUDIT";
+
+/// Opens `DATA_DIR/audit`. A log that cannot be opened (its last record damaged, its key
+/// unreadable or readable by others, the disk unwritable) stops the daemon: running
+/// unaudited is not a silent fallback. `SAFEHOUSE_AUDIT=off` runs without one, loudly.
+fn open_audit(data_dir: &std::path::Path) -> Result<Option<crate::audit::Audit>, String> {
+    if std::env::var(AUDIT_ENV).is_ok_and(|v| v == "off") {
+        eprintln!("safehouse: WARNING: {AUDIT_ENV}=off: nothing is audited (for benchmarks only)");
+        return Ok(None);
+    }
+    let dir = safehouse_audit::dir(data_dir);
+    let log = safehouse_audit::AuditLog::open(&dir).map_err(|e| {
+        format!(
+            "cannot open the audit log in {}: {e}; run `safehouse audit verify --data-dir {}` to see what is wrong (the daemon does not start without its audit log)",
+            dir.display(),
+            data_dir.display()
+        )
+    })?;
+    crate::audit::Audit::start(log, &dir).map(Some).map_err(|e| format!("cannot start the audit feeder: {e}"))
 }

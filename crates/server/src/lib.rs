@@ -1,8 +1,10 @@
 //! The safehouse daemon: HTTP API, sandbox manager, state store.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod daemon;
+pub mod events;
 pub mod files;
 pub mod manager;
 pub mod openapi;

@@ -6,6 +6,7 @@ pub mod serve;
 
 // Clients of a running daemon (docs/api.md).
 pub mod client;
+pub mod events;
 pub mod exec;
 pub mod files;
 pub mod keys;

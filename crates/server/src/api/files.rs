@@ -121,7 +121,9 @@ pub async fn upload(
     file.flush().await.map_err(|e| FileError::from_io(&path, e))?;
     file.sync_data().await.map_err(|e| FileError::from_io(&path, e))?;
     drop(file);
-    let info = blocking(move || files::stat(&root, &path)).await?;
+    let p = path.clone();
+    let info = blocking(move || files::stat(&root, &p)).await?;
+    st.manager.note(&id, "file.written", json!({ "path": path, "size": info.size }));
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
@@ -174,7 +176,9 @@ pub async fn mkdir(
 ) -> Result<Response, ApiError> {
     check_path(&req.path)?;
     let root = root(&st, &tenant, &id).await?;
+    let path = req.path.clone();
     let info = blocking(move || files::mkdir(&root, &req.path, req.parents)).await?;
+    st.manager.note(&id, "dir.created", json!({ "path": path }));
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
@@ -194,7 +198,10 @@ pub async fn rename(
     check_path(&req.from)?;
     check_path(&req.to)?;
     let root = root(&st, &tenant, &id).await?;
-    Ok(Json(blocking(move || files::rename(&root, &req.from, &req.to)).await?).into_response())
+    let data = json!({ "from": req.from, "to": req.to });
+    let info = blocking(move || files::rename(&root, &req.from, &req.to)).await?;
+    st.manager.note(&id, "file.moved", data);
+    Ok(Json(info).into_response())
 }
 
 pub async fn remove(
@@ -207,7 +214,9 @@ pub async fn remove(
     let path = path_param(&q)?;
     let recursive = q.flag("recursive")?;
     let root = root(&st, &tenant, &id).await?;
+    let data = json!({ "path": path, "recursive": recursive });
     blocking(move || files::remove(&root, &path, recursive)).await?;
+    st.manager.note(&id, "file.deleted", data);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,7 +21,15 @@ pub fn is_public(method: &Method, path: &str) -> bool {
 
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let mut resp = match check(&state, &mut req).await {
-        Ok(()) => next.run(req).await,
+        Ok(()) => {
+            // Handed out again for the audit layer, which wraps this one.
+            let who = req.extensions().get::<crate::auth::Tenant>().cloned();
+            let mut resp = next.run(req).await;
+            if let Some(who) = who {
+                resp.extensions_mut().insert(who);
+            }
+            resp
+        }
         Err(e) => e.into_response(),
     };
     let h = resp.headers_mut();

@@ -1,6 +1,8 @@
 //! The HTTP API (docs/api.md): one router, one error shape, one guard in front of it.
 
+mod audit;
 pub mod errors;
+mod events;
 mod exec;
 mod execs;
 mod files;
@@ -73,6 +75,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}"),
+    ("GET", "/v1/sandboxes/{id}/events"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/audit"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -100,9 +105,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/ports/{port}/{*rest}", any(ports::proxy))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/sandboxes/{id}/events", get(events::sandbox_events))
+        .route("/v1/events", get(events::all_events))
+        .route("/v1/audit", get(audit::export))
         .fallback(errors::unknown_route)
         .method_not_allowed_fallback(errors::wrong_method)
         // Added last so it wraps every route and both fallbacks.
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        // Outside the guard, so refused requests are recorded too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .with_state(state)
 }

@@ -116,6 +116,7 @@ impl Manager {
             Some(cg) => join_fds(cg.as_ref())?,
             None => Vec::new(),
         };
+        let started_data = serde_json::json!({ "argv": argv, "cwd": req.cwd, "timeout_s": timeout_s, "api": true });
         let spawn = SpawnRequest {
             id: 0,
             argv,
@@ -131,7 +132,15 @@ impl Manager {
         };
         let started = Instant::now();
         let result = async {
-            let pid = live.link.spawn(spawn, fds).await.map_err(link_error)?;
+            let pid = match live.link.spawn(spawn, fds).await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let e = link_error(e);
+                    self.note(id, "exec.failed", with(started_data, "error", e.to_string().into()));
+                    return Err(e);
+                }
+            };
+            self.note(id, "exec.started", with(started_data, "pid", pid.into()));
             let waited = tokio::time::timeout(Duration::from_secs_f64(timeout_s), live.link.wait_exit(pid)).await;
             let (exited, timed_out) = match waited {
                 Ok(r) => (r.map_err(link_error)?, false),
@@ -168,7 +177,7 @@ impl Manager {
         let (oom_kills, peak, cpu_ns) = stats.unwrap_or((0, None, None));
         let signal = exited.signal();
         let lossy = |b: &Option<Vec<u8>>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
-        Ok(ExecResult {
+        let result = ExecResult {
             exit_code: exited.exit_code(),
             signal,
             stdout: lossy(&exited.stdout),
@@ -180,13 +189,24 @@ impl Manager {
             wall_ms,
             cpu_ms: cpu_ns.map(|n| n / 1_000_000).unwrap_or((exited.user_us + exited.sys_us) / 1000),
             peak_memory_bytes: peak.or(Some(exited.maxrss_kib * 1024)),
-        })
+        };
+        self.note(
+            id,
+            "exec.exited",
+            serde_json::json!({
+                "pid": exited.pid, "exit_code": result.exit_code, "signal": result.signal,
+                "timed_out": result.timed_out, "oom_killed": result.oom_killed, "wall_ms": result.wall_ms,
+                "cpu_ms": result.cpu_ms, "peak_memory_bytes": result.peak_memory_bytes,
+            }),
+        );
+        Ok(result)
     }
 
     pub async fn start_process(&self, tenant: &str, id: &str, req: StartProcess) -> Result<u32, ManagerError> {
         let live = self.running(tenant, id)?;
         let argv = req.cmd.argv();
         check_args(&argv, &req.env)?;
+        let data = serde_json::json!({ "argv": argv, "cwd": req.cwd, "pty": req.pty.is_some() });
         let spawn = SpawnRequest {
             id: 0,
             argv,
@@ -197,7 +217,27 @@ impl Manager {
             capture: false,
             cgroup_fds: 0,
         };
-        live.link.spawn(spawn, Vec::new()).await.map_err(link_error)
+        let pid = match live.link.spawn(spawn, Vec::new()).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let e = link_error(e);
+                self.note(id, "process.failed", with(data, "error", e.to_string().into()));
+                return Err(e);
+            }
+        };
+        self.note(id, "process.started", with(data, "pid", pid.into()));
+        // Its exit, whenever it comes (the wait ends with the agent connection too).
+        let (mgr, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            if let Ok(e) = live.link.wait_exit(pid).await {
+                let data = serde_json::json!({
+                    "pid": pid, "exit_code": e.exit_code(), "signal": e.signal(),
+                    "cpu_ms": (e.user_us + e.sys_us) / 1000, "peak_memory_bytes": e.maxrss_kib * 1024,
+                });
+                mgr.note(&id, "process.exited", data);
+            }
+        });
+        Ok(pid)
     }
 
     pub async fn processes(&self, tenant: &str, id: &str) -> Result<Vec<ProcessInfo>, ManagerError> {
@@ -276,4 +316,12 @@ impl Manager {
     ) -> Result<tokio::sync::mpsc::Receiver<AttachEvent>, ManagerError> {
         self.process_of(tenant, id, pid)?.link.subscribe(pid).ok_or(ManagerError::NoProcess)
     }
+}
+
+/// `v` (a JSON object) with `key` set to `value`.
+fn with(mut v: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_string(), value);
+    }
+    v
 }

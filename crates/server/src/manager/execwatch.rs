@@ -112,11 +112,26 @@ impl ExecWatch {
 impl Manager {
     /// Where a sandbox's exec and exit records go. At merge with the event bus:
     /// `mgr.emit(&id, "exec", serde_json::to_value(rec))` (and "exit").
-    fn exec_hooks(&self, _id: &str, log: &Arc<ExecLog>) -> Hooks {
+    /// Every exec and exit goes to the event stream (and so the audit log), rate-limited
+    /// at the source like everything sandboxed code can trigger, and to the sandbox's
+    /// recent-exec ring (`GET /v1/sandboxes/{id}/execs`).
+    fn exec_hooks(&self, id: &str, log: &Arc<ExecLog>) -> Hooks {
         let (l1, l2) = (log.clone(), log.clone());
+        let (m1, m2) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
+        let (id1, id2) = (id.to_string(), id.to_string());
         Hooks {
-            exec: Arc::new(move |rec: ExecRecord| l1.push(ExecEvent::Exec(rec))),
-            exit: Arc::new(move |rec: ExitRecord| l2.push(ExecEvent::Exit(rec))),
+            exec: Arc::new(move |rec: ExecRecord| {
+                if let (Some(inner), Ok(data)) = (m1.upgrade(), serde_json::to_value(&rec)) {
+                    inner.events.emit(&id1, "proc.exec", data);
+                }
+                l1.push(ExecEvent::Exec(rec))
+            }),
+            exit: Arc::new(move |rec: ExitRecord| {
+                if let (Some(inner), Ok(data)) = (m2.upgrade(), serde_json::to_value(&rec)) {
+                    inner.events.emit(&id2, "proc.exit", data);
+                }
+                l2.push(ExecEvent::Exit(rec))
+            }),
         }
     }
 

@@ -148,7 +148,7 @@ impl Manager {
                 return Err(ManagerError::Internal(format!("cannot reach the sandbox's agent: {e}")));
             }
         };
-        let gateway = match gateway_listener.map(|fd| self.start_gateway(&policy, fd)).transpose() {
+        let gateway = match gateway_listener.map(|fd| self.start_gateway(&id, &policy, fd)).transpose() {
             Ok(g) => g,
             Err(e) => {
                 let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
@@ -207,6 +207,19 @@ impl Manager {
         inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), live.clone());
         self.arm_deadline(&live, timeout_s);
         self.watch_agent(&live);
+        inner.events.register(&id, tenant);
+        self.note(
+            &id,
+            "sandbox.created",
+            serde_json::json!({
+                "preset": record.preset, "expires_at": record.expires_at, "pid": pid,
+                "network": !policy.network.allow.is_empty(),
+            }),
+        );
+        if let Some(audit) = self.audit() {
+            let text = serde_json::to_string(&policy).unwrap_or_default();
+            audit.record(safehouse_audit::Record::policy(&id, &text).tenant(tenant)).await;
+        }
         Ok(record.info())
     }
 
@@ -222,6 +235,7 @@ impl Manager {
     /// Serves a new sandbox's egress: its gateway on the listener the sandbox opened.
     fn start_gateway(
         &self,
+        id: &str,
         policy: &safehouse_policy::Policy,
         listener: OwnedFd,
     ) -> Result<Arc<safehouse_gateway::Gateway>, ManagerError> {
@@ -230,9 +244,32 @@ impl Manager {
         let listener = std::net::TcpListener::from(listener);
         listener.set_nonblocking(true).map_err(internal)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(internal)?;
-        let gateway = safehouse_gateway::Gateway::new(safehouse_gateway::Config::new(net, self.inner.resolver.clone()));
+        let mut config = safehouse_gateway::Config::new(net, self.inner.resolver.clone());
+        config.on_event = Some(self.gateway_hook(id));
+        let gateway = safehouse_gateway::Gateway::new(config);
         tokio::spawn(gateway.clone().serve(listener));
         Ok(gateway)
+    }
+
+    /// The gateway's decisions, as events of sandbox `id` (called on the gateway's
+    /// connection tasks: `emit` does not block).
+    fn gateway_hook(&self, id: &str) -> safehouse_gateway::EventHook {
+        let (bus, id) = (self.inner.events.clone(), id.to_string());
+        Arc::new(move |e: &safehouse_gateway::Event| {
+            use safehouse_gateway::Event as G;
+            let (kind, data) = match e {
+                G::Allowed { target, rule } => ("net.allowed", serde_json::json!({ "target": target, "rule": rule })),
+                G::Denied { target, rule, reason } => {
+                    ("net.denied", serde_json::json!({ "target": target, "rule": rule, "reason": reason }))
+                }
+                G::BudgetExceeded { limit } => {
+                    // Once per gateway: never lost to the flood that may have caused it.
+                    bus.emit_unlimited(&id, "net.budget_exceeded", serde_json::json!({ "limit": limit }));
+                    return;
+                }
+            };
+            bus.emit(&id, kind, data);
+        })
     }
 
     /// After a daemon restart: the gateway's listener lived in the old daemon and is gone.
@@ -266,7 +303,7 @@ impl Manager {
         })
         .await
         .map_err(|e| e.to_string())??;
-        self.start_gateway(&policy, listener).map(Some).map_err(|e| e.to_string())
+        self.start_gateway(&rec.id, &policy, listener).map(Some).map_err(|e| e.to_string())
     }
 
     /// Plan, cgroup, agent socket and spawn: everything that blocks.
@@ -431,7 +468,7 @@ impl Manager {
         live.link.close();
         let live2 = live.clone();
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || {
+        let ended = tokio::task::spawn_blocking(move || {
             let cg = live2.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
             match cg {
                 Some(cg) => {
@@ -451,11 +488,22 @@ impl Manager {
                 }
             }
             let _ = std::fs::remove_dir_all(&live2.socket_dir);
-            store.set_sandbox_state(&live2.id, state, error.as_deref())
+            let r = store.set_sandbox_state(&live2.id, state, error.as_deref());
+            (r, error)
         })
         .await
-        .map_err(internal)?
         .map_err(internal)?;
+        // Said once nothing of the sandbox runs any more.
+        let (recorded, error) = ended;
+        let kind = match state {
+            SandboxState::Expired => "sandbox.expired",
+            SandboxState::Failed => "sandbox.failed",
+            _ => "sandbox.killed",
+        };
+        let dropped = self.inner.events.dropped(&live.id);
+        self.note(&live.id, kind, serde_json::json!({ "error": error, "events_dropped": dropped }));
+        self.inner.events.retire(&live.id);
+        recorded.map_err(internal)?;
         Ok(())
     }
 
@@ -587,6 +635,8 @@ impl Manager {
             execs,
         });
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
+        self.inner.events.register(&rec.id, &rec.tenant);
+        self.note(&rec.id, "sandbox.recovered", serde_json::json!({ "pid": pid, "network": live.gateway.is_some() }));
         let left = seconds_until(&rec.expires_at);
         if left == 0 {
             let _ = self.destroy(&live, SandboxState::Expired, None).await;
@@ -598,6 +648,10 @@ impl Manager {
     }
 
     async fn cleanup_dead(&self, rec: &SandboxRecord, reason: &str) {
+        self.inner.events.register(&rec.id, &rec.tenant);
+        let error = format!("lost while the daemon was down: {reason}");
+        self.note(&rec.id, "sandbox.failed", serde_json::json!({ "error": error }));
+        self.inner.events.retire(&rec.id);
         let (cgroups, store, rec, reason) =
             (self.inner.cgroups.clone(), self.inner.store.clone(), rec.clone(), reason.to_string());
         let _ = tokio::task::spawn_blocking(move || {

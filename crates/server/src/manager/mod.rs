@@ -83,6 +83,10 @@ pub(crate) struct Inner {
     pub live: Mutex<HashMap<String, Arc<Live>>>,
     /// How every sandbox's gateway resolves names (operator settings, from the environment).
     pub resolver: safehouse_gateway::Resolver,
+    /// Everything that happens to sandboxes (crate::events).
+    pub events: crate::events::EventBus,
+    /// The audit log, once the daemon attached it (`Manager::set_audit`).
+    pub audit: std::sync::OnceLock<crate::audit::Audit>,
 }
 
 impl Manager {
@@ -105,8 +109,46 @@ impl Manager {
                 next_zygote: Default::default(),
                 live: Mutex::new(HashMap::new()),
                 resolver,
+                events: crate::events::EventBus::default(),
+                audit: Default::default(),
             }),
         }
+    }
+
+    /// The event bus (the SSE routes subscribe to it; the daemon attaches the audit log).
+    pub fn events(&self) -> &crate::events::EventBus {
+        &self.inner.events
+    }
+
+    /// Records every event, API call and sandbox policy in `audit` from now on (once).
+    pub fn set_audit(&self, audit: crate::audit::Audit) {
+        let sink = audit.clone();
+        if self.inner.audit.set(audit).is_ok() {
+            self.inner.events.set_sink(std::sync::Arc::new(move |e| sink.event(e)));
+        }
+    }
+
+    /// The audit log, if attached.
+    pub fn audit(&self) -> Option<&crate::audit::Audit> {
+        self.inner.audit.get()
+    }
+
+    /// Records that `kind` happened in sandbox `sandbox` (an `sb_...` id): numbered, kept
+    /// for replay, streamed to subscribers and audited. `kind` is dotted (`exec`,
+    /// `exec.exited`, `net.denied`, ...; docs/api.md lists them); `data` is any JSON
+    /// object, and strings in it may come straight from the sandbox: they are capped and
+    /// escaped here. Cheap and never blocks (a mutex held for a few microseconds, no I/O),
+    /// so it may be called from any thread or task. For what sandboxed code causes (its own
+    /// execs, its network requests): over the sandbox's rate limit (1000/s, bursts of 5000)
+    /// the event is dropped and counted (the next one that gets through carries `dropped`).
+    pub fn emit(&self, sandbox: &str, kind: &str, data: serde_json::Value) {
+        self.inner.events.emit(sandbox, kind, data);
+    }
+
+    /// Like `emit`, for what the daemon itself does or the API asked for (lifecycle, API
+    /// execs, file operations): not rate-limited, so a sandbox's flood cannot hide them.
+    pub(crate) fn note(&self, sandbox: &str, kind: &str, data: serde_json::Value) {
+        self.inner.events.emit_unlimited(sandbox, kind, data);
     }
 
     pub(crate) fn live(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
