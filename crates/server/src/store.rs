@@ -120,6 +120,7 @@ impl SandboxRecord {
 pub fn state_str(state: SandboxState) -> &'static str {
     match state {
         SandboxState::Running => "running",
+        SandboxState::Frozen => "frozen",
         SandboxState::Killed => "killed",
         SandboxState::Expired => "expired",
         SandboxState::Failed => "failed",
@@ -129,6 +130,7 @@ pub fn state_str(state: SandboxState) -> &'static str {
 pub fn parse_state(s: &str) -> Option<SandboxState> {
     Some(match s {
         "running" => SandboxState::Running,
+        "frozen" => SandboxState::Frozen,
         "killed" => SandboxState::Killed,
         "expired" => SandboxState::Expired,
         "failed" => SandboxState::Failed,
@@ -363,11 +365,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Every tenant's running sandboxes: what a restarted daemon must re-adopt or clean up.
+    /// Every tenant's running (and frozen) sandboxes: what a restarted daemon must re-adopt
+    /// or clean up.
     pub fn list_running(&self) -> Result<Vec<SandboxRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE state = 'running' ORDER BY created_at, id"
+            "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE state IN ('running', 'frozen') ORDER BY created_at, id"
         ))?;
         let rows = stmt.query_map([], sandbox_from_row)?;
         let mut out = Vec::new();

@@ -9,5 +9,6 @@ pub mod client;
 pub mod exec;
 pub mod files;
 pub mod keys;
+pub mod kill_all;
 pub mod sandbox;
 pub mod shell;

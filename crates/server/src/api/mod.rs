@@ -1,5 +1,6 @@
 //! The HTTP API (docs/api.md): one router, one error shape, one guard in front of it.
 
+mod control;
 pub mod errors;
 mod exec;
 mod files;
@@ -8,6 +9,7 @@ mod health;
 pub mod hosts;
 pub mod json;
 mod keys;
+mod metrics;
 pub mod params;
 pub mod ports;
 mod processes;
@@ -71,6 +73,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/keys"),
     ("GET", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}"),
+    ("GET", "/v1/sandboxes/{id}/metrics"),
+    ("POST", "/v1/sandboxes/{id}/freeze"),
+    ("POST", "/v1/sandboxes/{id}/thaw"),
+    ("POST", "/v1/kill-all"),
+    ("GET", "/metrics"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -97,6 +104,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/ports/{port}/{*rest}", any(ports::proxy))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/sandboxes/{id}/metrics", get(metrics::sandbox))
+        .route("/v1/sandboxes/{id}/freeze", post(control::freeze))
+        .route("/v1/sandboxes/{id}/thaw", post(control::thaw))
+        .route("/v1/kill-all", post(control::kill_all))
+        .route("/metrics", get(metrics::prometheus))
+        // Runs after routing (it needs the matched route), for routed requests only.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(errors::unknown_route)
         .method_not_allowed_fallback(errors::wrong_method)
         // Added last so it wraps every route and both fallbacks.

@@ -192,6 +192,7 @@ impl Manager {
         let rec2 = record.clone();
         tokio::task::spawn_blocking(move || store.insert_sandbox(&rec2)).await.map_err(internal)?.map_err(internal)?;
         inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), live.clone());
+        inner.metrics.counters.created();
         self.arm_deadline(&live, timeout_s);
         self.watch_agent(&live);
         Ok(record.info())
@@ -394,6 +395,7 @@ impl Manager {
         if !removed {
             return Ok(()); // someone else is destroying it
         }
+        self.inner.metrics.counters.ended(state);
         live.deadline_gen.fetch_add(1, Ordering::Relaxed);
         // Cut the network first: nothing leaves while the rest is torn down.
         if let Some(gw) = &live.gateway {
@@ -436,7 +438,7 @@ impl Manager {
                 self.inner.cfg.max_timeout_s
             )));
         }
-        let live = self.running(tenant, id)?;
+        let live = self.present(tenant, id)?;
         let at = expires(timeout_s);
         let store = self.inner.store.clone();
         let (id2, at2) = (id.to_string(), at.clone());
@@ -485,7 +487,7 @@ impl Manager {
     /// The sandbox's root for file operations: `/proc/<agent>/root`, opened while the
     /// agent is verified alive (its pidfd), so a recycled pid can never be followed.
     pub async fn root(&self, tenant: &str, id: &str) -> Result<SandboxRoot, ManagerError> {
-        let live = self.running(tenant, id)?;
+        let live = self.present(tenant, id)?;
         let path = format!("/proc/{}/root", live.pid);
         let dir = std::fs::OpenOptions::new()
             .read(true)
@@ -553,6 +555,9 @@ impl Manager {
             next_cmd: Default::default(),
             gateway,
         });
+        // A frozen sandbox stays frozen across the restart (its agent accepted the connection
+        // into its backlog and answers once thawed).
+        self.inner.control.set_frozen(&rec.id, rec.state == SandboxState::Frozen);
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         let left = seconds_until(&rec.expires_at);
         if left == 0 {

@@ -10,9 +10,11 @@
 //! records all of it, so a restarted daemon re-attaches (`recover`).
 
 mod agent_link;
+mod control;
 mod exec;
 pub mod ids;
 mod lifecycle;
+pub mod metrics;
 mod netns;
 pub mod types;
 
@@ -80,6 +82,10 @@ pub(crate) struct Inner {
     pub live: Mutex<HashMap<String, Arc<Live>>>,
     /// How every sandbox's gateway resolves names (operator settings, from the environment).
     pub resolver: safehouse_gateway::Resolver,
+    /// Freeze state, violation counters and stop rules (control.rs).
+    pub control: control::ControlState,
+    /// The sampler's history and the daemon's counters (metrics.rs).
+    pub metrics: metrics::MetricsState,
 }
 
 impl Manager {
@@ -102,6 +108,8 @@ impl Manager {
                 next_zygote: Default::default(),
                 live: Mutex::new(HashMap::new()),
                 resolver,
+                control: Default::default(),
+                metrics: Default::default(),
             }),
         }
     }
@@ -127,7 +135,17 @@ impl Manager {
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
+    /// A sandbox whose processes can run: not frozen (a frozen agent answers nothing).
     pub(crate) fn running(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
+        let live = self.present(tenant, id)?;
+        if self.inner.control.is_frozen(id) {
+            return Err(ManagerError::Frozen(id.to_string()));
+        }
+        Ok(live)
+    }
+
+    /// A sandbox that is running or frozen (its files and deadline stay reachable).
+    pub(crate) fn present(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
         self.live(tenant, id).map_err(|_| self.not_running(tenant, id))
     }
 }
