@@ -150,7 +150,7 @@ def alive(pid):
 
 
 def prom_value(cl, name):
-    text = cl.call("GET", "/metrics", raw=True).decode()
+    text = Client(cl.port).call("GET", "/metrics", raw=True).decode()  # fresh: idle connections are closed
     return next(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " "))
 
 
@@ -191,7 +191,7 @@ def main():
     port = free_port()
     env = dict(os.environ, SAFEHOUSE_ADMIN_KEY=KEY)
     daemon = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-                              env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                              env=env, stderr=open(os.environ.get("BENCH_DAEMON_LOG", os.devnull), "w"), stdout=subprocess.DEVNULL)
     try:
         for _ in range(200):
             try:
@@ -209,7 +209,7 @@ def main():
             made = create_many(port, DENSITY, {"timeout_s": 1800})
             time.sleep(2)
             bench_sampler(cl, len(made))
-            cl.call("POST", "/v1/kill-all", {})
+            Client(port).call("POST", "/v1/kill-all", {})
             return
 
         # Time to interactive.
@@ -323,6 +323,7 @@ def main():
               f"agents, daemon; target 2 MiB), of which charged to the sandbox cgroups "
               f"{usage / len(dense) / 1048576:.2f} MiB and daemon RSS growth {daemon_growth / len(dense) / 1024:.0f} KiB")
         bench_sampler(cl, len(dense))
+        cl = Client(port)
         for i in dense:
             cl.call("DELETE", f"/v1/sandboxes/{i}")
 

@@ -326,6 +326,27 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Sets many sandboxes' state (and error, when given) in one transaction (kill-all).
+    /// Returns how many rows changed.
+    pub fn set_sandboxes_state(
+        &self,
+        ids: &[&str],
+        state: SandboxState,
+        error: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare("UPDATE sandboxes SET state = ?2, error = COALESCE(?3, error) WHERE id = ?1")?;
+            for id in ids {
+                n += stmt.execute(params![id, state_str(state), error])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Sets a sandbox's deadline. Returns false if no such sandbox.
     pub fn set_sandbox_expiry(&self, id: &str, expires_at: &str) -> Result<bool, StoreError> {
         let conn = self.lock();

@@ -22,8 +22,9 @@ use crate::store::Store;
 /// Worker threads per kill-all phase: each mostly waits on the kernel (a freeze to hold,
 /// tasks to exit), so more than the cores.
 const KILL_ALL_WIDTH: usize = 32;
-/// How long a killed sandbox's cgroup may take to empty before the slower kill loop runs.
-const EMPTY_WAIT: Duration = Duration::from_millis(500);
+/// How long kill-all waits for the killed agents to exit before removing the cgroups
+/// anyway (whose removal then runs the slower freeze/kill loop on what is left).
+const AGENT_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// The `[control]` rules of one sandbox, as the daemon enforces them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -196,9 +197,15 @@ impl Manager {
         if killed > 0 {
             let victims = Arc::new(victims);
             let v = victims.clone();
-            tokio::task::spawn_blocking(move || parallel(&v, KILL_ALL_WIDTH, |l| freeze_quietly(l)))
-                .await
-                .map_err(internal)?;
+            tokio::task::spawn_blocking(move || {
+                // Every freeze asked for first, so all tasks stop together; then each waited.
+                for l in v.iter() {
+                    with_cgroup_quietly(l, |cg| cg.start_freeze());
+                }
+                parallel(&v, KILL_ALL_WIDTH, |l| with_cgroup_quietly(l, |cg| cg.freeze()));
+            })
+            .await
+            .map_err(internal)?;
             for l in victims.iter() {
                 if let Some(gw) = &l.gateway {
                     gw.shutdown();
@@ -206,11 +213,9 @@ impl Manager {
                 l.link.close();
             }
             let store = self.inner.store.clone();
-            tokio::task::spawn_blocking(move || {
-                parallel(&victims, KILL_ALL_WIDTH, |l| teardown(l, &store, "stopped by kill-all"))
-            })
-            .await
-            .map_err(internal)?;
+            tokio::task::spawn_blocking(move || kill_and_remove(&victims, &store, "stopped by kill-all"))
+                .await
+                .map_err(internal)?;
         }
         Ok(KillAllReport { killed, ms: started.elapsed().as_millis() as u64 })
     }
@@ -277,47 +282,84 @@ fn with_cgroup(
     }
 }
 
-fn freeze_quietly(live: &Live) {
+fn with_cgroup_quietly(
+    live: &Live,
+    f: impl FnOnce(&dyn safehouse_jail::cgroup::Cgroup) -> Result<(), safehouse_jail::cgroup::CgroupError>,
+) {
     let guard = live.cgroup.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(cg) = guard.as_deref() {
         // A freeze that does not hold (a task in D state) still stops the others; the
-        // kill loop below deals with stragglers.
-        let _ = cg.freeze();
+        // kill loop in `teardown` deals with stragglers.
+        let _ = f(cg);
     }
 }
 
-/// Phase 3 of kill-all for one sandbox: kill, thaw, wait, remove, record.
-fn teardown(live: &Live, store: &Store, why: &str) {
+type OwnedCgroup = Option<Box<dyn safehouse_jail::cgroup::Cgroup>>;
+
+/// Kill-all, phase 3, for frozen and cut-off sandboxes. Each step runs for every sandbox
+/// before the next starts, so the kernel's work overlaps: (a) SIGKILL every task of each
+/// frozen cgroup (the list is complete: frozen tasks cannot fork) and the agent, then thaw
+/// so the kills land; (b) wait until every agent's pidfd says it exited — PID 1 of a pid
+/// namespace exits only after every other task in it is gone; (c) remove each cgroup (its
+/// `destroy` still kills stragglers first); (d) record every state in one transaction.
+fn kill_and_remove(victims: &[Arc<Live>], store: &Store, why: &str) {
+    let width = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cgroups: Vec<Mutex<OwnedCgroup>> = {
+        let out: Vec<Mutex<OwnedCgroup>> = victims.iter().map(|_| Mutex::new(None)).collect();
+        let items: Vec<(&Arc<Live>, &Mutex<OwnedCgroup>)> = victims.iter().zip(&out).collect();
+        parallel(&items, width, |(live, slot)| *lock(slot) = kill_frozen(live));
+        out
+    };
+    wait_exited(victims, AGENT_EXIT_WAIT);
+    std::thread::scope(|s| {
+        // The records and socket directories alongside the cgroups' removal.
+        s.spawn(|| {
+            for live in victims {
+                let _ = std::fs::remove_dir_all(&live.socket_dir);
+            }
+            let ids: Vec<&str> = victims.iter().map(|l| l.id.as_str()).collect();
+            if let Err(e) = store.set_sandboxes_state(&ids, SandboxState::Killed, Some(why)) {
+                eprintln!("safehouse: kill-all: recording the sandboxes' state: {e}");
+            }
+        });
+        parallel(&cgroups, width, |slot| {
+            if let Some(cg) = lock(slot).take() {
+                let _ = cg.destroy();
+            }
+        });
+    });
+}
+
+/// Kill-all, phase 3a for one sandbox: SIGKILL every task of its frozen cgroup and the
+/// agent, then thaw. Returns the cgroup, taken out of the sandbox for removal.
+fn kill_frozen(live: &Arc<Live>) -> OwnedCgroup {
     let cg = live.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(cg) = cg {
-        // Frozen: the list is complete. SIGKILL lands once thawed.
+    if let Some(cg) = &cg {
         for pid in cg.pids().unwrap_or_default() {
             let _ = safehouse_sys::process::kill(pid, libc::SIGKILL);
         }
-        let _ = safehouse_sys::process::pidfd_send_signal(&live.pidfd, libc::SIGKILL);
+    }
+    let _ = safehouse_sys::process::pidfd_send_signal(&live.pidfd, libc::SIGKILL);
+    if let Some(cg) = &cg {
         let _ = cg.thaw();
-        let deadline = Instant::now() + EMPTY_WAIT;
-        let mut pause = Duration::from_micros(500);
-        while !cg.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(8));
-        }
-        if !cg.is_empty() {
-            let _ = cg.kill_all();
-        }
-        let _ = cg.destroy();
-    } else {
-        let _ = safehouse_sys::process::pidfd_send_signal(&live.pidfd, libc::SIGKILL);
     }
-    // PID 1 gone takes its pid namespace along; bounded, like `destroy`.
-    for _ in 0..200 {
-        if safehouse_sys::process::poll_readable(&[live.pidfd.as_raw_fd()], 10).map(|r| r[0]).unwrap_or(true) {
-            break;
+    cg
+}
+
+/// Waits (at most `limit`) until every sandbox's agent has exited, polling all pidfds at
+/// once.
+fn wait_exited(victims: &[Arc<Live>], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut left: Vec<i32> = victims.iter().map(|l| l.pidfd.as_raw_fd()).collect();
+    while !left.is_empty() && Instant::now() < deadline {
+        let ms = deadline.saturating_duration_since(Instant::now()).as_millis().clamp(1, 50) as i32;
+        match safehouse_sys::process::poll_readable(&left, ms) {
+            Ok(ready) => {
+                let mut ready = ready.into_iter();
+                left.retain(|_| !ready.next().unwrap_or(true));
+            }
+            Err(_) => break,
         }
-    }
-    let _ = std::fs::remove_dir_all(&live.socket_dir);
-    if let Err(e) = store.set_sandbox_state(&live.id, SandboxState::Killed, Some(why)) {
-        eprintln!("safehouse: sandbox {}: recording its state: {e}", live.id);
     }
 }
 
