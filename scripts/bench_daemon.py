@@ -8,9 +8,14 @@
 - creation throughput with parallel clients (>= 200 sandboxes/s);
 - density: K idle sandboxes at once, memory per sandbox from cgroup usage + the daemon's
   and spawners' RSS growth (<= 2 MiB);
-- streaming: stdout of a process, file upload and download (>= 500 MB/s each).
+- streaming: stdout of a process, file upload and download (>= 500 MB/s each);
+- the metrics sampler's CPU with K idle sandboxes (measured in the density step, from
+  GET /metrics: safehouse_sampler_cpu_seconds_total over 10 s);
+- kill-all of M sandboxes each running a CPU spin, p50 over R rounds until all are gone
+  (p50 <= 100 ms), checked: no agent process and no cgroup directory left.
 
-Usage: scripts/bench_daemon.py BIN [--tti N] [--density K]
+Usage: scripts/bench_daemon.py BIN [--tti N] [--density K] [--kill-all M] [--rounds R]
+                                   [--only killall|sampler]
 """
 import http.client
 import json
@@ -27,6 +32,9 @@ BIN = sys.argv[1]
 ARGS = sys.argv[2:]
 TTI_N = int(ARGS[ARGS.index("--tti") + 1]) if "--tti" in ARGS else 200
 DENSITY = int(ARGS[ARGS.index("--density") + 1]) if "--density" in ARGS else 1000
+KILL_ALL = int(ARGS[ARGS.index("--kill-all") + 1]) if "--kill-all" in ARGS else 200
+ROUNDS = int(ARGS[ARGS.index("--rounds") + 1]) if "--rounds" in ARGS else 5
+ONLY = ARGS[ARGS.index("--only") + 1] if "--only" in ARGS else None
 KEY = "sh_bench" + "x" * 27
 
 
@@ -119,12 +127,71 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 
 
+def create_many(port, n, body):
+    made, lock = [], threading.Lock()
+    def worker(k):
+        c = Client(port)
+        for _ in range(k):
+            sb = c.call("POST", "/v1/sandboxes", body)
+            with lock:
+                made.append(sb)
+    threads = [threading.Thread(target=worker, args=(n // 8 + (i < n % 8),)) for i in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    return made
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] not in "ZX"
+    except OSError:
+        return False
+
+
+def prom_value(cl, name):
+    text = Client(cl.port).call("GET", "/metrics", raw=True).decode()  # fresh: idle connections are closed
+    return next(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " "))
+
+
+def bench_sampler(cl, n):
+    """CPU the sampler uses per second with n live sandboxes."""
+    a, t0 = prom_value(cl, "safehouse_sampler_cpu_seconds_total"), time.perf_counter()
+    time.sleep(10)
+    b, dt = prom_value(cl, "safehouse_sampler_cpu_seconds_total"), time.perf_counter() - t0
+    last = prom_value(cl, "safehouse_sampler_last_duration_seconds")
+    print(f"metrics sampler with {n} idle sandboxes: {(b - a) / dt * 100:.2f}% of one core "
+          f"(last round {last * 1000:.1f} ms wall)")
+
+
+def bench_kill_all(port, cl, n, rounds):
+    spin = {"cmd": ["/bin/sh", "-c", "while :; do :; done"]}
+    server_ms, client_ms = [], []
+    for _ in range(rounds):
+        sbs = create_many(port, n, {"timeout_s": 600})
+        for sb in sbs:
+            cl.call("POST", f"/v1/sandboxes/{sb['id']}/processes", spin)
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        r = cl.call("POST", "/v1/kill-all", {})
+        client_ms.append((time.perf_counter() - t0) * 1000)
+        server_ms.append(r["ms"])
+        assert r["killed"] == n, r
+        left = [sb["pid"] for sb in sbs if alive(sb["pid"])]
+        dirs = [sb["id"] for sb in sbs if os.path.exists(f"/sys/fs/cgroup/freezer/safehouse/{sb['id']}")
+                or os.path.exists(f"/sys/fs/cgroup/safehouse/{sb['id']}")]
+        assert not left and not dirs, (left[:5], dirs[:5])
+    print(f"kill-all of {n} spinning sandboxes, {rounds} rounds: p50 {statistics.median(client_ms):.0f} ms "
+          f"(client), server-side {statistics.median(server_ms):.0f} ms, all {sorted(round(x) for x in client_ms)} "
+          f"(target p50 100); no agent or cgroup left")
+
+
 def main():
     data = tempfile.mkdtemp(prefix="safehouse-bench-")
     port = free_port()
     env = dict(os.environ, SAFEHOUSE_ADMIN_KEY=KEY)
     daemon = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-                              env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                              env=env, stderr=open(os.environ.get("BENCH_DAEMON_LOG", os.devnull), "w"), stdout=subprocess.DEVNULL)
     try:
         for _ in range(200):
             try:
@@ -136,6 +203,14 @@ def main():
                 time.sleep(0.05)
         cl = Client(port)
         print(f"machine: {os.cpu_count()} cores, kernel {os.uname().release}; daemon pid {daemon.pid}")
+        if ONLY == "killall":
+            return bench_kill_all(port, cl, KILL_ALL, ROUNDS)
+        if ONLY == "sampler":
+            made = create_many(port, DENSITY, {"timeout_s": 1800})
+            time.sleep(2)
+            bench_sampler(cl, len(made))
+            Client(port).call("POST", "/v1/kill-all", {})
+            return
 
         # Time to interactive.
         tti, ids = [], []
@@ -247,8 +322,12 @@ def main():
               f"host MemAvailable drop {host_delta / len(dense) / 1048576:.2f} MiB (everything: kernel objects, "
               f"agents, daemon; target 2 MiB), of which charged to the sandbox cgroups "
               f"{usage / len(dense) / 1048576:.2f} MiB and daemon RSS growth {daemon_growth / len(dense) / 1024:.0f} KiB")
+        bench_sampler(cl, len(dense))
+        cl = Client(port)
         for i in dense:
             cl.call("DELETE", f"/v1/sandboxes/{i}")
+
+        bench_kill_all(port, cl, KILL_ALL, ROUNDS)
     finally:
         daemon.terminate()
         try:

@@ -109,11 +109,6 @@ def test_execs_are_tenant_scoped(api, sandbox, tenant_key):
 
 def test_no_process_of_the_sandbox_holds_the_listener_and_the_keeper_goes_with_it(api):
     import os
-    sb = api.create(timeout_s=60)
-    sid = sb["id"]
-    api.start(sid, ["sleep", "30"])
-    agent = api.info(sid)["pid"]
-
     def holders():
         out = []
         for p in os.listdir("/proc"):
@@ -127,10 +122,15 @@ def test_no_process_of_the_sandbox_holds_the_listener_and_the_keeper_goes_with_i
                 continue
         return set(out)
 
+    before = holders()  # other sandboxes' keepers (and other daemons) on this host
+    sb = api.create(timeout_s=60)
+    sid = sb["id"]
+    api.start(sid, ["sleep", "30"])
+    agent = api.info(sid)["pid"]
     inside = {int(p) for p in open(f"/proc/{agent}/task/{agent}/children").read().split()} | {agent}
     held = holders()
     assert not (held & inside), (held, inside)
-    keepers = held - {api.daemon.proc.pid} - inside  # the daemon holds every sandbox's
+    keepers = held - before - {api.daemon.proc.pid} - inside  # the daemon holds every sandbox's
     assert keepers, held
     assert api.kill(sid).status == 204
     assert wait_for(lambda: not (holders() & keepers), 5), "the keeper outlived its sandbox"

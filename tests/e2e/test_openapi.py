@@ -26,11 +26,14 @@ def test_every_documented_operation_exists(api, sandbox):
         for method in ops:
             if method not in ("get", "post", "put", "delete", "patch"):
                 continue
-            if path.endswith("/attach") or path.endswith("/watch") or (method == "delete" and path == "/v1/sandboxes/{id}"):
-                continue  # upgrades, streams and the sandbox's own deletion are exercised elsewhere
+            if path.endswith("/attach") or path.endswith("/watch") or path.endswith("/events") \
+                    or (method == "delete" and path == "/v1/sandboxes/{id}") \
+                    or path in ("/v1/kill-all", "/v1/sandboxes/{id}/freeze"):
+                continue  # upgrades, streams, the sandbox's own deletion and the stops are exercised elsewhere
             r = api.request(method.upper(), concrete, body={} if method in ("post", "put") else None,
                             query={"path": "/workspace"} if "files" in path or "/fs" in path else None)
-            err = r.json().get("error", {}) if r.body[:1] == b"{" else {}
+            is_json = r.headers.get("content-type", "").startswith("application/json")
+            err = r.json().get("error", {}) if is_json and r.body[:1] == b"{" else {}
             assert not (r.status == 405 and err.get("code") == "method_not_allowed"), f"{method.upper()} {path}: {r}"
             assert not (r.status == 404 and "no such route" in err.get("message", "")), f"{method.upper()} {path}: {r}"
             checked += 1

@@ -33,7 +33,7 @@ enum Command {
 
     // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
     // SAFEHOUSE_API_KEY say which daemon and which key.
-    /// Manage sandboxes on a daemon (create, ls, info, kill, timeout)
+    /// Manage sandboxes on a daemon (create, ls, info, kill, timeout, freeze, thaw)
     #[command(subcommand)]
     Sandbox(cmd::sandbox::SandboxCommand),
     /// Run a command in a live sandbox, streaming its stdio; exits with its status (125: exec failed)
@@ -48,6 +48,9 @@ enum Command {
     Keys(cmd::keys::KeysCommand),
     /// Print a sandbox's events (or all the key may see); --follow keeps streaming
     Events(cmd::events::EventsArgs),
+    /// The emergency stop: freeze, cut off, kill and remove every sandbox (the admin key:
+    /// all on the daemon; another key: its own); returns when none is left running
+    KillAll(cmd::kill_all::KillAllArgs),
 }
 
 fn main() {
@@ -78,6 +81,7 @@ fn main() {
         Command::Files(c) => cmd::files::main(c),
         Command::Keys(c) => cmd::keys::main(c),
         Command::Events(args) => cmd::events::main(args),
+        Command::KillAll(a) => cmd::kill_all::main(a),
     };
     std::process::exit(code);
 }

@@ -314,8 +314,17 @@ impl Policy {
                 ));
             }
         }
-        if self.control != Control::default() {
-            return Err(PolicyError::invalid("control", "automatic stop rules arrive with the observation plane and are not enforced by this version; remove [control]"));
+        if self.control.kill_after_violations == Some(0) {
+            return Err(PolicyError::invalid(
+                "control.kill_after_violations",
+                "must be at least 1; to never kill for violations, leave it out",
+            ));
+        }
+        if self.control.cpu_budget.is_some_and(|d| d.0.is_zero()) {
+            return Err(PolicyError::invalid(
+                "control.cpu_budget",
+                "must be more than zero; to set no budget, leave it out",
+            ));
         }
         crate::tools::validate(&self.tools)?;
         Ok(())
@@ -383,6 +392,18 @@ hidden = ["/etc/ssh"]
         assert_eq!(p.limits.memory, Some(ByteSize(512 << 20)));
         assert_eq!(p.limits.timeout, Some(Dur(std::time::Duration::from_secs(900))));
         assert_eq!(p.filesystem.read_write[0].path, "/output");
+    }
+
+    #[test]
+    fn control_rules_parse_and_are_checked() {
+        let p = parse_toml("[control]\nkill_after_violations = 20\ncpu_budget = \"90s\"\n", "p").unwrap();
+        assert_eq!(p.control.kill_after_violations, Some(20));
+        assert_eq!(p.control.cpu_budget, Some(Dur(std::time::Duration::from_secs(90))));
+        let err = parse_toml("[control]\nkill_after_violations = 0\n", "p").unwrap_err().to_string();
+        assert!(err.contains("control.kill_after_violations") && err.contains("at least 1"), "{err}");
+        let err = parse_toml("[control]\ncpu_budget = \"0s\"\n", "p").unwrap_err().to_string();
+        assert!(err.contains("control.cpu_budget") && err.contains("more than zero"), "{err}");
+        assert!(parse_toml("[control]\n", "p").is_ok());
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
                 "safehouse: re-attached {attached} running sandbox(es); {lost} were lost while the daemon was down"
             );
         }
+        manager.start_sampler();
         let serve = crate::server::ServeOptions {
             listen: opts.listen,
             data_dir: opts.data_dir.clone(),

@@ -120,6 +120,7 @@ impl SandboxRecord {
 pub fn state_str(state: SandboxState) -> &'static str {
     match state {
         SandboxState::Running => "running",
+        SandboxState::Frozen => "frozen",
         SandboxState::Killed => "killed",
         SandboxState::Expired => "expired",
         SandboxState::Failed => "failed",
@@ -129,6 +130,7 @@ pub fn state_str(state: SandboxState) -> &'static str {
 pub fn parse_state(s: &str) -> Option<SandboxState> {
     Some(match s {
         "running" => SandboxState::Running,
+        "frozen" => SandboxState::Frozen,
         "killed" => SandboxState::Killed,
         "expired" => SandboxState::Expired,
         "failed" => SandboxState::Failed,
@@ -324,6 +326,27 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Sets many sandboxes' state (and error, when given) in one transaction (kill-all).
+    /// Returns how many rows changed.
+    pub fn set_sandboxes_state(
+        &self,
+        ids: &[&str],
+        state: SandboxState,
+        error: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare("UPDATE sandboxes SET state = ?2, error = COALESCE(?3, error) WHERE id = ?1")?;
+            for id in ids {
+                n += stmt.execute(params![id, state_str(state), error])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Sets a sandbox's deadline. Returns false if no such sandbox.
     pub fn set_sandbox_expiry(&self, id: &str, expires_at: &str) -> Result<bool, StoreError> {
         let conn = self.lock();
@@ -363,11 +386,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Every tenant's running sandboxes: what a restarted daemon must re-adopt or clean up.
+    /// Every tenant's running (and frozen) sandboxes: what a restarted daemon must re-adopt
+    /// or clean up.
     pub fn list_running(&self) -> Result<Vec<SandboxRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE state = 'running' ORDER BY created_at, id"
+            "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE state IN ('running', 'frozen') ORDER BY created_at, id"
         ))?;
         let rows = stmt.query_map([], sandbox_from_row)?;
         let mut out = Vec::new();

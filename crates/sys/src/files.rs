@@ -109,6 +109,17 @@ pub fn fstatfs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
+/// The filesystem holding `fd`: its magic (`f_type`) and the bytes in use
+/// (`(f_blocks - f_bfree) * f_bsize`).
+pub fn fstatfs_used(fd: BorrowedFd<'_>) -> io::Result<(i64, u64)> {
+    // SAFETY: statfs is plain data; zeroed is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable and outlives the call.
+    check_int(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64).saturating_mul(st.f_bsize as u64);
+    Ok((st.f_type as i64, used))
+}
+
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated and outlives the call.
     check_int(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })?;

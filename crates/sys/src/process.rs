@@ -147,6 +147,18 @@ pub fn wait4(pid: i32, nohang: bool) -> io::Result<Option<Reaped>> {
     }
 }
 
+/// CPU time the calling thread has used, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: timespec is plain data; zeroed is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is writable and outlives the call; the clock id is a constant.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: integer-only syscall.
     check_int(unsafe { libc::kill(pid, sig) })?;

@@ -10,5 +10,6 @@ pub mod events;
 pub mod exec;
 pub mod files;
 pub mod keys;
+pub mod kill_all;
 pub mod sandbox;
 pub mod shell;

@@ -95,6 +95,11 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
     }
     policy.validate()?;
+    // The stop rules need the daemon's sampler and violation counter; `run` would silently
+    // drop them, so it refuses them (fail closed).
+    if policy.control != Default::default() {
+        bail!("control: automatic stop rules are enforced by the daemon only; remove [control], or create the sandbox with `safehouse sandbox create` on a `safehouse serve`");
+    }
     let mut mounts = Vec::new();
     for spec in &a.mounts {
         // Relative sources are taken from the current directory, like bind mounts in docker.

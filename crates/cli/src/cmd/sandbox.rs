@@ -1,4 +1,4 @@
-//! `safehouse sandbox create|ls|info|kill|timeout`: manage sandboxes on a daemon.
+//! `safehouse sandbox create|ls|info|kill|timeout|freeze|thaw`: manage sandboxes on a daemon.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -21,6 +21,10 @@ pub enum SandboxCommand {
     },
     /// Kill a sandbox and remove it (idempotent)
     Kill { id: String },
+    /// Stop every process of a sandbox (cgroup freezer), keeping its files for inspection
+    Freeze { id: String },
+    /// Let a frozen sandbox run again
+    Thaw { id: String },
     /// Set a sandbox's deadline to SECS seconds from now
     Timeout {
         id: String,
@@ -59,7 +63,7 @@ pub struct LsArgs {
     /// Only sandboxes with this label (repeatable; all must match)
     #[arg(long = "metadata", value_name = "KEY=VALUE")]
     metadata: Vec<String>,
-    /// Only sandboxes in this state (running, killed, expired, failed)
+    /// Only sandboxes in this state (running, frozen, killed, expired, failed)
     #[arg(long, value_name = "STATE")]
     state: Option<String>,
     /// Print `{"sandboxes": [...]}` as JSON instead of a table
@@ -75,6 +79,16 @@ pub fn main(c: SandboxCommand) -> i32 {
         SandboxCommand::Kill { id } => {
             client.delete(&sandbox_path(&id, ""), &[])?;
             println!("{id}");
+            Ok(())
+        }
+        SandboxCommand::Freeze { id } => {
+            let sb = client.send_json("POST", &sandbox_path(&id, "/freeze"), &json!({}))?;
+            println!("{id} {}", field(&sb, "state"));
+            Ok(())
+        }
+        SandboxCommand::Thaw { id } => {
+            let sb = client.send_json("POST", &sandbox_path(&id, "/thaw"), &json!({}))?;
+            println!("{id} {}", field(&sb, "state"));
             Ok(())
         }
         SandboxCommand::Timeout { id, secs, json } => {
@@ -165,7 +179,32 @@ fn info(client: &Client, id: &str, json: bool) -> Result<()> {
         }
     }
     println!("{:<11} {}", "metadata:", metadata_text(&sb));
+    let live = matches!(sb.get("state").and_then(Value::as_str), Some("running" | "frozen"));
+    if live {
+        // Best effort: the sandbox may end between the two requests.
+        if let Ok(m) = client.get_json(&sandbox_path(id, "/metrics"), &[]) {
+            for line in metrics_lines(&m) {
+                println!("{line}");
+            }
+        }
+    }
     Ok(())
+}
+
+/// The `current` block of `GET /v1/sandboxes/{id}/metrics`, one `key: value` a line.
+fn metrics_lines(m: &Value) -> Vec<String> {
+    let Some(c) = m.get("current") else { return Vec::new() };
+    let n = |k: &str| c.get(k).and_then(Value::as_u64);
+    let mib = |b: Option<u64>| b.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into());
+    let cpu_s = n("cpu_usage_ns").map(|ns| ns as f64 / 1e9).unwrap_or(0.0);
+    let pct = c.get("cpu_pct").and_then(Value::as_f64).unwrap_or(0.0);
+    vec![
+        format!("{:<11} {cpu_s:.2} s ({pct:.1}% over the last second)", "cpu:"),
+        format!("{:<11} {} (peak {})", "memory:", mib(n("memory_bytes")), mib(n("memory_peak_bytes"))),
+        format!("{:<11} {}", "pids:", n("pids").unwrap_or(0)),
+        format!("{:<11} {}", "disk:", mib(n("disk_bytes"))),
+        format!("{:<11} in {} B, out {} B", "network:", n("net_in").unwrap_or(0), n("net_out").unwrap_or(0)),
+    ]
 }
 
 /// `k=v,k2=v2` (or `-`).
@@ -209,6 +248,22 @@ mod tests {
             })
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn metrics_rendering() {
+        let m = json!({"current": {"cpu_usage_ns": 1_500_000_000u64, "cpu_pct": 99.5, "memory_bytes": 104857600,
+            "memory_peak_bytes": 209715200, "pids": 3, "disk_bytes": 0, "net_in": 10, "net_out": 20}});
+        assert_eq!(
+            metrics_lines(&m),
+            [
+                "cpu:        1.50 s (99.5% over the last second)",
+                "memory:     100.0 MiB (peak 200.0 MiB)",
+                "pids:       3",
+                "disk:       0.0 MiB",
+                "network:    in 10 B, out 20 B",
+            ]
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //!     fn pids_current(&self) -> Result<u64, CgroupError>;
 //!     fn pids_limit_hits(&self) -> Result<u64, CgroupError>;
 //!     fn stats(&self) -> CgroupStats;               // all of the above, None where unavailable
+//!     fn start_freeze(&self) -> Result<(), CgroupError>; // asks, does not wait
 //!     fn freeze(&self) -> Result<(), CgroupError>;  // waits until frozen, bounded
 //!     fn thaw(&self) -> Result<(), CgroupError>;
 //!     fn kill_all(&self) -> Result<(), CgroupError>;// waits until empty, bounded
@@ -238,6 +239,12 @@ pub trait Cgroup: Send + Sync + Debug {
     /// Freezes every task, waiting at most [`FREEZE_TIMEOUT`] for it to hold.
     /// On timeout the cgroup may be partly frozen: thaw or kill it.
     fn freeze(&self) -> Result<(), CgroupError>;
+    /// Asks for a freeze without waiting for it to hold. To freeze many cgroups at once,
+    /// start each, then [`freeze`](Cgroup::freeze) each: their tasks stop together
+    /// instead of one cgroup after another while the rest keep the CPUs busy.
+    fn start_freeze(&self) -> Result<(), CgroupError> {
+        self.freeze()
+    }
     /// Thaws every task, waiting at most [`FREEZE_TIMEOUT`].
     fn thaw(&self) -> Result<(), CgroupError>;
     /// SIGKILLs every task and waits (bounded, about 2 s) until none is left.

@@ -249,6 +249,10 @@ impl Cgroup for V1Cgroup {
         self.set_freezer("THAWED")
     }
 
+    fn start_freeze(&self) -> Result<(), CgroupError> {
+        files::write(&self.freezer_state()?, "FROZEN")
+    }
+
     fn kill_all(&self) -> Result<(), CgroupError> {
         kill::kill_by_signal(self, self.dir("freezer").is_some())
     }

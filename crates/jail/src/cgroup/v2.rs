@@ -226,6 +226,10 @@ impl Cgroup for V2Cgroup {
         self.set_frozen(false)
     }
 
+    fn start_freeze(&self) -> Result<(), CgroupError> {
+        files::write(&self.path.join("cgroup.freeze"), "1")
+    }
+
     fn kill_all(&self) -> Result<(), CgroupError> {
         let kill_file = self.path.join("cgroup.kill");
         if !kill_file.exists() {

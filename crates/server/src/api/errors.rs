@@ -76,6 +76,7 @@ impl From<ManagerError> for ApiError {
             ManagerError::Invalid(_) => ApiError::invalid(msg),
             ManagerError::Refused { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_refused", msg),
             ManagerError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "not_running", msg),
+            ManagerError::Frozen(_) => ApiError::new(StatusCode::CONFLICT, "frozen", msg),
             ManagerError::Capacity(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", msg),
             ManagerError::Internal(_) => ApiError::internal(msg),
         }
@@ -120,6 +121,7 @@ mod tests {
             (ManagerError::Invalid("bad".into()), 400, "invalid_request"),
             (ManagerError::Refused { layer: "landlock".into(), reason: "old kernel".into() }, 422, "policy_refused"),
             (ManagerError::NotRunning("killed".into()), 409, "not_running"),
+            (ManagerError::Frozen("sb_x".into()), 409, "frozen"),
             (ManagerError::Capacity("full".into()), 503, "capacity"),
             (ManagerError::Internal("boom".into()), 500, "internal"),
         ];

@@ -1,6 +1,7 @@
 //! The HTTP API (docs/api.md): one router, one error shape, one guard in front of it.
 
 mod audit;
+mod control;
 pub mod errors;
 mod events;
 mod exec;
@@ -11,6 +12,7 @@ mod health;
 pub mod hosts;
 pub mod json;
 mod keys;
+mod metrics;
 pub mod params;
 pub mod ports;
 mod processes;
@@ -78,6 +80,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/sandboxes/{id}/events"),
     ("GET", "/v1/events"),
     ("GET", "/v1/audit"),
+    ("GET", "/v1/sandboxes/{id}/metrics"),
+    ("POST", "/v1/sandboxes/{id}/freeze"),
+    ("POST", "/v1/sandboxes/{id}/thaw"),
+    ("POST", "/v1/kill-all"),
+    ("GET", "/metrics"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -108,6 +115,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/events", get(events::sandbox_events))
         .route("/v1/events", get(events::all_events))
         .route("/v1/audit", get(audit::export))
+        .route("/v1/sandboxes/{id}/metrics", get(metrics::sandbox))
+        .route("/v1/sandboxes/{id}/freeze", post(control::freeze))
+        .route("/v1/sandboxes/{id}/thaw", post(control::thaw))
+        .route("/v1/kill-all", post(control::kill_all))
+        .route("/metrics", get(metrics::prometheus))
+        // Runs after routing (it needs the matched route), for routed requests only.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(errors::unknown_route)
         .method_not_allowed_fallback(errors::wrong_method)
         // Added last so it wraps every route and both fallbacks.

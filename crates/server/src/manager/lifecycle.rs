@@ -205,6 +205,7 @@ impl Manager {
         let rec2 = record.clone();
         tokio::task::spawn_blocking(move || store.insert_sandbox(&rec2)).await.map_err(internal)?.map_err(internal)?;
         inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), live.clone());
+        inner.metrics.counters.created();
         self.arm_deadline(&live, timeout_s);
         self.watch_agent(&live);
         inner.events.register(&id, tenant);
@@ -255,11 +256,16 @@ impl Manager {
     /// connection tasks: `emit` does not block).
     fn gateway_hook(&self, id: &str) -> safehouse_gateway::EventHook {
         let (bus, id) = (self.inner.events.clone(), id.to_string());
+        let weak = Arc::downgrade(&self.inner);
         Arc::new(move |e: &safehouse_gateway::Event| {
             use safehouse_gateway::Event as G;
             let (kind, data) = match e {
                 G::Allowed { target, rule } => ("net.allowed", serde_json::json!({ "target": target, "rule": rule })),
                 G::Denied { target, rule, reason } => {
+                    // A denial is a policy violation ([control] kill_after_violations).
+                    if let Some(inner) = weak.upgrade() {
+                        Manager { inner }.note_violation(&id, &format!("net.denied {target}"));
+                    }
                     ("net.denied", serde_json::json!({ "target": target, "rule": rule, "reason": reason }))
                 }
                 G::BudgetExceeded { limit } => {
@@ -460,6 +466,7 @@ impl Manager {
         if !removed {
             return Ok(()); // someone else is destroying it
         }
+        self.inner.metrics.counters.ended(state);
         live.deadline_gen.fetch_add(1, Ordering::Relaxed);
         // Cut the network first: nothing leaves while the rest is torn down.
         if let Some(gw) = &live.gateway {
@@ -514,7 +521,7 @@ impl Manager {
                 self.inner.cfg.max_timeout_s
             )));
         }
-        let live = self.running(tenant, id)?;
+        let live = self.present(tenant, id)?;
         let at = expires(timeout_s);
         let store = self.inner.store.clone();
         let (id2, at2) = (id.to_string(), at.clone());
@@ -563,7 +570,7 @@ impl Manager {
     /// The sandbox's root for file operations: `/proc/<agent>/root`, opened while the
     /// agent is verified alive (its pidfd), so a recycled pid can never be followed.
     pub async fn root(&self, tenant: &str, id: &str) -> Result<SandboxRoot, ManagerError> {
-        let live = self.running(tenant, id)?;
+        let live = self.present(tenant, id)?;
         let path = format!("/proc/{}/root", live.pid);
         let dir = std::fs::OpenOptions::new()
             .read(true)
@@ -634,6 +641,9 @@ impl Manager {
             gateway,
             execs,
         });
+        // A frozen sandbox stays frozen across the restart (its agent accepted the connection
+        // into its backlog and answers once thawed).
+        self.inner.control.set_frozen(&rec.id, rec.state == SandboxState::Frozen);
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         self.inner.events.register(&rec.id, &rec.tenant);
         self.note(&rec.id, "sandbox.recovered", serde_json::json!({ "pid": pid, "network": live.gateway.is_some() }));

@@ -10,10 +10,12 @@
 //! records all of it, so a restarted daemon re-attaches (`recover`).
 
 mod agent_link;
+mod control;
 mod exec;
 pub mod execwatch;
 pub mod ids;
 mod lifecycle;
+pub mod metrics;
 mod netns;
 pub mod types;
 
@@ -87,6 +89,10 @@ pub(crate) struct Inner {
     pub events: crate::events::EventBus,
     /// The audit log, once the daemon attached it (`Manager::set_audit`).
     pub audit: std::sync::OnceLock<crate::audit::Audit>,
+    /// Freeze state, violation counters and stop rules (control.rs).
+    pub control: control::ControlState,
+    /// The sampler's history and the daemon's counters (metrics.rs).
+    pub metrics: metrics::MetricsState,
 }
 
 impl Manager {
@@ -111,6 +117,8 @@ impl Manager {
                 resolver,
                 events: crate::events::EventBus::default(),
                 audit: Default::default(),
+                control: Default::default(),
+                metrics: Default::default(),
             }),
         }
     }
@@ -172,7 +180,17 @@ impl Manager {
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
+    /// A sandbox whose processes can run: not frozen (a frozen agent answers nothing).
     pub(crate) fn running(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
+        let live = self.present(tenant, id)?;
+        if self.inner.control.is_frozen(id) {
+            return Err(ManagerError::Frozen(id.to_string()));
+        }
+        Ok(live)
+    }
+
+    /// A sandbox that is running or frozen (its files and deadline stay reachable).
+    pub(crate) fn present(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
         self.live(tenant, id).map_err(|_| self.not_running(tenant, id))
     }
 }

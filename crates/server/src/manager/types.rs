@@ -22,6 +22,8 @@ pub struct CreateRequest {
 #[serde(rename_all = "lowercase")]
 pub enum SandboxState {
     Running,
+    /// Every process stopped by the cgroup freezer; the writable layer kept for inspection.
+    Frozen,
     Killed,
     Expired,
     Failed,
@@ -169,6 +171,9 @@ pub enum ManagerError {
     /// The sandbox is no longer running.
     #[error("the sandbox is {0}")]
     NotRunning(String),
+    /// The sandbox is frozen: nothing in it can run until it is thawed.
+    #[error("the sandbox is frozen; thaw it first (POST /v1/sandboxes/{0}/thaw or `safehouse sandbox thaw {0}`)")]
+    Frozen(String),
     #[error("too many sandboxes: {0}")]
     Capacity(String),
     #[error("internal error: {0}")]

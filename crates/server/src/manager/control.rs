@@ -1,0 +1,451 @@
+//! The control plane's actions: freeze and thaw, the emergency stop (`kill_all`), and the
+//! automatic stop rules of a policy's `[control]` table (CPU budget, violations).
+//!
+//! Kill-all runs in three global phases, each across every victim with bounded
+//! parallelism: (1) freeze every cgroup, so nothing runs, forks or writes while the rest
+//! happens; (2) cut every gateway, so nothing leaves; (3) SIGKILL the frozen tasks (the
+//! list is complete: frozen tasks cannot fork), thaw so the kills land, wait until each
+//! cgroup is empty and its agent's pidfd says it exited, remove the cgroup and record
+//! the state. The call returns after phase 3, when nothing of the victims runs.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{internal, Live, Manager, ManagerError, SandboxInfo, SandboxState};
+use crate::store::Store;
+
+/// Worker threads per kill-all phase: each mostly waits on the kernel (a freeze to hold,
+/// tasks to exit), so more than the cores.
+const KILL_ALL_WIDTH: usize = 32;
+/// How long kill-all waits for the killed agents to exit before removing the cgroups
+/// anyway (whose removal then runs the slower freeze/kill loop on what is left).
+const AGENT_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// The `[control]` rules of one sandbox, as the daemon enforces them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Rules {
+    pub cpu_budget_ns: Option<u64>,
+    pub kill_after_violations: Option<u64>,
+}
+
+impl Rules {
+    pub fn of(policy: &safehouse_policy::Policy) -> Rules {
+        let c = &policy.control;
+        Rules {
+            cpu_budget_ns: c.cpu_budget.map(|d| u64::try_from(d.0.as_nanos()).unwrap_or(u64::MAX)),
+            kill_after_violations: c.kill_after_violations,
+        }
+    }
+
+    /// Why the sandbox must stop after `cpu_ns` of CPU time, if it must.
+    pub fn cpu_verdict(&self, cpu_ns: u64) -> Option<String> {
+        let budget = self.cpu_budget_ns?;
+        (cpu_ns >= budget).then(|| {
+            format!(
+                "control.cpu_budget: used {:.2} s of CPU time, the budget is {:.2} s",
+                cpu_ns as f64 / 1e9,
+                budget as f64 / 1e9
+            )
+        })
+    }
+
+    /// Why the sandbox must stop after `count` violations (the last one `what`), if it must.
+    pub fn violation_verdict(&self, count: u64, what: &str) -> Option<String> {
+        let max = self.kill_after_violations?;
+        (count >= max).then(|| format!("control.kill_after_violations: {count} violations (the last: {what})"))
+    }
+}
+
+/// Per-sandbox control state, keyed by sandbox id. Entries of sandboxes that are gone are
+/// pruned by the sampler (`retain`).
+#[derive(Default)]
+pub(crate) struct ControlState {
+    frozen: Mutex<HashSet<String>>,
+    /// Rules, once loaded from the sandbox's recorded policy.
+    rules: Mutex<HashMap<String, Rules>>,
+    violations: Mutex<HashMap<String, u64>>,
+}
+
+impl ControlState {
+    pub fn is_frozen(&self, id: &str) -> bool {
+        lock(&self.frozen).contains(id)
+    }
+
+    pub fn set_frozen(&self, id: &str, frozen: bool) {
+        let mut set = lock(&self.frozen);
+        if frozen {
+            set.insert(id.to_string());
+        } else {
+            set.remove(id);
+        }
+    }
+
+    pub fn frozen_count(&self) -> usize {
+        lock(&self.frozen).len()
+    }
+
+    pub fn rules(&self, id: &str) -> Option<Rules> {
+        lock(&self.rules).get(id).copied()
+    }
+
+    pub fn set_rules(&self, id: &str, rules: Rules) {
+        lock(&self.rules).insert(id.to_string(), rules);
+    }
+
+    /// Counts one violation; returns the sandbox's count so far.
+    pub fn count_violation(&self, id: &str) -> u64 {
+        let mut v = lock(&self.violations);
+        let n = v.entry(id.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    pub fn violations(&self, id: &str) -> u64 {
+        lock(&self.violations).get(id).copied().unwrap_or(0)
+    }
+
+    /// Forgets every sandbox `keep` says is gone.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.frozen).retain(|id| keep(id));
+        lock(&self.rules).retain(|id, _| keep(id));
+        lock(&self.violations).retain(|id, _| keep(id));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What `POST /v1/kill-all` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct KillAllReport {
+    /// Sandboxes stopped.
+    pub killed: usize,
+    /// Wall time from the request to the last sandbox gone.
+    pub ms: u64,
+}
+
+impl Manager {
+    /// Stops every process of the sandbox with the cgroup freezer, keeping everything else
+    /// (writable layer, network, deadline). Idempotent.
+    pub async fn freeze(&self, tenant: &str, id: &str) -> Result<SandboxInfo, ManagerError> {
+        let live = self.present(tenant, id)?;
+        if !self.inner.control.is_frozen(id) {
+            // Marked first, so no new command reaches the agent while it freezes.
+            self.inner.control.set_frozen(id, true);
+            let (live2, store) = (live.clone(), self.inner.store.clone());
+            let done = tokio::task::spawn_blocking(move || -> Result<(), ManagerError> {
+                with_cgroup(&live2, "freeze", |cg| cg.freeze())?;
+                store.set_sandbox_state(&live2.id, SandboxState::Frozen, None).map_err(internal)?;
+                Ok(())
+            })
+            .await
+            .map_err(internal)?;
+            if let Err(e) = done {
+                self.inner.control.set_frozen(id, false);
+                return Err(e);
+            }
+            if !self.is_live(id) {
+                // Destroyed meanwhile: its final state stands.
+                return Err(self.not_running(tenant, id));
+            }
+        }
+        self.info(tenant, id).await
+    }
+
+    /// Lets a frozen sandbox run again. Idempotent.
+    pub async fn thaw(&self, tenant: &str, id: &str) -> Result<SandboxInfo, ManagerError> {
+        let live = self.present(tenant, id)?;
+        if self.inner.control.is_frozen(id) {
+            let (live2, store) = (live.clone(), self.inner.store.clone());
+            tokio::task::spawn_blocking(move || -> Result<(), ManagerError> {
+                with_cgroup(&live2, "thaw", |cg| cg.thaw())?;
+                store.set_sandbox_state(&live2.id, SandboxState::Running, None).map_err(internal)?;
+                Ok(())
+            })
+            .await
+            .map_err(internal)??;
+            self.inner.control.set_frozen(id, false);
+        }
+        self.info(tenant, id).await
+    }
+
+    /// The emergency stop: every sandbox of `tenant` (every sandbox at all for the admin
+    /// tenant) frozen, cut off, killed and removed; returns once nothing of them runs.
+    pub async fn kill_all(&self, tenant: &str) -> Result<KillAllReport, ManagerError> {
+        let started = Instant::now();
+        let admin = tenant == crate::auth::ADMIN_TENANT;
+        // Taken out of the live table at once: no request, deadline or watcher reaches
+        // them any more, and `destroy` elsewhere sees them gone.
+        let victims: Vec<Arc<Live>> = {
+            let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<String> =
+                live.values().filter(|l| admin || l.tenant == tenant).map(|l| l.id.clone()).collect();
+            ids.iter().filter_map(|id| live.remove(id)).collect()
+        };
+        for v in &victims {
+            v.deadline_gen.fetch_add(1, Ordering::Relaxed);
+            self.inner.metrics.counters.ended(SandboxState::Killed);
+        }
+        self.inner.metrics.counters.kill_all();
+        let killed = victims.len();
+        if killed > 0 {
+            let victims = Arc::new(victims);
+            let v = victims.clone();
+            tokio::task::spawn_blocking(move || {
+                // Every freeze asked for first, so all tasks stop together; then each waited.
+                for l in v.iter() {
+                    with_cgroup_quietly(l, |cg| cg.start_freeze());
+                }
+                parallel(&v, KILL_ALL_WIDTH, |l| with_cgroup_quietly(l, |cg| cg.freeze()));
+            })
+            .await
+            .map_err(internal)?;
+            for l in victims.iter() {
+                if let Some(gw) = &l.gateway {
+                    gw.shutdown();
+                }
+                l.link.close();
+            }
+            let store = self.inner.store.clone();
+            tokio::task::spawn_blocking(move || kill_and_remove(&victims, &store, "stopped by kill-all"))
+                .await
+                .map_err(internal)?;
+        }
+        Ok(KillAllReport { killed, ms: started.elapsed().as_millis() as u64 })
+    }
+
+    /// Counts a policy violation of the sandbox (a gateway denial, a denied exec, ...):
+    /// past `control.kill_after_violations` the sandbox is killed, with the reason as its
+    /// error. Cheap and non-blocking; call it from any task of the daemon's runtime.
+    pub fn note_violation(&self, sandbox_id: &str, what: &str) {
+        if !self.is_live(sandbox_id) {
+            return;
+        }
+        let count = self.inner.control.count_violation(sandbox_id);
+        let (mgr, id, what) = (self.clone(), sandbox_id.to_string(), what.to_string());
+        tokio::spawn(async move {
+            let Some(rules) = mgr.rules_of(&id).await else { return };
+            if let Some(why) = rules.violation_verdict(count, &what) {
+                mgr.stop_for_rule(&id, why).await;
+            }
+        });
+    }
+
+    /// The sandbox's rules, loaded from its recorded policy the first time.
+    pub(crate) async fn rules_of(&self, id: &str) -> Option<Rules> {
+        if let Some(r) = self.inner.control.rules(id) {
+            return Some(r);
+        }
+        let tenant = self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).get(id)?.tenant.clone();
+        let (store, id2) = (self.inner.store.clone(), id.to_string());
+        let rules = tokio::task::spawn_blocking(move || load_rules(&store, &tenant, &id2)).await.ok()??;
+        self.inner.control.set_rules(id, rules);
+        Some(rules)
+    }
+
+    /// Kills a sandbox that broke one of its `[control]` rules; `why` becomes its error.
+    pub(crate) async fn stop_for_rule(&self, id: &str, why: String) {
+        let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+        if let Some(live) = live {
+            eprintln!("safehouse: sandbox {id}: {why}; killing it");
+            let _ = self.destroy(&live, SandboxState::Killed, Some(why)).await;
+        }
+    }
+}
+
+/// The rules in a sandbox's recorded policy (none recorded: no rules).
+pub(crate) fn load_rules(store: &Store, tenant: &str, id: &str) -> Option<Rules> {
+    let rec = store.get_sandbox(tenant, id).ok()??;
+    let policy = rec.policy.and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok());
+    Some(policy.map(|p| Rules::of(&p)).unwrap_or_default())
+}
+
+/// Runs `f` on the sandbox's cgroup; a sandbox without one (or torn down meanwhile) cannot
+/// be frozen.
+fn with_cgroup(
+    live: &Live,
+    what: &str,
+    f: impl FnOnce(&dyn safehouse_jail::cgroup::Cgroup) -> Result<(), safehouse_jail::cgroup::CgroupError>,
+) -> Result<(), ManagerError> {
+    let guard = live.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.as_deref() {
+        Some(cg) => f(cg).map_err(|e| ManagerError::Internal(format!("{what} {}: {e}", live.id))),
+        None => Err(ManagerError::NotRunning(format!(
+            "without a cgroup (this daemon has no writable cgroup hierarchy), so it cannot {what}"
+        ))),
+    }
+}
+
+fn with_cgroup_quietly(
+    live: &Live,
+    f: impl FnOnce(&dyn safehouse_jail::cgroup::Cgroup) -> Result<(), safehouse_jail::cgroup::CgroupError>,
+) {
+    let guard = live.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cg) = guard.as_deref() {
+        // A freeze that does not hold (a task in D state) still stops the others; the
+        // kill loop in `teardown` deals with stragglers.
+        let _ = f(cg);
+    }
+}
+
+type OwnedCgroup = Option<Box<dyn safehouse_jail::cgroup::Cgroup>>;
+
+/// Kill-all, phase 3, for frozen and cut-off sandboxes. Each step runs for every sandbox
+/// before the next starts, so the kernel's work overlaps: (a) SIGKILL every task of each
+/// frozen cgroup (the list is complete: frozen tasks cannot fork) and the agent, then thaw
+/// so the kills land; (b) wait until every agent's pidfd says it exited — PID 1 of a pid
+/// namespace exits only after every other task in it is gone; (c) remove each cgroup (its
+/// `destroy` still kills stragglers first); (d) record every state in one transaction.
+fn kill_and_remove(victims: &[Arc<Live>], store: &Store, why: &str) {
+    let width = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cgroups: Vec<Mutex<OwnedCgroup>> = {
+        let out: Vec<Mutex<OwnedCgroup>> = victims.iter().map(|_| Mutex::new(None)).collect();
+        let items: Vec<(&Arc<Live>, &Mutex<OwnedCgroup>)> = victims.iter().zip(&out).collect();
+        parallel(&items, width, |(live, slot)| *lock(slot) = kill_frozen(live));
+        out
+    };
+    wait_exited(victims, AGENT_EXIT_WAIT);
+    std::thread::scope(|s| {
+        // The records and socket directories alongside the cgroups' removal.
+        s.spawn(|| {
+            for live in victims {
+                let _ = std::fs::remove_dir_all(&live.socket_dir);
+            }
+            let ids: Vec<&str> = victims.iter().map(|l| l.id.as_str()).collect();
+            if let Err(e) = store.set_sandboxes_state(&ids, SandboxState::Killed, Some(why)) {
+                eprintln!("safehouse: kill-all: recording the sandboxes' state: {e}");
+            }
+        });
+        parallel(&cgroups, width, |slot| {
+            if let Some(cg) = lock(slot).take() {
+                let _ = cg.destroy();
+            }
+        });
+    });
+}
+
+/// Kill-all, phase 3a for one sandbox: SIGKILL every task of its frozen cgroup and the
+/// agent, then thaw. Returns the cgroup, taken out of the sandbox for removal.
+fn kill_frozen(live: &Arc<Live>) -> OwnedCgroup {
+    let cg = live.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(cg) = &cg {
+        for pid in cg.pids().unwrap_or_default() {
+            let _ = safehouse_sys::process::kill(pid, libc::SIGKILL);
+        }
+    }
+    let _ = safehouse_sys::process::pidfd_send_signal(&live.pidfd, libc::SIGKILL);
+    if let Some(cg) = &cg {
+        let _ = cg.thaw();
+    }
+    cg
+}
+
+/// Waits (at most `limit`) until every sandbox's agent has exited, polling all pidfds at
+/// once.
+fn wait_exited(victims: &[Arc<Live>], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut left: Vec<i32> = victims.iter().map(|l| l.pidfd.as_raw_fd()).collect();
+    while !left.is_empty() && Instant::now() < deadline {
+        let ms = deadline.saturating_duration_since(Instant::now()).as_millis().clamp(1, 50) as i32;
+        match safehouse_sys::process::poll_readable(&left, ms) {
+            Ok(ready) => {
+                let mut ready = ready.into_iter();
+                left.retain(|_| !ready.next().unwrap_or(true));
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// Runs `f` on every item with at most `width` threads.
+fn parallel<T: Sync>(items: &[T], width: usize, f: impl Fn(&T) + Sync) {
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(item) = items.get(i) else { break };
+        f(item);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..width.min(items.len()) {
+            s.spawn(work);
+        }
+        work();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn violations_kill_at_the_threshold() {
+        let state = ControlState::default();
+        let rules = Rules { kill_after_violations: Some(3), ..Rules::default() };
+        let mut verdicts = Vec::new();
+        for _ in 0..4 {
+            let n = state.count_violation("sb_a");
+            verdicts.push(rules.violation_verdict(n, "gateway denied evil.example:443"));
+        }
+        assert_eq!(verdicts[..2], [None, None]);
+        assert_eq!(
+            verdicts[2].as_deref(),
+            Some("control.kill_after_violations: 3 violations (the last: gateway denied evil.example:443)")
+        );
+        assert!(verdicts[3].is_some());
+        // Counters are per sandbox.
+        assert_eq!(state.count_violation("sb_b"), 1);
+        assert_eq!(state.violations("sb_a"), 4);
+        // Without the rule nothing is killed, however many.
+        assert_eq!(Rules::default().violation_verdict(1_000_000, "x"), None);
+        state.retain(|id| id == "sb_b");
+        assert_eq!((state.violations("sb_a"), state.violations("sb_b")), (0, 1));
+    }
+
+    #[test]
+    fn cpu_budget_verdict() {
+        let rules = Rules { cpu_budget_ns: Some(1_000_000_000), ..Rules::default() };
+        assert_eq!(rules.cpu_verdict(999_999_999), None);
+        assert_eq!(
+            rules.cpu_verdict(1_020_000_000).as_deref(),
+            Some("control.cpu_budget: used 1.02 s of CPU time, the budget is 1.00 s")
+        );
+        assert_eq!(Rules::default().cpu_verdict(u64::MAX), None);
+    }
+
+    #[test]
+    fn rules_from_a_policy() {
+        let p = safehouse_policy::model::parse_toml(
+            "version = 1\n[control]\ncpu_budget = \"1500ms\"\nkill_after_violations = 20\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(Rules::of(&p), Rules { cpu_budget_ns: Some(1_500_000_000), kill_after_violations: Some(20) });
+    }
+
+    #[test]
+    fn frozen_set() {
+        let state = ControlState::default();
+        state.set_frozen("sb_a", true);
+        assert!(state.is_frozen("sb_a") && !state.is_frozen("sb_b"));
+        state.set_frozen("sb_a", false);
+        assert_eq!(state.frozen_count(), 0);
+    }
+
+    #[test]
+    fn parallel_visits_each_item_once() {
+        let items: Vec<usize> = (0..1000).collect();
+        let seen = Mutex::new(Vec::new());
+        parallel(&items, 8, |i| seen.lock().unwrap().push(*i));
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, items);
+        parallel(&Vec::<usize>::new(), 8, |_| panic!("no items"));
+    }
+}
