@@ -105,6 +105,18 @@ def read_head(s):
     return data
 
 
+def hello_through(s, host):
+    """GET /hello over an open tunnel `s`; the response as text (capped)."""
+    s.sendall(f"GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    body = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return body[:2000].decode(errors="replace")
+
+
 def tunnel(host, port):
     s = socket.create_connection(GATEWAY, timeout=10)
     target = f"{host}:{port}"
@@ -113,14 +125,7 @@ def tunnel(host, port):
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else None
     result = {"status": status, "head": head[:2000].decode(errors="replace")}
     if status == 200:
-        s.sendall(f"GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        body = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        result["response"] = body[:2000].decode(errors="replace")
+        result["response"] = hello_through(s, host)
     out(**result)
 
 
@@ -143,14 +148,7 @@ def socks(host, port, atyp="name"):
         if skip is None:
             skip = s.recv(1)[0] + 2
         s.recv(skip)
-        s.sendall(f"GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        body = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        result["response"] = body[:2000].decode(errors="replace")
+        result["response"] = hello_through(s, host)
     out(**result)
 
 
