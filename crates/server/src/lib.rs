@@ -4,6 +4,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod daemon;
+pub mod e2b;
 pub mod events;
 pub mod files;
 pub mod manager;

@@ -82,7 +82,23 @@ pub async fn serve(opts: ServeOptions, manager: Manager, store: Arc<Store>) -> i
 /// The API router for a daemon listening on `listen`.
 pub fn router(listen: SocketAddr, allowed_hosts: &[String], manager: Manager, auth: Authenticator) -> Router {
     let hosts = Arc::new(HostAllowlist::new(listen, allowed_hosts));
-    api::router(AppState { manager, auth, hosts, ports: Arc::new(api::ports::PortProxy::default()) })
+    let e2b = match crate::e2b::E2bState::load(manager.data_dir()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Without a stored secret, tokens last until the daemon restarts.
+            eprintln!("safehouse: e2b: cannot keep the token secret in the data directory ({e}); using a fresh one");
+            let mut secret = [0u8; 32];
+            let _ = getrandom::getrandom(&mut secret);
+            crate::e2b::E2bState::with_secret(secret)
+        }
+    };
+    api::router(AppState {
+        manager,
+        auth,
+        hosts,
+        ports: Arc::new(api::ports::PortProxy::default()),
+        e2b: Arc::new(e2b),
+    })
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests

@@ -28,7 +28,13 @@ pub async fn record(State(st): State<AppState>, req: Request, next: Next) -> Res
     };
     let started = Instant::now();
     let method = req.method().to_string();
-    let path = req.uri().path().to_string();
+    // The E2B data plane is recorded as `e2b:PATH` (`e2b:/process.Process/Start`), with
+    // the sandbox from its header.
+    let e2b_sandbox = crate::e2b::sandbox_header(req.headers()).map(str::to_string);
+    let path = match &e2b_sandbox {
+        Some(_) => format!("e2b:{}", req.uri().path()),
+        None => req.uri().path().to_string(),
+    };
     let resp = next.run(req).await;
     let who = resp.extensions().get::<Tenant>();
     let mut rec = Record::api(who.map(|t| t.name.as_str()).unwrap_or("-"), &method, &path, resp.status().as_u16());
@@ -39,16 +45,18 @@ pub async fn record(State(st): State<AppState>, req: Request, next: Next) -> Res
     if who.is_none() {
         rec.tenant = None;
     }
-    if let Some(sb) = sandbox_of(&path) {
+    if let Some(sb) = e2b_sandbox.as_deref().filter(|s| super::params::is_sandbox_id(s)).or_else(|| sandbox_of(&path)) {
         rec.sandbox = Some(sb.to_string());
     }
     audit.record(rec).await;
     resp
 }
 
-/// The sandbox id in `/v1/sandboxes/{id}/...`, if the path names one.
+/// The sandbox id in `/v1/sandboxes/{id}/...` (or E2B's `/sandboxes/{id}/...`,
+/// `/v2/sandboxes/{id}/...`), if the path names one.
 fn sandbox_of(path: &str) -> Option<&str> {
-    let id = path.strip_prefix("/v1/sandboxes/")?.split('/').next()?;
+    let rest = ["/v1/sandboxes/", "/v2/sandboxes/", "/sandboxes/"].iter().find_map(|p| path.strip_prefix(p))?;
+    let id = rest.split('/').next()?;
     super::params::is_sandbox_id(id).then_some(id)
 }
 

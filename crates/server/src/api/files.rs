@@ -271,10 +271,11 @@ pub async fn watch(
 static WATCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 const MAX_WATCHES: usize = 64;
 
-struct WatchSlot;
+/// One of the daemon-wide file watch slots (the E2B front takes them too).
+pub(crate) struct WatchSlot;
 
 impl WatchSlot {
-    fn take() -> Option<WatchSlot> {
+    pub(crate) fn take() -> Option<WatchSlot> {
         use std::sync::atomic::Ordering;
         if WATCHES.fetch_add(1, Ordering::Relaxed) >= MAX_WATCHES {
             WATCHES.fetch_sub(1, Ordering::Relaxed);

@@ -20,6 +20,7 @@ pub fn is_public(method: &Method, path: &str) -> bool {
 }
 
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let e2b = crate::e2b::control::is_control_path(req.uri().path());
     let mut resp = match check(&state, &mut req).await {
         Ok(()) => {
             // Handed out again for the audit layer, which wraps this one.
@@ -30,6 +31,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             }
             resp
         }
+        // The E2B SDK reads its own error shape.
+        Err(e) if e2b => crate::e2b::e2b_error(e.status, e.message),
         Err(e) => e.into_response(),
     };
     let h = resp.headers_mut();
@@ -44,10 +47,32 @@ async fn check(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
     if is_public(req.method(), req.uri().path()) {
         return Ok(());
     }
-    let key = bearer(req)?;
+    let key = match e2b_api_key(req) {
+        Some(key) => key?,
+        None => bearer(req)?,
+    };
     let tenant = state.auth.authenticate(key).await?;
     req.extensions_mut().insert(tenant);
     Ok(())
+}
+
+/// The E2B SDK's `X-API-Key`, taken on the E2B control-plane routes only and only when no
+/// `Authorization` header is sent; checked exactly like a bearer key.
+fn e2b_api_key(req: &Request) -> Option<Result<&str, ApiError>> {
+    if !crate::e2b::control::is_control_path(req.uri().path()) || req.headers().contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    let mut values = req.headers().get_all("x-api-key").iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return Some(Err(ApiError::unauthorized("send exactly one X-API-Key header")));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_AUTH_HEADER && k.bytes().all(|b| b.is_ascii_graphic()));
+    Some(key.ok_or_else(|| AuthError::Invalid.into()))
 }
 
 /// The key of the one `Authorization: Bearer KEY` header.

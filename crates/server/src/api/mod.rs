@@ -24,8 +24,11 @@ use axum::routing::{any, delete, get, post};
 use axum::Router;
 
 use crate::auth::Authenticator;
+use crate::e2b;
 use crate::manager::Manager;
 pub use errors::ApiError;
+pub(crate) use exec::check_env as exec_check_env;
+pub(crate) use files::WatchSlot;
 pub use hosts::HostAllowlist;
 
 /// What every handler can reach.
@@ -35,10 +38,13 @@ pub struct AppState {
     pub auth: Authenticator,
     pub hosts: Arc<HostAllowlist>,
     pub ports: Arc<ports::PortProxy>,
+    /// The E2B-compatible front's own state (crate::e2b).
+    pub e2b: Arc<crate::e2b::E2bState>,
 }
 
-/// Every route as (method, path), in the router's path syntax. The OpenAPI test checks
-/// that this table, the router and docs/openapi.json agree.
+/// Every native route as (method, path), in the router's path syntax. The OpenAPI test
+/// checks that this table, the router and docs/openapi.json agree. The E2B-compatible
+/// routes are E2B's API, not ours: `crate::e2b::ROUTES`, documented in docs/e2b.md.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/v1/openapi.json"),
@@ -120,12 +126,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/thaw", post(control::thaw))
         .route("/v1/kill-all", post(control::kill_all))
         .route("/metrics", get(metrics::prometheus))
+        .route("/v2/sandboxes", post(e2b::control::create).get(e2b::control::list))
+        .route("/sandboxes/{id}", get(e2b::control::get).delete(e2b::control::kill))
+        .route("/sandboxes/{id}/timeout", post(e2b::control::set_timeout))
+        .route("/sandboxes/{id}/pause", post(e2b::control::pause))
+        .route("/v2/sandboxes/{id}/connect", post(e2b::control::connect))
+        .route("/sandboxes/{id}/metrics", get(e2b::control::metrics))
         // Runs after routing (it needs the matched route), for routed requests only.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(errors::unknown_route)
         .method_not_allowed_fallback(errors::wrong_method)
         // Added last so it wraps every route and both fallbacks.
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        // Requests with E2b-Sandbox-Id are the E2B data plane: answered here, with their
+        // own token check, never by the routes above.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), e2b::data_plane))
         // Outside the guard, so refused requests are recorded too.
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .with_state(state)

@@ -180,6 +180,16 @@ impl Manager {
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
+    /// The daemon's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.cfg.data_dir
+    }
+
+    /// The tenant of a running or frozen sandbox (the E2B data plane knows only the id).
+    pub fn tenant_of(&self, id: &str) -> Option<String> {
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).get(id).map(|l| l.tenant.clone())
+    }
+
     /// A sandbox whose processes can run: not frozen (a frozen agent answers nothing).
     pub(crate) fn running(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
         let live = self.present(tenant, id)?;

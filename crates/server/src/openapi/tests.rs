@@ -37,6 +37,19 @@ fn every_route_is_documented_and_nothing_else() {
     assert!(extra.is_empty(), "documented but not routed: {extra:?}");
 }
 
+/// The E2B-compatible routes are E2B's API: documented in docs/e2b.md, exempt from the
+/// OpenAPI document (and kept out of it, so the native API stays one contract).
+#[test]
+fn e2b_routes_are_documented_in_e2b_md_not_openapi() {
+    let d = doc();
+    let e2b_md = include_str!("../../../../docs/e2b.md");
+    for (method, path) in crate::e2b::ROUTES {
+        assert!(d["paths"].get(*path).is_none(), "{path} is an E2B route; document it in docs/e2b.md only");
+        assert!(e2b_md.contains(&format!("`{method} {path}`")), "docs/e2b.md does not list `{method} {path}`");
+        assert!(!path.starts_with("/v1/"), "{path}: E2B routes cannot shadow the native API");
+    }
+}
+
 #[test]
 fn every_operation_documents_errors_and_auth() {
     let d = doc();
