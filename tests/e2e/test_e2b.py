@@ -388,3 +388,56 @@ def test_e2b_calls_are_audited_and_evented(daemon, api, sbx):
     start = [x for x in api_recs if x["data"]["path"] == "e2b:/process.Process/Start"][0]
     # The caller is the key's tenant, not anonymous and not admin.
     assert start["tenant"] not in (None, "admin") and start["data"]["status"] == 200, start
+
+
+def test_async_sdk_streams_commands_and_watch_dir(e2b_env):
+    """The async SDK uses the WatchDir server stream and streamed command output."""
+    import asyncio
+
+    from e2b import AsyncSandbox
+
+    async def scenario():
+        s = await AsyncSandbox.create(timeout=60)
+        try:
+            r = await s.commands.run("echo async; echo e >&2")
+            assert (r.stdout, r.stderr) == ("async\n", "e\n"), r
+            await s.files.make_dir("/tmp/aw")
+            seen = []
+            done = asyncio.Event()
+
+            def on_event(ev):
+                seen.append((ev.name, ev.type.value))
+                if ev.name == "f.txt":
+                    done.set()
+
+            handle = await s.files.watch_dir("/tmp/aw", on_event=on_event)
+            await s.files.write("/tmp/aw/f.txt", "x")
+            await asyncio.wait_for(done.wait(), timeout=10)
+            await handle.stop()
+            assert ("f.txt", "create") in seen, seen
+        finally:
+            await s.kill()
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+
+
+def test_other_ports_go_through_the_port_proxy(daemon, sbx):
+    sbx.files.write("/tmp/site/index.html", "from the sandbox")
+    sbx.commands.run("cd /tmp/site && exec python3 -m http.server 8000 --bind 127.0.0.1", background=True)
+    h = envd_headers(sbx.sandbox_id, sbx._envd_access_token, port=8000)
+
+    def get():
+        status, _, body = raw(daemon, "GET", "/index.html", headers=h, timeout=10)
+        return body if status == 200 else None
+
+    assert wait_for(get, timeout=15) == b"from the sandbox"
+    # The token is needed there too.
+    status, _, _ = raw(daemon, "GET", "/index.html", headers=dict(h, **{"X-Access-Token": "sha_x"}))
+    assert status == 401
+
+
+def test_other_users_are_refused_not_ignored(sbx):
+    with pytest.raises(SandboxException) as e:
+        sbx.commands.run("id -u", user="root")
+    assert "one user" in str(e.value)
+    assert sbx.commands.run("echo ok", user="user").stdout == "ok\n"

@@ -59,7 +59,7 @@ fn params(req: &Request) -> Result<Option<String>, HttpError> {
     for (k, v) in pairs {
         match k.as_str() {
             "path" => path = Some(absolute(&v)?),
-            "username" if v.is_empty() || v == "user" || v == "root" => {}
+            "username" if v.is_empty() || v == "user" => {}
             "username" => return Err(bad(format!("username {v:?}: safehouse sandboxes have one user; omit it"))),
             "signature" | "signature_expiration" => {
                 return Err(bad("signed file URLs are not supported by safehouse yet (docs/e2b.md)"))

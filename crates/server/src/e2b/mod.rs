@@ -206,6 +206,9 @@ async fn dispatch(st: AppState, tenant: Tenant, id: String, req: Request) -> Res
     if port != ENVD_PORT {
         return to_port(st, tenant, &id, port, req).await;
     }
+    if let Err(e) = check_user(req.headers()) {
+        return e.into_response();
+    }
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/health") => StatusCode::NO_CONTENT.into_response(),
@@ -222,6 +225,28 @@ async fn dispatch(st: AppState, tenant: Tenant, id: String, req: Request) -> Res
             format!("{} {path} is not part of the in-sandbox API safehouse serves (see docs/e2b.md)", req.method()),
         )
         .into_response(),
+    }
+}
+
+/// The SDK names the user to run as in `Authorization: Basic base64(user:)`. A safehouse
+/// sandbox has one user, E2B's default `user`; asking for another (`root`) is refused
+/// rather than quietly ignored.
+fn check_user(headers: &HeaderMap) -> Result<(), connect::ConnectError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else { return Ok(()) };
+    let user = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(|s| s.split(':').next().unwrap_or("").to_string());
+    match user.as_deref() {
+        Some("user") | Some("") => Ok(()),
+        Some(other) => Err(connect::ConnectError::new(
+            connect::Code::PermissionDenied,
+            format!("user {other:?}: safehouse sandboxes run everything as their one user; omit user= (docs/e2b.md)"),
+        )),
+        None => Err(connect::ConnectError::invalid("Authorization: expected Basic base64(user:)")),
     }
 }
 
