@@ -441,3 +441,12 @@ def test_other_users_are_refused_not_ignored(sbx):
         sbx.commands.run("id -u", user="root")
     assert "one user" in str(e.value)
     assert sbx.commands.run("echo ok", user="user").stdout == "ok\n"
+
+
+def test_data_plane_keeps_the_host_guard(daemon, sbx):
+    h = dict(envd_headers(sbx.sandbox_id, sbx._envd_access_token), Host="evil.example")
+    status, _, body = raw(daemon, "POST", "/process.Process/List", b"{}", h)
+    assert status in (400, 403, 421), (status, body)
+    h = dict(envd_headers(sbx.sandbox_id, sbx._envd_access_token), Origin="https://evil.example")
+    status, _, body = raw(daemon, "POST", "/process.Process/List", b"{}", h)
+    assert status in (400, 403), (status, body)

@@ -210,16 +210,33 @@ impl FrameReader {
     }
 }
 
-/// Reads a whole unary JSON body (at most [`MAX_MESSAGE`] bytes).
+/// How long a request message may take to arrive (slow bodies hold a connection).
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn too_slow() -> ConnectError {
+    ConnectError::new(
+        Code::Canceled,
+        format!("the request message took longer than {}s to arrive", READ_TIMEOUT.as_secs()),
+    )
+}
+
+/// Reads a whole unary JSON body (at most [`MAX_MESSAGE`] bytes, within [`READ_TIMEOUT`]).
 pub async fn read_unary(body: Body) -> Result<Value, ConnectError> {
-    let bytes = axum::body::to_bytes(body, MAX_MESSAGE).await.map_err(|e| {
-        ConnectError::invalid(format!("cannot read the request body (at most {MAX_MESSAGE} bytes): {e}"))
-    })?;
+    let bytes = tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, MAX_MESSAGE))
+        .await
+        .map_err(|_| too_slow())?
+        .map_err(|e| {
+            ConnectError::invalid(format!("cannot read the request body (at most {MAX_MESSAGE} bytes): {e}"))
+        })?;
     parse_message(&bytes)
 }
 
-/// Reads the one envelope of a server-streaming request.
+/// Reads the one envelope of a server-streaming request (within [`READ_TIMEOUT`]).
 pub async fn read_stream_request(body: Body) -> Result<Value, ConnectError> {
+    tokio::time::timeout(READ_TIMEOUT, read_first_envelope(body)).await.map_err(|_| too_slow())?
+}
+
+async fn read_first_envelope(body: Body) -> Result<Value, ConnectError> {
     let mut reader = FrameReader::default();
     let mut data = body.into_data_stream();
     while let Some(chunk) = data.next().await {

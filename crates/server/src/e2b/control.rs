@@ -224,7 +224,10 @@ async fn create_inner(st: &AppState, tenant: &Tenant, req: Request) -> Result<Re
     crate::api::exec_check_env(&env)?;
     let metadata = string_map(&body, "metadata")?;
     let info = st.manager.create(&tenant.name, CreateRequest { policy, preset, timeout_s, env, metadata }).await?;
-    st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner()).insert(info.id.clone(), template.clone());
+    let mut templates = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner());
+    templates.retain(|sb, _| st.manager.is_live(sb));
+    templates.insert(info.id.clone(), template.clone());
+    drop(templates);
     Ok((StatusCode::CREATED, Json(sandbox_json(st, &info, &template))).into_response())
 }
 

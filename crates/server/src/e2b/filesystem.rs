@@ -201,7 +201,7 @@ fn watch_request(msg: &Value) -> Result<(String, bool), ConnectError> {
 fn spawn_watch(
     st: &AppState,
     id: &str,
-    mut watcher: files::Watcher,
+    (mut watcher, slot): Held,
     top: String,
     stop: Arc<AtomicBool>,
     mut deliver: impl FnMut(Vec<Value>) -> bool + Send + 'static,
@@ -209,7 +209,7 @@ fn spawn_watch(
     let manager = st.manager.clone();
     let id = id.to_string();
     tokio::task::spawn_blocking(move || {
-        let _slot = crate::api::WatchSlot::take();
+        let _slot = slot;
         while !stop.load(Ordering::Relaxed) && manager.is_live(&id) && !watcher.is_closed() {
             let events = match watcher.next_events(Duration::from_millis(250)) {
                 Ok(ev) => ev,
@@ -222,17 +222,18 @@ fn spawn_watch(
     });
 }
 
-async fn open_watcher(
-    st: &AppState,
-    tenant: &Tenant,
-    id: &str,
-    msg: &Value,
-) -> Result<(files::Watcher, String), ConnectError> {
+/// A watcher and the daemon-wide watch slot it holds (the native watch route's budget).
+type Held = (files::Watcher, crate::api::WatchSlot);
+
+async fn open_watcher(st: &AppState, tenant: &Tenant, id: &str, msg: &Value) -> Result<(Held, String), ConnectError> {
     let (path, recursive) = watch_request(msg)?;
+    let slot = crate::api::WatchSlot::take().ok_or_else(|| {
+        ConnectError::new(Code::ResourceExhausted, "too many file watches are open; remove one and retry")
+    })?;
     let root = root(st, tenant, id).await?;
     let p = path.clone();
     let w = blocking(move || files::watch(&root, &p, recursive)).await?;
-    Ok((w, path))
+    Ok(((w, slot), path))
 }
 
 async fn watch_dir(st: AppState, tenant: Tenant, id: String, msg: Value, keepalive: Duration) -> Response {
@@ -303,6 +304,8 @@ impl Watchers {
 }
 
 async fn create_watcher(st: &AppState, tenant: &Tenant, id: &str, msg: &Value) -> Result<Value, ConnectError> {
+    // Watchers of sandboxes that ended (expired: nobody called RemoveWatcher) go first.
+    st.e2b.watchers.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, w| st.manager.is_live(&w.sandbox));
     let count =
         st.e2b.watchers.0.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|w| w.sandbox == id).count();
     if count >= MAX_WATCHERS_PER_SANDBOX {

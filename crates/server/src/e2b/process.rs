@@ -162,7 +162,9 @@ async fn start(st: AppState, tenant: Tenant, id: String, msg: Value, keepalive: 
         let _ = st.manager.stdin(&tenant.name, &id, pid, Vec::new(), true).await;
     }
     if let Some(tag) = tag {
-        st.e2b.tags.lock().unwrap_or_else(|e| e.into_inner()).insert((id.clone(), tag), pid);
+        let mut tags = st.e2b.tags.lock().unwrap_or_else(|e| e.into_inner());
+        tags.retain(|(s, _), _| st.manager.is_live(s));
+        tags.insert((id.clone(), tag), pid);
     }
     let events = match st.manager.attach(&tenant.name, &id, pid).await {
         Ok(rx) => rx,
