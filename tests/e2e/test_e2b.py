@@ -4,22 +4,22 @@ E2B_SANDBOX_URL and E2B_API_KEY (a safehouse key of a non-admin tenant). Raw HTT
 the error shapes, and the audit log and event stream show E2B calls like native ones."""
 import http.client
 import json
-import struct
+import os
 import threading
 import time
 import uuid
 
 import pytest
 
-e2b = pytest.importorskip("e2b")
+try:
+    import e2b
+except ImportError:
+    if os.environ.get("CI"):
+        raise  # under CI a missing SDK is a broken setup, not a skip
+    pytest.skip("the e2b SDK is not installed: pip install -r tests/requirements.txt", allow_module_level=True)
 
 from e2b import Sandbox  # noqa: E402
-from e2b.exceptions import (  # noqa: E402
-    AuthenticationException,
-    InvalidArgumentException,
-    NotFoundException,
-    SandboxException,
-)
+from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException  # noqa: E402
 from e2b.sandbox.commands.command_handle import CommandExitException  # noqa: E402
 
 from network.internet import Web  # noqa: E402
