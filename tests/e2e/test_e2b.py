@@ -337,6 +337,17 @@ def test_data_plane_errors(daemon, sbx):
     assert sbx.commands.run("echo alive").stdout == "alive\n"
 
 
+def test_a_token_opens_its_own_sandbox_only(daemon, sbx):
+    other = Sandbox.create(timeout=60)
+    try:
+        assert other._envd_access_token != sbx._envd_access_token
+        for sid, token in ((other.sandbox_id, sbx._envd_access_token), (sbx.sandbox_id, other._envd_access_token)):
+            status, _, body = raw(daemon, "POST", "/process.Process/List", b"{}", envd_headers(sid, token))
+            assert status == 401, (status, body)
+    finally:
+        other.kill()
+
+
 def test_unknown_sandbox_is_502_was_not_found(daemon, e2b_env):
     s = Sandbox.create(timeout=60)
     sid, token = s.sandbox_id, s._envd_access_token
@@ -450,3 +461,23 @@ def test_data_plane_keeps_the_host_guard(daemon, sbx):
     h = dict(envd_headers(sbx.sandbox_id, sbx._envd_access_token), Origin="https://evil.example")
     status, _, body = raw(daemon, "POST", "/process.Process/List", b"{}", h)
     assert status in (400, 403), (status, body)
+
+
+def test_access_tokens_survive_a_daemon_crash(own_daemon, monkeypatch):
+    d = own_daemon
+    d.start()
+    monkeypatch.setenv("E2B_API_URL", d.url)
+    monkeypatch.setenv("E2B_SANDBOX_URL", d.url)
+    monkeypatch.setenv("E2B_API_KEY", d.admin_key)
+    s = Sandbox.create(timeout=120)
+    try:
+        s.files.write("/tmp/kept", "yes")
+        d.crash()
+        d.start()
+        # The same object (same token) goes on working: the secret is on disk (0600).
+        assert s.files.read("/tmp/kept") == "yes"
+        assert s.commands.run("echo after").stdout == "after\n"
+        mode = os.stat(os.path.join(d.data_dir, "e2b.secret")).st_mode & 0o777
+        assert mode == 0o600, oct(mode)
+    finally:
+        s.kill()
