@@ -396,6 +396,9 @@ def test_e2b_calls_are_audited_and_evented(daemon, api, sbx):
     kinds = {x["data"]["kind"] for x in recs if x["kind"] == "event"}
     assert want_api <= paths, paths
     assert want_events <= kinds, kinds
+    # Counted in the daemon's metrics too, under a fixed label.
+    prom = api.get("/metrics").body.decode()
+    assert 'route="e2b:/process.Process/Start"' in prom, [ln for ln in prom.splitlines() if "e2b" in ln][:5]
     start = [x for x in api_recs if x["data"]["path"] == "e2b:/process.Process/Start"][0]
     # The caller is the key's tenant, not anonymous and not admin.
     assert start["tenant"] not in (None, "admin") and start["data"]["status"] == 200, start

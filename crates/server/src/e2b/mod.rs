@@ -157,18 +157,52 @@ pub async fn data_plane(State(st): State<AppState>, req: Request, next: Next) ->
     let Some(id) = sandbox_header(req.headers()).map(str::to_string) else {
         return next.run(req).await;
     };
+    let (method, route) = (req.method().clone(), route_label(req.headers(), req.uri().path()));
     let mut resp = match authorize(&st, &req, &id) {
         Ok(tenant) => {
-            let mut resp = dispatch(st, tenant.clone(), id, req).await;
+            let mut resp = dispatch(st.clone(), tenant.clone(), id, req).await;
             resp.extensions_mut().insert(tenant);
             resp
         }
         Err(resp) => *resp,
     };
+    st.manager.count_request(method.as_str(), &route, resp.status().as_u16());
     let h = resp.headers_mut();
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The data-plane call as a `GET /metrics` route label: one of a fixed set (never a raw
+/// path, which would make a label per request).
+fn route_label(headers: &HeaderMap, path: &str) -> String {
+    const CALLS: &[&str] = &[
+        "/process.Process/Start",
+        "/process.Process/Connect",
+        "/process.Process/List",
+        "/process.Process/SendInput",
+        "/process.Process/StreamInput",
+        "/process.Process/SendSignal",
+        "/process.Process/CloseStdin",
+        "/process.Process/Update",
+        "/filesystem.Filesystem/Stat",
+        "/filesystem.Filesystem/MakeDir",
+        "/filesystem.Filesystem/Move",
+        "/filesystem.Filesystem/ListDir",
+        "/filesystem.Filesystem/Remove",
+        "/filesystem.Filesystem/WatchDir",
+        "/filesystem.Filesystem/CreateWatcher",
+        "/filesystem.Filesystem/GetWatcherEvents",
+        "/filesystem.Filesystem/RemoveWatcher",
+        "/files",
+        "/health",
+    ];
+    let envd = headers.get(PORT_HEADER).is_none_or(|p| p.to_str().ok() == Some("49983"));
+    match CALLS.iter().find(|c| **c == path) {
+        _ if !envd => "e2b:port".to_string(),
+        Some(c) => format!("e2b:{c}"),
+        None => "e2b:other".to_string(),
+    }
 }
 
 /// Host and Origin as for every request, then the access token, then the sandbox: the
