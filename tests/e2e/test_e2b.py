@@ -99,6 +99,11 @@ def test_unsupported_options_are_clear_errors(e2b_env):
     with pytest.raises(SandboxException) as e:
         Sandbox.create(network={"deny_out": ["8.8.8.8"]})
     assert "allow-list" in str(e.value)
+    with pytest.raises(SandboxException) as e:
+        Sandbox.create(lifecycle={"on_timeout": "pause"})
+    assert "autoPause" in str(e.value)
+    # Asking for what safehouse does anyway is fine.
+    Sandbox.create(lifecycle={"on_timeout": "kill"}, timeout=30).kill()
 
 
 # ---------------------------------------------------------------- commands

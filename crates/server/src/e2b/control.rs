@@ -35,7 +35,6 @@ pub fn is_control_path(path: &str) -> bool {
 fn answer(r: Result<Response, ApiError>) -> Response {
     match r {
         Ok(r) => r,
-        Err(e) if e.status == StatusCode::INTERNAL_SERVER_ERROR => e2b_error(e.status, e.message),
         Err(e) => e2b_error(e.status, e.message),
     }
 }
@@ -106,7 +105,15 @@ fn string_list(net: &Map<String, Value>, field: &str) -> Result<Vec<String>, Api
 
 /// Options that safehouse cannot honour yet: refused with a clear error, never ignored.
 fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
-    let set = |k: &str| body.get(k).is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false)));
+    // Unset, null, false, `{"enabled": false}` and empty lists ask for nothing.
+    let set = |k: &str| {
+        body.get(k).is_some_and(|v| match v {
+            Value::Null | Value::Bool(false) => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => o.get("enabled") != Some(&Value::Bool(false)),
+            _ => true,
+        })
+    };
     for (field, what) in [
         ("autoPause", "automatic pause on timeout"),
         ("autoResume", "automatic resume"),
@@ -119,9 +126,6 @@ fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
                 "{field}: {what} is not supported by safehouse yet (docs/e2b.md); remove it"
             )));
         }
-    }
-    if body.get("volumeMounts").is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
-        return Err(ApiError::invalid("volumeMounts: volumes are not supported by safehouse yet; remove them"));
     }
     Ok(())
 }
@@ -493,6 +497,8 @@ mod tests {
         assert!(policy_for("nope", &Map::new()).unwrap_err().message.contains("base"));
         assert!(refuse_unsupported(&obj(json!({"autoPause": true}))).is_err());
         assert!(refuse_unsupported(&obj(json!({"autoPause": false, "metadata": {}}))).is_ok());
+        assert!(refuse_unsupported(&obj(json!({"autoResume": {"enabled": false}, "volumeMounts": []}))).is_ok());
+        assert!(refuse_unsupported(&obj(json!({"autoResume": {"enabled": true}}))).is_err());
     }
 
     #[test]
