@@ -608,3 +608,36 @@ fn every_listed_route_reaches_a_handler() {
         assert!(!message.unwrap_or_default().contains("no such route"), "{method} {path} is not routed: {body}");
     }
 }
+
+/// The E2B control plane: every route is routed, takes the key in `X-API-Key` (and only
+/// there), and answers in E2B's error shape; the data plane needs the sandbox's token.
+#[test]
+fn e2b_routes_take_x_api_key_and_answer_in_e2b_shape() {
+    let srv = Server::start();
+    for (method, p) in safehouse_server::e2b::ROUTES {
+        let path = p.replace("{id}", SB);
+        let r = srv.call(method, &path, None, None);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((r.status, v["code"].as_u64()), (401, Some(401)), "{method} {path} without a key: {v}");
+        let r = srv.call_with(method, &path, None, Some(b"{}"), &[("X-API-Key", "sh_wrongwrongwrongwrongwrongwrong")]);
+        assert_eq!(r.status, 401, "{method} {path} with a wrong key");
+        let r = srv.call_with(method, &path, None, Some(b"{}"), &[("X-API-Key", ADMIN)]);
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        assert_ne!(r.status, 401, "{method} {path}: the admin key in X-API-Key is refused: {body}");
+        assert!(!body.contains("no such route") && r.status != 405, "{method} {path} is not routed: {body}");
+    }
+    // X-API-Key opens nothing of the native API.
+    let r = srv.call_with("GET", "/v1/sandboxes", None, None, &[("X-API-Key", ADMIN)]);
+    assert_eq!(r.status, 401);
+    // The data plane: no token, a wrong one: 401 before anything is looked up.
+    let r = srv.call_with("POST", "/process.Process/List", None, Some(b"{}"), &[("E2b-Sandbox-Id", SB)]);
+    assert_eq!(r.status, 401);
+    let h = [("E2b-Sandbox-Id", SB), ("X-Access-Token", "sha_nope")];
+    let r = srv.call_with("POST", "/process.Process/List", None, Some(b"{}"), &h);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((r.status, v["code"].as_str()), (401, Some("unauthenticated")), "{v}");
+    // /health needs no token; an unknown sandbox is E2B's 502 "was not found".
+    let r = srv.call_with("GET", "/health", None, None, &[("E2b-Sandbox-Id", SB)]);
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("was not found"));
+}
