@@ -8,24 +8,32 @@
 The daemon is found through SAFEHOUSE_URL (default http://127.0.0.1:8700) and the key
 through SAFEHOUSE_API_KEY; both can be passed to create/connect/list as url= and api_key=.
 """
-from .async_sandbox import AsyncCommandHandle, AsyncCommands, AsyncFilesystem, AsyncSandbox
-from .exceptions import (AuthenticationError, AuthenticationException, CommandExitException, ForbiddenError,
-                         InvalidArgumentException, InvalidRequestError, NotEnoughSpaceException, NotFoundError,
-                         NotFoundException, PolicyRefusedError, QuotaExceededError, SafehouseError,
-                         SafehouseTimeoutError, SandboxException, SandboxNotRunningError, TimeoutException)
-from .models import CommandResult, EntryInfo, FileInfo, FileType, ProcessInfo, SandboxInfo
+from .async_sandbox import (AsyncAdmin, AsyncCommandHandle, AsyncCommands, AsyncEventStream, AsyncFilesystem,
+                            AsyncPty, AsyncSandbox, AsyncWatchHandle)
+from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, AuthenticationException, CapacityError,
+                         CommandExitException, ForbiddenError, InvalidArgumentException, InvalidRequestError,
+                         MethodNotAllowedError, NotEnoughSpaceException, NotFoundError, NotFoundException,
+                         PathConflictError, PolicyRefusedError, PortError, QuotaExceededError, SafehouseError,
+                         SafehouseTimeoutError, SandboxException, SandboxFrozenError, SandboxNotRunningError,
+                         ServerError, TimeoutException)
+from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
+                     Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo)
 from .policy import Policy
-from .sandbox import CommandHandle, Commands, Filesystem, Sandbox
+from .sandbox import (Admin, CommandHandle, Commands, EventStream, Filesystem, KillAllResult, Pty, Sandbox,
+                      WatchHandle)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Sandbox", "AsyncSandbox", "Commands", "AsyncCommands", "Filesystem", "AsyncFilesystem",
-    "CommandHandle", "AsyncCommandHandle", "CommandResult", "EntryInfo", "FileInfo", "FileType",
-    "ProcessInfo", "SandboxInfo", "Policy",
+    "CommandHandle", "AsyncCommandHandle", "Pty", "AsyncPty", "WatchHandle", "AsyncWatchHandle",
+    "EventStream", "AsyncEventStream", "Admin", "AsyncAdmin", "KillAllResult",
+    "CommandResult", "EntryInfo", "FileInfo", "FileType", "FilesystemEvent", "FilesystemEventType",
+    "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "SandboxEvent", "SandboxInfo", "ApiKey", "Policy",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
-    "SandboxNotRunningError", "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError",
-    "CommandExitException",
+    "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "PathConflictError",
+    "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",
+    "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
     "SandboxException", "AuthenticationException", "NotFoundException", "InvalidArgumentException",
     "TimeoutException", "NotEnoughSpaceException",
 ]

@@ -7,8 +7,10 @@ import codecs
 import io
 import json
 import os
+from datetime import datetime
 from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional,
-                    Tuple, Union, overload)
+                    Sequence, Tuple, Union, overload)
+from urllib.parse import quote
 
 import httpx
 
@@ -16,29 +18,37 @@ from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, acheck, create
                       list_params, process_body, sb_path, to_bytes, translate)
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
-from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo, describe_failure
+from ._sse import aiter_sse
+from .models import (ApiKey, CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize,
+                     SandboxEvent, SandboxInfo, describe_failure)
 from .policy import Policy
-from .sandbox import _timeout_s
+from .sandbox import KillAllResult, _timeout_s, audit_params, code_argv
 
 OutputHandler = Callable[[str], Union[Any, Awaitable[Any]]]
+PtyHandler = Callable[[bytes], Union[Any, Awaitable[Any]]]
 Signal = Union[int, str]
+Chunk = Tuple[Optional[str], Optional[str], Optional[bytes]]
 
 
-async def _call(cb: Optional[OutputHandler], text: str) -> None:
+async def _call(cb: Optional[Callable[[Any], Any]], arg: Any) -> None:
     if cb is not None:
-        r = cb(text)
+        r = cb(arg)
         if asyncio.iscoroutine(r):
             await r
 
 
 class _AsyncHttp:
-    def __init__(self, config: ConnectionConfig) -> None:
+    def __init__(self, config: ConnectionConfig, timeout: Optional[httpx.Timeout] = None) -> None:
         self.config = config
-        self.client = httpx.AsyncClient(**config.client_kwargs())
+        kw = config.client_kwargs()
+        if timeout is not None:
+            kw["timeout"] = timeout
+        self._kw = kw
+        self.client = httpx.AsyncClient(**kw)
 
     def _client(self) -> httpx.AsyncClient:
         if self.client.is_closed:  # reopened on use after close()
-            self.client = httpx.AsyncClient(**self.config.client_kwargs())
+            self.client = httpx.AsyncClient(**self._kw)
         return self.client
 
     async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -70,11 +80,16 @@ class AsyncCommandHandle:
     """A background process: `async for stdout, stderr, _ in handle`, or `await handle.wait()`."""
 
     def __init__(self, commands: "AsyncCommands", pid: int, on_stdout: Optional[OutputHandler] = None,
-                 on_stderr: Optional[OutputHandler] = None) -> None:
+                 on_stderr: Optional[OutputHandler] = None, on_pty: Optional[PtyHandler] = None,
+                 pty: bool = False) -> None:
         self._commands = commands
         self.pid = pid
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
+        self._on_pty = on_pty
+        self._pty = pty
+        #: Refusals of frames sent over the attach socket (e.g. a resize of a non-PTY process).
+        self.errors: List[str] = []
         self._ws: Any = None
         self._stdout = bytearray()
         self._stderr = bytearray()
@@ -99,7 +114,7 @@ class AsyncCommandHandle:
                 raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
         return self._ws
 
-    async def _next(self) -> Optional[Tuple[Optional[str], Optional[str], None]]:
+    async def _next(self) -> Optional[Chunk]:
         from websockets.exceptions import ConnectionClosed
 
         ws = await self._connect()
@@ -112,7 +127,12 @@ class AsyncCommandHandle:
             t = frame.get("type")
             if t in ("stdout", "stderr"):
                 data = frame["raw"] if "raw" in frame else base64.b64decode(frame.get("data", ""))
-                if t == "stdout":
+                if t == "stdout" and self._pty:
+                    self._stdout += data
+                    await _call(self._on_pty, bytes(data))
+                    if data:
+                        return None, None, bytes(data)
+                elif t == "stdout":
                     self._stdout += data
                     text = self._dec_out.decode(data)
                     if text:
@@ -129,12 +149,14 @@ class AsyncCommandHandle:
             elif t == "exit":
                 self._exit = frame
                 await self._close_ws()
+            elif t == "error":  # the daemon refused a frame we sent
+                self.errors.append(f"{frame.get('code')}: {frame.get('message')}")
         return None
 
-    def __aiter__(self) -> AsyncIterator[Tuple[Optional[str], Optional[str], None]]:
+    def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._aiter()
 
-    async def _aiter(self) -> AsyncIterator[Tuple[Optional[str], Optional[str], None]]:
+    async def _aiter(self) -> AsyncIterator[Chunk]:
         while True:
             chunk = await self._next()
             if chunk is None:
@@ -146,11 +168,14 @@ class AsyncCommandHandle:
             pass
 
     async def wait(self, timeout: Optional[float] = None, on_stdout: Optional[OutputHandler] = None,
-                   on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True) -> CommandResult:
+                   on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True,
+                   on_pty: Optional[PtyHandler] = None) -> CommandResult:
         if on_stdout:
             self._on_stdout = on_stdout
         if on_stderr:
             self._on_stderr = on_stderr
+        if on_pty:
+            self._on_pty = on_pty
         try:
             await asyncio.wait_for(self._drain(), timeout)
         except asyncio.TimeoutError as e:
@@ -179,6 +204,16 @@ class AsyncCommandHandle:
 
     async def kill(self) -> bool:
         return await self._commands.kill(self.pid)
+
+    async def resize(self, size: PtySize) -> None:
+        """Sets a PTY's terminal size."""
+        from websockets.exceptions import ConnectionClosed
+
+        ws = await self._connect()
+        try:
+            await ws.send(json.dumps({"type": "resize", "rows": int(size.rows), "cols": int(size.cols)}))
+        except ConnectionClosed as e:
+            raise SafehouseError(f"attach connection to process {self.pid} closed: {e}") from e
 
     async def _close_ws(self) -> None:
         if self._ws is not None:
@@ -360,6 +395,20 @@ class AsyncFilesystem:
         resp = await self._http.request("POST", self._p("/fs/move"), json={"from": old_path, "to": new_path})
         return EntryInfo.from_json(resp.json())
 
+    async def watch_dir(self, path: str, on_event: Optional[Callable[[FilesystemEvent], Any]] = None,
+                        on_exit: Optional[Callable[[Optional[Exception]], Any]] = None,
+                        recursive: bool = False) -> AsyncWatchHandle:
+        """Watches PATH; events go to ON_EVENT (sync or async) or `async for ev in handle`.
+        The watch is in place when this returns; `await handle.stop()` ends it."""
+        http = _AsyncHttp(self._http.config, httpx.Timeout(None, connect=10.0))
+        try:
+            resp = await http.stream("GET", self._p("/fs/watch"),
+                                     params={"path": path, "recursive": "1" if recursive else "0"})
+        except BaseException:
+            await http.close()
+            raise
+        return AsyncWatchHandle(http, resp, path, on_event, on_exit)
+
     async def make_dir(self, path: str) -> bool:
         try:
             await self._http.request("POST", self._p("/fs/mkdir"), json={"path": path, "parents": False})
@@ -373,6 +422,208 @@ class AsyncFilesystem:
             raise
 
 
+class AsyncPty:
+    """Interactive terminals (`sbx.pty`), as Pty with async methods."""
+
+    def __init__(self, commands: AsyncCommands) -> None:
+        self._commands = commands
+
+    async def create(self, size: PtySize = PtySize(), on_data: Optional[PtyHandler] = None,
+                     cwd: Optional[str] = None, envs: Optional[Mapping[str, str]] = None,
+                     cmd: Cmd = ("/bin/bash", "-i", "-l"), timeout: Optional[float] = None) -> AsyncCommandHandle:
+        env = {"TERM": "xterm-256color", **dict(envs or {})}
+        body = process_body(cmd, env, cwd)
+        body["pty"] = {"rows": int(size.rows), "cols": int(size.cols)}
+        resp = await self._commands._http.request("POST", self._commands._p("/processes"), json=body)
+        handle = AsyncCommandHandle(self._commands, int(resp.json()["pid"]), on_pty=on_data, pty=True)
+        await handle._connect()
+        if timeout:
+            asyncio.get_running_loop().call_later(timeout, lambda: asyncio.ensure_future(handle.kill()))
+        return handle
+
+    async def connect(self, pid: int, on_data: Optional[PtyHandler] = None) -> AsyncCommandHandle:
+        await self._commands.connect(pid)
+        return AsyncCommandHandle(self._commands, pid, on_pty=on_data, pty=True)
+
+    async def send_stdin(self, pid: int, data: Union[str, bytes]) -> None:
+        await self._commands.send_stdin(pid, data)
+
+    async def resize(self, pid: int, size: PtySize) -> None:
+        handle = AsyncCommandHandle(self._commands, pid, pty=True)
+        try:
+            await handle.resize(size)
+        finally:
+            await handle.disconnect()
+
+    async def kill(self, pid: int) -> bool:
+        return await self._commands.kill(pid)
+
+
+_STOP = object()
+
+
+class AsyncWatchHandle:
+    """A running directory watch: `await stop()`, `get_new_events()`, or `async for ev in handle`."""
+
+    def __init__(self, http: _AsyncHttp, resp: httpx.Response, path: str,
+                 on_event: Optional[Callable[[FilesystemEvent], Any]],
+                 on_exit: Optional[Callable[[Optional[Exception]], Any]]) -> None:
+        self.path = path
+        self._http = http
+        self._resp = resp
+        self._on_event = on_event
+        self._on_exit = on_exit
+        self._queue: "asyncio.Queue[Any]" = asyncio.Queue()
+        self._stopped = False
+        self._task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        err: Optional[Exception] = None
+        try:
+            async for event, data in aiter_sse(self._resp.aiter_lines()):
+                if event != "fs":
+                    continue
+                ev = FilesystemEvent.from_sse(data, self.path)
+                if self._on_event is not None:
+                    await _call(self._on_event, ev)
+                else:
+                    self._queue.put_nowait(ev)
+        except asyncio.CancelledError:
+            pass
+        except Exception as e:
+            if not self._stopped:
+                err = translate(e) if isinstance(e, httpx.HTTPError) else e
+        finally:
+            self._queue.put_nowait(_STOP)
+            await _call(self._on_exit, err)
+
+    def get_new_events(self) -> List[FilesystemEvent]:
+        out: List[FilesystemEvent] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _STOP:
+                self._queue.put_nowait(_STOP)
+                break
+            out.append(item)
+        return out
+
+    def __aiter__(self) -> AsyncIterator[FilesystemEvent]:
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[FilesystemEvent]:
+        while True:
+            item = await self._queue.get()
+            if item is _STOP:
+                self._queue.put_nowait(_STOP)
+                return
+            yield item
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        await self._resp.aclose()
+        await self._http.close()
+
+    async def __aenter__(self) -> "AsyncWatchHandle":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+
+class AsyncEventStream:
+    """The event stream as an async iterator of SandboxEvent (`async with` closes it)."""
+
+    def __init__(self, config: ConnectionConfig, route: str, params: Dict[str, str],
+                 timeout: Optional[float]) -> None:
+        self._http = _AsyncHttp(config, httpx.Timeout(timeout, connect=10.0))
+        self._route = route
+        self._params = params
+        self._resp: Optional[httpx.Response] = None
+        self._events: Optional[AsyncIterator[Tuple[str, str]]] = None
+
+    async def _open(self) -> AsyncIterator[Tuple[str, str]]:
+        if self._events is None:
+            self._resp = await self._http.stream("GET", self._route, params=self._params)
+            self._events = aiter_sse(self._resp.aiter_lines())
+        return self._events
+
+    def __aiter__(self) -> "AsyncEventStream":
+        return self
+
+    async def __anext__(self) -> SandboxEvent:
+        events = await self._open()
+        try:
+            event, data = await events.__anext__()
+        except StopAsyncIteration:
+            await self.close()
+            raise
+        except httpx.HTTPError as e:
+            await self.close()
+            raise translate(e) from e
+        return SandboxEvent.from_sse(event, data)
+
+    async def close(self) -> None:
+        if self._resp is not None:
+            await self._resp.aclose()
+        await self._http.close()
+
+    async def __aenter__(self) -> "AsyncEventStream":
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+class AsyncAdmin:
+    """Keys, audit export and the emergency stop, as Admin with async methods."""
+
+    def __init__(self, api_key: Optional[str] = None, url: Optional[str] = None,
+                 request_timeout: Optional[float] = None) -> None:
+        self._http = _AsyncHttp(ConnectionConfig.resolve(url, api_key, request_timeout))
+
+    async def create_key(self, tenant: str, name: Optional[str] = None) -> ApiKey:
+        body: Dict[str, Any] = {"tenant": tenant}
+        if name is not None:
+            body["name"] = name
+        return ApiKey.from_json((await self._http.request("POST", "/v1/keys", json=body)).json())
+
+    async def list_keys(self) -> List[ApiKey]:
+        resp = await self._http.request("GET", "/v1/keys")
+        return [ApiKey.from_json(k) for k in resp.json().get("keys", [])]
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._http.request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
+
+    async def audit(self, sandbox: Optional[str] = None, since: Optional[Union[str, datetime]] = None,
+                    until: Optional[Union[str, datetime]] = None,
+                    kind: Optional[Union[str, Sequence[str]]] = None,
+                    limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        resp = await self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
+        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+
+    async def kill_all(self) -> KillAllResult:
+        resp = await self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0))
+        d = resp.json()
+        return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> "AsyncAdmin":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
 class AsyncSandbox:
     """    async with await AsyncSandbox.create() as sbx:
             r = await sbx.commands.run("echo hi")"""
@@ -382,6 +633,7 @@ class AsyncSandbox:
         self._http = http
         self.commands = AsyncCommands(http, info.id)
         self.files = AsyncFilesystem(http, info.id)
+        self.pty = AsyncPty(self.commands)
 
     @property
     def id(self) -> str:
@@ -447,6 +699,46 @@ class AsyncSandbox:
             return True
         except NotFoundError:
             return False
+
+    async def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
+                       cwd: Optional[str] = None, timeout: Optional[float] = 60,
+                       on_stdout: Optional[OutputHandler] = None,
+                       on_stderr: Optional[OutputHandler] = None) -> CommandResult:
+        """Runs a CODE snippet; an error in the code is a result, not an exception."""
+        return await self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
+                                       on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+
+    async def get_metrics(self) -> Metrics:
+        return Metrics.from_json((await self._http.request("GET", sb_path(self.id, "/metrics"))).json())
+
+    def events(self, follow: bool = True, since_seq: int = 0, timeout: Optional[float] = None) -> AsyncEventStream:
+        """This sandbox's events (`async for ev in sbx.events()`); see Sandbox.events."""
+        params = {"follow": "1" if follow else "0", "since_seq": str(int(since_seq))}
+        return AsyncEventStream(self._http.config, sb_path(self.id, "/events"), params, timeout)
+
+    @staticmethod
+    def all_events(follow: bool = True, replay: bool = True, timeout: Optional[float] = None,
+                   api_key: Optional[str] = None, url: Optional[str] = None) -> AsyncEventStream:
+        params = {"follow": "1" if follow else "0", "replay": "1" if replay else "0"}
+        return AsyncEventStream(ConnectionConfig.resolve(url, api_key), "/v1/events", params, timeout)
+
+    async def freeze(self) -> SandboxInfo:
+        resp = await self._http.request("POST", sb_path(self.id, "/freeze"))
+        self._info = SandboxInfo.from_json(resp.json())
+        return self._info
+
+    async def thaw(self) -> SandboxInfo:
+        resp = await self._http.request("POST", sb_path(self.id, "/thaw"))
+        self._info = SandboxInfo.from_json(resp.json())
+        return self._info
+
+    pause = freeze
+    resume = thaw
+
+    @staticmethod
+    async def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:
+        async with AsyncAdmin(api_key, url) as admin:
+            return await admin.kill_all()
 
     async def close(self) -> None:
         await self._http.close()

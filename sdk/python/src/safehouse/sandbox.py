@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import base64
 import codecs
+import dataclasses
 import io
 import json
 import os
+import queue
+import threading
 import time
-from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Union,
-                    overload)
+from datetime import datetime
+from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple,
+                    Union, overload)
+from urllib.parse import quote
 
 import httpx
 
@@ -16,11 +21,16 @@ from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, check, create_
                       list_params, process_body, sb_path, to_bytes, translate)
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
-from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo, describe_failure
+from .models import (ApiKey, CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize,
+                     SandboxEvent, SandboxInfo, describe_failure)
+from ._sse import iter_sse
 from .policy import Policy
 
 OutputHandler = Callable[[str], Any]
+PtyHandler = Callable[[bytes], Any]
 Signal = Union[int, str]
+#: One chunk of a handle's output: `(stdout, stderr, pty)`, exactly one of them set (E2B's shape).
+Chunk = Tuple[Optional[str], Optional[str], Optional[bytes]]
 
 
 class _Http:
@@ -72,16 +82,19 @@ def _timeout_s(timeout: Optional[float]) -> Optional[float]:
 
 
 class CommandHandle:
-    """A background process. Iterate for output chunks `(stdout, stderr, pty)` (one of them
-    set), or `wait()` for the CommandResult. Output produced before attaching is replayed by
-    the daemon (up to 1 MiB per stream)."""
+    """A background process (or a PTY). Iterate for output chunks `(stdout, stderr, pty)` (one
+    of them set; a PTY's output is bytes in the third), or `wait()` for the CommandResult.
+    Output produced before attaching is replayed by the daemon (up to 2 MiB)."""
 
     def __init__(self, commands: "Commands", pid: int, on_stdout: Optional[OutputHandler] = None,
-                 on_stderr: Optional[OutputHandler] = None) -> None:
+                 on_stderr: Optional[OutputHandler] = None, on_pty: Optional[PtyHandler] = None,
+                 pty: bool = False) -> None:
         self._commands = commands
         self.pid = pid
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
+        self._on_pty = on_pty
+        self._pty = pty
         self._ws: Any = None
         self._stdout = bytearray()
         self._stderr = bytearray()
@@ -89,6 +102,8 @@ class CommandHandle:
         self._dec_err = codecs.getincrementaldecoder("utf-8")("replace")
         self._exit: Optional[Dict[str, Any]] = None
         self.dropped_bytes = 0
+        #: Refusals of frames sent over the attach socket (e.g. a resize of a non-PTY process).
+        self.errors: List[str] = []
 
     # -- output
     def _connect(self) -> Any:
@@ -110,7 +125,7 @@ class CommandHandle:
                 raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
         return self._ws
 
-    def _next(self, deadline: Optional[float]) -> Optional[Tuple[Optional[str], Optional[str], None]]:
+    def _next(self, deadline: Optional[float]) -> Optional[Chunk]:
         """The next output chunk; None once the exit frame arrived."""
         from websockets.exceptions import ConnectionClosed
 
@@ -132,7 +147,13 @@ class CommandHandle:
             t = frame.get("type")
             if t in ("stdout", "stderr"):
                 data = frame["raw"] if "raw" in frame else base64.b64decode(frame.get("data", ""))
-                if t == "stdout":
+                if t == "stdout" and self._pty:
+                    self._stdout += data
+                    if self._on_pty:
+                        self._on_pty(bytes(data))
+                    if data:
+                        return None, None, bytes(data)
+                elif t == "stdout":
                     self._stdout += data
                     text = self._dec_out.decode(data)
                     if text and self._on_stdout:
@@ -151,9 +172,11 @@ class CommandHandle:
             elif t == "exit":
                 self._exit = frame
                 self._close_ws()
+            elif t == "error":  # the daemon refused a frame we sent (stdin, resize, signal)
+                self.errors.append(f"{frame.get('code')}: {frame.get('message')}")
         return None
 
-    def __iter__(self) -> Iterator[Tuple[Optional[str], Optional[str], None]]:
+    def __iter__(self) -> Iterator[Chunk]:
         while True:
             chunk = self._next(None)
             if chunk is None:
@@ -169,13 +192,16 @@ class CommandHandle:
         return r
 
     def wait(self, timeout: Optional[float] = None, on_stdout: Optional[OutputHandler] = None,
-             on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True) -> CommandResult:
+             on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True,
+             on_pty: Optional[PtyHandler] = None) -> CommandResult:
         """Streams the output (to the callbacks) until the process exits; raises
         CommandExitException on a non-zero exit like E2B, SafehouseTimeoutError after TIMEOUT s."""
         if on_stdout:
             self._on_stdout = on_stdout
         if on_stderr:
             self._on_stderr = on_stderr
+        if on_pty:
+            self._on_pty = on_pty
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._next(deadline) is not None:
             pass
@@ -200,6 +226,18 @@ class CommandHandle:
 
     def kill(self) -> bool:
         return self._commands.kill(self.pid)
+
+    def resize(self, size: PtySize) -> None:
+        """Sets a PTY's terminal size (SIGWINCH inside)."""
+        self._send_frame({"type": "resize", "rows": int(size.rows), "cols": int(size.cols)})
+
+    def _send_frame(self, frame: Dict[str, Any]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self._connect().send(json.dumps(frame))
+        except ConnectionClosed as e:
+            raise SafehouseError(f"attach connection to process {self.pid} closed: {e}") from e
 
     def _close_ws(self) -> None:
         if self._ws is not None:
@@ -306,6 +344,54 @@ class Commands:
     def close_stdin(self, pid: int) -> None:
         self._http.request("POST", self._p(f"/processes/{pid}/stdin"), params={"eof": "1"}, content=b"",
                            headers={"Content-Type": "application/octet-stream"})
+
+
+class Pty:
+    """Interactive terminals (E2B's `sbx.pty`): a process on a pseudo-terminal, its output
+    as bytes (`on_data`), input with `send_stdin`, `resize`, `kill`, `wait`."""
+
+    def __init__(self, commands: Commands) -> None:
+        self._commands = commands
+
+    def create(self, size: PtySize = PtySize(), on_data: Optional[PtyHandler] = None,
+               cwd: Optional[str] = None, envs: Optional[Mapping[str, str]] = None,
+               cmd: Cmd = ("/bin/bash", "-i", "-l"), timeout: Optional[float] = None) -> CommandHandle:
+        """Starts CMD (an interactive login bash by default) on a SIZE terminal; the handle's
+        `wait()` streams its output to ON_DATA. TIMEOUT (seconds) kills it; None: no limit."""
+        env = {"TERM": "xterm-256color", **dict(envs or {})}
+        body = process_body(cmd, env, cwd)
+        body["pty"] = {"rows": int(size.rows), "cols": int(size.cols)}
+        resp = self._commands._http.request("POST", self._commands._p("/processes"), json=body)
+        handle = CommandHandle(self._commands, int(resp.json()["pid"]), on_pty=on_data, pty=True)
+        handle._connect()
+        if timeout:
+            _kill_after(handle, timeout)
+        return handle
+
+    def connect(self, pid: int, on_data: Optional[PtyHandler] = None) -> CommandHandle:
+        """A handle to a running PTY (its recent output is replayed)."""
+        self._commands.connect(pid)
+        return CommandHandle(self._commands, pid, on_pty=on_data, pty=True)
+
+    def send_stdin(self, pid: int, data: Union[str, bytes]) -> None:
+        """Types DATA into the terminal (b"\x03" is Ctrl-C)."""
+        self._commands.send_stdin(pid, data)
+
+    def resize(self, pid: int, size: PtySize) -> None:
+        handle = CommandHandle(self._commands, pid, pty=True)
+        try:
+            handle.resize(size)
+        finally:
+            handle.disconnect()
+
+    def kill(self, pid: int) -> bool:
+        return self._commands.kill(pid)
+
+
+def _kill_after(handle: CommandHandle, seconds: float) -> None:
+    timer = threading.Timer(seconds, handle.kill)
+    timer.daemon = True
+    timer.start()
 
 
 # ---------------------------------------------------------------- files
@@ -415,6 +501,15 @@ class Filesystem:
         resp = self._http.request("POST", self._p("/fs/move"), json={"from": old_path, "to": new_path})
         return EntryInfo.from_json(resp.json())
 
+    def watch_dir(self, path: str, on_event: Optional[Callable[[FilesystemEvent], Any]] = None,
+                  on_exit: Optional[Callable[[Optional[Exception]], Any]] = None,
+                  recursive: bool = False) -> "WatchHandle":
+        """Watches PATH (a directory) for changes, made through the API or by commands inside.
+        With ON_EVENT, events are delivered to it from a background thread; without, iterate
+        the handle (`for ev in handle`) or poll `handle.get_new_events()`. `handle.stop()` ends
+        it. The watch is in place when this returns."""
+        return WatchHandle(self._http.config, self._p("/fs/watch"), path, recursive, on_event, on_exit)
+
     def make_dir(self, path: str) -> bool:
         """Creates PATH with its parents; False if it already existed (E2B's contract)."""
         try:
@@ -427,6 +522,233 @@ class Filesystem:
             if e.code == "already_exists":
                 return False
             raise
+
+
+_STOP = object()
+
+
+def _shutdown_socket(resp: httpx.Response) -> None:
+    """Wakes a thread blocked reading RESP (closing alone does not interrupt a recv)."""
+    import socket
+
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class WatchHandle:
+    """A running directory watch (E2B's WatchHandle): `stop()`, `get_new_events()`, or
+    iterate it; also a context manager that stops on exit."""
+
+    def __init__(self, config: ConnectionConfig, route: str, path: str, recursive: bool,
+                 on_event: Optional[Callable[[FilesystemEvent], Any]],
+                 on_exit: Optional[Callable[[Optional[Exception]], Any]]) -> None:
+        self.path = path
+        self._on_event = on_event
+        self._on_exit = on_exit
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._stopped = False
+        self._http = _Http(config, httpx.Client(**{**config.client_kwargs(),
+                                                   "timeout": httpx.Timeout(None, connect=10.0)}))
+        params = {"path": path, "recursive": "1" if recursive else "0"}
+        try:
+            self._resp = self._http.stream("GET", route, params=params)
+        except BaseException:
+            self._http.close()
+            raise
+        self._thread = threading.Thread(target=self._read, name=f"safehouse-watch {path}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        err: Optional[Exception] = None
+        try:
+            for event, data in iter_sse(self._resp.iter_lines()):
+                if event != "fs":
+                    continue
+                ev = FilesystemEvent.from_sse(data, self.path)
+                if self._on_event is not None:
+                    self._on_event(ev)
+                else:
+                    self._queue.put(ev)
+        except Exception as e:  # a stop() closes the stream under us: not an error
+            if not self._stopped:
+                err = translate(e) if isinstance(e, httpx.HTTPError) else e
+        finally:
+            self._queue.put(_STOP)
+            if self._on_exit is not None:
+                self._on_exit(err)
+
+    def get_new_events(self) -> List[FilesystemEvent]:
+        """The events that arrived since the last call (without an on_event callback)."""
+        out: List[FilesystemEvent] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return out
+            if item is _STOP:
+                self._queue.put(_STOP)
+                return out
+            out.append(item)
+
+    def __iter__(self) -> Iterator[FilesystemEvent]:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                self._queue.put(_STOP)
+                return
+            yield item
+
+    def stop(self) -> None:
+        """Ends the watch (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        _shutdown_socket(self._resp)
+        self._resp.close()
+        self._thread.join(timeout=5)
+        self._http.close()
+
+    def __enter__(self) -> "WatchHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class EventStream:
+    """The daemon's event stream as an iterator of SandboxEvent. Ends by itself after a
+    sandbox's terminal event (per-sandbox stream) or after the replay (`follow=False`);
+    `close()` (or leaving the `with` block) ends it early."""
+
+    def __init__(self, config: ConnectionConfig, route: str, params: Dict[str, str],
+                 timeout: Optional[float]) -> None:
+        self._http = _Http(config, httpx.Client(**{**config.client_kwargs(),
+                                                   "timeout": httpx.Timeout(timeout, connect=10.0)}))
+        try:
+            self._resp = self._http.stream("GET", route, params=params)
+        except BaseException:
+            self._http.close()
+            raise
+        self._events = iter_sse(self._resp.iter_lines())
+
+    def __iter__(self) -> Iterator[SandboxEvent]:
+        return self
+
+    def __next__(self) -> SandboxEvent:
+        try:
+            event, data = next(self._events)
+        except StopIteration:
+            self.close()
+            raise
+        except httpx.HTTPError as e:
+            self.close()
+            raise translate(e) from e
+        return SandboxEvent.from_sse(event, data)
+
+    def close(self) -> None:
+        self._resp.close()
+        self._http.close()
+
+    def __enter__(self) -> "EventStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+#: Languages of `run_code` and the argv that runs a snippet.
+CODE_RUNNERS: Dict[str, Tuple[str, ...]] = {
+    "python": ("python3", "-c"),
+    "python3": ("python3", "-c"),
+    "bash": ("bash", "-c"),
+    "sh": ("/bin/sh", "-c"),
+    "javascript": ("node", "-e"),
+    "js": ("node", "-e"),
+    "node": ("node", "-e"),
+}
+
+
+def code_argv(code: str, language: str) -> List[str]:
+    try:
+        return [*CODE_RUNNERS[language.lower()], code]
+    except KeyError:
+        raise ValueError(f"run_code: unknown language {language!r}; use one of "
+                         f"{', '.join(sorted(CODE_RUNNERS))}") from None
+
+
+@dataclasses.dataclass
+class KillAllResult:
+    """What `POST /v1/kill-all` stopped: how many sandboxes, in how many milliseconds."""
+
+    killed: int
+    ms: int
+
+
+def audit_params(sandbox: Optional[str], since: Optional[Union[str, datetime]],
+                 until: Optional[Union[str, datetime]], kind: Optional[Union[str, Sequence[str]]],
+                 limit: Optional[int]) -> Dict[str, str]:
+    q: Dict[str, str] = {}
+    if sandbox:
+        q["sandbox"] = sandbox
+    for name, t in (("since", since), ("until", until)):
+        if t is not None:
+            q[name] = t.isoformat() if isinstance(t, datetime) else t
+    if kind:
+        q["kind"] = kind if isinstance(kind, str) else ",".join(kind)
+    if limit is not None:
+        q["limit"] = str(int(limit))
+    return q
+
+
+class Admin:
+    """Daemon-wide calls: API keys (admin key only), the audit log export (admin only), and
+    the emergency stop. Connection as for Sandbox (SAFEHOUSE_URL / SAFEHOUSE_API_KEY)."""
+
+    def __init__(self, api_key: Optional[str] = None, url: Optional[str] = None,
+                 request_timeout: Optional[float] = None) -> None:
+        self._http = _Http(ConnectionConfig.resolve(url, api_key, request_timeout))
+
+    def create_key(self, tenant: str, name: Optional[str] = None) -> ApiKey:
+        """A new key for TENANT; its secret is in `.key`, shown only this once."""
+        body: Dict[str, Any] = {"tenant": tenant}
+        if name is not None:
+            body["name"] = name
+        return ApiKey.from_json(self._http.request("POST", "/v1/keys", json=body).json())
+
+    def list_keys(self) -> List[ApiKey]:
+        return [ApiKey.from_json(k) for k in self._http.request("GET", "/v1/keys").json().get("keys", [])]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revokes a key at once; NotFoundError for an unknown id."""
+        self._http.request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
+
+    def audit(self, sandbox: Optional[str] = None, since: Optional[Union[str, datetime]] = None,
+              until: Optional[Union[str, datetime]] = None, kind: Optional[Union[str, Sequence[str]]] = None,
+              limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Audit records matching every filter, oldest first (`kind`: api, event, policy,
+        checkpoint, log). AuditOffError on a daemon without an audit log."""
+        resp = self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
+        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+
+    def kill_all(self) -> KillAllResult:
+        """The emergency stop: the admin key kills every sandbox on the daemon, other keys their
+        tenant's; returns once nothing of them runs."""
+        d = self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0)).json()
+        return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Admin":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------- sandbox
@@ -444,6 +766,7 @@ class Sandbox:
         self._http = http
         self.commands = Commands(http, info.id)
         self.files = Filesystem(http, info.id)
+        self.pty = Pty(self.commands)
 
     @property
     def id(self) -> str:
@@ -512,6 +835,52 @@ class Sandbox:
             return True
         except NotFoundError:
             return False
+
+    def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
+                 cwd: Optional[str] = None, timeout: Optional[float] = 60,
+                 on_stdout: Optional[OutputHandler] = None,
+                 on_stderr: Optional[OutputHandler] = None) -> CommandResult:
+        """Runs a CODE snippet (python, bash, sh, javascript) and returns its result; an
+        error in the code is a result (`.error`, `.stderr`), not an exception, as in E2B's
+        code interpreter."""
+        return self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
+                                 on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+
+    def get_metrics(self) -> Metrics:
+        """Resource use now and the last five minutes, one sample a second (`.history`)."""
+        return Metrics.from_json(self._http.request("GET", sb_path(self.id, "/metrics")).json())
+
+    def events(self, follow: bool = True, since_seq: int = 0, timeout: Optional[float] = None) -> EventStream:
+        """This sandbox's events: the replay, then (FOLLOW) live ones until it ends. TIMEOUT:
+        seconds without a byte (keep-alives come every 15 s) before SafehouseTimeoutError."""
+        params = {"follow": "1" if follow else "0", "since_seq": str(int(since_seq))}
+        return EventStream(self._http.config, sb_path(self.id, "/events"), params, timeout)
+
+    @staticmethod
+    def all_events(follow: bool = True, replay: bool = True, timeout: Optional[float] = None,
+                   api_key: Optional[str] = None, url: Optional[str] = None) -> EventStream:
+        """Every sandbox's events of the key's tenant (an admin key: all of them)."""
+        params = {"follow": "1" if follow else "0", "replay": "1" if replay else "0"}
+        return EventStream(ConnectionConfig.resolve(url, api_key), "/v1/events", params, timeout)
+
+    def freeze(self) -> SandboxInfo:
+        """Stops every process with the cgroup freezer (state `frozen`; the deadline keeps
+        counting); commands answer SandboxFrozenError until `thaw()`."""
+        self._info = SandboxInfo.from_json(self._http.request("POST", sb_path(self.id, "/freeze")).json())
+        return self._info
+
+    def thaw(self) -> SandboxInfo:
+        self._info = SandboxInfo.from_json(self._http.request("POST", sb_path(self.id, "/thaw")).json())
+        return self._info
+
+    pause = freeze  # E2B's names; a frozen sandbox stays in memory
+    resume = thaw
+
+    @staticmethod
+    def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:
+        """The emergency stop (see Admin.kill_all)."""
+        with Admin(api_key, url) as admin:
+            return admin.kill_all()
 
     def close(self) -> None:
         """Closes the HTTP connections (the sandbox keeps running)."""

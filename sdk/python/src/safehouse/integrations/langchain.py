@@ -1,0 +1,181 @@
+"""LangChain tools that run in a safehouse sandbox (`pip install "safehouse[langchain]"`).
+
+    from safehouse import Sandbox
+    from safehouse.integrations.langchain import SafehouseToolkit
+
+    with Sandbox.create() as sbx:
+        tools = SafehouseToolkit(sandbox=sbx).get_tools()   # shell, python, read_file, write_file
+        print(tools[0].invoke({"command": "echo hi"}))
+
+Every tool answers with text a model can act on: the exit code, stdout and stderr of a
+command, and for anything the sandbox refused, what refused it and why (the daemon's message)
+instead of an exception.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Type
+
+try:
+    from langchain_core.tools import BaseTool, BaseToolkit
+    from pydantic import BaseModel, ConfigDict, Field
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("safehouse.integrations.langchain needs langchain-core: "
+                      "pip install 'safehouse[langchain]' (or pip install langchain-core)") from e
+
+from ..exceptions import (ForbiddenError, PolicyRefusedError, SafehouseError, SafehouseTimeoutError,
+                          SandboxNotRunningError)
+from ..models import CommandResult
+from ..sandbox import Sandbox
+
+#: Longest stdout or stderr a tool hands back to the model (the rest is cut, and said so).
+MAX_OUTPUT_CHARS = 20_000
+
+__all__ = ["SafehouseToolkit", "SafehouseShellTool", "SafehousePythonTool", "SafehouseReadFileTool",
+           "SafehouseWriteFileTool", "MAX_OUTPUT_CHARS"]
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    return text[:MAX_OUTPUT_CHARS] + f"\n...[truncated: {len(text) - MAX_OUTPUT_CHARS} more characters]"
+
+
+def _denial_hint(r: CommandResult) -> Optional[str]:
+    """Why a command most likely failed, when the sandbox's policy (not the code) stopped it."""
+    if r.oom_killed:
+        return "the command was killed for using more memory than the sandbox allows"
+    if r.timed_out:
+        return "the command was killed when its time limit ran out"
+    if r.exit_code == 126 and "Permission denied" in r.stderr:
+        return ("the sandbox's policy does not allow running this program (tools.allow); "
+                "use an allowed tool instead")
+    out = r.stdout + r.stderr
+    if "safehouse gateway denied" in out or "tunnel failed, response 403" in out:
+        return "the sandbox's network policy refused the connection (the host:port is not in network.allow)"
+    if "Could not resolve host" in out or "Temporary failure in name resolution" in out:
+        return "the sandbox may have no network access (an empty network.allow means loopback only)"
+    return None
+
+
+def format_result(r: CommandResult) -> str:
+    """The text a tool returns for a command: exit code, stdout, stderr, and a hint on denials."""
+    lines = [f"exit code: {r.exit_code if r.exit_code is not None else 'none'}"]
+    if r.signal is not None:
+        lines.append(f"killed by signal {r.signal}")
+    hint = _denial_hint(r)
+    if hint:
+        lines.append(f"denied: {hint}")
+    lines.append("stdout:\n" + (_clip(r.stdout) if r.stdout else "(empty)"))
+    lines.append("stderr:\n" + (_clip(r.stderr) if r.stderr else "(empty)"))
+    return "\n".join(lines)
+
+
+def format_error(action: str, e: SafehouseError) -> str:
+    """The text a tool returns when the daemon refused the request."""
+    if isinstance(e, (ForbiddenError, PolicyRefusedError)):
+        return f"denied: {action} was refused by the sandbox's policy: {e.message}"
+    if isinstance(e, SandboxNotRunningError):
+        return f"error: {action} failed, the sandbox is not running: {e.message}"
+    if isinstance(e, SafehouseTimeoutError):
+        return f"error: {action} timed out: {e.message}"
+    code = f" ({e.code})" if e.code else ""
+    return f"error{code}: {action} failed: {e.message}"
+
+
+class _SandboxTool(BaseTool):
+    """A tool bound to one sandbox."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    sandbox: Any = Field(exclude=True)
+    timeout: float = 60.0
+
+
+class ShellInput(BaseModel):
+    command: str = Field(description="A shell command line, run by /bin/sh -c in /workspace.")
+    timeout: Optional[float] = Field(default=None, description="Seconds before the command is killed.")
+
+
+class SafehouseShellTool(_SandboxTool):
+    name: str = "safehouse_shell"
+    description: str = ("Run a shell command in an isolated Linux sandbox. Returns the exit code, stdout and "
+                        "stderr. Files persist in the sandbox between calls; the working directory is /workspace.")
+    args_schema: Type[BaseModel] = ShellInput
+
+    def _run(self, command: str, timeout: Optional[float] = None, **_: Any) -> str:
+        try:
+            r = self.sandbox.commands.run(command, timeout=timeout or self.timeout, raise_on_error=False)
+        except SafehouseError as e:
+            return format_error(f"running `{command}`", e)
+        return format_result(r)
+
+
+class PythonInput(BaseModel):
+    code: str = Field(description="Python 3 source to run; print what you want to see.")
+    timeout: Optional[float] = Field(default=None, description="Seconds before the run is killed.")
+
+
+class SafehousePythonTool(_SandboxTool):
+    name: str = "safehouse_python"
+    description: str = ("Run Python 3 code in an isolated Linux sandbox (python3 -c). Returns the exit code, "
+                        "stdout and stderr (a traceback on error). Print results to see them.")
+    args_schema: Type[BaseModel] = PythonInput
+
+    def _run(self, code: str, timeout: Optional[float] = None, **_: Any) -> str:
+        try:
+            r = self.sandbox.run_code(code, language="python", timeout=timeout or self.timeout)
+        except SafehouseError as e:
+            return format_error("running the Python code", e)
+        return format_result(r)
+
+
+class ReadFileInput(BaseModel):
+    path: str = Field(description="Absolute path in the sandbox, e.g. /workspace/notes.txt.")
+
+
+class SafehouseReadFileTool(_SandboxTool):
+    name: str = "safehouse_read_file"
+    description: str = "Read a text file from the sandbox. Returns its content."
+    args_schema: Type[BaseModel] = ReadFileInput
+
+    def _run(self, path: str, **_: Any) -> str:
+        try:
+            return _clip(self.sandbox.files.read(path))
+        except SafehouseError as e:
+            return format_error(f"reading {path}", e)
+
+
+class WriteFileInput(BaseModel):
+    path: str = Field(description="Absolute path in the sandbox; parent directories are created.")
+    content: str = Field(description="The whole new content of the file.")
+
+
+class SafehouseWriteFileTool(_SandboxTool):
+    name: str = "safehouse_write_file"
+    description: str = "Write a text file in the sandbox (replacing it). Returns the path and size written."
+    args_schema: Type[BaseModel] = WriteFileInput
+
+    def _run(self, path: str, content: str, **_: Any) -> str:
+        try:
+            info = self.sandbox.files.write(path, content)
+        except SafehouseError as e:
+            return format_error(f"writing {path}", e)
+        return f"wrote {info.size} bytes to {info.path}"
+
+
+class SafehouseToolkit(BaseToolkit):
+    """The four tools over one sandbox: `SafehouseToolkit(sandbox=sbx).get_tools()`
+    (`SafehouseToolkit(sbx)` works too). TIMEOUT is the default seconds per command."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    sandbox: Any = Field(exclude=True)
+    timeout: float = 60.0
+
+    def __init__(self, sandbox: Optional[Sandbox] = None, **kw: Any) -> None:
+        if sandbox is not None:
+            kw["sandbox"] = sandbox
+        super().__init__(**kw)
+
+    def get_tools(self) -> List[BaseTool]:
+        kw = {"sandbox": self.sandbox, "timeout": self.timeout}
+        return [SafehouseShellTool(**kw), SafehousePythonTool(**kw), SafehouseReadFileTool(**kw),
+                SafehouseWriteFileTool(**kw)]
