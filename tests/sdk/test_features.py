@@ -342,3 +342,24 @@ def test_files_64mib_streamed_both_ways(sbx, tmp_path):
         n += len(chunk)
     assert (n, h.hexdigest()) == (64 * MiB, want)
     sbx.files.remove("/workspace/big.bin")
+
+
+def test_event_stream_closed_from_another_thread(sbx):
+    stream = sbx.events(timeout=30)
+    got, errors = [], []
+
+    def consume():
+        try:
+            for ev in stream:
+                got.append(ev)
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    wait_for(lambda: got, what="the replay")
+    t0 = time.monotonic()
+    stream.close()
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - t0 < 5 and errors == []
+    assert got[0].kind == "sandbox.created"

@@ -90,6 +90,7 @@ class AsyncCommandHandle:
         self._pty = pty
         #: Refusals of frames sent over the attach socket (e.g. a resize of a non-PTY process).
         self.errors: List[str] = []
+        self._timer: Optional[asyncio.TimerHandle] = None
         self._ws: Any = None
         self._stdout = bytearray()
         self._stderr = bytearray()
@@ -148,6 +149,8 @@ class AsyncCommandHandle:
                 self.dropped_bytes += int(frame.get("dropped_bytes", 0))
             elif t == "exit":
                 self._exit = frame
+                if self._timer is not None:
+                    self._timer.cancel()
                 await self._close_ws()
             elif t == "error":  # the daemon refused a frame we sent
                 self.errors.append(f"{frame.get('code')}: {frame.get('message')}")
@@ -438,7 +441,8 @@ class AsyncPty:
         handle = AsyncCommandHandle(self._commands, int(resp.json()["pid"]), on_pty=on_data, pty=True)
         await handle._connect()
         if timeout:
-            asyncio.get_running_loop().call_later(timeout, lambda: asyncio.ensure_future(handle.kill()))
+            handle._timer = asyncio.get_running_loop().call_later(
+                timeout, lambda: asyncio.ensure_future(handle.kill()))
         return handle
 
     async def connect(self, pid: int, on_data: Optional[PtyHandler] = None) -> AsyncCommandHandle:

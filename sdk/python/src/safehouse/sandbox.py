@@ -104,6 +104,7 @@ class CommandHandle:
         self.dropped_bytes = 0
         #: Refusals of frames sent over the attach socket (e.g. a resize of a non-PTY process).
         self.errors: List[str] = []
+        self._timer: Optional[threading.Timer] = None
 
     # -- output
     def _connect(self) -> Any:
@@ -171,6 +172,8 @@ class CommandHandle:
                 self.dropped_bytes += int(frame.get("dropped_bytes", 0))
             elif t == "exit":
                 self._exit = frame
+                if self._timer is not None:
+                    self._timer.cancel()
                 self._close_ws()
             elif t == "error":  # the daemon refused a frame we sent (stdin, resize, signal)
                 self.errors.append(f"{frame.get('code')}: {frame.get('message')}")
@@ -389,8 +392,10 @@ class Pty:
 
 
 def _kill_after(handle: CommandHandle, seconds: float) -> None:
+    """Kills HANDLE's process after SECONDS unless its exit was seen first."""
     timer = threading.Timer(seconds, handle.kill)
     timer.daemon = True
+    handle._timer = timer
     timer.start()
 
 
@@ -635,6 +640,7 @@ class EventStream:
             self._http.close()
             raise
         self._events = iter_sse(self._resp.iter_lines())
+        self._closing = False
 
     def __iter__(self) -> Iterator[SandboxEvent]:
         return self
@@ -645,12 +651,20 @@ class EventStream:
         except StopIteration:
             self.close()
             raise
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.StreamError) as e:
+            closing = self._closing
             self.close()
-            raise translate(e) from e
+            if closing:  # close() from another thread: the end, not an error
+                raise StopIteration from None
+            if isinstance(e, httpx.HTTPError):
+                raise translate(e) from e
+            raise SafehouseError(f"event stream ended: {e}") from e
         return SandboxEvent.from_sse(event, data)
 
     def close(self) -> None:
+        """Ends the stream; safe from another thread (a blocked `next` then ends)."""
+        self._closing = True
+        _shutdown_socket(self._resp)
         self._resp.close()
         self._http.close()
 
