@@ -363,3 +363,27 @@ def test_event_stream_closed_from_another_thread(sbx):
     t.join(10)
     assert not t.is_alive() and time.monotonic() - t0 < 5 and errors == []
     assert got[0].kind == "sandbox.created"
+
+
+@pytest.mark.unit
+def test_sse_parser():
+    from safehouse._sse import iter_sse
+
+    lines = [": keep-alive", "", "id: sb_x:1", "event: fs", "data: {\"a\":", "data: 1}", "",
+             "data: plain\r", "", "event: lagged", "data: {\"missed\": 3}", ""]
+    assert list(iter_sse(iter(lines))) == [("fs", "{\"a\":\n1}"), ("message", "plain"), ("lagged", "{\"missed\": 3}")]
+    from safehouse import SandboxEvent
+
+    ev = SandboxEvent.from_sse("lagged", "{\"missed\": 3}")
+    assert ev.kind == "lagged" and ev.data == {"missed": 3} and ev.seq is None
+
+
+def test_pty_connect_replays_output(sbx):
+    term = sbx.pty.create(cmd=["/bin/sh", "-c", "echo early-output; read x; echo got-$x"])
+    term.disconnect()
+    again = sbx.pty.connect(term.pid)
+    sbx.pty.send_stdin(term.pid, b"abc\n")
+    r = again.wait(timeout=10)
+    assert b"early-output" in r.stdout.encode() and "got-abc" in r.stdout and r.exit_code == 0
+    with pytest.raises(NotFoundError):
+        sbx.pty.connect(999999)

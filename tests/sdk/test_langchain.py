@@ -70,3 +70,28 @@ def test_denials_explain_themselves(daemon):
         s.kill()
         out = tools["safehouse_shell"].invoke({"command": "echo x"})
         assert out.startswith("error: running `echo x` failed, the sandbox is not running:") and "killed" in out
+
+
+def test_tools_async_with_async_and_sync_sandboxes(daemon, sbx):
+    import asyncio
+
+    from safehouse import AsyncSandbox
+
+    async def main():
+        async with await AsyncSandbox.create(timeout=60) as s:
+            daemon.created.append((daemon.admin_key, s.id))
+            tools = {t.name: t for t in SafehouseToolkit(s).get_tools()}
+            out = await tools["safehouse_shell"].ainvoke({"command": "echo async; exit 2"})
+            assert out.startswith("exit code: 2") and "stdout:\nasync\n" in out
+            assert (await tools["safehouse_write_file"].ainvoke({"path": "/workspace/a.txt", "content": "abc"})
+                    == "wrote 3 bytes to /workspace/a.txt")
+            assert await tools["safehouse_read_file"].ainvoke({"path": "/workspace/a.txt"}) == "abc"
+            out = await tools["safehouse_python"].ainvoke({"code": "print(open('/workspace/a.txt').read()[::-1])"})
+            assert "stdout:\ncba\n" in out
+            with pytest.raises(TypeError, match="ainvoke"):
+                tools["safehouse_shell"].invoke({"command": "true"})
+        # a sync Sandbox's tools work under ainvoke too (in a worker thread)
+        sync_tools = tools_of(sbx)
+        out = await sync_tools["safehouse_shell"].ainvoke({"command": "echo from-thread"})
+        assert "stdout:\nfrom-thread\n" in out
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -13,7 +13,9 @@ instead of an exception.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Type
+import asyncio
+import functools
+from typing import Any, List, Optional, Type, Union
 
 try:
     from langchain_core.tools import BaseTool, BaseToolkit
@@ -25,6 +27,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from ..exceptions import (ForbiddenError, PolicyRefusedError, SafehouseError, SafehouseTimeoutError,
                           SandboxNotRunningError)
 from ..models import CommandResult
+from ..async_sandbox import AsyncSandbox
 from ..sandbox import Sandbox
 
 #: Longest stdout or stderr a tool hands back to the model (the rest is cut, and said so).
@@ -83,11 +86,30 @@ def format_error(action: str, e: SafehouseError) -> str:
 
 
 class _SandboxTool(BaseTool):
-    """A tool bound to one sandbox."""
+    """A tool bound to one sandbox: a `Sandbox` (invoke or ainvoke; ainvoke runs the call in
+    a worker thread) or an `AsyncSandbox` (ainvoke only)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     sandbox: Any = Field(exclude=True)
     timeout: float = 60.0
+
+    def _run(self, *args: Any, **kw: Any) -> str:
+        kw.pop("run_manager", None)
+        if isinstance(self.sandbox, AsyncSandbox):
+            raise TypeError(f"{self.name} is bound to an AsyncSandbox: call it with `await tool.ainvoke(...)`")
+        return self._call(self.sandbox, **kw)
+
+    async def _arun(self, *args: Any, **kw: Any) -> str:
+        kw.pop("run_manager", None)
+        if isinstance(self.sandbox, AsyncSandbox):
+            return await self._acall(self.sandbox, **kw)
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._call, self.sandbox, **kw))
+
+    def _call(self, sbx: Sandbox, **kw: Any) -> str:
+        raise NotImplementedError
+
+    async def _acall(self, sbx: AsyncSandbox, **kw: Any) -> str:
+        raise NotImplementedError
 
 
 class ShellInput(BaseModel):
@@ -101,12 +123,18 @@ class SafehouseShellTool(_SandboxTool):
                         "stderr. Files persist in the sandbox between calls; the working directory is /workspace.")
     args_schema: Type[BaseModel] = ShellInput
 
-    def _run(self, command: str, timeout: Optional[float] = None, **_: Any) -> str:
+    def _call(self, sbx: Sandbox, command: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
-            r = self.sandbox.commands.run(command, timeout=timeout or self.timeout, raise_on_error=False)
+            return format_result(sbx.commands.run(command, timeout=timeout or self.timeout, raise_on_error=False))
         except SafehouseError as e:
             return format_error(f"running `{command}`", e)
-        return format_result(r)
+
+    async def _acall(self, sbx: AsyncSandbox, command: str = "", timeout: Optional[float] = None, **_: Any) -> str:
+        try:
+            r = await sbx.commands.run(command, timeout=timeout or self.timeout, raise_on_error=False)
+            return format_result(r)
+        except SafehouseError as e:
+            return format_error(f"running `{command}`", e)
 
 
 class PythonInput(BaseModel):
@@ -120,12 +148,17 @@ class SafehousePythonTool(_SandboxTool):
                         "stdout and stderr (a traceback on error). Print results to see them.")
     args_schema: Type[BaseModel] = PythonInput
 
-    def _run(self, code: str, timeout: Optional[float] = None, **_: Any) -> str:
+    def _call(self, sbx: Sandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
-            r = self.sandbox.run_code(code, language="python", timeout=timeout or self.timeout)
+            return format_result(sbx.run_code(code, language="python", timeout=timeout or self.timeout))
         except SafehouseError as e:
             return format_error("running the Python code", e)
-        return format_result(r)
+
+    async def _acall(self, sbx: AsyncSandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
+        try:
+            return format_result(await sbx.run_code(code, language="python", timeout=timeout or self.timeout))
+        except SafehouseError as e:
+            return format_error("running the Python code", e)
 
 
 class ReadFileInput(BaseModel):
@@ -137,9 +170,15 @@ class SafehouseReadFileTool(_SandboxTool):
     description: str = "Read a text file from the sandbox. Returns its content."
     args_schema: Type[BaseModel] = ReadFileInput
 
-    def _run(self, path: str, **_: Any) -> str:
+    def _call(self, sbx: Sandbox, path: str = "", **_: Any) -> str:
         try:
-            return _clip(self.sandbox.files.read(path))
+            return _clip(sbx.files.read(path))
+        except SafehouseError as e:
+            return format_error(f"reading {path}", e)
+
+    async def _acall(self, sbx: AsyncSandbox, path: str = "", **_: Any) -> str:
+        try:
+            return _clip(await sbx.files.read(path))
         except SafehouseError as e:
             return format_error(f"reading {path}", e)
 
@@ -154,9 +193,16 @@ class SafehouseWriteFileTool(_SandboxTool):
     description: str = "Write a text file in the sandbox (replacing it). Returns the path and size written."
     args_schema: Type[BaseModel] = WriteFileInput
 
-    def _run(self, path: str, content: str, **_: Any) -> str:
+    def _call(self, sbx: Sandbox, path: str = "", content: str = "", **_: Any) -> str:
         try:
-            info = self.sandbox.files.write(path, content)
+            info = sbx.files.write(path, content)
+        except SafehouseError as e:
+            return format_error(f"writing {path}", e)
+        return f"wrote {info.size} bytes to {info.path}"
+
+    async def _acall(self, sbx: AsyncSandbox, path: str = "", content: str = "", **_: Any) -> str:
+        try:
+            info = await sbx.files.write(path, content)
         except SafehouseError as e:
             return format_error(f"writing {path}", e)
         return f"wrote {info.size} bytes to {info.path}"
@@ -164,13 +210,14 @@ class SafehouseWriteFileTool(_SandboxTool):
 
 class SafehouseToolkit(BaseToolkit):
     """The four tools over one sandbox: `SafehouseToolkit(sandbox=sbx).get_tools()`
-    (`SafehouseToolkit(sbx)` works too). TIMEOUT is the default seconds per command."""
+    (`SafehouseToolkit(sbx)` works too). SANDBOX is a Sandbox (tools work with invoke and
+    ainvoke) or an AsyncSandbox (ainvoke). TIMEOUT is the default seconds per command."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     sandbox: Any = Field(exclude=True)
     timeout: float = 60.0
 
-    def __init__(self, sandbox: Optional[Sandbox] = None, **kw: Any) -> None:
+    def __init__(self, sandbox: Optional[Union[Sandbox, AsyncSandbox]] = None, **kw: Any) -> None:
         if sandbox is not None:
             kw["sandbox"] = sandbox
         super().__init__(**kw)
