@@ -59,6 +59,17 @@ def test_async_run_code_pty_metrics(daemon):
             assert await s.pty.kill(term.pid) is True
             assert (await term.wait(timeout=10, raise_on_error=False)).signal == 9
 
+            term = await s.pty.create(cmd=["/bin/sh", "-c", "echo early; read x; echo got-$x"])
+            await term.disconnect()
+            again = await s.pty.connect(term.pid)
+            await s.pty.send_stdin(term.pid, b"xyz\n")
+            r = await again.wait(timeout=10)
+            assert "early" in r.stdout and "got-xyz" in r.stdout
+            with pytest.raises(NotFoundError):
+                await s.pty.connect(999999)
+            term = await s.pty.create(cmd=["sleep", "60"], timeout=0.3)
+            assert (await term.wait(timeout=10, raise_on_error=False)).signal == 9
+
             m = await s.get_metrics()
             assert m.state == "running" and m.memory_bytes > 0 and m.pids >= 1
     run(main())
@@ -80,6 +91,10 @@ def test_async_watch_and_events(daemon, tag):
             async for ev in h2:
                 assert ev.name == "via-api"
                 break
+            await s.files.remove("/workspace/aw/via-api")
+            polled = []
+            await until(lambda: polled.extend(h2.get_new_events()) or
+                        any(e.type == FilesystemEventType.REMOVE for e in polled), what="polled delete")
         with pytest.raises(NotFoundError):
             await s.files.watch_dir("/workspace/none")
 
