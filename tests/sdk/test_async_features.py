@@ -159,3 +159,29 @@ def test_async_64mib_streamed_both_ways(daemon, tmp_path):
             assert h.hexdigest() == want
             assert (await s.commands.run("sha256sum /workspace/big")).stdout.split()[0] == want
     run(main(), timeout=120)
+
+
+def test_async_request_port_and_admin_extras(daemon):
+    from safehouse import PortError
+
+    async def main():
+        async with await AsyncSandbox.create(timeout=60) as s:
+            daemon.created.append((daemon.admin_key, s.id))
+            with pytest.raises(PortError):
+                await s.request_port(8124)
+            await s.files.write("/workspace/w/hi.txt", "async hi")
+            await s.commands.run("cd /workspace/w && exec python3 -m http.server 8124 --bind 127.0.0.1",
+                                 background=True)
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    r = await s.request_port(8124, "GET", "/hi.txt", timeout=5)
+                    break
+                except PortError:
+                    assert time.monotonic() < deadline, "http.server did not start"
+                    await asyncio.sleep(0.1)
+            assert r.status_code == 200 and r.text == "async hi"
+            assert (await s.request_port(8124, "POST", "/")).status_code == 501  # http.server's own answer
+        async with AsyncAdmin() as admin:
+            assert await admin.health() is True and "safehouse_sandboxes" in await admin.prometheus()
+    run(main())

@@ -387,3 +387,77 @@ def test_pty_connect_replays_output(sbx):
     assert b"early-output" in r.stdout.encode() and "got-abc" in r.stdout and r.exit_code == 0
     with pytest.raises(NotFoundError):
         sbx.pty.connect(999999)
+
+
+# ---------------------------------------------------------------- port proxy, health, prometheus
+
+
+def test_request_port_reaches_a_service_inside(sbx):
+    from safehouse import ForbiddenError, PortError
+
+    with pytest.raises(PortError) as e:
+        sbx.request_port(8123)
+    assert e.value.code == "port_closed" and "nothing listens on port 8123" in str(e.value)
+    sbx.files.write("/workspace/site/index.html", "<h1>inside</h1>")
+    sbx.commands.run("cd /workspace/site && exec python3 -m http.server 8123 --bind 127.0.0.1", background=True)
+    wait_for(lambda: _port_up(sbx, 8123), timeout=15, what="http.server")
+    r = sbx.request_port(8123, "GET", "/index.html")
+    assert r.status_code == 200 and r.text == "<h1>inside</h1>"
+    r = sbx.request_port(8123, "GET", "/missing")  # the service's own 404 is a response, not an error
+    assert r.status_code == 404 and "File not found" in r.text
+    assert sbx.port_url(8123, "/a?b=1") == f"{os.environ['SAFEHOUSE_URL']}/v1/sandboxes/{sbx.id}/ports/8123/a?b=1"
+    with pytest.raises(ForbiddenError) as e:
+        sbx.request_port(3128)
+    assert "gateway" in str(e.value)
+    with pytest.raises(ValueError):
+        sbx.port_url(70000)
+
+
+def _port_up(sbx, port):
+    from safehouse import PortError
+
+    try:
+        sbx.request_port(port, timeout=5)
+        return True
+    except PortError:
+        return False
+
+
+def test_admin_health_and_prometheus(sbx):
+    with Admin() as admin:
+        assert admin.health() is True
+        assert "# TYPE safehouse_sandboxes gauge" in admin.prometheus()
+        wait_for(lambda: f'id="{sbx.id}"' in admin.prometheus(), what="the sandbox's series (sampled each second)")
+    assert Admin(url="http://127.0.0.1:1").health() is False
+
+
+#: Routes the SDK does not wrap, and why.
+NOT_WRAPPED = {
+    ("GET", "/v1/openapi.json"): "the API's own description, for tools rather than programs",
+    ("GET", "/v1/sandboxes/{id}/execs"): "a placeholder the event stream (proc.exec) replaces",
+}
+
+
+@pytest.mark.unit
+def test_every_route_has_an_sdk_call():
+    """Each path of the daemon's ROUTES table appears in the SDK (its literal after
+    /v1/sandboxes/{id}), so a new route without an SDK call fails here; what each call does is
+    the business of the other tests."""
+    table = (ROOT / "crates" / "server" / "src" / "api" / "mod.rs").read_text()
+    routes = re.findall(r'\(\s*"([A-Z]+)",\s*"(/[^"]*)"\s*\)', table.split("pub const ROUTES")[1].split("];")[0])
+    assert len(routes) > 30
+    sdk = "\n".join(p.read_text() for p in (ROOT / "sdk" / "python" / "src" / "safehouse").rglob("*.py"))
+    missing = []
+    for method, path in routes:
+        if (method, path) in NOT_WRAPPED:
+            continue
+        if path.startswith("/v1/sandboxes/{id}/ports/"):
+            literal = "/ports/"
+        elif path.startswith("/v1/sandboxes/{id}"):
+            literal = path[len("/v1/sandboxes/{id}"):].split("/{")[0]
+            literal = literal or "sb_path(self.id)"
+        else:
+            literal = path.split("/{")[0]
+        if literal not in sdk:
+            missing.append((method, path))
+    assert not missing, f"routes without an SDK call: {missing}"

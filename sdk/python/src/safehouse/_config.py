@@ -52,6 +52,36 @@ def sb_path(sandbox_id: str, rest: str = "") -> str:
     return f"/v1/sandboxes/{quote(sandbox_id, safe='')}{rest}"
 
 
+def port_path(sandbox_id: str, port: int, path: str = "/") -> str:
+    """The port proxy's path for PATH (with its query) on PORT inside the sandbox."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535, not {port!r}")
+    return sb_path(sandbox_id, f"/ports/{port}/{path.lstrip('/')}")
+
+
+#: Codes with which the daemon itself (not the service behind the port proxy) answers.
+_PROXY_CODES = {"port_closed", "port_unreachable", "port_timeout", "bad_gateway", "unsupported", "capacity",
+                "not_running", "frozen", "unauthorized", "invalid_request"}
+
+
+def daemon_refusal(resp: httpx.Response) -> Optional[SafehouseError]:
+    """The error when a port-proxy response is the daemon's own refusal (nothing listens, the
+    sandbox is gone or frozen, a bad key) rather than the service's answer; else None."""
+    if resp.status_code < 400 or not resp.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        err = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(err, dict):
+        return None
+    code, message = err.get("code"), str(err.get("message", ""))
+    if code in _PROXY_CODES or (code == "not_found" and message.startswith("no such sandbox")) or (
+            code == "forbidden" and "gateway" in message):
+        return error_from_response(resp.status_code, resp.content)
+    return None
+
+
 def check(resp: httpx.Response) -> httpx.Response:
     """Raises the typed exception for an error status (reads the body of a streamed response)."""
     if resp.status_code >= 400:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, acheck, create_body, exec_body,
-                      list_params, process_body, sb_path, to_bytes, translate)
+                      daemon_refusal, list_params, port_path, process_body, sb_path, to_bytes, translate)
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
 from ._sse import aiter_sse
@@ -613,6 +613,15 @@ class AsyncAdmin:
         resp = await self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
         return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
 
+    async def prometheus(self) -> str:
+        return (await self._http.request("GET", "/metrics")).text
+
+    async def health(self) -> bool:
+        try:
+            return bool((await self._http.request("GET", "/healthz", timeout=5.0)).json().get("status") == "ok")
+        except SafehouseError:
+            return False
+
     async def kill_all(self) -> KillAllResult:
         resp = await self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0))
         d = resp.json()
@@ -711,6 +720,22 @@ class AsyncSandbox:
         """Runs a CODE snippet; an error in the code is a result, not an exception."""
         return await self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
                                        on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+
+    def port_url(self, port: int, path: str = "/") -> str:
+        """The daemon URL that reaches PORT inside the sandbox (see Sandbox.port_url)."""
+        return self._http.config.url + port_path(self.id, port, path)
+
+    async def request_port(self, port: int, method: str = "GET", path: str = "/", **kw: Any) -> httpx.Response:
+        """An HTTP request to the service on PORT inside the sandbox (see Sandbox.request_port)."""
+        client = self._http._client()
+        try:
+            resp = await client.request(method, port_path(self.id, port, path), **kw)
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+        refusal = daemon_refusal(resp)
+        if refusal is not None:
+            raise refusal
+        return resp
 
     async def get_metrics(self) -> Metrics:
         return Metrics.from_json((await self._http.request("GET", sb_path(self.id, "/metrics"))).json())

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, check, create_body, exec_body,
-                      list_params, process_body, sb_path, to_bytes, translate)
+                      daemon_refusal, list_params, port_path, process_body, sb_path, to_bytes, translate)
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
 from .models import (ApiKey, CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize,
@@ -749,6 +749,17 @@ class Admin:
         resp = self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
         return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
 
+    def prometheus(self) -> str:
+        """The daemon's Prometheus exposition (`GET /metrics`, admin key only)."""
+        return self._http.request("GET", "/metrics").text
+
+    def health(self) -> bool:
+        """True when the daemon answers `GET /healthz`."""
+        try:
+            return bool(self._http.request("GET", "/healthz", timeout=5.0).json().get("status") == "ok")
+        except SafehouseError:
+            return False
+
     def kill_all(self) -> KillAllResult:
         """The emergency stop: the admin key kills every sandbox on the daemon, other keys their
         tenant's; returns once nothing of them runs."""
@@ -859,6 +870,26 @@ class Sandbox:
         code interpreter."""
         return self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
                                  on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+
+    def port_url(self, port: int, path: str = "/") -> str:
+        """The daemon URL that reaches PORT inside the sandbox (the port proxy). Requests to
+        it need this client's `Authorization` header; `request_port` adds it."""
+        return self._http.config.url + port_path(self.id, port, path)
+
+    def request_port(self, port: int, method: str = "GET", path: str = "/", **kw: Any) -> httpx.Response:
+        """Sends an HTTP request to the service listening on PORT inside the sandbox and returns
+        its response as the service sent it, whatever its status (httpx keyword arguments:
+        `json=`, `content=`, `headers=`, `params=`, `timeout=`). The daemon's own refusals
+        raise: PortError when nothing listens there, SandboxNotRunningError, ..."""
+        client = self._http._client()
+        try:
+            resp = client.request(method, port_path(self.id, port, path), **kw)
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+        refusal = daemon_refusal(resp)
+        if refusal is not None:
+            raise refusal
+        return resp
 
     def get_metrics(self) -> Metrics:
         """Resource use now and the last five minutes, one sample a second (`.history`)."""
