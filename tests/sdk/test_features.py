@@ -2,7 +2,6 @@
 metrics, the event streams, freeze/thaw, kill-all, keys, audit, the error classes of every
 code the daemon emits, and the policy builder's network/tools/control sections."""
 import hashlib
-import io
 import os
 import re
 import threading
@@ -13,7 +12,7 @@ import pytest
 
 safehouse = pytest.importorskip("safehouse")
 from safehouse import (ERROR_CODES, Admin, AuthenticationError, FilesystemEventType, ForbiddenError,  # noqa: E402
-                       InvalidRequestError, NotFoundError, Policy, PtySize, SafehouseError, Sandbox,
+                       InvalidRequestError, NotFoundError, Policy, PtySize, Sandbox,
                        SandboxFrozenError, SandboxNotRunningError)
 from safehouse.exceptions import error_from_response  # noqa: E402
 

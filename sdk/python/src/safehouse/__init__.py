@@ -8,8 +8,9 @@
 The daemon is found through SAFEHOUSE_URL (default http://127.0.0.1:8700) and the key
 through SAFEHOUSE_API_KEY; both can be passed to create/connect/list as url= and api_key=.
 """
-from .async_sandbox import (AsyncAdmin, AsyncCommandHandle, AsyncCommands, AsyncEventStream, AsyncFilesystem,
-                            AsyncPty, AsyncSandbox, AsyncWatchHandle)
+from ._streams import AsyncEventStream, AsyncWatchHandle, EventStream, WatchHandle
+from .admin import Admin, AsyncAdmin, KillAllResult
+from .async_sandbox import AsyncCommandHandle, AsyncCommands, AsyncFilesystem, AsyncPty, AsyncSandbox
 from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, AuthenticationException, CapacityError,
                          CommandExitException, ForbiddenError, InvalidArgumentException, InvalidRequestError,
                          MethodNotAllowedError, NotEnoughSpaceException, NotFoundError, NotFoundException,
@@ -19,8 +20,7 @@ from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, Authen
 from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
                      Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo)
 from .policy import Policy
-from .sandbox import (Admin, CommandHandle, Commands, EventStream, Filesystem, KillAllResult, Pty, Sandbox,
-                      WatchHandle)
+from .sandbox import CommandHandle, Commands, Filesystem, Pty, Sandbox
 
 __version__ = "0.1.0"
 

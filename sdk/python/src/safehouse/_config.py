@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import httpx
@@ -163,3 +163,23 @@ def process_body(cmd: Cmd, envs: Optional[Mapping[str, str]], cwd: Optional[str]
 
 def to_bytes(data: Union[str, bytes]) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
+
+
+#: Languages of `run_code` and the argv that runs a snippet.
+CODE_RUNNERS: Dict[str, Tuple[str, ...]] = {
+    "python": ("python3", "-c"),
+    "python3": ("python3", "-c"),
+    "bash": ("bash", "-c"),
+    "sh": ("/bin/sh", "-c"),
+    "javascript": ("node", "-e"),
+    "js": ("node", "-e"),
+    "node": ("node", "-e"),
+}
+
+
+def code_argv(code: str, language: str) -> List[str]:
+    try:
+        return [*CODE_RUNNERS[language.lower()], code]
+    except KeyError:
+        raise ValueError(f"run_code: unknown language {language!r}; use one of "
+                         f"{', '.join(sorted(CODE_RUNNERS))}") from None

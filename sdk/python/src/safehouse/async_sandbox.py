@@ -4,76 +4,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
-import io
 import json
-import os
-from datetime import datetime
-from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional,
-                    Sequence, Tuple, Union, overload)
-from urllib.parse import quote
+from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional, Tuple,
+                    Union, overload)
 
 import httpx
 
-from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, acheck, create_body, exec_body,
-                      daemon_refusal, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
+                      exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._http import _AsyncHttp, _call
+from ._streams import AsyncEventStream, AsyncWatchHandle
+from .admin import AsyncAdmin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
-from ._sse import aiter_sse
-from .models import (ApiKey, CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize,
-                     SandboxEvent, SandboxInfo, describe_failure)
+from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
+                     describe_failure)
 from .policy import Policy
-from .sandbox import KillAllResult, _timeout_s, audit_params, code_argv
+from .sandbox import _timeout_s
 
 OutputHandler = Callable[[str], Union[Any, Awaitable[Any]]]
 PtyHandler = Callable[[bytes], Union[Any, Awaitable[Any]]]
 Signal = Union[int, str]
 Chunk = Tuple[Optional[str], Optional[str], Optional[bytes]]
-
-
-async def _call(cb: Optional[Callable[[Any], Any]], arg: Any) -> None:
-    if cb is not None:
-        r = cb(arg)
-        if asyncio.iscoroutine(r):
-            await r
-
-
-class _AsyncHttp:
-    def __init__(self, config: ConnectionConfig, timeout: Optional[httpx.Timeout] = None) -> None:
-        self.config = config
-        kw = config.client_kwargs()
-        if timeout is not None:
-            kw["timeout"] = timeout
-        self._kw = kw
-        self.client = httpx.AsyncClient(**kw)
-
-    def _client(self) -> httpx.AsyncClient:
-        if self.client.is_closed:  # reopened on use after close()
-            self.client = httpx.AsyncClient(**self._kw)
-        return self.client
-
-    async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            return await acheck(await self.client.request(method, path, **kw))
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-
-    async def stream(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            resp = await self.client.send(self.client.build_request(method, path, **kw), stream=True)
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-        if resp.status_code >= 400:
-            try:
-                body = await resp.aread()
-            finally:
-                await resp.aclose()
-            raise error_from_response(resp.status_code, body)
-        return resp
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
 
 class AsyncCommandHandle:
@@ -461,180 +413,6 @@ class AsyncPty:
 
     async def kill(self, pid: int) -> bool:
         return await self._commands.kill(pid)
-
-
-_STOP = object()
-
-
-class AsyncWatchHandle:
-    """A running directory watch: `await stop()`, `get_new_events()`, or `async for ev in handle`."""
-
-    def __init__(self, http: _AsyncHttp, resp: httpx.Response, path: str,
-                 on_event: Optional[Callable[[FilesystemEvent], Any]],
-                 on_exit: Optional[Callable[[Optional[Exception]], Any]]) -> None:
-        self.path = path
-        self._http = http
-        self._resp = resp
-        self._on_event = on_event
-        self._on_exit = on_exit
-        self._queue: "asyncio.Queue[Any]" = asyncio.Queue()
-        self._stopped = False
-        self._task = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        err: Optional[Exception] = None
-        try:
-            async for event, data in aiter_sse(self._resp.aiter_lines()):
-                if event != "fs":
-                    continue
-                ev = FilesystemEvent.from_sse(data, self.path)
-                if self._on_event is not None:
-                    await _call(self._on_event, ev)
-                else:
-                    self._queue.put_nowait(ev)
-        except asyncio.CancelledError:
-            pass
-        except Exception as e:
-            if not self._stopped:
-                err = translate(e) if isinstance(e, httpx.HTTPError) else e
-        finally:
-            self._queue.put_nowait(_STOP)
-            await _call(self._on_exit, err)
-
-    def get_new_events(self) -> List[FilesystemEvent]:
-        out: List[FilesystemEvent] = []
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is _STOP:
-                self._queue.put_nowait(_STOP)
-                break
-            out.append(item)
-        return out
-
-    def __aiter__(self) -> AsyncIterator[FilesystemEvent]:
-        return self._aiter()
-
-    async def _aiter(self) -> AsyncIterator[FilesystemEvent]:
-        while True:
-            item = await self._queue.get()
-            if item is _STOP:
-                self._queue.put_nowait(_STOP)
-                return
-            yield item
-
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        await self._resp.aclose()
-        await self._http.close()
-
-    async def __aenter__(self) -> "AsyncWatchHandle":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
-
-
-class AsyncEventStream:
-    """The event stream as an async iterator of SandboxEvent (`async with` closes it)."""
-
-    def __init__(self, config: ConnectionConfig, route: str, params: Dict[str, str],
-                 timeout: Optional[float]) -> None:
-        self._http = _AsyncHttp(config, httpx.Timeout(timeout, connect=10.0))
-        self._route = route
-        self._params = params
-        self._resp: Optional[httpx.Response] = None
-        self._events: Optional[AsyncIterator[Tuple[str, str]]] = None
-
-    async def _open(self) -> AsyncIterator[Tuple[str, str]]:
-        if self._events is None:
-            self._resp = await self._http.stream("GET", self._route, params=self._params)
-            self._events = aiter_sse(self._resp.aiter_lines())
-        return self._events
-
-    def __aiter__(self) -> "AsyncEventStream":
-        return self
-
-    async def __anext__(self) -> SandboxEvent:
-        events = await self._open()
-        try:
-            event, data = await events.__anext__()
-        except StopAsyncIteration:
-            await self.close()
-            raise
-        except httpx.HTTPError as e:
-            await self.close()
-            raise translate(e) from e
-        return SandboxEvent.from_sse(event, data)
-
-    async def close(self) -> None:
-        if self._resp is not None:
-            await self._resp.aclose()
-        await self._http.close()
-
-    async def __aenter__(self) -> "AsyncEventStream":
-        await self._open()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-
-class AsyncAdmin:
-    """Keys, audit export and the emergency stop, as Admin with async methods."""
-
-    def __init__(self, api_key: Optional[str] = None, url: Optional[str] = None,
-                 request_timeout: Optional[float] = None) -> None:
-        self._http = _AsyncHttp(ConnectionConfig.resolve(url, api_key, request_timeout))
-
-    async def create_key(self, tenant: str, name: Optional[str] = None) -> ApiKey:
-        body: Dict[str, Any] = {"tenant": tenant}
-        if name is not None:
-            body["name"] = name
-        return ApiKey.from_json((await self._http.request("POST", "/v1/keys", json=body)).json())
-
-    async def list_keys(self) -> List[ApiKey]:
-        resp = await self._http.request("GET", "/v1/keys")
-        return [ApiKey.from_json(k) for k in resp.json().get("keys", [])]
-
-    async def revoke_key(self, key_id: str) -> None:
-        await self._http.request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
-
-    async def audit(self, sandbox: Optional[str] = None, since: Optional[Union[str, datetime]] = None,
-                    until: Optional[Union[str, datetime]] = None,
-                    kind: Optional[Union[str, Sequence[str]]] = None,
-                    limit: Optional[int] = None) -> List[Dict[str, Any]]:
-        resp = await self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
-        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
-
-    async def prometheus(self) -> str:
-        return (await self._http.request("GET", "/metrics")).text
-
-    async def health(self) -> bool:
-        try:
-            return bool((await self._http.request("GET", "/healthz", timeout=5.0)).json().get("status") == "ok")
-        except SafehouseError:
-            return False
-
-    async def kill_all(self) -> KillAllResult:
-        resp = await self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0))
-        d = resp.json()
-        return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
-
-    async def close(self) -> None:
-        await self._http.close()
-
-    async def __aenter__(self) -> "AsyncAdmin":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
 
 
 class AsyncSandbox:

@@ -3,27 +3,25 @@ from __future__ import annotations
 
 import base64
 import codecs
-import dataclasses
 import io
 import json
 import os
-import queue
 import threading
 import time
-from datetime import datetime
-from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple,
-                    Union, overload)
-from urllib.parse import quote
+from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Union,
+                    overload)
 
 import httpx
 
-from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, check, create_body, exec_body,
-                      daemon_refusal, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
+                      exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._http import _Http
+from ._streams import EventStream, WatchHandle
+from .admin import Admin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
-from .models import (ApiKey, CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize,
-                     SandboxEvent, SandboxInfo, describe_failure)
-from ._sse import iter_sse
+from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
+                     describe_failure)
 from .policy import Policy
 
 OutputHandler = Callable[[str], Any]
@@ -31,44 +29,6 @@ PtyHandler = Callable[[bytes], Any]
 Signal = Union[int, str]
 #: One chunk of a handle's output: `(stdout, stderr, pty)`, exactly one of them set (E2B's shape).
 Chunk = Tuple[Optional[str], Optional[str], Optional[bytes]]
-
-
-class _Http:
-    """One httpx.Client per sandbox; translates transport errors and error statuses."""
-
-    def __init__(self, config: ConnectionConfig, client: Optional[httpx.Client] = None) -> None:
-        self.config = config
-        self.client = client or httpx.Client(**config.client_kwargs())
-
-    def _client(self) -> httpx.Client:
-        if self.client.is_closed:  # reopened on use after close()
-            self.client = httpx.Client(**self.config.client_kwargs())
-        return self.client
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            return check(self.client.request(method, path, **kw))
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-
-    def stream(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            req = self.client.build_request(method, path, **kw)
-            resp = self.client.send(req, stream=True)
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-        if resp.status_code >= 400:
-            try:
-                body = resp.read()
-            finally:
-                resp.close()
-            raise error_from_response(resp.status_code, body)
-        return resp
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def _timeout_s(timeout: Optional[float]) -> Optional[float]:
@@ -527,253 +487,6 @@ class Filesystem:
             if e.code == "already_exists":
                 return False
             raise
-
-
-_STOP = object()
-
-
-def _shutdown_socket(resp: httpx.Response) -> None:
-    """Wakes a thread blocked reading RESP (closing alone does not interrupt a recv)."""
-    import socket
-
-    stream = resp.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if isinstance(sock, socket.socket):
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-class WatchHandle:
-    """A running directory watch (E2B's WatchHandle): `stop()`, `get_new_events()`, or
-    iterate it; also a context manager that stops on exit."""
-
-    def __init__(self, config: ConnectionConfig, route: str, path: str, recursive: bool,
-                 on_event: Optional[Callable[[FilesystemEvent], Any]],
-                 on_exit: Optional[Callable[[Optional[Exception]], Any]]) -> None:
-        self.path = path
-        self._on_event = on_event
-        self._on_exit = on_exit
-        self._queue: "queue.Queue[Any]" = queue.Queue()
-        self._stopped = False
-        self._http = _Http(config, httpx.Client(**{**config.client_kwargs(),
-                                                   "timeout": httpx.Timeout(None, connect=10.0)}))
-        params = {"path": path, "recursive": "1" if recursive else "0"}
-        try:
-            self._resp = self._http.stream("GET", route, params=params)
-        except BaseException:
-            self._http.close()
-            raise
-        self._thread = threading.Thread(target=self._read, name=f"safehouse-watch {path}", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        err: Optional[Exception] = None
-        try:
-            for event, data in iter_sse(self._resp.iter_lines()):
-                if event != "fs":
-                    continue
-                ev = FilesystemEvent.from_sse(data, self.path)
-                if self._on_event is not None:
-                    self._on_event(ev)
-                else:
-                    self._queue.put(ev)
-        except Exception as e:  # a stop() closes the stream under us: not an error
-            if not self._stopped:
-                err = translate(e) if isinstance(e, httpx.HTTPError) else e
-        finally:
-            self._queue.put(_STOP)
-            if self._on_exit is not None:
-                self._on_exit(err)
-
-    def get_new_events(self) -> List[FilesystemEvent]:
-        """The events that arrived since the last call (without an on_event callback)."""
-        out: List[FilesystemEvent] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return out
-            if item is _STOP:
-                self._queue.put(_STOP)
-                return out
-            out.append(item)
-
-    def __iter__(self) -> Iterator[FilesystemEvent]:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                self._queue.put(_STOP)
-                return
-            yield item
-
-    def stop(self) -> None:
-        """Ends the watch (idempotent)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        _shutdown_socket(self._resp)
-        self._resp.close()
-        self._thread.join(timeout=5)
-        self._http.close()
-
-    def __enter__(self) -> "WatchHandle":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-class EventStream:
-    """The daemon's event stream as an iterator of SandboxEvent. Ends by itself after a
-    sandbox's terminal event (per-sandbox stream) or after the replay (`follow=False`);
-    `close()` (or leaving the `with` block) ends it early."""
-
-    def __init__(self, config: ConnectionConfig, route: str, params: Dict[str, str],
-                 timeout: Optional[float]) -> None:
-        self._http = _Http(config, httpx.Client(**{**config.client_kwargs(),
-                                                   "timeout": httpx.Timeout(timeout, connect=10.0)}))
-        try:
-            self._resp = self._http.stream("GET", route, params=params)
-        except BaseException:
-            self._http.close()
-            raise
-        self._events = iter_sse(self._resp.iter_lines())
-        self._closing = False
-
-    def __iter__(self) -> Iterator[SandboxEvent]:
-        return self
-
-    def __next__(self) -> SandboxEvent:
-        try:
-            event, data = next(self._events)
-        except StopIteration:
-            self.close()
-            raise
-        except (httpx.HTTPError, httpx.StreamError) as e:
-            closing = self._closing
-            self.close()
-            if closing:  # close() from another thread: the end, not an error
-                raise StopIteration from None
-            if isinstance(e, httpx.HTTPError):
-                raise translate(e) from e
-            raise SafehouseError(f"event stream ended: {e}") from e
-        return SandboxEvent.from_sse(event, data)
-
-    def close(self) -> None:
-        """Ends the stream; safe from another thread (a blocked `next` then ends)."""
-        self._closing = True
-        _shutdown_socket(self._resp)
-        self._resp.close()
-        self._http.close()
-
-    def __enter__(self) -> "EventStream":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-#: Languages of `run_code` and the argv that runs a snippet.
-CODE_RUNNERS: Dict[str, Tuple[str, ...]] = {
-    "python": ("python3", "-c"),
-    "python3": ("python3", "-c"),
-    "bash": ("bash", "-c"),
-    "sh": ("/bin/sh", "-c"),
-    "javascript": ("node", "-e"),
-    "js": ("node", "-e"),
-    "node": ("node", "-e"),
-}
-
-
-def code_argv(code: str, language: str) -> List[str]:
-    try:
-        return [*CODE_RUNNERS[language.lower()], code]
-    except KeyError:
-        raise ValueError(f"run_code: unknown language {language!r}; use one of "
-                         f"{', '.join(sorted(CODE_RUNNERS))}") from None
-
-
-@dataclasses.dataclass
-class KillAllResult:
-    """What `POST /v1/kill-all` stopped: how many sandboxes, in how many milliseconds."""
-
-    killed: int
-    ms: int
-
-
-def audit_params(sandbox: Optional[str], since: Optional[Union[str, datetime]],
-                 until: Optional[Union[str, datetime]], kind: Optional[Union[str, Sequence[str]]],
-                 limit: Optional[int]) -> Dict[str, str]:
-    q: Dict[str, str] = {}
-    if sandbox:
-        q["sandbox"] = sandbox
-    for name, t in (("since", since), ("until", until)):
-        if t is not None:
-            q[name] = t.isoformat() if isinstance(t, datetime) else t
-    if kind:
-        q["kind"] = kind if isinstance(kind, str) else ",".join(kind)
-    if limit is not None:
-        q["limit"] = str(int(limit))
-    return q
-
-
-class Admin:
-    """Daemon-wide calls: API keys (admin key only), the audit log export (admin only), and
-    the emergency stop. Connection as for Sandbox (SAFEHOUSE_URL / SAFEHOUSE_API_KEY)."""
-
-    def __init__(self, api_key: Optional[str] = None, url: Optional[str] = None,
-                 request_timeout: Optional[float] = None) -> None:
-        self._http = _Http(ConnectionConfig.resolve(url, api_key, request_timeout))
-
-    def create_key(self, tenant: str, name: Optional[str] = None) -> ApiKey:
-        """A new key for TENANT; its secret is in `.key`, shown only this once."""
-        body: Dict[str, Any] = {"tenant": tenant}
-        if name is not None:
-            body["name"] = name
-        return ApiKey.from_json(self._http.request("POST", "/v1/keys", json=body).json())
-
-    def list_keys(self) -> List[ApiKey]:
-        return [ApiKey.from_json(k) for k in self._http.request("GET", "/v1/keys").json().get("keys", [])]
-
-    def revoke_key(self, key_id: str) -> None:
-        """Revokes a key at once; NotFoundError for an unknown id."""
-        self._http.request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
-
-    def audit(self, sandbox: Optional[str] = None, since: Optional[Union[str, datetime]] = None,
-              until: Optional[Union[str, datetime]] = None, kind: Optional[Union[str, Sequence[str]]] = None,
-              limit: Optional[int] = None) -> List[Dict[str, Any]]:
-        """Audit records matching every filter, oldest first (`kind`: api, event, policy,
-        checkpoint, log). AuditOffError on a daemon without an audit log."""
-        resp = self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
-        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
-
-    def prometheus(self) -> str:
-        """The daemon's Prometheus exposition (`GET /metrics`, admin key only)."""
-        return self._http.request("GET", "/metrics").text
-
-    def health(self) -> bool:
-        """True when the daemon answers `GET /healthz`."""
-        try:
-            return bool(self._http.request("GET", "/healthz", timeout=5.0).json().get("status") == "ok")
-        except SafehouseError:
-            return False
-
-    def kill_all(self) -> KillAllResult:
-        """The emergency stop: the admin key kills every sandbox on the daemon, other keys their
-        tenant's; returns once nothing of them runs."""
-        d = self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0)).json()
-        return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "Admin":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------- sandbox
