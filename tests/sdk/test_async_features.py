@@ -185,3 +185,16 @@ def test_async_request_port_and_admin_extras(daemon):
         async with AsyncAdmin() as admin:
             assert await admin.health() is True and "safehouse_sandboxes" in await admin.prometheus()
     run(main())
+
+
+def test_async_class_level_calls_by_id(daemon):
+    async def main():
+        s = await AsyncSandbox.create(timeout=60)
+        daemon.created.append((daemon.admin_key, s.id))
+        assert (await AsyncSandbox.get_info(s.id)).state == "running"
+        assert (await AsyncSandbox.set_timeout(s.id, 900)).id == s.id
+        assert await AsyncSandbox.kill(s.id) is True
+        assert (await s.get_info()).state == "killed"
+        assert await AsyncSandbox.kill("sb_" + "e" * 26) is False
+        await s.close()
+    run(main())

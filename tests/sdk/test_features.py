@@ -460,3 +460,18 @@ def test_every_route_has_an_sdk_call():
         if literal not in sdk:
             missing.append((method, path))
     assert not missing, f"routes without an SDK call: {missing}"
+
+
+def test_class_level_calls_by_id_like_e2b(daemon):
+    s = Sandbox.create(timeout=60)
+    daemon.created.append((daemon.admin_key, s.id))
+    info = Sandbox.get_info(s.id)
+    assert info.id == s.id and info.state == "running"
+    later = Sandbox.set_timeout(s.id, 900)
+    assert (later.expires_at - info.expires_at).total_seconds() > 700
+    assert Sandbox.kill(s.id) is True
+    assert s.get_info().state == "killed"  # the instance forms are unchanged
+    assert Sandbox.kill("sb_" + "d" * 26) is False
+    with pytest.raises(NotFoundError):
+        Sandbox.get_info("sb_" + "d" * 26)
+    s.close()

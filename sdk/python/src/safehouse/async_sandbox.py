@@ -12,6 +12,7 @@ import httpx
 
 from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
                       exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._either import either
 from ._http import _AsyncHttp, _call
 from ._streams import AsyncEventStream, AsyncWatchHandle
 from .admin import AsyncAdmin, KillAllResult
@@ -415,6 +416,40 @@ class AsyncPty:
         return await self._commands.kill(pid)
 
 
+async def _kill_request(http: _AsyncHttp, sandbox_id: str) -> bool:
+    try:
+        await http.request("DELETE", sb_path(sandbox_id))
+        return True
+    except NotFoundError:
+        return False
+
+
+async def _kill_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+    http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+    try:
+        return await _kill_request(http, sandbox_id)
+    finally:
+        await http.close()
+
+
+async def _info_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> SandboxInfo:
+    http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+    try:
+        return SandboxInfo.from_json((await http.request("GET", sb_path(sandbox_id))).json())
+    finally:
+        await http.close()
+
+
+async def _set_timeout_by_id(sandbox_id: str, timeout: int, api_key: Optional[str] = None,
+                             url: Optional[str] = None) -> SandboxInfo:
+    http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+    try:
+        resp = await http.request("POST", sb_path(sandbox_id, "/timeout"), json={"timeout_s": int(timeout)})
+        return SandboxInfo.from_json(resp.json())
+    finally:
+        await http.close()
+
+
 class AsyncSandbox:
     """    async with await AsyncSandbox.create() as sbx:
             r = await sbx.commands.run("echo hi")"""
@@ -469,11 +504,13 @@ class AsyncSandbox:
         finally:
             await http.close()
 
-    async def get_info(self) -> SandboxInfo:
+    async def _get_info(self) -> SandboxInfo:
+        """The sandbox's state, deadline and metadata (also `await AsyncSandbox.get_info(sandbox_id)`)."""
         self._info = SandboxInfo.from_json((await self._http.request("GET", sb_path(self.id))).json())
         return self._info
 
-    async def set_timeout(self, timeout: int) -> SandboxInfo:
+    async def _set_timeout(self, timeout: int) -> SandboxInfo:
+        """Expires TIMEOUT seconds from now (also `await AsyncSandbox.set_timeout(sandbox_id, timeout)`)."""
         resp = await self._http.request("POST", sb_path(self.id, "/timeout"), json={"timeout_s": int(timeout)})
         self._info = SandboxInfo.from_json(resp.json())
         return self._info
@@ -484,12 +521,13 @@ class AsyncSandbox:
         except NotFoundError:
             return False
 
-    async def kill(self) -> bool:
-        try:
-            await self._http.request("DELETE", sb_path(self.id))
-            return True
-        except NotFoundError:
-            return False
+    async def _kill(self) -> bool:
+        """Kills the sandbox (idempotent); False if unknown. Also `await AsyncSandbox.kill(sandbox_id)`."""
+        return await _kill_request(self._http, self.id)
+
+    get_info = either(_info_by_id, _get_info)
+    set_timeout = either(_set_timeout_by_id, _set_timeout)
+    kill = either(_kill_by_id, _kill)
 
     async def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
                        cwd: Optional[str] = None, timeout: Optional[float] = 60,

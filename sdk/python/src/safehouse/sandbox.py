@@ -15,6 +15,7 @@ import httpx
 
 from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
                       exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._either import either
 from ._http import _Http
 from ._streams import EventStream, WatchHandle
 from .admin import Admin, KillAllResult
@@ -492,6 +493,40 @@ class Filesystem:
 # ---------------------------------------------------------------- sandbox
 
 
+def _kill_request(http: _Http, sandbox_id: str) -> bool:
+    try:
+        http.request("DELETE", sb_path(sandbox_id))
+        return True
+    except NotFoundError:
+        return False
+
+
+def _kill_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+    http = _Http(ConnectionConfig.resolve(url, api_key))
+    try:
+        return _kill_request(http, sandbox_id)
+    finally:
+        http.close()
+
+
+def _info_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> SandboxInfo:
+    http = _Http(ConnectionConfig.resolve(url, api_key))
+    try:
+        return SandboxInfo.from_json(http.request("GET", sb_path(sandbox_id)).json())
+    finally:
+        http.close()
+
+
+def _set_timeout_by_id(sandbox_id: str, timeout: int, api_key: Optional[str] = None,
+                       url: Optional[str] = None) -> SandboxInfo:
+    http = _Http(ConnectionConfig.resolve(url, api_key))
+    try:
+        resp = http.request("POST", sb_path(sandbox_id, "/timeout"), json={"timeout_s": int(timeout)})
+        return SandboxInfo.from_json(resp.json())
+    finally:
+        http.close()
+
+
 class Sandbox:
     """A live sandbox on a safehouse daemon.
 
@@ -550,12 +585,13 @@ class Sandbox:
         finally:
             http.close()
 
-    def get_info(self) -> SandboxInfo:
+    def _get_info(self) -> SandboxInfo:
+        """The sandbox's state, deadline and metadata (also `Sandbox.get_info(sandbox_id)`)."""
         self._info = SandboxInfo.from_json(self._http.request("GET", sb_path(self.id)).json())
         return self._info
 
-    def set_timeout(self, timeout: int) -> SandboxInfo:
-        """The sandbox now expires TIMEOUT seconds from now."""
+    def _set_timeout(self, timeout: int) -> SandboxInfo:
+        """The sandbox now expires TIMEOUT seconds from now (also `Sandbox.set_timeout(sandbox_id, timeout)`)."""
         resp = self._http.request("POST", sb_path(self.id, "/timeout"), json={"timeout_s": int(timeout)})
         self._info = SandboxInfo.from_json(resp.json())
         return self._info
@@ -566,13 +602,14 @@ class Sandbox:
         except NotFoundError:
             return False
 
-    def kill(self) -> bool:
-        """Kills the sandbox (idempotent); False if the daemon does not know it."""
-        try:
-            self._http.request("DELETE", sb_path(self.id))
-            return True
-        except NotFoundError:
-            return False
+    def _kill(self) -> bool:
+        """Kills the sandbox (idempotent); False if the daemon does not know it. Also
+        `Sandbox.kill(sandbox_id)`, as in E2B."""
+        return _kill_request(self._http, self.id)
+
+    get_info = either(_info_by_id, _get_info)
+    set_timeout = either(_set_timeout_by_id, _set_timeout)
+    kill = either(_kill_by_id, _kill)
 
     def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
                  cwd: Optional[str] = None, timeout: Optional[float] = 60,
