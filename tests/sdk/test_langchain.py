@@ -62,6 +62,11 @@ def test_denials_explain_themselves(daemon):
         out = tools["safehouse_shell"].invoke({"command": "/bin/ls /"})
         assert out.startswith("exit code: 126") and "denied: the sandbox's policy does not allow running" in out
         assert "tools.allow" in out and "Permission denied" in out
+        out = tools["safehouse_read_file"].invoke({"path": "/etc/hostname"})
+        assert out.startswith("denied: reading /etc/hostname was refused by the sandbox's policy:"), out
+        assert "permission denied" in out
+        out = tools["safehouse_write_file"].invoke({"path": "/usr/bin/evil", "content": "x"})
+        assert out.startswith("denied: writing /usr/bin/evil was refused") and "read-only file system" in out, out
         out = tools["safehouse_python"].invoke({"code": "import urllib.request as u; u.urlopen('http://example.com', timeout=3)"})
         assert out.startswith("exit code: 1") and "denied: the sandbox may have no network" in out, out
     with Sandbox.create(timeout=60) as s:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import socket
 import threading
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -15,14 +16,11 @@ from ._sse import aiter_sse, iter_sse
 from .exceptions import SafehouseError
 from .models import FilesystemEvent, SandboxEvent
 
-
 _STOP = object()
 
 
 def _shutdown_socket(resp: httpx.Response) -> None:
     """Wakes a thread blocked reading RESP (closing alone does not interrupt a recv)."""
-    import socket
-
     stream = resp.extensions.get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None
     if isinstance(sock, socket.socket):
