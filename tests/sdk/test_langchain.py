@@ -100,3 +100,36 @@ def test_tools_async_with_async_and_sync_sandboxes(daemon, sbx):
         out = await sync_tools["safehouse_shell"].ainvoke({"command": "echo from-thread"})
         assert "stdout:\nfrom-thread\n" in out
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_network_denials_are_named(daemon):
+    policy = Policy().allow_hosts("pypi.org:443")
+    with Sandbox.create(policy=policy, timeout=60) as s:
+        daemon.created.append((daemon.admin_key, s.id))
+        tools = tools_of(s)
+        out = tools["safehouse_shell"].invoke({"command": "curl -sS -m 5 https://example.org/"})
+        assert "denied: the network policy refused example.org:443 (rule: default deny;" in out, out
+        assert "no network.allow entry matches example.org:443" in out
+        code = "import urllib.request as u; u.urlopen('http://example.net/', timeout=5)"
+        out = tools["safehouse_python"].invoke({"code": code})
+        assert out.startswith("exit code: 1") and "refused example.net:80" in out, out
+        assert "example.org" not in out  # only this run's refusals
+        out = tools["safehouse_shell"].invoke({"command": "exit 1"})
+        assert "denied" not in out
+
+
+@pytest.mark.unit
+def test_net_denials_pick_the_run_between_its_start_and_exit():
+    from safehouse import SandboxEvent
+    from safehouse.integrations.langchain import net_denials
+
+    def ev(kind, **data):
+        return SandboxEvent(sandbox="sb_x", seq=None, time=None, kind=kind, data=data)
+
+    denied = lambda t: ev("net.denied", target=t, rule="default deny", reason=f"no entry matches {t}")  # noqa: E731
+    events = [ev("exec.started", argv=["/bin/sh", "-c", "curl a"], pid=5), denied("a:443"), ev("exec.exited", pid=5),
+              ev("exec.started", argv=["/bin/sh", "-c", "curl b"], pid=6), denied("b:80"), denied("b:80"),
+              ev("exec.exited", pid=6), denied("later:1")]
+    assert net_denials(events, "curl b") == ["the network policy refused b:80 (rule: default deny; no entry matches b:80)"]
+    assert net_denials(events, "curl a") == ["the network policy refused a:443 (rule: default deny; no entry matches a:443)"]
+    assert net_denials(events, "never ran") == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, List, Optional, Type, Union
+from typing import Any, Iterable, List, Optional, Sequence, Type, Union
 
 try:
     from langchain_core.tools import BaseTool, BaseToolkit
@@ -26,7 +26,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from ..exceptions import (ForbiddenError, PolicyRefusedError, SafehouseError, SafehouseTimeoutError,
                           SandboxNotRunningError)
-from ..models import CommandResult
+from ..models import CommandResult, SandboxEvent
 from ..async_sandbox import AsyncSandbox
 from ..sandbox import Sandbox
 
@@ -60,12 +60,44 @@ def _denial_hint(r: CommandResult) -> Optional[str]:
     return None
 
 
-def format_result(r: CommandResult) -> str:
-    """The text a tool returns for a command: exit code, stdout, stderr, and a hint on denials."""
+#: At most this many network denials are named in one tool answer.
+_MAX_NET_DENIALS = 3
+
+
+def net_denials(events: Iterable[SandboxEvent], last_arg: str) -> List[str]:
+    """The gateway's refusals (`net.denied` events) during the last API exec whose last
+    argument is LAST_ARG (between its `exec.started` and `exec.exited`), one line each."""
+    evs = list(events)
+    key = last_arg[:256]
+    start = None
+    for i, ev in enumerate(evs):
+        argv = ev.data.get("argv") if ev.kind == "exec.started" else None
+        if isinstance(argv, list) and argv and str(argv[-1]).startswith(key):
+            start = i
+    if start is None:
+        return []
+    pid = evs[start].data.get("pid")
+    out: List[str] = []
+    for ev in evs[start + 1:]:
+        if ev.kind == "exec.exited" and ev.data.get("pid") == pid:
+            break
+        if ev.kind != "net.denied":
+            continue
+        d = ev.data
+        line = f"the network policy refused {d.get('target', '?')} (rule: {d.get('rule', '?')}; {d.get('reason', '')})"
+        if line not in out:
+            out.append(line)
+    return out[:_MAX_NET_DENIALS]
+
+
+def format_result(r: CommandResult, denials: Sequence[str] = ()) -> str:
+    """The text a tool returns for a command: exit code, stdout, stderr, and what the sandbox
+    refused (DENIALS: the gateway's refusals during the run)."""
     lines = [f"exit code: {r.exit_code if r.exit_code is not None else 'none'}"]
     if r.signal is not None:
         lines.append(f"killed by signal {r.signal}")
-    hint = _denial_hint(r)
+    lines.extend(f"denied: {d}" for d in denials)
+    hint = None if denials else _denial_hint(r)
     if hint:
         lines.append(f"denied: {hint}")
     lines.append("stdout:\n" + (_clip(r.stdout) if r.stdout else "(empty)"))
@@ -111,6 +143,30 @@ class _SandboxTool(BaseTool):
     async def _acall(self, sbx: AsyncSandbox, **kw: Any) -> str:
         raise NotImplementedError
 
+    @staticmethod
+    def _answer(sbx: Sandbox, r: CommandResult, last_arg: str) -> str:
+        """format_result, naming the network refusals of a failed run (read from the sandbox's
+        events: one more request, on failure only)."""
+        denials: List[str] = []
+        if r.exit_code != 0:
+            try:
+                with sbx.events(follow=False, timeout=10) as events:
+                    denials = net_denials(events, last_arg)
+            except SafehouseError:
+                pass
+        return format_result(r, denials)
+
+    @staticmethod
+    async def _aanswer(sbx: AsyncSandbox, r: CommandResult, last_arg: str) -> str:
+        denials: List[str] = []
+        if r.exit_code != 0:
+            try:
+                async with sbx.events(follow=False, timeout=10) as events:
+                    denials = net_denials([ev async for ev in events], last_arg)
+            except SafehouseError:
+                pass
+        return format_result(r, denials)
+
 
 class ShellInput(BaseModel):
     command: str = Field(description="A shell command line, run by /bin/sh -c in /workspace.")
@@ -125,16 +181,17 @@ class SafehouseShellTool(_SandboxTool):
 
     def _call(self, sbx: Sandbox, command: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
-            return format_result(sbx.commands.run(command, timeout=timeout or self.timeout, raise_on_error=False))
+            r = sbx.commands.run(command, timeout=timeout or self.timeout, raise_on_error=False)
         except SafehouseError as e:
             return format_error(f"running `{command}`", e)
+        return self._answer(sbx, r, command)
 
     async def _acall(self, sbx: AsyncSandbox, command: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
             r = await sbx.commands.run(command, timeout=timeout or self.timeout, raise_on_error=False)
-            return format_result(r)
         except SafehouseError as e:
             return format_error(f"running `{command}`", e)
+        return await self._aanswer(sbx, r, command)
 
 
 class PythonInput(BaseModel):
@@ -150,15 +207,17 @@ class SafehousePythonTool(_SandboxTool):
 
     def _call(self, sbx: Sandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
-            return format_result(sbx.run_code(code, language="python", timeout=timeout or self.timeout))
+            r = sbx.run_code(code, language="python", timeout=timeout or self.timeout)
         except SafehouseError as e:
             return format_error("running the Python code", e)
+        return self._answer(sbx, r, code)
 
     async def _acall(self, sbx: AsyncSandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
-            return format_result(await sbx.run_code(code, language="python", timeout=timeout or self.timeout))
+            r = await sbx.run_code(code, language="python", timeout=timeout or self.timeout)
         except SafehouseError as e:
             return format_error("running the Python code", e)
+        return await self._aanswer(sbx, r, code)
 
 
 class ReadFileInput(BaseModel):
