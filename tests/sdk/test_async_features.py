@@ -9,7 +9,7 @@ import pytest
 
 safehouse = pytest.importorskip("safehouse")
 from safehouse import (AsyncAdmin, AsyncSandbox, AuthenticationError, FilesystemEventType,  # noqa: E402
-                       ForbiddenError, NotFoundError, PtySize, SandboxFrozenError)
+                       ForbiddenError, NotFoundError, PtySize, SandboxFrozenError, WriteEntry)
 
 MiB = 1 << 20
 
@@ -153,6 +153,8 @@ def test_async_64mib_streamed_both_ways(daemon, tmp_path):
             daemon.created.append((daemon.admin_key, s.id))
             with open(src, "rb") as f:
                 assert (await s.files.write("/workspace/big", f)).size == 64 * MiB
+            infos = await s.files.write_files([WriteEntry("/workspace/w1", "1"), WriteEntry("/workspace/w2", b"22")])
+            assert [i.size for i in infos] == [1, 2]
             h = hashlib.sha256()
             async for chunk in await s.files.read("/workspace/big", format="stream"):
                 h.update(chunk)

@@ -2,6 +2,7 @@
 metrics, the event streams, freeze/thaw, kill-all, keys, audit, the error classes of every
 code the daemon emits, and the policy builder's network/tools/control sections."""
 import hashlib
+import io
 import os
 import re
 import threading
@@ -475,3 +476,13 @@ def test_class_level_calls_by_id_like_e2b(daemon):
     with pytest.raises(NotFoundError):
         Sandbox.get_info("sb_" + "d" * 26)
     s.close()
+
+
+def test_write_files_like_e2b(sbx):
+    from safehouse import WriteEntry
+
+    infos = sbx.files.write_files([WriteEntry("/workspace/m/a.txt", "A"), WriteEntry("/workspace/m/b.bin", b"\0B"),
+                                   WriteEntry("/workspace/m/c.txt", io.BytesIO(b"CCC"))])
+    assert [(i.path, i.size) for i in infos] == [("/workspace/m/a.txt", 1), ("/workspace/m/b.bin", 2),
+                                                 ("/workspace/m/c.txt", 3)]
+    assert sbx.commands.run("cat /workspace/m/a.txt /workspace/m/c.txt").stdout == "ACCC"

@@ -18,7 +18,7 @@ from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, Authen
                          SafehouseTimeoutError, SandboxException, SandboxFrozenError, SandboxNotRunningError,
                          ServerError, TimeoutException)
 from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
-                     Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo)
+                     Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo, WriteEntry)
 from .policy import Policy
 from .sandbox import CommandHandle, Commands, Filesystem, Pty, Sandbox
 
@@ -29,7 +29,8 @@ __all__ = [
     "CommandHandle", "AsyncCommandHandle", "Pty", "AsyncPty", "WatchHandle", "AsyncWatchHandle",
     "EventStream", "AsyncEventStream", "Admin", "AsyncAdmin", "KillAllResult",
     "CommandResult", "EntryInfo", "FileInfo", "FileType", "FilesystemEvent", "FilesystemEventType",
-    "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "SandboxEvent", "SandboxInfo", "ApiKey", "Policy",
+    "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
+    "Policy",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
     "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "PathConflictError",
     "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",

@@ -5,8 +5,8 @@ import asyncio
 import base64
 import codecs
 import json
-from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional, Tuple,
-                    Union, overload)
+from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional,
+                    Sequence, Tuple, Union, overload)
 
 import httpx
 
@@ -19,7 +19,7 @@ from .admin import AsyncAdmin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
 from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
-                     describe_failure)
+                     WriteEntry, describe_failure)
 from .policy import Policy
 from .sandbox import _timeout_s
 
@@ -326,6 +326,10 @@ class AsyncFilesystem:
         resp = await self._http.request("PUT", self._p("/files"), params={"path": path}, content=content,
                                         headers=headers, timeout=httpx.Timeout(120.0, connect=10.0))
         return EntryInfo.from_json(resp.json())
+
+    async def write_files(self, files: Sequence[WriteEntry]) -> List[EntryInfo]:
+        """Writes several files, one after the other; stops at the first error."""
+        return [await self.write(f.path, f.data) for f in files]
 
     async def list(self, path: str, depth: int = 1) -> List[EntryInfo]:
         resp = await self._http.request("GET", self._p("/fs/list"), params={"path": path, "depth": str(depth)})

@@ -297,3 +297,12 @@ class PtySize:
 
     rows: int = 24
     cols: int = 80
+
+
+@dataclasses.dataclass
+class WriteEntry:
+    """One file of `files.write_files` (E2B's WriteEntry): PATH and its DATA (str, bytes, or a
+    file object, streamed)."""
+
+    path: str
+    data: Any

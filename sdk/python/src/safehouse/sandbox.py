@@ -8,8 +8,8 @@ import json
 import os
 import threading
 import time
-from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Union,
-                    overload)
+from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple,
+                    Union, overload)
 
 import httpx
 
@@ -22,7 +22,7 @@ from .admin import Admin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
 from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
-                     describe_failure)
+                     WriteEntry, describe_failure)
 from .policy import Policy
 
 OutputHandler = Callable[[str], Any]
@@ -441,6 +441,10 @@ class Filesystem:
         resp = self._http.request("PUT", self._p("/files"), params={"path": path}, content=content,
                                   headers=headers, timeout=httpx.Timeout(120.0, connect=10.0))
         return EntryInfo.from_json(resp.json())
+
+    def write_files(self, files: Sequence[WriteEntry]) -> List[EntryInfo]:
+        """Writes several files, one after the other (E2B's write_files); stops at the first error."""
+        return [self.write(f.path, f.data) for f in files]
 
     def list(self, path: str, depth: int = 1) -> List[EntryInfo]:
         resp = self._http.request("GET", self._p("/fs/list"), params={"path": path, "depth": str(depth)})
