@@ -486,3 +486,12 @@ def test_write_files_like_e2b(sbx):
     assert [(i.path, i.size) for i in infos] == [("/workspace/m/a.txt", 1), ("/workspace/m/b.bin", 2),
                                                  ("/workspace/m/c.txt", 3)]
     assert sbx.commands.run("cat /workspace/m/a.txt /workspace/m/c.txt").stdout == "ACCC"
+
+
+def test_the_key_is_not_in_reprs(daemon, sbx):
+    key = os.environ["SAFEHOUSE_API_KEY"]
+    with Admin() as admin:
+        made = admin.create_key("reprs")
+        texts = [repr(sbx), repr(sbx._http.config), repr(made), repr(admin.list_keys()), repr(sbx.get_info())]
+        assert not any(key in t or made.key in t for t in texts)
+        admin.revoke_key(made.id)

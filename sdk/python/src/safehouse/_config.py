@@ -20,7 +20,7 @@ CHUNK = 1 << 20
 @dataclasses.dataclass(frozen=True)
 class ConnectionConfig:
     url: str
-    api_key: Optional[str]
+    api_key: Optional[str] = dataclasses.field(repr=False)  # never in a repr or a log line
     request_timeout: float = 60.0
 
     @classmethod
