@@ -621,13 +621,13 @@ def wait_for(pred, timeout, interval=0.1):
         time.sleep(interval)
 
 
-def running_daemon():
+def running_daemon(**daemon_args):
     """A started daemon for a test session (skips, or fails under CI, when the binary
-    cannot serve); the caller cleans it up."""
+    cannot serve); the caller cleans it up. `daemon_args` go to `Daemon`."""
     ok, why = binary_serves()
     if not ok:
         skip_or_fail(why)
-    d = Daemon()
+    d = Daemon(**daemon_args)
     try:
         d.start()
     except RuntimeError as e:

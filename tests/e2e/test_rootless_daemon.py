@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .support import IS_ROOT, Daemon, binary_serves, pid_alive, skip_or_fail, wait_for
+from .support import IS_ROOT, pid_alive, running_daemon, wait_for
 
 USER = "nobody"
 
@@ -26,15 +26,7 @@ def host_uids(pid):
 def rootless():
     if not IS_ROOT:
         pytest.skip("needs root to start a daemon as another user")
-    ok, why = binary_serves()
-    if not ok:
-        skip_or_fail(why)
-    d = Daemon(run_as=USER)
-    try:
-        d.start()
-    except RuntimeError as e:
-        d.cleanup()
-        pytest.fail(str(e))
+    d = running_daemon(run_as=USER)
     yield d
     d.cleanup()
 
