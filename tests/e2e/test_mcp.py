@@ -12,9 +12,14 @@ import traceback
 
 import pytest
 
-from .support import BIN, Api, free_port, wait_for
+from .support import BIN, free_port, wait_for
 
-mcp = pytest.importorskip("mcp", reason="the `mcp` package (tests/requirements.txt)")
+try:
+    import mcp
+except ImportError:
+    if os.environ.get("CI"):
+        raise  # a broken test environment, not a skip
+    pytest.skip("needs the `mcp` package (tests/requirements.txt)", allow_module_level=True)
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamablehttp_client  # noqa: E402
@@ -112,8 +117,8 @@ async def exercise_every_tool(s, api):
     k = ok(await s.call_tool("sandbox_kill", {"sandbox_id": sid}))
     assert k == {"sandbox_id": sid, "state": "killed"}
     assert api.info(sid)["state"] == "killed"
-    assert "not running" in err(await s.call_tool("run_command", {"sandbox_id": sid, "command": "true"})) \
-        or "killed" in err(await s.call_tool("run_command", {"sandbox_id": sid, "command": "true"}))
+    text = err(await s.call_tool("run_command", {"sandbox_id": sid, "command": "true"}))
+    assert text == "error (not_running): the sandbox is killed", text
 
 
 def test_every_tool_over_streamable_http(daemon, api):

@@ -6,8 +6,8 @@
 //!
 //! stdout carries JSON-RPC only; diagnostics go to stderr. When the daemon cannot be
 //! reached, or refuses the key, each request is answered with a JSON-RPC error saying
-//! which variable to fix. Requests run concurrently (a long command does not hold up a
-//! `ping`). On EOF the session is ended (`DELETE /mcp`), which kills the sandboxes it
+//! which variable to fix. Requests run concurrently, up to 32 at a time (a long command
+//! does not hold up a `ping`). On EOF the session is ended (`DELETE /mcp`), which kills the sandboxes it
 //! created unless `--keep-sandboxes`; then the process exits 0. A session the daemon no
 //! longer knows (it restarted) is opened again transparently.
 
@@ -22,6 +22,8 @@ use super::client::{Client, DEFAULT_URL};
 
 /// Longest message line read from stdin (the daemon takes bodies up to 1 MiB).
 const MAX_LINE: u64 = 4 << 20;
+/// Requests forwarded at once; past this, reading stdin waits for the oldest to finish.
+const MAX_IN_FLIGHT: usize = 32;
 /// JSON-RPC error codes this bridge answers with itself.
 const PARSE_ERROR: i64 = -32700;
 const SERVER_ERROR: i64 = -32000;
@@ -67,6 +69,9 @@ pub fn main(a: McpArgs) -> i32 {
         } else {
             let (b, text) = (bridge.clone(), text.to_string());
             workers.retain(|w: &std::thread::JoinHandle<()>| !w.is_finished());
+            while workers.len() >= MAX_IN_FLIGHT {
+                let _ = workers.remove(0).join();
+            }
             workers.push(std::thread::spawn(move || b.handle(&text, parsed.as_ref())));
         }
     }

@@ -256,7 +256,7 @@ async fn run_command(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
         timeout_s: a.timeout_s,
         limits: ExecLimits::default(),
     };
-    let (r, denials) = exec(ctx, &id, req).await?;
+    let (r, denials) = exec(ctx.st, &ctx.tenant.name, &id, req).await?;
     let (text, structured) = envelope(&id, r, denials, false);
     Ok(ToolResult::ok(200, Some(id), text, structured))
 }
@@ -310,28 +310,35 @@ async fn run_code(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
             ));
         }
         let id = sandbox_id(&id)?;
-        let (r, denials) = exec(ctx, &id, req).await?;
+        let (r, denials) = exec(ctx.st, &ctx.tenant.name, &id, req).await?;
         let (text, structured) = envelope(&id, r, denials, false);
         return Ok(ToolResult::ok(200, Some(id), text, structured));
     }
-    // One-shot: a fresh sandbox for this code alone, killed whatever happens.
-    let info = create(ctx, CreateRequest { preset: a.preset, ..CreateRequest::default() }, true).await?;
-    let id = info["id"].as_str().unwrap_or_default().to_string();
-    let ran = exec(ctx, &id, req).await;
-    if let Err(e) = ctx.st.manager.kill(&ctx.tenant.name, &id).await {
-        eprintln!("safehouse: mcp: cannot kill one-shot sandbox {id}: {e}");
-    }
-    let (r, denials) = ran?;
+    // One-shot: a fresh sandbox for this code alone, killed whatever happens. In a task of
+    // its own, so a client that hangs up mid-run does not leave the sandbox behind.
+    let create = CreateRequest { preset: a.preset, ..CreateRequest::default() };
+    crate::api::sandboxes::check_create(&create)?;
+    crate::api::exec::check_request(&req)?;
+    let (st, tenant) = (ctx.st.clone(), ctx.tenant.name.clone());
+    let task = tokio::spawn(async move {
+        let info = st.manager.create(&tenant, create).await?;
+        let ran = exec(&st, &tenant, &info.id, req).await;
+        if let Err(e) = st.manager.kill(&tenant, &info.id).await {
+            eprintln!("safehouse: mcp: cannot kill one-shot sandbox {}: {e}", info.id);
+        }
+        ran.map(|(r, denials)| (info.id, r, denials))
+    });
+    let (id, r, denials) = task.await.map_err(ApiError::internal)??;
     let (text, structured) = envelope(&id, r, denials, true);
     Ok(ToolResult::ok(200, Some(id), text, structured))
 }
 
 /// Runs `req` as `POST /v1/sandboxes/{id}/exec` does, collecting the network denials the
 /// sandbox's gateway reported meanwhile.
-async fn exec(ctx: &Ctx<'_>, id: &str, req: ExecRequest) -> Result<(ExecResult, Vec<Value>), ApiError> {
+async fn exec(st: &AppState, tenant: &str, id: &str, req: ExecRequest) -> Result<(ExecResult, Vec<Value>), ApiError> {
     crate::api::exec::check_request(&req)?;
-    let mut sub = ctx.st.manager.events().subscribe_sandbox(id, u64::MAX);
-    let r = ctx.st.manager.exec(&ctx.tenant.name, id, req).await?;
+    let mut sub = st.manager.events().subscribe_sandbox(id, u64::MAX);
+    let r = st.manager.exec(tenant, id, req).await?;
     let mut denials = Vec::new();
     loop {
         use tokio::sync::broadcast::error::TryRecvError;
