@@ -264,6 +264,7 @@ class StdioProc:
         self.p.stdin.close()
         rc = self.p.wait(timeout=timeout)
         rest = self.p.stdout.read()
+        self.stderr = self.p.stderr.read().decode(errors="replace")
         self.p.stdout.close()
         self.p.stderr.close()
         return rc, rest
@@ -380,6 +381,10 @@ def test_jsonrpc_errors(api):
     # 2025-06-18 has no batches.
     r = raw.post([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])
     assert r.status == 400 and r.json()["error"]["code"] == -32600 and "batch" in r.json()["error"]["message"], r
+    big = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+           "params": {"name": "write_file", "arguments": {"sandbox_id": "x", "path": "/tmp/x", "content": "x" * (2 << 20)}}}
+    r = raw.post(big)
+    assert r.status == 413 and r.json()["error"]["code"] == -32000 and "1048576" in r.json()["error"]["message"], r
     r = raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"Content-Type": "text/plain"})
     assert r.status == 415, r
     r = raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers={"MCP-Protocol-Version": "1999-01-01"})
@@ -465,3 +470,24 @@ def test_session_end_kills_its_sandboxes_unless_kept(api):
     assert api.info(also_kept)["state"] == "running"
     api.kill(kept)
     api.kill(also_kept)
+
+
+def test_stdio_reopens_the_session_after_a_daemon_restart(own_daemon):
+    d = own_daemon.start()
+    api = d.admin()
+    proc = StdioProc(d, d.admin_key)
+    try:
+        proc.initialize()
+        sid = proc.request("tools/call", {"name": "sandbox_create", "arguments": {"keep": True}})
+        sid = sid["result"]["structuredContent"]["id"]
+        d.created.append((d.admin_key, sid))
+        d.stop()
+        d.start()  # same port and data dir: the sandbox is re-attached, the session is forgotten
+        r = proc.request("tools/call", {"name": "run_command", "arguments": {"sandbox_id": sid, "command": "echo back"}})
+        assert r["result"]["structuredContent"]["stdout"] == "back\n", r
+    finally:
+        rc, _ = proc.close()
+    assert rc == 0
+    assert "the daemon forgot the session; opening a new one" in proc.stderr, proc.stderr
+    assert api.info(sid)["state"] == "running"  # kept
+    api.kill(sid)
