@@ -18,7 +18,9 @@ use crate::api::json::{parse, read_body, MAX_JSON_BODY};
 use crate::api::AppState;
 use crate::auth::Tenant;
 
+/// Names the session on every request after `initialize`.
 pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The negotiated protocol version, sent by clients after `initialize`.
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 /// `true` at initialize: the session's sandboxes outlive it (see `Session::keep_sandboxes`).
 pub const KEEP_HEADER: &str = "safehouse-keep-sandboxes";
@@ -33,6 +35,9 @@ fn refuse(status: StatusCode, code: i64, message: impl Into<String>) -> Response
     answer(status, &RpcError::new(Value::Null, code, message).to_message())
 }
 
+/// `POST /mcp`: `initialize` opens a session; anything else needs one, and is answered
+/// (a request), accepted with 202 (notifications, responses) or refused with a JSON-RPC
+/// error and a 4xx status (not JSON-RPC, no session, a batch the version does not allow).
 pub async fn post(State(st): State<AppState>, tenant: Tenant, headers: HeaderMap, req: Request) -> Response {
     let is_json = headers
         .get(header::CONTENT_TYPE)

@@ -8,9 +8,10 @@ use serde_json::{json, Map, Value};
 pub const PARSE_ERROR: i64 = -32700;
 /// Valid JSON that is not a JSON-RPC message (or a batch where batches are not allowed).
 pub const INVALID_REQUEST: i64 = -32600;
+/// A method this server does not serve.
 pub const METHOD_NOT_FOUND: i64 = -32601;
+/// Params missing or of the wrong shape (also an unknown tool name).
 pub const INVALID_PARAMS: i64 = -32602;
-pub const INTERNAL_ERROR: i64 = -32603;
 /// Server-defined: the daemon refused the call (authentication, session, capacity).
 pub const SERVER_ERROR: i64 = -32000;
 
@@ -45,6 +46,7 @@ pub struct RpcError {
 }
 
 impl RpcError {
+    /// An error answered under `id`.
     pub fn new(id: Id, code: i64, message: impl Into<String>) -> RpcError {
         RpcError { id, code, message: message.into() }
     }
@@ -63,7 +65,9 @@ pub fn result(id: &Id, result: Value) -> Value {
 /// A body is one message or a batch of them.
 #[derive(Debug)]
 pub enum Body {
+    /// One message.
     Single(Value),
+    /// Several, answered together in one array.
     Batch(Vec<Value>),
 }
 

@@ -18,7 +18,9 @@ const MAX_TRACKED: usize = 1024;
 /// One client's session.
 #[derive(Debug)]
 pub struct Session {
+    /// `mcp_` + 32 hex characters, sent back as `Mcp-Session-Id`.
     pub id: String,
+    /// The tenant of the key that opened it; no other tenant can use it.
     pub tenant: String,
     /// The protocol version agreed at `initialize`.
     pub version: String,
@@ -63,7 +65,9 @@ impl Session {
 /// Why a session could not be opened.
 #[derive(Debug, PartialEq, Eq)]
 pub enum OpenError {
+    /// The tenant has `MAX_PER_TENANT` open.
     TenantFull,
+    /// The daemon has `MAX_SESSIONS` open.
     DaemonFull,
 }
 
@@ -113,10 +117,12 @@ impl Sessions {
         None
     }
 
+    /// How many sessions are open.
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

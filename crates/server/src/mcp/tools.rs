@@ -36,8 +36,11 @@ const MAX_DENIALS: usize = 20;
 
 /// What a tool call needs: the daemon, the caller and the MCP session.
 pub struct Ctx<'a> {
+    /// The daemon.
     pub st: &'a AppState,
+    /// Who calls (from the API key).
     pub tenant: &'a Tenant,
+    /// The MCP session the call came in.
     pub session: &'a Arc<Session>,
 }
 
@@ -45,10 +48,15 @@ pub struct Ctx<'a> {
 /// status the matching API call would have had (for the audit record).
 #[derive(Debug)]
 pub struct ToolResult {
+    /// For the model: the outcome in words.
     pub text: String,
+    /// `structuredContent`: the same as data (matches the tool's `outputSchema` unless an error).
     pub structured: Value,
+    /// The daemon refused the call.
     pub is_error: bool,
+    /// The status the same API call would have answered.
     pub status: u16,
+    /// The sandbox the call was about, for the audit record.
     pub sandbox: Option<String>,
 }
 
