@@ -491,3 +491,26 @@ def test_stdio_reopens_the_session_after_a_daemon_restart(own_daemon):
     assert "the daemon forgot the session; opening a new one" in proc.stderr, proc.stderr
     assert api.info(sid)["state"] == "running"  # kept
     api.kill(sid)
+
+
+def test_tool_schemas_are_valid_and_match_what_the_tools_take(daemon):
+    import jsonschema  # a dependency of mcp
+
+    async def main():
+        async with http_session(daemon, daemon.admin_key) as s:
+            return {t.name: t for t in (await s.list_tools()).tools}
+    tools = run(main())
+    for t in tools.values():
+        jsonschema.Draft202012Validator.check_schema(t.inputSchema)
+        jsonschema.Draft202012Validator.check_schema(t.outputSchema)
+    good = {"run_command": {"sandbox_id": "sb_x", "command": ["ls", "-l"], "timeout_s": 1.5},
+            "run_code": {"code": "print(1)", "language": "bash"},
+            "sandbox_create": {"policy": "version = 1\n", "keep": True},
+            "write_file": {"sandbox_id": "sb_x", "path": "/a", "content": "", "encoding": "base64"}}
+    for name, args in good.items():
+        jsonschema.validate(args, tools[name].inputSchema)
+    bad = {"run_command": {"sandbox_id": "sb_x", "cmd": "ls"}, "run_code": {"code": "x", "language": "cobol"},
+           "read_file": {"sandbox_id": "sb_x"}, "list_files": {"sandbox_id": "sb_x", "depth": 17}}
+    for name, args in bad.items():
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(args, tools[name].inputSchema)
