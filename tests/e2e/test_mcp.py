@@ -514,3 +514,18 @@ def test_tool_schemas_are_valid_and_match_what_the_tools_take(daemon):
     for name, args in bad.items():
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(args, tools[name].inputSchema)
+
+
+def test_stdio_forwards_batches_of_2025_03_26(daemon):
+    proc = StdioProc(daemon, daemon.admin_key)
+    try:
+        r = proc.request("initialize", {"protocolVersion": "2025-03-26", "capabilities": {},
+                                        "clientInfo": {"name": "e2e", "version": "0"}})
+        assert r["result"]["protocolVersion"] == "2025-03-26", r
+        proc.send([{"jsonrpc": "2.0", "method": "notifications/initialized"},
+                   {"jsonrpc": "2.0", "id": "a", "method": "ping"},
+                   {"jsonrpc": "2.0", "id": "b", "method": "tools/list"}])
+        answers = json.loads(proc.p.stdout.readline())
+        assert [a["id"] for a in answers] == ["a", "b"] and answers[0]["result"] == {}, answers
+    finally:
+        assert proc.close()[0] == 0
