@@ -158,6 +158,19 @@ mod tests {
     }
 
     #[test]
+    fn idle_sessions_expire() {
+        let s = Sessions::default();
+        let a = s.open("t", "v", false).unwrap();
+        let Some(long_ago) = Instant::now().checked_sub(IDLE_EXPIRY + Duration::from_secs(1)) else {
+            return; // a host up for less than an hour cannot backdate
+        };
+        *a.last_used.lock().unwrap() = long_ago;
+        assert!(s.get("t", &a.id).is_none());
+        s.open("t", "v", false).unwrap();
+        assert_eq!(s.len(), 1, "opening a session forgets the expired ones");
+    }
+
+    #[test]
     fn per_tenant_cap() {
         let s = Sessions::default();
         for _ in 0..MAX_PER_TENANT {
