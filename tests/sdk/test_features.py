@@ -435,6 +435,8 @@ def test_admin_health_and_prometheus(sbx):
 NOT_WRAPPED = {
     ("GET", "/v1/openapi.json"): "the API's own description, for tools rather than programs",
     ("GET", "/v1/sandboxes/{id}/execs"): "a placeholder the event stream (proc.exec) replaces",
+    ("POST", "/mcp"): "the MCP transport, for MCP clients (the `mcp` package), not the SDK",
+    ("DELETE", "/mcp"): "the MCP transport, for MCP clients (the `mcp` package), not the SDK",
 }
 
 
