@@ -8,6 +8,7 @@ pub mod e2b;
 pub mod events;
 pub mod files;
 pub mod manager;
+pub mod mcp;
 pub mod openapi;
 pub mod server;
 pub mod store;

@@ -97,6 +97,7 @@ pub fn router(listen: SocketAddr, allowed_hosts: &[String], manager: Manager, au
         auth,
         hosts,
         ports: Arc::new(api::ports::PortProxy::default()),
+        mcp: Arc::new(crate::mcp::Sessions::default()),
         e2b: Arc::new(e2b),
     })
 }

@@ -4,7 +4,7 @@ mod audit;
 mod control;
 pub mod errors;
 mod events;
-mod exec;
+pub(crate) mod exec;
 mod execs;
 mod files;
 pub mod guard;
@@ -16,7 +16,7 @@ mod metrics;
 pub mod params;
 pub mod ports;
 mod processes;
-mod sandboxes;
+pub(crate) mod sandboxes;
 
 use std::sync::Arc;
 
@@ -38,6 +38,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub hosts: Arc<HostAllowlist>,
     pub ports: Arc<ports::PortProxy>,
+    /// Open MCP sessions (crate::mcp).
+    pub mcp: Arc<crate::mcp::Sessions>,
     /// The E2B-compatible front's own state (crate::e2b).
     pub e2b: Arc<crate::e2b::E2bState>,
 }
@@ -91,6 +93,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sandboxes/{id}/thaw"),
     ("POST", "/v1/kill-all"),
     ("GET", "/metrics"),
+    ("POST", "/mcp"),
+    ("DELETE", "/mcp"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -126,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/thaw", post(control::thaw))
         .route("/v1/kill-all", post(control::kill_all))
         .route("/metrics", get(metrics::prometheus))
+        .route("/mcp", post(crate::mcp::http::post).delete(crate::mcp::http::delete))
         .route("/v2/sandboxes", post(e2b::control::create).get(e2b::control::list))
         .route("/sandboxes/{id}", get(e2b::control::get).delete(e2b::control::kill))
         .route("/sandboxes/{id}/timeout", post(e2b::control::set_timeout))
