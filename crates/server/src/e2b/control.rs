@@ -389,7 +389,7 @@ pub async fn pause(State(st): State<AppState>, tenant: Tenant, Path(id): Path<St
         async {
             let info = alive(&st, &tenant, &id).await?;
             if info.state == SandboxState::Frozen {
-                return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("sandbox {id} is already paused")));
+                return Err(ApiError::new(StatusCode::CONFLICT, "frozen", format!("sandbox {id} is already paused")));
             }
             st.manager.freeze(&tenant.name, &id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
