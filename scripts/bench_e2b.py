@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Round trips through the E2B-compatible front with the real e2b SDK, against the native
 API for the same command (medians). Run from the repository root with the test venv:
-    SAFEHOUSE_BIN=target/safehouse .venv/bin/python scripts/bench-e2b.py
+    SAFEHOUSE_BIN=target/safehouse .venv/bin/python scripts/bench_e2b.py
 """
 import os, sys, time, statistics, json
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
