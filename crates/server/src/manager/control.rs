@@ -211,6 +211,7 @@ impl Manager {
                     gw.shutdown();
                 }
                 l.link.close();
+                self.unwatch_files(&l.id);
             }
             let store = self.inner.store.clone();
             tokio::task::spawn_blocking(move || kill_and_remove(&victims, &store, "stopped by kill-all"))
