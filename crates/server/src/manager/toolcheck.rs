@@ -32,11 +32,12 @@ fn resolve_flags() -> u64 {
 }
 
 /// `path` (absolute, in the sandbox's view) opened beneath `root`, symlinks followed
-/// inside it.
+/// inside it. `O_PATH`: the file itself is never opened (a path the sandbox chose may name
+/// a FIFO or a device, where an open could block or act).
 fn open_in(root: &OwnedFd, path: &str) -> Option<OwnedFd> {
     let rel = CString::new(path.trim_start_matches('/')).ok()?;
     let rel = if rel.as_bytes().is_empty() { CString::from(c".") } else { rel };
-    sys::openat2(root.as_fd(), &rel, libc::O_RDONLY | libc::O_NONBLOCK, 0, resolve_flags()).ok()
+    sys::openat2(root.as_fd(), &rel, libc::O_PATH, 0, resolve_flags()).ok()
 }
 
 impl AllowedExecs {
@@ -49,7 +50,10 @@ impl AllowedExecs {
                 files.extend(open_in(&root, text));
                 continue;
             }
-            let Some(dir) = open_in(&root, &pattern.dir) else { continue };
+            let Ok(rel) = CString::new(pattern.dir.trim_start_matches('/')) else { continue };
+            let rel = if rel.as_bytes().is_empty() { CString::from(c".") } else { rel };
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+            let Ok(dir) = sys::openat2(root.as_fd(), &rel, flags, 0, resolve_flags()) else { continue };
             let mut budget = MAX_GRANTS;
             for (raw, _) in super::fswatch::scan(dir.as_fd(), &mut budget) {
                 let name = String::from_utf8_lossy(&raw);
@@ -66,6 +70,7 @@ impl AllowedExecs {
                 continue;
             }
             inodes.insert((st.dev, st.ino));
+            // A regular file (checked above): reopened for reading its ELF header.
             if let Ok(mut file) = File::open(format!("/proc/self/fd/{}", f.as_raw_fd())) {
                 if let Ok(Some(interp)) = elf_interpreter(&mut file) {
                     interps.push(interp);
