@@ -450,8 +450,15 @@ class Daemon:
     # to servers the tests start on 127.0.0.1 (tests/network/internet.py).
     GATEWAY_RESOLVE = "web.test=127.0.0.1;other.test=127.0.0.1"
 
-    def __init__(self, data_dir=None, admin_key=None, port=None):
+    def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="safehouse-e2e-data-")
+        # run_as: a user name; the daemon then runs unprivileged (rootless mode) and owns
+        # its data dir.
+        self.run_as = run_as
+        if run_as:
+            import pwd
+            pw = pwd.getpwnam(run_as)
+            os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         self.admin_key = admin_key or new_admin_key()
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -473,11 +480,16 @@ class Daemon:
                "SAFEHOUSE_GATEWAY_RESOLVE": self.GATEWAY_RESOLVE}
         if "SAFEHOUSE_EXECWATCH" in os.environ:  # exec observation off, to measure its cost
             env["SAFEHOUSE_EXECWATCH"] = os.environ["SAFEHOUSE_EXECWATCH"]
+        drop = {}
+        if self.run_as:
+            env["HOME"] = self.data_dir
+            drop = {"user": self.run_as, "group": self.run_as if self.run_as != "nobody" else "nogroup",
+                    "extra_groups": []}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "--listen", f"{self.host}:{self.port}",
                                       "--data-dir", self.data_dir],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, **drop)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -609,13 +621,13 @@ def wait_for(pred, timeout, interval=0.1):
         time.sleep(interval)
 
 
-def running_daemon():
+def running_daemon(**daemon_args):
     """A started daemon for a test session (skips, or fails under CI, when the binary
-    cannot serve); the caller cleans it up."""
+    cannot serve); the caller cleans it up. `daemon_args` go to `Daemon`."""
     ok, why = binary_serves()
     if not ok:
         skip_or_fail(why)
-    d = Daemon()
+    d = Daemon(**daemon_args)
     try:
         d.start()
     except RuntimeError as e:

@@ -26,44 +26,73 @@ def test_agent_death_marks_the_sandbox_failed_and_cleans_up(api):
     assert r.status == 409, r
 
 
-def test_sandboxed_code_cannot_stop_or_reach_the_agent(api, sandbox):
-    """PR-01/PR-10/AG-01 from inside: signals to PID 1 are ignored (no handler in a pid
-    namespace's init), its /proc entries are closed, and no socket leads to the daemon."""
-    sid = sandbox["id"]
-    probe = r"""
-import errno, os, signal, socket
-out = []
-for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM):
+# Takes a target pid and a directory to search for sockets, so the same probe runs
+# outside (against a process of its own, where every step must succeed) and inside
+# (against the agent, PID 1, where every step must fail).
+_AGENT_PROBE = r"""
+import errno, json, os, signal, stat, sys
+pid, top = int(sys.argv[1]), sys.argv[2]
+out = {}
+for p in ("fd", "mem", "environ", "root/"):
+    path = f"/proc/{pid}/{p}"
     try:
-        os.kill(1, sig); out.append(f"kill-{sig.name}:ok")
+        (os.listdir(path) if p in ("fd", "root/") else open(path, "rb").close()); out[p] = "ok"
     except OSError as e:
-        out.append(f"kill-{sig.name}:{errno.errorcode[e.errno]}")
-for p in ("/proc/1/fd", "/proc/1/mem", "/proc/1/environ", "/proc/1/root/"):
-    try:
-        (os.listdir(p) if p.endswith(("fd", "/")) else open(p, "rb").read(1)); out.append(f"{p}:ok")
-    except OSError as e:
-        out.append(f"{p}:{errno.errorcode[e.errno]}")
+        out[p] = errno.errorcode[e.errno]
 socks = []
-for d, _, files in os.walk("/", onerror=lambda e: None):
+for d, _, files in os.walk(top, onerror=lambda e: None):
     if d.startswith(("/proc", "/sys")):
         continue
     for f in files:
         try:
-            if os.path.stat.S_ISSOCK(os.lstat(os.path.join(d, f)).st_mode):
+            if stat.S_ISSOCK(os.lstat(os.path.join(d, f)).st_mode):
                 socks.append(os.path.join(d, f))
         except OSError:
             pass
-out.append("sockets:" + ",".join(socks))
-print(" ".join(out))
+out["sockets"] = socks
+for sig in (signal.SIGSTOP, signal.SIGKILL):
+    try:
+        os.kill(pid, sig); out[sig.name] = "ok"
+    except OSError as e:
+        out[sig.name] = errno.errorcode[e.errno]
+print(json.dumps(out))
 """
-    r = api.exec(sid, ["python3", "-c", probe], timeout_s=60)
+
+
+def test_sandboxed_code_cannot_stop_or_reach_the_agent(api, sandbox, tmp_path):
+    """PR-01/PR-10/AG-01: signals to PID 1 are ignored (no handler in a pid namespace's
+    init), its /proc entries are closed, and no socket leads to the daemon."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    # Outside: the probe reaches a process of its own and finds a socket it made.
+    victim = subprocess.Popen(["sleep", "60"])
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "s.sock"))
+    try:
+        r = subprocess.run([sys.executable, "-c", _AGENT_PROBE, str(victim.pid), str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert all(got[p] == "ok" for p in ("fd", "mem", "environ", "root/")), got
+        assert got["sockets"] == [str(tmp_path / "s.sock")], got
+        assert got["SIGKILL"] == "ok" and victim.wait(timeout=10) == -9, got
+    finally:
+        victim.kill()
+        sock.close()
+
+    # Inside, against the agent.
+    sid = sandbox["id"]
+    r = api.exec(sid, ["python3", "-c", _AGENT_PROBE, "1", "/"], timeout_s=60)
     assert r["exit_code"] == 0, r
-    got = dict(item.split(":", 1) for item in r["stdout"].split())
-    # The signals are delivered to nobody (no error, no effect): the agent lives on.
-    assert got["kill-SIGKILL"] == "ok" and got["kill-SIGSTOP"] == "ok", got
-    for p in ("/proc/1/fd", "/proc/1/mem", "/proc/1/environ", "/proc/1/root/"):
+    got = json.loads(r["stdout"])
+    for p in ("fd", "mem", "environ", "root/"):
         assert got[p] == "EACCES", (p, got)
-    assert got["sockets"] == "", f"sockets visible inside: {got['sockets']}"
+    assert got["sockets"] == [], f"sockets visible inside: {got['sockets']}"
+    # The signals are delivered to nobody (no error, no effect): the agent lives on.
+    assert got["SIGKILL"] == "ok" and got["SIGSTOP"] == "ok", got
     assert api.exec(sid, ["echo", "still here"])["stdout"] == "still here\n"
     assert api.info(sid)["state"] == "running"
 

@@ -17,7 +17,28 @@ def test_example_runs(daemon, script):
     p = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=60,
                        env=env, cwd="/")
     assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
-    if script == "quickstart.py":
-        assert "hello from python" in p.stdout and "45" in p.stdout
-        assert "read back: written from the SDK" in p.stdout
-        assert "failed as expected: exit 3" in p.stdout and "killed: True" in p.stdout
+    for line in EXPECTED[script]:
+        assert line in p.stdout, f"{script} did not print {line!r}; stdout:\n{p.stdout}"
+
+
+#: What each example must print: it did what it shows, not just exit 0.
+EXPECTED = {
+    "quickstart.py": ["hello from python", "45", "read back: written from the SDK",
+                      "failed as expected: exit 3", "killed: True"],
+    "run_code.py": ["python: 2432902008176640000 (exit 0", "from the previous run: 42",
+                    "error result: exit status 1; ZeroDivisionError: division by zero", "shell says 42"],
+    "streaming.py": ["stdout> tick 1\nstdout> tick 2\nstdout> tick 3\n", "chunk: 'started\\n'",
+                     "background exit: 0", "cat said: fed through stdin", "sleeper: got TERM",
+                     "pty saw size: True", "events: sandbox.created ..."],
+    "files.py": ["# hello", "file README.md", "dir  src", "renamed: True", "watched: create src/main.py",
+                 "uploaded 16777216 bytes; checksum round trip ok: True", "removed: True"],
+    "policy_builder.py": ['"kill_after_violations": 50', "allowed", "ls: 126", "Permission denied",
+                          "hidden file: PermissionError", "metrics: ", "refused: policy:", '"lots" is not a size'],
+    "langchain_tools.py": ["safehouse_shell: ['command', 'timeout']", "wrote 12 bytes to /workspace/data.csv",
+                           "stdout:\n6\n", "stdout:\na,b\n1,2\n3,4\n", "exit code: 126\ndenied: the sandbox's policy"],
+}
+
+
+@pytest.mark.unit
+def test_every_example_is_checked():
+    assert sorted(EXPECTED) == sorted(p.name for p in EXAMPLES.glob("*.py"))

@@ -13,7 +13,7 @@ safehouse = pytest.importorskip("safehouse")
 from safehouse import (AuthenticationError, CommandExitException, CommandResult, EntryInfo,  # noqa: E402
                        FileType, InvalidRequestError, NotFoundError, Policy, PolicyRefusedError,
                        QuotaExceededError, SafehouseError, SafehouseTimeoutError, Sandbox,
-                       SandboxNotRunningError)
+                       SandboxNotRunningError, ServerError, CapacityError)
 from safehouse.exceptions import error_from_response  # noqa: E402
 
 MiB = 1 << 20
@@ -361,7 +361,8 @@ def test_quota_exceeded(daemon):
 @pytest.mark.unit
 def test_error_mapping():
     cases = {400: InvalidRequestError, 401: AuthenticationError, 404: NotFoundError,
-             409: SandboxNotRunningError, 413: QuotaExceededError, 422: PolicyRefusedError, 500: SafehouseError}
+             409: SandboxNotRunningError, 413: QuotaExceededError, 422: PolicyRefusedError, 500: ServerError,
+             503: CapacityError, 418: SafehouseError}
     for status, cls in cases.items():
         e = error_from_response(status, b'{"error":{"code":"c","message":"do this instead"}}')
         assert type(e) is cls and str(e) == "do this instead" and e.status == status

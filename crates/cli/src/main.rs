@@ -51,6 +51,9 @@ enum Command {
     /// The emergency stop: freeze, cut off, kill and remove every sandbox (the admin key:
     /// all on the daemon; another key: its own); returns when none is left running
     KillAll(cmd::kill_all::KillAllArgs),
+    /// Serve MCP (Model Context Protocol) on stdio for an AI client, backed by the daemon:
+    /// sandbox tools (create, run commands and code, files, kill); docs/mcp.md
+    Mcp(cmd::mcp::McpArgs),
 }
 
 fn main() {
@@ -82,6 +85,7 @@ fn main() {
         Command::Keys(c) => cmd::keys::main(c),
         Command::Events(args) => cmd::events::main(args),
         Command::KillAll(a) => cmd::kill_all::main(a),
+        Command::Mcp(a) => cmd::mcp::main(a),
     };
     std::process::exit(code);
 }

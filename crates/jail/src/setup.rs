@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use safehouse_policy::landlock::{fs_rights_for_abi, scopes_for_abi, EXECUTE_FILE, MIN_ABI};
 use safehouse_policy::plan::Plan;
@@ -136,6 +137,12 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     if ctx.plan.gateway {
         open_gateway_listener(&ctx.sync_read)?;
     }
+    // 5b. A daemon sandbox hands its new root to the host side, which opens every path of
+    //     the file API and the disk metrics beneath it. (`/proc/<agent>/root` would do for
+    //     a root daemon, but the agent is non-dumpable, so a rootless one cannot open it.)
+    if ctx.agent.is_some() {
+        hand_over_root(&ctx.sync_read)?;
+    }
 
     // 6. Resource limits that are per process (cgroups were set by the host side).
     let l = &ctx.plan.limits;
@@ -236,6 +243,17 @@ fn open_gateway_listener(sync: &OwnedFd) -> Result<(), String> {
         "hand the gateway's listener to the host side",
         safehouse_sys::unix::send_with_fds(sync, b"g", &[listener.as_raw_fd()]),
     )
+}
+
+/// Sends the host side a descriptor of this sandbox's root directory; the sandbox keeps
+/// no copy (it already has `/`).
+fn hand_over_root(sync: &OwnedFd) -> Result<(), String> {
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open("/")
+        .map_err(|e| format!("open the new root for the host side: {e}"))?;
+    step("hand the root to the host side", safehouse_sys::unix::send_with_fds(sync, b"r", &[root.as_raw_fd()]))
 }
 
 /// Waits for the host side's next go message; returns the descriptors it carried.

@@ -42,6 +42,8 @@ pub struct Spawned {
     /// With exec observation: the seccomp listener on which every exec in the sandbox
     /// waits (crate::execwatch::Watcher answers it). The sandbox holds no copy.
     pub exec_listener: Option<OwnedFd>,
+    /// The sandbox's root directory (its `/`), for the host side's file operations.
+    pub root: OwnedFd,
 }
 
 /// Creates a sandbox whose PID 1 runs the agent; returns once setup is complete (or
@@ -95,6 +97,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         send(b"1", &[])?;
         let gateway =
             if plan.gateway { Some(OwnedFd::from(crate::run::receive_gateway_listener(&sync_write)?)) } else { None };
+        let root_dir = receive_root(&sync_write)?;
         send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())?;
         // A sandbox that fails before step 8b hangs up instead: its status says why.
         let exec = match exec_keeper {
@@ -108,11 +111,11 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
             },
             None => None,
         };
-        Ok((gateway, exec))
+        Ok((gateway, root_dir, exec))
     })();
     drop(tasks);
     // Wait for the sandbox's verdict: Ready (the agent takes over) or a failed step.
-    let verdict = release.and_then(|(gateway, exec)| {
+    let verdict = release.and_then(|(gateway, root_dir, exec)| {
         let mut status = File::from(status_read);
         let mut header = [0u8; 5];
         status.read_exact(&mut header).map_err(|_| JailError::Setup("the sandbox died during setup".into()))?;
@@ -122,7 +125,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         match Report::decode_all(&[header.as_slice(), &body].concat()) {
             Ok(r) if r.first() == Some(&Report::Ready) => match exec {
                 Some(None) => Err(JailError::Setup("the sandbox sent no exec listener".into())),
-                exec => Ok((gateway, exec.flatten())),
+                exec => Ok((gateway, root_dir, exec.flatten())),
             },
             Ok(r) => match r.into_iter().next() {
                 Some(Report::SetupFailed(msg)) => Err(JailError::Setup(msg)),
@@ -133,12 +136,25 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     });
     drop(sync_write);
     match verdict {
-        Ok((gateway_listener, exec_listener)) => Ok(Spawned { pid, pidfd, gateway_listener, exec_listener }),
+        Ok((gateway_listener, root, exec_listener)) => {
+            Ok(Spawned { pid, pidfd, gateway_listener, exec_listener, root })
+        }
         Err(e) => {
             let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
             let _ = process::wait4(pid, false);
             Err(e)
         }
+    }
+}
+
+/// Receives the sandbox's root directory (setup step 5b).
+fn receive_root(sync: &OwnedFd) -> Result<OwnedFd, JailError> {
+    let mut tag = [0u8; 8];
+    match safehouse_sys::unix::recv_with_fds(sync, &mut tag) {
+        Ok((1, mut fds)) if tag[0] == b'r' && fds.len() == 1 => Ok(fds.remove(0)),
+        Ok((0, _)) => Err(JailError::Setup("the sandbox failed before handing over its root".into())),
+        Ok(_) => Err(JailError::Setup("the sandbox sent something other than its root".into())),
+        Err(e) => Err(JailError::host("receive the sandbox's root", e)),
     }
 }
 

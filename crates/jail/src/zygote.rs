@@ -112,13 +112,15 @@ impl Zygote {
         }
         match serde_json::from_slice::<Reply>(&buf[..n]) {
             Ok(Reply::Spawned { pid, gateway, exec })
-                if got.len() == 1 + usize::from(gateway) + usize::from(exec) && (gateway == plan.gateway) =>
+                if got.len() == 2 + usize::from(gateway) + usize::from(exec) && (gateway == plan.gateway) =>
             {
                 let mut got = got.into_iter();
-                let pidfd = got.next().ok_or_else(|| JailError::Setup("the spawner sent no pidfd".into()))?;
+                let (Some(pidfd), Some(root)) = (got.next(), got.next()) else {
+                    return Err(JailError::Setup("the spawner sent no pidfd".into()));
+                };
                 let gateway_listener = if gateway { got.next() } else { None };
                 let exec_listener = if exec { got.next() } else { None };
-                Ok(Spawned { pid, pidfd, gateway_listener, exec_listener })
+                Ok(Spawned { pid, pidfd, gateway_listener, exec_listener, root })
             }
             Ok(Reply::Spawned { .. }) => Err(JailError::Setup("the spawner sent the wrong descriptors".into())),
             Ok(Reply::Refused { layer, reason }) => Err(JailError::LayerUnavailable { layer, reason }),
@@ -147,7 +149,7 @@ fn serve(sock: OwnedFd, entry: fn(OwnedFd, &Plan) -> !) -> ! {
         let (msg, sent) = match reply {
             Ok(spawned) => {
                 let (gateway, exec) = (spawned.gateway_listener.is_some(), spawned.exec_listener.is_some());
-                let mut sent = vec![spawned.pidfd];
+                let mut sent = vec![spawned.pidfd, spawned.root];
                 sent.extend(spawned.gateway_listener);
                 sent.extend(spawned.exec_listener);
                 (Reply::Spawned { pid: spawned.pid, gateway, exec }, sent)

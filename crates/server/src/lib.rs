@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod events;
 pub mod files;
 pub mod manager;
+pub mod mcp;
 pub mod openapi;
 pub mod server;
 pub mod store;

@@ -82,7 +82,13 @@ pub async fn serve(opts: ServeOptions, manager: Manager, store: Arc<Store>) -> i
 /// The API router for a daemon listening on `listen`.
 pub fn router(listen: SocketAddr, allowed_hosts: &[String], manager: Manager, auth: Authenticator) -> Router {
     let hosts = Arc::new(HostAllowlist::new(listen, allowed_hosts));
-    api::router(AppState { manager, auth, hosts, ports: Arc::new(api::ports::PortProxy::default()) })
+    api::router(AppState {
+        manager,
+        auth,
+        hosts,
+        ports: Arc::new(api::ports::PortProxy::default()),
+        mcp: Arc::new(crate::mcp::Sessions::default()),
+    })
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests

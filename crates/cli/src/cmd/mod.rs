@@ -11,5 +11,6 @@ pub mod exec;
 pub mod files;
 pub mod keys;
 pub mod kill_all;
+pub mod mcp;
 pub mod sandbox;
 pub mod shell;

@@ -19,6 +19,13 @@ pub async fn exec(
     SandboxId(id): SandboxId,
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_request(&req)?;
+    Ok(Json(st.manager.exec(&tenant.name, &id, req).await?))
+}
+
+/// What the HTTP layer checks in an exec request before the manager sees it (shared with
+/// the MCP tools).
+pub(crate) fn check_request(req: &ExecRequest) -> Result<(), ApiError> {
     check_command(&req.cmd)?;
     check_env(&req.env)?;
     if let Some(t) = req.timeout_s {
@@ -26,7 +33,7 @@ pub async fn exec(
             return Err(ApiError::invalid("timeout_s must be a positive number of seconds, at most 86400"));
         }
     }
-    Ok(Json(st.manager.exec(&tenant.name, &id, req).await?))
+    Ok(())
 }
 
 /// An argv must name a program; its strings go to the sandbox verbatim (no shell, no

@@ -4,7 +4,7 @@ mod audit;
 mod control;
 pub mod errors;
 mod events;
-mod exec;
+pub(crate) mod exec;
 mod execs;
 mod files;
 pub mod guard;
@@ -16,7 +16,7 @@ mod metrics;
 pub mod params;
 pub mod ports;
 mod processes;
-mod sandboxes;
+pub(crate) mod sandboxes;
 
 use std::sync::Arc;
 
@@ -35,6 +35,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub hosts: Arc<HostAllowlist>,
     pub ports: Arc<ports::PortProxy>,
+    /// Open MCP sessions (crate::mcp).
+    pub mcp: Arc<crate::mcp::Sessions>,
 }
 
 /// Every route as (method, path), in the router's path syntax. The OpenAPI test checks
@@ -85,6 +87,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sandboxes/{id}/thaw"),
     ("POST", "/v1/kill-all"),
     ("GET", "/metrics"),
+    ("POST", "/mcp"),
+    ("DELETE", "/mcp"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -120,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/thaw", post(control::thaw))
         .route("/v1/kill-all", post(control::kill_all))
         .route("/metrics", get(metrics::prometheus))
+        .route("/mcp", post(crate::mcp::http::post).delete(crate::mcp::http::delete))
         // Runs after routing (it needs the matched route), for routed requests only.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(errors::unknown_route)

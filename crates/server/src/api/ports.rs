@@ -28,7 +28,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use super::errors::ApiError;
 use super::AppState;
 use crate::auth::Tenant;
-use crate::manager::GATEWAY_PORT;
+use crate::manager::{ManagerError, GATEWAY_PORT};
 use crate::server::ConnPermit;
 use target::Target;
 
@@ -184,7 +184,11 @@ pub async fn proxy(State(st): State<AppState>, tenant: Tenant, req: Request) -> 
              use another port for your server"
         )));
     }
-    let netns = st.manager.netns(&tenant.name, &target.id)?;
+    let netns = st.manager.netns(&tenant.name, &target.id).map_err(|e| match e {
+        // A rootless daemon: the route exists, this daemon cannot serve it.
+        ManagerError::Refused { reason, .. } => ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", reason),
+        e => e.into(),
+    })?;
     let slot = st.ports.acquire(&target.id).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -32,6 +32,14 @@ pub async fn create(
     tenant: Tenant,
     ApiJson(req): ApiJson<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_create(&req)?;
+    let info = st.manager.create(&tenant.name, req).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// What the HTTP layer checks in a create request before the manager sees it (shared
+/// with the MCP tools).
+pub(crate) fn check_create(req: &CreateRequest) -> Result<(), ApiError> {
     if let Some(t) = req.timeout_s {
         check_timeout(t)?;
     }
@@ -39,8 +47,7 @@ pub async fn create(
     if req.metadata.len() > MAX_METADATA_KEYS {
         return Err(ApiError::invalid(format!("metadata has more than {MAX_METADATA_KEYS} keys")));
     }
-    let info = st.manager.create(&tenant.name, req).await?;
-    Ok((StatusCode::CREATED, Json(info)))
+    Ok(())
 }
 
 pub async fn list(State(st): State<AppState>, tenant: Tenant, q: QueryPairs) -> Result<impl IntoResponse, ApiError> {

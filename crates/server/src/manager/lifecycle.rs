@@ -162,7 +162,8 @@ impl Manager {
         let spawned = tokio::task::spawn_blocking(move || mgr.spawn_blocking(&id2, &dir2, &run_req))
             .await
             .map_err(internal)??;
-        let (pid, pidfd, cg, plan_json, gateway_listener, exec_listener, zones) = spawned;
+        let (spawned, cg, plan_json, zones) = spawned;
+        let safehouse_jail::spawn::Spawned { pid, pidfd, gateway_listener, exec_listener, root } = spawned;
         let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id).await {
             Ok(link) => link,
             Err(e) => {
@@ -236,6 +237,7 @@ impl Manager {
             next_cmd: Default::default(),
             gateway,
             execs,
+            root: Some(Arc::new(root)),
         });
         let store = inner.store.clone();
         let rec2 = record.clone();
@@ -360,15 +362,7 @@ impl Manager {
         socket_dir: &std::path::Path,
         run_req: &RunRequest,
     ) -> Result<
-        (
-            i32,
-            OwnedFd,
-            Option<Box<dyn cgroup::Cgroup>>,
-            serde_json::Value,
-            Option<OwnedFd>,
-            Option<OwnedFd>,
-            Vec<String>,
-        ),
+        (safehouse_jail::spawn::Spawned, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value, Vec<String>),
         ManagerError,
     > {
         let inner = &self.inner;
@@ -462,9 +456,7 @@ impl Manager {
             zygote.spawn(&plan, listener, handle, exec_keeper)
         };
         match spawned {
-            Ok(s) => {
-                Ok((s.pid, s.pidfd, cg, plan_json, s.gateway_listener, s.exec_listener, writable_zones(&plan.ops)))
-            }
+            Ok(s) => Ok((s, cg, plan_json, writable_zones(&plan.ops))),
             Err(e) => {
                 cleanup(cg);
                 Err(jail_error(e))
@@ -628,16 +620,8 @@ impl Manager {
     /// agent is verified alive (its pidfd), so a recycled pid can never be followed.
     pub async fn root(&self, tenant: &str, id: &str) -> Result<SandboxRoot, ManagerError> {
         let live = self.present(tenant, id)?;
-        let path = format!("/proc/{}/root", live.pid);
-        let dir = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| ManagerError::NotRunning(format!("unreachable ({e})")))?;
-        if safehouse_sys::process::pidfd_send_signal(&live.pidfd, 0).is_err() {
-            return Err(ManagerError::NotRunning("gone".into()));
-        }
-        Ok(SandboxRoot { dir: Arc::new(OwnedFd::from(dir)), uid: live.uid, gid: live.gid })
+        let dir = live.root_dir().map_err(|e| ManagerError::NotRunning(format!("unreachable ({e})")))?;
+        Ok(SandboxRoot { dir, uid: live.uid, gid: live.gid })
     }
 
     /// After a daemon restart: re-attach every sandbox the store says is running whose
@@ -707,6 +691,7 @@ impl Manager {
             next_cmd: Default::default(),
             gateway,
             execs,
+            root: None,
         });
         // A frozen sandbox stays frozen across the restart (its agent accepted the connection
         // into its backlog and answers once thawed).
@@ -762,5 +747,3 @@ impl Manager {
         .await;
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;

@@ -10,7 +10,7 @@
 //! led elsewhere could never report the host's disk.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,13 +164,7 @@ fn read(live: &Live) -> Reading {
 /// whether either is full (no byte or no inode left).
 fn disk_used(live: &Live) -> std::io::Result<(u64, bool)> {
     use safehouse_sys::files as sys;
-    let root: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(format!("/proc/{}/root", live.pid))?
-        .into();
-    // The root was opened while the agent lived: not a recycled pid's.
-    safehouse_sys::process::pidfd_send_signal(&live.pidfd, 0)?;
+    let root = live.root_dir()?;
     let mut used = 0;
     let mut full = false;
     let (magic, bytes) = sys::fstatfs_used(root.as_fd())?;
@@ -219,8 +213,6 @@ fn limit_events(last: &Reading, now: &Reading) -> Vec<(&'static str, serde_json:
     }
     out
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 impl Manager {
     /// Counts one answered request (for `GET /metrics`).

@@ -69,6 +69,32 @@ pub(crate) struct Live {
     pub gateway: Option<Arc<safehouse_gateway::Gateway>>,
     /// Every exec in the sandbox, observed (execwatch.rs).
     pub execs: execwatch::ExecWatch,
+    /// The sandbox's root directory, handed over at setup; None for a sandbox re-attached
+    /// after a daemon restart (`root_dir` opens `/proc/<agent>/root` then).
+    pub root: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+impl Live {
+    /// The sandbox's root for file operations: the descriptor it handed over, or
+    /// `/proc/<agent>/root` (root daemons only: the agent is non-dumpable), opened while
+    /// the agent is known to live, so never a recycled pid's.
+    pub fn root_dir(&self) -> std::io::Result<Arc<std::os::fd::OwnedFd>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = match &self.root {
+            Some(dir) => dir.clone(),
+            None => Arc::new(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(format!("/proc/{}/root", self.pid))?
+                    .into(),
+            ),
+        };
+        if safehouse_sys::process::pidfd_send_signal(&self.pidfd, 0).is_err() {
+            return Err(std::io::Error::other("gone"));
+        }
+        Ok(dir)
+    }
 }
 
 #[derive(Clone)]

@@ -16,6 +16,15 @@ impl Manager {
     /// some other process's namespace.
     pub fn netns(&self, tenant: &str, id: &str) -> Result<OwnedFd, ManagerError> {
         let live = self.running(tenant, id)?;
+        if !self.inner.root_mode {
+            return Err(ManagerError::Refused {
+                layer: "ports".into(),
+                reason: "the port proxy needs a root daemon: making a socket in a sandbox's network namespace \
+                         takes CAP_SYS_ADMIN (setns), which an unprivileged daemon does not have; run \
+                         `safehouse serve` as root, or reach the service from a command inside the sandbox"
+                    .into(),
+            });
+        }
         let ns = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_CLOEXEC)

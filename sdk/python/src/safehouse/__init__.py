@@ -8,24 +8,33 @@
 The daemon is found through SAFEHOUSE_URL (default http://127.0.0.1:8700) and the key
 through SAFEHOUSE_API_KEY; both can be passed to create/connect/list as url= and api_key=.
 """
-from .async_sandbox import AsyncCommandHandle, AsyncCommands, AsyncFilesystem, AsyncSandbox
-from .exceptions import (AuthenticationError, AuthenticationException, CommandExitException, ForbiddenError,
-                         InvalidArgumentException, InvalidRequestError, NotEnoughSpaceException, NotFoundError,
-                         NotFoundException, PolicyRefusedError, QuotaExceededError, SafehouseError,
-                         SafehouseTimeoutError, SandboxException, SandboxNotRunningError, TimeoutException)
-from .models import CommandResult, EntryInfo, FileInfo, FileType, ProcessInfo, SandboxInfo
+from ._streams import AsyncEventStream, AsyncWatchHandle, EventStream, WatchHandle
+from .admin import Admin, AsyncAdmin, KillAllResult
+from .async_sandbox import AsyncCommandHandle, AsyncCommands, AsyncFilesystem, AsyncPty, AsyncSandbox
+from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, AuthenticationException, CapacityError,
+                         CommandExitException, ForbiddenError, InvalidArgumentException, InvalidRequestError,
+                         MethodNotAllowedError, NotEnoughSpaceException, NotFoundError, NotFoundException,
+                         PathConflictError, PolicyRefusedError, PortError, QuotaExceededError, SafehouseError,
+                         SafehouseTimeoutError, SandboxException, SandboxFrozenError, SandboxNotRunningError,
+                         ServerError, TimeoutException)
+from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
+                     Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo, WriteEntry)
 from .policy import Policy
-from .sandbox import CommandHandle, Commands, Filesystem, Sandbox
+from .sandbox import CommandHandle, Commands, Filesystem, Pty, Sandbox
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Sandbox", "AsyncSandbox", "Commands", "AsyncCommands", "Filesystem", "AsyncFilesystem",
-    "CommandHandle", "AsyncCommandHandle", "CommandResult", "EntryInfo", "FileInfo", "FileType",
-    "ProcessInfo", "SandboxInfo", "Policy",
+    "CommandHandle", "AsyncCommandHandle", "Pty", "AsyncPty", "WatchHandle", "AsyncWatchHandle",
+    "EventStream", "AsyncEventStream", "Admin", "AsyncAdmin", "KillAllResult",
+    "CommandResult", "EntryInfo", "FileInfo", "FileType", "FilesystemEvent", "FilesystemEventType",
+    "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
+    "Policy",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
-    "SandboxNotRunningError", "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError",
-    "CommandExitException",
+    "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "PathConflictError",
+    "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",
+    "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
     "SandboxException", "AuthenticationException", "NotFoundException", "InvalidArgumentException",
     "TimeoutException", "NotEnoughSpaceException",
 ]

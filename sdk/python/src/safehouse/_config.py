@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import httpx
@@ -20,7 +20,7 @@ CHUNK = 1 << 20
 @dataclasses.dataclass(frozen=True)
 class ConnectionConfig:
     url: str
-    api_key: Optional[str]
+    api_key: Optional[str] = dataclasses.field(repr=False)  # never in a repr or a log line
     request_timeout: float = 60.0
 
     @classmethod
@@ -50,6 +50,36 @@ class ConnectionConfig:
 
 def sb_path(sandbox_id: str, rest: str = "") -> str:
     return f"/v1/sandboxes/{quote(sandbox_id, safe='')}{rest}"
+
+
+def port_path(sandbox_id: str, port: int, path: str = "/") -> str:
+    """The port proxy's path for PATH (with its query) on PORT inside the sandbox."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535, not {port!r}")
+    return sb_path(sandbox_id, f"/ports/{port}/{path.lstrip('/')}")
+
+
+#: Codes with which the daemon itself (not the service behind the port proxy) answers.
+_PROXY_CODES = {"port_closed", "port_unreachable", "port_timeout", "bad_gateway", "unsupported", "capacity",
+                "not_running", "frozen", "unauthorized", "invalid_request"}
+
+
+def daemon_refusal(resp: httpx.Response) -> Optional[SafehouseError]:
+    """The error when a port-proxy response is the daemon's own refusal (nothing listens, the
+    sandbox is gone or frozen, a bad key) rather than the service's answer; else None."""
+    if resp.status_code < 400 or not resp.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        err = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(err, dict):
+        return None
+    code, message = err.get("code"), str(err.get("message", ""))
+    if code in _PROXY_CODES or (code == "not_found" and message.startswith("no such sandbox")) or (
+            code == "forbidden" and "gateway" in message):
+        return error_from_response(resp.status_code, resp.content)
+    return None
 
 
 def check(resp: httpx.Response) -> httpx.Response:
@@ -133,3 +163,23 @@ def process_body(cmd: Cmd, envs: Optional[Mapping[str, str]], cwd: Optional[str]
 
 def to_bytes(data: Union[str, bytes]) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
+
+
+#: Languages of `run_code` and the argv that runs a snippet.
+CODE_RUNNERS: Dict[str, Tuple[str, ...]] = {
+    "python": ("python3", "-c"),
+    "python3": ("python3", "-c"),
+    "bash": ("bash", "-c"),
+    "sh": ("/bin/sh", "-c"),
+    "javascript": ("node", "-e"),
+    "js": ("node", "-e"),
+    "node": ("node", "-e"),
+}
+
+
+def code_argv(code: str, language: str) -> List[str]:
+    try:
+        return [*CODE_RUNNERS[language.lower()], code]
+    except KeyError:
+        raise ValueError(f"run_code: unknown language {language!r}; use one of "
+                         f"{', '.join(sorted(CODE_RUNNERS))}") from None

@@ -4,77 +4,46 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
-import io
 import json
-import os
 from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional,
-                    Tuple, Union, overload)
+                    Sequence, Tuple, Union, overload)
 
 import httpx
 
-from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, acheck, create_body, exec_body,
-                      list_params, process_body, sb_path, to_bytes, translate)
+from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
+                      exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._either import either
+from ._http import _AsyncHttp, _call
+from ._streams import AsyncEventStream, AsyncWatchHandle
+from .admin import AsyncAdmin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
-from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo, describe_failure
+from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
+                     WriteEntry, describe_failure)
 from .policy import Policy
 from .sandbox import _timeout_s
 
 OutputHandler = Callable[[str], Union[Any, Awaitable[Any]]]
+PtyHandler = Callable[[bytes], Union[Any, Awaitable[Any]]]
 Signal = Union[int, str]
-
-
-async def _call(cb: Optional[OutputHandler], text: str) -> None:
-    if cb is not None:
-        r = cb(text)
-        if asyncio.iscoroutine(r):
-            await r
-
-
-class _AsyncHttp:
-    def __init__(self, config: ConnectionConfig) -> None:
-        self.config = config
-        self.client = httpx.AsyncClient(**config.client_kwargs())
-
-    def _client(self) -> httpx.AsyncClient:
-        if self.client.is_closed:  # reopened on use after close()
-            self.client = httpx.AsyncClient(**self.config.client_kwargs())
-        return self.client
-
-    async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            return await acheck(await self.client.request(method, path, **kw))
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-
-    async def stream(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            resp = await self.client.send(self.client.build_request(method, path, **kw), stream=True)
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-        if resp.status_code >= 400:
-            try:
-                body = await resp.aread()
-            finally:
-                await resp.aclose()
-            raise error_from_response(resp.status_code, body)
-        return resp
-
-    async def close(self) -> None:
-        await self.client.aclose()
+Chunk = Tuple[Optional[str], Optional[str], Optional[bytes]]
 
 
 class AsyncCommandHandle:
     """A background process: `async for stdout, stderr, _ in handle`, or `await handle.wait()`."""
 
     def __init__(self, commands: "AsyncCommands", pid: int, on_stdout: Optional[OutputHandler] = None,
-                 on_stderr: Optional[OutputHandler] = None) -> None:
+                 on_stderr: Optional[OutputHandler] = None, on_pty: Optional[PtyHandler] = None,
+                 pty: bool = False) -> None:
         self._commands = commands
         self.pid = pid
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
+        self._on_pty = on_pty
+        self._pty = pty
+        #: Refusals of frames sent over the attach socket (e.g. a resize of a non-PTY process).
+        self.errors: List[str] = []
+        self._timer: Optional[asyncio.TimerHandle] = None
         self._ws: Any = None
         self._stdout = bytearray()
         self._stderr = bytearray()
@@ -99,7 +68,7 @@ class AsyncCommandHandle:
                 raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
         return self._ws
 
-    async def _next(self) -> Optional[Tuple[Optional[str], Optional[str], None]]:
+    async def _next(self) -> Optional[Chunk]:
         from websockets.exceptions import ConnectionClosed
 
         ws = await self._connect()
@@ -112,7 +81,12 @@ class AsyncCommandHandle:
             t = frame.get("type")
             if t in ("stdout", "stderr"):
                 data = frame["raw"] if "raw" in frame else base64.b64decode(frame.get("data", ""))
-                if t == "stdout":
+                if t == "stdout" and self._pty:
+                    self._stdout += data
+                    await _call(self._on_pty, bytes(data))
+                    if data:
+                        return None, None, bytes(data)
+                elif t == "stdout":
                     self._stdout += data
                     text = self._dec_out.decode(data)
                     if text:
@@ -128,13 +102,17 @@ class AsyncCommandHandle:
                 self.dropped_bytes += int(frame.get("dropped_bytes", 0))
             elif t == "exit":
                 self._exit = frame
+                if self._timer is not None:
+                    self._timer.cancel()
                 await self._close_ws()
+            elif t == "error":  # the daemon refused a frame we sent
+                self.errors.append(f"{frame.get('code')}: {frame.get('message')}")
         return None
 
-    def __aiter__(self) -> AsyncIterator[Tuple[Optional[str], Optional[str], None]]:
+    def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._aiter()
 
-    async def _aiter(self) -> AsyncIterator[Tuple[Optional[str], Optional[str], None]]:
+    async def _aiter(self) -> AsyncIterator[Chunk]:
         while True:
             chunk = await self._next()
             if chunk is None:
@@ -146,11 +124,14 @@ class AsyncCommandHandle:
             pass
 
     async def wait(self, timeout: Optional[float] = None, on_stdout: Optional[OutputHandler] = None,
-                   on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True) -> CommandResult:
+                   on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True,
+                   on_pty: Optional[PtyHandler] = None) -> CommandResult:
         if on_stdout:
             self._on_stdout = on_stdout
         if on_stderr:
             self._on_stderr = on_stderr
+        if on_pty:
+            self._on_pty = on_pty
         try:
             await asyncio.wait_for(self._drain(), timeout)
         except asyncio.TimeoutError as e:
@@ -179,6 +160,16 @@ class AsyncCommandHandle:
 
     async def kill(self) -> bool:
         return await self._commands.kill(self.pid)
+
+    async def resize(self, size: PtySize) -> None:
+        """Sets a PTY's terminal size."""
+        from websockets.exceptions import ConnectionClosed
+
+        ws = await self._connect()
+        try:
+            await ws.send(json.dumps({"type": "resize", "rows": int(size.rows), "cols": int(size.cols)}))
+        except ConnectionClosed as e:
+            raise SafehouseError(f"attach connection to process {self.pid} closed: {e}") from e
 
     async def _close_ws(self) -> None:
         if self._ws is not None:
@@ -336,6 +327,10 @@ class AsyncFilesystem:
                                         headers=headers, timeout=httpx.Timeout(120.0, connect=10.0))
         return EntryInfo.from_json(resp.json())
 
+    async def write_files(self, files: Sequence[WriteEntry]) -> List[EntryInfo]:
+        """Writes several files, one after the other; stops at the first error."""
+        return [await self.write(f.path, f.data) for f in files]
+
     async def list(self, path: str, depth: int = 1) -> List[EntryInfo]:
         resp = await self._http.request("GET", self._p("/fs/list"), params={"path": path, "depth": str(depth)})
         return [EntryInfo.from_json(e) for e in resp.json().get("entries", [])]
@@ -360,6 +355,20 @@ class AsyncFilesystem:
         resp = await self._http.request("POST", self._p("/fs/move"), json={"from": old_path, "to": new_path})
         return EntryInfo.from_json(resp.json())
 
+    async def watch_dir(self, path: str, on_event: Optional[Callable[[FilesystemEvent], Any]] = None,
+                        on_exit: Optional[Callable[[Optional[Exception]], Any]] = None,
+                        recursive: bool = False) -> AsyncWatchHandle:
+        """Watches PATH; events go to ON_EVENT (sync or async) or `async for ev in handle`.
+        The watch is in place when this returns; `await handle.stop()` ends it."""
+        http = _AsyncHttp(self._http.config, httpx.Timeout(None, connect=10.0))
+        try:
+            resp = await http.stream("GET", self._p("/fs/watch"),
+                                     params={"path": path, "recursive": "1" if recursive else "0"})
+        except BaseException:
+            await http.close()
+            raise
+        return AsyncWatchHandle(http, resp, path, on_event, on_exit)
+
     async def make_dir(self, path: str) -> bool:
         try:
             await self._http.request("POST", self._p("/fs/mkdir"), json={"path": path, "parents": False})
@@ -373,6 +382,78 @@ class AsyncFilesystem:
             raise
 
 
+class AsyncPty:
+    """Interactive terminals (`sbx.pty`), as Pty with async methods."""
+
+    def __init__(self, commands: AsyncCommands) -> None:
+        self._commands = commands
+
+    async def create(self, size: PtySize = PtySize(), on_data: Optional[PtyHandler] = None,
+                     cwd: Optional[str] = None, envs: Optional[Mapping[str, str]] = None,
+                     cmd: Cmd = ("/bin/bash", "-i", "-l"), timeout: Optional[float] = None) -> AsyncCommandHandle:
+        env = {"TERM": "xterm-256color", **dict(envs or {})}
+        body = process_body(cmd, env, cwd)
+        body["pty"] = {"rows": int(size.rows), "cols": int(size.cols)}
+        resp = await self._commands._http.request("POST", self._commands._p("/processes"), json=body)
+        handle = AsyncCommandHandle(self._commands, int(resp.json()["pid"]), on_pty=on_data, pty=True)
+        await handle._connect()
+        if timeout:
+            handle._timer = asyncio.get_running_loop().call_later(
+                timeout, lambda: asyncio.ensure_future(handle.kill()))
+        return handle
+
+    async def connect(self, pid: int, on_data: Optional[PtyHandler] = None) -> AsyncCommandHandle:
+        await self._commands.connect(pid)
+        return AsyncCommandHandle(self._commands, pid, on_pty=on_data, pty=True)
+
+    async def send_stdin(self, pid: int, data: Union[str, bytes]) -> None:
+        await self._commands.send_stdin(pid, data)
+
+    async def resize(self, pid: int, size: PtySize) -> None:
+        handle = AsyncCommandHandle(self._commands, pid, pty=True)
+        try:
+            await handle.resize(size)
+        finally:
+            await handle.disconnect()
+
+    async def kill(self, pid: int) -> bool:
+        return await self._commands.kill(pid)
+
+
+async def _kill_request(http: _AsyncHttp, sandbox_id: str) -> bool:
+    try:
+        await http.request("DELETE", sb_path(sandbox_id))
+        return True
+    except NotFoundError:
+        return False
+
+
+async def _kill_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+    http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+    try:
+        return await _kill_request(http, sandbox_id)
+    finally:
+        await http.close()
+
+
+async def _info_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> SandboxInfo:
+    http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+    try:
+        return SandboxInfo.from_json((await http.request("GET", sb_path(sandbox_id))).json())
+    finally:
+        await http.close()
+
+
+async def _set_timeout_by_id(sandbox_id: str, timeout: int, api_key: Optional[str] = None,
+                             url: Optional[str] = None) -> SandboxInfo:
+    http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+    try:
+        resp = await http.request("POST", sb_path(sandbox_id, "/timeout"), json={"timeout_s": int(timeout)})
+        return SandboxInfo.from_json(resp.json())
+    finally:
+        await http.close()
+
+
 class AsyncSandbox:
     """    async with await AsyncSandbox.create() as sbx:
             r = await sbx.commands.run("echo hi")"""
@@ -382,6 +463,7 @@ class AsyncSandbox:
         self._http = http
         self.commands = AsyncCommands(http, info.id)
         self.files = AsyncFilesystem(http, info.id)
+        self.pty = AsyncPty(self.commands)
 
     @property
     def id(self) -> str:
@@ -426,11 +508,13 @@ class AsyncSandbox:
         finally:
             await http.close()
 
-    async def get_info(self) -> SandboxInfo:
+    async def _get_info(self) -> SandboxInfo:
+        """The sandbox's state, deadline and metadata (also `await AsyncSandbox.get_info(sandbox_id)`)."""
         self._info = SandboxInfo.from_json((await self._http.request("GET", sb_path(self.id))).json())
         return self._info
 
-    async def set_timeout(self, timeout: int) -> SandboxInfo:
+    async def _set_timeout(self, timeout: int) -> SandboxInfo:
+        """Expires TIMEOUT seconds from now (also `await AsyncSandbox.set_timeout(sandbox_id, timeout)`)."""
         resp = await self._http.request("POST", sb_path(self.id, "/timeout"), json={"timeout_s": int(timeout)})
         self._info = SandboxInfo.from_json(resp.json())
         return self._info
@@ -441,12 +525,69 @@ class AsyncSandbox:
         except NotFoundError:
             return False
 
-    async def kill(self) -> bool:
+    async def _kill(self) -> bool:
+        """Kills the sandbox (idempotent); False if unknown. Also `await AsyncSandbox.kill(sandbox_id)`."""
+        return await _kill_request(self._http, self.id)
+
+    get_info = either(_info_by_id, _get_info)
+    set_timeout = either(_set_timeout_by_id, _set_timeout)
+    kill = either(_kill_by_id, _kill)
+
+    async def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
+                       cwd: Optional[str] = None, timeout: Optional[float] = 60,
+                       on_stdout: Optional[OutputHandler] = None,
+                       on_stderr: Optional[OutputHandler] = None) -> CommandResult:
+        """Runs a CODE snippet; an error in the code is a result, not an exception."""
+        return await self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
+                                       on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+
+    def port_url(self, port: int, path: str = "/") -> str:
+        """The daemon URL that reaches PORT inside the sandbox (see Sandbox.port_url)."""
+        return self._http.config.url + port_path(self.id, port, path)
+
+    async def request_port(self, port: int, method: str = "GET", path: str = "/", **kw: Any) -> httpx.Response:
+        """An HTTP request to the service on PORT inside the sandbox (see Sandbox.request_port)."""
+        client = self._http._client()
         try:
-            await self._http.request("DELETE", sb_path(self.id))
-            return True
-        except NotFoundError:
-            return False
+            resp = await client.request(method, port_path(self.id, port, path), **kw)
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+        refusal = daemon_refusal(resp)
+        if refusal is not None:
+            raise refusal
+        return resp
+
+    async def get_metrics(self) -> Metrics:
+        return Metrics.from_json((await self._http.request("GET", sb_path(self.id, "/metrics"))).json())
+
+    def events(self, follow: bool = True, since_seq: int = 0, timeout: Optional[float] = None) -> AsyncEventStream:
+        """This sandbox's events (`async for ev in sbx.events()`); see Sandbox.events."""
+        params = {"follow": "1" if follow else "0", "since_seq": str(int(since_seq))}
+        return AsyncEventStream(self._http.config, sb_path(self.id, "/events"), params, timeout)
+
+    @staticmethod
+    def all_events(follow: bool = True, replay: bool = True, timeout: Optional[float] = None,
+                   api_key: Optional[str] = None, url: Optional[str] = None) -> AsyncEventStream:
+        params = {"follow": "1" if follow else "0", "replay": "1" if replay else "0"}
+        return AsyncEventStream(ConnectionConfig.resolve(url, api_key), "/v1/events", params, timeout)
+
+    async def freeze(self) -> SandboxInfo:
+        resp = await self._http.request("POST", sb_path(self.id, "/freeze"))
+        self._info = SandboxInfo.from_json(resp.json())
+        return self._info
+
+    async def thaw(self) -> SandboxInfo:
+        resp = await self._http.request("POST", sb_path(self.id, "/thaw"))
+        self._info = SandboxInfo.from_json(resp.json())
+        return self._info
+
+    pause = freeze
+    resume = thaw
+
+    @staticmethod
+    async def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:
+        async with AsyncAdmin(api_key, url) as admin:
+            return await admin.kill_all()
 
     async def close(self) -> None:
         await self._http.close()

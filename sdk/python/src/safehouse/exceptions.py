@@ -50,6 +50,35 @@ class PolicyRefusedError(SafehouseError):
     """422: the policy is valid but cannot be enforced on this host."""
 
 
+class SandboxFrozenError(SandboxNotRunningError):
+    """409 `frozen`: the sandbox is frozen; thaw it (`sbx.thaw()` / `sbx.resume()`) first."""
+
+
+class PathConflictError(SafehouseError):
+    """409 `already_exists` / `directory_not_empty`: the path is in the way."""
+
+
+class MethodNotAllowedError(SafehouseError):
+    """405: the route does not take that method (an SDK/daemon version mismatch)."""
+
+
+class CapacityError(SafehouseError):
+    """503 `capacity`: the daemon is full (sandboxes, file watches, proxied connections)."""
+
+
+class AuditOffError(SafehouseError):
+    """503 `audit_off`: the daemon runs without an audit log."""
+
+
+class ServerError(SafehouseError):
+    """500 `internal`: the daemon failed; its log has the detail."""
+
+
+class PortError(SafehouseError):
+    """502/504/501 from the port proxy: `port_closed`, `port_unreachable`, `port_timeout`,
+    `bad_gateway`, `unsupported`."""
+
+
 class SafehouseTimeoutError(SafehouseError, builtins.TimeoutError):
     """The client gave up waiting (HTTP timeout, or a command handle's wait timeout)."""
 
@@ -91,17 +120,52 @@ _BY_STATUS: Dict[int, Type[SafehouseError]] = {
     401: AuthenticationError,
     403: ForbiddenError,
     404: NotFoundError,
+    405: MethodNotAllowedError,
+    408: SafehouseTimeoutError,
     409: SandboxNotRunningError,
     413: QuotaExceededError,
     422: PolicyRefusedError,
+    500: ServerError,
+    501: PortError,
+    502: PortError,
+    503: CapacityError,
+    504: PortError,
 }
-_BY_CODE: Dict[str, Type[SafehouseError]] = {
+#: Every `error.code` the daemon emits (crates/server/src/api/errors.rs, files/error.rs,
+#: ports.rs, hosts.rs, json.rs, audit.rs, processes.rs) and its class; tests check the list.
+ERROR_CODES: Dict[str, Type[SafehouseError]] = {
+    "invalid_request": InvalidRequestError,
+    "websocket_required": InvalidRequestError,
+    "invalid_path": InvalidRequestError,
+    "not_a_directory": InvalidRequestError,
+    "is_a_directory": InvalidRequestError,
+    "not_a_regular_file": InvalidRequestError,
+    "too_many_entries": InvalidRequestError,
+    "unauthorized": AuthenticationError,
+    "forbidden": ForbiddenError,
+    "forbidden_host": ForbiddenError,
+    "forbidden_origin": ForbiddenError,
+    "permission_denied": ForbiddenError,
+    "not_found": NotFoundError,
+    "method_not_allowed": MethodNotAllowedError,
+    "request_timeout": SafehouseTimeoutError,
+    "not_running": SandboxNotRunningError,
+    "frozen": SandboxFrozenError,
+    "already_exists": PathConflictError,
+    "directory_not_empty": PathConflictError,
+    "body_too_large": QuotaExceededError,
     "quota_exceeded": QuotaExceededError,
     "policy_refused": PolicyRefusedError,
-    "not_running": SandboxNotRunningError,
-    "unauthorized": AuthenticationError,
-    "not_found": NotFoundError,
+    "internal": ServerError,
+    "unsupported": PortError,
+    "port_closed": PortError,
+    "port_unreachable": PortError,
+    "bad_gateway": PortError,
+    "port_timeout": PortError,
+    "capacity": CapacityError,
+    "audit_off": AuditOffError,
 }
+_BY_CODE = ERROR_CODES
 
 
 def error_from_response(status: int, body: bytes) -> SafehouseError:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from datetime import datetime
+import json
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 
@@ -154,3 +155,154 @@ def describe_failure(r: CommandResult) -> Optional[str]:
     if r.exit_code is None:
         return "command ended without an exit code"
     return f"exit status {r.exit_code}"
+
+
+@dataclasses.dataclass
+class MetricsSample:
+    """One second of a sandbox's history (`GET .../metrics` `history`)."""
+
+    t: int
+    cpu_pct: float
+    memory_bytes: int
+    pids: int
+    disk_bytes: int
+    net_in: int
+    net_out: int
+
+    @property
+    def timestamp(self) -> datetime:  # E2B's name
+        return datetime.fromtimestamp(self.t, tz=timezone.utc)
+
+    @property
+    def cpu_used_pct(self) -> float:  # E2B's name
+        return self.cpu_pct
+
+    @property
+    def mem_used(self) -> int:  # E2B's name
+        return self.memory_bytes
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "MetricsSample":
+        return cls(t=int(d.get("t", 0)), cpu_pct=float(d.get("cpu_pct") or 0.0),
+                   memory_bytes=int(d.get("memory_bytes") or 0), pids=int(d.get("pids") or 0),
+                   disk_bytes=int(d.get("disk_bytes") or 0), net_in=int(d.get("net_in") or 0),
+                   net_out=int(d.get("net_out") or 0))
+
+
+@dataclasses.dataclass
+class Metrics:
+    """A sandbox's resource use now (`current`) and over the last five minutes (`history`,
+    one sample a second, oldest first)."""
+
+    t: int
+    state: str
+    cpu_usage_ns: int
+    cpu_pct: float
+    memory_bytes: int
+    memory_peak_bytes: Optional[int]
+    pids: int
+    disk_bytes: int
+    net_in: int
+    net_out: int
+    violations: int
+    history: List[MetricsSample]
+    raw: Dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Metrics":
+        c = d.get("current") or {}
+        return cls(t=int(c.get("t", 0)), state=str(c.get("state", "")), cpu_usage_ns=int(c.get("cpu_usage_ns") or 0),
+                   cpu_pct=float(c.get("cpu_pct") or 0.0), memory_bytes=int(c.get("memory_bytes") or 0),
+                   memory_peak_bytes=c.get("memory_peak_bytes"), pids=int(c.get("pids") or 0),
+                   disk_bytes=int(c.get("disk_bytes") or 0), net_in=int(c.get("net_in") or 0),
+                   net_out=int(c.get("net_out") or 0), violations=int(c.get("violations") or 0),
+                   history=[MetricsSample.from_json(s) for s in d.get("history") or []], raw=d)
+
+
+@dataclasses.dataclass
+class SandboxEvent:
+    """One event of the daemon's event stream (docs/api.md "Events"): `kind` such as
+    `exec.started`, `proc.exec`, `net.denied`, `sandbox.killed`, and its `data`.
+    `kind == "lagged"` (with `data["missed"]`) says this reader fell behind."""
+
+    sandbox: Optional[str]
+    seq: Optional[int]
+    time: Optional[datetime]
+    kind: str
+    data: Dict[str, Any]
+    dropped: int = 0
+
+    @classmethod
+    def from_sse(cls, event: str, data: str) -> "SandboxEvent":
+        d = json.loads(data) if data else {}
+        if event == "lagged" or "kind" not in d:
+            return cls(sandbox=None, seq=None, time=None, kind=event or "message", data=d)
+        return cls(sandbox=d.get("sandbox"), seq=d.get("seq"), time=_time(d.get("time")), kind=d["kind"],
+                   data=dict(d.get("data") or {}), dropped=int(d.get("dropped") or 0))
+
+
+class FilesystemEventType(str, enum.Enum):
+    """What happened to a watched path (E2B's names are the upper-case ones)."""
+
+    CREATE = "create"
+    WRITE = "modify"
+    REMOVE = "delete"
+    RENAME = "rename"
+    OTHER = "other"
+
+
+@dataclasses.dataclass
+class FilesystemEvent:
+    """A change under a watched directory: `name` is the path relative to it (E2B), `path`
+    the absolute path inside the sandbox."""
+
+    name: str
+    path: str
+    type: FilesystemEventType
+    ts_ms: int
+
+    @classmethod
+    def from_sse(cls, data: str, watched: str) -> "FilesystemEvent":
+        d = json.loads(data)
+        path = str(d.get("path", ""))
+        try:
+            t = FilesystemEventType(d.get("type", "other"))
+        except ValueError:
+            t = FilesystemEventType.OTHER
+        base = watched.rstrip("/") + "/"
+        name = path[len(base):] if path.startswith(base) else path
+        return cls(name=name, path=path, type=t, ts_ms=int(d.get("ts") or 0))
+
+
+@dataclasses.dataclass
+class ApiKey:
+    """An API key as the admin routes show it; `key` (the secret) only right after create."""
+
+    id: str
+    tenant: str
+    name: Optional[str]
+    created_at: Optional[datetime]
+    revoked_at: Optional[datetime] = None
+    key: Optional[str] = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "ApiKey":
+        return cls(id=d["id"], tenant=d["tenant"], name=d.get("name"), created_at=_time(d.get("created_at")),
+                   revoked_at=_time(d.get("revoked_at")), key=d.get("key"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PtySize:
+    """Terminal size of a PTY (E2B's PtySize)."""
+
+    rows: int = 24
+    cols: int = 80
+
+
+@dataclasses.dataclass
+class WriteEntry:
+    """One file of `files.write_files` (E2B's WriteEntry): PATH and its DATA (str, bytes, or a
+    file object, streamed)."""
+
+    path: str
+    data: Any

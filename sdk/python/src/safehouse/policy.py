@@ -1,6 +1,8 @@
 """A policy builder: write a safehouse policy (docs/POLICY.md) in Python.
 
     Policy().memory("512MiB").pids(128).timeout("10m").read_only("/srv/data", "/data").hidden("/etc/ssh")
+    Policy().allow_hosts("pypi.org:443").egress_budget("1GiB").allow_tools("/bin/sh", "/usr/bin/python3*")
+    Policy().kill_after_violations(20).cpu_budget("60s")
 
 Every method returns the builder; `to_dict()` gives the JSON the API accepts as `policy`.
 Validation is the daemon's: an invalid policy is refused on create with an
@@ -78,9 +80,56 @@ class Policy:
         return self
 
     # -- network
-    def network(self, allow: Optional[List[str]] = None) -> "Policy":
-        """`[network] allow`: only the empty list (loopback only) is accepted for now."""
-        self._doc["network"] = {"allow": list(allow or [])}
+    def network(self, allow: Optional[List[str]] = None, egress_bytes: Optional[Size] = None) -> "Policy":
+        """`[network]`: ALLOW lists `host:port` patterns reached through the gateway
+        ("pypi.org:443", "*.github.com:443", "*"); [] (the default) is loopback only.
+        EGRESS_BYTES caps the bytes in and out through the gateway."""
+        net: Dict[str, Any] = {"allow": list(allow or [])}
+        if egress_bytes is not None:
+            net["egress_bytes"] = egress_bytes
+        self._doc["network"] = net
+        return self
+
+    def allow_hosts(self, *targets: str) -> "Policy":
+        """Adds `host:port` patterns to `network.allow`."""
+        self._doc.setdefault("network", {}).setdefault("allow", []).extend(targets)
+        return self
+
+    def egress_budget(self, size: Size) -> "Policy":
+        """`network.egress_bytes`: the gateway closes every connection once this is spent."""
+        self._doc.setdefault("network", {}).setdefault("allow", [])
+        self._doc["network"]["egress_bytes"] = size
+        return self
+
+    # -- tools
+    def allow_tools(self, *patterns: str) -> "Policy":
+        """Adds executable patterns to `tools.allow` (absolute paths; `*`/`?` in the last
+        component). Once non-empty, only these may be executed; a shell string needs "/bin/sh"."""
+        self._doc.setdefault("tools", {}).setdefault("allow", []).extend(patterns)
+        return self
+
+    def tool_limits(self, pattern: str, timeout: Optional[Duration] = None,
+                    memory: Optional[Size] = None) -> "Policy":
+        """`[tools.limits."PATTERN"]`: PATTERN must be one of the allow patterns exactly."""
+        if timeout is None and memory is None:
+            raise ValueError("tool_limits needs timeout=, memory= or both")
+        lim: Dict[str, Any] = {}
+        if timeout is not None:
+            lim["timeout"] = timeout
+        if memory is not None:
+            lim["memory"] = memory
+        self._doc.setdefault("tools", {}).setdefault("limits", {})[pattern] = lim
+        return self
+
+    # -- control (stop rules enforced by the daemon)
+    def kill_after_violations(self, n: int) -> "Policy":
+        """`control.kill_after_violations`: kill the sandbox at its Nth policy violation."""
+        self._doc.setdefault("control", {})["kill_after_violations"] = int(n)
+        return self
+
+    def cpu_budget(self, duration: Duration) -> "Policy":
+        """`control.cpu_budget`: kill the sandbox once it used this much CPU time in total."""
+        self._doc.setdefault("control", {})["cpu_budget"] = duration
         return self
 
     def to_dict(self) -> Dict[str, Any]:

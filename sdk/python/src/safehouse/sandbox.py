@@ -6,59 +6,30 @@ import codecs
 import io
 import json
 import os
+import threading
 import time
-from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Tuple, Union,
-                    overload)
+from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple,
+                    Union, overload)
 
 import httpx
 
-from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, check, create_body, exec_body,
-                      list_params, process_body, sb_path, to_bytes, translate)
+from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
+                      exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+from ._either import either
+from ._http import _Http
+from ._streams import EventStream, WatchHandle
+from .admin import Admin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
-from .models import CommandResult, EntryInfo, ProcessInfo, SandboxInfo, describe_failure
+from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
+                     WriteEntry, describe_failure)
 from .policy import Policy
 
 OutputHandler = Callable[[str], Any]
+PtyHandler = Callable[[bytes], Any]
 Signal = Union[int, str]
-
-
-class _Http:
-    """One httpx.Client per sandbox; translates transport errors and error statuses."""
-
-    def __init__(self, config: ConnectionConfig, client: Optional[httpx.Client] = None) -> None:
-        self.config = config
-        self.client = client or httpx.Client(**config.client_kwargs())
-
-    def _client(self) -> httpx.Client:
-        if self.client.is_closed:  # reopened on use after close()
-            self.client = httpx.Client(**self.config.client_kwargs())
-        return self.client
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            return check(self.client.request(method, path, **kw))
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-
-    def stream(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        self._client()
-        try:
-            req = self.client.build_request(method, path, **kw)
-            resp = self.client.send(req, stream=True)
-        except httpx.HTTPError as e:
-            raise translate(e) from e
-        if resp.status_code >= 400:
-            try:
-                body = resp.read()
-            finally:
-                resp.close()
-            raise error_from_response(resp.status_code, body)
-        return resp
-
-    def close(self) -> None:
-        self.client.close()
+#: One chunk of a handle's output: `(stdout, stderr, pty)`, exactly one of them set (E2B's shape).
+Chunk = Tuple[Optional[str], Optional[str], Optional[bytes]]
 
 
 def _timeout_s(timeout: Optional[float]) -> Optional[float]:
@@ -72,16 +43,19 @@ def _timeout_s(timeout: Optional[float]) -> Optional[float]:
 
 
 class CommandHandle:
-    """A background process. Iterate for output chunks `(stdout, stderr, pty)` (one of them
-    set), or `wait()` for the CommandResult. Output produced before attaching is replayed by
-    the daemon (up to 1 MiB per stream)."""
+    """A background process (or a PTY). Iterate for output chunks `(stdout, stderr, pty)` (one
+    of them set; a PTY's output is bytes in the third), or `wait()` for the CommandResult.
+    Output produced before attaching is replayed by the daemon (up to 2 MiB)."""
 
     def __init__(self, commands: "Commands", pid: int, on_stdout: Optional[OutputHandler] = None,
-                 on_stderr: Optional[OutputHandler] = None) -> None:
+                 on_stderr: Optional[OutputHandler] = None, on_pty: Optional[PtyHandler] = None,
+                 pty: bool = False) -> None:
         self._commands = commands
         self.pid = pid
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
+        self._on_pty = on_pty
+        self._pty = pty
         self._ws: Any = None
         self._stdout = bytearray()
         self._stderr = bytearray()
@@ -89,6 +63,9 @@ class CommandHandle:
         self._dec_err = codecs.getincrementaldecoder("utf-8")("replace")
         self._exit: Optional[Dict[str, Any]] = None
         self.dropped_bytes = 0
+        #: Refusals of frames sent over the attach socket (e.g. a resize of a non-PTY process).
+        self.errors: List[str] = []
+        self._timer: Optional[threading.Timer] = None
 
     # -- output
     def _connect(self) -> Any:
@@ -110,7 +87,7 @@ class CommandHandle:
                 raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
         return self._ws
 
-    def _next(self, deadline: Optional[float]) -> Optional[Tuple[Optional[str], Optional[str], None]]:
+    def _next(self, deadline: Optional[float]) -> Optional[Chunk]:
         """The next output chunk; None once the exit frame arrived."""
         from websockets.exceptions import ConnectionClosed
 
@@ -132,7 +109,13 @@ class CommandHandle:
             t = frame.get("type")
             if t in ("stdout", "stderr"):
                 data = frame["raw"] if "raw" in frame else base64.b64decode(frame.get("data", ""))
-                if t == "stdout":
+                if t == "stdout" and self._pty:
+                    self._stdout += data
+                    if self._on_pty:
+                        self._on_pty(bytes(data))
+                    if data:
+                        return None, None, bytes(data)
+                elif t == "stdout":
                     self._stdout += data
                     text = self._dec_out.decode(data)
                     if text and self._on_stdout:
@@ -150,10 +133,14 @@ class CommandHandle:
                 self.dropped_bytes += int(frame.get("dropped_bytes", 0))
             elif t == "exit":
                 self._exit = frame
+                if self._timer is not None:
+                    self._timer.cancel()
                 self._close_ws()
+            elif t == "error":  # the daemon refused a frame we sent (stdin, resize, signal)
+                self.errors.append(f"{frame.get('code')}: {frame.get('message')}")
         return None
 
-    def __iter__(self) -> Iterator[Tuple[Optional[str], Optional[str], None]]:
+    def __iter__(self) -> Iterator[Chunk]:
         while True:
             chunk = self._next(None)
             if chunk is None:
@@ -169,13 +156,16 @@ class CommandHandle:
         return r
 
     def wait(self, timeout: Optional[float] = None, on_stdout: Optional[OutputHandler] = None,
-             on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True) -> CommandResult:
+             on_stderr: Optional[OutputHandler] = None, raise_on_error: bool = True,
+             on_pty: Optional[PtyHandler] = None) -> CommandResult:
         """Streams the output (to the callbacks) until the process exits; raises
         CommandExitException on a non-zero exit like E2B, SafehouseTimeoutError after TIMEOUT s."""
         if on_stdout:
             self._on_stdout = on_stdout
         if on_stderr:
             self._on_stderr = on_stderr
+        if on_pty:
+            self._on_pty = on_pty
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._next(deadline) is not None:
             pass
@@ -200,6 +190,18 @@ class CommandHandle:
 
     def kill(self) -> bool:
         return self._commands.kill(self.pid)
+
+    def resize(self, size: PtySize) -> None:
+        """Sets a PTY's terminal size (SIGWINCH inside)."""
+        self._send_frame({"type": "resize", "rows": int(size.rows), "cols": int(size.cols)})
+
+    def _send_frame(self, frame: Dict[str, Any]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self._connect().send(json.dumps(frame))
+        except ConnectionClosed as e:
+            raise SafehouseError(f"attach connection to process {self.pid} closed: {e}") from e
 
     def _close_ws(self) -> None:
         if self._ws is not None:
@@ -308,6 +310,56 @@ class Commands:
                            headers={"Content-Type": "application/octet-stream"})
 
 
+class Pty:
+    """Interactive terminals (E2B's `sbx.pty`): a process on a pseudo-terminal, its output
+    as bytes (`on_data`), input with `send_stdin`, `resize`, `kill`, `wait`."""
+
+    def __init__(self, commands: Commands) -> None:
+        self._commands = commands
+
+    def create(self, size: PtySize = PtySize(), on_data: Optional[PtyHandler] = None,
+               cwd: Optional[str] = None, envs: Optional[Mapping[str, str]] = None,
+               cmd: Cmd = ("/bin/bash", "-i", "-l"), timeout: Optional[float] = None) -> CommandHandle:
+        """Starts CMD (an interactive login bash by default) on a SIZE terminal; the handle's
+        `wait()` streams its output to ON_DATA. TIMEOUT (seconds) kills it; None: no limit."""
+        env = {"TERM": "xterm-256color", **dict(envs or {})}
+        body = process_body(cmd, env, cwd)
+        body["pty"] = {"rows": int(size.rows), "cols": int(size.cols)}
+        resp = self._commands._http.request("POST", self._commands._p("/processes"), json=body)
+        handle = CommandHandle(self._commands, int(resp.json()["pid"]), on_pty=on_data, pty=True)
+        handle._connect()
+        if timeout:
+            _kill_after(handle, timeout)
+        return handle
+
+    def connect(self, pid: int, on_data: Optional[PtyHandler] = None) -> CommandHandle:
+        """A handle to a running PTY (its recent output is replayed)."""
+        self._commands.connect(pid)
+        return CommandHandle(self._commands, pid, on_pty=on_data, pty=True)
+
+    def send_stdin(self, pid: int, data: Union[str, bytes]) -> None:
+        """Types DATA into the terminal (b"\x03" is Ctrl-C)."""
+        self._commands.send_stdin(pid, data)
+
+    def resize(self, pid: int, size: PtySize) -> None:
+        handle = CommandHandle(self._commands, pid, pty=True)
+        try:
+            handle.resize(size)
+        finally:
+            handle.disconnect()
+
+    def kill(self, pid: int) -> bool:
+        return self._commands.kill(pid)
+
+
+def _kill_after(handle: CommandHandle, seconds: float) -> None:
+    """Kills HANDLE's process after SECONDS unless its exit was seen first."""
+    timer = threading.Timer(seconds, handle.kill)
+    timer.daemon = True
+    handle._timer = timer
+    timer.start()
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -390,6 +442,10 @@ class Filesystem:
                                   headers=headers, timeout=httpx.Timeout(120.0, connect=10.0))
         return EntryInfo.from_json(resp.json())
 
+    def write_files(self, files: Sequence[WriteEntry]) -> List[EntryInfo]:
+        """Writes several files, one after the other (E2B's write_files); stops at the first error."""
+        return [self.write(f.path, f.data) for f in files]
+
     def list(self, path: str, depth: int = 1) -> List[EntryInfo]:
         resp = self._http.request("GET", self._p("/fs/list"), params={"path": path, "depth": str(depth)})
         return [EntryInfo.from_json(e) for e in resp.json().get("entries", [])]
@@ -415,6 +471,15 @@ class Filesystem:
         resp = self._http.request("POST", self._p("/fs/move"), json={"from": old_path, "to": new_path})
         return EntryInfo.from_json(resp.json())
 
+    def watch_dir(self, path: str, on_event: Optional[Callable[[FilesystemEvent], Any]] = None,
+                  on_exit: Optional[Callable[[Optional[Exception]], Any]] = None,
+                  recursive: bool = False) -> "WatchHandle":
+        """Watches PATH (a directory) for changes, made through the API or by commands inside.
+        With ON_EVENT, events are delivered to it from a background thread; without, iterate
+        the handle (`for ev in handle`) or poll `handle.get_new_events()`. `handle.stop()` ends
+        it. The watch is in place when this returns."""
+        return WatchHandle(self._http.config, self._p("/fs/watch"), path, recursive, on_event, on_exit)
+
     def make_dir(self, path: str) -> bool:
         """Creates PATH with its parents; False if it already existed (E2B's contract)."""
         try:
@@ -432,6 +497,40 @@ class Filesystem:
 # ---------------------------------------------------------------- sandbox
 
 
+def _kill_request(http: _Http, sandbox_id: str) -> bool:
+    try:
+        http.request("DELETE", sb_path(sandbox_id))
+        return True
+    except NotFoundError:
+        return False
+
+
+def _kill_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+    http = _Http(ConnectionConfig.resolve(url, api_key))
+    try:
+        return _kill_request(http, sandbox_id)
+    finally:
+        http.close()
+
+
+def _info_by_id(sandbox_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> SandboxInfo:
+    http = _Http(ConnectionConfig.resolve(url, api_key))
+    try:
+        return SandboxInfo.from_json(http.request("GET", sb_path(sandbox_id)).json())
+    finally:
+        http.close()
+
+
+def _set_timeout_by_id(sandbox_id: str, timeout: int, api_key: Optional[str] = None,
+                       url: Optional[str] = None) -> SandboxInfo:
+    http = _Http(ConnectionConfig.resolve(url, api_key))
+    try:
+        resp = http.request("POST", sb_path(sandbox_id, "/timeout"), json={"timeout_s": int(timeout)})
+        return SandboxInfo.from_json(resp.json())
+    finally:
+        http.close()
+
+
 class Sandbox:
     """A live sandbox on a safehouse daemon.
 
@@ -444,6 +543,7 @@ class Sandbox:
         self._http = http
         self.commands = Commands(http, info.id)
         self.files = Filesystem(http, info.id)
+        self.pty = Pty(self.commands)
 
     @property
     def id(self) -> str:
@@ -489,12 +589,13 @@ class Sandbox:
         finally:
             http.close()
 
-    def get_info(self) -> SandboxInfo:
+    def _get_info(self) -> SandboxInfo:
+        """The sandbox's state, deadline and metadata (also `Sandbox.get_info(sandbox_id)`)."""
         self._info = SandboxInfo.from_json(self._http.request("GET", sb_path(self.id)).json())
         return self._info
 
-    def set_timeout(self, timeout: int) -> SandboxInfo:
-        """The sandbox now expires TIMEOUT seconds from now."""
+    def _set_timeout(self, timeout: int) -> SandboxInfo:
+        """The sandbox now expires TIMEOUT seconds from now (also `Sandbox.set_timeout(sandbox_id, timeout)`)."""
         resp = self._http.request("POST", sb_path(self.id, "/timeout"), json={"timeout_s": int(timeout)})
         self._info = SandboxInfo.from_json(resp.json())
         return self._info
@@ -505,13 +606,80 @@ class Sandbox:
         except NotFoundError:
             return False
 
-    def kill(self) -> bool:
-        """Kills the sandbox (idempotent); False if the daemon does not know it."""
+    def _kill(self) -> bool:
+        """Kills the sandbox (idempotent); False if the daemon does not know it. Also
+        `Sandbox.kill(sandbox_id)`, as in E2B."""
+        return _kill_request(self._http, self.id)
+
+    get_info = either(_info_by_id, _get_info)
+    set_timeout = either(_set_timeout_by_id, _set_timeout)
+    kill = either(_kill_by_id, _kill)
+
+    def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
+                 cwd: Optional[str] = None, timeout: Optional[float] = 60,
+                 on_stdout: Optional[OutputHandler] = None,
+                 on_stderr: Optional[OutputHandler] = None) -> CommandResult:
+        """Runs a CODE snippet (python, bash, sh, javascript) and returns its result; an
+        error in the code is a result (`.error`, `.stderr`), not an exception, as in E2B's
+        code interpreter."""
+        return self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
+                                 on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+
+    def port_url(self, port: int, path: str = "/") -> str:
+        """The daemon URL that reaches PORT inside the sandbox (the port proxy). Requests to
+        it need this client's `Authorization` header; `request_port` adds it."""
+        return self._http.config.url + port_path(self.id, port, path)
+
+    def request_port(self, port: int, method: str = "GET", path: str = "/", **kw: Any) -> httpx.Response:
+        """Sends an HTTP request to the service listening on PORT inside the sandbox and returns
+        its response as the service sent it, whatever its status (httpx keyword arguments:
+        `json=`, `content=`, `headers=`, `params=`, `timeout=`). The daemon's own refusals
+        raise: PortError when nothing listens there, SandboxNotRunningError, ..."""
+        client = self._http._client()
         try:
-            self._http.request("DELETE", sb_path(self.id))
-            return True
-        except NotFoundError:
-            return False
+            resp = client.request(method, port_path(self.id, port, path), **kw)
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+        refusal = daemon_refusal(resp)
+        if refusal is not None:
+            raise refusal
+        return resp
+
+    def get_metrics(self) -> Metrics:
+        """Resource use now and the last five minutes, one sample a second (`.history`)."""
+        return Metrics.from_json(self._http.request("GET", sb_path(self.id, "/metrics")).json())
+
+    def events(self, follow: bool = True, since_seq: int = 0, timeout: Optional[float] = None) -> EventStream:
+        """This sandbox's events: the replay, then (FOLLOW) live ones until it ends. TIMEOUT:
+        seconds without a byte (keep-alives come every 15 s) before SafehouseTimeoutError."""
+        params = {"follow": "1" if follow else "0", "since_seq": str(int(since_seq))}
+        return EventStream(self._http.config, sb_path(self.id, "/events"), params, timeout)
+
+    @staticmethod
+    def all_events(follow: bool = True, replay: bool = True, timeout: Optional[float] = None,
+                   api_key: Optional[str] = None, url: Optional[str] = None) -> EventStream:
+        """Every sandbox's events of the key's tenant (an admin key: all of them)."""
+        params = {"follow": "1" if follow else "0", "replay": "1" if replay else "0"}
+        return EventStream(ConnectionConfig.resolve(url, api_key), "/v1/events", params, timeout)
+
+    def freeze(self) -> SandboxInfo:
+        """Stops every process with the cgroup freezer (state `frozen`; the deadline keeps
+        counting); commands answer SandboxFrozenError until `thaw()`."""
+        self._info = SandboxInfo.from_json(self._http.request("POST", sb_path(self.id, "/freeze")).json())
+        return self._info
+
+    def thaw(self) -> SandboxInfo:
+        self._info = SandboxInfo.from_json(self._http.request("POST", sb_path(self.id, "/thaw")).json())
+        return self._info
+
+    pause = freeze  # E2B's names; a frozen sandbox stays in memory
+    resume = thaw
+
+    @staticmethod
+    def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:
+        """The emergency stop (see Admin.kill_all)."""
+        with Admin(api_key, url) as admin:
+            return admin.kill_all()
 
     def close(self) -> None:
         """Closes the HTTP connections (the sandbox keeps running)."""

@@ -1,0 +1,148 @@
+"""Daemon-wide calls, sync (`Admin`) and async (`AsyncAdmin`): API keys, the audit log
+export, health, Prometheus metrics and the emergency stop."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Sequence, Union
+from urllib.parse import quote
+
+import httpx
+
+from ._config import ConnectionConfig
+from ._http import _AsyncHttp, _Http
+from .exceptions import SafehouseError
+from .models import ApiKey
+
+
+@dataclasses.dataclass
+class KillAllResult:
+    """What `POST /v1/kill-all` stopped: how many sandboxes, in how many milliseconds."""
+
+    killed: int
+    ms: int
+
+
+def audit_params(sandbox: Optional[str], since: Optional[Union[str, datetime]],
+                 until: Optional[Union[str, datetime]], kind: Optional[Union[str, Sequence[str]]],
+                 limit: Optional[int]) -> Dict[str, str]:
+    q: Dict[str, str] = {}
+    if sandbox:
+        q["sandbox"] = sandbox
+    for name, t in (("since", since), ("until", until)):
+        if t is not None:
+            q[name] = t.isoformat() if isinstance(t, datetime) else t
+    if kind:
+        q["kind"] = kind if isinstance(kind, str) else ",".join(kind)
+    if limit is not None:
+        q["limit"] = str(int(limit))
+    return q
+
+
+class Admin:
+    """Daemon-wide calls: API keys (admin key only), the audit log export (admin only), and
+    the emergency stop. Connection as for Sandbox (SAFEHOUSE_URL / SAFEHOUSE_API_KEY)."""
+
+    def __init__(self, api_key: Optional[str] = None, url: Optional[str] = None,
+                 request_timeout: Optional[float] = None) -> None:
+        self._http = _Http(ConnectionConfig.resolve(url, api_key, request_timeout))
+
+    def create_key(self, tenant: str, name: Optional[str] = None) -> ApiKey:
+        """A new key for TENANT; its secret is in `.key`, shown only this once."""
+        body: Dict[str, Any] = {"tenant": tenant}
+        if name is not None:
+            body["name"] = name
+        return ApiKey.from_json(self._http.request("POST", "/v1/keys", json=body).json())
+
+    def list_keys(self) -> List[ApiKey]:
+        return [ApiKey.from_json(k) for k in self._http.request("GET", "/v1/keys").json().get("keys", [])]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revokes a key at once; NotFoundError for an unknown id."""
+        self._http.request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
+
+    def audit(self, sandbox: Optional[str] = None, since: Optional[Union[str, datetime]] = None,
+              until: Optional[Union[str, datetime]] = None, kind: Optional[Union[str, Sequence[str]]] = None,
+              limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Audit records matching every filter, oldest first (`kind`: api, event, policy,
+        checkpoint, log). AuditOffError on a daemon without an audit log."""
+        resp = self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
+        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+
+    def prometheus(self) -> str:
+        """The daemon's Prometheus exposition (`GET /metrics`, admin key only)."""
+        return self._http.request("GET", "/metrics").text
+
+    def health(self) -> bool:
+        """True when the daemon answers `GET /healthz`."""
+        try:
+            return bool(self._http.request("GET", "/healthz", timeout=5.0).json().get("status") == "ok")
+        except SafehouseError:
+            return False
+
+    def kill_all(self) -> KillAllResult:
+        """The emergency stop: the admin key kills every sandbox on the daemon, other keys their
+        tenant's; returns once nothing of them runs."""
+        d = self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0)).json()
+        return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Admin":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncAdmin:
+    """Keys, audit export and the emergency stop, as Admin with async methods."""
+
+    def __init__(self, api_key: Optional[str] = None, url: Optional[str] = None,
+                 request_timeout: Optional[float] = None) -> None:
+        self._http = _AsyncHttp(ConnectionConfig.resolve(url, api_key, request_timeout))
+
+    async def create_key(self, tenant: str, name: Optional[str] = None) -> ApiKey:
+        body: Dict[str, Any] = {"tenant": tenant}
+        if name is not None:
+            body["name"] = name
+        return ApiKey.from_json((await self._http.request("POST", "/v1/keys", json=body)).json())
+
+    async def list_keys(self) -> List[ApiKey]:
+        resp = await self._http.request("GET", "/v1/keys")
+        return [ApiKey.from_json(k) for k in resp.json().get("keys", [])]
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._http.request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
+
+    async def audit(self, sandbox: Optional[str] = None, since: Optional[Union[str, datetime]] = None,
+                    until: Optional[Union[str, datetime]] = None,
+                    kind: Optional[Union[str, Sequence[str]]] = None,
+                    limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        resp = await self._http.request("GET", "/v1/audit", params=audit_params(sandbox, since, until, kind, limit))
+        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+
+    async def prometheus(self) -> str:
+        return (await self._http.request("GET", "/metrics")).text
+
+    async def health(self) -> bool:
+        try:
+            return bool((await self._http.request("GET", "/healthz", timeout=5.0)).json().get("status") == "ok")
+        except SafehouseError:
+            return False
+
+    async def kill_all(self) -> KillAllResult:
+        resp = await self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0))
+        d = resp.json()
+        return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> "AsyncAdmin":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

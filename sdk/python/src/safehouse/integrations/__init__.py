@@ -1,0 +1,1 @@
+"""Integrations of the SDK with agent frameworks (optional extras)."""
