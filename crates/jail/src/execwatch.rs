@@ -311,10 +311,17 @@ fn read_stat(pid: i32) -> Option<Stat> {
 /// The process's pid in its innermost pid namespace and how deep that namespace is
 /// (from the `NStgid:` line of /proc/PID/status).
 fn ns_pid(pid: i32) -> Option<(i32, usize)> {
+    ns_pid_and_tgid(pid).map(|(p, d, _)| (p, d))
+}
+
+/// [`ns_pid`] and the thread group id on the host (`Tgid:`), from one read of
+/// /proc/PID/status (this runs while the exec waits).
+fn ns_pid_and_tgid(pid: i32) -> Option<(i32, usize, Option<i32>)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let tgid = text.lines().find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()));
     let line = text.lines().find(|l| l.starts_with("NStgid:"))?;
     let ids: Vec<i32> = line["NStgid:".len()..].split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    Some((*ids.last()?, ids.len()))
+    Some((*ids.last()?, ids.len(), tgid))
 }
 
 /// Builds the record of notification `n` (None: the caller vanished or is unreadable).
@@ -334,11 +341,8 @@ fn read_record(n: &sc::Notification) -> Option<(ExecRecord, Found)> {
     let (argv, argv_cut) = read_argv(&mem, argv_ptr);
     let cwd = std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?;
     let stat = read_stat(tid)?;
-    let (pid, depth) = ns_pid(tid)?;
-    let host_pid = std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok())))
-        .unwrap_or(tid);
+    let (pid, depth, tgid) = ns_pid_and_tgid(tid)?;
+    let host_pid = tgid.unwrap_or(tid);
     let ppid = match ns_pid(stat.ppid) {
         Some((p, d)) if d == depth => p,
         _ => 0,

@@ -15,6 +15,11 @@
 //!   ANSI sequence is escaped: one event is always one SSE `data:` line and one audit record.
 //! - **Memory.** Rings are bounded by count and bytes; a slow subscriber that falls more
 //!   than the broadcast buffer behind is told how many it missed (`lagged`), never waited for.
+//! - **Disk.** What a sandbox drives reaches the sink (the audit log) up to
+//!   [`BusConfig::audit_budget`] bytes per sandbox over its life; past it those events are
+//!   still streamed but not audited, one `audit.budget_exceeded` event (audited) says so,
+//!   and the terminal event carries the count (`events_unaudited`). The rate limit alone
+//!   bounds the log's growth per second, not in total.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -80,6 +85,8 @@ pub struct BusConfig {
     pub retired: usize,
     /// Bytes per string in `data`.
     pub max_string: usize,
+    /// Bytes of one sandbox's rate-limited events sent to the sink over its life.
+    pub audit_budget: u64,
     /// Bytes of all strings in one event's `data` together.
     pub max_data: usize,
 }
@@ -97,6 +104,7 @@ impl Default for BusConfig {
             retired: 256,
             max_string: 4096,
             max_data: 16 << 10,
+            audit_budget: 64 << 20,
         }
     }
 }
@@ -132,6 +140,9 @@ struct Stream {
     refilled: Instant,
     dropped: u64,
     dropped_total: u64,
+    /// Bytes of rate-limited events sent to the sink, and events past the budget.
+    audited: u64,
+    unaudited: u64,
     ring: Ring,
 }
 
@@ -219,6 +230,8 @@ impl EventBus {
 
     fn push(&self, sandbox: &str, kind: &str, data: Value, limited: bool) -> Option<Arc<Event>> {
         let cfg = &self.inner.cfg;
+        let mut to_sink = true;
+        let mut budget_crossed = false;
         let event = {
             let mut st = self.lock();
             if !st.sandboxes.contains_key(sandbox) && st.sandboxes.len() >= 65_536 {
@@ -242,6 +255,16 @@ impl EventBus {
                 dropped: std::mem::take(&mut s.dropped),
                 tenant: s.tenant.clone(),
             });
+            if limited {
+                let w = event.weight() as u64;
+                if s.unaudited == 0 && s.audited + w <= cfg.audit_budget {
+                    s.audited += w;
+                } else {
+                    to_sink = false;
+                    s.unaudited += 1;
+                    budget_crossed = s.unaudited == 1;
+                }
+            }
             s.ring.push(event.clone(), cfg.ring_events, cfg.ring_bytes);
             st.global.push(event.clone(), cfg.global_events, cfg.global_bytes);
             // Sent under the lock, so a subscriber that snapshots a ring and subscribes in one
@@ -249,8 +272,13 @@ impl EventBus {
             let _ = self.inner.tx.send(event.clone());
             event
         };
-        if let Some(sink) = self.inner.sink.get() {
+        if let Some(sink) = self.inner.sink.get().filter(|_| to_sink) {
             sink(&event);
+        }
+        if budget_crossed {
+            let data = serde_json::json!({ "budget_bytes": cfg.audit_budget,
+                "message": "this sandbox's events past its audit budget are streamed but no longer written to the audit log; the terminal event counts them" });
+            self.push(sandbox, "audit.budget_exceeded", data, false);
         }
         Some(event)
     }
@@ -274,6 +302,11 @@ impl EventBus {
         Subscription { replay, live: self.inner.tx.subscribe() }
     }
 
+    /// Events of `sandbox` streamed but not audited (past its audit budget).
+    pub fn unaudited(&self, sandbox: &str) -> u64 {
+        self.lock().sandboxes.get(sandbox).map(|s| s.unaudited).unwrap_or(0)
+    }
+
     /// Events of `sandbox` dropped by the rate limit since it started.
     pub fn dropped(&self, sandbox: &str) -> u64 {
         self.lock().sandboxes.get(sandbox).map(|s| s.dropped_total).unwrap_or(0)
@@ -289,6 +322,8 @@ impl Stream {
             refilled: Instant::now(),
             dropped: 0,
             dropped_total: 0,
+            audited: 0,
+            unaudited: 0,
             ring: Ring::default(),
         }
     }

@@ -120,6 +120,16 @@ pub fn fstatfs_used(fd: BorrowedFd<'_>) -> io::Result<(i64, u64)> {
     Ok((st.f_type as i64, used))
 }
 
+/// `fstatfs`: the filesystem's magic, free bytes and free inodes (what an unprivileged
+/// writer can still use).
+pub fn fstatfs_free(fd: BorrowedFd<'_>) -> io::Result<(i64, u64, u64)> {
+    // SAFETY: statfs is plain data; zeroed is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable and outlives the call.
+    check_int(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    Ok((st.f_type as i64, (st.f_bavail as u64).saturating_mul(st.f_bsize as u64), st.f_ffree as u64))
+}
+
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated and outlives the call.
     check_int(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })?;

@@ -165,3 +165,24 @@ fn the_daemons_own_events_pass_a_flood_and_report_it() {
     let e = b.emit_unlimited("a", "sandbox.killed", json!(null)).expect("never dropped");
     assert_eq!((e.seq, e.dropped), (3, 8));
 }
+
+#[test]
+fn the_audit_sink_gets_a_sandbox_s_limited_events_up_to_its_budget_only() {
+    let b = EventBus::new(BusConfig { rate: 0.0, audit_budget: 10_000, ..BusConfig::default() });
+    let sunk = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s2 = sunk.clone();
+    b.set_sink(Arc::new(move |e: &Event| s2.lock().unwrap().push(format!("{}:{}", e.sandbox, e.kind))));
+    for _ in 0..1000 {
+        b.emit("a", "fs.created", json!({ "path": "/tmp/some/file/name" }));
+    }
+    b.emit("b", "fs.created", json!({}));
+    b.emit_unlimited("a", "sandbox.killed", json!({}));
+    let sunk = sunk.lock().unwrap();
+    let of_a = sunk.iter().filter(|k| k.as_str() == "a:fs.created").count();
+    assert!(of_a > 10 && of_a < 100, "about budget / weight of them: {of_a}");
+    assert_eq!(sunk.iter().filter(|k| k.as_str() == "a:audit.budget_exceeded").count(), 1, "said once");
+    assert!(sunk.contains(&"b:fs.created".to_string()), "per sandbox: b has its own budget");
+    assert!(sunk.contains(&"a:sandbox.killed".to_string()), "the daemon's own events are always audited");
+    assert_eq!(b.unaudited("a") as usize, 1000 - of_a);
+    assert_eq!(b.subscribe_sandbox("a", 0).replay.last().unwrap().kind, "sandbox.killed", "still streamed");
+}

@@ -213,9 +213,14 @@ impl Manager {
                 l.link.close();
             }
             let store = self.inner.store.clone();
+            let ids: Vec<String> = victims.iter().map(|l| l.id.clone()).collect();
             tokio::task::spawn_blocking(move || kill_and_remove(&victims, &store, "stopped by kill-all"))
                 .await
                 .map_err(internal)?;
+            // Their file watches and root descriptors (nothing of them runs any more; off
+            // the reply's path).
+            let mgr = self.clone();
+            tokio::task::spawn_blocking(move || ids.iter().for_each(|id| mgr.unwatch_files(id)));
         }
         Ok(KillAllReport { killed, ms: started.elapsed().as_millis() as u64 })
     }

@@ -166,15 +166,16 @@ impl Manager {
         }
         .await;
         let wall_ms = started.elapsed().as_millis() as u64;
-        let stats = cmd_cg
-            .as_ref()
-            .map(|cg| (cg.oom_kills().unwrap_or(0), cg.peak_memory().ok().flatten(), cg.cpu_usage_ns().ok()));
+        let stats = cmd_cg.as_ref().map(|cg| {
+            let stats = (cg.oom_kills().unwrap_or(0), cg.peak_memory().ok().flatten(), cg.cpu_usage_ns().ok());
+            (stats, cg.pids_limit_hits().unwrap_or(0))
+        });
         if let Some(cg) = cmd_cg {
             // Processes the command left behind go with it.
             let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
         }
         let (exited, timed_out) = result?;
-        let (oom_kills, peak, cpu_ns) = stats.unwrap_or((0, None, None));
+        let ((oom_kills, peak, cpu_ns), refused_forks) = stats.unwrap_or(((0, None, None), 0));
         let signal = exited.signal();
         let lossy = |b: &Option<Vec<u8>>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
         let result = ExecResult {
@@ -199,7 +200,28 @@ impl Manager {
                 "cpu_ms": result.cpu_ms, "peak_memory_bytes": result.peak_memory_bytes,
             }),
         );
+        self.note_command_limits(id, exited.pid, oom_kills, refused_forks);
         Ok(result)
+    }
+
+    /// Limit hits counted in a command's own cgroup. On v2 the sandbox's `memory.events`
+    /// and `pids.events` count its commands' too (the sampler reports them); on v1 each
+    /// cgroup counts its own, and the command's is gone after it: said here.
+    fn note_command_limits(&self, id: &str, pid: u32, oom_kills: u64, refused_forks: u64) {
+        if self.inner.cgroups.version != Some(safehouse_jail::cgroup::CgroupVersion::V1) {
+            return;
+        }
+        if oom_kills > 0 {
+            let message = "a command reached its memory limit; the kernel killed a process";
+            let data = serde_json::json!({ "oom_kills": oom_kills, "pid": pid, "exec": true, "message": message });
+            self.note(id, "limit.memory", data);
+        }
+        if refused_forks > 0 {
+            let message = "a command reached the sandbox's process limit; forks failed";
+            let data = serde_json::json!({ "refused_forks": refused_forks, "total": refused_forks, "pid": pid,
+                "exec": true, "message": message });
+            self.note(id, "limit.pids", data);
+        }
     }
 
     pub async fn start_process(&self, tenant: &str, id: &str, req: StartProcess) -> Result<u32, ManagerError> {

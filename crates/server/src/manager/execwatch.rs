@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use safehouse_jail::execwatch::{ExecRecord, ExitRecord, Hooks, Stats, Watcher};
 
+use super::toolcheck::AllowedExecs;
 use super::Manager;
 
 /// Most records one sandbox's ring keeps; older ones are evicted and counted.
@@ -69,10 +70,17 @@ pub(crate) struct ExecWatch {
 
 impl ExecWatch {
     /// Starts answering `listener` (None: nothing to observe).
-    pub(crate) fn start(mgr: &Manager, id: &str, listener: Option<OwnedFd>) -> std::io::Result<ExecWatch> {
+    /// With `allowed` (a sandbox with `tools.allow`), an exec of any other file is also a
+    /// `policy.violation` (toolcheck.rs).
+    pub(crate) fn start(
+        mgr: &Manager,
+        id: &str,
+        listener: Option<OwnedFd>,
+        allowed: Option<AllowedExecs>,
+    ) -> std::io::Result<ExecWatch> {
         let w = ExecWatch::default();
         if let Some(l) = listener {
-            let watcher = Watcher::start(l, mgr.exec_hooks(id, &w.log), id)?;
+            let watcher = Watcher::start(l, mgr.exec_hooks(id, &w.log, allowed), id)?;
             *w.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         }
         Ok(w)
@@ -80,7 +88,7 @@ impl ExecWatch {
 
     /// After a daemon restart: the listener from the sandbox's keeper, if it has one. A
     /// sandbox whose keeper is gone cannot exec any more (ENOSYS): said in the log.
-    pub(crate) fn recover(mgr: &Manager, id: &str, socket_dir: &Path) -> ExecWatch {
+    pub(crate) fn recover(mgr: &Manager, id: &str, socket_dir: &Path, allowed: Option<AllowedExecs>) -> ExecWatch {
         let sock = socket_dir.join("exec.sock");
         if !sock.exists() {
             return ExecWatch::default();
@@ -92,7 +100,7 @@ impl ExecWatch {
                 None
             }
         };
-        ExecWatch::start(mgr, id, listener).unwrap_or_default()
+        ExecWatch::start(mgr, id, listener, allowed).unwrap_or_default()
     }
 
     /// Stops the watcher (after the sandbox is killed).
@@ -115,14 +123,20 @@ impl Manager {
     /// Every exec and exit goes to the event stream (and so the audit log), rate-limited
     /// at the source like everything sandboxed code can trigger, and to the sandbox's
     /// recent-exec ring (`GET /v1/sandboxes/{id}/execs`).
-    fn exec_hooks(&self, id: &str, log: &Arc<ExecLog>) -> Hooks {
+    fn exec_hooks(&self, id: &str, log: &Arc<ExecLog>, allowed: Option<AllowedExecs>) -> Hooks {
         let (l1, l2) = (log.clone(), log.clone());
         let (m1, m2) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
         let (id1, id2) = (id.to_string(), id.to_string());
+        let runtime = tokio::runtime::Handle::try_current().ok();
         Hooks {
             exec: Arc::new(move |rec: ExecRecord| {
                 if let (Some(inner), Ok(data)) = (m1.upgrade(), serde_json::to_value(&rec)) {
                     inner.events.emit(&id1, "proc.exec", data);
+                    if let (Some(allowed), Some(rt)) = (&allowed, &runtime) {
+                        if allowed.denies(&rec.path, &rec.cwd) {
+                            Manager { inner }.denied_exec(rt, &id1, &rec);
+                        }
+                    }
                 }
                 l1.push(ExecEvent::Exec(rec))
             }),
@@ -133,6 +147,19 @@ impl Manager {
                 l2.push(ExecEvent::Exit(rec))
             }),
         }
+    }
+
+    /// An exec the kernel refuses (the file is not in tools.allow): a `policy.violation`
+    /// (rate-limited like every event the sandbox drives), counted toward
+    /// `control.kill_after_violations`. Called on the watcher's thread.
+    fn denied_exec(&self, rt: &tokio::runtime::Handle, id: &str, rec: &ExecRecord) {
+        let data = serde_json::json!({
+            "layer": "tools.allow", "path": rec.path, "argv": rec.argv, "pid": rec.pid,
+            "message": "exec of a file tools.allow does not list: the kernel refused it (EACCES)",
+        });
+        self.emit(id, "policy.violation", data);
+        let _entered = rt.enter();
+        self.note_violation(id, &format!("exec of {} (not in tools.allow)", rec.path));
     }
 
     /// The recent execs and exits of a running sandbox.

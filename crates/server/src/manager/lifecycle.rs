@@ -16,6 +16,7 @@ use safehouse_policy::presets;
 
 use super::agent_link::AgentLink;
 use super::execwatch;
+use super::toolcheck::AllowedExecs;
 use super::{
     ids, internal, CreateRequest, ListFilter, Live, Manager, ManagerError, SandboxInfo, SandboxRoot, SandboxState,
 };
@@ -55,6 +56,31 @@ fn private_address_rule(policy: &safehouse_policy::Policy) -> Option<String> {
         HostPattern::Net { addr, prefix } => block_overlaps_special(addr, prefix).map(|_| r.source),
         _ => None,
     })
+}
+
+/// The writable zones of a plan (paths inside the sandbox): its writable directories,
+/// writable directory binds and `/dev/shm`. File events are reported for these.
+pub(crate) fn writable_zones(ops: &[plan::MountOp]) -> Vec<String> {
+    let mut zones = Vec::new();
+    for op in ops {
+        match op {
+            plan::MountOp::WritableDir { path } => zones.push(path.clone()),
+            plan::MountOp::Bind { path, writable: true, dir: true, .. } => zones.push(path.clone()),
+            plan::MountOp::Dev { path, .. } => zones.push(format!("{}/shm", path.trim_end_matches('/'))),
+            _ => {}
+        }
+    }
+    zones
+}
+
+/// The writable zones of a recorded policy (after a restart), by planning it again.
+fn zones_of_policy(policy: Option<serde_json::Value>) -> Vec<String> {
+    let Some(policy) = policy.and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok()) else {
+        return Vec::new();
+    };
+    let req = RunRequest { policy, workdir: None, mounts: Vec::new(), env: Vec::new(), term: None };
+    let view = safehouse_jail::host::host_view(&req);
+    plan::compile(&req, &view).map(|p| writable_zones(&p.ops)).unwrap_or_default()
 }
 
 /// `/proc/PID/stat` field 22: the start time, to tell a recycled pid from the agent.
@@ -136,7 +162,7 @@ impl Manager {
         let spawned = tokio::task::spawn_blocking(move || mgr.spawn_blocking(&id2, &dir2, &run_req))
             .await
             .map_err(internal)??;
-        let (spawned, cg, plan_json) = spawned;
+        let (spawned, cg, plan_json, zones) = spawned;
         let safehouse_jail::spawn::Spawned { pid, pidfd, gateway_listener, exec_listener, root } = spawned;
         let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id).await {
             Ok(link) => link,
@@ -176,7 +202,17 @@ impl Manager {
             error: None,
         };
         let (uid, gid) = self.sandbox_ids();
-        let execs = match execwatch::ExecWatch::start(self, &id, exec_listener) {
+        let allowed = if policy.tools.allow.is_empty() {
+            None
+        } else {
+            let allow = policy.tools.allow.clone();
+            let root = std::fs::File::open(format!("/proc/{pid}/root")).map(OwnedFd::from);
+            match root {
+                Ok(root) => tokio::task::spawn_blocking(move || AllowedExecs::expand(root, &allow)).await.ok(),
+                Err(_) => None,
+            }
+        };
+        let execs = match execwatch::ExecWatch::start(self, &id, exec_listener, allowed) {
             Ok(w) => w,
             Err(e) => {
                 let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
@@ -206,6 +242,10 @@ impl Manager {
         let store = inner.store.clone();
         let rec2 = record.clone();
         tokio::task::spawn_blocking(move || store.insert_sandbox(&rec2)).await.map_err(internal)?.map_err(internal)?;
+        // File events from the start: before the caller can run anything inside.
+        inner.events.register(&id, tenant);
+        let (mgr, live2) = (self.clone(), live.clone());
+        tokio::task::spawn_blocking(move || mgr.watch_files(&live2, &zones)).await.map_err(internal)?;
         inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), live.clone());
         inner.metrics.counters.created();
         self.arm_deadline(&live, timeout_s);
@@ -321,8 +361,10 @@ impl Manager {
         id: &str,
         socket_dir: &std::path::Path,
         run_req: &RunRequest,
-    ) -> Result<(safehouse_jail::spawn::Spawned, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value), ManagerError>
-    {
+    ) -> Result<
+        (safehouse_jail::spawn::Spawned, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value, Vec<String>),
+        ManagerError,
+    > {
         let inner = &self.inner;
         let view = safehouse_jail::host::host_view(run_req);
         let plan = plan::compile(run_req, &view).map_err(|e| ManagerError::Invalid(e.to_string()))?;
@@ -414,7 +456,7 @@ impl Manager {
             zygote.spawn(&plan, listener, handle, exec_keeper)
         };
         match spawned {
-            Ok(s) => Ok((s, cg, plan_json)),
+            Ok(s) => Ok((s, cg, plan_json, writable_zones(&plan.ops))),
             Err(e) => {
                 cleanup(cg);
                 Err(jail_error(e))
@@ -475,6 +517,7 @@ impl Manager {
         live.link.close();
         let live2 = live.clone();
         let store = self.inner.store.clone();
+        let mgr = self.clone();
         let ended = tokio::task::spawn_blocking(move || {
             let cg = live2.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
             match cg {
@@ -488,6 +531,7 @@ impl Manager {
                 }
             }
             live2.execs.stop();
+            mgr.unwatch_files(&live2.id);
             // Wait (bounded) for PID 1 to be gone, so nothing of the sandbox runs on return.
             for _ in 0..200 {
                 if safehouse_sys::process::poll_readable(&[live2.pidfd.as_raw_fd()], 10).map(|r| r[0]).unwrap_or(true) {
@@ -508,7 +552,12 @@ impl Manager {
             _ => "sandbox.killed",
         };
         let dropped = self.inner.events.dropped(&live.id);
-        self.note(&live.id, kind, serde_json::json!({ "error": error, "events_dropped": dropped }));
+        let unaudited = self.inner.events.unaudited(&live.id);
+        self.note(
+            &live.id,
+            kind,
+            serde_json::json!({ "error": error, "events_dropped": dropped, "events_unaudited": unaudited }),
+        );
         self.inner.events.retire(&live.id);
         recorded.map_err(internal)?;
         Ok(())
@@ -617,7 +666,17 @@ impl Manager {
             }
         };
         let socket_dir = std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default();
-        let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir);
+        let allow = rec
+            .policy
+            .clone()
+            .and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok())
+            .map(|p| p.tools.allow)
+            .unwrap_or_default();
+        let allowed = match std::fs::File::open(format!("/proc/{pid}/root")) {
+            Ok(root) if !allow.is_empty() => Some(AllowedExecs::expand(root.into(), &allow)),
+            _ => None,
+        };
+        let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir, allowed);
         let live = Arc::new(Live {
             id: rec.id.clone(),
             tenant: rec.tenant.clone(),
@@ -637,8 +696,10 @@ impl Manager {
         // A frozen sandbox stays frozen across the restart (its agent accepted the connection
         // into its backlog and answers once thawed).
         self.inner.control.set_frozen(&rec.id, rec.state == SandboxState::Frozen);
-        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         self.inner.events.register(&rec.id, &rec.tenant);
+        let (mgr, live2, policy) = (self.clone(), live.clone(), rec.policy.clone());
+        let _ = tokio::task::spawn_blocking(move || mgr.watch_files(&live2, &zones_of_policy(policy))).await;
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         self.note(&rec.id, "sandbox.recovered", serde_json::json!({ "pid": pid, "network": live.gateway.is_some() }));
         let left = seconds_until(&rec.expires_at);
         if left == 0 {

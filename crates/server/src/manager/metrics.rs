@@ -77,6 +77,11 @@ struct Reading {
     disk: u64,
     net_in: u64,
     net_out: u64,
+    /// Limit counters: OOM kills and refused forks (the cgroup's), and whether the root
+    /// tmpfs or /dev/shm had no byte or inode left.
+    oom_kills: u64,
+    pids_hits: u64,
+    disk_full: bool,
 }
 
 struct Ring {
@@ -143,8 +148,10 @@ fn read(live: &Live) -> Reading {
         r.memory = cg.memory_current().unwrap_or(0);
         r.peak = cg.peak_memory().ok().flatten();
         r.pids = cg.pids_current().unwrap_or(0);
+        r.oom_kills = cg.oom_kills().unwrap_or(0);
+        r.pids_hits = cg.pids_limit_hits().unwrap_or(0);
     }
-    r.disk = disk_used(live).unwrap_or(0);
+    (r.disk, r.disk_full) = disk_used(live).unwrap_or((0, false));
     if let Some(gw) = &live.gateway {
         let s = gw.stats();
         (r.net_in, r.net_out) = (s.bytes_in, s.bytes_out);
@@ -153,22 +160,58 @@ fn read(live: &Live) -> Reading {
 }
 
 /// Bytes used in the sandbox's writable layer: its root tmpfs (or overlay upper) and its
-/// `/dev/shm`, opened beneath the agent's root and checked to be tmpfs or overlayfs.
-fn disk_used(live: &Live) -> std::io::Result<u64> {
+/// `/dev/shm`, opened beneath the agent's root and checked to be tmpfs or overlayfs; and
+/// whether either is full (no byte or no inode left).
+fn disk_used(live: &Live) -> std::io::Result<(u64, bool)> {
     use safehouse_sys::files as sys;
     let root = live.root_dir()?;
     let mut used = 0;
+    let mut full = false;
     let (magic, bytes) = sys::fstatfs_used(root.as_fd())?;
     if magic == TMPFS_MAGIC || magic == OVERLAYFS_MAGIC {
         used += bytes;
+        full |= is_full(root.as_fd());
     }
     let resolve = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS;
     if let Ok(shm) = sys::openat2(root.as_fd(), c"dev/shm", libc::O_PATH | libc::O_DIRECTORY, 0, resolve) {
         if let Ok((TMPFS_MAGIC, bytes)) = sys::fstatfs_used(shm.as_fd()) {
             used += bytes;
+            full |= is_full(shm.as_fd());
         }
     }
-    Ok(used)
+    Ok((used, full))
+}
+
+/// No byte (less than a page) or no inode left for the sandbox.
+fn is_full(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    matches!(safehouse_sys::files::fstatfs_free(fd), Ok((_, bytes, inodes)) if bytes < 4096 || inodes == 0)
+}
+
+/// The `limit.*` events a new reading means, compared with the previous one.
+fn limit_events(last: &Reading, now: &Reading) -> Vec<(&'static str, serde_json::Value)> {
+    let mut out = Vec::new();
+    if now.oom_kills > last.oom_kills {
+        out.push((
+            "limit.memory",
+            serde_json::json!({ "oom_kills": now.oom_kills - last.oom_kills, "total": now.oom_kills,
+                "message": "the sandbox reached its memory limit; the kernel killed a process" }),
+        ));
+    }
+    if now.pids_hits > last.pids_hits {
+        out.push((
+            "limit.pids",
+            serde_json::json!({ "refused_forks": now.pids_hits - last.pids_hits, "total": now.pids_hits,
+                "message": "the sandbox reached its process limit; forks failed" }),
+        ));
+    }
+    if now.disk_full && !last.disk_full {
+        out.push((
+            "limit.disk",
+            serde_json::json!({ "used_bytes": now.disk,
+                "message": "the sandbox's writable layer is full (bytes or inodes); writes fail with ENOSPC" }),
+        ));
+    }
+    out
 }
 
 impl Manager {
@@ -220,6 +263,7 @@ impl Manager {
         };
         let t = now_unix();
         let mut over_budget = Vec::new();
+        let mut limits = Vec::new();
         {
             let mut rings = self.inner.metrics.rings.lock().unwrap_or_else(|e| e.into_inner());
             for (live, r, at) in &readings {
@@ -243,6 +287,7 @@ impl Manager {
                     net_in: r.net_in,
                     net_out: r.net_out,
                 });
+                limits.extend(limit_events(&ring.last, r).into_iter().map(|(k, d)| (live.id.clone(), k, d)));
                 (ring.last, ring.last_at) = (*r, *at);
                 if let Some(why) = self.inner.control.rules(&live.id).and_then(|rules| rules.cpu_verdict(r.cpu_ns)) {
                     over_budget.push((live.id.clone(), why));
@@ -251,6 +296,10 @@ impl Manager {
             let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
             rings.retain(|id, _| live.contains_key(id));
             self.inner.control.retain(|id| live.contains_key(id));
+        }
+        // The daemon's own reading, once a second at most: not rate-limited.
+        for (id, kind, data) in limits {
+            self.note(&id, kind, data);
         }
         for (id, why) in over_budget {
             let mgr = self.clone();
@@ -396,6 +445,18 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_events_fire_on_increase_and_on_the_edge_to_full() {
+        let a = Reading { oom_kills: 1, pids_hits: 5, ..Reading::default() };
+        assert!(limit_events(&a, &a).is_empty());
+        let b = Reading { oom_kills: 3, pids_hits: 9, disk_full: true, ..a };
+        let kinds: Vec<&str> = limit_events(&a, &b).iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, ["limit.memory", "limit.pids", "limit.disk"]);
+        assert_eq!(limit_events(&a, &b)[0].1["oom_kills"], 2);
+        assert_eq!(limit_events(&a, &b)[1].1["refused_forks"], 4);
+        assert!(limit_events(&b, &b).is_empty(), "a disk that stays full is said once");
+    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -13,10 +13,12 @@ mod agent_link;
 mod control;
 mod exec;
 pub mod execwatch;
+pub mod fswatch;
 pub mod ids;
 mod lifecycle;
 pub mod metrics;
 mod netns;
+mod toolcheck;
 pub mod types;
 
 use std::collections::HashMap;
@@ -119,6 +121,9 @@ pub(crate) struct Inner {
     pub control: control::ControlState,
     /// The sampler's history and the daemon's counters (metrics.rs).
     pub metrics: metrics::MetricsState,
+    /// File events of every sandbox (fswatch.rs), started with the first sandbox; None
+    /// when off (`SAFEHOUSE_FSWATCH=0`) or when the kernel refused an inotify instance.
+    pub fswatch: std::sync::OnceLock<Option<fswatch::FsWatch>>,
 }
 
 impl Manager {
@@ -145,6 +150,7 @@ impl Manager {
                 audit: Default::default(),
                 control: Default::default(),
                 metrics: Default::default(),
+                fswatch: Default::default(),
             }),
         }
     }
@@ -183,6 +189,39 @@ impl Manager {
     /// execs, file operations): not rate-limited, so a sandbox's flood cannot hide them.
     pub(crate) fn note(&self, sandbox: &str, kind: &str, data: serde_json::Value) {
         self.inner.events.emit_unlimited(sandbox, kind, data);
+    }
+
+    /// The daemon's file observer (started on first use).
+    pub(crate) fn fswatch(&self) -> Option<&fswatch::FsWatch> {
+        self.inner
+            .fswatch
+            .get_or_init(|| {
+                if !fswatch::enabled() {
+                    return None;
+                }
+                fswatch::FsWatch::start(self.inner.events.clone())
+                    .map_err(|e| eprintln!("safehouse: file events are off: no inotify instance ({e})"))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Starts reporting the file changes in a sandbox's writable zones (blocking: a scan).
+    pub(crate) fn watch_files(&self, live: &Live, zones: &[String]) {
+        let Some(w) = self.fswatch() else { return };
+        let Ok(root) = std::fs::File::open(format!("/proc/{}/root", live.pid)) else { return };
+        // Opened while the agent lived: not a recycled pid's root.
+        if safehouse_sys::process::pidfd_send_signal(&live.pidfd, 0).is_err() {
+            return;
+        }
+        w.add(&live.id, root.into(), zones);
+    }
+
+    /// Stops reporting a sandbox's file changes (it ended) and lets its filesystem go.
+    pub(crate) fn unwatch_files(&self, id: &str) {
+        if let Some(Some(w)) = self.inner.fswatch.get() {
+            w.remove(id);
+        }
     }
 
     pub(crate) fn live(&self, tenant: &str, id: &str) -> Result<Arc<Live>, ManagerError> {
