@@ -8,6 +8,7 @@ import os
 import pytest
 
 from .support import IS_ROOT, pid_alive, running_daemon, wait_for
+from .test_events import read_sse
 
 USER = "nobody"
 
@@ -29,6 +30,12 @@ def rootless():
     d = running_daemon(run_as=USER)
     yield d
     d.cleanup()
+
+
+def created_paths(api, sid):
+    status, events = read_sse(api, f"/v1/sandboxes/{sid}/events", {"follow": "false"})
+    assert status == 200, events
+    return [e["data"]["data"].get("path") for e in events if e["event"] == "fs.created"]
 
 
 def cgroup_v1():
@@ -58,6 +65,8 @@ def test_the_daemon_and_its_sandboxes_run_as_the_unprivileged_user(rootless):
         assert api.exec(sb["id"], ["cat", "/tmp/f"])["stdout"] == "hello\n"
         r = api.get(f"/v1/sandboxes/{sb['id']}/fs/list", query={"path": "/tmp"})
         assert r.status == 200 and {"f", "up.bin"} <= {e["name"] for e in r.json()["entries"]}, r
+        # File events are watched beneath the same root.
+        assert wait_for(lambda: "/tmp/f" in created_paths(api, sb["id"]), 10), created_paths(api, sb["id"])
         # The writable layer's use is measured the same way.
         r = api.get(f"/v1/sandboxes/{sb['id']}/metrics")
         assert r.status == 200 and r.json()["current"]["disk_bytes"] > 0, r

@@ -164,7 +164,7 @@ pub async fn data_plane(State(st): State<AppState>, req: Request, next: Next) ->
             resp.extensions_mut().insert(tenant);
             resp
         }
-        Err(resp) => *resp,
+        Err(resp) => answer_after_body(req, *resp).await,
     };
     st.manager.count_request(method.as_str(), &route, resp.status().as_u16());
     let h = resp.headers_mut();
@@ -235,13 +235,16 @@ async fn dispatch(st: AppState, tenant: Tenant, id: String, req: Request) -> Res
     let port = match req.headers().get(PORT_HEADER).map(|v| v.to_str().unwrap_or("").parse::<u16>()) {
         None => ENVD_PORT,
         Some(Ok(p)) if p > 0 => p,
-        Some(_) => return e2b_error(StatusCode::BAD_REQUEST, "E2b-Sandbox-Port must be a port number (1-65535)"),
+        Some(_) => {
+            let e = e2b_error(StatusCode::BAD_REQUEST, "E2b-Sandbox-Port must be a port number (1-65535)");
+            return answer_after_body(req, e).await;
+        }
     };
     if port != ENVD_PORT {
         return to_port(st, tenant, &id, port, req).await;
     }
     if let Err(e) = check_user(req.headers()) {
-        return e.into_response();
+        return answer_after_body(req, e.into_response()).await;
     }
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
@@ -254,12 +257,24 @@ async fn dispatch(st: AppState, tenant: Tenant, id: String, req: Request) -> Res
         (Method::POST, p) if p.starts_with("/filesystem.Filesystem/") => {
             filesystem::call(&st, &tenant, &id, &p["/filesystem.Filesystem/".len()..], req).await
         }
-        _ => connect::ConnectError::new(
-            connect::Code::Unimplemented,
-            format!("{} {path} is not part of the in-sandbox API safehouse serves (see docs/e2b.md)", req.method()),
-        )
-        .into_response(),
+        _ => {
+            let e = connect::ConnectError::new(
+                connect::Code::Unimplemented,
+                format!("{} {path} is not part of the in-sandbox API safehouse serves (see docs/e2b.md)", req.method()),
+            );
+            answer_after_body(req, e.into_response()).await
+        }
     }
+}
+
+/// Answers a refused request once the client has sent its body (read and dropped: at most
+/// 1 MiB, for at most 5 s). The SDK streams bodies chunked; an answer sent while a body is
+/// still arriving makes the connection close under the client, which then reports
+/// "connection closed before message completed" instead of the error.
+async fn answer_after_body(req: Request, resp: Response) -> Response {
+    let drain = axum::body::to_bytes(req.into_body(), 1 << 20);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    resp
 }
 
 /// The SDK names the user to run as in `Authorization: Basic base64(user:)`. A safehouse

@@ -206,8 +206,7 @@ impl Manager {
             None
         } else {
             let allow = policy.tools.allow.clone();
-            let root = std::fs::File::open(format!("/proc/{pid}/root")).map(OwnedFd::from);
-            match root {
+            match root.try_clone() {
                 Ok(root) => tokio::task::spawn_blocking(move || AllowedExecs::expand(root, &allow)).await.ok(),
                 Err(_) => None,
             }

@@ -209,12 +209,8 @@ impl Manager {
     /// Starts reporting the file changes in a sandbox's writable zones (blocking: a scan).
     pub(crate) fn watch_files(&self, live: &Live, zones: &[String]) {
         let Some(w) = self.fswatch() else { return };
-        let Ok(root) = std::fs::File::open(format!("/proc/{}/root", live.pid)) else { return };
-        // Opened while the agent lived: not a recycled pid's root.
-        if safehouse_sys::process::pidfd_send_signal(&live.pidfd, 0).is_err() {
-            return;
-        }
-        w.add(&live.id, root.into(), zones);
+        let Ok(root) = live.root_dir().and_then(|r| r.try_clone()) else { return };
+        w.add(&live.id, root, zones);
     }
 
     /// Stops reporting a sandbox's file changes (it ended) and lets its filesystem go.
