@@ -73,6 +73,12 @@ pub async fn download(
     let path = path_param(&q)?;
     let root = root(&st, &tenant, &id).await?;
     let (file, _info) = blocking(move || files::open_read(&root, &path)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], file_body(file)).into_response())
+}
+
+/// A response body streaming `file` from its current offset in 64 KiB chunks (the native
+/// and the E2B downloads).
+pub(crate) fn file_body(file: std::fs::File) -> Body {
     let file = tokio::fs::File::from_std(file);
     let stream = futures_util::stream::unfold(Some(file), |file| async move {
         let mut file = file?;
@@ -86,7 +92,7 @@ pub async fn download(
             Err(e) => Some((Err(e), None)),
         }
     });
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream)).into_response())
+    Body::from_stream(stream)
 }
 
 pub async fn upload(

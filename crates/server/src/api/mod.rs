@@ -28,7 +28,7 @@ use crate::e2b;
 use crate::manager::Manager;
 pub use errors::ApiError;
 pub(crate) use exec::check_env as exec_check_env;
-pub(crate) use files::WatchSlot;
+pub(crate) use files::{file_body, WatchSlot};
 pub use hosts::HostAllowlist;
 
 /// What every handler can reach.

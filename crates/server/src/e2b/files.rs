@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::connect::ConnectError;
 use super::filesystem::{absolute, blocking, root};
@@ -24,7 +24,6 @@ use crate::files::{self, FileError};
 
 /// An upload whose body makes no progress this long is abandoned.
 const IDLE: Duration = Duration::from_secs(60);
-const CHUNK: usize = 64 * 1024;
 
 /// An error as the SDK's envd HTTP client reads it: a status and `message`.
 struct HttpError(StatusCode, String);
@@ -81,25 +80,12 @@ async fn download_inner(st: &AppState, tenant: &Tenant, id: &str, req: Request) 
     let path = params(&req)?.ok_or_else(|| bad("path is required"))?;
     let root = root(st, tenant, id).await?;
     let (file, info) = blocking(move || files::open_read(&root, &path)).await?;
-    let file = tokio::fs::File::from_std(file);
-    let stream = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let mut buf = vec![0u8; CHUNK];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (header::CONTENT_LENGTH, info.size.to_string()),
         ],
-        Body::from_stream(stream),
+        crate::api::file_body(file),
     )
         .into_response())
 }
