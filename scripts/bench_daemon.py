@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import socket
+from benchlib import free_port  # noqa: E402
 
 BIN = sys.argv[1]
 ARGS = sys.argv[2:]
@@ -36,14 +37,6 @@ KILL_ALL = int(ARGS[ARGS.index("--kill-all") + 1]) if "--kill-all" in ARGS else 
 ROUNDS = int(ARGS[ARGS.index("--rounds") + 1]) if "--rounds" in ARGS else 5
 ONLY = ARGS[ARGS.index("--only") + 1] if "--only" in ARGS else None
 KEY = "sh_bench" + "x" * 27
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Client:

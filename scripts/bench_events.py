@@ -13,12 +13,12 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from benchlib import free_port  # noqa: E402
 
 BIN = sys.argv[1]
 ARGS = sys.argv[2:]
@@ -28,14 +28,6 @@ KEY = "sh_bench" + "x" * 27
 # --on-env K=V,K=V: extra environment for the "on" daemon, to find which part costs what
 # (e.g. SAFEHOUSE_EXECWATCH=0 leaves file events and audit on).
 ON_ENV = dict(kv.split("=", 1) for kv in ARGS[ARGS.index("--on-env") + 1].split(",")) if "--on-env" in ARGS else {}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Daemon:

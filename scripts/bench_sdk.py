@@ -12,7 +12,6 @@ run it with the test venv's python, .venv/bin/python)
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk" / "python" / 
 import httpx  # noqa: E402
 
 from safehouse import AsyncSandbox, Sandbox  # noqa: E402
+from benchlib import free_port  # noqa: E402
 
 BIN = sys.argv[1]
 ARGS = sys.argv[2:]
@@ -31,14 +31,6 @@ ROUNDS = int(ARGS[ARGS.index("--rounds") + 1]) if "--rounds" in ARGS else 10
 PER = int(ARGS[ARGS.index("--per-round") + 1]) if "--per-round" in ARGS else 100
 KEY = "sh_bench" + "s" * 27
 BODY = {"cmd": ["true"], "timeout_s": 60}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def start_daemon():

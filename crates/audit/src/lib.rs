@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 pub use error::{AppendError, Error};
 pub use export::{export, Filter};
 pub use key::read_public_key;
-pub use record::{Kind, Record};
+pub use record::{truncate as cap_string, Kind, Record};
 pub use time::normalize as normalize_time;
 pub use verify::{verify, verify_with, Problem, Report, TornTail};
 pub use writer::{AuditLog, Options, Stats};

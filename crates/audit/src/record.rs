@@ -148,7 +148,7 @@ fn cap_value(v: &Value, cap: usize, depth: usize) -> Value {
 
 /// `s` if it fits in `cap` bytes, else its longest prefix on a character boundary followed
 /// by `…[truncated, N bytes]`.
-pub(crate) fn truncate(s: &str, cap: usize) -> String {
+pub fn truncate(s: &str, cap: usize) -> String {
     if s.len() <= cap {
         return s.to_string();
     }

@@ -365,17 +365,8 @@ pub fn now_ms() -> String {
 }
 
 /// `s` if it fits in `cap` bytes, else its longest prefix on a character boundary followed
-/// by `…[truncated, N bytes]` (N: the original length).
-pub fn cap_string(s: &str, cap: usize) -> String {
-    if s.len() <= cap {
-        return s.to_string();
-    }
-    let mut end = cap;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…[truncated, {} bytes]", &s[..end], s.len())
-}
+/// by `…[truncated, N bytes]` (the audit log caps its strings the same way).
+pub use safehouse_audit::cap_string;
 
 const MAX_DEPTH: usize = 16;
 
