@@ -108,6 +108,7 @@ fn prepare(req: &SpawnRequest, base_env: &[(String, String)], default_cwd: &str)
     let path = env.iter().rev().find(|(k, _)| *k == "PATH").map(|(_, v)| *v).unwrap_or(DEFAULT_PATH);
     let candidates = candidates(program, path)
         .into_iter()
+        .filter(|c| !surely_missing(c))
         .map(CString::new)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| nul_error("PATH"))?;
@@ -121,6 +122,15 @@ fn candidates(program: &str, path: &str) -> Vec<String> {
         return vec![program.to_string()];
     }
     path.split(':').map(|dir| if dir.is_empty() { program.to_string() } else { format!("{dir}/{program}") }).collect()
+}
+
+/// Whether an absolute candidate names nothing (ENOENT, ENOTDIR): execvp would skip it
+/// after a failed execve, but in a daemon sandbox every execve stops on the exec watcher
+/// (~0.2 ms each), so the agent skips it here. Relative candidates depend on the working
+/// directory the child enters, and any other error is left for execve to report.
+fn surely_missing(candidate: &str) -> bool {
+    candidate.starts_with('/')
+        && matches!(std::fs::metadata(candidate).map_err(|e| e.raw_os_error()), Err(Some(libc::ENOENT | libc::ENOTDIR)))
 }
 
 /// The ends of the child's stdio: what the child gets as 0, 1, 2 and what the agent keeps.
@@ -302,9 +312,24 @@ mod tests {
         let p = prepare(&req(&["ls"], &[("HOME", "/x"), ("NEW", "1")]), &base, "/w").unwrap();
         let env: Vec<_> = p.envp.iter().map(|c| c.to_str().unwrap().to_string()).collect();
         assert_eq!(env, ["PATH=/a:/b", "HOME=/x", "NEW=1"]);
-        let c: Vec<_> = p.candidates.iter().map(|c| c.to_str().unwrap().to_string()).collect();
-        assert_eq!(c, ["/a/ls", "/b/ls"]);
+        // Neither /a/ls nor /b/ls exists: nothing to try (the spawn fails with ENOENT).
+        assert!(p.candidates.is_empty());
         assert_eq!(p.cwd.to_str().unwrap(), "/w");
+    }
+
+    #[test]
+    fn missing_candidates_are_skipped_before_exec() {
+        let dir = std::env::temp_dir().join(format!("safehouse-cand-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x"), b"").unwrap();
+        std::fs::write(dir.join("file"), b"").unwrap();
+        let d = dir.to_str().unwrap();
+        let path = format!("/nonexistent:{d}/file:{d}:{d}/x::/bin");
+        let p = prepare(&req(&["x"], &[("PATH", &path)]), &[], "/").unwrap();
+        let c: Vec<_> = p.candidates.iter().map(|c| c.to_str().unwrap().to_string()).collect();
+        // /nonexistent/x (ENOENT), FILE/x (ENOTDIR) and DIR/x/x go; relative ones stay.
+        assert_eq!(c, [format!("{d}/x"), "x".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +24,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use safehouse_sys::files::{self as sf, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
+use safehouse_sys::process::process_vm_read;
 use safehouse_sys::seccomp as sc;
 
 pub mod keeper;
@@ -127,7 +127,7 @@ impl Watcher {
         let stats2 = stats.clone();
         let thread =
             std::thread::Builder::new().name(format!("execwatch-{name}")).stack_size(256 << 10).spawn(move || {
-                let mut w = Watch { listener, hooks, exits: HashMap::new(), stats: stats2 };
+                let mut w = Watch { listener, hooks, exits: HashMap::new(), stats: stats2, root: None };
                 w.serve(&stop_r);
             })?;
         Ok(Watcher { stop: Some(stop_w), thread: Some(thread), stats })
@@ -161,7 +161,8 @@ impl Drop for Watcher {
 struct Followed {
     pidfd: OwnedFd,
     pid: i32,
-    start_time: u64,
+    /// From /proc/PID/stat once the pidfd was held; None if it had already been reaped.
+    start_time: Option<u64>,
     since: Instant,
 }
 
@@ -171,6 +172,8 @@ struct Watch {
     /// By host pid.
     exits: HashMap<i32, Followed>,
     stats: Arc<std::sync::Mutex<Stats>>,
+    /// The sandbox's root directory (see [`Watch::read_seen`]).
+    root: Option<File>,
 }
 
 impl Watch {
@@ -208,28 +211,47 @@ impl Watch {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Reads the record, checks the notification still stands, answers CONTINUE, then
-    /// reports. An exec is never refused here: observation only.
+    /// Reads what must be read while the caller waits (its memory, working directory,
+    /// ids, whether the file exists), checks the notification still stands, answers
+    /// CONTINUE, then completes the record (the parent's id), follows the process and
+    /// reports. An exec is never refused here: observation only. Everything the caller
+    /// does not have to wait for happens after the answer (each /proc read costs 10–30 µs
+    /// on a small VM, and the exec waits for all of them).
     fn handle(&mut self, n: sc::Notification) {
-        let record = read_record(&n);
+        let seen = self.read_seen(&n);
         let valid = sc::notif_id_valid(self.listener.as_fd(), n.id);
         let _ = sc::notif_respond(self.listener.as_fd(), n.id, None);
-        match record {
-            Some((rec, Found::File { start_time })) if valid => {
-                self.follow(&rec, start_time);
+        match seen {
+            Some(seen) if valid && seen.found => {
+                let rec = seen.complete();
+                self.follow(&rec);
                 self.bump(|s| s.execs += 1);
                 (self.hooks.exec)(rec);
             }
-            Some((_, Found::Missing)) if valid => self.bump(|s| s.missing += 1),
+            Some(_) if valid => self.bump(|s| s.missing += 1),
             _ => self.bump(|s| s.dropped_invalid += 1),
         }
     }
 
-    fn follow(&mut self, rec: &ExecRecord, start_time: u64) {
+    /// [`read_seen`] with the sandbox's root directory, opened once: every process under
+    /// this listener shares it (the sandbox's seccomp program refuses chroot, pivot_root,
+    /// unshare and setns, so no process can move to another root).
+    fn read_seen(&mut self, n: &sc::Notification) -> Option<Seen> {
+        if self.root.is_none() && n.pid != 0 {
+            self.root = File::open(format!("/proc/{}/root", n.pid)).ok();
+        }
+        read_seen(n, self.root.as_ref()?)
+    }
+
+    fn follow(&mut self, rec: &ExecRecord) {
         if let Some(f) = self.exits.get_mut(&rec.host_pid) {
-            if f.start_time == start_time {
-                f.since = Instant::now(); // a process exec'ing again
+            if safehouse_sys::process::poll_events(&[(f.pidfd.as_raw_fd(), libc::POLLIN)], 0).is_ok_and(|r| r[0] == 0) {
+                f.since = Instant::now(); // a process exec'ing again (still alive: same process)
                 return;
+            }
+            // The number was reused: the one followed has ended; report it first.
+            if let Some(f) = self.exits.remove(&rec.host_pid) {
+                self.exited(rec.host_pid, f);
             }
         }
         if self.exits.len() >= MAX_WATCHED_EXITS {
@@ -238,6 +260,9 @@ impl Watch {
         }
         match safehouse_sys::process::pidfd_open(rec.host_pid) {
             Ok(pidfd) => {
+                // Read after the pidfd is held: if the process is already gone, the stat
+                // is missing (exit status unknown), never another process's.
+                let start_time = read_stat(rec.host_pid).map(|s| s.start_time);
                 self.exits.insert(rec.host_pid, Followed { pidfd, pid: rec.pid, start_time, since: Instant::now() });
             }
             Err(_) => self.bump(|s| s.exits_unwatched += 1),
@@ -246,7 +271,7 @@ impl Watch {
 
     fn exited(&mut self, host_pid: i32, f: Followed) {
         // Still a zombie of the same process (same start time)? Then its stat is final.
-        let zombie = read_stat(host_pid).filter(|s| s.state == 'Z' && s.start_time == f.start_time);
+        let zombie = read_stat(host_pid).filter(|s| s.state == 'Z' && Some(s.start_time) == f.start_time);
         let (exit_code, signal, cpu_ms) = match zombie {
             Some(s) => {
                 let status = s.exit_status;
@@ -269,11 +294,6 @@ impl Watch {
     }
 }
 
-enum Found {
-    File { start_time: u64 },
-    Missing,
-}
-
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -286,14 +306,29 @@ fn clock_ticks() -> u64 {
 /// What the watcher needs from /proc/PID/stat.
 struct Stat {
     state: char,
-    ppid: i32,
     start_time: u64,
     cpu_ticks: u64,
     exit_status: i32,
 }
 
+/// Reads a small /proc file (a few KiB at most) without the size probe and the growing
+/// buffer of `read_to_string`.
+fn read_proc(path: &str) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        match std::io::Read::read(&mut f, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
 fn read_stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = read_proc(&format!("/proc/{pid}/stat"))?;
     let after = text.rsplit_once(") ")?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     // Fields counted from 3 (state) in proc(5).
@@ -301,31 +336,61 @@ fn read_stat(pid: i32) -> Option<Stat> {
     let num = |n: usize| at(n).and_then(|v| v.parse::<u64>().ok());
     Some(Stat {
         state: at(3)?.chars().next()?,
-        ppid: at(4)?.parse().ok()?,
         start_time: num(22)?,
         cpu_ticks: num(14)? + num(15)?,
         exit_status: at(52).and_then(|v| v.parse().ok()).unwrap_or(0),
     })
 }
 
-/// The process's pid in its innermost pid namespace and how deep that namespace is
-/// (from the `NStgid:` line of /proc/PID/status).
-fn ns_pid(pid: i32) -> Option<(i32, usize)> {
-    ns_pid_and_tgid(pid).map(|(p, d, _)| (p, d))
+/// The ids of a process from one read of /proc/PID/status.
+#[derive(Debug, PartialEq, Eq)]
+struct Ids {
+    /// Thread group id (the process) on the host.
+    tgid: i32,
+    /// Its parent on the host.
+    ppid: i32,
+    /// The process in its innermost pid namespace (`NStgid:`'s last entry).
+    ns_pid: i32,
+    /// How deep that namespace is (entries of `NStgid:`).
+    depth: usize,
 }
 
-/// [`ns_pid`] and the thread group id on the host (`Tgid:`), from one read of
-/// /proc/PID/status (this runs while the exec waits).
-fn ns_pid_and_tgid(pid: i32) -> Option<(i32, usize, Option<i32>)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let tgid = text.lines().find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()));
-    let line = text.lines().find(|l| l.starts_with("NStgid:"))?;
-    let ids: Vec<i32> = line["NStgid:".len()..].split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    Some((*ids.last()?, ids.len(), tgid))
+fn read_ids(pid: i32) -> Option<Ids> {
+    let text = read_proc(&format!("/proc/{pid}/status"))?;
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name));
+    let ns: Vec<i32> = field("NStgid:")?.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    Some(Ids {
+        tgid: field("Tgid:")?.trim().parse().ok()?,
+        ppid: field("PPid:")?.trim().parse().ok()?,
+        ns_pid: *ns.last()?,
+        depth: ns.len(),
+    })
 }
 
-/// Builds the record of notification `n` (None: the caller vanished or is unreadable).
-fn read_record(n: &sc::Notification) -> Option<(ExecRecord, Found)> {
+/// What is read of an exec while its caller waits.
+struct Seen {
+    /// The record, its `ppid` still 0 (see [`Seen::complete`]).
+    rec: ExecRecord,
+    host_ppid: i32,
+    depth: usize,
+    /// The path names a file in the sandbox (else: a $PATH search's miss).
+    found: bool,
+}
+
+impl Seen {
+    /// Adds the parent's id in the sandbox, read after the exec went on: the parent waits
+    /// for (or at least outlives the start of) its child; if it is gone by now, 0.
+    fn complete(mut self) -> ExecRecord {
+        self.rec.ppid = match read_ids(self.host_ppid) {
+            Some(p) if p.depth == self.depth => p.ns_pid,
+            _ => 0,
+        };
+        self.rec
+    }
+}
+
+/// Reads notification `n`'s exec (None: the caller vanished or is unreadable).
+fn read_seen(n: &sc::Notification, root: &File) -> Option<Seen> {
     if n.pid == 0 {
         return None;
     }
@@ -336,19 +401,12 @@ fn read_record(n: &sc::Notification) -> Option<(ExecRecord, Found)> {
     };
     // n.pid is the calling thread; the process is its thread group.
     let tid = n.pid as i32;
-    let mem = File::open(format!("/proc/{tid}/mem")).ok()?;
-    let (path, path_cut) = read_cstr(&mem, path_ptr, libc::PATH_MAX as usize)?;
-    let (argv, argv_cut) = read_argv(&mem, argv_ptr);
+    let (path, path_cut) = read_cstr(tid, path_ptr, libc::PATH_MAX as usize)?;
+    let (argv, argv_cut) = read_argv(tid, argv_ptr);
     let cwd = std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?;
-    let stat = read_stat(tid)?;
-    let (pid, depth, tgid) = ns_pid_and_tgid(tid)?;
-    let host_pid = tgid.unwrap_or(tid);
-    let ppid = match ns_pid(stat.ppid) {
-        Some((p, d)) if d == depth => p,
-        _ => 0,
-    };
+    let ids = read_ids(tid)?;
     let found = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-        Found::File { start_time: stat.start_time }
+        true
     } else {
         let full = if path.starts_with(b"/") {
             path.clone()
@@ -363,40 +421,36 @@ fn read_record(n: &sc::Notification) -> Option<(ExecRecord, Found)> {
             full.extend_from_slice(&path);
             full
         };
-        if exists_in_root(tid, &full) {
-            Found::File { start_time: stat.start_time }
-        } else {
-            Found::Missing
-        }
+        exists_in_root(root, &full)
     };
     let rec = ExecRecord {
-        pid,
-        ppid,
-        host_pid,
+        pid: ids.ns_pid,
+        ppid: 0,
+        host_pid: ids.tgid,
         path: String::from_utf8_lossy(&path).into_owned(),
         argv,
         cwd: String::from_utf8_lossy(cwd.as_os_str().as_bytes()).into_owned(),
         truncated: path_cut || argv_cut,
         time: now_ms(),
     };
-    Some((rec, found))
+    Some(Seen { rec, host_ppid: ids.ppid, depth: ids.depth, found })
 }
 
-/// Whether `path` names a file inside the caller's root (symlinks and `..` stay in it).
-fn exists_in_root(pid: i32, path: &[u8]) -> bool {
-    let Ok(root) = File::open(format!("/proc/{pid}/root")) else { return false };
+/// Whether `path` names a file inside `root` (symlinks and `..` stay in it).
+fn exists_in_root(root: &File, path: &[u8]) -> bool {
     let Ok(c) = CString::new(path) else { return false };
     sf::openat2(root.as_fd(), &c, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).is_ok()
 }
 
-/// Reads bytes at `addr` until a NUL, at most `cap`; (bytes, cut). None if unreadable.
-fn read_cstr(mem: &File, addr: u64, cap: usize) -> Option<(Vec<u8>, bool)> {
+/// Reads bytes at `addr` in process `pid` until a NUL, at most `cap`; (bytes, cut). None
+/// if unreadable.
+fn read_cstr(pid: i32, addr: u64, cap: usize) -> Option<(Vec<u8>, bool)> {
     let mut out: Vec<u8> = Vec::new();
     let mut at = addr;
     while out.len() < cap {
         let page_left = 4096 - (at % 4096) as usize;
         let mut buf = vec![0u8; page_left.min(cap - out.len())];
-        let n = mem.read_at(&mut buf, at).ok()?;
+        let n = process_vm_read(pid, at, &mut buf).ok()?;
         if n == 0 {
             return None;
         }
@@ -410,8 +464,8 @@ fn read_cstr(mem: &File, addr: u64, cap: usize) -> Option<(Vec<u8>, bool)> {
     Some((out, true))
 }
 
-/// Reads the argv array at `addr` within the caps; (args, cut).
-fn read_argv(mem: &File, addr: u64) -> (Vec<String>, bool) {
+/// Reads the argv array at `addr` in process `pid` within the caps; (args, cut).
+fn read_argv(pid: i32, addr: u64) -> (Vec<String>, bool) {
     let mut args = Vec::new();
     let mut total = 0usize;
     if addr == 0 {
@@ -421,7 +475,7 @@ fn read_argv(mem: &File, addr: u64) -> (Vec<String>, bool) {
     let mut ptrs = vec![0u8; (MAX_ARGS + 1) * 8];
     let mut got = 0;
     while got < ptrs.len() {
-        match mem.read_at(&mut ptrs[got..], addr + got as u64) {
+        match process_vm_read(pid, addr + got as u64, &mut ptrs[got..]) {
             Ok(0) | Err(_) => break,
             Ok(n) => got += n,
         }
@@ -435,7 +489,7 @@ fn read_argv(mem: &File, addr: u64) -> (Vec<String>, bool) {
             return (args, true);
         }
         let cap = MAX_ARG_BYTES.min(MAX_ARGV_BYTES - total);
-        let Some((bytes, cut)) = read_cstr(mem, p, cap) else { return (args, true) };
+        let Some((bytes, cut)) = read_cstr(pid, p, cap) else { return (args, true) };
         total += bytes.len();
         args.push(String::from_utf8_lossy(&bytes).into_owned());
         if cut {
@@ -452,34 +506,36 @@ mod tests {
 
     #[test]
     fn argv_is_read_with_caps() {
-        let mem = File::open("/proc/self/mem").unwrap();
+        let mem = std::process::id() as i32;
         let a = CString::new("hello").unwrap();
         let b = CString::new("x".repeat(MAX_ARG_BYTES + 10)).unwrap();
         let ptrs: Vec<u64> = vec![a.as_ptr() as u64, a.as_ptr() as u64, 0];
-        let (args, cut) = read_argv(&mem, ptrs.as_ptr() as u64);
+        let (args, cut) = read_argv(mem, ptrs.as_ptr() as u64);
         assert_eq!((args, cut), (vec!["hello".to_string(), "hello".to_string()], false));
         let ptrs: Vec<u64> = vec![a.as_ptr() as u64, b.as_ptr() as u64, 0];
-        let (args, cut) = read_argv(&mem, ptrs.as_ptr() as u64);
+        let (args, cut) = read_argv(mem, ptrs.as_ptr() as u64);
         assert!(cut);
         assert_eq!(args.len(), 2);
         assert_eq!(args[1].len(), MAX_ARG_BYTES);
         let many: Vec<u64> = std::iter::repeat_n(a.as_ptr() as u64, 100).chain([0]).collect();
-        let (args, cut) = read_argv(&mem, many.as_ptr() as u64);
+        let (args, cut) = read_argv(mem, many.as_ptr() as u64);
         assert!(cut);
         assert_eq!(args.len(), MAX_ARGS);
         let huge: Vec<u64> = std::iter::repeat_n(b.as_ptr() as u64, 20).chain([0]).collect();
-        let (args, cut) = read_argv(&mem, huge.as_ptr() as u64);
+        let (args, cut) = read_argv(mem, huge.as_ptr() as u64);
         assert!(cut);
         assert!(args.iter().map(|a| a.len()).sum::<usize>() <= MAX_ARGV_BYTES);
-        assert_eq!(read_argv(&mem, 0), (Vec::new(), false));
+        assert_eq!(read_argv(mem, 0), (Vec::new(), false));
     }
 
     #[test]
-    fn stat_and_ns_pid_of_self() {
+    fn stat_and_ids_of_self() {
         let me = std::process::id() as i32;
         let s = read_stat(me).unwrap();
         assert!(s.start_time > 0 && s.state != 'Z');
-        assert_eq!(s.ppid, std::os::unix::process::parent_id() as i32);
-        assert!(ns_pid(me).is_some());
+        let ids = read_ids(me).unwrap();
+        assert_eq!((ids.tgid, ids.ppid), (me, std::os::unix::process::parent_id() as i32));
+        assert!(ids.depth >= 1 && ids.ns_pid > 0);
+        assert_eq!(read_ids(i32::MAX), None);
     }
 }

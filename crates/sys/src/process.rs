@@ -465,6 +465,21 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// process_vm_readv(2) of one range: reads `buf.len()` bytes at `addr` in process `pid`
+/// (a thread id works too) into `buf`; returns how many it got (fewer when the range runs
+/// into an unmapped page). Same permission as /proc/PID/mem, without opening it.
+pub fn process_vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as usize as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: `local` is our writable buffer of iov_len bytes; the remote address is only
+    // read by the kernel in the other process, never dereferenced here.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
