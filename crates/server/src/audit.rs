@@ -9,9 +9,10 @@
 //!   feeder thread instead: a request task waits asynchronously for channel room, never a
 //!   runtime thread for the disk.
 //! - **Durability.** Records are queued, not awaited: the log's writer thread writes and
-//!   fdatasyncs whatever accumulated during the previous sync (group commit), so a record
-//!   is on disk within one sync (~1-10 ms) of the response. A crash can lose that window;
-//!   `verify` passes after it (the torn tail is cut and said so).
+//!   fdatasyncs what accumulated, at most once per `sync_interval` (10 ms) while records
+//!   trickle in (group commit), so a record is on disk within ~10 ms plus one sync of the
+//!   response. A crash can lose that window; `verify` passes after it (the torn tail is cut
+//!   and said so). `GET /v1/audit` flushes before it reads.
 
 use std::path::{Path, PathBuf};
 

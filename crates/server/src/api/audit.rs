@@ -97,9 +97,13 @@ pub async fn export(State(st): State<AppState>, tenant: Tenant, q: QueryPairs) -
     let audit = st.manager.audit().cloned().ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_off", "this daemon runs without an audit log")
     })?;
-    // Reading the segments is blocking file I/O: off the async threads.
+    // Reading the segments is blocking file I/O: off the async threads. Everything queued
+    // before this call is written first (the writer holds small batches back for its
+    // group commit), so an export sees every record of the calls answered before it.
     let dir = audit.dir().to_path_buf();
+    let log = audit.log().clone();
     let (body, more) = tokio::task::spawn_blocking(move || {
+        let _ = log.flush();
         let mut out = Limited { buf: Vec::new(), left: limit, more: false };
         safehouse_audit::export(&dir, &filter, &mut out).map(|_| (out.buf, out.more))
     })
