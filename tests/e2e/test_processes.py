@@ -1,5 +1,6 @@
 """Background processes: start, list, signal, stdin, and the attach WebSocket (replay of
 earlier output, stdin frames, eof, signal and resize frames, PTYs)."""
+import json
 import time
 
 import pytest
@@ -98,6 +99,22 @@ def test_pty_size_and_resize(api, sandbox):
     text = (got.stdout + out.stdout).decode(errors="replace")
     assert "/dev/pts/" in text and "40 120" in text, text
     assert out.exit["exit_code"] == 0, out
+
+
+def test_resize_without_a_terminal_is_refused_by_name(api, sandbox):
+    sid = sandbox["id"]
+    pid = api.start(sid, ["sh", "-c", "echo ready; read x; echo done"])
+    with api.attach(sid, pid) as ws:
+        ws.read_until(b"ready\n")
+        ws.send_json({"type": "resize", "rows": 40, "cols": 120})
+        kind, data = ws.recv(timeout=10)
+        frame = json.loads(data)
+        assert kind == "text" and frame["type"] == "error" and frame["code"] == "invalid_request", frame
+        assert "no terminal" in frame["message"] and "pty" in frame["message"], frame
+        # The refusal leaves the process and the connection as they were.
+        ws.send_stdin(b"\n")
+        out = ws.collect(timeout=10)
+    assert b"done" in out.stdout and out.exit["exit_code"] == 0, out
 
 
 def test_bad_process_requests(api, sandbox):

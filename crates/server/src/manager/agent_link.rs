@@ -164,6 +164,11 @@ impl AgentLink {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).procs.contains_key(&pid)
     }
 
+    /// Whether process `pid` (known to the link) was started with a terminal.
+    pub fn has_pty(&self, pid: u32) -> bool {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).procs.get(&pid).is_some_and(|p| p.pty)
+    }
+
     pub fn stdin(&self, pid: u32, data: Vec<u8>) -> Result<(), LinkError> {
         self.send(&ToAgent::Stdin { pid, data }, Vec::new())
     }

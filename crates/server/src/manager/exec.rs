@@ -327,7 +327,13 @@ impl Manager {
     }
 
     pub async fn resize(&self, tenant: &str, id: &str, pid: u32, rows: u16, cols: u16) -> Result<(), ManagerError> {
-        self.process_of(tenant, id, pid)?.link.resize(pid, rows.max(1), cols.max(1)).map_err(link_error)
+        let live = self.process_of(tenant, id, pid)?;
+        if !live.link.has_pty(pid) {
+            return Err(ManagerError::Invalid(format!(
+                "process {pid} has no terminal to resize: start it with \"pty\" to get one"
+            )));
+        }
+        live.link.resize(pid, rows.max(1), cols.max(1)).map_err(link_error)
     }
 
     pub async fn attach(
