@@ -1,6 +1,7 @@
 """Exec observation in daemon sandboxes (docs/adr/0005-exec-observation.md): every exec in
 the sandbox is recorded — also those started by other processes — with path, argv, pid and
 parent; exits are seen; argv is capped; the daemon stays responsive under an exec flood."""
+import os
 import time
 
 from .support import wait_for
@@ -48,6 +49,34 @@ def test_an_exec_chain_is_recorded_with_parents(api, sandbox):
     ended = {e["host_pid"] for e in execs(api, sid)["events"] if e["kind"] == "exit"}
     assert wait_for(lambda: {r["host_pid"] for r in exec_records(api, sid)} <= {
         e["host_pid"] for e in execs(api, sid)["events"] if e["kind"] == "exit"}, 5), (recs, ended)
+
+
+def kernel_at_least(major, minor):
+    nums = [int(p) for p in os.uname().release.replace("-", ".").split(".")[:2]]
+    return tuple(nums) >= (major, minor)
+
+
+def test_every_exit_has_its_status_even_when_reaped_at_once(api, sandbox):
+    # A shell loop reaps each child as soon as it ends, often before the watcher reads its
+    # zombie: the status then comes from the pidfd (PIDFD_INFO_EXIT, Linux 6.15+).
+    sid = sandbox["id"]
+    res = api.exec(sid, "for i in $(seq 200); do /bin/sh -c 'exit 3'; done; true", http_timeout=120)
+    assert res["exit_code"] == 0, res
+
+    def exits_of_inner():
+        listed = execs(api, sid)["events"]
+        inner = {e["host_pid"] for e in listed if e["kind"] == "exec" and e["argv"] == ["/bin/sh", "-c", "exit 3"]}
+        return [e for e in listed if e["kind"] == "exit" and e["host_pid"] in inner], len(inner)
+
+    assert wait_for(lambda: len(exits_of_inner()[0]) == 200, 10), exits_of_inner()
+    exits, n = exits_of_inner()
+    assert n == 200, n
+    codes = [e["exit_code"] for e in exits]
+    if kernel_at_least(6, 15):
+        assert codes == [3] * 200, codes
+    else:
+        assert set(codes) <= {3, None}, codes
+    assert all(e["signal"] is None and e["wall_ms"] >= 0 for e in exits), exits
 
 
 def test_a_background_process_is_seen_later(api, sandbox):

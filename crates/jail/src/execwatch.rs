@@ -5,7 +5,7 @@
 //! caller asked to run (path, argv, cwd, parent) from /proc, checks the notification is
 //! still valid, lets the exec continue and reports an [`ExecRecord`]. It also opens a
 //! pidfd on each exec'd process and reports an [`ExitRecord`] when it ends, with the
-//! status and CPU time only when it could read them from the zombie (see [`ExitRecord`]).
+//! status and CPU time as far as it could learn them (see [`ExitRecord`]).
 //!
 //! Fail closed: the exec waits for the watcher. If no process holds the listener any
 //! more, the kernel fails every exec in the sandbox with ENOSYS. A [`keeper`] process
@@ -68,9 +68,11 @@ pub struct ExecRecord {
 }
 
 /// The end of a process whose exec was recorded. The watcher is not its parent, so it
-/// cannot wait for it: it learns the exit from the pidfd (exact), and reads the status
-/// and CPU time from /proc only while the process is still a zombie (its parent has not
-/// reaped it yet). When it was too late, those fields are None, never guessed.
+/// cannot wait for it: it learns the exit from the pidfd (opened while the exec waited,
+/// so always), reads the status and CPU time from /proc while the process is still a
+/// zombie (its parent has not reaped it yet), and after the reap asks the pidfd for the
+/// status the kernel kept (Linux 6.15+; the CPU time is gone then). What it could not
+/// learn is None, never guessed.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ExitRecord {
     pub pid: i32,
@@ -219,12 +221,18 @@ impl Watch {
     /// on a small VM, and the exec waits for all of them).
     fn handle(&mut self, n: sc::Notification) {
         let seen = self.read_seen(&n);
+        // Held before the answer, so even a process that ends at once is followed to its
+        // exit (the kernel keeps the exit status for a pidfd holder, see `exited`).
+        let pidfd = seen
+            .as_ref()
+            .filter(|s| s.found && !self.exits.contains_key(&s.rec.host_pid))
+            .and_then(|s| safehouse_sys::process::pidfd_open(s.rec.host_pid).ok());
         let valid = sc::notif_id_valid(self.listener.as_fd(), n.id);
         let _ = sc::notif_respond(self.listener.as_fd(), n.id, None);
         match seen {
             Some(seen) if valid && seen.found => {
                 let rec = seen.complete();
-                self.follow(&rec);
+                self.follow(&rec, pidfd);
                 self.bump(|s| s.execs += 1);
                 (self.hooks.exec)(rec);
             }
@@ -243,7 +251,8 @@ impl Watch {
         read_seen(n, self.root.as_ref()?)
     }
 
-    fn follow(&mut self, rec: &ExecRecord) {
+    /// Follows `rec`'s process to its exit, with `pidfd` when one was opened already.
+    fn follow(&mut self, rec: &ExecRecord, pidfd: Option<OwnedFd>) {
         if let Some(f) = self.exits.get_mut(&rec.host_pid) {
             if safehouse_sys::process::poll_events(&[(f.pidfd.as_raw_fd(), libc::POLLIN)], 0).is_ok_and(|r| r[0] == 0) {
                 f.since = Instant::now(); // a process exec'ing again (still alive: same process)
@@ -258,7 +267,7 @@ impl Watch {
             self.bump(|s| s.exits_unwatched += 1);
             return;
         }
-        match safehouse_sys::process::pidfd_open(rec.host_pid) {
+        match pidfd.map_or_else(|| safehouse_sys::process::pidfd_open(rec.host_pid), Ok) {
             Ok(pidfd) => {
                 // Read after the pidfd is held: if the process is already gone, the stat
                 // is missing (exit status unknown), never another process's.
@@ -271,15 +280,17 @@ impl Watch {
 
     fn exited(&mut self, host_pid: i32, f: Followed) {
         // Still a zombie of the same process (same start time)? Then its stat is final.
+        // Reaped already? Then the kernel's copy of the status (Linux 6.15+), without the
+        // CPU time, which went with the zombie.
         let zombie = read_stat(host_pid).filter(|s| s.state == 'Z' && Some(s.start_time) == f.start_time);
-        let (exit_code, signal, cpu_ms) = match zombie {
-            Some(s) => {
-                let status = s.exit_status;
-                let (code, sig) =
-                    if status & 0x7f == 0 { (Some((status >> 8) & 0xff), None) } else { (None, Some(status & 0x7f)) };
-                (code, sig, Some(s.cpu_ticks * 1000 / clock_ticks()))
-            }
-            None => (None, None, None),
+        let (status, cpu_ms) = match zombie {
+            Some(s) => (Some(s.exit_status), Some(s.cpu_ticks * 1000 / clock_ticks())),
+            None => (safehouse_sys::process::pidfd_exit_status(f.pidfd.as_fd()), None),
+        };
+        let (exit_code, signal) = match status {
+            Some(st) if st & 0x7f == 0 => (Some((st >> 8) & 0xff), None),
+            Some(st) => (None, Some(st & 0x7f)),
+            None => (None, None),
         };
         self.bump(|s| s.exits += 1);
         (self.hooks.exit)(ExitRecord {

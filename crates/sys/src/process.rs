@@ -465,6 +465,19 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// The wait status of the exited process `pidfd` refers to (PIDFD_GET_INFO with
+/// PIDFD_INFO_EXIT, Linux 6.15+): the kernel keeps it for every holder of a pidfd, also
+/// after the process's parent has reaped it. None: still running, not available yet, or a
+/// kernel without it.
+pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Option<i32> {
+    // SAFETY: pidfd_info is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::pidfd_info = unsafe { std::mem::zeroed() };
+    info.mask = u64::from(libc::PIDFD_INFO_EXIT);
+    // SAFETY: the request encodes the size of `info`, which the kernel writes at most.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_INFO, &mut info) };
+    (r == 0 && info.mask & u64::from(libc::PIDFD_INFO_EXIT) != 0).then_some(info.exit_code)
+}
+
 /// process_vm_readv(2) of one range: reads `buf.len()` bytes at `addr` in process `pid`
 /// (a thread id works too) into `buf`; returns how many it got (fewer when the range runs
 /// into an unmapped page). Same permission as /proc/PID/mem, without opening it.
@@ -530,4 +543,31 @@ pub fn release_inherited_code_pages() -> u64 {
     }
     flush(current.take(), anon_kb, &mut released);
     released
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+    }
+
+    #[test]
+    fn a_pidfd_keeps_the_exit_status_after_the_reap() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read x; exit 7"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pidfd = pidfd_open(child.id() as i32).unwrap();
+        assert_eq!(pidfd_exit_status(pidfd.as_fd()), None, "running: no exit status yet");
+        drop(child.stdin.take());
+        assert_eq!(child.wait().unwrap().code(), Some(7)); // reaped here, by its parent
+        let expected = if kernel_at_least(6, 15) { Some(7 << 8) } else { None };
+        assert_eq!(pidfd_exit_status(pidfd.as_fd()), expected);
+    }
 }
