@@ -235,3 +235,16 @@ def test_exec_cost_with_and_without_limits(api):
           f"{ms[('limits', 'other')]:.2f} ms with; cat {ms[('none', 'cat')]:.2f} ms unlimited, "
           f"{ms[('limits', 'cat')]:.2f} ms limited")
     assert took[("limits", "other")] < took[("none", "other")] * 2 + 0.5, took
+
+
+def test_kill_all_removes_tool_cgroups_too(api, tenant_key):
+    """The emergency stop with a limited tool running: the sandbox's cgroup goes (the
+    watcher removes the nested tool cgroups as the sandbox's last task ends)."""
+    tenant = api.with_key(tenant_key)
+    sb = tenant.create(policy=policy(memory="64MiB", timeout="60s"), timeout_s=60)
+    sid = sb["id"]
+    tenant.start(sid, ["python3", "-c", SLEEP30])
+    assert wait_for(lambda: tool_cgroups(sid), 5), "no tool cgroup while the tool runs"
+    r = tenant.post("/v1/kill-all")
+    assert r.status == 200, r
+    assert wait_for(lambda: not Path(f"/sys/fs/cgroup/memory/safehouse/{sid}").exists(), 5), tool_cgroups(sid)
