@@ -99,9 +99,18 @@ pub struct ExitRecord {
 /// they must be quick (queue, don't block).
 pub type ExecHook = Arc<dyn Fn(ExecRecord) + Send + Sync>;
 pub type ExitHook = Arc<dyn Fn(ExitRecord) + Send + Sync>;
-/// A limited tool's run ended (`tools.limits`), with the process's id in the sandbox
-/// (0 if unknown, e.g. a tool adopted after a daemon restart).
-pub type ToolHook = Arc<dyn Fn(ToolEvent, i32) + Send + Sync>;
+/// A limited tool's run (`tools.limits`) started or ended.
+pub type ToolHook = Arc<dyn Fn(ToolNote) + Send + Sync>;
+
+/// What the watcher says of limited tool runs.
+#[derive(Debug, Clone)]
+pub enum ToolNote {
+    /// Confined, before its exec went on; `origin` as in [`ToolEvent::origin`].
+    Started { origin: Option<String> },
+    /// Ended (its cgroup empty and removed), with the process's id in the sandbox (0 if
+    /// unknown, e.g. a run adopted after a daemon restart).
+    Ended { run: ToolEvent, pid: i32 },
+}
 
 #[derive(Clone)]
 pub struct Hooks {
@@ -284,7 +293,7 @@ impl Watch {
         l.reap();
         for e in l.take_events() {
             let pid = self.tool_pids.remove(&e.pid).unwrap_or(0);
-            (self.hooks.tool)(e, pid);
+            (self.hooks.tool)(ToolNote::Ended { run: e, pid });
         }
     }
 
@@ -294,7 +303,7 @@ impl Watch {
         if let Some(l) = self.limiter.take() {
             for e in l.finish() {
                 let pid = self.tool_pids.remove(&e.pid).unwrap_or(0);
-                (self.hooks.tool)(e, pid);
+                (self.hooks.tool)(ToolNote::Ended { run: e, pid });
             }
         }
     }
@@ -310,8 +319,9 @@ impl Watch {
         };
         let limit = seen.file.and_then(|(dev, ino)| l.tool_of(dev, ino))?;
         match l.confine(seen.rec.host_pid, limit) {
-            Ok(()) => {
+            Ok(origin) => {
                 self.tool_pids.insert(seen.rec.host_pid, seen.rec.pid);
+                (self.hooks.tool)(ToolNote::Started { origin });
                 None
             }
             Err(e) => Some(e),

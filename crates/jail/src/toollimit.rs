@@ -141,8 +141,9 @@ impl Limiter {
 
     /// Moves process `pid` into a new cgroup nested in the sandbox's (or in its current
     /// tool's) with limit `limit`'s memory cap and arms its timeout. Err: the errno the
-    /// exec is refused with (the limits cannot be applied: fail closed).
-    pub fn confine(&mut self, pid: i32, limit: usize) -> Result<(), i32> {
+    /// exec is refused with (the limits cannot be applied: fail closed). Ok: the run's
+    /// origin (see [`ToolEvent::origin`]).
+    pub fn confine(&mut self, pid: i32, limit: usize) -> Result<Option<String>, i32> {
         let l = self.limits[limit].clone();
         let within = self.current_tool(pid);
         let origin = match within {
@@ -172,8 +173,16 @@ impl Limiter {
             let _ = cg.destroy();
             return Err(libc::EACCES);
         }
-        self.tools.push(ToolCgroup { cg: Some(cg), parent: within, limit, pid, deadline, timed_out: false, origin });
-        Ok(())
+        self.tools.push(ToolCgroup {
+            cg: Some(cg),
+            parent: within,
+            limit,
+            pid,
+            deadline,
+            timed_out: false,
+            origin: origin.clone(),
+        });
+        Ok(origin)
     }
 
     /// The last component of `pid`'s memory cgroup, when it is not the sandbox's own.

@@ -185,7 +185,7 @@ impl Manager {
         let signal = exited.signal();
         let tool_limits: Vec<ToolLimitHit> = live
             .execs
-            .take_tool_hits(&format!("cmd-{n}"), signal == Some(libc::SIGKILL))
+            .take_tool_hits(&format!("cmd-{n}"))
             .await
             .into_iter()
             .map(|r| ToolLimitHit { tool: r.tool, host_pid: r.pid, timed_out: r.timed_out, oom_killed: r.oom_killed })

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use safehouse_jail::execwatch::{ExecRecord, ExitRecord, Hooks, Stats, ToolLimits, Watcher};
+use safehouse_jail::execwatch::{ExecRecord, ExitRecord, Hooks, Stats, ToolLimits, ToolNote, Watcher};
 use safehouse_jail::toollimit::ToolEvent;
 
 use super::toolcheck::AllowedExecs;
@@ -36,6 +36,8 @@ pub(crate) struct ExecLog {
     /// Limited tool runs that a limit killed, started from an API command's cgroup, until
     /// that command's result takes them (bounded: the oldest go first).
     hits: Mutex<VecDeque<ToolEvent>>,
+    /// Limited tool runs still going, by origin (an API command's cgroup).
+    running: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// Most unclaimed tool limit hits kept per sandbox.
@@ -62,7 +64,27 @@ impl ExecLog {
         g.0.push_back(e);
     }
 
+    fn started(&self, origin: Option<String>) {
+        if let Some(o) = origin {
+            *self.running.lock().unwrap_or_else(|e| e.into_inner()).entry(o).or_default() += 1;
+        }
+    }
+
+    fn running(&self, origin: &str) -> bool {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).get(origin).is_some_and(|n| *n > 0)
+    }
+
+    /// A run ended: no longer running; kept when a limit killed it and it has an origin.
     fn hit(&self, run: &ToolEvent) {
+        if let Some(o) = &run.origin {
+            let mut g = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = g.get_mut(o) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    g.remove(o);
+                }
+            }
+        }
         if run.origin.is_none() || !(run.oom_killed || run.timed_out) {
             return;
         }
@@ -160,21 +182,19 @@ impl ExecWatch {
         }
     }
 
-    /// The limit hits of the tools an API command (cgroup `origin`, `cmd-N`) started. A
-    /// command killed outright (`killed`) may have been the tool itself, whose run the
-    /// watcher reports when it sees it end, a moment after: waited for, up to 300 ms.
-    pub(crate) async fn take_tool_hits(&self, origin: &str, killed: bool) -> Vec<ToolEvent> {
+    /// The limit hits of the tools an API command (cgroup `origin`, `cmd-N`) started. The
+    /// watcher reports a run when it sees its cgroup empty, a moment after the tool ended:
+    /// while a run of this command is still going, waited for, up to 300 ms (a run that
+    /// outlives its command is not waited for longer).
+    pub(crate) async fn take_tool_hits(&self, origin: &str) -> Vec<ToolEvent> {
         if !self.limited {
             return Vec::new();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
-        loop {
-            let got = self.log.take_hits(origin);
-            if !got.is_empty() || !killed || std::time::Instant::now() >= deadline {
-                return got;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        while self.log.running(origin) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        self.log.take_hits(origin)
     }
 
     pub(crate) fn list(&self) -> ExecList {
@@ -213,11 +233,14 @@ impl Manager {
                 }
                 l2.push(ExecEvent::Exit(rec))
             }),
-            tool: Arc::new(move |run: ToolEvent, pid: i32| {
-                l3.hit(&run);
-                if let Some(inner) = m3.upgrade() {
-                    for (kind, data) in tool_limit_events(&run, pid) {
-                        inner.events.emit(&id3, kind, data);
+            tool: Arc::new(move |note: ToolNote| match note {
+                ToolNote::Started { origin } => l3.started(origin),
+                ToolNote::Ended { run, pid } => {
+                    l3.hit(&run);
+                    if let Some(inner) = m3.upgrade() {
+                        for (kind, data) in tool_limit_events(&run, pid) {
+                            inner.events.emit(&id3, kind, data);
+                        }
                     }
                 }
             }),
@@ -286,8 +309,14 @@ mod tests {
         assert_eq!((e.len(), e[0].0), (1, "limit.timeout"));
         assert_eq!(e[0].1["tool"], "/usr/bin/python3");
         let log = ExecLog::default();
+        log.started(Some("cmd-1".into()));
+        log.started(Some("cmd-1".into()));
+        log.started(None);
+        assert!(log.running("cmd-1") && !log.running("cmd-2"));
         log.hit(&run(false, false)); // no limit hit: not kept
+        assert!(log.running("cmd-1"));
         log.hit(&run(true, false));
+        assert!(!log.running("cmd-1"));
         log.hit(&ToolEvent { origin: Some("cmd-2".into()), ..run(false, true) });
         assert!(log.take_hits("cmd-9").is_empty());
         assert_eq!(log.take_hits("cmd-1").len(), 1);
