@@ -262,3 +262,20 @@ def test_kill_all_removes_tool_cgroups_too(api, tenant_key):
     r = tenant.post("/v1/kill-all")
     assert r.status == 200, r
     assert wait_for(lambda: not Path(f"/sys/fs/cgroup/memory/safehouse/{sid}").exists(), 5), tool_cgroups(sid)
+
+
+def test_a_rootless_daemon_refuses_tool_limits_with_the_reason():
+    """No nested cgroups for a daemon run by an unprivileged user: refused, never run
+    unlimited; the same policy without tools.limits starts."""
+    from .support import running_daemon
+    d = running_daemon(run_as="nobody")
+    try:
+        api = d.admin()
+        r = api.post("/v1/sandboxes", {"policy": policy(memory="64MiB")})
+        assert r.status == 422, r
+        msg = r.json()["error"]["message"]
+        assert "tools.limits" in msg and "nested cgroups" in msg, msg
+        sb = api.create(policy=policy(), timeout_s=30)
+        assert api.kill(sb["id"]).status == 204
+    finally:
+        d.cleanup()
