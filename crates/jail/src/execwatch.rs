@@ -7,6 +7,12 @@
 //! pidfd on each exec'd process and reports an [`ExitRecord`] when it ends, with the
 //! status and CPU time as far as it could learn them (see [`ExitRecord`]).
 //!
+//! With `tools.limits` ([`ToolLimits`]), the watcher also identifies the exec'd file by
+//! (dev, ino) inside the sandbox's root and, for a limited tool, has the shared
+//! [`Limiter`] (crate::toollimit) move the caller into the tool's cgroup and arm its
+//! timeout before it answers CONTINUE (one notification per exec; nothing of it runs for
+//! sandboxes without `tools.limits`).
+//!
 //! Fail closed: the exec waits for the watcher. If no process holds the listener any
 //! more, the kernel fails every exec in the sandbox with ENOSYS. A [`keeper`] process
 //! holds a copy across daemon restarts, so a restarted daemon picks the listener up again
@@ -26,6 +32,9 @@ use serde::Serialize;
 use safehouse_sys::files::{self as sf, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 use safehouse_sys::process::process_vm_read;
 use safehouse_sys::seccomp as sc;
+
+use crate::cgroup::CgroupSupport;
+use crate::toollimit::{Limiter, ToolEvent, ToolTable};
 
 pub mod keeper;
 
@@ -92,11 +101,36 @@ pub struct ExitRecord {
 /// they must be quick (queue, don't block).
 pub type ExecHook = Arc<dyn Fn(ExecRecord) + Send + Sync>;
 pub type ExitHook = Arc<dyn Fn(ExitRecord) + Send + Sync>;
+/// A limited tool's run (`tools.limits`) started or ended.
+pub type ToolHook = Arc<dyn Fn(ToolNote) + Send + Sync>;
+
+/// What the watcher says of limited tool runs.
+#[derive(Debug, Clone)]
+pub enum ToolNote {
+    /// Confined, before its exec went on; `origin` as in [`ToolEvent::origin`].
+    Started { origin: Option<String> },
+    /// Ended (its cgroup empty and removed), with the process's id in the sandbox (0 if
+    /// unknown, e.g. a run adopted after a daemon restart).
+    Ended { run: ToolEvent, pid: i32 },
+}
 
 #[derive(Clone)]
 pub struct Hooks {
     pub exec: ExecHook,
     pub exit: ExitHook,
+    pub tool: ToolHook,
+}
+
+/// `tools.limits` of a daemon sandbox, for its watcher.
+pub struct ToolLimits {
+    /// The limited tools' files in the sandbox (from its setup, or from its keeper).
+    pub table: ToolTable,
+    pub limits: Vec<safehouse_policy::tools::ToolLimit>,
+    pub support: CgroupSupport,
+    /// The sandbox's cgroup, where tool cgroups nest.
+    pub sandbox_cgroup: String,
+    /// After a daemon restart: take over the tool cgroups already there.
+    pub adopt: bool,
 }
 
 /// Counters of one watcher.
@@ -124,13 +158,39 @@ impl Watcher {
     /// Starts answering `listener`'s notifications. The thread ends when the sandbox is
     /// gone (the listener hangs up) or at [`Watcher::stop`].
     pub fn start(listener: OwnedFd, hooks: Hooks, name: &str) -> std::io::Result<Watcher> {
+        Watcher::start_limited(listener, hooks, name, None)
+    }
+
+    /// [`Watcher::start`], enforcing `tools.limits` when `tools` is given.
+    pub fn start_limited(
+        listener: OwnedFd,
+        hooks: Hooks,
+        name: &str,
+        tools: Option<ToolLimits>,
+    ) -> std::io::Result<Watcher> {
         let (stop_r, stop_w) = safehouse_sys::fs::pipe()?;
         let stats = Arc::new(std::sync::Mutex::new(Stats::default()));
         let stats2 = stats.clone();
         let thread =
             std::thread::Builder::new().name(format!("execwatch-{name}")).stack_size(256 << 10).spawn(move || {
-                let mut w = Watch { listener, hooks, exits: HashMap::new(), stats: stats2, root: None };
+                let limiter = tools.map(|t| {
+                    let mut l = Limiter::new(t.table, t.limits, &t.support, &t.sandbox_cgroup);
+                    if t.adopt {
+                        l.adopt();
+                    }
+                    l
+                });
+                let mut w = Watch {
+                    listener,
+                    hooks,
+                    exits: HashMap::new(),
+                    stats: stats2,
+                    root: None,
+                    limiter,
+                    tool_pids: HashMap::new(),
+                };
                 w.serve(&stop_r);
+                w.finish_tools();
             })?;
         Ok(Watcher { stop: Some(stop_w), thread: Some(thread), stats })
     }
@@ -176,6 +236,10 @@ struct Watch {
     stats: Arc<std::sync::Mutex<Stats>>,
     /// The sandbox's root directory (see [`Watch::read_seen`]).
     root: Option<File>,
+    /// With `tools.limits` only.
+    limiter: Option<Limiter>,
+    /// Confined tools: host pid → pid in the sandbox (for their events).
+    tool_pids: HashMap<i32, i32>,
 }
 
 impl Watch {
@@ -185,7 +249,7 @@ impl Watch {
                 vec![(self.listener.as_raw_fd(), libc::POLLIN), (stop.as_raw_fd(), libc::POLLIN)];
             let order: Vec<i32> = self.exits.keys().copied().collect();
             fds.extend(order.iter().map(|p| (self.exits[p].pidfd.as_raw_fd(), libc::POLLIN)));
-            let Ok(ready) = safehouse_sys::process::poll_events(&fds, -1) else { return };
+            let Ok(ready) = safehouse_sys::process::poll_events(&fds, self.tool_wait_ms()) else { return };
             if ready[1] != 0 {
                 return;
             }
@@ -206,6 +270,63 @@ impl Watch {
                     }
                 }
             }
+            if self.limiter.is_some() {
+                self.tend_tools();
+            }
+        }
+    }
+
+    /// How long to wait for the next notification: for ever, or with tools.limits and a
+    /// tool running, until its timeout or half a second (to remove ended tools' cgroups).
+    fn tool_wait_ms(&self) -> i32 {
+        match &self.limiter {
+            Some(l) if l.has_live() => {
+                let due = l.next_due().unwrap_or(std::time::Duration::from_millis(500));
+                due.as_millis().min(500) as i32
+            }
+            _ => -1,
+        }
+    }
+
+    /// Kills tools past their timeout, removes the cgroups of ended ones, reports them.
+    fn tend_tools(&mut self) {
+        let Some(l) = self.limiter.as_mut() else { return };
+        l.expire();
+        l.reap();
+        for e in l.take_events() {
+            let pid = self.tool_pids.remove(&e.pid).unwrap_or(0);
+            (self.hooks.tool)(ToolNote::Ended { run: e, pid });
+        }
+    }
+
+    /// The sandbox is gone (or the daemon stops): kill and remove what is left of its
+    /// tool cgroups and report them.
+    fn finish_tools(&mut self) {
+        if let Some(l) = self.limiter.take() {
+            for e in l.finish() {
+                let pid = self.tool_pids.remove(&e.pid).unwrap_or(0);
+                (self.hooks.tool)(ToolNote::Ended { run: e, pid });
+            }
+        }
+    }
+
+    /// With tools.limits: the answer to an exec. A limited tool is moved into its cgroup
+    /// first; an exec that cannot be identified, or whose limits cannot be applied, is
+    /// refused (fail closed).
+    fn tool_verdict(&mut self, seen: Option<&Seen>, valid: bool) -> Option<i32> {
+        let l = self.limiter.as_mut()?;
+        let seen = match seen {
+            Some(s) if valid => s,
+            _ => return Some(libc::EACCES),
+        };
+        let limit = seen.file.and_then(|(dev, ino)| l.tool_of(dev, ino))?;
+        match l.confine(seen.rec.host_pid, limit) {
+            Ok(origin) => {
+                self.tool_pids.insert(seen.rec.host_pid, seen.rec.pid);
+                (self.hooks.tool)(ToolNote::Started { origin });
+                None
+            }
+            Err(e) => Some(e),
         }
     }
 
@@ -228,7 +349,8 @@ impl Watch {
             .filter(|s| s.found && !self.exits.contains_key(&s.rec.host_pid))
             .and_then(|s| safehouse_sys::process::pidfd_open(s.rec.host_pid).ok());
         let valid = sc::notif_id_valid(self.listener.as_fd(), n.id);
-        let _ = sc::notif_respond(self.listener.as_fd(), n.id, None);
+        let verdict = if self.limiter.is_some() { self.tool_verdict(seen.as_ref(), valid) } else { None };
+        let _ = sc::notif_respond(self.listener.as_fd(), n.id, verdict);
         match seen {
             Some(seen) if valid && seen.found => {
                 let rec = seen.complete();
@@ -248,7 +370,7 @@ impl Watch {
         if self.root.is_none() && n.pid != 0 {
             self.root = File::open(format!("/proc/{}/root", n.pid)).ok();
         }
-        read_seen(n, self.root.as_ref()?)
+        read_seen(n, self.root.as_ref()?, self.limiter.is_some())
     }
 
     /// Follows `rec`'s process to its exit, with `pidfd` when one was opened already.
@@ -386,6 +508,8 @@ struct Seen {
     depth: usize,
     /// The path names a file in the sandbox (else: a $PATH search's miss).
     found: bool,
+    /// With tools.limits only: that file's (dev, ino).
+    file: Option<(u64, u64)>,
 }
 
 impl Seen {
@@ -400,8 +524,9 @@ impl Seen {
     }
 }
 
-/// Reads notification `n`'s exec (None: the caller vanished or is unreadable).
-fn read_seen(n: &sc::Notification, root: &File) -> Option<Seen> {
+/// Reads notification `n`'s exec (None: the caller vanished or is unreadable); with
+/// `identify`, also the (dev, ino) of the file it names.
+fn read_seen(n: &sc::Notification, root: &File, identify: bool) -> Option<Seen> {
     if n.pid == 0 {
         return None;
     }
@@ -416,8 +541,16 @@ fn read_seen(n: &sc::Notification, root: &File) -> Option<Seen> {
     let (argv, argv_cut) = read_argv(tid, argv_ptr);
     let cwd = std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?;
     let ids = read_ids(tid)?;
-    let found = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-        true
+    let (found, file) = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+        // execveat(fd, "", AT_EMPTY_PATH): the file is the descriptor itself.
+        let file = if identify {
+            use std::os::unix::fs::MetadataExt;
+            let st = std::fs::metadata(format!("/proc/{tid}/fd/{dirfd}")).ok()?;
+            Some((st.dev(), st.ino()))
+        } else {
+            None
+        };
+        (true, file)
     } else {
         let full = if path.starts_with(b"/") {
             path.clone()
@@ -432,7 +565,7 @@ fn read_seen(n: &sc::Notification, root: &File) -> Option<Seen> {
             full.extend_from_slice(&path);
             full
         };
-        exists_in_root(root, &full)
+        look_up_in_root(root, &full, identify)
     };
     let rec = ExecRecord {
         pid: ids.ns_pid,
@@ -444,13 +577,18 @@ fn read_seen(n: &sc::Notification, root: &File) -> Option<Seen> {
         truncated: path_cut || argv_cut,
         time: now_ms(),
     };
-    Some(Seen { rec, host_ppid: ids.ppid, depth: ids.depth, found })
+    Some(Seen { rec, host_ppid: ids.ppid, depth: ids.depth, found, file })
 }
 
-/// Whether `path` names a file inside `root` (symlinks and `..` stay in it).
-fn exists_in_root(root: &File, path: &[u8]) -> bool {
-    let Ok(c) = CString::new(path) else { return false };
-    sf::openat2(root.as_fd(), &c, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).is_ok()
+/// Whether `path` names a file inside `root` (symlinks and `..` stay in it) and, with
+/// `identify`, its (dev, ino).
+fn look_up_in_root(root: &File, path: &[u8], identify: bool) -> (bool, Option<(u64, u64)>) {
+    let Ok(c) = CString::new(path) else { return (false, None) };
+    match sf::openat2(root.as_fd(), &c, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) {
+        Ok(fd) if identify => (true, sf::fstat(fd.as_fd()).ok().map(|st| (st.dev, st.ino))),
+        Ok(_) => (true, None),
+        Err(_) => (false, None),
+    }
 }
 
 /// Reads bytes at `addr` in process `pid` until a NUL, at most `cap`; (bytes, cut). None

@@ -15,6 +15,7 @@ pub mod run;
 pub mod seccomp_program;
 pub mod setup;
 pub mod spawn;
+pub mod toollimit;
 pub mod tools;
 pub mod zygote;
 

@@ -699,7 +699,7 @@ fn supervise_tools(
     let Some(listener) = fds.into_iter().next().filter(|_| n > 0) else {
         return Ok(None);
     };
-    let table = crate::tools::decode_table(&buf[..n], plan.tools.limits.len()).map_err(JailError::Setup)?;
+    let table = crate::toollimit::decode_table(&buf[..n], plan.tools.limits.len()).map_err(JailError::Setup)?;
     let supervisor = crate::tools::Supervisor::start(
         listener,
         table,

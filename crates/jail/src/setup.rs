@@ -196,8 +196,8 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     //     the host with the limited tools' inodes; the sandbox keeps no copy (the OwnedFd
     //     is closed at the end of this block, before any untrusted code exists).
     if !ctx.plan.tools.limits.is_empty() || ctx.watch_execs {
-        if ctx.agent.is_some() && !ctx.plan.tools.limits.is_empty() {
-            return Err("tools.limits: per-tool limits are enforced by `safehouse run` only for now; remove [tools.limits] for daemon sandboxes".into());
+        if ctx.agent.is_some() && !ctx.plan.tools.limits.is_empty() && !ctx.watch_execs {
+            return Err("tools.limits: per-tool limits in daemon sandboxes are enforced by the exec watcher, which SAFEHOUSE_EXECWATCH=0 turns off; remove [tools.limits] or unset SAFEHOUSE_EXECWATCH".into());
         }
         let program: Vec<libc::sock_filter> =
             safehouse_policy::seccomp::exec_notify_filter(&safehouse_policy::seccomp::NATIVE)

@@ -44,6 +44,8 @@ pub struct Spawned {
     pub exec_listener: Option<OwnedFd>,
     /// The sandbox's root directory (its `/`), for the host side's file operations.
     pub root: OwnedFd,
+    /// With `tools.limits`: the limited tools' files in the sandbox (for the watcher).
+    pub tool_table: crate::toollimit::ToolTable,
 }
 
 /// Creates a sandbox whose PID 1 runs the agent; returns once setup is complete (or
@@ -102,10 +104,13 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
         // A sandbox that fails before step 8b hangs up instead: its status says why.
         let exec = match exec_keeper {
             Some(sock) => match receive_exec_listener(&sync_write)? {
-                Some(listener) => {
-                    crate::execwatch::keeper::start(&listener, sock)
+                Some((listener, table_bytes)) => {
+                    let table = crate::toollimit::decode_table(&table_bytes, plan.tools.limits.len())
+                        .map_err(JailError::Setup)?;
+                    let kept: &[u8] = if table.is_empty() { &[] } else { &table_bytes };
+                    crate::execwatch::keeper::start(&listener, kept, sock)
                         .map_err(|e| JailError::host("start the exec listener's keeper", e))?;
-                    Some(Some(listener))
+                    Some(Some((listener, table)))
                 }
                 None => Some(None),
             },
@@ -136,8 +141,12 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     });
     drop(sync_write);
     match verdict {
-        Ok((gateway_listener, root, exec_listener)) => {
-            Ok(Spawned { pid, pidfd, gateway_listener, exec_listener, root })
+        Ok((gateway_listener, root, exec)) => {
+            let (exec_listener, tool_table) = match exec {
+                Some((l, t)) => (Some(l), t),
+                None => (None, Default::default()),
+            };
+            Ok(Spawned { pid, pidfd, gateway_listener, exec_listener, root, tool_table })
         }
         Err(e) => {
             let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
@@ -158,14 +167,15 @@ fn receive_root(sync: &OwnedFd) -> Result<OwnedFd, JailError> {
     }
 }
 
-/// Receives the exec listener the sandbox sends at setup step 8b (with the tool table,
-/// empty in daemon sandboxes); None when it hung up instead (a failed setup step).
-fn receive_exec_listener(sync: &OwnedFd) -> Result<Option<OwnedFd>, JailError> {
-    let mut buf = vec![0u8; 64 * 1024];
+/// Receives the exec listener the sandbox sends at setup step 8b with the tool table
+/// (encoded, empty without `tools.limits`); None when it hung up instead (a failed setup
+/// step).
+fn receive_exec_listener(sync: &OwnedFd) -> Result<Option<(OwnedFd, Vec<u8>)>, JailError> {
+    let mut buf = vec![0u8; 1 << 20];
     let (n, fds) = safehouse_sys::unix::recv_with_fds(sync, &mut buf)
         .map_err(|e| JailError::host("receive the exec listener", e))?;
     match fds.into_iter().next() {
-        Some(fd) if n > 0 && buf.starts_with(b"T\n") => Ok(Some(fd)),
+        Some(fd) if n > 0 && buf.starts_with(b"T\n") => Ok(Some((fd, buf[..n].to_vec()))),
         None if n == 0 => Ok(None),
         _ => Err(JailError::Setup("the sandbox sent something other than its exec listener".into())),
     }

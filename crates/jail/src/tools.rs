@@ -4,28 +4,28 @@
 //! (after the mount tree is built), each opened by path (so a symlink grants its target)
 //! and granted EXECUTE by a file-level Landlock rule, with the ELF interpreter of each.
 //!
-//! Host side ([`Supervisor`]): with `tools.limits`, every execve/execveat of the sandbox
-//! waits on a seccomp notification. The supervisor reads the path from the caller's
-//! memory, resolves it inside the sandbox's root (never on the host), and when the file
-//! is a limited tool moves the caller into a nested cgroup with the tool's memory cap and
-//! arms its timeout, before letting the exec continue. Known gap: another thread of the
+//! Host side ([`Supervisor`], `safehouse run`): with `tools.limits`, every execve/execveat
+//! of the sandbox waits on a seccomp notification. The supervisor reads the path from the
+//! caller's memory, resolves it inside the sandbox's root (never on the host), and when
+//! the file is a limited tool has the [`Limiter`] (crate::toollimit, shared with the
+//! daemon's exec watcher) move the caller into a nested cgroup with the tool's memory cap
+//! and arm its timeout, before letting the exec continue. Known gap: another thread of the
 //! caller can rewrite the path between the check and the exec (docs/threat-model.md).
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use serde::Serialize;
+use std::time::Duration;
 
 use safehouse_policy::tools::{elf_interpreter, Pattern, ToolLimit, ToolsPlan};
 use safehouse_sys::files::{self as sf, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 use safehouse_sys::seccomp as sc;
 
-use crate::cgroup::{self, Cgroup, CgroupSupport};
+use crate::cgroup::CgroupSupport;
+pub use crate::toollimit::ToolEvent;
+use crate::toollimit::{Limiter, ToolTable};
 
 /// One executable the sandbox may run.
 pub(crate) struct Grant {
@@ -124,47 +124,9 @@ fn open_file(path: &str, limit: Option<usize>) -> Result<Grant, String> {
     Ok(Grant { path: path.to_string(), fd, dev: st.dev, ino: st.ino, limit })
 }
 
-/// The limited tools' files, as the host side needs them: `(limit index, dev, ino)`,
-/// sent as text lines after a `T`.
+/// The limited tools' files, as the host side needs them (crate::toollimit::encode_table).
 pub(crate) fn encode_table(grants: &[Grant]) -> Vec<u8> {
-    let mut out = b"T\n".to_vec();
-    for g in grants {
-        if let Some(i) = g.limit {
-            out.extend(format!("{i} {} {}\n", g.dev, g.ino).into_bytes());
-        }
-    }
-    out
-}
-
-/// Parses [`encode_table`]'s output; `limits` bounds the indexes.
-pub(crate) fn decode_table(msg: &[u8], limits: usize) -> Result<BTreeMap<(u64, u64), usize>, String> {
-    let text = std::str::from_utf8(msg).map_err(|_| "tool table is not text".to_string())?;
-    let body = text.strip_prefix("T\n").ok_or("expected the tool table, got another message")?;
-    let mut table = BTreeMap::new();
-    for line in body.lines() {
-        let f: Vec<u64> =
-            line.split(' ').map(|x| x.parse::<u64>()).collect::<Result<_, _>>().map_err(|_| "bad tool table line")?;
-        match f.as_slice() {
-            [i, dev, ino] if (*i as usize) < limits => {
-                table.insert((*dev, *ino), *i as usize);
-            }
-            _ => return Err("bad tool table line".into()),
-        }
-    }
-    Ok(table)
-}
-
-/// What happened to one limited tool run (in the result record).
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolEvent {
-    /// The `tools.allow` pattern it matched.
-    pub tool: String,
-    /// Its host pid at exec time.
-    pub pid: i32,
-    /// Killed at its `timeout`.
-    pub timed_out: bool,
-    /// Killed by the OOM killer at its `memory` cap.
-    pub oom_killed: bool,
+    crate::toollimit::encode_table(grants.iter().filter_map(|g| g.limit.map(|i| (i, g.dev, g.ino))))
 }
 
 /// The host-side thread answering exec notifications. Stop it after the sandbox is gone.
@@ -176,17 +138,17 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     pub(crate) fn start(
         listener: OwnedFd,
-        table: BTreeMap<(u64, u64), usize>,
+        table: ToolTable,
         limits: Vec<ToolLimit>,
         support: CgroupSupport,
         sandbox_cgroup: String,
     ) -> std::io::Result<Supervisor> {
         let (stop_r, stop_w) = safehouse_sys::fs::pipe()?;
         let thread = std::thread::Builder::new().name("tool-limits".into()).spawn(move || {
-            let parent = cgroup::open(&support, &sandbox_cgroup).ok();
-            let mut w = Watch { listener, table, limits, parent, tools: Vec::new(), events: Vec::new(), next: 0 };
+            let limiter = Limiter::new(table, limits, &support, &sandbox_cgroup);
+            let mut w = Watch { listener, limiter };
             w.serve(&stop_r);
-            w.finish()
+            w.limiter.finish()
         })?;
         Ok(Supervisor { stop: stop_w, thread })
     }
@@ -198,45 +160,15 @@ impl Supervisor {
     }
 }
 
-/// One nested cgroup of a running tool.
-struct ToolCgroup {
-    /// None once the tool has ended and its cgroup is removed.
-    cg: Option<Box<dyn Cgroup>>,
-    /// Index of the enclosing tool cgroup (a limited tool started by another).
-    parent: Option<usize>,
-    limit: usize,
-    pid: i32,
-    deadline: Option<Instant>,
-    timed_out: bool,
-}
-
-impl ToolCgroup {
-    fn live(&self) -> Option<&dyn Cgroup> {
-        self.cg.as_deref()
-    }
-}
-
 struct Watch {
     listener: OwnedFd,
-    table: BTreeMap<(u64, u64), usize>,
-    limits: Vec<ToolLimit>,
-    parent: Option<Box<dyn Cgroup>>,
-    tools: Vec<ToolCgroup>,
-    events: Vec<ToolEvent>,
-    next: u64,
+    limiter: Limiter,
 }
 
 impl Watch {
     fn serve(&mut self, stop: &OwnedFd) {
         loop {
-            let now = Instant::now();
-            let wait = self
-                .tools
-                .iter()
-                .filter(|t| t.live().is_some() && !t.timed_out)
-                .filter_map(|t| t.deadline)
-                .map(|d| d.saturating_duration_since(now))
-                .min();
+            let wait = self.limiter.next_due();
             // Also wake now and then to remove the cgroups of tools that have ended.
             let wait_ms = wait.unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500));
             let ms = (wait_ms.as_millis() as i32).max(if wait == Some(Duration::ZERO) { 0 } else { 1 });
@@ -254,8 +186,8 @@ impl Watch {
                     Err(_) => {}
                 }
             }
-            self.expire();
-            self.reap();
+            self.limiter.expire();
+            self.limiter.reap();
         }
     }
 
@@ -264,7 +196,7 @@ impl Watch {
     fn handle(&mut self, n: sc::Notification) {
         let verdict = match self.identify(&n) {
             Ok(None) => None,
-            Ok(Some(limit)) => self.confine(n.pid as i32, limit).err(),
+            Ok(Some(limit)) => self.limiter.confine(n.pid as i32, limit).err(),
             Err(Errno(e)) => Some(e),
         };
         if !sc::notif_id_valid(self.listener.as_fd(), n.id) {
@@ -311,7 +243,7 @@ impl Watch {
             return self.lookup_in_root(pid, &full);
         };
         use std::os::unix::fs::MetadataExt;
-        Ok(self.table.get(&(st.dev(), st.ino())).copied())
+        Ok(self.limiter.tool_of(st.dev(), st.ino()))
     }
 
     /// Resolves `path` inside the caller's root (symlinks and `..` stay in it).
@@ -321,121 +253,7 @@ impl Watch {
         let fd = sf::openat2(root.as_fd(), &c, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
             .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EACCES)))?;
         let st = sf::fstat(fd.as_fd()).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EACCES)))?;
-        Ok(self.table.get(&(st.dev, st.ino)).copied())
-    }
-
-    /// Moves `pid` into a new cgroup nested in the sandbox's (or in its current tool's, so
-    /// a limited tool cannot shed its limits by starting another) and arms the timeout.
-    fn confine(&mut self, pid: i32, limit: usize) -> Result<(), i32> {
-        let l = self.limits[limit].clone();
-        let within = self.current_tool(pid);
-        self.next += 1;
-        let name = format!("tool-{}", self.next);
-        let limits = cgroup::Limits { memory_bytes: l.memory, pids: None, cpus: None, only_limited: false };
-        let made = match within {
-            Some(i) => match self.tools[i].live() {
-                Some(cg) => cg.child(&name, &limits),
-                None => return Err(libc::EACCES),
-            },
-            None => match &self.parent {
-                Some(p) => p.child(&name, &limits),
-                None => return Err(libc::EACCES),
-            },
-        };
-        let cg = made.map_err(|e| {
-            eprintln!("safehouse: cannot apply tools.limits for {}: {e}; the exec is refused", l.pattern);
-            libc::EACCES
-        })?;
-        if let Err(e) = cg.add_pid(pid) {
-            eprintln!("safehouse: cannot apply tools.limits for {}: {e}; the exec is refused", l.pattern);
-            let _ = cg.destroy();
-            return Err(libc::EACCES);
-        }
-        self.tools.push(ToolCgroup {
-            cg: Some(cg),
-            parent: within,
-            limit,
-            pid,
-            deadline: l.timeout.map(|t| Instant::now() + t),
-            timed_out: false,
-        });
-        Ok(())
-    }
-
-    /// The live tool cgroup `pid` is in, from its /proc/PID/cgroup.
-    fn current_tool(&self, pid: i32) -> Option<usize> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let leaf = text.lines().filter_map(|l| l.rsplit('/').next()).find(|c| c.starts_with("tool-"))?;
-        self.tools.iter().position(|t| t.live().is_some_and(|cg| cg.name().rsplit('/').next() == Some(leaf)))
-    }
-
-    /// Kills tools past their deadline, with everything nested in them.
-    fn expire(&mut self) {
-        let now = Instant::now();
-        for i in 0..self.tools.len() {
-            let t = &self.tools[i];
-            if t.live().is_none() || t.timed_out || t.deadline.is_none_or(|d| d > now) {
-                continue;
-            }
-            self.tools[i].timed_out = true;
-            // Outermost first: a tool waiting for a nested one must die by the signal, not
-            // see its child die first and exit on its own.
-            for j in self.subtree(i) {
-                if let Some(cg) = self.tools[j].live() {
-                    let _ = cg.kill_all();
-                }
-            }
-        }
-    }
-
-    /// `i` and every tool cgroup nested in it, parents first.
-    fn subtree(&self, i: usize) -> Vec<usize> {
-        let mut out = vec![i];
-        for (j, t) in self.tools.iter().enumerate().skip(i + 1) {
-            if t.parent.is_some_and(|p| out.contains(&p)) {
-                out.push(j);
-            }
-        }
-        out
-    }
-
-    /// Removes the cgroups of tools that have ended (children before parents).
-    fn reap(&mut self) {
-        for i in (0..self.tools.len()).rev() {
-            let has_live_child = self.tools.iter().any(|t| t.live().is_some() && t.parent == Some(i));
-            if has_live_child || !self.tools[i].live().is_some_and(|cg| cg.is_empty()) {
-                continue;
-            }
-            self.retire(i);
-        }
-        while self.tools.last().is_some_and(|t| t.live().is_none()) {
-            self.tools.pop();
-        }
-    }
-
-    fn retire(&mut self, i: usize) {
-        let t = &mut self.tools[i];
-        let Some(cg) = t.cg.take() else { return };
-        let oom_killed = cg.oom_kills().unwrap_or(0) > 0;
-        self.events.push(ToolEvent {
-            tool: self.limits[t.limit].pattern.clone(),
-            pid: t.pid,
-            timed_out: t.timed_out,
-            oom_killed,
-        });
-        let _ = cg.destroy();
-    }
-
-    /// The sandbox is gone: kill and remove what is left, children first.
-    fn finish(mut self) -> Vec<ToolEvent> {
-        for i in (0..self.tools.len()).rev() {
-            if let Some(cg) = self.tools[i].live() {
-                let _ = cg.kill_all();
-                self.retire(i);
-            }
-        }
-        self.events.sort_by_key(|e| e.pid);
-        self.events
+        Ok(self.limiter.tool_of(st.dev, st.ino))
     }
 }
 
@@ -465,20 +283,4 @@ fn read_string(pid: u32, addr: u64) -> Result<Vec<u8>, Errno> {
         at += n as u64;
     }
     Err(Errno(libc::ENAMETOOLONG))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tool_table_decodes_strictly() {
-        let t = decode_table(b"T\n0 2049 1234\n1 2049 99\n", 2).unwrap();
-        assert_eq!(t.get(&(2049, 1234)), Some(&0));
-        assert_eq!(t.get(&(2049, 99)), Some(&1));
-        assert!(decode_table(b"T\n", 0).unwrap().is_empty());
-        for bad in [&b"X\n"[..], b"T\n2 1 1\n", b"T\n0 1\n", b"T\n0 a 1\n", b"T\n0 1 1 1\n"] {
-            assert!(decode_table(bad, 2).is_err(), "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
 }

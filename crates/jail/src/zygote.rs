@@ -37,6 +37,9 @@ enum Reply {
         pid: i32,
         gateway: bool,
         exec: bool,
+        /// `tools.limits`: the limited tools' files, `(limit index, dev, ino)`.
+        #[serde(default)]
+        tools: Vec<(usize, u64, u64)>,
     },
     Refused {
         layer: String,
@@ -104,14 +107,14 @@ impl Zygote {
         drop(listener);
         drop(exec_keeper);
         drop(cg_fds);
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; MAX_MESSAGE];
         let (n, got) = safehouse_sys::unix::recv_with_fds(&self.sock, &mut buf)
             .map_err(|e| JailError::host("hear from the spawner", e))?;
         if n == 0 {
             return Err(JailError::Setup("the spawner exited".into()));
         }
         match serde_json::from_slice::<Reply>(&buf[..n]) {
-            Ok(Reply::Spawned { pid, gateway, exec })
+            Ok(Reply::Spawned { pid, gateway, exec, tools })
                 if got.len() == 2 + usize::from(gateway) + usize::from(exec) && (gateway == plan.gateway) =>
             {
                 let mut got = got.into_iter();
@@ -120,7 +123,8 @@ impl Zygote {
                 };
                 let gateway_listener = if gateway { got.next() } else { None };
                 let exec_listener = if exec { got.next() } else { None };
-                Ok(Spawned { pid, pidfd, gateway_listener, exec_listener, root })
+                let tool_table = tools.into_iter().map(|(i, dev, ino)| ((dev, ino), i)).collect();
+                Ok(Spawned { pid, pidfd, gateway_listener, exec_listener, root, tool_table })
             }
             Ok(Reply::Spawned { .. }) => Err(JailError::Setup("the spawner sent the wrong descriptors".into())),
             Ok(Reply::Refused { layer, reason }) => Err(JailError::LayerUnavailable { layer, reason }),
@@ -152,7 +156,8 @@ fn serve(sock: OwnedFd, entry: fn(OwnedFd, &Plan) -> !) -> ! {
                 let mut sent = vec![spawned.pidfd, spawned.root];
                 sent.extend(spawned.gateway_listener);
                 sent.extend(spawned.exec_listener);
-                (Reply::Spawned { pid: spawned.pid, gateway, exec }, sent)
+                let tools = spawned.tool_table.iter().map(|(&(dev, ino), &i)| (i, dev, ino)).collect();
+                (Reply::Spawned { pid: spawned.pid, gateway, exec, tools }, sent)
             }
             Err(JailError::LayerUnavailable { layer, reason }) => (Reply::Refused { layer, reason }, Vec::new()),
             Err(e) => (Reply::Failed { message: e.to_string() }, Vec::new()),

@@ -285,6 +285,19 @@ pub fn open(support: &CgroupSupport, name: &str) -> Result<Box<dyn Cgroup>, Cgro
     }
 }
 
+/// Opens an existing cgroup nested below the safehouse root, `name` being its path of
+/// `/`-separated components (each one a valid name), e.g. `sandbox/tool-1-0-0`.
+pub fn open_nested(support: &CgroupSupport, name: &str) -> Result<Box<dyn Cgroup>, CgroupError> {
+    for part in name.split('/') {
+        validate_name(part)?;
+    }
+    match support.version {
+        Some(CgroupVersion::V1) => Ok(Box::new(v1::V1Cgroup::open(&support.hierarchies, name)?)),
+        Some(CgroupVersion::V2) => Ok(Box::new(v2::V2Cgroup::open(&support.base, name)?)),
+        None => Err(CgroupError::Unavailable { reason: support.reason.clone().unwrap_or_default() }),
+    }
+}
+
 /// Accepts 1 to [`MAX_NAME_LEN`] characters from `[A-Za-z0-9_-]`, so a name
 /// can never be `.`, `..` or hold a `/`.
 pub fn validate_name(name: &str) -> Result<(), CgroupError> {

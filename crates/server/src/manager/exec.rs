@@ -10,7 +10,9 @@ use safehouse_policy::units::parse_size;
 use safehouse_protocol::{SpawnRequest, StdinMode, WinSize};
 
 use super::agent_link::LinkError;
-use super::{internal, AttachEvent, ExecRequest, ExecResult, Manager, ManagerError, ProcessInfo, StartProcess};
+use super::{
+    internal, AttachEvent, ExecRequest, ExecResult, Manager, ManagerError, ProcessInfo, StartProcess, ToolLimitHit,
+};
 
 /// Largest argv + env accepted (bytes), like the kernel's own ARG_MAX order (RES-07).
 const MAX_ARGS_BYTES: usize = 1 << 20;
@@ -149,6 +151,10 @@ impl Manager {
                     match &cmd_cg {
                         Some(cg) => {
                             let _ = cg.kill_all();
+                            if live.execs.limited {
+                                // A limited tool left the command's cgroup for its own.
+                                let _ = live.link.signal(pid, libc::SIGKILL);
+                            }
                         }
                         None => {
                             let _ = live.link.signal(pid, libc::SIGKILL);
@@ -177,6 +183,13 @@ impl Manager {
         let (exited, timed_out) = result?;
         let ((oom_kills, peak, cpu_ns), refused_forks) = stats.unwrap_or(((0, None, None), 0));
         let signal = exited.signal();
+        let tool_limits: Vec<ToolLimitHit> = live
+            .execs
+            .take_tool_hits(&format!("cmd-{n}"))
+            .await
+            .into_iter()
+            .map(|r| ToolLimitHit { tool: r.tool, host_pid: r.pid, timed_out: r.timed_out, oom_killed: r.oom_killed })
+            .collect();
         let lossy = |b: &Option<Vec<u8>>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
         let result = ExecResult {
             exit_code: exited.exit_code(),
@@ -186,10 +199,11 @@ impl Manager {
             stdout_truncated: exited.stdout_truncated,
             stderr_truncated: exited.stderr_truncated,
             timed_out,
-            oom_killed: oom_kills > 0,
+            oom_killed: oom_kills > 0 || tool_limits.iter().any(|t| t.oom_killed),
             wall_ms,
             cpu_ms: cpu_ns.map(|n| n / 1_000_000).unwrap_or((exited.user_us + exited.sys_us) / 1000),
             peak_memory_bytes: peak.or(Some(exited.maxrss_kib * 1024)),
+            tool_limits,
         };
         self.note(
             id,

@@ -116,12 +116,10 @@ impl Manager {
             (None, Some(p)) => (presets::load(p).map_err(|e| ManagerError::Invalid(e.to_string()))?, Some(p.clone())),
             (None, None) => (presets::load("default").map_err(internal)?, Some("default".to_string())),
         };
-        // Per-tool limits need a supervisor answering every exec, which only `safehouse run`
-        // has so far; the sandbox side refuses them too, this says it before any work.
+        // Per-tool limits: the exec watcher enforces them in nested cgroups; refused (before
+        // any work) when either is missing, never silently weakened.
         if !policy.tools.limits.is_empty() {
-            return Err(ManagerError::Invalid(
-                "tools.limits: per-tool limits are enforced by `safehouse run` only for now; remove [tools.limits] (tools.allow works here)".into(),
-            ));
+            self.check_tool_limits()?;
         }
         // Host paths in a policy (binds, a rootfs directory) reach the host's filesystem with
         // the daemon's privileges: only the admin tenant (the host's operator) may name them.
@@ -163,7 +161,7 @@ impl Manager {
             .await
             .map_err(internal)??;
         let (spawned, cg, plan_json, zones) = spawned;
-        let safehouse_jail::spawn::Spawned { pid, pidfd, gateway_listener, exec_listener, root } = spawned;
+        let safehouse_jail::spawn::Spawned { pid, pidfd, gateway_listener, exec_listener, root, tool_table } = spawned;
         let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id).await {
             Ok(link) => link,
             Err(e) => {
@@ -211,7 +209,8 @@ impl Manager {
                 Err(_) => None,
             }
         };
-        let execs = match execwatch::ExecWatch::start(self, &id, exec_listener, allowed) {
+        let tools = self.tool_limits(&policy, cg.as_ref().map(|c| c.name()), tool_table);
+        let execs = match execwatch::ExecWatch::start(self, &id, exec_listener, allowed, tools) {
             Ok(w) => w,
             Err(e) => {
                 let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
@@ -263,6 +262,48 @@ impl Manager {
             audit.record(safehouse_audit::Record::policy(&id, &text).tenant(tenant)).await;
         }
         Ok(record.info())
+    }
+
+    /// Whether this daemon can enforce `tools.limits` (the exec watcher on, nested cgroup
+    /// v1 memory limits); else the refusal, with its reason.
+    fn check_tool_limits(&self) -> Result<(), ManagerError> {
+        let refuse = |reason: String| Err(ManagerError::Refused { layer: "tools.limits".into(), reason });
+        if !safehouse_jail::execwatch::enabled() {
+            return refuse("per-tool limits in daemon sandboxes are enforced by the exec watcher, which SAFEHOUSE_EXECWATCH=0 turns off on this daemon; remove [tools.limits] or restart the daemon without SAFEHOUSE_EXECWATCH=0".into());
+        }
+        let cg = &self.inner.cgroups;
+        if !cg.writable {
+            return refuse(format!(
+                "per-tool limits need nested cgroups, which this daemon cannot create ({}); run the daemon as root on a cgroup v1 host, or remove [tools.limits]",
+                cg.reason.clone().unwrap_or_else(|| "no writable cgroup hierarchy".into())
+            ));
+        }
+        if cg.version == Some(CgroupVersion::V2) {
+            return refuse("per-tool limits need cgroup v1 for now (on cgroup v2 the sandbox's cgroup holds processes, so it cannot hand memory limits to nested cgroups); remove [tools.limits]".into());
+        }
+        Ok(())
+    }
+
+    /// What the exec watcher needs to enforce `policy`'s `tools.limits` (None without).
+    fn tool_limits(
+        &self,
+        policy: &safehouse_policy::Policy,
+        cgroup: Option<&str>,
+        table: safehouse_jail::toollimit::ToolTable,
+    ) -> Option<safehouse_jail::execwatch::ToolLimits> {
+        let limits = safehouse_policy::tools::ToolsPlan::compile(&policy.tools).limits;
+        if limits.is_empty() {
+            return None;
+        }
+        Some(safehouse_jail::execwatch::ToolLimits {
+            table,
+            limits,
+            support: self.inner.cgroups.clone(),
+            // Checked at create: a sandbox with tools.limits has a cgroup. Without one every
+            // limited exec is refused (fail closed).
+            sandbox_cgroup: cgroup.unwrap_or_default().to_string(),
+            adopt: false,
+        })
     }
 
     /// The sandbox user's host identity (files uploaded belong to it).
@@ -523,13 +564,16 @@ impl Manager {
                 Some(cg) => {
                     let _ = cg.kill_all();
                     let _ = safehouse_sys::process::pidfd_send_signal(&live2.pidfd, libc::SIGKILL);
+                    // The watcher removes the tool cgroups (tools.limits) nested in the
+                    // sandbox's: stopped first, so the sandbox's can go.
+                    live2.execs.stop();
                     let _ = cg.destroy();
                 }
                 None => {
                     let _ = safehouse_sys::process::pidfd_send_signal(&live2.pidfd, libc::SIGKILL);
+                    live2.execs.stop();
                 }
             }
-            live2.execs.stop();
             mgr.unwatch_files(&live2.id);
             // Wait (bounded) for PID 1 to be gone, so nothing of the sandbox runs on return.
             for _ in 0..200 {
@@ -665,17 +709,14 @@ impl Manager {
             }
         };
         let socket_dir = std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default();
-        let allow = rec
-            .policy
-            .clone()
-            .and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok())
-            .map(|p| p.tools.allow)
-            .unwrap_or_default();
+        let policy = rec.policy.clone().and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok());
+        let allow = policy.as_ref().map(|p| p.tools.allow.clone()).unwrap_or_default();
+        let tools = policy.as_ref().and_then(|p| self.tool_limits(p, rec.cgroup.as_deref(), Default::default()));
         let allowed = match std::fs::File::open(format!("/proc/{pid}/root")) {
             Ok(root) if !allow.is_empty() => Some(AllowedExecs::expand(root.into(), &allow)),
             _ => None,
         };
-        let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir, allowed);
+        let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir, allowed, tools);
         let live = Arc::new(Live {
             id: rec.id.clone(),
             tenant: rec.tenant.clone(),

@@ -105,6 +105,20 @@ pub struct ExecResult {
     pub wall_ms: u64,
     pub cpu_ms: u64,
     pub peak_memory_bytes: Option<u64>,
+    /// Runs of limited tools (`tools.limits`) this command started that a limit killed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_limits: Vec<ToolLimitHit>,
+}
+
+/// A limited tool run that its `tools.limits` killed, in an [`ExecResult`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolLimitHit {
+    /// The `tools.allow` pattern.
+    pub tool: String,
+    /// The tool's process on the host.
+    pub host_pid: i32,
+    pub timed_out: bool,
+    pub oom_killed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]

@@ -681,6 +681,7 @@ mod tests {
             wall_ms: 5,
             cpu_ms: 2,
             peak_memory_bytes: Some(3 << 20),
+            tool_limits: Vec::new(),
         };
         let d = json!({"target": "evil.test:80", "rule": "default deny", "reason": "not in network.allow"});
         let (text, s) = envelope("sb_x", r, vec![d], false);
