@@ -223,10 +223,11 @@ def test_limits_are_re_armed_after_a_daemon_restart(own_daemon):
         assert wait_for(lambda: not pid_alive(agent), 5)
 
 
-def test_exec_cost_with_and_without_limits(api):
-    """Measurement: 300 execs of a program that is not limited, and 300 of one that is (or
-    is not), in a sandbox without tools.limits and in one with them. A non-limited exec
-    costs one fstat more; a limited one a cgroup made, joined and removed."""
+def test_hundreds_of_limited_runs_leave_no_tool_cgroup_behind(api):
+    """300 runs of a limited tool and 300 of a program that is not limited, in a sandbox
+    with tools.limits and one without: all succeed, and every run's nested cgroup is gone
+    once its run ended. The per-exec cost is printed, not asserted (a timed assertion on
+    this shared machine measures its load; BENCHMARKS.md has the quiet-machine figures)."""
     loop = "i=0; while [ $i -lt 300 ]; do {}; i=$((i+1)); done"
     took = {}
     limited = policy(memory="64MiB", timeout="10s")
@@ -234,21 +235,19 @@ def test_exec_cost_with_and_without_limits(api):
     for name, pol in (("none", policy()), ("limits", limited)):
         sb = api.create(policy=pol, timeout_s=120)
         try:
-            sh(api, sb["id"], loop.format("/bin/sh -c :"), http_timeout=120)  # warm up
             for what, cmd in (("other", "/bin/sh -c :"), ("cat", "cat </dev/null")):
                 t0 = time.monotonic()
                 res = sh(api, sb["id"], loop.format(cmd), http_timeout=120)
                 took[(name, what)] = time.monotonic() - t0
                 assert res["exit_code"] == 0, res
+            if name == "limits":
+                assert wait_for(lambda: not tool_cgroups(sb["id"]), 10), tool_cgroups(sb["id"])
         finally:
             api.kill(sb["id"])
     ms = {k: v * 1000 / 300 for k, v in took.items()}
     print(f"per exec: not limited {ms[('none', 'other')]:.2f} ms without tools.limits, "
           f"{ms[('limits', 'other')]:.2f} ms with; cat {ms[('none', 'cat')]:.2f} ms unlimited, "
           f"{ms[('limits', 'cat')]:.2f} ms limited")
-    # Generous (a shared, loaded machine): catches a non-limited exec made several times
-    # dearer, not noise. Quiet-machine numbers are in the report (BENCHMARKS.md-style).
-    assert took[("limits", "other")] < took[("none", "other")] * 3 + 2.0, took
 
 
 def test_kill_all_removes_tool_cgroups_too(api, tenant_key):
