@@ -139,7 +139,11 @@ fn v1_destroy_kills_a_frozen_cgroup_with_unreaped_children() {
     let mut child = spawn_gated("sleep 30 & sleep 30 & wait");
     cg.add_pid(pid(&child)).unwrap();
     release(&mut child);
-    thread::sleep(Duration::from_millis(100));
+    // The shell and its two sleeps (a loaded machine may take a while to fork them).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cg.pids().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(cg.pids().unwrap().len(), 3);
     cg.freeze().unwrap();
     let dirs: Vec<_> = cg.dirs().iter().map(|d| d.to_path_buf()).collect();
@@ -178,7 +182,11 @@ fn v1_pids_limit_is_enforced_and_counted() {
     let mut child = spawn_gated("for i in 1 2 3 4 5 6; do sleep 5 & done; wait");
     cg.add_pid(pid(&child)).unwrap();
     release(&mut child);
-    thread::sleep(Duration::from_millis(300));
+    // Until the loop has run into the limit (a loaded machine may take a while).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cg.pids_limit_hits().unwrap() == 0 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert!(cg.pids_current().unwrap() <= 3);
     assert!(cg.pids_limit_hits().unwrap() >= 1);
     cg.kill_all().unwrap();
@@ -292,7 +300,10 @@ fn v1_kill_all_stops_a_fork_loop() {
     let mut child = spawn_gated("while :; do sleep 30 & done");
     cg.add_pid(pid(&child)).unwrap();
     release(&mut child);
-    thread::sleep(Duration::from_millis(200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cg.pids().unwrap().len() < 8 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert!(cg.pids().unwrap().len() > 1, "the loop did not start");
     cg.kill_all().unwrap();
     assert!(cg.is_empty());
