@@ -224,11 +224,15 @@ impl Manager {
                     with_cgroup_quietly(l, |cg| cg.start_freeze());
                 }
                 t.mark("freeze asked");
-                let held: Vec<HeldNamespaces> = v.iter().map(|l| hold_namespaces(l)).collect();
-                t.mark("namespaces held");
-                parallel(&v, KILL_ALL_WIDTH, |l| with_cgroup_quietly(l, |cg| cg.freeze()));
-                t.mark("frozen");
-                held
+                // The namespaces opened while the freezes take hold.
+                let held: Vec<Mutex<HeldNamespaces>> = v.iter().map(|_| Mutex::default()).collect();
+                let items: Vec<(&Arc<Live>, &Mutex<HeldNamespaces>)> = v.iter().zip(&held).collect();
+                parallel(&items, KILL_ALL_WIDTH, |(l, slot)| {
+                    *lock(slot) = hold_namespaces(l);
+                    with_cgroup_quietly(l, |cg| cg.freeze());
+                });
+                t.mark("frozen, namespaces held");
+                held.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect::<Vec<_>>()
             })
             .await
             .map_err(internal)?;
