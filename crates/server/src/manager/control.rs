@@ -182,9 +182,18 @@ impl Manager {
     /// The emergency stop: every sandbox of `tenant` (every sandbox at all for the admin
     /// tenant) frozen, cut off and killed; returns once nothing of them runs and their
     /// states are recorded. What is left of them that does not run (cgroup directories,
-    /// file watches, exec watchers, socket directories) is removed in the background
-    /// (`cleanup::remove_leftovers`; a restarted daemon finishes it).
+    /// namespaces, file watches, exec watchers, socket directories) is removed in the
+    /// background (cleanup.rs; a restarted daemon finishes it).
+    ///
+    /// Runs to completion even if the caller goes away mid-way (its future is dropped):
+    /// the victims are out of the live table from the first step, so a half-done stop
+    /// would leave them frozen and unreachable.
     pub async fn kill_all(&self, tenant: &str) -> Result<KillAllReport, ManagerError> {
+        let (mgr, tenant) = (self.clone(), tenant.to_string());
+        tokio::spawn(async move { mgr.kill_all_inner(&tenant).await }).await.map_err(internal)?
+    }
+
+    async fn kill_all_inner(&self, tenant: &str) -> Result<KillAllReport, ManagerError> {
         let started = Instant::now();
         let trace = Arc::new(Timeline::new(started));
         let admin = tenant == crate::auth::ADMIN_TENANT;
