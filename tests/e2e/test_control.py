@@ -9,6 +9,7 @@ import time
 import pytest
 
 from .support import IS_ROOT, MiB
+from .test_events import read_sse
 
 SPIN = ["/bin/sh", "-c", "while :; do :; done"]
 PROM_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? [-+0-9.eE]+(Inf|NaN)?$')
@@ -32,6 +33,33 @@ def wait_for(pred, timeout, what, step=0.1):
 
 def cgroup_dirs(sid):
     return glob.glob(f"/sys/fs/cgroup/*/safehouse/{sid}") + glob.glob(f"/sys/fs/cgroup/safehouse/{sid}")
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] not in "ZX"
+    except OSError:
+        return False
+
+
+def cgroup_tasks(sid):
+    """Every task listed in the sandbox's cgroups (every hierarchy, nested cgroups too)."""
+    tasks = set()
+    for d in cgroup_dirs(sid):
+        for root, _, files in os.walk(d):
+            try:
+                with open(os.path.join(root, "cgroup.procs")) as f:
+                    tasks.update(int(x) for x in f.read().split())
+            except OSError:
+                pass  # removed meanwhile
+    return sorted(tasks)
+
+
+def leftovers(data_dir, sid):
+    """The sandbox's cgroup directories and its socket directory, those that exist."""
+    sock_dir = os.path.join(data_dir, "sandboxes", sid)
+    return cgroup_dirs(sid) + ([sock_dir] if os.path.exists(sock_dir) else [])
 
 
 def test_metrics_of_a_spinning_sandbox(api, sandbox):
@@ -154,14 +182,23 @@ def test_kill_all_of_a_tenant(api, tenant_key):
     body = r.json()
     assert body["killed"] == 20 and isinstance(body["ms"], int), body
     assert took < 10, took
+    # At the reply nothing of them runs: no agent, no task in any of their cgroups.
     for pid in pids:
-        alive = os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split(") ")[1][0] not in "ZX"
-        assert not alive, f"agent {pid} still running after kill-all"
+        assert not alive(pid), f"agent {pid} still running after kill-all"
     for sb in sbs:
-        assert cgroup_dirs(sb["id"]) == [], sb["id"]
+        running = [t for t in cgroup_tasks(sb["id"]) if alive(t)]
+        assert running == [], f"{sb['id']}: tasks {running} still in its cgroup after kill-all"
         info = tenant.info(sb["id"])
         assert info["state"] == "killed" and "kill-all" in info["error"], info
+    # Each one's event stream says so and ends (replay of an ended sandbox).
+    status, events = read_sse(tenant, f"/v1/sandboxes/{sbs[0]['id']}/events", timeout=10)
+    assert status == 200 and events[-1]["event"] == "sandbox.killed", events[-3:]
+    assert events[-1]["data"]["data"]["error"] == "stopped by kill-all", events[-1]
+    # What does not run (cgroup and socket directories) goes in the background, promptly.
+    data_dir = api.daemon.data_dir
+    wait_for(lambda: not any(leftovers(data_dir, sb["id"]) for sb in sbs), 10, "kill-all's leftovers removed")
     assert api.info(keep["id"])["state"] == "running"
+    assert leftovers(data_dir, keep["id"]), "the surviving sandbox's own directories must stay"
     api.kill(keep["id"])
     # Nothing left: a second call stops nothing.
     assert tenant.post("/v1/kill-all").json()["killed"] == 0

@@ -50,7 +50,7 @@ pub(crate) fn kill_by_signal(cgroup: &dyn Cgroup, use_freezer: bool) -> Result<(
 }
 
 /// Sends SIGKILL to `pids`; a pid that has already exited is not an error.
-fn sigkill(pids: &[i32]) -> io::Result<()> {
+pub(crate) fn sigkill(pids: &[i32]) -> io::Result<()> {
     for &pid in pids {
         // Only positive pids reach here (parse_pids), so this never signals a
         // process group or every process.

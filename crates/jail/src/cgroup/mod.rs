@@ -30,6 +30,7 @@
 //!     fn freeze(&self) -> Result<(), CgroupError>;  // waits until frozen, bounded
 //!     fn thaw(&self) -> Result<(), CgroupError>;
 //!     fn kill_all(&self) -> Result<(), CgroupError>;// waits until empty, bounded
+//!     fn start_kill_frozen(&self) -> Result<(), CgroupError>; // SIGKILL + thaw, no wait
 //!     fn is_empty(&self) -> bool;
 //!     fn destroy(self: Box<Self>) -> Result<(), CgroupError>; // kills first if needed
 //! }
@@ -249,6 +250,19 @@ pub trait Cgroup: Send + Sync + Debug {
     fn thaw(&self) -> Result<(), CgroupError>;
     /// SIGKILLs every task and waits (bounded, about 2 s) until none is left.
     fn kill_all(&self) -> Result<(), CgroupError>;
+    /// For a cgroup frozen with [`freeze`](Cgroup::freeze): SIGKILLs every task (the list
+    /// is complete, frozen tasks cannot fork) and asks for the thaw so the kills land;
+    /// v1 and v2 wait for neither (this default waits for the thaw). The caller checks the
+    /// tasks are gone ([`is_empty`](Cgroup::is_empty), or a pidfd); [`kill_all`](Cgroup::kill_all)
+    /// is the waiting, retrying form.
+    fn start_kill_frozen(&self) -> Result<(), CgroupError> {
+        let sent = kill::sigkill(&self.pids()?);
+        self.thaw()?;
+        sent.map_err(|source| CgroupError::Kill {
+            path: self.dirs().first().map(|d| d.to_path_buf()).unwrap_or_default(),
+            source,
+        })
+    }
     /// No task is left (unreadable counts as not empty, missing as empty).
     fn is_empty(&self) -> bool;
     /// Kills what is left, then removes every directory (retrying `EBUSY`

@@ -257,6 +257,18 @@ impl Cgroup for V1Cgroup {
         kill::kill_by_signal(self, self.dir("freezer").is_some())
     }
 
+    /// One `cgroup.procs` read (the freezer hierarchy's: what it froze is what is listed)
+    /// and one write of `THAWED`, instead of the union over every hierarchy and a wait.
+    fn start_kill_frozen(&self) -> Result<(), CgroupError> {
+        let Some(freezer) = self.dir("freezer") else {
+            return kill::kill_by_signal(self, false);
+        };
+        let text = files::read_optional(&freezer.join("cgroup.procs"))?.unwrap_or_default();
+        let sent = kill::sigkill(&files::parse_pids(&text));
+        files::write(&freezer.join("freezer.state"), "THAWED")?;
+        sent.map_err(|source| CgroupError::Kill { path: freezer.to_owned(), source })
+    }
+
     fn is_empty(&self) -> bool {
         self.pids().is_ok_and(|p| p.is_empty())
     }

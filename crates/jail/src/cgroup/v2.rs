@@ -249,6 +249,17 @@ impl Cgroup for V2Cgroup {
         }
     }
 
+    /// `cgroup.kill` where the kernel has it (Linux 5.14+), then the thaw asked for.
+    fn start_kill_frozen(&self) -> Result<(), CgroupError> {
+        let kill_file = self.path.join("cgroup.kill");
+        if kill_file.exists() {
+            files::write(&kill_file, "1")?;
+        } else {
+            kill::sigkill(&self.pids()?).map_err(|source| CgroupError::Kill { path: self.path.clone(), source })?;
+        }
+        files::write(&self.path.join("cgroup.freeze"), "0")
+    }
+
     fn is_empty(&self) -> bool {
         match fs::read_to_string(self.path.join("cgroup.events")) {
             Ok(text) => files::keyed_value(&text, "populated") == Some(0),

@@ -4,9 +4,13 @@
 //! Kill-all runs in three global phases, each across every victim with bounded
 //! parallelism: (1) freeze every cgroup, so nothing runs, forks or writes while the rest
 //! happens; (2) cut every gateway, so nothing leaves; (3) SIGKILL the frozen tasks (the
-//! list is complete: frozen tasks cannot fork), thaw so the kills land, wait until each
-//! cgroup is empty and its agent's pidfd says it exited, remove the cgroup and record
-//! the state. The call returns after phase 3, when nothing of the victims runs.
+//! list is complete: frozen tasks cannot fork) and the agents, thaw so the kills land,
+//! and wait until every agent's pidfd says it exited (PID 1 of a pid namespace exits
+//! last). Every state is recorded in one transaction alongside the three phases. The call returns after
+//! phase 3, when nothing of the victims runs; their cgroup directories, watchers and
+//! socket directories are removed afterwards in the background (cleanup.rs).
+//!
+//! `SAFEHOUSE_TRACE_KILLALL=1` prints each kill-all's phase timings on stderr.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
@@ -176,9 +180,22 @@ impl Manager {
     }
 
     /// The emergency stop: every sandbox of `tenant` (every sandbox at all for the admin
-    /// tenant) frozen, cut off, killed and removed; returns once nothing of them runs.
+    /// tenant) frozen, cut off and killed; returns once nothing of them runs and their
+    /// states are recorded. What is left of them that does not run (cgroup directories,
+    /// namespaces, file watches, exec watchers, socket directories) is removed in the
+    /// background (cleanup.rs; a restarted daemon finishes it).
+    ///
+    /// Runs to completion even if the caller goes away mid-way (its future is dropped):
+    /// the victims are out of the live table from the first step, so a half-done stop
+    /// would leave them frozen and unreachable.
     pub async fn kill_all(&self, tenant: &str) -> Result<KillAllReport, ManagerError> {
+        let (mgr, tenant) = (self.clone(), tenant.to_string());
+        tokio::spawn(async move { mgr.kill_all_inner(&tenant).await }).await.map_err(internal)?
+    }
+
+    async fn kill_all_inner(&self, tenant: &str) -> Result<KillAllReport, ManagerError> {
         let started = Instant::now();
+        let trace = Arc::new(Timeline::new(started));
         let admin = tenant == crate::auth::ADMIN_TENANT;
         // Taken out of the live table at once: no request, deadline or watcher reaches
         // them any more, and `destroy` elsewhere sees them gone.
@@ -196,13 +213,35 @@ impl Manager {
         let killed = victims.len();
         if killed > 0 {
             let victims = Arc::new(victims);
-            let v = victims.clone();
-            tokio::task::spawn_blocking(move || {
+            trace.mark("taken");
+            // Every state recorded in one transaction, alongside the kernel's work below. A
+            // daemon dying before the kills land leaves processes under a `killed` record:
+            // its next start kills them (`sweep_leftovers`: their directories are still there).
+            let (store, ids, t) =
+                (self.inner.store.clone(), victims.iter().map(|l| l.id.clone()).collect::<Vec<_>>(), trace.clone());
+            let recorded = tokio::task::spawn_blocking(move || {
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                if let Err(e) = store.set_sandboxes_state(&ids, SandboxState::Killed, Some(KILLED_BY)) {
+                    eprintln!("safehouse: kill-all: recording the sandboxes' state: {e}");
+                }
+                t.mark("states recorded");
+            });
+            let (v, t) = (victims.clone(), trace.clone());
+            let namespaces = tokio::task::spawn_blocking(move || {
                 // Every freeze asked for first, so all tasks stop together; then each waited.
                 for l in v.iter() {
                     with_cgroup_quietly(l, |cg| cg.start_freeze());
                 }
-                parallel(&v, KILL_ALL_WIDTH, |l| with_cgroup_quietly(l, |cg| cg.freeze()));
+                t.mark("freeze asked");
+                // The namespaces opened while the freezes take hold.
+                let held: Vec<Mutex<HeldNamespaces>> = v.iter().map(|_| Mutex::default()).collect();
+                let items: Vec<(&Arc<Live>, &Mutex<HeldNamespaces>)> = v.iter().zip(&held).collect();
+                parallel(&items, KILL_ALL_WIDTH, |(l, slot)| {
+                    *lock(slot) = hold_namespaces(l);
+                    with_cgroup_quietly(l, |cg| cg.freeze());
+                });
+                t.mark("frozen, namespaces held");
+                held.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect::<Vec<_>>()
             })
             .await
             .map_err(internal)?;
@@ -212,15 +251,17 @@ impl Manager {
                 }
                 l.link.close();
             }
-            let store = self.inner.store.clone();
-            let ids: Vec<String> = victims.iter().map(|l| l.id.clone()).collect();
-            tokio::task::spawn_blocking(move || kill_and_remove(&victims, &store, "stopped by kill-all"))
-                .await
-                .map_err(internal)?;
-            // Their file watches and root descriptors (nothing of them runs any more; off
-            // the reply's path).
-            let mgr = self.clone();
-            tokio::task::spawn_blocking(move || ids.iter().for_each(|id| mgr.unwatch_files(id)));
+            trace.mark("network cut");
+            let (v, t) = (victims.clone(), trace.clone());
+            let cgroups = tokio::task::spawn_blocking(move || kill_and_wait(&v, &t)).await.map_err(internal)?;
+            recorded.await.map_err(internal)?;
+            // Said once nothing of them runs any more.
+            for l in victims.iter() {
+                self.note_ended(&l.id, "sandbox.killed", Some(KILLED_BY));
+            }
+            trace.mark("events");
+            self.clean_up_in_background(victims, cgroups, namespaces, trace.clone());
+            trace.mark("replied");
         }
         Ok(KillAllReport { killed, ms: started.elapsed().as_millis() as u64 })
     }
@@ -299,66 +340,89 @@ fn with_cgroup_quietly(
     }
 }
 
-type OwnedCgroup = Option<Box<dyn safehouse_jail::cgroup::Cgroup>>;
+pub(crate) type OwnedCgroup = Option<Box<dyn safehouse_jail::cgroup::Cgroup>>;
+
+/// The error recorded for every sandbox kill-all stops.
+const KILLED_BY: &str = "stopped by kill-all";
 
 /// Kill-all, phase 3, for frozen and cut-off sandboxes. Each step runs for every sandbox
 /// before the next starts, so the kernel's work overlaps: (a) SIGKILL every task of each
-/// frozen cgroup (the list is complete: frozen tasks cannot fork) and the agent, then thaw
-/// so the kills land; (b) wait until every agent's pidfd says it exited — PID 1 of a pid
-/// namespace exits only after every other task in it is gone; (c) remove each cgroup (its
-/// `destroy` still kills stragglers first); (d) record every state in one transaction.
-fn kill_and_remove(victims: &[Arc<Live>], store: &Store, why: &str) {
+/// frozen cgroup (the list is complete: frozen tasks cannot fork) and the agent, and ask
+/// for the thaw so the kills land; (b) wait until every agent's pidfd says it exited —
+/// PID 1 of a pid namespace exits only after every other task in it is gone, and every
+/// process of a sandbox is in its pid namespace. Returns the cgroups, taken out of the
+/// sandboxes, for removal.
+fn kill_and_wait(victims: &[Arc<Live>], trace: &Timeline) -> Vec<OwnedCgroup> {
     let width = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let cgroups: Vec<Mutex<OwnedCgroup>> = {
-        let out: Vec<Mutex<OwnedCgroup>> = victims.iter().map(|_| Mutex::new(None)).collect();
-        let items: Vec<(&Arc<Live>, &Mutex<OwnedCgroup>)> = victims.iter().zip(&out).collect();
+    let cgroups: Vec<Mutex<OwnedCgroup>> = victims.iter().map(|_| Mutex::new(None)).collect();
+    {
+        let items: Vec<(&Arc<Live>, &Mutex<OwnedCgroup>)> = victims.iter().zip(&cgroups).collect();
         parallel(&items, width, |(live, slot)| *lock(slot) = kill_frozen(live));
-        out
-    };
-    wait_exited(victims, AGENT_EXIT_WAIT);
-    std::thread::scope(|s| {
-        // The records and socket directories alongside the cgroups' removal.
-        s.spawn(|| {
-            for live in victims {
-                let _ = std::fs::remove_dir_all(&live.socket_dir);
+    }
+    trace.mark("killed+thaw asked");
+    let cgroups: Vec<OwnedCgroup> =
+        cgroups.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect();
+    let left = wait_exited(victims, AGENT_EXIT_WAIT);
+    trace.mark("agents exited");
+    if !left.is_empty() {
+        // Stragglers (a task stuck in the kernel): the retrying kill loop, then wait again.
+        eprintln!(
+            "safehouse: kill-all: {} agent(s) still running after {AGENT_EXIT_WAIT:?}; killing again",
+            left.len()
+        );
+        for &i in &left {
+            if let Some(cg) = &cgroups[i] {
+                let _ = cg.kill_all();
             }
-            let ids: Vec<&str> = victims.iter().map(|l| l.id.as_str()).collect();
-            if let Err(e) = store.set_sandboxes_state(&ids, SandboxState::Killed, Some(why)) {
-                eprintln!("safehouse: kill-all: recording the sandboxes' state: {e}");
-            }
-        });
-        parallel(&cgroups, width, |slot| {
-            if let Some(cg) = lock(slot).take() {
-                let _ = cg.destroy();
-            }
-        });
-    });
+        }
+        let again: Vec<Arc<Live>> = left.iter().map(|&i| victims[i].clone()).collect();
+        for i in wait_exited(&again, AGENT_EXIT_WAIT) {
+            eprintln!("safehouse: kill-all: sandbox {}: its agent did not exit", again[i].id);
+        }
+    }
+    cgroups
+}
+
+/// Descriptors of a sandbox's mount and network namespaces.
+pub(crate) type HeldNamespaces = Vec<std::os::fd::OwnedFd>;
+
+/// Opens the sandbox's mount and network namespaces, held through its kill: their
+/// teardown (unmounting its filesystems, its writable layer among them; dismantling its
+/// network stack) then runs when the background cleanup closes them, instead of in its
+/// last task's exit on the reply's path. Nothing of it runs either way. Empty when they
+/// cannot be opened (a daemon without the right to) or the agent is gone.
+fn hold_namespaces(live: &Live) -> HeldNamespaces {
+    let held: HeldNamespaces = ["mnt", "net"]
+        .iter()
+        .filter_map(|ns| std::fs::File::open(format!("/proc/{}/ns/{ns}", live.pid)).ok().map(Into::into))
+        .collect();
+    // Opened while the agent was alive (its pidfd says so now), so never a recycled pid's.
+    if safehouse_sys::process::pidfd_send_signal(&live.pidfd, 0).is_err() {
+        return Vec::new();
+    }
+    held
 }
 
 /// Kill-all, phase 3a for one sandbox: SIGKILL every task of its frozen cgroup and the
-/// agent, then thaw. Returns the cgroup, taken out of the sandbox for removal.
+/// agent, and ask for the thaw. Returns the cgroup, taken out of the sandbox.
 fn kill_frozen(live: &Arc<Live>) -> OwnedCgroup {
     let cg = live.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(cg) = &cg {
-        for pid in cg.pids().unwrap_or_default() {
-            let _ = safehouse_sys::process::kill(pid, libc::SIGKILL);
-        }
-    }
     let _ = safehouse_sys::process::pidfd_send_signal(&live.pidfd, libc::SIGKILL);
     if let Some(cg) = &cg {
-        let _ = cg.thaw();
+        let _ = cg.start_kill_frozen();
     }
     cg
 }
 
 /// Waits (at most `limit`) until every sandbox's agent has exited, polling all pidfds at
-/// once.
-fn wait_exited(victims: &[Arc<Live>], limit: Duration) {
+/// once. Returns the indices of those still running.
+fn wait_exited(victims: &[Arc<Live>], limit: Duration) -> Vec<usize> {
     let deadline = Instant::now() + limit;
-    let mut left: Vec<i32> = victims.iter().map(|l| l.pidfd.as_raw_fd()).collect();
+    let mut left: Vec<(usize, i32)> = victims.iter().map(|l| l.pidfd.as_raw_fd()).enumerate().collect();
     while !left.is_empty() && Instant::now() < deadline {
         let ms = deadline.saturating_duration_since(Instant::now()).as_millis().clamp(1, 50) as i32;
-        match safehouse_sys::process::poll_readable(&left, ms) {
+        let fds: Vec<i32> = left.iter().map(|&(_, fd)| fd).collect();
+        match safehouse_sys::process::poll_readable(&fds, ms) {
             Ok(ready) => {
                 let mut ready = ready.into_iter();
                 left.retain(|_| !ready.next().unwrap_or(true));
@@ -366,10 +430,40 @@ fn wait_exited(victims: &[Arc<Live>], limit: Duration) {
             Err(_) => break,
         }
     }
+    left.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Phase timings of one kill-all, printed as one line on stderr when the daemon runs with
+/// `SAFEHOUSE_TRACE_KILLALL=1` (for measuring; off by default, then a mark costs nothing).
+pub(crate) struct Timeline {
+    start: Instant,
+    marks: Option<Mutex<Vec<(&'static str, Duration)>>>,
+}
+
+impl Timeline {
+    fn new(start: Instant) -> Timeline {
+        let on = std::env::var_os("SAFEHOUSE_TRACE_KILLALL").is_some_and(|v| v == "1");
+        Timeline { start, marks: on.then(Mutex::default) }
+    }
+
+    /// Notes that `what` is done, at the time since the start.
+    pub(crate) fn mark(&self, what: &'static str) {
+        if let Some(m) = &self.marks {
+            lock(m).push((what, self.start.elapsed()));
+        }
+    }
+
+    pub(crate) fn print(&self, victims: usize) {
+        if let Some(m) = &self.marks {
+            let line: Vec<String> =
+                lock(m).iter().map(|(what, at)| format!("{what} {:.1}", at.as_secs_f64() * 1000.0)).collect();
+            eprintln!("safehouse: kill-all of {victims} (ms since the request): {}", line.join(", "));
+        }
+    }
 }
 
 /// Runs `f` on every item with at most `width` threads.
-fn parallel<T: Sync>(items: &[T], width: usize, f: impl Fn(&T) + Sync) {
+pub(crate) fn parallel<T: Sync>(items: &[T], width: usize, f: impl Fn(&T) + Sync) {
     let next = AtomicUsize::new(0);
     let work = || loop {
         let i = next.fetch_add(1, Ordering::Relaxed);

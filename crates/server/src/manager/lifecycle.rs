@@ -594,14 +594,7 @@ impl Manager {
             SandboxState::Failed => "sandbox.failed",
             _ => "sandbox.killed",
         };
-        let dropped = self.inner.events.dropped(&live.id);
-        let unaudited = self.inner.events.unaudited(&live.id);
-        self.note(
-            &live.id,
-            kind,
-            serde_json::json!({ "error": error, "events_dropped": dropped, "events_unaudited": unaudited }),
-        );
-        self.inner.events.retire(&live.id);
+        self.note_ended(&live.id, kind, error.as_deref());
         recorded.map_err(internal)?;
         Ok(())
     }
@@ -682,6 +675,11 @@ impl Manager {
                     self.cleanup_dead(&rec, &reason).await;
                 }
             }
+        }
+        // What a cleanup cut short by the daemon's end left behind (kill-all's is deferred).
+        let swept = self.sweep_leftovers().await;
+        if swept > 0 {
+            eprintln!("safehouse: removed the leftovers of {swept} stopped sandbox(es)");
         }
         Ok((attached, failed))
     }

@@ -10,6 +10,7 @@
 //! records all of it, so a restarted daemon re-attaches (`recover`).
 
 mod agent_link;
+mod cleanup;
 mod control;
 mod exec;
 pub mod execwatch;
