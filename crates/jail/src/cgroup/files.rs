@@ -91,7 +91,14 @@ pub(crate) fn remove_dirs(paths: &[&Path]) -> Result<(), CgroupError> {
             match fs::remove_dir(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && round < RMDIR_ROUNDS => busy.push(path),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && round < RMDIR_ROUNDS => {
+                    // Busy with tasks still exiting, or with cgroups nested below (a
+                    // command's, a limited tool's) left by a daemon that died half-way.
+                    if round == 1 {
+                        remove_children(path);
+                    }
+                    busy.push(path)
+                }
                 Err(source) => {
                     failure.get_or_insert(CgroupError::Remove { path: path.to_owned(), source });
                 }
@@ -106,6 +113,19 @@ pub(crate) fn remove_dirs(paths: &[&Path]) -> Result<(), CgroupError> {
         pending = busy;
         round += 1;
         thread::sleep(RMDIR_BACKOFF);
+    }
+}
+
+/// Removes the cgroup directories below `path`, deepest first (best effort: the rmdir of
+/// `path` reports what stays).
+fn remove_children(path: &Path) {
+    let Ok(entries) = fs::read_dir(path) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let child = entry.path();
+            remove_children(&child);
+            let _ = fs::remove_dir(&child);
+        }
     }
 }
 

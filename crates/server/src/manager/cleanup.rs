@@ -56,10 +56,11 @@ impl Manager {
         }
     }
 
-    /// Per sandbox, in parallel (one thread per core): the cgroup (its `destroy` still
-    /// kills a straggler first), the namespaces (unmounting its filesystems), the exec
-    /// watcher (its thread ended when the sandbox's tasks did), the file watches and root
-    /// descriptors, then the socket directory.
+    /// Per sandbox, in parallel (one thread per core): the exec watcher (its thread ended
+    /// when the sandbox's tasks did; on its way out it removes the `tools.limits` cgroups
+    /// nested in the sandbox's, which a v1 `rmdir` of the sandbox's would fail on), the
+    /// cgroup (its `destroy` still kills a straggler first), the namespaces (unmounting
+    /// its filesystems), the file watches and root descriptors, then the socket directory.
     fn remove_leftovers(&self, victims: &[Arc<Live>], cgroups: Vec<OwnedCgroup>, namespaces: Vec<HeldNamespaces>) {
         let width = std::thread::available_parallelism().map_or(2, |n| n.get());
         type Slot = Mutex<(OwnedCgroup, HeldNamespaces)>;
@@ -67,13 +68,13 @@ impl Manager {
             victims.iter().zip(cgroups.into_iter().zip(namespaces).map(Mutex::new)).collect();
         parallel(&items, width, |(live, slot)| {
             let (cg, namespaces) = std::mem::take(&mut *slot.lock().unwrap_or_else(|e| e.into_inner()));
+            live.execs.stop();
             if let Some(cg) = cg {
                 if let Err(e) = cg.destroy() {
                     eprintln!("safehouse: sandbox {}: removing its cgroup: {e}", live.id);
                 }
             }
             drop(namespaces);
-            live.execs.stop();
             self.unwatch_files(&live.id);
             let _ = std::fs::remove_dir_all(&live.socket_dir);
         });
