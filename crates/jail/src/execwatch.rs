@@ -337,7 +337,8 @@ impl Watch {
     /// Reads what must be read while the caller waits (its memory, working directory,
     /// ids, whether the file exists), checks the notification still stands, answers
     /// CONTINUE, then completes the record (the parent's id), follows the process and
-    /// reports. An exec is never refused here: observation only. Everything the caller
+    /// reports. Observation never refuses an exec; only `tools.limits` can, when a limited
+    /// tool cannot be identified or confined (fail closed). Everything the caller
     /// does not have to wait for happens after the answer (each /proc read costs 10–30 µs
     /// on a small VM, and the exec waits for all of them).
     fn handle(&mut self, n: sc::Notification) {
@@ -655,26 +656,26 @@ mod tests {
 
     #[test]
     fn argv_is_read_with_caps() {
-        let mem = std::process::id() as i32;
+        let me = std::process::id() as i32;
         let a = CString::new("hello").unwrap();
         let b = CString::new("x".repeat(MAX_ARG_BYTES + 10)).unwrap();
         let ptrs: Vec<u64> = vec![a.as_ptr() as u64, a.as_ptr() as u64, 0];
-        let (args, cut) = read_argv(mem, ptrs.as_ptr() as u64);
+        let (args, cut) = read_argv(me, ptrs.as_ptr() as u64);
         assert_eq!((args, cut), (vec!["hello".to_string(), "hello".to_string()], false));
         let ptrs: Vec<u64> = vec![a.as_ptr() as u64, b.as_ptr() as u64, 0];
-        let (args, cut) = read_argv(mem, ptrs.as_ptr() as u64);
+        let (args, cut) = read_argv(me, ptrs.as_ptr() as u64);
         assert!(cut);
         assert_eq!(args.len(), 2);
         assert_eq!(args[1].len(), MAX_ARG_BYTES);
         let many: Vec<u64> = std::iter::repeat_n(a.as_ptr() as u64, 100).chain([0]).collect();
-        let (args, cut) = read_argv(mem, many.as_ptr() as u64);
+        let (args, cut) = read_argv(me, many.as_ptr() as u64);
         assert!(cut);
         assert_eq!(args.len(), MAX_ARGS);
         let huge: Vec<u64> = std::iter::repeat_n(b.as_ptr() as u64, 20).chain([0]).collect();
-        let (args, cut) = read_argv(mem, huge.as_ptr() as u64);
+        let (args, cut) = read_argv(me, huge.as_ptr() as u64);
         assert!(cut);
         assert!(args.iter().map(|a| a.len()).sum::<usize>() <= MAX_ARGV_BYTES);
-        assert_eq!(read_argv(mem, 0), (Vec::new(), false));
+        assert_eq!(read_argv(me, 0), (Vec::new(), false));
     }
 
     #[test]
