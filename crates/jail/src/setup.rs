@@ -168,7 +168,12 @@ fn contain(ctx: &mut ChildContext) -> Result<(), String> {
     // 7. Landlock: filesystem rules and scoping; a kernel without it fails closed here.
     //    With tools.allow, EXECUTE is granted only on the listed files (expanded here, in
     //    the sandbox's own view) and their ELF interpreters.
-    let tools = if ctx.plan.tools.restricts_exec() { crate::tools::expand(&ctx.plan.tools)? } else { Vec::new() };
+    let tools = if ctx.plan.tools.restricts_exec() {
+        let root = File::open("/").map_err(|e| format!("tools.allow: open the sandbox's root: {e}"))?;
+        crate::tools::expand(root.as_fd(), &ctx.plan.tools).map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
     apply_landlock(&ctx.plan, &tools)?;
     trace("child: landlock");
 
