@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
+pub mod command;
 pub mod error;
 pub mod execwatch;
 pub mod host;
