@@ -12,6 +12,7 @@ pub mod error;
 pub mod execwatch;
 pub mod host;
 pub mod init;
+pub mod kernel;
 pub mod mounts;
 pub mod report;
 pub mod run;
