@@ -762,3 +762,7 @@ fn pump_in(master: &OwnedFd) -> bool {
         Ok(n) => File::from(master.try_clone().expect("dup terminal")).write_all(&buf[..n]).is_ok(),
     }
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

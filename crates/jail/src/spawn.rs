@@ -180,3 +180,39 @@ fn receive_exec_listener(sync: &OwnedFd) -> Result<Option<(OwnedFd, Vec<u8>)>, J
         _ => Err(JailError::Setup("the sandbox sent something other than its exec listener".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe_end() -> OwnedFd {
+        safehouse_sys::fs::pipe().unwrap().0
+    }
+
+    #[test]
+    fn the_root_is_taken_only_as_tagged() {
+        let (a, b) = safehouse_sys::unix::seqpacket_pair().unwrap();
+        let fd = pipe_end();
+        safehouse_sys::unix::send_with_fds(&b, b"r", &[fd.as_raw_fd()]).unwrap();
+        assert!(receive_root(&a).is_ok());
+        safehouse_sys::unix::send_with_fds(&b, b"g", &[fd.as_raw_fd()]).unwrap();
+        assert!(matches!(receive_root(&a), Err(JailError::Setup(m)) if m.contains("something other")));
+        drop(b);
+        assert!(matches!(receive_root(&a), Err(JailError::Setup(m)) if m.contains("failed before")));
+    }
+
+    #[test]
+    fn the_exec_listener_comes_with_its_table_or_not_at_all() {
+        let (a, b) = safehouse_sys::unix::seqpacket_pair().unwrap();
+        let fd = pipe_end();
+        let table = crate::toollimit::encode_table([(0, 1, 2)]);
+        safehouse_sys::unix::send_with_fds(&b, &table, &[fd.as_raw_fd()]).unwrap();
+        let (_, got) = receive_exec_listener(&a).unwrap().unwrap();
+        assert_eq!(got, table);
+        safehouse_sys::unix::send_with_fds(&b, b"r", &[fd.as_raw_fd()]).unwrap();
+        assert!(matches!(receive_exec_listener(&a), Err(JailError::Setup(_))));
+        drop(b);
+        // A hang-up: a failed setup step (its status record says which).
+        assert!(receive_exec_listener(&a).unwrap().is_none());
+    }
+}
