@@ -25,7 +25,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import probes  # noqa: E402
 from conftest import (ESCAPE, IS_ROOT, MODES, PYTHON, ROOTLESS_UID, require_binary,  # noqa: E402
-                      require_mode, require_root, run_inside, run_outside, start_inside, stop,
+                      require_mode, require_root, run_inside, skip_or_fail, run_outside, start_inside, stop,
                       wait_line, world_tmpdir)
 
 
@@ -573,7 +573,7 @@ def test_outside(outside_results, key):
     rec = results.get(key)
     want = EXPECT[key][0]
     if key == ("LK-04", "proc-marker:peer") and _PEER_DOWN:
-        pytest.skip("no peer sandbox (binary not built)")
+        skip_or_fail("no peer sandbox (binary not built)")
     assert rec is not None and want(rec), f"outside (positive control) {key}: want {want.desc}; " \
                                           f"got {_show(rec)}"
 
