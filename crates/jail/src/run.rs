@@ -451,7 +451,7 @@ fn run_in(
     let timeout = plan.limits.timeout;
     // cgroup v2: the cgroup exists before the sandbox and clone3 puts the sandbox in it
     // (CLONE_INTO_CGROUP). v1 has no such flag: the cgroup is created while the sandbox
-    // builds its filesystem, and the sandbox moves itself in (see setup.rs, step 6b).
+    // builds its filesystem, and the sandbox moves itself in (see setup.rs, the `cgroup` step).
     let mut into_cgroup: Option<OwnedFd> = None;
     let mut cg_created_early = false;
     if let Some(f) = early.as_ref().filter(|f| f.cgroups.version == Some(cgroup::CgroupVersion::V2)) {

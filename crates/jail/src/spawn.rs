@@ -101,7 +101,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
             if plan.gateway { Some(OwnedFd::from(crate::run::receive_gateway_listener(&sync_write)?)) } else { None };
         let root_dir = receive_root(&sync_write)?;
         send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())?;
-        // A sandbox that fails before step 8b hangs up instead: its status says why.
+        // A sandbox that fails before the exec notification step hangs up instead: its status says why.
         let exec = match exec_keeper {
             Some(sock) => match receive_exec_listener(&sync_write)? {
                 Some((listener, table_bytes)) => {
@@ -156,7 +156,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     }
 }
 
-/// Receives the sandbox's root directory (setup step 5b).
+/// Receives the sandbox's root directory (setup step `hand over the root`).
 fn receive_root(sync: &OwnedFd) -> Result<OwnedFd, JailError> {
     let mut tag = [0u8; 8];
     match safehouse_sys::unix::recv_with_fds(sync, &mut tag) {
@@ -167,7 +167,7 @@ fn receive_root(sync: &OwnedFd) -> Result<OwnedFd, JailError> {
     }
 }
 
-/// Receives the exec listener the sandbox sends at setup step 8b with the tool table
+/// Receives the exec listener the sandbox sends at the setup step `exec notification` with the tool table
 /// (encoded, empty without `tools.limits`); None when it hung up instead (a failed setup
 /// step).
 fn receive_exec_listener(sync: &OwnedFd) -> Result<Option<(OwnedFd, Vec<u8>)>, JailError> {
