@@ -8,6 +8,7 @@ use clap::Args;
 use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
 use safehouse_policy::model::{parse_toml, Rootfs};
+use safehouse_policy::network::HostReach;
 use safehouse_policy::plan::{MountSpec, RunRequest};
 use safehouse_policy::units::{parse_duration, parse_size, ByteSize, Dur};
 use safehouse_policy::{presets, Policy};
@@ -179,9 +180,14 @@ struct Egress {
 
 impl Egress {
     fn new(policy: &Policy) -> Result<Egress> {
-        let net = NetPolicy::compile(&policy.network)?;
+        // The local user is the host's operator: an exact address rule may open an address
+        // of the host; `*`, blocks and names never reach one.
+        let net = NetPolicy::compile(&policy.network)?.with_host_reach(HostReach::ExactAddressRules);
         let resolver = Resolver::from_env().map_err(|e| anyhow::anyhow!("the gateway's resolver: {e}"))?;
-        Ok(Egress { config: Some(Config::new(net, resolver)), running: None })
+        let host = safehouse_gateway::hostaddrs::watch().map_err(|e| {
+            anyhow::anyhow!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}")
+        })?;
+        Ok(Egress { config: Some(Config::new(net, resolver, host)), running: None })
     }
 }
 
