@@ -174,7 +174,8 @@ pub fn main(a: RunArgs) -> i32 {
 
 /// The capability gateway of one `run`: on its own thread, for the sandbox's lifetime.
 struct Egress {
-    config: Option<Config>,
+    /// The policy and resolver, until `start` (after the clone) makes the gateway.
+    parts: Option<(NetPolicy, Resolver)>,
     running: Option<GatewayThread>,
 }
 
@@ -184,16 +185,19 @@ impl Egress {
         // of the host; `*`, blocks and names never reach one.
         let net = NetPolicy::compile(&policy.network)?.with_host_reach(HostReach::ExactAddressRules);
         let resolver = Resolver::from_env().map_err(|e| anyhow::anyhow!("the gateway's resolver: {e}"))?;
-        let host = safehouse_gateway::hostaddrs::watch().map_err(|e| {
-            anyhow::anyhow!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}")
-        })?;
-        Ok(Egress { config: Some(Config::new(net, resolver, host)), running: None })
+        Ok(Egress { parts: Some((net, resolver)), running: None })
     }
 }
 
 impl EgressGateway for Egress {
+    /// Runs after the clone: the host-address watcher is a thread, and the sandbox must be
+    /// cloned from a single-threaded process.
     fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String> {
-        let config = self.config.take().ok_or("the gateway was started twice")?;
+        let (net, resolver) = self.parts.take().ok_or("the gateway was started twice")?;
+        let host = safehouse_gateway::hostaddrs::watch().map_err(|e| {
+            format!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}")
+        })?;
+        let config = Config::new(net, resolver, host);
         self.running = Some(spawn_thread(config, listener).map_err(|e| format!("start the gateway: {e}"))?);
         Ok(())
     }
