@@ -194,9 +194,8 @@ impl EgressGateway for Egress {
     /// cloned from a single-threaded process.
     fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String> {
         let (net, resolver) = self.parts.take().ok_or("the gateway was started twice")?;
-        let host = safehouse_gateway::hostaddrs::watch().map_err(|e| {
-            format!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}")
-        })?;
+        let host = safehouse_gateway::hostaddrs::watch()
+            .map_err(|e| format!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}"))?;
         let config = Config::new(net, resolver, host);
         self.running = Some(spawn_thread(config, listener).map_err(|e| format!("start the gateway: {e}"))?);
         Ok(())
