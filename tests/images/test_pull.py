@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from e2e.support import skip_or_fail
+
 from .oci import Image, Layer, push_index
 from .registry import CuttingProxy, Registry
 
@@ -247,7 +249,7 @@ def test_unknown_images_and_registries_are_clear_errors(cli, registry):
 def test_rootless_pull_keeps_the_users_own_files(registry, busybox, busybox_image, workdir):
     from .conftest import rootless_prefix, ROOTLESS_UID, IS_ROOT
     if not IS_ROOT:
-        pytest.skip("runs the rootless half as uid 65534 from root")
+        skip_or_fail("runs the rootless half as uid 65534 from root")
     from .conftest import Cli
     data = workdir / "rootless"
     data.mkdir()

@@ -8,6 +8,8 @@
 //! - [`oci`]: manifests, indexes and configs; [`config`]: what a sandbox takes from an
 //!   image's config.
 
+#![forbid(unsafe_code)]
+
 pub mod compress;
 pub mod config;
 pub mod digest;
