@@ -18,6 +18,7 @@ pub mod import;
 pub mod oci;
 pub mod progress;
 pub mod pull;
+pub mod root;
 pub mod store;
 pub mod unpack;
 
