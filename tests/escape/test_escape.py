@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import probes  # noqa: E402
-from conftest import (ESCAPE, IS_ROOT, MODES, PYTHON, ROOTLESS_UID, require_binary,  # noqa: E402
+from conftest import (ESCAPE, IMAGE_MODES, IS_ROOT, MODES, PYTHON, ROOTLESS_UID, require_binary,  # noqa: E402
                       require_mode, require_root, run_inside, skip_or_fail, run_outside, start_inside, stop,
                       wait_line, world_tmpdir)
 
@@ -538,6 +538,16 @@ def peer_sandbox(host_env):
 
 _INSIDE = {}
 
+# Every probe also runs on an image root (a Debian image with the sandbox's usual
+# identity, tests/images/escape_image.py), as root and rootless.
+ESCAPE_MODES = MODES + list(IMAGE_MODES)
+
+
+@pytest.fixture(params=ESCAPE_MODES)
+def mode(request):
+    require_mode(request.param)
+    return request.param
+
 
 @pytest.fixture(scope="session")
 def inside_results_by_mode(host_env, peer_sandbox):
@@ -578,7 +588,7 @@ def test_outside(outside_results, key):
                                           f"got {_show(rec)}"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ESCAPE_MODES)
 @pytest.mark.parametrize("key", KEYS, ids=_ids(KEYS))
 def test_inside(inside_results_by_mode, key, mode):
     results, res = inside_results_by_mode(mode)
@@ -589,7 +599,7 @@ def test_inside(inside_results_by_mode, key, mode):
         f"[safehouse rc={res.rc}] stderr: {res.stderr[-1500:]}")
 
 
-@pytest.mark.parametrize("mode", ["outside"] + MODES)
+@pytest.mark.parametrize("mode", ["outside"] + ESCAPE_MODES)
 def test_every_result_has_an_expectation(outside_results, inside_results_by_mode, mode):
     results, res = outside_results if mode == "outside" else inside_results_by_mode(mode)
     unknown = {k: _show(v) for k, v in results.items() if k not in EXPECT}
@@ -618,7 +628,7 @@ def test_lk04_peer_sees_its_own_objects(peer_sandbox):
         assert rec and rec["ok"], f"peer cannot see its own {kind}: {_show(rec)}"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ESCAPE_MODES)
 def test_host_untouched_after_probes(host_env, inside_results_by_mode, mode):
     """PR-02/KS-04/FS-07: after the inside run, host processes live, names and clock hold."""
     inside_results_by_mode(mode)

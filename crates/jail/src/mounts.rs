@@ -198,6 +198,12 @@ pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lower
     step(|| "create /oldroot".into(), f.mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
     step(|| "pivot_root".into(), f.pivot_root(&new_root, &format!("{new_root}{OLDROOT}")))?;
     step(|| "chdir /".into(), f.chdir("/"))?;
+    if !matches!(plan.root, RootSpec::Tmpfs { .. }) {
+        // The staging tmpfs (the overlay's upper layer, which keeps its own reference to
+        // it) covers the host's /tmp in the old root: detach it, so binds of host paths
+        // under /tmp find them.
+        step(|| "uncover the host's /tmp".into(), f.detach(&format!("{OLDROOT}{STAGING}")))?;
+    }
 
     crate::run::trace("child: pivoted");
     for op in &plan.ops {

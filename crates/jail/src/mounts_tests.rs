@@ -271,6 +271,7 @@ fn an_image_root_is_an_overlay_of_its_layers_and_stays_writable() {
         assert!(at < overlay);
     }
     assert_eq!(c[overlay + 2], "pivot_root /tmp/root /tmp/root/oldroot");
+    assert_eq!(c[overlay + 4], "detach /oldroot/tmp", "the host's /tmp is visible to binds again");
     assert!(!c.iter().any(|l| l.starts_with("bind /oldroot/usr") || l.contains("/etc/passwd")), "{c:#?}");
     position(c, |l| l == "detach /oldroot");
     assert_eq!(c.last().map(String::as_str), Some("setattr / nosuid"), "writable, still nosuid/nodev");
