@@ -113,12 +113,15 @@ impl Store {
     /// by manifest digest (`sha256:...`, or its first 12 or more hex digits).
     pub fn get(&self, name: &str) -> Result<ImageRecord> {
         check_name(name)?;
-        let mut candidates = vec![name.to_string(), with_default_tag(name)];
-        if let Ok(r) = name.parse::<oci_client::Reference>() {
-            candidates.push(r.whole());
-        }
-        for c in candidates {
+        for c in [name.to_string(), with_default_tag(name)] {
             if let Some(r) = self.read_record(&c)? {
+                return Ok(r);
+            }
+        }
+        // Parsing a reference compiles a large regex (tens of milliseconds): only when the
+        // plain names missed.
+        if let Ok(r) = name.parse::<oci_client::Reference>() {
+            if let Some(r) = self.read_record(&r.whole())? {
                 return Ok(r);
             }
         }
