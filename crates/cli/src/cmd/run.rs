@@ -7,10 +7,12 @@ use clap::Args;
 
 use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
-use safehouse_policy::model::{parse_toml, Rootfs};
+use safehouse_policy::model::Rootfs;
 use safehouse_policy::plan::{MountSpec, RunRequest};
-use safehouse_policy::units::{parse_duration, parse_size, ByteSize, Dur};
-use safehouse_policy::{presets, Policy};
+use safehouse_policy::units::{parse_duration, Dur};
+use safehouse_policy::Policy;
+
+use super::policy_flags::{self, LimitFlags};
 
 /// Exit status when the sandbox could not be set up or a required layer is unavailable.
 pub const EXIT_SETUP: i32 = 125;
@@ -36,24 +38,11 @@ pub struct RunArgs {
     /// Set a variable (repeatable); the environment starts empty but for PATH, HOME, TERM, LANG
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Memory limit, e.g. 512MiB
-    #[arg(long, value_name = "SIZE")]
-    memory: Option<String>,
-    /// Maximum number of processes and threads
-    #[arg(long, value_name = "N")]
-    pids: Option<u64>,
-    /// CPU bandwidth in cores, e.g. 0.5
-    #[arg(long, value_name = "N")]
-    cpus: Option<f64>,
-    /// Size cap of the writable layer, e.g. 1GiB
-    #[arg(long, value_name = "SIZE")]
-    disk: Option<String>,
+    #[command(flatten)]
+    limits: LimitFlags,
     /// Wall-clock limit, e.g. 30s; the command is killed and run exits 124
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
-    /// Allow egress to HOST through the gateway (repeatable)
-    #[arg(long = "allow-net", value_name = "HOST[:PORT]")]
-    allow_net: Vec<String>,
     /// Give the command a terminal
     #[arg(long)]
     tty: bool,
@@ -66,31 +55,11 @@ pub struct RunArgs {
 }
 
 fn build_request(a: &RunArgs) -> Result<RunRequest> {
-    let mut policy: Policy = match (&a.policy, &a.preset) {
-        (Some(file), _) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read policy {file}"))?;
-            parse_toml(&text, file)?
-        }
-        (None, Some(name)) => presets::load(name)?,
-        (None, None) => presets::load("default")?,
-    };
-    let l = &mut policy.limits;
-    if let Some(m) = &a.memory {
-        l.memory = Some(ByteSize(parse_size(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?));
-    }
-    if let Some(p) = a.pids {
-        l.pids = Some(p);
-    }
-    if let Some(c) = a.cpus {
-        l.cpus = Some(c);
-    }
-    if let Some(d) = &a.disk {
-        l.disk = Some(ByteSize(parse_size(d).map_err(|e| anyhow::anyhow!("--disk: {e}"))?));
-    }
+    let mut policy = policy_flags::load(a.policy.as_deref(), a.preset.as_deref())?;
+    a.limits.apply(&mut policy)?;
     if let Some(t) = &a.timeout {
-        l.timeout = Some(Dur(parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?));
+        policy.limits.timeout = Some(Dur(parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?));
     }
-    policy.network.allow.extend(a.allow_net.iter().cloned());
     if let Some(r) = &a.rootfs {
         policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
     }
