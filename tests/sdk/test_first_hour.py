@@ -15,7 +15,7 @@ def test_toml_text_is_a_policy():
         create_body("version = = 1", None, None, None, None)
     with pytest.raises(TypeError, match="a Policy, a dict or TOML text"):
         create_body(42, None, None, None, None)
-    assert Policy.from_toml('[network]\nallow = ["pypi.org"]') == Policy().allow_hosts("pypi.org")
+    assert Policy.from_toml('version = 1\n[network]\nallow = ["pypi.org"]') == Policy().allow_hosts("pypi.org")
 
 
 def test_a_toml_policy_creates_a_sandbox_and_its_errors_name_the_field(daemon):

@@ -1,0 +1,61 @@
+"""CLI rough edges a new user met in the first hour (issue 17), each reproduced first:
+durations with several parts everywhere, `sandbox create` with the limit and network flags
+`run` has, a bad policy file reported at its own line, connection errors ending their line."""
+import time
+
+import pytest
+
+from .support import cli, free_port
+
+CLIENT_COMMANDS = [["sandbox", "ls"], ["sandbox", "create"], ["exec", "sb_x", "--", "true"], ["events"],
+                   ["files", "ls", "sb_x", "/"], ["kill-all"], ["keys", "ls"]]
+
+
+@pytest.mark.parametrize("argv", CLIENT_COMMANDS, ids=" ".join)
+def test_a_daemon_that_is_not_there_ends_its_line(daemon, argv):
+    r = cli(daemon, *argv, url=f"http://127.0.0.1:{free_port()}")
+    assert r.rc != 0 and r.stderr.startswith("safehouse: cannot reach the daemon at"), r
+    assert r.stderr.endswith("\n") and r.stderr.count("\n") == 1, repr(r.stderr)
+
+
+def test_sandbox_create_and_timeout_take_durations(daemon):
+    r = cli(daemon, "sandbox", "create", "--timeout", "1h30m", "--json")
+    assert r.rc == 0, r
+    sb = r.json()
+    try:
+        left = time.mktime(time.strptime(sb["expires_at"][:19], "%Y-%m-%dT%H:%M:%S")) - \
+            time.mktime(time.strptime(sb["created_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        assert 5395 <= left <= 5405, sb
+        r = cli(daemon, "sandbox", "timeout", sb["id"], "10m", "--json")
+        assert r.rc == 0, r
+        r = cli(daemon, "sandbox", "timeout", sb["id"], "1h30")
+        assert r.rc == 1 and '"30" has no unit' in r.stderr, r
+        t0 = time.monotonic()
+        r = cli(daemon, "exec", "--timeout", "1.5s", sb["id"], "--", "sleep", "30", timeout=30)
+        assert r.rc == 124 and time.monotonic() - t0 < 15, r
+        r = cli(daemon, "exec", "--timeout", "1m", sb["id"], "--", "true")
+        assert r.rc == 0, r
+    finally:
+        cli(daemon, "sandbox", "kill", sb["id"])
+
+
+def test_sandbox_create_takes_memory_and_allow_net(daemon):
+    r = cli(daemon, "sandbox", "create", "--memory", "64MiB", "--allow-net", "pypi.org:443", "--timeout", "60")
+    assert r.rc == 0, r
+    sid = r.stdout.strip()
+    try:
+        # The memory flag is enforced: 200 MiB does not fit.
+        r = cli(daemon, "exec", sid, "--", "python3", "-c", "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])")
+        assert r.rc == 137, r
+        # The network flag gave the sandbox the gateway.
+        r = cli(daemon, "exec", sid, "--", "sh", "-c", "echo $HTTPS_PROXY")
+        assert r.rc == 0 and r.stdout.strip() == "http://127.0.0.1:3128", r
+    finally:
+        cli(daemon, "sandbox", "kill", sid)
+
+
+def test_a_bad_policy_file_is_reported_at_its_own_line(daemon, tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('version = 1\n\n[limits]\nmemory = "lots"\n')
+    r = cli(daemon, "sandbox", "create", "--policy", str(f))
+    assert r.rc == 1 and str(f) in r.stderr and "line 4" in r.stderr and '"lots" is not a size' in r.stderr, r
