@@ -9,7 +9,7 @@ use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
 use safehouse_policy::model::Rootfs;
 use safehouse_policy::plan::{MountSpec, RunRequest};
-use safehouse_policy::units::{parse_duration, Dur};
+use safehouse_policy::units::{format_size, parse_duration, Dur};
 use safehouse_policy::Policy;
 
 use super::policy_flags::{self, LimitFlags};
@@ -64,6 +64,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
     }
     policy.validate()?;
+    check_host_fits(&policy, host_memory(), std::thread::available_parallelism().map(|n| n.get()).ok())?;
     // The stop rules need the daemon's sampler and violation counter; `run` would silently
     // drop them, so it refuses them (fail closed).
     if policy.control != Default::default() {
@@ -83,6 +84,34 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         env.push((k.to_string(), v.to_string()));
     }
     Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok() })
+}
+
+/// Limits this host cannot give are refused, not passed on to the kernel to be quietly
+/// capped (a `cpus` above the host's count) or never reached (a `memory` above its RAM).
+fn check_host_fits(policy: &Policy, memory: Option<u64>, cpus: Option<usize>) -> Result<()> {
+    if let (Some(want), Some(have)) = (policy.limits.memory, memory) {
+        if want.0 > have {
+            bail!(
+                "limits.memory {} is more than this host's memory ({}); ask for at most that",
+                format_size(want.0),
+                format_size(have)
+            );
+        }
+    }
+    if let (Some(want), Some(have)) = (policy.limits.cpus, cpus) {
+        if want > have as f64 {
+            bail!("limits.cpus {want} is more than this host's {have} CPUs; ask for at most {have}");
+        }
+    }
+    Ok(())
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+fn host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Absolute, symlink-free form of a host path (so a mount source cannot be redirected).
@@ -164,5 +193,27 @@ impl EgressGateway for Egress {
     fn finish(&mut self) -> Option<serde_json::Value> {
         let stats = self.running.take()?.stop();
         serde_json::to_value(stats).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safehouse_policy::units::ByteSize;
+
+    #[test]
+    fn limits_past_the_host_are_refused() {
+        let mut p = Policy::default();
+        p.limits.memory = Some(ByteSize(1 << 40));
+        let e = check_host_fits(&p, Some(24 << 30), Some(2)).unwrap_err().to_string();
+        assert_eq!(e, "limits.memory 1TiB is more than this host's memory (24GiB); ask for at most that");
+        p.limits.memory = Some(ByteSize(1 << 30));
+        assert!(check_host_fits(&p, Some(24 << 30), Some(2)).is_ok());
+        p.limits.cpus = Some(1000.0);
+        let e = check_host_fits(&p, Some(24 << 30), Some(2)).unwrap_err().to_string();
+        assert_eq!(e, "limits.cpus 1000 is more than this host's 2 CPUs; ask for at most 2");
+        p.limits.cpus = Some(1.5);
+        assert!(check_host_fits(&p, Some(24 << 30), Some(2)).is_ok());
+        assert!(host_memory().is_some_and(|m| m > 1 << 20));
     }
 }
