@@ -59,3 +59,27 @@ def test_a_bad_policy_file_is_reported_at_its_own_line(daemon, tmp_path):
     f.write_text('version = 1\n\n[limits]\nmemory = "lots"\n')
     r = cli(daemon, "sandbox", "create", "--policy", str(f))
     assert r.rc == 1 and str(f) in r.stderr and "line 4" in r.stderr and '"lots" is not a size' in r.stderr, r
+
+
+def run_cli(*argv):
+    import subprocess
+    from .support import BIN
+    return subprocess.run([BIN, *argv], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_policy_explain_net_without_a_port_asks_about_443(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('version = 1\n[network]\nallow = ["pypi.org:443"]\n')
+    r = run_cli("policy", "explain", str(f), "--net", "pypi.org", "--json")
+    assert r.returncode == 0 and '"allowed": true' in r.stdout and "pypi.org:443" in r.stdout, r
+    r = run_cli("policy", "explain", str(f), "--net", "pypi.org:80")
+    assert r.returncode == 1, r
+
+
+def test_run_refuses_limits_past_the_host():
+    for flags, says in ((["--memory", "1TB"], "more than this host's memory"),
+                        (["--cpus", "1000"], "more than this host's")):
+        r = run_cli("run", *flags, "--", "true")
+        assert r.returncode == 125 and says in r.stderr, r
+    r = run_cli("run", "--timeout", "1h30m", "--memory", "256MiB", "--", "true")
+    assert r.returncode == 0, r
