@@ -83,3 +83,21 @@ def test_run_refuses_limits_past_the_host():
         assert r.returncode == 125 and says in r.stderr, r
     r = run_cli("run", "--timeout", "1h30m", "--memory", "256MiB", "--", "true")
     assert r.returncode == 0, r
+
+
+def test_rootless_run_warns_in_one_line_and_quiet_hides_it():
+    import pwd
+    import subprocess
+    from .support import BIN, IS_ROOT
+    if not IS_ROOT:
+        pytest.skip("switching to an unprivileged user needs root")
+    pw = pwd.getpwnam("nobody")
+    as_nobody = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "cwd": "/tmp",
+                 "env": {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}}
+    r = subprocess.run([BIN, "run", "--", "true"], capture_output=True, text=True, timeout=60, **as_nobody)
+    if "not enforced" not in r.stderr:
+        pytest.skip(f"this host lets uid {pw.pw_uid} create cgroups: nothing to warn about")
+    assert r.returncode == 0 and r.stderr.count("\n") == 1, r
+    assert r.stderr.startswith("safehouse: warning: the memory and pids limits not enforced") and "--quiet" in r.stderr, r
+    r = subprocess.run([BIN, "run", "--quiet", "--", "true"], capture_output=True, text=True, timeout=60, **as_nobody)
+    assert r.returncode == 0 and r.stderr == "", r

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Give the command a terminal
     #[arg(long)]
     tty: bool,
+    /// Do not warn about default limits this host cannot enforce (rootless without cgroups);
+    /// the JSON record still lists them under `unenforced`
+    #[arg(long, short = 'q')]
+    quiet: bool,
     /// Write the result record as JSON to FILE (- for stderr)
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
@@ -84,6 +88,22 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         env.push((k.to_string(), v.to_string()));
     }
     Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok() })
+}
+
+/// One line for the limits that go unenforced (the same reason for each, in rootless mode):
+/// what, the reason's gist, where the detail is and how to quiet it.
+fn unenforced_warning(unenforced: &[safehouse_jail::run::Unenforced]) -> Option<String> {
+    let first = unenforced.first()?;
+    let names: Vec<&str> = unenforced.iter().map(|u| u.limit.as_str()).collect();
+    let gist = first.reason.split(" (").next().unwrap_or(&first.reason);
+    Some(format!(
+        "safehouse: warning: {} not enforced: {gist}; `safehouse doctor` says why, --quiet hides this",
+        match names.as_slice() {
+            [one] => format!("the {one} limit"),
+            [rest @ .., last] => format!("the {} and {last} limits", rest.join(", ")),
+            [] => unreachable!("first() was Some"),
+        }
+    ))
 }
 
 /// Limits this host cannot give are refused, not passed on to the kernel to be quietly
@@ -145,8 +165,10 @@ pub fn main(a: RunArgs) -> i32 {
             if let Some(msg) = &outcome.exec_error {
                 eprintln!("safehouse: {msg}");
             }
-            for u in &outcome.unenforced {
-                eprintln!("safehouse: warning: {} limit not enforced: {}", u.limit, u.reason);
+            if !a.quiet {
+                if let Some(line) = unenforced_warning(&outcome.unenforced) {
+                    eprintln!("{line}");
+                }
             }
             if let Some(dest) = &a.json {
                 let text = serde_json::to_string(&outcome).unwrap_or_default();
@@ -200,6 +222,22 @@ impl EgressGateway for Egress {
 mod tests {
     use super::*;
     use safehouse_policy::units::ByteSize;
+
+    #[test]
+    fn unenforced_limits_are_one_short_line() {
+        let reason =
+            "rootless mode cannot create cgroups here (v1 (memory), not writable: ...); run as root".to_string();
+        let u = |l: &str| safehouse_jail::run::Unenforced { limit: l.into(), reason: reason.clone() };
+        assert_eq!(unenforced_warning(&[]), None);
+        assert_eq!(
+            unenforced_warning(&[u("memory"), u("pids")]).unwrap(),
+            "safehouse: warning: the memory and pids limits not enforced: rootless mode cannot create cgroups \
+             here; `safehouse doctor` says why, --quiet hides this"
+        );
+        assert!(unenforced_warning(&[u("memory"), u("pids"), u("cpus")])
+            .unwrap()
+            .contains("the memory, pids and cpus limits"));
+    }
 
     #[test]
     fn limits_past_the_host_are_refused() {
