@@ -71,7 +71,9 @@ def test_policy_explain_net_without_a_port_asks_about_443(tmp_path):
     f = tmp_path / "p.toml"
     f.write_text('version = 1\n[network]\nallow = ["pypi.org:443"]\n')
     r = run_cli("policy", "explain", str(f), "--net", "pypi.org", "--json")
-    assert r.returncode == 0 and '"allowed": true' in r.stdout and "pypi.org:443" in r.stdout, r
+    import json
+    ans = json.loads(r.stdout)
+    assert r.returncode == 0 and ans["allowed"] and ans["question"] == "net pypi.org:443", r
     r = run_cli("policy", "explain", str(f), "--net", "pypi.org:80")
     assert r.returncode == 1, r
 
