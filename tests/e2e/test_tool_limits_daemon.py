@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import IS_ROOT, pid_alive, wait_for
+from .support import pid_alive, require_root, wait_for
 from .test_events import read_sse
 
 PY = "/usr/bin/python3*"
@@ -18,7 +18,9 @@ ALLOW = ["/usr/bin/python3*", "/bin/sh", "/usr/bin/sleep", "/usr/bin/ln", "/usr/
 ALLOC = "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); print('allocated')"
 SLEEP30 = "import time; time.sleep(30)"
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="per-tool limits need root on a cgroup v1 host")
+@pytest.fixture(autouse=True)
+def _needs_root():
+    require_root("per-tool limits need root on a cgroup v1 host")
 
 
 def allow_list():

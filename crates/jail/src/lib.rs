@@ -4,6 +4,8 @@
 //! [`setup`] (the ordered setup steps), [`mounts`] (the filesystem view) and [`init`]
 //! (PID 1 of the sandbox).
 
+#![forbid(unsafe_code)]
+
 pub mod cgroup;
 pub mod error;
 pub mod execwatch;
@@ -15,6 +17,7 @@ pub mod run;
 pub mod seccomp_program;
 pub mod setup;
 pub mod spawn;
+pub mod testkit;
 pub mod toollimit;
 pub mod tools;
 pub mod zygote;
