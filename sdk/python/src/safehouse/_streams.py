@@ -3,6 +3,7 @@ Events), as iterators and with callbacks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import socket
 import threading
@@ -13,10 +14,20 @@ import httpx
 from ._config import ConnectionConfig, translate
 from ._http import _AsyncHttp, _call, _Http
 from ._sse import aiter_sse, iter_sse
-from .exceptions import SafehouseError
+from .exceptions import AuthenticationError, SafehouseError
 from .models import FilesystemEvent, SandboxEvent
 
 _STOP = object()
+
+
+def revoked_error(data: str) -> AuthenticationError:
+    """The error a stream ends with when the daemon says its API key was revoked
+    (`event: revoked`, docs/api.md "Revocation")."""
+    try:
+        message = str(json.loads(data).get("message") or "the API key was revoked")
+    except (ValueError, AttributeError):
+        message = "the API key was revoked"
+    return AuthenticationError(message, status=401, code="unauthorized")
 
 
 def _shutdown_socket(resp: httpx.Response) -> None:
@@ -57,6 +68,8 @@ class WatchHandle:
         err: Optional[Exception] = None
         try:
             for event, data in iter_sse(self._resp.iter_lines()):
+                if event == "revoked":
+                    raise revoked_error(data)
                 if event != "fs":
                     continue
                 ev = FilesystemEvent.from_sse(data, self.path)
@@ -113,7 +126,8 @@ class WatchHandle:
 class EventStream:
     """The daemon's event stream as an iterator of SandboxEvent. Ends by itself after a
     sandbox's terminal event (per-sandbox stream) or after the replay (`follow=False`);
-    `close()` (or leaving the `with` block) ends it early."""
+    `close()` (or leaving the `with` block) ends it early. Raises AuthenticationError when
+    the API key it was opened with is revoked."""
 
     def __init__(self, config: ConnectionConfig, route: str, params: Dict[str, str],
                  timeout: Optional[float]) -> None:
@@ -144,6 +158,9 @@ class EventStream:
             if isinstance(e, httpx.HTTPError):
                 raise translate(e) from e
             raise SafehouseError(f"event stream ended: {e}") from e
+        if event == "revoked":
+            self.close()
+            raise revoked_error(data)
         return SandboxEvent.from_sse(event, data)
 
     def close(self) -> None:
@@ -179,6 +196,8 @@ class AsyncWatchHandle:
         err: Optional[Exception] = None
         try:
             async for event, data in aiter_sse(self._resp.aiter_lines()):
+                if event == "revoked":
+                    raise revoked_error(data)
                 if event != "fs":
                     continue
                 ev = FilesystemEvent.from_sse(data, self.path)
@@ -265,6 +284,9 @@ class AsyncEventStream:
         except httpx.HTTPError as e:
             await self.close()
             raise translate(e) from e
+        if event == "revoked":
+            await self.close()
+            raise revoked_error(data)
         return SandboxEvent.from_sse(event, data)
 
     async def close(self) -> None:
