@@ -30,6 +30,20 @@ def revoked_error(data: str) -> AuthenticationError:
     return AuthenticationError(message, status=401, code="unauthorized")
 
 
+# The close code of an attach WebSocket whose API key was revoked (policy violation).
+REVOKED_CLOSE_CODE = 1008
+
+
+def attach_closed_error(pid: int, e: Exception, what: str) -> SafehouseError:
+    """The error for an attach WebSocket that closed (`websockets`' ConnectionClosed):
+    AuthenticationError when the daemon closed it because the key was revoked."""
+    rcvd = getattr(e, "rcvd", None)
+    if rcvd is not None and getattr(rcvd, "code", None) == REVOKED_CLOSE_CODE:
+        return AuthenticationError(getattr(rcvd, "reason", "") or "the API key was revoked", status=401,
+                                   code="unauthorized")
+    return SafehouseError(f"attach connection to process {pid} {what}: {e}")
+
+
 def _shutdown_socket(resp: httpx.Response) -> None:
     """Wakes a thread blocked reading RESP (closing alone does not interrupt a recv)."""
     stream = resp.extensions.get("network_stream")
