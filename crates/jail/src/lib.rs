@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
+pub mod command;
 pub mod error;
 pub mod execwatch;
 pub mod host;
 pub mod init;
+pub mod kernel;
 pub mod mounts;
 pub mod report;
 pub mod run;
