@@ -2,6 +2,7 @@ pub mod audit;
 pub mod doctor;
 pub mod image;
 pub mod policy;
+pub mod policy_flags;
 pub mod run;
 pub mod serve;
 
@@ -12,6 +13,7 @@ pub mod exec;
 pub mod files;
 pub mod keys;
 pub mod kill_all;
+pub mod local;
 pub mod mcp;
 pub mod sandbox;
 pub mod shell;
