@@ -221,6 +221,7 @@ impl Store {
             gid: user.gid,
             home: user.home,
             top_dirs: layers.top_dirs(),
+            writable_dir: None,
         };
         Ok(Rooted { root, lease, config })
     }

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 
-use safehouse_policy::plan::{MountOp, Plan, RootSpec};
+use safehouse_policy::plan::{MountOp, Plan, RootSpec, WritableLayer};
 use safehouse_sys::mount::{self as m, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
 
 const STAGING: &str = "/tmp";
@@ -189,10 +189,11 @@ pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lower
             STAGING.to_string()
         }
         RootSpec::Overlay { lower, size, inodes } => {
-            overlay_root(f, std::slice::from_ref(lower), lowers, *size, *inodes, &format!("rootfs {lower}"))?
+            let writable = WritableLayer::Tmpfs { size: *size, inodes: *inodes };
+            overlay_root(f, std::slice::from_ref(lower), lowers, &writable, &format!("rootfs {lower}"))?
         }
-        RootSpec::Image { layers, size, inodes } => {
-            overlay_root(f, layers, lowers, *size, *inodes, &format!("the image's {} layers", layers.len()))?
+        RootSpec::Image { layers, writable } => {
+            overlay_root(f, layers, lowers, writable, &format!("the image's {} layers", layers.len()))?
         }
     };
     step(|| "create /oldroot".into(), f.mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
@@ -230,18 +231,21 @@ pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lower
     Ok(())
 }
 
-/// An overlay of `layers` (read-only, bottom first) under a writable upper layer in a
-/// tmpfs of `size` bytes and `inodes` inodes, the sandbox's own; returns where it is
-/// mounted. With `trees` (root mode), the layers are those detached mounts, attached
-/// read-only in this mount namespace first (overlayfs takes lower layers only from it).
+/// An overlay of `layers` (read-only, bottom first) under the sandbox's `writable` layer;
+/// returns where it is mounted. With `trees` (root mode), the layers are those detached
+/// mounts, attached read-only in this mount namespace first (overlayfs takes lower layers
+/// only from it); a [`WritableLayer::Dir`] comes last among them.
 fn overlay_root<F: MountOps>(
     f: &mut F,
     layers: &[String],
     trees: &[OwnedFd],
-    size: u64,
-    inodes: u64,
+    writable: &WritableLayer,
     what: &str,
 ) -> Result<String, String> {
+    let (trees, upper_tree) = match (writable, trees.split_last()) {
+        (WritableLayer::Dir { .. }, Some((last, rest))) => (rest, Some(last)),
+        _ => (trees, None),
+    };
     // Rootless: the layers are the caller's own directories, opened here (before the
     // staging tmpfs can hide a path under /tmp) and named by descriptor.
     let mut opened = Vec::new();
@@ -252,14 +256,7 @@ fn overlay_root<F: MountOps>(
     } else if trees.len() != layers.len() {
         return Err(format!("the host side opened {} of the {} layers", trees.len(), layers.len()));
     }
-    let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-    step(
-        || "mount overlay upper tmpfs".into(),
-        f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
-    )?;
-    for d in ["upper", "work", "root"] {
-        step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
-    }
+    let (upper, work, _upper_fd) = writable_layer(f, writable, upper_tree)?;
     let lower_paths: Vec<String> = if trees.is_empty() {
         opened.iter().map(|fd| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).collect()
     } else {
@@ -278,13 +275,72 @@ fn overlay_root<F: MountOps>(
     // overlayfs lists lower dirs top first. userxattr: overlayfs in a user namespace keeps
     // its metadata (and reads an image's opaque markers) in user.overlay.* xattrs.
     let lower: Vec<&str> = lower_paths.iter().rev().map(String::as_str).collect();
-    let opts = format!("lowerdir={},upperdir={STAGING}/upper,workdir={STAGING}/work,userxattr", lower.join(":"));
+    let opts = format!("lowerdir={},upperdir={upper},workdir={work},userxattr", lower.join(":"));
     let target = format!("{STAGING}/root");
+    step(|| format!("create {target}"), f.mkdir_p(&target, 0o755))?;
     step(
         || format!("mount overlay over {what}"),
         f.mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)),
     )?;
     Ok(target)
+}
+
+/// Mounts the staging tmpfs and readies the sandbox's writable layer; returns the
+/// overlay's `upperdir` and `workdir` (and, rootless with a directory, the descriptor
+/// they are named through, to keep open until the overlay is mounted).
+///
+/// - [`WritableLayer::Tmpfs`]: the staging tmpfs itself, capped at the limits, holds
+///   `upper/` and `work/`; it goes with the sandbox.
+/// - [`WritableLayer::Dir`]: the caller's directory (made, capped and kept by it; its
+///   `upper/` and `work/` owned by the sandbox's root). Root mode: the host side's
+///   detached clone of it, attached at `STAGING/writable`; rootless: opened by path as
+///   the caller, before the staging tmpfs can hide it. The staging tmpfs is then small
+///   (mount points only).
+///
+/// This is the one place a writable layer is chosen: a new kind (a capped subvolume of
+/// the storage pool) is a directory here.
+fn writable_layer<F: MountOps>(
+    f: &mut F,
+    writable: &WritableLayer,
+    tree: Option<&OwnedFd>,
+) -> Result<(String, String, Option<OwnedFd>), String> {
+    let (size, inodes) = match writable {
+        WritableLayer::Tmpfs { size, inodes } => (*size, *inodes),
+        WritableLayer::Dir { .. } => (1 << 20, 64),
+    };
+    let opened = match (writable, tree) {
+        (WritableLayer::Dir { path }, None) => {
+            Some(step(|| format!("open the writable layer {path}"), f.open_dir(path))?)
+        }
+        _ => None,
+    };
+    let opts = format!("size={size},nr_inodes={inodes},mode=0755");
+    step(
+        || "mount overlay upper tmpfs".into(),
+        f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+    )?;
+    match writable {
+        WritableLayer::Tmpfs { .. } => {
+            for d in ["upper", "work"] {
+                step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
+            }
+            Ok((format!("{STAGING}/upper"), format!("{STAGING}/work"), None))
+        }
+        WritableLayer::Dir { path } => {
+            let base = match (tree, &opened) {
+                (Some(tree), _) => {
+                    let at = format!("{STAGING}/writable");
+                    step(|| format!("create {at}"), f.mkdir_p(&at, 0o700))?;
+                    step(|| format!("attach the writable layer {path}"), f.attach_tree(tree, &at))?;
+                    step(|| "restrict the writable layer".into(), f.set_attr(&at, false, LOCKDOWN))?;
+                    at
+                }
+                (None, Some(fd)) => format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)),
+                (None, None) => return Err(format!("the writable layer {path} was not opened")),
+            };
+            Ok((format!("{base}/upper"), format!("{base}/work"), opened))
+        }
+    }
 }
 
 fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {

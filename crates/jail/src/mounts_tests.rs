@@ -287,3 +287,35 @@ fn an_image_root_is_an_overlay_of_its_layers_and_stays_writable() {
     let err = build(&mut f, &plan, &mut Prepared::new(), &trees[..1]).unwrap_err();
     assert_eq!(err, "the host side opened 1 of the 2 layers");
 }
+
+#[test]
+fn an_image_root_may_keep_its_writable_layer_in_a_host_directory() {
+    let mut req = RunRequest::default();
+    req.policy.filesystem.rootfs = safehouse_policy::Rootfs::Image("bb".into());
+    req.image = Some(plan::ImageRoot {
+        reference: "bb".into(),
+        layers: vec!["/store/bottom".into(), "/store/top".into()],
+        home: "/root".into(),
+        writable_dir: Some("/build/step".into()),
+        ..Default::default()
+    });
+    let plan = plan::compile(&req, &HostView::default()).unwrap();
+    // Root mode: two layers, then the writable directory's detached clone.
+    let trees: Vec<OwnedFd> = (0..3).map(|_| std::fs::File::open("/dev/null").unwrap().into()).collect();
+    let mut f = fake();
+    build(&mut f, &plan, &mut Prepared::new(), &trees).unwrap();
+    let c = &f.calls;
+    let attach = position(c, |l| l == "attach -> /tmp/writable");
+    assert_eq!(c[attach + 1], "setattr /tmp/writable nosuid", "writable, nosuid/nodev");
+    let overlay = position(c, |l| l.starts_with("mount overlay "));
+    assert_eq!(
+        c[overlay],
+        "mount overlay lowerdir=/tmp/lower/1:/tmp/lower/0,upperdir=/tmp/writable/upper,workdir=/tmp/writable/work,userxattr -> /tmp/root"
+    );
+    // Rootless: the directory is opened by path, before the staging tmpfs.
+    let mut f = fake();
+    build(&mut f, &plan, &mut Prepared::new(), &[]).unwrap();
+    assert_eq!(f.calls[1..5], ["open /store/bottom", "open /store/top", "open /build/step", "mount tmpfs -> /tmp"]);
+    let overlay = position(&f.calls, |l| l.starts_with("mount overlay "));
+    assert!(f.calls[overlay].contains("upperdir=/proc/self/fd/"), "{:#?}", f.calls);
+}

@@ -182,8 +182,8 @@ fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
 pub(crate) struct HostSide {
     /// Root mode: bind sources opened with the host's view and privileges.
     pub prepared: crate::mounts::Prepared,
-    /// `--rootfs DIR` or an image's layers (bottom first): opened here so the sandbox
-    /// never resolves their paths.
+    /// `--rootfs DIR` or an image's layers (bottom first), then an image's writable layer
+    /// when it is a host directory: opened here so the sandbox never resolves their paths.
     pub lower_fds: Vec<OwnedFd>,
     /// (sandbox end, host end) of the go-message socket.
     pub sync: (OwnedFd, OwnedFd),
@@ -208,6 +208,13 @@ impl HostSide {
             for dir in lower_dirs {
                 lower_fds
                     .push(m::clone_tree(dir, false).map_err(|e| JailError::host(format!("open the layer {dir}"), e))?);
+            }
+            // A writable layer in a host directory comes last (mounts::writable_layer).
+            if let plan::RootSpec::Image { writable: plan::WritableLayer::Dir { path }, .. } = &plan.root {
+                lower_fds.push(
+                    m::clone_tree(path, false)
+                        .map_err(|e| JailError::host(format!("open the writable layer {path}"), e))?,
+                );
             }
         }
         let sync = safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
