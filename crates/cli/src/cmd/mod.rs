@@ -5,6 +5,7 @@ pub mod policy;
 pub mod policy_flags;
 pub mod run;
 pub mod serve;
+pub mod template;
 
 // Clients of a running daemon (docs/api.md).
 pub mod client;

@@ -124,7 +124,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: write KEY=VALUE") };
         env.push((k.to_string(), v.to_string()));
     }
-    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), image: None })
+    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), ..Default::default() })
 }
 
 /// One line for the limits that go unenforced (the same reason for each, in rootless mode):
@@ -200,19 +200,13 @@ pub fn main(a: RunArgs) -> i32 {
         }
         None => a.command.clone(),
     };
-    let gateway: Option<Box<dyn EgressGateway>> = if request.policy.network.allow.is_empty() {
-        None
-    } else {
-        match Egress::new(&request.policy) {
-            Ok(g) => Some(Box::new(g)),
-            Err(e) => {
-                eprintln!("safehouse: {e:#}");
-                return EXIT_SETUP;
-            }
+    let result = match run_sandbox(request, argv, a.tty) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("safehouse: {e:#}");
+            return EXIT_SETUP;
         }
     };
-    let spec = RunSpec { request, argv, tty: a.tty, gateway };
-    let result = safehouse_jail::run(spec);
     drop(image); // the lease ends with the sandbox
     match result {
         Ok(outcome) => {
@@ -243,6 +237,18 @@ pub fn main(a: RunArgs) -> i32 {
             EXIT_SETUP
         }
     }
+}
+
+/// Runs `argv` in a sandbox for `request`, with the capability gateway when its policy
+/// allows egress (`run`, and template builds' RUN steps).
+pub fn run_sandbox(
+    request: RunRequest,
+    argv: Vec<String>,
+    tty: bool,
+) -> Result<Result<safehouse_jail::run::Outcome, JailError>> {
+    let gateway: Option<Box<dyn EgressGateway>> =
+        if request.policy.network.allow.is_empty() { None } else { Some(Box::new(Egress::new(&request.policy)?)) };
+    Ok(safehouse_jail::run(RunSpec { request, argv, tty, gateway }))
 }
 
 /// The capability gateway of one `run`: on its own thread, for the sandbox's lifetime.
