@@ -163,3 +163,22 @@ def test_bad_dockerfiles_are_refused_with_the_line(built, dockerfile, line, says
     p = build(cli, ctx, "refused", check=1, timeout=120)
     assert f"line {line}" in p.err and says in p.err, p.err
     assert "panicked" not in p.err
+
+
+def test_build_steps_keep_only_the_file_capabilities(built):
+    """A RUN step's root keeps CAP_CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID and
+    SETUID (0xfb) over its own user namespace, with no_new_privs; nothing that mounts or
+    reaches the host. A sandbox run from the template has none, as always."""
+    cli, d = built
+    ctx = context(d, {"Dockerfile": (
+        "FROM bb\n"
+        "RUN grep -E '^(CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status"
+        " && (mount -t tmpfs none /mnt && echo MOUNTED || echo mount refused)"
+        " && (chown 1234:1234 /etc/passwd && echo chowned)\n")})
+    p = build(cli, ctx, "caps", check=0)
+    assert re.search(r"CapEff:\s+00000000000000fb", p.err) and re.search(r"CapBnd:\s+00000000000000fb", p.err), p.err
+    assert re.search(r"CapAmb:\s+0000000000000000", p.err) and re.search(r"NoNewPrivs:\s+1", p.err), p.err
+    assert "mount refused" in p.err and "MOUNTED" not in p.err and "| chowned" in p.err, p.err
+    r = cli("run", "--image", "caps", "-q", "--", "sh", "-c",
+            "grep CapEff /proc/self/status; stat -c %u /etc/passwd", check=0)
+    assert r.out.split() == ["CapEff:", "0000000000000000", "1234"], r.out
