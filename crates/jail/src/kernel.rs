@@ -36,7 +36,7 @@ pub trait Kernel {
     fn set_umask(&mut self, mask: u32);
 
     /// The filesystem view (crate::mounts); the error names the operation.
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lower: Option<&OwnedFd>) -> io::Result<()>;
+    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()>;
 
     /// A new terminal (master, other end) from the sandbox's /dev/ptmx.
     fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)>;
@@ -126,8 +126,8 @@ impl Kernel for Real {
         safehouse_sys::fs::umask(mask);
     }
 
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lower: Option<&OwnedFd>) -> io::Result<()> {
-        crate::mounts::build(self, plan, prepared, lower).map_err(io::Error::other)
+    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()> {
+        crate::mounts::build(self, plan, prepared, lowers).map_err(io::Error::other)
     }
 
     fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
