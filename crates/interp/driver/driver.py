@@ -34,6 +34,7 @@ _null = os.open(os.devnull, os.O_RDWR)
 os.dup2(_null, 1)
 _out_lock = threading.Lock()
 RUNTIME = os.environ.get("SAFEHOUSE_INTERP_DIR") or "/tmp/.safehouse-interp"
+MPL_CACHE = "/var/cache/matplotlib"
 
 
 def emit(obj):
@@ -235,6 +236,9 @@ class PythonContext:
         env = dict(os.environ)
         env.update(self.env)
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        # The template's prebuilt font cache (templates/code-interpreter), if it is there.
+        if "MPLCONFIGDIR" not in env and os.access(MPL_CACHE, os.W_OK):
+            env["MPLCONFIGDIR"] = MPL_CACHE
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         env.pop("SAFEHOUSE_INTERP_DIR", None)
         self.log = base + ".log"
@@ -362,6 +366,12 @@ class PythonContext:
         if self.alive():
             self.km.interrupt_kernel()
 
+    def kill(self):
+        """SIGKILL to the kernel only (safe from any thread): a run in progress sees it die."""
+        proc = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
     def execute(self, rid, code, env, timeout):
         if not self.alive():
             emit({"id": rid, **dead_error(self, self.dead or "is not running")})
@@ -377,13 +387,18 @@ class PythonContext:
     def run(self, rid, code, timeout):
         msg_id = self.request(code, False)
         idle = replied = False
+        count = None
         deadline = time.monotonic() + timeout if timeout else None
         interrupted_at = None
         while not (idle and replied):
             wait = 100
             if deadline is not None and interrupted_at is None:
                 wait = max(0, min(wait, int((deadline - time.monotonic()) * 1000) + 1))
-            ready = dict(self.poller.poll(wait))
+            try:
+                ready = dict(self.poller.poll(wait))
+            except Exception:  # the sockets were closed under us: a restart or a removal
+                emit({"id": rid, **dead_error(self, "was restarted or removed while running this code")})
+                return
             if self.iopub in ready:
                 msg = self.recv(self.iopub)
                 if msg and msg["parent_header"].get("msg_id") == msg_id:
@@ -393,8 +408,6 @@ class PythonContext:
                 if msg and msg["parent_header"].get("msg_id") == msg_id:
                     replied = True
                     count = msg["content"].get("execution_count")
-                    if count is not None:
-                        emit({"id": rid, "type": "number_of_executions", "execution_count": count})
             if ready:
                 continue
             if not self.alive():
@@ -418,6 +431,8 @@ class PythonContext:
                       "value": f"the code ran past its timeout of {timeout:g}s and did not stop when "
                       f"interrupted; the kernel was stopped {detail}", "traceback": ""})
                 return
+        if count is not None:  # last, as E2B's server sends it
+            emit({"id": rid, "type": "number_of_executions", "execution_count": count})
 
     def on_iopub(self, rid, msg, interrupted, timeout):
         kind, c = msg["msg_type"], msg["content"]
@@ -509,6 +524,13 @@ class BashContext:
         if self.alive():
             try:
                 os.killpg(self.proc.pid, signal.SIGINT)
+            except OSError:
+                pass
+
+    def kill(self):
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
                 pass
 
@@ -614,7 +636,10 @@ class Driver:
         self.lock = threading.Lock()
         self.contexts = {}
         self.defaults = {}
+        self.running = {}
+        self.cancelled = set()
         self.preload = preload
+        self.available = languages()
 
     def describe(self, ctx):
         state = "running" if ctx.alive() else "dead"
@@ -624,7 +649,11 @@ class Driver:
     def language(self, name):
         lang = ALIASES.get((name or "python").lower(), (name or "python").lower())
         if lang not in KINDS:
-            raise Fail("invalid", f"language {name!r} is not available here: use one of python, bash")
+            raise Fail("invalid", f"language {name!r} is not available here: use one of {', '.join(self.available)}")
+        if lang not in self.available:
+            raise Fail("unavailable", f"{lang} contexts need ipykernel and jupyter_client, which this sandbox's root "
+                       "filesystem does not have: use the code-interpreter image (templates/code-interpreter) "
+                       "or install them in the image")
         return lang
 
     def create(self, lang, cwd, env, default=False):
@@ -674,7 +703,19 @@ class Driver:
                 else:
                     ctx = self.default(self.language(req.get("language")))
                 with ctx.lock:
-                    ctx.execute(rid, code, req.get("env") or {}, timeout or None)
+                    with self.lock:
+                        cancelled = rid in self.cancelled
+                        self.running[rid] = ctx
+                    try:
+                        if cancelled:
+                            emit({"id": rid, "type": "error", "name": "Cancelled",
+                                  "value": "the caller went away before the code started", "traceback": ""})
+                        else:
+                            ctx.execute(rid, code, req.get("env") or {}, timeout or None)
+                    finally:
+                        with self.lock:
+                            self.running.pop(rid, None)
+                            self.cancelled.discard(rid)
             elif op == "create":
                 lang = self.language(req.get("language"))
                 ctx = self.create(lang, req.get("cwd"), req.get("env"))
@@ -685,7 +726,7 @@ class Driver:
                 emit({"id": rid, "type": "contexts", "contexts": [self.describe(c) for c in ctxs]})
             elif op == "restart":
                 ctx = self.get(req.get("context"))
-                ctx.stop()  # ends a running execution, which reports the kernel's death
+                ctx.kill()  # ends a running execution, which reports the kernel's death
                 with ctx.lock:
                     ctx.stop()
                     ctx.start()
@@ -696,9 +737,20 @@ class Driver:
                     self.contexts.pop(ctx.id, None)
                     if self.defaults.get(ctx.language) == ctx.id:
                         del self.defaults[ctx.language]
-                ctx.stop()
+                ctx.kill()
+                with ctx.lock:
+                    ctx.stop()
             elif op == "interrupt":
-                self.get(req.get("context")).interrupt()
+                # By context, or by the execution a caller gave up on (`request`).
+                if req.get("context"):
+                    self.get(req["context"]).interrupt()
+                else:
+                    with self.lock:
+                        ctx = self.running.get(req.get("request"))
+                        if ctx is None:
+                            self.cancelled.add(req.get("request"))
+                    if ctx is not None:
+                        ctx.interrupt()
             elif op == "warm":
                 self.default(self.language(req.get("language")))
             else:

@@ -38,8 +38,13 @@ pub enum Request {
     Remove {
         context: String,
     },
+    /// Interrupt a context's kernel, or the execution of an earlier request (`request`:
+    /// its id) whose caller went away.
     Interrupt {
-        context: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
     /// Start the default context of `language` now (a warm pool's sandboxes).
     Warm {
