@@ -88,7 +88,10 @@ pub enum Event {
     Context(ContextInfo),
     Contexts(Vec<ContextInfo>),
     End,
-    Fail { code: String, message: String },
+    Fail {
+        code: String,
+        message: String,
+    },
 }
 
 impl Event {
@@ -108,7 +111,9 @@ impl Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
     Event(u64, Event),
-    Ready { languages: Vec<String> },
+    Ready {
+        languages: Vec<String>,
+    },
     /// A `fail` that names no request (the driver could not read a line we sent).
     Unaddressed(String),
 }
@@ -164,10 +169,13 @@ pub fn parse(line: &[u8]) -> Result<Line, String> {
             serde_json::from_value(o.remove("context").unwrap_or(Value::Null)).map_err(|e| format!("context: {e}"))?,
         ),
         "contexts" => Event::Contexts(
-            serde_json::from_value(o.remove("contexts").unwrap_or(Value::Null)).map_err(|e| format!("contexts: {e}"))?,
+            serde_json::from_value(o.remove("contexts").unwrap_or(Value::Null))
+                .map_err(|e| format!("contexts: {e}"))?,
         ),
         "end" => Event::End,
-        "fail" => Event::Fail { code: str_field(&o, "code")?.to_string(), message: str_field(&o, "message")?.to_string() },
+        "fail" => {
+            Event::Fail { code: str_field(&o, "code")?.to_string(), message: str_field(&o, "message")?.to_string() }
+        }
         other => return Err(format!("unknown event type {other:?}")),
     };
     Ok(Line::Event(id, event))

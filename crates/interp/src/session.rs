@@ -241,7 +241,10 @@ mod tests {
             drain(&mut r),
             vec![Event::Fail { code: "closed".into(), message: "the driver exited with status 1".into() }]
         );
-        assert_eq!(s.begin(&Request::List).unwrap_err(), SessionError::Closed("the driver exited with status 1".into()));
+        assert_eq!(
+            s.begin(&Request::List).unwrap_err(),
+            SessionError::Closed("the driver exited with status 1".into())
+        );
     }
 
     #[test]
