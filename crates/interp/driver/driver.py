@@ -198,11 +198,16 @@ MIME = {
 }
 
 
+BASE64 = ("png", "jpeg", "pdf")
+
+
 def result_of(data, main):
     out = {"type": "result", "is_main_result": main}
     extra = {}
     for mime, value in data.items():
         key = MIME.get(mime)
+        if key in BASE64 and isinstance(value, str):
+            value = "".join(value.split())  # IPython's base64 ends with a newline
         if key:
             out[key] = value
         else:
