@@ -22,9 +22,8 @@ pub const SOURCE_ENV: &str = "SAFEHOUSE_INTERP_DRIVER";
 /// The first bytes to write to the driver's stdin: the source's length, a newline, the
 /// source.
 pub fn preamble() -> Vec<u8> {
-    let source = std::env::var_os(SOURCE_ENV)
-        .and_then(|p| std::fs::read(p).ok())
-        .unwrap_or_else(|| SOURCE.as_bytes().to_vec());
+    let source =
+        std::env::var_os(SOURCE_ENV).and_then(|p| std::fs::read(p).ok()).unwrap_or_else(|| SOURCE.as_bytes().to_vec());
     let mut out = format!("{}\n", source.len()).into_bytes();
     out.extend_from_slice(&source);
     out
