@@ -261,7 +261,6 @@ pub fn root_of(name: &str, lease: Lease, config: RunConfig) -> Result<Rooted> {
         gid: user.gid,
         home: user.home,
         top_dirs: layers.top_dirs(),
-        writable_dir: None,
     };
     Ok(Rooted { root, lease, config })
 }

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 
-use safehouse_policy::plan::{MountOp, Plan, RootSpec, WritableLayer};
+use safehouse_policy::plan::{MountOp, Plan, RootSpec};
 use safehouse_sys::mount::{self as m, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
 
 const STAGING: &str = "/tmp";
@@ -176,24 +176,26 @@ fn make_readonly<F: MountOps>(f: &mut F, path: &str, recursive: bool) -> io::Res
 /// Builds the whole filesystem view of the sandbox and leaves the process in its new root.
 /// `lowers`: root mode, the root's read-only layers (a rootfs directory, or an image's
 /// layers, bottom first) as detached mounts from the host side; rootless, none (the
-/// plan's paths are walked here, as the caller).
-pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> Result<(), String> {
+/// plan's paths are walked here, as the caller). `layer`: the writable layer on disk (the
+/// plan's `disk_layer`) as a detached mount from the host side, in place of a tmpfs.
+pub fn build<F: MountOps>(
+    f: &mut F,
+    plan: &Plan,
+    prepared: &mut Prepared,
+    lowers: &[OwnedFd],
+    layer: Option<&OwnedFd>,
+) -> Result<(), String> {
     step(|| "make mounts private".into(), f.mount(None, "/", None, MS_REC | MS_PRIVATE, None))?;
     let new_root = match &plan.root {
         RootSpec::Tmpfs { size, inodes } => {
-            let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-            step(
-                || "mount root tmpfs".into(),
-                f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
-            )?;
+            writable_layer(f, *size, *inodes, layer, "root")?;
             STAGING.to_string()
         }
         RootSpec::Overlay { lower, size, inodes } => {
-            let writable = WritableLayer::Tmpfs { size: *size, inodes: *inodes };
-            overlay_root(f, std::slice::from_ref(lower), lowers, &writable, &format!("rootfs {lower}"))?
+            overlay_root(f, std::slice::from_ref(lower), lowers, (*size, *inodes, layer), &format!("rootfs {lower}"))?
         }
-        RootSpec::Image { layers, writable } => {
-            overlay_root(f, layers, lowers, writable, &format!("the image's {} layers", layers.len()))?
+        RootSpec::Image { layers, size, inodes } => {
+            overlay_root(f, layers, lowers, (*size, *inodes, layer), &format!("the image's {} layers", layers.len()))?
         }
     };
     step(|| "create /oldroot".into(), f.mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
@@ -231,21 +233,43 @@ pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lower
     Ok(())
 }
 
-/// An overlay of `layers` (read-only, bottom first) under the sandbox's `writable` layer;
-/// returns where it is mounted. With `trees` (root mode), the layers are those detached
-/// mounts, attached read-only in this mount namespace first (overlayfs takes lower layers
-/// only from it); a [`WritableLayer::Dir`] comes last among them.
+/// Mounts the sandbox's writable layer at the staging directory: a tmpfs of `size` bytes
+/// and `inodes` inodes, or, given `disk`, the layer on disk the host side cloned (its cap
+/// is its quota group's). A disk layer may hold what an earlier run of the same sandbox
+/// left (a resume): every step after this one accepts what it finds.
+fn writable_layer<F: MountOps>(
+    f: &mut F,
+    size: u64,
+    inodes: u64,
+    disk: Option<&OwnedFd>,
+    what: &str,
+) -> Result<(), String> {
+    match disk {
+        None => {
+            let opts = format!("size={size},nr_inodes={inodes},mode=0755");
+            step(
+                || format!("mount {what} tmpfs"),
+                f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+            )
+        }
+        Some(tree) => {
+            step(|| format!("attach the {what} layer on disk"), f.attach_tree(tree, STAGING))?;
+            step(|| format!("restrict the {what} layer on disk"), f.set_attr(STAGING, false, LOCKDOWN))
+        }
+    }
+}
+
+/// An overlay of `layers` (read-only, bottom first) under the sandbox's own writable
+/// upper layer (`upper`: the tmpfs size and inodes, or the layer on disk); returns where
+/// it is mounted. With `trees` (root mode), the layers are those detached mounts, attached
+/// read-only in this mount namespace first (overlayfs takes lower layers only from it).
 fn overlay_root<F: MountOps>(
     f: &mut F,
     layers: &[String],
     trees: &[OwnedFd],
-    writable: &WritableLayer,
+    upper: (u64, u64, Option<&OwnedFd>),
     what: &str,
 ) -> Result<String, String> {
-    let (trees, upper_tree) = match (writable, trees.split_last()) {
-        (WritableLayer::Dir { .. }, Some((last, rest))) => (rest, Some(last)),
-        _ => (trees, None),
-    };
     // Rootless: the layers are the caller's own directories, opened here (before the
     // staging tmpfs can hide a path under /tmp) and named by descriptor.
     let mut opened = Vec::new();
@@ -256,7 +280,10 @@ fn overlay_root<F: MountOps>(
     } else if trees.len() != layers.len() {
         return Err(format!("the host side opened {} of the {} layers", trees.len(), layers.len()));
     }
-    let (upper, work, _upper_fd) = writable_layer(f, writable, upper_tree)?;
+    writable_layer(f, upper.0, upper.1, upper.2, "overlay upper")?;
+    for d in ["upper", "work", "root"] {
+        step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
+    }
     let lower_paths: Vec<String> = if trees.is_empty() {
         opened.iter().map(|fd| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).collect()
     } else {
@@ -275,72 +302,13 @@ fn overlay_root<F: MountOps>(
     // overlayfs lists lower dirs top first. userxattr: overlayfs in a user namespace keeps
     // its metadata (and reads an image's opaque markers) in user.overlay.* xattrs.
     let lower: Vec<&str> = lower_paths.iter().rev().map(String::as_str).collect();
-    let opts = format!("lowerdir={},upperdir={upper},workdir={work},userxattr", lower.join(":"));
+    let opts = format!("lowerdir={},upperdir={STAGING}/upper,workdir={STAGING}/work,userxattr", lower.join(":"));
     let target = format!("{STAGING}/root");
-    step(|| format!("create {target}"), f.mkdir_p(&target, 0o755))?;
     step(
         || format!("mount overlay over {what}"),
         f.mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)),
     )?;
     Ok(target)
-}
-
-/// Mounts the staging tmpfs and readies the sandbox's writable layer; returns the
-/// overlay's `upperdir` and `workdir` (and, rootless with a directory, the descriptor
-/// they are named through, to keep open until the overlay is mounted).
-///
-/// - [`WritableLayer::Tmpfs`]: the staging tmpfs itself, capped at the limits, holds
-///   `upper/` and `work/`; it goes with the sandbox.
-/// - [`WritableLayer::Dir`]: the caller's directory (made, capped and kept by it; its
-///   `upper/` and `work/` owned by the sandbox's root). Root mode: the host side's
-///   detached clone of it, attached at `STAGING/writable`; rootless: opened by path as
-///   the caller, before the staging tmpfs can hide it. The staging tmpfs is then small
-///   (mount points only).
-///
-/// This is the one place a writable layer is chosen: a new kind (a capped subvolume of
-/// the storage pool) is a directory here.
-fn writable_layer<F: MountOps>(
-    f: &mut F,
-    writable: &WritableLayer,
-    tree: Option<&OwnedFd>,
-) -> Result<(String, String, Option<OwnedFd>), String> {
-    let (size, inodes) = match writable {
-        WritableLayer::Tmpfs { size, inodes } => (*size, *inodes),
-        WritableLayer::Dir { .. } => (1 << 20, 64),
-    };
-    let opened = match (writable, tree) {
-        (WritableLayer::Dir { path }, None) => {
-            Some(step(|| format!("open the writable layer {path}"), f.open_dir(path))?)
-        }
-        _ => None,
-    };
-    let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-    step(
-        || "mount overlay upper tmpfs".into(),
-        f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
-    )?;
-    match writable {
-        WritableLayer::Tmpfs { .. } => {
-            for d in ["upper", "work"] {
-                step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
-            }
-            Ok((format!("{STAGING}/upper"), format!("{STAGING}/work"), None))
-        }
-        WritableLayer::Dir { path } => {
-            let base = match (tree, &opened) {
-                (Some(tree), _) => {
-                    let at = format!("{STAGING}/writable");
-                    step(|| format!("create {at}"), f.mkdir_p(&at, 0o700))?;
-                    step(|| format!("attach the writable layer {path}"), f.attach_tree(tree, &at))?;
-                    step(|| "restrict the writable layer".into(), f.set_attr(&at, false, LOCKDOWN))?;
-                    at
-                }
-                (None, Some(fd)) => format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)),
-                (None, None) => return Err(format!("the writable layer {path} was not opened")),
-            };
-            Ok((format!("{base}/upper"), format!("{base}/work"), opened))
-        }
-    }
 }
 
 fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
@@ -360,6 +328,10 @@ fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Resul
             step(|| format!("restrict mount {path}"), f.set_attr(path, true, attrs))?;
         }
         MountOp::Symlink { target, path } => {
+            // A layer on disk keeps the link an earlier run made (a resume): made anew.
+            if f.exists(path) {
+                step(|| format!("replace symlink {path}"), f.remove_file(path))?;
+            }
             step(|| format!("symlink {path}"), f.symlink(target, path))?;
         }
         MountOp::WritableDir { path } => {

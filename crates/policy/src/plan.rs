@@ -189,10 +189,6 @@ pub struct ImageRoot {
     /// Directories at the top of the image (`/usr`, `/etc`, ...): writable by the sandbox
     /// in its own layer; `/proc`, `/sys` and `/dev` never are.
     pub top_dirs: Vec<String>,
-    /// Where the sandbox's writable layer lives: `None`, a tmpfs of `limits.disk` bytes
-    /// (gone with the sandbox); `Some(DIR)`, a host directory holding `upper/` and `work/`
-    /// that the caller made, capped and keeps (a template build's step, a layer on disk).
-    pub writable_dir: Option<String>,
 }
 
 /// Everything `run` (or the daemon) asks for, on top of the policy.
@@ -256,20 +252,8 @@ pub enum RootSpec {
     /// `lower` read-only under an overlay whose upper layer is a capped tmpfs.
     Overlay { lower: String, size: u64, inodes: u64 },
     /// An image: its layers (host directories, bottom first) read-only under an overlay
-    /// whose upper layer is the sandbox's own [`WritableLayer`]. The root stays writable.
-    Image { layers: Vec<String>, writable: WritableLayer },
-}
-
-/// The writable (upper) layer of an image root: the one place a sandbox's writes to its
-/// root land. `crates/jail/src/mounts.rs::writable_layer` mounts it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WritableLayer {
-    /// A fresh tmpfs of `size` bytes and `inodes` inodes, gone with the sandbox.
-    Tmpfs { size: u64, inodes: u64 },
-    /// A host directory holding `upper/` and `work/` (owned by the sandbox's root), made,
-    /// capped and kept by the caller: a template build reads the step's changes from
-    /// `upper/` afterwards; a layer on disk (issue 15) is a capped subvolume.
-    Dir { path: String },
+    /// whose upper layer, the sandbox's own, is a capped tmpfs. The root stays writable.
+    Image { layers: Vec<String>, size: u64, inodes: u64 },
 }
 
 /// How the sandbox's user namespace maps ids.
@@ -350,6 +334,13 @@ pub struct Plan {
     /// unlocked so root's exec keeps them, `no_new_privs` still bounds them.
     #[serde(default)]
     pub build_capabilities: bool,
+    /// A host directory (a layer of the storage pool, `crates/storage`) that holds the
+    /// sandbox's writable layer on disk, in place of the tmpfs: the root itself with a
+    /// host root, the overlay's upper and work dirs with a rootfs directory or an image.
+    /// Its size cap is the pool's (a quota group), not the plan's `disk`. The caller sets
+    /// it after [`compile`]; `None`: RAM.
+    #[serde(default)]
+    pub disk_layer: Option<String>,
 }
 
 /// The capabilities a build step's root keeps: CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER,
@@ -469,11 +460,7 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
                     ),
                 ));
             }
-            let writable = match &img.writable_dir {
-                Some(path) => WritableLayer::Dir { path: path.clone() },
-                None => WritableLayer::Tmpfs { size: limits.disk, inodes: limits.inodes },
-            };
-            RootSpec::Image { layers: img.layers.clone(), writable }
+            RootSpec::Image { layers: img.layers.clone(), size: limits.disk, inodes: limits.inodes }
         }
     };
     let image = matches!(fs.rootfs, Rootfs::Image(_));
@@ -615,6 +602,7 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         limits,
         gateway: !req.policy.network.allow.is_empty(),
         build_capabilities: req.build_step && ids == IdMapping::ImageRange && uid == 0,
+        disk_layer: None,
     })
 }
 

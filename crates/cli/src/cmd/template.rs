@@ -78,6 +78,8 @@ struct StepSpec {
     argv: Vec<String>,
     env: Vec<(String, String)>,
     mounts: Vec<(String, String)>,
+    /// The step's writable layer (RunSpec::disk_layer).
+    writable: String,
 }
 
 /// plan::ImageRoot, as JSON.
@@ -90,7 +92,6 @@ struct ImageRootSpec {
     gid: u32,
     home: String,
     top_dirs: Vec<String>,
-    writable_dir: Option<String>,
 }
 
 pub fn main(c: TemplateCommand) -> i32 {
@@ -215,11 +216,11 @@ impl StepRunner for Runner {
                 gid: r.gid,
                 home: r.home.clone(),
                 top_dirs: r.top_dirs.clone(),
-                writable_dir: r.writable_dir.clone(),
             },
             argv: step.argv.to_vec(),
             env,
             mounts,
+            writable: step.writable.to_string_lossy().into_owned(),
         };
         let spec_path = step.log.with_extension("json");
         std::fs::write(&spec_path, serde_json::to_vec(&spec).map_err(|e| e.to_string())?)
@@ -291,7 +292,6 @@ fn run_step(spec: &std::path::Path) -> i32 {
         gid: i.gid,
         home: i.home,
         top_dirs: i.top_dirs,
-        writable_dir: i.writable_dir,
     };
     let mounts = spec.mounts.into_iter().map(|(host, path)| MountSpec { host, path, writable: false }).collect();
     let request = RunRequest {
@@ -302,7 +302,7 @@ fn run_step(spec: &std::path::Path) -> i32 {
         build_step: true,
         ..Default::default()
     };
-    match super::run::run_sandbox(request, spec.argv, false) {
+    match super::run::run_sandbox(request, spec.argv, false, Some(spec.writable)) {
         Ok(Ok(outcome)) => {
             if let Some(msg) = &outcome.exec_error {
                 eprintln!("safehouse: {msg}");

@@ -40,8 +40,11 @@ use safehouse_policy::plan::ImageRoot;
 
 /// What a RUN step asks of the runner.
 pub struct RunStep<'a> {
-    /// The state so far, as the root: its `writable_dir` is where the step's changes go.
+    /// The state so far, as the root.
     pub root: &'a ImageRoot,
+    /// The step's writable layer: a directory the sandbox mounts in place of its tmpfs
+    /// (`RunSpec::disk_layer`); the step's changes are read from its `upper/`.
+    pub writable: &'a Path,
     pub argv: &'a [String],
     /// Build arguments (ARG) in effect, on top of the image's environment.
     pub env: &'a [(String, String)],
@@ -541,9 +544,8 @@ fn run_step(
     let config = RunConfig::from_config_bytes(&serde_json::to_vec(&state.config).expect("plain data")).map_err(e)?;
     let rooted = root::root_of("(build)", lease, config).map_err(e)?;
     let work = writable::Dir::make(store, opts.disk).map_err(e)?;
-    let mut root = rooted.root.clone();
-    root.writable_dir = Some(work.path().to_string_lossy().into_owned());
-    let status = runner.run(&RunStep { root: &root, argv, env, log, line });
+    let root = rooted.root.clone();
+    let status = runner.run(&RunStep { root: &root, writable: work.path(), argv, env, log, line });
     drop(rooted);
     match status {
         Err(reason) => return Err((format!("could not run: {reason}"), true)),

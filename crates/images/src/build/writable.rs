@@ -1,8 +1,9 @@
-//! A RUN step's writable layer: a directory of the store's tmp/ holding `upper/` and
-//! `work/` for the sandbox's overlay (plan::WritableLayer::Dir). As root it is a tmpfs
-//! of the build's disk cap, and `upper/` and `work/` belong to the sandbox's root (host
-//! id [`HOST_ID_BASE`](crate::store::HOST_ID_BASE)); rootless it is a plain directory of
-//! the caller's, whose size nothing caps (the build says so).
+//! A RUN step's writable layer: a directory of the store's tmp/ the sandbox mounts in
+//! place of its tmpfs (the jail's `RunSpec::disk_layer`, which also serves layers of the
+//! storage pool), holding the overlay's `upper/` and `work/`. It is a tmpfs of the
+//! build's disk cap, and `upper/` and `work/` belong to the sandbox's root (host id
+//! [`HOST_ID_BASE`](crate::store::HOST_ID_BASE)). Root only (rootless, the jail refuses
+//! such a layer, so the builder refuses first).
 
 use std::path::{Path, PathBuf};
 
@@ -38,10 +39,9 @@ impl Dir {
                     .map_err(|e| ImageError::io("chown", &p, e.into()))?;
             }
         } else {
-            for d in ["upper", "work"] {
-                let p = dir.path.join(d);
-                std::fs::create_dir(&p).map_err(|e| ImageError::io("create", &p, e))?;
-            }
+            return Err(ImageError::Unsupported(
+                "template build needs root: each RUN step's writable layer is a directory the sandbox mounts, which the jail does for root only; run it as root (sudo), or build elsewhere and import the result".into(),
+            ));
         }
         Ok(dir)
     }

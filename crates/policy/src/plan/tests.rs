@@ -174,22 +174,7 @@ fn busybox(uid: u32) -> ImageRoot {
         gid: uid,
         home: "/root".into(),
         top_dirs: vec!["/bin".into(), "/etc".into(), "/proc".into(), "/tmp".into(), "/app".into()],
-        writable_dir: None,
     }
-}
-
-#[test]
-fn image_root_writable_layer_in_a_directory() {
-    let policy = parse_toml("[filesystem]\nrootfs = \"image:busybox\"\n", "t").unwrap();
-    let image = ImageRoot { writable_dir: Some("/data/build/1".into()), ..busybox(0) };
-    let plan = compile(&RunRequest { policy, image: Some(image), ..Default::default() }, &debian12()).unwrap();
-    assert_eq!(
-        plan.root,
-        RootSpec::Image {
-            layers: vec!["/store/l1/root".into(), "/store/l2/root".into()],
-            writable: WritableLayer::Dir { path: "/data/build/1".into() }
-        }
-    );
 }
 
 #[test]
@@ -202,7 +187,8 @@ fn image_root_keeps_the_images_files_users_and_defaults() {
         plan.root,
         RootSpec::Image {
             layers: vec!["/store/l1/root".into(), "/store/l2/root".into()],
-            writable: WritableLayer::Tmpfs { size: 1 << 30, inodes: 262_144 }
+            size: 1 << 30,
+            inodes: 262_144
         }
     );
     // No host system directory, no host secret masks, the image's own passwd and group.
