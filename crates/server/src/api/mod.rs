@@ -16,6 +16,7 @@ mod metrics;
 pub mod params;
 pub mod ports;
 mod processes;
+pub(crate) mod revoked;
 pub(crate) mod sandboxes;
 
 use std::sync::Arc;

@@ -235,6 +235,7 @@ impl Manager {
             cgroup: cg.as_ref().map(|c| c.name().to_string()),
             socket_path: Some(socket_dir.join("agent.sock").display().to_string()),
             error: None,
+            key_id: req.created_by.clone(),
         };
         let (uid, gid) = self.sandbox_ids();
         // tools.allow, expanded as the setup did (one expansion, safehouse_jail::tools); a
