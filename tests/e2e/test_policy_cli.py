@@ -5,12 +5,12 @@ import tomllib
 
 import pytest
 
-from .support import BIN
+from .support import BIN, skip_or_fail
 
 
 def policy_cmd(*args):
     if not BIN:
-        pytest.skip("safehouse binary not built (set SAFEHOUSE_BIN)")
+        skip_or_fail("safehouse binary not built (set SAFEHOUSE_BIN)")
     return subprocess.run([BIN, "policy", *args], capture_output=True, text=True, timeout=30)
 
 
@@ -45,7 +45,7 @@ def explain(policy, *question, json_out=False):
     (["--net", "files.pythonhosted.org:443"], True, 'network.allow[1] = "*.pythonhosted.org:443"'),
     (["--net", "pypi.org:22"], False, "default deny"),
     (["--net", "example.com:443"], False, "default deny"),
-    (["--net", "127.1:80"], False, "loopback (127.0.0.0/8)"),
+    (["--net", "127.1:80"], False, "this host (127.0.0.0/8)"),  # loopback is the host's
     (["--net", "[::ffff:10.20.3.4]:5432"], True, 'network.allow[2] = "10.20.0.0/16:5432"'),
     (["--read", "/input/a.csv"], True, "filesystem.read_only[0]"),
     (["--read", "/input/secret/key"], False, 'filesystem.hidden[0] = "/input/secret"'),
@@ -102,7 +102,7 @@ def test_tools_allow_patterns(tmp_path):
     path = tmp_path / "tools.toml"
     path.write_text('version = 1\n[tools]\nallow = ["/usr/bin/python3*", "/usr/bin/git"]\n')
     if policy_cmd("check", str(path)).returncode != 0:
-        pytest.skip("this build refuses tools.allow (the tool allowlist is not merged yet)")
+        skip_or_fail("this build refuses tools.allow")
     r = explain([str(path)], "--exec", "/usr/bin/python3.12")
     assert r.returncode == 0 and 'tools.allow[0] = "/usr/bin/python3*"' in r.stdout, r
     r = explain([str(path)], "--exec", "/usr/bin/curl")

@@ -2,6 +2,8 @@
 //! error shape, the extractors, the guard and the port proxy are `safehouse_http`'s, shared
 //! with the other fronts; the daemon assembles the router (`safehouse_daemon::router`).
 
+#![forbid(unsafe_code)]
+
 mod audit;
 mod control;
 mod events;

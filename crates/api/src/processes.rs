@@ -12,10 +12,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use safehouse_http::json::{read_body, ApiJson};
-use safehouse_http::params::{Caller, ProcessPath, QueryPairs, SandboxId};
+use safehouse_http::params::{Caller, KeyLease, ProcessPath, QueryPairs, SandboxId};
 use safehouse_http::{ApiError, AppState};
-use safehouse_manager::auth::Tenant;
+use safehouse_manager::auth::revocation::REVOKED_MESSAGE;
+use safehouse_manager::auth::{Lease, Tenant};
 use safehouse_manager::{limits, AttachEvent, StartProcess};
+
+/// The close code of a WebSocket whose API key was revoked (1008, policy violation).
+pub const REVOKED_CLOSE_CODE: u16 = 1008;
 
 /// Largest body of one `stdin` request, and largest WebSocket message from a client.
 pub const MAX_STDIN_BODY: usize = 1024 * 1024;
@@ -130,6 +134,7 @@ pub async fn stdin(
 pub async fn attach(
     State(st): State<AppState>,
     Caller(tenant): Caller,
+    KeyLease(lease): KeyLease,
     ProcessPath(id, pid): ProcessPath,
     q: QueryPairs,
     permit: Option<axum::Extension<safehouse_http::server::ConnPermit>>,
@@ -146,7 +151,7 @@ pub async fn attach(
         move |socket| async move {
             // The upgraded connection keeps counting against the connection cap.
             let _permit = permit;
-            session.run(socket, events).await;
+            session.run(socket, events, lease).await;
         },
     ))
 }
@@ -182,9 +187,16 @@ fn encode(ev: AttachEvent, binary: bool) -> Message {
 }
 
 impl Session {
-    async fn run(self, mut socket: WebSocket, mut events: tokio::sync::mpsc::Receiver<AttachEvent>) {
+    async fn run(self, mut socket: WebSocket, mut events: tokio::sync::mpsc::Receiver<AttachEvent>, lease: Lease) {
         loop {
             tokio::select! {
+                () = lease.revoked() => {
+                    // 1008: policy violation, the close code for a credential that is no
+                    // longer accepted. The process keeps running.
+                    let close = CloseFrame { code: REVOKED_CLOSE_CODE, reason: REVOKED_MESSAGE.into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
                 ev = events.recv() => {
                     let Some(ev) = ev else {
                         let close = CloseFrame { code: 1000, reason: "process exited".into() };

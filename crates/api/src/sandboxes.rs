@@ -18,8 +18,9 @@ use safehouse_manager::{limits, CreateRequest, ListFilter};
 pub async fn create(
     State(st): State<AppState>,
     Caller(tenant): Caller,
-    ApiJson(req): ApiJson<CreateRequest>,
+    ApiJson(mut req): ApiJson<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    req.created_by = tenant.key_id.clone();
     let info = st.manager.create(&tenant.name, req).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }

@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{e2b_error, ENVD_VERSION};
 use safehouse_http::params::{is_sandbox_id, parse_query, Caller, QueryPairs};
 use safehouse_http::ApiError;
 use safehouse_manager::auth::Tenant;
 use safehouse_manager::limits::{self, MAX_TIMEOUT_S};
 use safehouse_manager::{CreateRequest, ListFilter, SandboxInfo, SandboxState};
 
+use super::{e2b_error, ENVD_VERSION};
 use crate::E2b;
 
 /// Largest create body.
@@ -228,12 +228,14 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     let env = string_map(&body, "envVars")?;
     limits::check_env(&env)?;
     let metadata = string_map(&body, "metadata")?;
-    let info = st.manager.create(&tenant.name, CreateRequest { policy, preset, timeout_s, env, metadata }).await?;
+    let created_by = tenant.key_id.clone();
+    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by };
+    let info = st.manager.create(&tenant.name, req).await?;
     let mut templates = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner());
     templates.retain(|sb, _| st.manager.is_live(sb));
     templates.insert(info.id.clone(), template.clone());
     drop(templates);
-    Ok((StatusCode::CREATED, Json(sandbox_json(st, &info, &template))).into_response())
+    Ok((StatusCode::CREATED, Json(sandbox_json(st, tenant, &info, &template))).into_response())
 }
 
 fn timeout_of(v: &Value) -> Result<u64, ApiError> {
@@ -247,14 +249,14 @@ fn template_of(st: &E2b, info: &SandboxInfo) -> String {
     known.or_else(|| info.preset.clone()).unwrap_or_else(|| BASE_TEMPLATE.to_string())
 }
 
-/// E2B's `Sandbox` (the answer of create and connect).
-fn sandbox_json(st: &E2b, info: &SandboxInfo, template: &str) -> Value {
+/// E2B's `Sandbox` (the answer of create and connect), with a token for the caller's key.
+fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
     json!({
         "sandboxID": info.id,
         "templateID": template,
         "clientID": "safehouse",
         "envdVersion": ENVD_VERSION,
-        "envdAccessToken": st.e2b.access_token(&info.id),
+        "envdAccessToken": st.e2b.access_token(&info.id, tenant, st.auth.admin_hash()),
     })
 }
 
@@ -281,8 +283,8 @@ fn state_name(s: SandboxState) -> &'static str {
     }
 }
 
-/// E2B's `ListedSandbox`; `with_token` adds what `SandboxDetail` has more.
-fn listed_json(st: &E2b, info: &SandboxInfo, with_token: bool) -> Value {
+/// E2B's `ListedSandbox`; `with_token` (the caller's key) adds what `SandboxDetail` has more.
+fn listed_json(st: &E2b, info: &SandboxInfo, with_token: Option<&Tenant>) -> Value {
     let mut v = json!({
         "sandboxID": info.id,
         "templateID": template_of(st, info),
@@ -296,15 +298,15 @@ fn listed_json(st: &E2b, info: &SandboxInfo, with_token: bool) -> Value {
         "envdVersion": ENVD_VERSION,
         "metadata": info.metadata,
     });
-    if with_token {
-        v["envdAccessToken"] = st.e2b.access_token(&info.id).into();
+    if let Some(tenant) = with_token {
+        v["envdAccessToken"] = st.e2b.access_token(&info.id, tenant, st.auth.admin_hash()).into();
     }
     v
 }
 
 /// `GET /sandboxes/{id}`.
 pub async fn get(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>) -> Response {
-    answer(async { Ok(Json(listed_json(&st, &alive(&st, &tenant, &id).await?, true)).into_response()) }.await)
+    answer(async { Ok(Json(listed_json(&st, &alive(&st, &tenant, &id).await?, Some(&tenant))).into_response()) }.await)
 }
 
 /// `GET /v2/sandboxes?metadata=...&state=running,paused&limit=N&nextToken=ID`.
@@ -345,7 +347,7 @@ async fn list_inner(st: &E2b, tenant: &Tenant, q: &QueryPairs) -> Result<Respons
     }
     let more = all.len() > limit;
     all.truncate(limit);
-    let items: Vec<Value> = all.iter().map(|s| listed_json(st, s, false)).collect();
+    let items: Vec<Value> = all.iter().map(|s| listed_json(st, s, None)).collect();
     let mut resp = Json(items).into_response();
     if more {
         if let Some(last) = all.last() {
@@ -419,7 +421,7 @@ pub async fn connect(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Pa
                 st.manager.set_timeout(&tenant.name, &id, timeout_of(t)?).await?;
             }
             let status = if resumed { StatusCode::CREATED } else { StatusCode::OK };
-            Ok((status, Json(sandbox_json(&st, &info, &template_of(&st, &info)))).into_response())
+            Ok((status, Json(sandbox_json(&st, &tenant, &info, &template_of(&st, &info)))).into_response())
         }
         .await,
     )

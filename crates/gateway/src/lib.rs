@@ -49,9 +49,12 @@
 //! (`ip:port` of a DNS server to ask instead of the system resolver). Both are operator and
 //! test settings, never something the sandboxed side can set.
 
+#![forbid(unsafe_code)]
+
 mod approve;
 pub mod dns;
 mod gateway;
+pub mod hostaddrs;
 mod http;
 mod meter;
 pub mod resolve;
@@ -62,6 +65,7 @@ mod thread;
 mod tunnel;
 
 pub use gateway::{Config, Event, EventHook, Gateway};
+pub use hostaddrs::{FixedHostAddrs, HostAddrError, HostAddrSource, HostWatch};
 pub use resolve::{ResolveError, Resolved, Resolver};
 pub use stats::{DenialRecord, Stats};
 pub use thread::{spawn_thread, GatewayThread};

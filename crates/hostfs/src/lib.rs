@@ -11,6 +11,8 @@
 //!
 //! The functions are synchronous; call them from `tokio::task::spawn_blocking`.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod info;
 mod list;

@@ -1,4 +1,6 @@
-//! The middleware every request passes first: Host and Origin allowlist, then the API key.
+//! The middleware every request passes first: Host and Origin allowlist, then the API key,
+//! whose [`safehouse_manager::auth::Lease`] the request carries and runs under
+//! ([`crate::revoked`]).
 //! It wraps the whole router, fallbacks included, so a path no route matches (`//v1/...`,
 //! `/v1/../healthz`, `/V1/...`) still needs a key. Only exactly `GET /healthz` and
 //! `GET /v1/openapi.json` are public.
@@ -14,9 +16,11 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use safehouse_manager::auth::revocation::REVOKED_MESSAGE;
+use safehouse_manager::auth::{AuthError, Tenant};
+
 use crate::errors::ApiError;
 use crate::AppState;
-use safehouse_manager::auth::AuthError;
 
 /// Longest `Authorization` value considered.
 const MAX_AUTH_HEADER: usize = 512;
@@ -53,13 +57,21 @@ impl Guard {
 pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
     let door = guard.door(req.uri().path()).copied();
     let mut resp = match check(&guard.app, door.as_ref(), &mut req).await {
-        Ok(()) => {
+        Ok(None) => next.run(req).await,
+        Ok(Some(who)) => {
+            // The request, and whatever it opens, lasts only as long as its key.
+            let lease = guard.app.auth.lease(&who);
+            req.extensions_mut().insert(lease.clone());
+            let refused = move || {
+                let e = ApiError::unauthorized(REVOKED_MESSAGE);
+                match door {
+                    Some(d) => (d.refuse)(e.status, e.message),
+                    None => e.into_response(),
+                }
+            };
+            let mut resp = crate::revoked::run(lease, next.run(req), refused).await;
             // Handed out again for the audit layer, which wraps this one.
-            let who = req.extensions().get::<safehouse_manager::auth::Tenant>().cloned();
-            let mut resp = next.run(req).await;
-            if let Some(who) = who {
-                resp.extensions_mut().insert(who);
-            }
+            resp.extensions_mut().insert(who);
             resp
         }
         // The door's clients read their own error shape.
@@ -74,19 +86,21 @@ pub async fn guard(State(guard): State<Guard>, mut req: Request, next: Next) -> 
     resp
 }
 
-async fn check(state: &AppState, door: Option<&KeyDoor>, req: &mut Request) -> Result<(), ApiError> {
+/// Host, Origin and the key: the caller's tenant (put in the request's extensions), or
+/// `None` for a public route.
+async fn check(state: &AppState, door: Option<&KeyDoor>, req: &mut Request) -> Result<Option<Tenant>, ApiError> {
     state.hosts.check_host(req.headers(), req.uri())?;
     state.hosts.check_origin(req.headers())?;
     if is_public(req.method(), req.uri().path()) {
-        return Ok(());
+        return Ok(None);
     }
     let key = match door.and_then(|d| door_key(d, req)) {
         Some(key) => key?,
         None => bearer(req)?,
     };
     let tenant = state.auth.authenticate(key).await?;
-    req.extensions_mut().insert(tenant);
-    Ok(())
+    req.extensions_mut().insert(tenant.clone());
+    Ok(Some(tenant))
 }
 
 /// The door's own key header (the E2B SDK's `X-API-Key`), taken on the door's routes only

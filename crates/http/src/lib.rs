@@ -6,6 +6,8 @@
 //! file-operation glue ([`files`]) and the port proxy ([`ports`]), which the native API and
 //! the E2B data plane both serve.
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod errors;
 pub mod files;
@@ -15,6 +17,7 @@ pub mod json;
 pub mod metrics;
 pub mod params;
 pub mod ports;
+pub mod revoked;
 pub mod server;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use crate::errors::ApiError;
-use safehouse_manager::auth::Tenant;
+use safehouse_manager::auth::{Lease, Tenant};
 
 /// `sb_` + 26 lowercase base32 characters.
 pub fn is_sandbox_id(s: &str) -> bool {
@@ -65,6 +65,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         // The guard authenticates every non-public route; a handler without a tenant is a
         // wiring bug, and it fails closed.
         parts.extensions.get::<Tenant>().cloned().map(Caller).ok_or_else(|| ApiError::unauthorized("missing API key"))
+    }
+}
+
+/// The lease on the caller's key, put in the request by the guard (or the E2B data plane)
+/// next to the tenant: what a handler whose work outlives the request selects on.
+pub struct KeyLease(pub Lease);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyLease {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Lease>().cloned().map(KeyLease).ok_or_else(|| ApiError::unauthorized("missing API key"))
     }
 }
 

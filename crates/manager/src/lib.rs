@@ -11,6 +11,8 @@
 //! (reachable by root only, never by sandboxed code) and a connection to it. The store
 //! records all of it, so a restarted daemon re-attaches (`recover`).
 
+#![forbid(unsafe_code)]
+
 mod agent_link;
 pub mod audit;
 pub mod auth;
@@ -26,7 +28,6 @@ pub mod limits;
 pub mod metrics;
 mod netns;
 pub mod store;
-mod toolcheck;
 pub mod types;
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Creating, listing, expiring, killing and re-attaching sandboxes.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use safehouse_jail::cgroup::{self, CgroupVersion};
+use safehouse_jail::execwatch::AllowList;
 use safehouse_jail::run::ROOT_MODE_HOST_ID;
 use safehouse_jail::spawn::CgroupHandle;
 use safehouse_jail::JailError;
@@ -16,7 +17,6 @@ use safehouse_policy::presets;
 
 use super::agent_link::AgentLink;
 use super::execwatch;
-use super::toolcheck::AllowedExecs;
 use super::{
     ids, internal, CreateRequest, ListFilter, Live, Manager, ManagerError, SandboxInfo, SandboxRoot, SandboxState,
 };
@@ -56,6 +56,33 @@ fn private_address_rule(policy: &safehouse_policy::Policy) -> Option<String> {
         HostPattern::Net { addr, prefix } => block_overlaps_special(addr, prefix).map(|_| r.source),
         _ => None,
     })
+}
+
+/// The first `network.allow` address rule that names or covers an address of this host,
+/// with why (`policy::network::NetPolicy::host_rule`), against the current host set.
+fn host_address_rule(policy: &safehouse_policy::Policy) -> Result<Option<(String, String)>, ManagerError> {
+    use safehouse_gateway::HostAddrSource;
+    let Ok(net) = safehouse_policy::network::NetPolicy::compile(&policy.network) else { return Ok(None) };
+    Ok(net.host_rule(&host_addrs()?.snapshot()))
+}
+
+/// The process's live set of host addresses (started by the daemon; refused, failing
+/// closed, when the kernel cannot be asked).
+fn host_addrs() -> Result<Arc<safehouse_gateway::HostWatch>, ManagerError> {
+    safehouse_gateway::hostaddrs::watch().map_err(|e| ManagerError::Refused {
+        layer: "network".into(),
+        reason: format!("the gateway cannot tell this host's own addresses ({e}), so it allows no egress"),
+    })
+}
+
+/// Who may open the host's own addresses through a sandbox's gateway: the admin tenant,
+/// by exact address; nobody else.
+fn host_reach(tenant: &str) -> safehouse_policy::network::HostReach {
+    if tenant == crate::auth::ADMIN_TENANT {
+        safehouse_policy::network::HostReach::ExactAddressRules
+    } else {
+        safehouse_policy::network::HostReach::Never
+    }
 }
 
 /// The writable zones of a plan (paths inside the sandbox): its writable directories,
@@ -137,6 +164,16 @@ impl Manager {
                     reason: format!("{rule:?} reaches private, loopback or link-local addresses, which only the admin tenant may allow; allow public names or addresses"),
                 });
             }
+            // The host's own addresses (any interface, local routes, this daemon's listen
+            // address), public ones included: never a tenant's to open (NET-01).
+            if !policy.network.allow.is_empty() {
+                if let Some((entry, why)) = host_address_rule(&policy)? {
+                    return Err(ManagerError::Refused {
+                        layer: "network.allow".into(),
+                        reason: format!("{entry:?} reaches this host: {why}; only the admin tenant may open the host's own addresses, and only by exact address; allow names or addresses that are not the host's"),
+                    });
+                }
+            }
         }
         let timeout_s = req
             .timeout_s
@@ -169,7 +206,7 @@ impl Manager {
                 return Err(ManagerError::Internal(format!("cannot reach the sandbox's agent: {e}")));
             }
         };
-        let gateway = match gateway_listener.map(|fd| self.start_gateway(&id, &policy, fd)).transpose() {
+        let gateway = match gateway_listener.map(|fd| self.start_gateway(&id, tenant, &policy, fd)).transpose() {
             Ok(g) => g,
             Err(e) => {
                 let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
@@ -194,29 +231,37 @@ impl Manager {
             cgroup: cg.as_ref().map(|c| c.name().to_string()),
             socket_path: Some(socket_dir.join("agent.sock").display().to_string()),
             error: None,
+            key_id: req.created_by.clone(),
         };
         let (uid, gid) = self.sandbox_ids();
+        // tools.allow, expanded as the setup did (one expansion, safehouse_jail::tools); a
+        // pattern that matches nothing fails the create (the setup checked it a moment
+        // ago, before any command ran).
         let allowed = if policy.tools.allow.is_empty() {
-            None
+            Ok(None)
         } else {
-            let allow = policy.tools.allow.clone();
-            match root.try_clone() {
-                Ok(root) => tokio::task::spawn_blocking(move || AllowedExecs::expand(root, &allow)).await.ok(),
-                Err(_) => None,
-            }
+            let tools = safehouse_policy::tools::ToolsPlan::compile(&policy.tools);
+            let root = root.try_clone();
+            tokio::task::spawn_blocking(move || {
+                let root = root?;
+                AllowList::expand(root.as_fd(), &tools).map(Some).map_err(std::io::Error::other)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         };
         let tools = self.tool_limits(&policy, cg.as_ref().map(|c| c.name()), tool_table);
-        let execs = match execwatch::ExecWatch::start(self, &id, exec_listener, allowed, tools) {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
-                if let Some(cg) = cg {
-                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+        let execs =
+            match allowed.and_then(|allowed| execwatch::ExecWatch::start(self, &id, exec_listener, allowed, tools)) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                    if let Some(cg) = cg {
+                        let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                    }
+                    let _ = std::fs::remove_dir_all(&socket_dir);
+                    return Err(ManagerError::Internal(format!("cannot start the exec watcher: {e}")));
                 }
-                let _ = std::fs::remove_dir_all(&socket_dir);
-                return Err(ManagerError::Internal(format!("cannot start the exec watcher: {e}")));
-            }
-        };
+            };
         let live = Arc::new(Live {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -315,15 +360,17 @@ impl Manager {
     fn start_gateway(
         &self,
         id: &str,
+        tenant: &str,
         policy: &safehouse_policy::Policy,
         listener: OwnedFd,
     ) -> Result<Arc<safehouse_gateway::Gateway>, ManagerError> {
         let net = safehouse_policy::network::NetPolicy::compile(&policy.network)
-            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?
+            .with_host_reach(host_reach(tenant));
         let listener = std::net::TcpListener::from(listener);
         listener.set_nonblocking(true).map_err(internal)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(internal)?;
-        let mut config = safehouse_gateway::Config::new(net, self.inner.resolver.clone());
+        let mut config = safehouse_gateway::Config::new(net, self.inner.resolver.clone(), host_addrs()?);
         config.on_event = Some(self.gateway_hook(id));
         let gateway = safehouse_gateway::Gateway::new(config);
         tokio::spawn(gateway.clone().serve(listener));
@@ -387,7 +434,7 @@ impl Manager {
         })
         .await
         .map_err(|e| e.to_string())??;
-        self.start_gateway(&rec.id, &policy, listener).map(Some).map_err(|e| e.to_string())
+        self.start_gateway(&rec.id, &rec.tenant, &policy, listener).map(Some).map_err(|e| e.to_string())
     }
 
     /// Plan, cgroup, agent socket and spawn: everything that blocks.
@@ -704,12 +751,18 @@ impl Manager {
         };
         let socket_dir = std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default();
         let policy = rec.policy.clone().and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok());
-        let allow = policy.as_ref().map(|p| p.tools.allow.clone()).unwrap_or_default();
         let tools = policy.as_ref().and_then(|p| self.tool_limits(p, rec.cgroup.as_deref(), Default::default()));
-        let allowed = match std::fs::File::open(format!("/proc/{pid}/root")) {
-            Ok(root) if !allow.is_empty() => Some(AllowedExecs::expand(root.into(), &allow)),
-            _ => None,
-        };
+        let allowed = policy.as_ref().filter(|p| !p.tools.allow.is_empty()).and_then(|p| {
+            let tools = safehouse_policy::tools::ToolsPlan::compile(&p.tools);
+            let expanded = std::fs::File::open(format!("/proc/{pid}/root"))
+                .map_err(|e| e.to_string())
+                .and_then(|root| AllowList::expand(root.as_fd(), &tools).map_err(|e| e.to_string()));
+            expanded
+                .map_err(|e| {
+                    eprintln!("safehouse: sandbox {}: execs outside tools.allow are not reported ({e})", rec.id)
+                })
+                .ok()
+        });
         let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir, allowed, tools);
         let live = Arc::new(Live {
             id: rec.id.clone(),

@@ -4,6 +4,8 @@
 //! transport at `/mcp` (`http`). `safehouse mcp` (the stdio transport) forwards each
 //! message to `/mcp`, so both transports run exactly this code. docs/mcp.md documents it.
 
+#![forbid(unsafe_code)]
+
 pub mod http;
 pub mod jsonrpc;
 pub mod protocol;
@@ -37,8 +39,16 @@ impl std::ops::Deref for Mcp {
 }
 
 impl Mcp {
+    /// The front, whose sessions end with the key that opened them.
     pub fn new(app: AppState) -> Mcp {
-        Mcp { app, sessions: Arc::new(Sessions::default()) }
+        let sessions = Arc::new(Sessions::default());
+        let weak = Arc::downgrade(&sessions);
+        app.auth.on_revoke(Arc::new(move |key_id: &str| {
+            if let Some(sessions) = weak.upgrade() {
+                sessions.close_key(key_id);
+            }
+        }));
+        Mcp { app, sessions }
     }
 }
 
