@@ -234,6 +234,49 @@ def test_revocation_ends_streams_requests_and_websockets(api, keys):
         other.kill(sid)
 
 
+def test_the_python_sdk_reports_a_revoked_key(api, daemon, keys):
+    """The SDK's event stream, directory watch and attached process end with
+    AuthenticationError (not a quiet end, which would look like the sandbox ended)."""
+    from safehouse import Sandbox
+    from safehouse.exceptions import AuthenticationError
+
+    a, b = keys
+    sid = api.with_key(b["key"]).create()["id"]
+    try:
+        sbx = Sandbox.connect(sid, api_key=a["key"], url=daemon.url)
+        sbx.files.make_dir("/workspace/sdkw")
+        exits, seen = [], []
+        handle = sbx.files.watch_dir("/workspace/sdkw", on_event=seen.append, on_exit=exits.append)
+        stream = sbx.events(follow=True)
+        assert next(stream).kind == "sandbox.created"  # control: the replay
+        sbx.files.write("/workspace/sdkw/x", "x")
+        assert wait_for(lambda: seen, 10), "the watch saw nothing"  # control
+        proc = sbx.commands.run("echo ready; sleep 60", background=True)
+        assert next(iter(proc))[0] == "ready\n"  # control: attached, output flows
+        waited = {}
+
+        def wait_proc():
+            try:
+                proc.wait()
+            except Exception as e:  # noqa: BLE001
+                waited["error"] = e
+
+        t = threading.Thread(target=wait_proc, daemon=True)
+        t.start()
+        revoke(api, a)
+        t.join(LIMIT)
+        assert isinstance(waited.get("error"), AuthenticationError) and REVOKED in str(waited["error"]), waited
+        assert wait_for(lambda: exits, LIMIT), "the watch did not end"
+        assert isinstance(exits[0], AuthenticationError) and exits[0].status == 401, exits
+        with pytest.raises(AuthenticationError) as e:
+            for _ in stream:
+                pass
+        assert REVOKED in str(e.value), e.value
+        handle.stop()
+    finally:
+        api.with_key(b["key"]).kill(sid)
+
+
 # ---------------------------------------------------------------- port proxy
 
 
