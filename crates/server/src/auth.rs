@@ -47,6 +47,8 @@ pub enum AuthError {
     BadTenant,
     #[error("key name must be at most 128 characters without control characters")]
     BadName,
+    #[error("too many unused WebSocket tickets; use the ones you have (they last 30 s) before asking for more")]
+    TooManyTickets,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -225,11 +227,18 @@ pub fn read_admin_key_file(path: &Path) -> Result<String, AuthError> {
 pub struct Authenticator {
     store: Arc<Store>,
     admin_hash: [u8; 32],
+    /// One-time tickets for WebSocket handshakes (tickets.rs).
+    tickets: Arc<tickets::Tickets>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<Store>, admin: &AdminKey) -> Authenticator {
-        Authenticator { store, admin_hash: admin.hash }
+        Authenticator { store, admin_hash: admin.hash, tickets: Arc::default() }
+    }
+
+    /// The WebSocket tickets of this daemon.
+    pub fn tickets(&self) -> &tickets::Tickets {
+        &self.tickets
     }
 
     /// The tenant of `key`, or `Invalid` for unknown, malformed and revoked keys alike.
@@ -277,6 +286,8 @@ impl Authenticator {
         &self.store
     }
 }
+
+pub mod tickets;
 
 #[cfg(test)]
 mod tests;

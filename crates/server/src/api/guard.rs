@@ -1,7 +1,12 @@
 //! The middleware every request passes first: Host and Origin allowlist, then the API key.
 //! It wraps the whole router, fallbacks included, so a path no route matches (`//v1/...`,
 //! `/v1/../healthz`, `/V1/...`) still needs a key. Only exactly `GET /healthz` and
-//! `GET /v1/openapi.json` are public.
+//! `GET /v1/openapi.json` are public, and the web console's static files (`/`, `/ui`,
+//! `/ui/...`: a page and scripts that call the API with the key the user types).
+//!
+//! A WebSocket handshake from a browser cannot carry `Authorization`: it may carry a
+//! one-time ticket instead (`?ticket=`, from `POST /v1/tickets`), good for the one path it
+//! was issued for; the parameter is taken out of the query before the handler sees it.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method};
@@ -16,7 +21,8 @@ use crate::auth::AuthError;
 const MAX_AUTH_HEADER: usize = 512;
 
 pub fn is_public(method: &Method, path: &str) -> bool {
-    method == Method::GET && (path == "/healthz" || path == "/v1/openapi.json")
+    (method == Method::GET && (path == "/healthz" || path == "/v1/openapi.json"))
+        || ((method == Method::GET || method == Method::HEAD) && safehouse_console::is_console_path(path))
 }
 
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -47,6 +53,10 @@ async fn check(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
     if is_public(req.method(), req.uri().path()) {
         return Ok(());
     }
+    if let Some(tenant) = websocket_ticket(state, req)? {
+        req.extensions_mut().insert(tenant);
+        return Ok(());
+    }
     let key = match e2b_api_key(req) {
         Some(key) => key?,
         None => bearer(req)?,
@@ -54,6 +64,32 @@ async fn check(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
     let tenant = state.auth.authenticate(key).await?;
     req.extensions_mut().insert(tenant);
     Ok(())
+}
+
+/// The tenant of a `?ticket=` on a WebSocket handshake without `Authorization` (the
+/// parameter is removed from the request's query); `None` when the request is not one.
+fn websocket_ticket(state: &AppState, req: &mut Request) -> Result<Option<crate::auth::Tenant>, ApiError> {
+    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    if req.method() != Method::GET
+        || req.headers().contains_key(header::AUTHORIZATION)
+        || !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+    {
+        return Ok(None);
+    }
+    let Some(query) = req.uri().query() else { return Ok(None) };
+    let (tickets, rest): (Vec<&str>, Vec<&str>) = query.split('&').partition(|p| p.starts_with("ticket="));
+    let ticket = match tickets.as_slice() {
+        [] => return Ok(None),
+        [t] => t.trim_start_matches("ticket=").to_string(),
+        _ => return Err(ApiError::unauthorized("send exactly one ticket")),
+    };
+    let path = req.uri().path().to_string();
+    let tenant = state.auth.tickets().redeem(&ticket, &path)?;
+    let path_and_query = if rest.is_empty() { path } else { format!("{path}?{}", rest.join("&")) };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| ApiError::invalid("malformed query"))?);
+    *req.uri_mut() = axum::http::Uri::from_parts(parts).map_err(|_| ApiError::invalid("malformed query"))?;
+    Ok(Some(tenant))
 }
 
 /// The E2B SDK's `X-API-Key`, taken on the E2B control-plane routes only and only when no

@@ -7,6 +7,7 @@ mod events;
 pub(crate) mod exec;
 mod execs;
 mod files;
+mod fleet;
 pub mod guard;
 mod health;
 pub mod hosts;
@@ -14,9 +15,11 @@ pub mod json;
 mod keys;
 mod metrics;
 pub mod params;
+mod policy;
 pub mod ports;
 mod processes;
 pub(crate) mod sandboxes;
+mod session;
 
 use std::sync::Arc;
 
@@ -95,6 +98,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("POST", "/mcp"),
     ("DELETE", "/mcp"),
+    // What the web console needs (docs/console.md).
+    ("GET", "/v1/whoami"),
+    ("POST", "/v1/tickets"),
+    ("GET", "/v1/metrics"),
+    ("POST", "/v1/freeze-all"),
+    ("POST", "/v1/thaw-all"),
+    ("GET", "/v1/sandboxes/{id}/policy"),
+    ("GET", "/v1/sandboxes/{id}/policy/explain"),
+    ("GET", "/v1/audit/verify"),
+    // The console itself (crates/console): public static files.
+    ("GET", "/"),
+    ("GET", "/ui"),
+    ("GET", "/ui/"),
+    ("GET", "/ui/{*path}"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -130,6 +147,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/thaw", post(control::thaw))
         .route("/v1/kill-all", post(control::kill_all))
         .route("/metrics", get(metrics::prometheus))
+        .route("/v1/whoami", get(session::whoami))
+        .route("/v1/tickets", post(session::ticket))
+        .route("/v1/metrics", get(fleet::stream))
+        .route("/v1/freeze-all", post(fleet::freeze_all))
+        .route("/v1/thaw-all", post(fleet::thaw_all))
+        .route("/v1/sandboxes/{id}/policy", get(policy::show))
+        .route("/v1/sandboxes/{id}/policy/explain", get(policy::explain))
+        .route("/v1/audit/verify", get(audit::verify))
+        .merge(safehouse_console::router())
         .route("/mcp", post(crate::mcp::http::post).delete(crate::mcp::http::delete))
         .route("/v2/sandboxes", post(e2b::control::create).get(e2b::control::list))
         .route("/sandboxes/{id}", get(e2b::control::get).delete(e2b::control::kill))

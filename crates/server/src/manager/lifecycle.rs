@@ -528,6 +528,21 @@ impl Manager {
         }
     }
 
+    /// The sandbox's effective policy as the daemon recorded it at creation (JSON); `None`
+    /// for a sandbox recorded without one.
+    pub async fn policy(&self, tenant: &str, id: &str) -> Result<Option<serde_json::Value>, ManagerError> {
+        if !ids::is_sandbox_id(id) {
+            return Err(ManagerError::NotFound);
+        }
+        let store = self.inner.store.clone();
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        match tokio::task::spawn_blocking(move || store.get_sandbox(&tenant, &id)).await.map_err(internal)? {
+            Ok(Some(rec)) => Ok(rec.policy),
+            Ok(None) => Err(ManagerError::NotFound),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
     /// Idempotent: killing a killed sandbox succeeds.
     pub async fn kill(&self, tenant: &str, id: &str) -> Result<(), ManagerError> {
         match self.live(tenant, id) {
