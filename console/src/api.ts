@@ -38,8 +38,8 @@ export interface StreamOptions {
   signal: AbortSignal;
   /** Called when the stream is (re)connected. */
   onOpen?: () => void;
-  /** Called when it broke; it is retried unless the error is final (4xx). */
-  onError?: (e: unknown) => void;
+  /** Called when it broke; `retrying` is false for a final error (a 4xx). */
+  onError?: (e: unknown, retrying: boolean) => void;
   /** Called when the server ended it (no retry). */
   onEnd?: () => void;
   /** Reconnect after the server ends the stream (default: no). */
@@ -117,8 +117,9 @@ export class Api {
           }
         } catch (e) {
           if (opts.signal.aborted) return;
-          opts.onError?.(e);
-          if (e instanceof ApiError && e.status < 500) return;
+          const final = e instanceof ApiError && e.status < 500;
+          opts.onError?.(e, !final);
+          if (final) return;
         }
         await sleep(delay, opts.signal);
         delay = Math.min(delay * 2, 10_000);

@@ -147,7 +147,7 @@ export class EventLog {
       signal: this.abort.signal,
       onOpen: () => setText(this.statusEl, 'live'),
       onEnd: () => setText(this.statusEl, 'ended'),
-      onError: (e) => setText(this.statusEl, `reconnecting (${e instanceof Error ? e.message : String(e)})`),
+      onError: (e, retrying) => setText(this.statusEl, `${retrying ? 'reconnecting' : 'stopped'} (${e instanceof Error ? e.message : String(e)})`),
     });
   }
 

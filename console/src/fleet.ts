@@ -381,8 +381,8 @@ export function fleetView(ctx: Ctx): View {
         setText(status, 'live');
         status.className = 'live';
       },
-      onError: (e) => {
-        setText(status, `reconnecting (${e instanceof Error ? e.message : String(e)})`);
+      onError: (e, retrying) => {
+        setText(status, `${retrying ? 'reconnecting' : 'stopped'} (${e instanceof Error ? e.message : String(e)})`);
         status.className = 'muted';
       },
     },
