@@ -2,6 +2,8 @@
 //! build time, so starting a sandbox does not pay for the compilation. A unit test in
 //! `seccomp_program.rs` checks the embedded program equals a fresh compilation.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write;
 
 fn main() {

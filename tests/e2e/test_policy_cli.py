@@ -5,12 +5,12 @@ import tomllib
 
 import pytest
 
-from .support import BIN
+from .support import BIN, skip_or_fail
 
 
 def policy_cmd(*args):
     if not BIN:
-        pytest.skip("safehouse binary not built (set SAFEHOUSE_BIN)")
+        skip_or_fail("safehouse binary not built (set SAFEHOUSE_BIN)")
     return subprocess.run([BIN, "policy", *args], capture_output=True, text=True, timeout=30)
 
 
@@ -102,7 +102,7 @@ def test_tools_allow_patterns(tmp_path):
     path = tmp_path / "tools.toml"
     path.write_text('version = 1\n[tools]\nallow = ["/usr/bin/python3*", "/usr/bin/git"]\n')
     if policy_cmd("check", str(path)).returncode != 0:
-        pytest.skip("this build refuses tools.allow (the tool allowlist is not merged yet)")
+        skip_or_fail("this build refuses tools.allow")
     r = explain([str(path)], "--exec", "/usr/bin/python3.12")
     assert r.returncode == 0 and 'tools.allow[0] = "/usr/bin/python3*"' in r.stdout, r
     r = explain([str(path)], "--exec", "/usr/bin/curl")

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from .support import IS_ROOT, MiB, WebSocket, free_port, wait_for
+from .support import MiB, WebSocket, free_port, require_root, wait_for
 
 SERVICES = (Path(__file__).parent / "port_services.py").read_bytes()
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="the port proxy needs a root daemon (setns)")
+@pytest.fixture(autouse=True)
+def _needs_root():
+    require_root("the port proxy needs a root daemon (setns)")
 
 
 def ports(sid, port, rest=""):

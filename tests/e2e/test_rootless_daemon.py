@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .support import IS_ROOT, pid_alive, running_daemon, wait_for
+from .support import IS_ROOT, pid_alive, require_root, running_daemon, wait_for
 from .test_events import read_sse
 
 USER = "nobody"
@@ -26,7 +26,7 @@ def host_uids(pid):
 @pytest.fixture(scope="module")
 def rootless():
     if not IS_ROOT:
-        pytest.skip("needs root to start a daemon as another user")
+        require_root("to start a daemon as another user")
     d = running_daemon(run_as=USER)
     yield d
     d.cleanup()

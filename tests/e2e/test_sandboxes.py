@@ -154,3 +154,10 @@ def test_tool_allowlist_in_a_daemon_sandbox(api):
         api.kill(sb["id"])
     r = api.post("/v1/sandboxes", {"policy": {"tools": {"allow": ["/usr/bin/no-such-tool"]}}})
     assert r.status == 400 and "tools.allow: /usr/bin/no-such-tool" in r.json()["error"]["message"], r
+    # Two patterns may name one file (merged /usr: /bin/sh and /usr/bin/sh): accepted.
+    sb = api.create(policy={"tools": {"allow": ["/bin/sh", "/usr/bin/sh"]}})
+    try:
+        out = api.exec(sb["id"], ["/bin/sh", "-c", "echo ok"])
+        assert (out["exit_code"], out["stdout"]) == (0, "ok\n"), out
+    finally:
+        api.kill(sb["id"])

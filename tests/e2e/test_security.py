@@ -3,6 +3,8 @@ request validation (API-03) and the Host check against DNS rebinding (API-07).""
 import json
 import secrets
 import string
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -213,3 +215,33 @@ def test_proc_links_are_not_read_from_the_host_side(api, sandbox):
     if entries.status == 200:
         for e in entries.json()["entries"]:
             assert "safehouse" not in e.get("symlink_target", "") and "/work" not in e.get("symlink_target", ""), e
+
+
+SOCKET_PROBE = r"""
+import errno, json, socket, sys
+out = {}
+for name, fam, typ, proto in json.loads(sys.argv[1]):
+    try:
+        socket.socket(fam, typ, proto).close()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode[e.errno]
+print(json.dumps(out))
+"""
+# TCP and UDP only (KS-02, the threat model's list); MPTCP and UDP-Lite exist on this kernel.
+SOCKETS = [("tcp", 2, 1, 6), ("udp6", 10, 2, 17), ("mptcp", 2, 1, 262), ("mptcp6", 10, 1, 262),
+           ("udplite", 2, 2, 136), ("udplite6", 10, 2, 136)]
+
+
+def test_daemon_sandboxes_get_tcp_and_udp_sockets_only(api, sandbox):
+    """KS-02 in a daemon sandbox: the same filter as `safehouse run`. Outside first: each
+    socket can be made on this host (the positive control)."""
+    arg = json.dumps(SOCKETS)
+    outside = json.loads(subprocess.run([sys.executable, "-c", SOCKET_PROBE, arg], check=True,
+                                        capture_output=True, text=True).stdout)
+    assert outside == {name: "ok" for name, *_ in SOCKETS}, outside
+    r = api.exec(sandbox["id"], ["python3", "-c", SOCKET_PROBE, arg])
+    assert r["exit_code"] == 0, r
+    inside = json.loads(r["stdout"])
+    assert inside == {"tcp": "ok", "udp6": "ok", "mptcp": "EPROTONOSUPPORT", "mptcp6": "EPROTONOSUPPORT",
+                      "udplite": "EPROTONOSUPPORT", "udplite6": "EPROTONOSUPPORT"}, inside

@@ -845,6 +845,19 @@ SOCKETS = [
     ("unix-stream", 1, socket.SOCK_STREAM, 0),
     ("inet-stream", 2, socket.SOCK_STREAM, 0),
     ("inet6-dgram", 10, socket.SOCK_DGRAM, 0),
+    ("inet-tcp", 2, socket.SOCK_STREAM, 6),
+    ("inet6-udp", 10, socket.SOCK_DGRAM, 17),
+    # protocols beyond TCP and UDP on inet sockets (the threat model allows only those)
+    ("inet-mptcp", 2, socket.SOCK_STREAM, 262),
+    ("inet6-mptcp", 10, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 262),
+    ("inet-udplite", 2, socket.SOCK_DGRAM, 136),
+    ("inet6-udplite", 10, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 136),
+    ("inet-icmp-ping", 2, socket.SOCK_DGRAM, 1),
+    ("inet6-icmp-ping", 10, socket.SOCK_DGRAM, 58),
+    ("inet-sctp", 2, socket.SOCK_STREAM, 132),
+    ("inet-smc", 2, socket.SOCK_STREAM, 256),
+    ("inet-sctp-seqpacket", 2, socket.SOCK_SEQPACKET, 132),
+    ("inet-dccp", 2, 6, 33),  # SOCK_DCCP, IPPROTO_DCCP
 ]
 
 
@@ -863,6 +876,11 @@ def ks02():
     sv = ctypes.create_string_buffer(8)
     r, e = sc(53, 16, socket.SOCK_RAW, 0, sv)  # socketpair(AF_NETLINK)
     emit("KS-02", "socketpair-netlink", r >= 0, e, None)
+    # the kernel reads protocol as an int: high bits must not smuggle MPTCP past the filter
+    r, e = sc(41, 2, socket.SOCK_STREAM, (1 << 32) | 262)
+    if r >= 0:
+        os.close(r)
+    emit("KS-02", "inet-mptcp-high-bits", r >= 0, e, None)
 
 
 @probe("KS-03")

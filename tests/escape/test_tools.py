@@ -44,6 +44,14 @@ def test_allowed_tool_runs(mode, policy_file):
     assert (res.rc, res.stdout) == (0, "py ok\n"), res.stderr
 
 
+def test_two_patterns_naming_one_file_both_match(mode, policy_file):
+    """Merged /usr: /bin/sh and /usr/bin/sh name one file. Each pattern matches it (it was
+    refused as "matches no file" when the second pattern found the file already granted)."""
+    policy = policy_file('[tools]\nallow = ["/bin/sh", "/usr/bin/sh", "/bin/true"]\n')
+    res = inside(mode, policy, ["/bin/sh", "-c", "/bin/true && echo ok"])
+    assert (res.rc, res.stdout) == (0, "ok\n"), res.stderr
+
+
 def test_unlisted_command_is_refused_with_eacces(mode, policy_file):
     assert run_outside(["/bin/ls", "/"]).rc == 0
     res = inside(mode, policy_file(ALLOW), ["/bin/ls", "/"])

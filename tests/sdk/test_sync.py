@@ -16,6 +16,8 @@ from safehouse import (AuthenticationError, CommandExitException, CommandResult,
                        SandboxNotRunningError, ServerError, CapacityError)
 from safehouse.exceptions import error_from_response  # noqa: E402
 
+from e2e.support import require_root  # noqa: E402
+
 MiB = 1 << 20
 
 
@@ -168,7 +170,7 @@ def test_run_timeout_reports_timed_out(sbx):
 
 def test_run_memory_limit(sbx):
     if os.geteuid() != 0:
-        pytest.skip("needs root: per-command memory limits need cgroups")
+        require_root("per-command memory limits need cgroups")
     code = "b = bytearray(200 * 1024 * 1024); print(len(b))"
     r = sbx.commands.run(["python3", "-c", code], memory="64MiB", raise_on_error=False)
     assert r.oom_killed is True and r.exit_code != 0, r

@@ -20,6 +20,8 @@
 //! defensively (a malformed stream closes that connection, nothing else), and needs
 //! nothing from sandboxed processes: they only ever see their own pipes and terminal.
 
+#![forbid(unsafe_code)]
+
 mod conn;
 mod output;
 mod proc;

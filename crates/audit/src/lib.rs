@@ -28,6 +28,8 @@
 //!   see records cut off after the last checkpoint, nor whole trailing segments: compare
 //!   [`Report::last_checkpoint`]/[`Report::last_hash`] with a copy kept elsewhere.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod export;
 mod key;

@@ -1,6 +1,8 @@
 //! `safehouse`: the one binary. Each subcommand lives in its own module under `cmd/` and
 //! calls into the library crates; this file only parses arguments.
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 
 mod cmd;

@@ -49,6 +49,8 @@
 //! (`ip:port` of a DNS server to ask instead of the system resolver). Both are operator and
 //! test settings, never something the sandboxed side can set.
 
+#![forbid(unsafe_code)]
+
 mod approve;
 pub mod dns;
 mod gateway;

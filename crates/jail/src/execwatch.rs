@@ -1,25 +1,28 @@
-//! Exec observation for daemon sandboxes (docs/adr/0005-exec-observation.md).
+//! The exec-interception pipeline, one for `safehouse run` and the daemon
+//! (docs/adr/0005-exec-observation.md, docs/adr/0007-one-exec-pipeline.md).
 //!
-//! Every execve/execveat in a daemon sandbox stops on a seccomp user notification (the
-//! filter of setup step 8b). The [`Watcher`], one host thread per sandbox, reads what the
-//! caller asked to run (path, argv, cwd, parent) from /proc, checks the notification is
-//! still valid, lets the exec continue and reports an [`ExecRecord`]. It also opens a
-//! pidfd on each exec'd process and reports an [`ExitRecord`] when it ends, with the
-//! status and CPU time as far as it could learn them (see [`ExitRecord`]).
+//! Every execve/execveat of a sandbox with the exec filter (setup step `exec
+//! notification`: daemon sandboxes always, `run` with `tools.limits`) stops on a seccomp
+//! user notification. The [`Watcher`], one host thread per sandbox, reads the exec once
+//! ([`read`]: path, and as its parts need them argv, cwd, ids, and the file by (dev, ino)
+//! resolved beneath the sandbox's root), checks the notification is still valid, answers,
+//! and hands the rest to its parts, each switched on by [`Options`]:
 //!
-//! With `tools.limits` ([`ToolLimits`]), the watcher also identifies the exec'd file by
-//! (dev, ino) inside the sandbox's root and, for a limited tool, has the shared
-//! [`Limiter`] (crate::toollimit) move the caller into the tool's cgroup and arm its
-//! timeout before it answers CONTINUE (one notification per exec; nothing of it runs for
-//! sandboxes without `tools.limits`).
+//! - observation (the daemon): an [`ExecRecord`] per exec, and a pidfd on each exec'd
+//!   process for an [`ExitRecord`] when it ends, with the status and CPU time as far as
+//!   it could learn them (see [`ExitRecord`]);
+//! - allow list (`tools.allow`, [`AllowList`]): an exec of a file it does not list goes
+//!   to [`Hooks::denied`] (the kernel refused it; Landlock enforces);
+//! - tool limits (`tools.limits`, [`ToolLimits`]): a limited tool is moved into its own
+//!   cgroup by the shared [`Limiter`] (crate::toollimit), its timeout armed, before the
+//!   answer; an exec whose file cannot be identified is refused.
 //!
 //! Fail closed: the exec waits for the watcher. If no process holds the listener any
-//! more, the kernel fails every exec in the sandbox with ENOSYS. A [`keeper`] process
-//! holds a copy across daemon restarts, so a restarted daemon picks the listener up again
-//! (execs wait meanwhile).
+//! more, the kernel fails every exec in the sandbox with ENOSYS. In the daemon a
+//! [`keeper`] process holds a copy across daemon restarts, so a restarted daemon picks
+//! the listener up again (execs wait meanwhile).
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -29,14 +32,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use safehouse_sys::files::{self as sf, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
-use safehouse_sys::process::process_vm_read;
 use safehouse_sys::seccomp as sc;
 
 use crate::cgroup::CgroupSupport;
 use crate::toollimit::{Limiter, ToolEvent, ToolTable};
+pub use crate::tools::AllowList;
+use read::{Exec, Want};
 
 pub mod keeper;
+mod read;
 
 /// Most arguments recorded per exec; more are dropped and the record marked truncated.
 pub const MAX_ARGS: usize = 64;
@@ -97,12 +101,15 @@ pub struct ExitRecord {
     pub cpu_ms: Option<u64>,
 }
 
-/// What the watcher calls; both run on the watcher's thread after the exec continued, so
+/// What the watcher calls; all run on the watcher's thread after the exec continued, so
 /// they must be quick (queue, don't block).
 pub type ExecHook = Arc<dyn Fn(ExecRecord) + Send + Sync>;
 pub type ExitHook = Arc<dyn Fn(ExitRecord) + Send + Sync>;
 /// A limited tool's run (`tools.limits`) started or ended.
 pub type ToolHook = Arc<dyn Fn(ToolNote) + Send + Sync>;
+/// With an [`AllowList`]: an exec of a file it does not list (the kernel refuses it with
+/// EACCES; Landlock enforces, this only tells), called before the record's [`ExecHook`].
+pub type DeniedHook = Arc<dyn Fn(&ExecRecord) + Send + Sync>;
 
 /// What the watcher says of limited tool runs.
 #[derive(Debug, Clone)]
@@ -114,11 +121,36 @@ pub enum ToolNote {
     Ended { run: ToolEvent, pid: i32 },
 }
 
+/// The pipeline's hooks: observation (exec, exit), allow-list (denied) and tool limits
+/// (tool).
 #[derive(Clone)]
 pub struct Hooks {
     pub exec: ExecHook,
     pub exit: ExitHook,
     pub tool: ToolHook,
+    pub denied: DeniedHook,
+}
+
+impl Hooks {
+    /// Hooks that do nothing (a pipeline without observation, e.g. `safehouse run`'s, sets
+    /// only [`Hooks::tool`]).
+    pub fn none() -> Hooks {
+        Hooks { exec: Arc::new(|_| {}), exit: Arc::new(|_| {}), tool: Arc::new(|_| {}), denied: Arc::new(|_| {}) }
+    }
+}
+
+/// What one sandbox's pipeline does besides letting each exec go on.
+#[derive(Default)]
+pub struct Options {
+    /// Observation: an [`ExecRecord`] per exec and an [`ExitRecord`] per exit (the
+    /// daemon). Off, only what the other parts need is read (`safehouse run`).
+    pub observe: bool,
+    /// `tools.allow`: the files the sandbox may exec; an exec of another one goes to
+    /// [`Hooks::denied`] (with `observe`).
+    pub allowed: Option<AllowList>,
+    /// `tools.limits`: enforced (a limited tool is confined before its exec goes on; an
+    /// exec that cannot be identified is refused).
+    pub tools: Option<ToolLimits>,
 }
 
 /// `tools.limits` of a daemon sandbox, for its watcher.
@@ -155,19 +187,11 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts answering `listener`'s notifications. The thread ends when the sandbox is
-    /// gone (the listener hangs up) or at [`Watcher::stop`].
-    pub fn start(listener: OwnedFd, hooks: Hooks, name: &str) -> std::io::Result<Watcher> {
-        Watcher::start_limited(listener, hooks, name, None)
-    }
-
-    /// [`Watcher::start`], enforcing `tools.limits` when `tools` is given.
-    pub fn start_limited(
-        listener: OwnedFd,
-        hooks: Hooks,
-        name: &str,
-        tools: Option<ToolLimits>,
-    ) -> std::io::Result<Watcher> {
+    /// Starts answering `listener`'s notifications with the parts `opts` turns on. The
+    /// thread ends when the sandbox is gone (the listener hangs up) or at
+    /// [`Watcher::stop`].
+    pub fn start(listener: OwnedFd, hooks: Hooks, name: &str, opts: Options) -> std::io::Result<Watcher> {
+        let Options { observe, allowed, tools } = opts;
         let (stop_r, stop_w) = safehouse_sys::fs::pipe()?;
         let stats = Arc::new(std::sync::Mutex::new(Stats::default()));
         let stats2 = stats.clone();
@@ -183,6 +207,8 @@ impl Watcher {
                 let mut w = Watch {
                     listener,
                     hooks,
+                    observe,
+                    allowed,
                     exits: HashMap::new(),
                     stats: stats2,
                     root: None,
@@ -231,10 +257,13 @@ struct Followed {
 struct Watch {
     listener: OwnedFd,
     hooks: Hooks,
+    /// Records and exits (see [`Options::observe`]).
+    observe: bool,
+    allowed: Option<AllowList>,
     /// By host pid.
     exits: HashMap<i32, Followed>,
     stats: Arc<std::sync::Mutex<Stats>>,
-    /// The sandbox's root directory (see [`Watch::read_seen`]).
+    /// The sandbox's root directory (see [`Watch::read`]).
     root: Option<File>,
     /// With `tools.limits` only.
     limiter: Option<Limiter>,
@@ -311,18 +340,25 @@ impl Watch {
     }
 
     /// With tools.limits: the answer to an exec. A limited tool is moved into its cgroup
-    /// first; an exec that cannot be identified, or whose limits cannot be applied, is
-    /// refused (fail closed).
-    fn tool_verdict(&mut self, seen: Option<&Seen>, valid: bool) -> Option<i32> {
+    /// first; an exec whose file cannot be identified, or whose limits cannot be applied,
+    /// is refused (fail closed), with the errno the exec would have failed with where
+    /// there is one (ENOENT for a path that names nothing).
+    fn tool_verdict(&mut self, exec: &Result<Exec, i32>, valid: bool) -> Option<i32> {
         let l = self.limiter.as_mut()?;
-        let seen = match seen {
-            Some(s) if valid => s,
-            _ => return Some(libc::EACCES),
+        let exec = match exec {
+            Ok(e) if valid => e,
+            Ok(_) => return Some(libc::EACCES),
+            Err(errno) => return Some(*errno),
         };
-        let limit = seen.file.and_then(|(dev, ino)| l.tool_of(dev, ino))?;
-        match l.confine(seen.rec.host_pid, limit) {
+        let (dev, ino) = match exec.target.id() {
+            Ok(id) => id,
+            Err(errno) => return Some(errno),
+        };
+        let limit = l.tool_of(dev, ino)?;
+        let (host_pid, pid) = exec.ids.as_ref().map_or((0, 0), |i| (i.tgid, i.ns_pid));
+        match l.confine(host_pid, limit) {
             Ok(origin) => {
-                self.tool_pids.insert(seen.rec.host_pid, seen.rec.pid);
+                self.tool_pids.insert(host_pid, pid);
                 (self.hooks.tool)(ToolNote::Started { origin });
                 None
             }
@@ -334,44 +370,67 @@ impl Watch {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Reads what must be read while the caller waits (its memory, working directory,
-    /// ids, whether the file exists), checks the notification still stands, answers
-    /// CONTINUE, then completes the record (the parent's id), follows the process and
-    /// reports. Observation never refuses an exec; only `tools.limits` can, when a limited
-    /// tool cannot be identified or confined (fail closed). Everything the caller
+    /// What must be read while the caller waits: with observation its memory, working
+    /// directory and ids; with tools.limits its ids and the file's (dev, ino); always the
+    /// path and whether it names a file.
+    fn want(&self) -> Want {
+        let limits = self.limiter.is_some();
+        Want { record: self.observe, ids: self.observe || limits, identify: limits || self.allowed.is_some() }
+    }
+
+    /// Reads what [`Watch::want`] says while the caller waits, checks the notification
+    /// still stands, answers (CONTINUE, unless `tools.limits` refuses), then completes the
+    /// record (the parent's id), checks it against the allow list, follows the process
+    /// and reports. Observation never refuses an exec; only `tools.limits` can, when a
+    /// limited tool cannot be identified or confined (fail closed). Everything the caller
     /// does not have to wait for happens after the answer (each /proc read costs 10–30 µs
     /// on a small VM, and the exec waits for all of them).
     fn handle(&mut self, n: sc::Notification) {
-        let seen = self.read_seen(&n);
+        let exec = self.read(&n);
         // Held before the answer, so even a process that ends at once is followed to its
         // exit (the kernel keeps the exit status for a pidfd holder, see `exited`).
-        let pidfd = seen
-            .as_ref()
-            .filter(|s| s.found && !self.exits.contains_key(&s.rec.host_pid))
-            .and_then(|s| safehouse_sys::process::pidfd_open(s.rec.host_pid).ok());
+        let pidfd = match (&exec, self.observe) {
+            (Ok(e), true) if e.target.found() => e
+                .ids
+                .as_ref()
+                .filter(|i| !self.exits.contains_key(&i.tgid))
+                .and_then(|i| safehouse_sys::process::pidfd_open(i.tgid).ok()),
+            _ => None,
+        };
         let valid = sc::notif_id_valid(self.listener.as_fd(), n.id);
-        let verdict = if self.limiter.is_some() { self.tool_verdict(seen.as_ref(), valid) } else { None };
+        let verdict = if self.limiter.is_some() { self.tool_verdict(&exec, valid) } else { None };
         let _ = sc::notif_respond(self.listener.as_fd(), n.id, verdict);
-        match seen {
-            Some(seen) if valid && seen.found => {
-                let rec = seen.complete();
+        match exec {
+            Ok(exec) if valid && exec.target.found() => {
+                if !self.observe {
+                    return;
+                }
+                let denied = match (&self.allowed, exec.target.id()) {
+                    (Some(allowed), Ok((dev, ino))) => !allowed.allows(dev, ino),
+                    _ => false,
+                };
+                let Some(rec) = record(exec) else { return };
+                if denied {
+                    (self.hooks.denied)(&rec);
+                }
                 self.follow(&rec, pidfd);
                 self.bump(|s| s.execs += 1);
                 (self.hooks.exec)(rec);
             }
-            Some(_) if valid => self.bump(|s| s.missing += 1),
+            Ok(_) if valid => self.bump(|s| s.missing += 1),
             _ => self.bump(|s| s.dropped_invalid += 1),
         }
     }
 
-    /// [`read_seen`] with the sandbox's root directory, opened once: every process under
+    /// [`read::read`] with the sandbox's root directory, opened once: every process under
     /// this listener shares it (the sandbox's seccomp program refuses chroot, pivot_root,
     /// unshare and setns, so no process can move to another root).
-    fn read_seen(&mut self, n: &sc::Notification) -> Option<Seen> {
+    fn read(&mut self, n: &sc::Notification) -> Result<Exec, i32> {
         if self.root.is_none() && n.pid != 0 {
             self.root = File::open(format!("/proc/{}/root", n.pid)).ok();
         }
-        read_seen(n, self.root.as_ref()?, self.limiter.is_some())
+        let want = self.want();
+        read::read(n, self.root.as_ref().ok_or(libc::ESRCH)?, want)
     }
 
     /// Follows `rec`'s process to its exit, with `pidfd` when one was opened already.
@@ -394,7 +453,7 @@ impl Watch {
             Ok(pidfd) => {
                 // Read after the pidfd is held: if the process is already gone, the stat
                 // is missing (exit status unknown), never another process's.
-                let start_time = read_stat(rec.host_pid).map(|s| s.start_time);
+                let start_time = read::read_stat(rec.host_pid).map(|s| s.start_time);
                 self.exits.insert(rec.host_pid, Followed { pidfd, pid: rec.pid, start_time, since: Instant::now() });
             }
             Err(_) => self.bump(|s| s.exits_unwatched += 1),
@@ -405,7 +464,7 @@ impl Watch {
         // Still a zombie of the same process (same start time)? Then its stat is final.
         // Reaped already? Then the kernel's copy of the status (Linux 6.15+), without the
         // CPU time, which went with the zombie.
-        let zombie = read_stat(host_pid).filter(|s| s.state == 'Z' && Some(s.start_time) == f.start_time);
+        let zombie = read::read_stat(host_pid).filter(|s| s.state == 'Z' && Some(s.start_time) == f.start_time);
         let (status, cpu_ms) = match zombie {
             Some(s) => (Some(s.exit_status), Some(s.cpu_ticks * 1000 / clock_ticks())),
             None => (safehouse_sys::process::pidfd_exit_status(f.pidfd.as_fd()), None),
@@ -437,255 +496,23 @@ fn clock_ticks() -> u64 {
     100
 }
 
-/// What the watcher needs from /proc/PID/stat.
-struct Stat {
-    state: char,
-    start_time: u64,
-    cpu_ticks: u64,
-    exit_status: i32,
-}
-
-/// Reads a small /proc file (a few KiB at most) without the size probe and the growing
-/// buffer of `read_to_string`.
-fn read_proc(path: &str) -> Option<String> {
-    let mut f = File::open(path).ok()?;
-    let mut buf = [0u8; 4096];
-    let mut len = 0;
-    while len < buf.len() {
-        match std::io::Read::read(&mut f, &mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(_) => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-}
-
-fn read_stat(pid: i32) -> Option<Stat> {
-    let text = read_proc(&format!("/proc/{pid}/stat"))?;
-    let after = text.rsplit_once(") ")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields counted from 3 (state) in proc(5).
-    let at = |n: usize| f.get(n - 3).copied();
-    let num = |n: usize| at(n).and_then(|v| v.parse::<u64>().ok());
-    Some(Stat {
-        state: at(3)?.chars().next()?,
-        start_time: num(22)?,
-        cpu_ticks: num(14)? + num(15)?,
-        exit_status: at(52).and_then(|v| v.parse().ok()).unwrap_or(0),
-    })
-}
-
-/// The ids of a process from one read of /proc/PID/status.
-#[derive(Debug, PartialEq, Eq)]
-struct Ids {
-    /// Thread group id (the process) on the host.
-    tgid: i32,
-    /// Its parent on the host.
-    ppid: i32,
-    /// The process in its innermost pid namespace (`NStgid:`'s last entry).
-    ns_pid: i32,
-    /// How deep that namespace is (entries of `NStgid:`).
-    depth: usize,
-}
-
-fn read_ids(pid: i32) -> Option<Ids> {
-    let text = read_proc(&format!("/proc/{pid}/status"))?;
-    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name));
-    let ns: Vec<i32> = field("NStgid:")?.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    Some(Ids {
-        tgid: field("Tgid:")?.trim().parse().ok()?,
-        ppid: field("PPid:")?.trim().parse().ok()?,
-        ns_pid: *ns.last()?,
-        depth: ns.len(),
-    })
-}
-
-/// What is read of an exec while its caller waits.
-struct Seen {
-    /// The record, its `ppid` still 0 (see [`Seen::complete`]).
-    rec: ExecRecord,
-    host_ppid: i32,
-    depth: usize,
-    /// The path names a file in the sandbox (else: a $PATH search's miss).
-    found: bool,
-    /// With tools.limits only: that file's (dev, ino).
-    file: Option<(u64, u64)>,
-}
-
-impl Seen {
-    /// Adds the parent's id in the sandbox, read after the exec went on: the parent waits
-    /// for (or at least outlives the start of) its child; if it is gone by now, 0.
-    fn complete(mut self) -> ExecRecord {
-        self.rec.ppid = match read_ids(self.host_ppid) {
-            Some(p) if p.depth == self.depth => p.ns_pid,
-            _ => 0,
-        };
-        self.rec
-    }
-}
-
-/// Reads notification `n`'s exec (None: the caller vanished or is unreadable); with
-/// `identify`, also the (dev, ino) of the file it names.
-fn read_seen(n: &sc::Notification, root: &File, identify: bool) -> Option<Seen> {
-    if n.pid == 0 {
-        return None;
-    }
-    let (dirfd, path_ptr, argv_ptr, flags) = match n.nr as libc::c_long {
-        libc::SYS_execve => (libc::AT_FDCWD, n.args[0], n.args[1], 0),
-        libc::SYS_execveat => (n.args[0] as i32, n.args[1], n.args[2], n.args[4] as i32),
-        _ => return None,
+/// The record of an exec read with [`Want::record`], its parent's id in the sandbox read
+/// now, after the exec went on: the parent waits for (or at least outlives the start of)
+/// its child; if it is gone by now, 0.
+fn record(exec: Exec) -> Option<ExecRecord> {
+    let ids = exec.ids?;
+    let ppid = match read::read_ids(ids.ppid) {
+        Some(p) if p.depth == ids.depth => p.ns_pid,
+        _ => 0,
     };
-    // n.pid is the calling thread; the process is its thread group.
-    let tid = n.pid as i32;
-    let (path, path_cut) = read_cstr(tid, path_ptr, libc::PATH_MAX as usize)?;
-    let (argv, argv_cut) = read_argv(tid, argv_ptr);
-    let cwd = std::fs::read_link(format!("/proc/{tid}/cwd")).ok()?;
-    let ids = read_ids(tid)?;
-    let (found, file) = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-        // execveat(fd, "", AT_EMPTY_PATH): the file is the descriptor itself.
-        let file = if identify {
-            use std::os::unix::fs::MetadataExt;
-            let st = std::fs::metadata(format!("/proc/{tid}/fd/{dirfd}")).ok()?;
-            Some((st.dev(), st.ino()))
-        } else {
-            None
-        };
-        (true, file)
-    } else {
-        let full = if path.starts_with(b"/") {
-            path.clone()
-        } else {
-            let base = if dirfd == libc::AT_FDCWD {
-                cwd.clone()
-            } else {
-                std::fs::read_link(format!("/proc/{tid}/fd/{dirfd}")).ok()?
-            };
-            let mut full = base.as_os_str().as_bytes().to_vec();
-            full.push(b'/');
-            full.extend_from_slice(&path);
-            full
-        };
-        look_up_in_root(root, &full, identify)
-    };
-    let rec = ExecRecord {
+    Some(ExecRecord {
         pid: ids.ns_pid,
-        ppid: 0,
+        ppid,
         host_pid: ids.tgid,
-        path: String::from_utf8_lossy(&path).into_owned(),
-        argv,
-        cwd: String::from_utf8_lossy(cwd.as_os_str().as_bytes()).into_owned(),
-        truncated: path_cut || argv_cut,
+        path: String::from_utf8_lossy(&exec.path).into_owned(),
+        argv: exec.argv,
+        cwd: exec.cwd.map(|c| String::from_utf8_lossy(c.as_os_str().as_bytes()).into_owned()).unwrap_or_default(),
+        truncated: exec.path_cut || exec.argv_cut,
         time: now_ms(),
-    };
-    Some(Seen { rec, host_ppid: ids.ppid, depth: ids.depth, found, file })
-}
-
-/// Whether `path` names a file inside `root` (symlinks and `..` stay in it) and, with
-/// `identify`, its (dev, ino).
-fn look_up_in_root(root: &File, path: &[u8], identify: bool) -> (bool, Option<(u64, u64)>) {
-    let Ok(c) = CString::new(path) else { return (false, None) };
-    match sf::openat2(root.as_fd(), &c, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) {
-        Ok(fd) if identify => (true, sf::fstat(fd.as_fd()).ok().map(|st| (st.dev, st.ino))),
-        Ok(_) => (true, None),
-        Err(_) => (false, None),
-    }
-}
-
-/// Reads bytes at `addr` in process `pid` until a NUL, at most `cap`; (bytes, cut). None
-/// if unreadable.
-fn read_cstr(pid: i32, addr: u64, cap: usize) -> Option<(Vec<u8>, bool)> {
-    let mut out: Vec<u8> = Vec::new();
-    let mut at = addr;
-    while out.len() < cap {
-        let page_left = 4096 - (at % 4096) as usize;
-        let mut buf = vec![0u8; page_left.min(cap - out.len())];
-        let n = process_vm_read(pid, at, &mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
-            out.extend_from_slice(&buf[..end]);
-            return Some((out, false));
-        }
-        out.extend_from_slice(&buf[..n]);
-        at += n as u64;
-    }
-    Some((out, true))
-}
-
-/// Reads the argv array at `addr` in process `pid` within the caps; (args, cut).
-fn read_argv(pid: i32, addr: u64) -> (Vec<String>, bool) {
-    let mut args = Vec::new();
-    let mut total = 0usize;
-    if addr == 0 {
-        return (args, false);
-    }
-    // The pointer array, MAX_ARGS + 1 entries (one more tells whether there are more).
-    let mut ptrs = vec![0u8; (MAX_ARGS + 1) * 8];
-    let mut got = 0;
-    while got < ptrs.len() {
-        match process_vm_read(pid, addr + got as u64, &mut ptrs[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    for (i, chunk) in ptrs[..got - got % 8].chunks_exact(8).enumerate() {
-        let p = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
-        if p == 0 {
-            return (args, false);
-        }
-        if i == MAX_ARGS || total >= MAX_ARGV_BYTES {
-            return (args, true);
-        }
-        let cap = MAX_ARG_BYTES.min(MAX_ARGV_BYTES - total);
-        let Some((bytes, cut)) = read_cstr(pid, p, cap) else { return (args, true) };
-        total += bytes.len();
-        args.push(String::from_utf8_lossy(&bytes).into_owned());
-        if cut {
-            return (args, true);
-        }
-    }
-    // The array ended unreadable before its NULL.
-    (args, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn argv_is_read_with_caps() {
-        let me = std::process::id() as i32;
-        let a = CString::new("hello").unwrap();
-        let b = CString::new("x".repeat(MAX_ARG_BYTES + 10)).unwrap();
-        let ptrs: Vec<u64> = vec![a.as_ptr() as u64, a.as_ptr() as u64, 0];
-        let (args, cut) = read_argv(me, ptrs.as_ptr() as u64);
-        assert_eq!((args, cut), (vec!["hello".to_string(), "hello".to_string()], false));
-        let ptrs: Vec<u64> = vec![a.as_ptr() as u64, b.as_ptr() as u64, 0];
-        let (args, cut) = read_argv(me, ptrs.as_ptr() as u64);
-        assert!(cut);
-        assert_eq!(args.len(), 2);
-        assert_eq!(args[1].len(), MAX_ARG_BYTES);
-        let many: Vec<u64> = std::iter::repeat_n(a.as_ptr() as u64, 100).chain([0]).collect();
-        let (args, cut) = read_argv(me, many.as_ptr() as u64);
-        assert!(cut);
-        assert_eq!(args.len(), MAX_ARGS);
-        let huge: Vec<u64> = std::iter::repeat_n(b.as_ptr() as u64, 20).chain([0]).collect();
-        let (args, cut) = read_argv(me, huge.as_ptr() as u64);
-        assert!(cut);
-        assert!(args.iter().map(|a| a.len()).sum::<usize>() <= MAX_ARGV_BYTES);
-        assert_eq!(read_argv(me, 0), (Vec::new(), false));
-    }
-
-    #[test]
-    fn stat_and_ids_of_self() {
-        let me = std::process::id() as i32;
-        let s = read_stat(me).unwrap();
-        assert!(s.start_time > 0 && s.state != 'Z');
-        let ids = read_ids(me).unwrap();
-        assert_eq!((ids.tgid, ids.ppid), (me, std::os::unix::process::parent_id() as i32));
-        assert!(ids.depth >= 1 && ids.ns_pid > 0);
-        assert_eq!(read_ids(i32::MAX), None);
-    }
+    })
 }

@@ -3,14 +3,13 @@
 //! it exits, the kernel kills whatever is left in the namespace, daemonised grandchildren
 //! included.
 
-use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use safehouse_sys::{fs, process};
+use safehouse_sys::process;
 
+use crate::command::{Command, Reset};
 use crate::report::Report;
 use crate::setup::ChildContext;
 
@@ -59,78 +58,14 @@ pub fn run(mut ctx: ChildContext) -> ! {
     }
 }
 
-/// Finds `name` on PATH the way execvp does, inside the sandbox's filesystem.
-fn resolve(name: &str, path_var: &str) -> Result<String, i32> {
-    if name.contains('/') {
-        return Ok(name.to_string());
-    }
-    let mut saw_eacces = false;
-    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
-        let candidate = format!("{dir}/{name}");
-        match std::fs::metadata(&candidate) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
-            Ok(m) if m.is_file() => saw_eacces = true,
-            _ => {}
-        }
-    }
-    Err(if saw_eacces { libc::EACCES } else { libc::ENOENT })
-}
-
-/// Starts the command: resolved and encoded here, then a child sharing our memory
-/// (`spawn_shared`, no page-table copy) makes it a session leader, takes the terminal,
-/// keeps only stdio, resets signals, enters the working directory and execs. An exec
-/// failure comes back as (errno, path).
+/// Starts the command with the one spawn sequence (crate::command): the command's PATH
+/// searched in the sandbox's filesystem, a new session, the terminal with `--tty` (else
+/// init's own stdio), only stdio kept, the forwarded signals reset, the working directory
+/// (`/` if it is missing), execve. An exec failure comes back as (errno, path).
 fn spawn_command(ctx: &ChildContext) -> Result<i32, (i32, String)> {
-    let path_var = ctx.plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
-    let resolved = resolve(&ctx.argv[0], path_var).map_err(|errno| (errno, ctx.argv[0].clone()))?;
-    let nul = |_| (libc::EINVAL, "an argument or variable contains a NUL byte".to_string());
-    let path = CString::new(resolved.as_str()).map_err(nul)?;
-    let argv: Vec<CString> =
-        ctx.argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>().map_err(nul)?;
-    let envp: Vec<CString> =
-        ctx.plan.env.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>().map_err(nul)?;
-    let cwd = CString::new(ctx.plan.cwd.as_str()).map_err(nul)?;
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
+    let env: Vec<(&str, &str)> = ctx.plan.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cmd =
+        Command::new(&ctx.argv, &env, &ctx.plan.cwd, false, "/usr/bin:/bin").map_err(|e| (e.errno, e.to_string()))?;
     let tty = ctx.tty_slave.as_ref().map(|t| t.as_raw_fd());
-    let mut exec_errno = 0i32;
-
-    let saved =
-        process::block_all_signals().map_err(|e| (e.raw_os_error().unwrap_or(libc::EIO), "signal mask".into()))?;
-    let spawned = process::spawn_shared(&mut || {
-        let _ = process::setsid();
-        if let Some(tty) = tty {
-            for fd in 0..3 {
-                if fs::dup2(tty, fd).is_err() {
-                    exec_errno = libc::EBADF;
-                    return 127;
-                }
-            }
-            let _ = process::set_controlling_tty(0);
-        }
-        // Only stdio stays open.
-        if fs::close_range(3, u32::MAX).is_err() {
-            exec_errno = libc::EBADF;
-            return 127;
-        }
-        for sig in FORWARDED {
-            process::default_signal(sig);
-        }
-        let _ = process::unblock_all_signals();
-        if process::chdir_c(&cwd).is_err() {
-            let _ = process::chdir_c(c"/");
-        }
-        let err = process::execve_raw(&path, &argv_p, &envp_p);
-        exec_errno = err.raw_os_error().unwrap_or(libc::EIO);
-        127
-    });
-    process::restore_sigmask(&saved);
-    let pid = spawned.map_err(|e| (e.raw_os_error().unwrap_or(libc::EIO), "spawn".to_string()))?;
-    if exec_errno != 0 {
-        let _ = process::wait4(pid, false);
-        return Err((exec_errno, resolved));
-    }
-    Ok(pid)
+    cmd.start(tty.map(|t| [t, t, t]), tty.is_some(), &[], Reset::Only(&FORWARDED)).map_err(|e| (e.errno, e.path))
 }

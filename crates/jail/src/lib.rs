@@ -4,17 +4,22 @@
 //! [`setup`] (the ordered setup steps), [`mounts`] (the filesystem view) and [`init`]
 //! (PID 1 of the sandbox).
 
+#![forbid(unsafe_code)]
+
 pub mod cgroup;
+pub mod command;
 pub mod error;
 pub mod execwatch;
 pub mod host;
 pub mod init;
+pub mod kernel;
 pub mod mounts;
 pub mod report;
 pub mod run;
 pub mod seccomp_program;
 pub mod setup;
 pub mod spawn;
+pub mod testkit;
 pub mod toollimit;
 pub mod tools;
 pub mod zygote;

@@ -451,7 +451,7 @@ fn run_in(
     let timeout = plan.limits.timeout;
     // cgroup v2: the cgroup exists before the sandbox and clone3 puts the sandbox in it
     // (CLONE_INTO_CGROUP). v1 has no such flag: the cgroup is created while the sandbox
-    // builds its filesystem, and the sandbox moves itself in (see setup.rs, step 6b).
+    // builds its filesystem, and the sandbox moves itself in (see setup.rs, the `cgroup` step).
     let mut into_cgroup: Option<OwnedFd> = None;
     let mut cg_created_early = false;
     if let Some(f) = early.as_ref().filter(|f| f.cgroups.version == Some(cgroup::CgroupVersion::V2)) {
@@ -675,6 +675,22 @@ fn run_in(
     Ok(raw)
 }
 
+/// `run`'s exec pipeline (crate::execwatch, without observation): enforces
+/// `tools.limits` and collects the limited tools' runs for the result.
+struct ToolWatch {
+    watcher: crate::execwatch::Watcher,
+    runs: std::sync::Arc<std::sync::Mutex<Vec<crate::tools::ToolEvent>>>,
+}
+
+impl ToolWatch {
+    /// Stops the pipeline (after the sandbox is gone: it kills what is left in tool
+    /// cgroups) and returns the runs.
+    fn stop(self) -> Vec<crate::tools::ToolEvent> {
+        self.watcher.stop();
+        std::mem::take(&mut *self.runs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// With `tools.limits`: receives the exec listener and the limited tools' inodes from the
 /// sandbox (sent just before its seccomp filter) and starts answering its execs. A
 /// sandbox that fails its setup first hangs up instead; its status record says why.
@@ -683,7 +699,7 @@ fn supervise_tools(
     sync: &OwnedFd,
     checked: Option<&Checked>,
     cg: Option<&dyn Cgroup>,
-) -> Result<Option<crate::tools::Supervisor>, JailError> {
+) -> Result<Option<ToolWatch>, JailError> {
     if plan.tools.limits.is_empty() {
         return Ok(None);
     }
@@ -700,14 +716,27 @@ fn supervise_tools(
         return Ok(None);
     };
     let table = crate::toollimit::decode_table(&buf[..n], plan.tools.limits.len()).map_err(JailError::Setup)?;
-    let supervisor = crate::tools::Supervisor::start(
-        listener,
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = runs.clone();
+    let hooks = crate::execwatch::Hooks {
+        tool: std::sync::Arc::new(move |note| {
+            if let crate::execwatch::ToolNote::Ended { run, .. } = note {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(run);
+            }
+        }),
+        ..crate::execwatch::Hooks::none()
+    };
+    let tools = crate::execwatch::ToolLimits {
         table,
-        plan.tools.limits.clone(),
-        checked.features.cgroups.clone(),
-        cg.name().to_string(),
-    )
-    .map_err(|e| JailError::host("start the tool supervisor", e))?;
+        limits: plan.tools.limits.clone(),
+        support: checked.features.cgroups.clone(),
+        sandbox_cgroup: cg.name().to_string(),
+        adopt: false,
+    };
+    let opts = crate::execwatch::Options { observe: false, allowed: None, tools: Some(tools) };
+    let watcher = crate::execwatch::Watcher::start(listener, hooks, "tool-limits", opts)
+        .map_err(|e| JailError::host("start the tool supervisor", e))?;
+    let supervisor = ToolWatch { watcher, runs };
     trace("tool supervisor started");
     Ok(Some(supervisor))
 }
@@ -733,3 +762,7 @@ fn pump_in(master: &OwnedFd) -> bool {
         Ok(n) => File::from(master.try_clone().expect("dup terminal")).write_all(&buf[..n]).is_ok(),
     }
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -101,7 +101,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
             if plan.gateway { Some(OwnedFd::from(crate::run::receive_gateway_listener(&sync_write)?)) } else { None };
         let root_dir = receive_root(&sync_write)?;
         send(b"2", &tasks.iter().map(|t| t.as_raw_fd()).collect::<Vec<_>>())?;
-        // A sandbox that fails before step 8b hangs up instead: its status says why.
+        // A sandbox that fails before the exec notification step hangs up instead: its status says why.
         let exec = match exec_keeper {
             Some(sock) => match receive_exec_listener(&sync_write)? {
                 Some((listener, table_bytes)) => {
@@ -156,7 +156,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     }
 }
 
-/// Receives the sandbox's root directory (setup step 5b).
+/// Receives the sandbox's root directory (setup step `hand over the root`).
 fn receive_root(sync: &OwnedFd) -> Result<OwnedFd, JailError> {
     let mut tag = [0u8; 8];
     match safehouse_sys::unix::recv_with_fds(sync, &mut tag) {
@@ -167,7 +167,7 @@ fn receive_root(sync: &OwnedFd) -> Result<OwnedFd, JailError> {
     }
 }
 
-/// Receives the exec listener the sandbox sends at setup step 8b with the tool table
+/// Receives the exec listener the sandbox sends at the setup step `exec notification` with the tool table
 /// (encoded, empty without `tools.limits`); None when it hung up instead (a failed setup
 /// step).
 fn receive_exec_listener(sync: &OwnedFd) -> Result<Option<(OwnedFd, Vec<u8>)>, JailError> {
@@ -178,5 +178,41 @@ fn receive_exec_listener(sync: &OwnedFd) -> Result<Option<(OwnedFd, Vec<u8>)>, J
         Some(fd) if n > 0 && buf.starts_with(b"T\n") => Ok(Some((fd, buf[..n].to_vec()))),
         None if n == 0 => Ok(None),
         _ => Err(JailError::Setup("the sandbox sent something other than its exec listener".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe_end() -> OwnedFd {
+        safehouse_sys::fs::pipe().unwrap().0
+    }
+
+    #[test]
+    fn the_root_is_taken_only_as_tagged() {
+        let (a, b) = safehouse_sys::unix::seqpacket_pair().unwrap();
+        let fd = pipe_end();
+        safehouse_sys::unix::send_with_fds(&b, b"r", &[fd.as_raw_fd()]).unwrap();
+        assert!(receive_root(&a).is_ok());
+        safehouse_sys::unix::send_with_fds(&b, b"g", &[fd.as_raw_fd()]).unwrap();
+        assert!(matches!(receive_root(&a), Err(JailError::Setup(m)) if m.contains("something other")));
+        drop(b);
+        assert!(matches!(receive_root(&a), Err(JailError::Setup(m)) if m.contains("failed before")));
+    }
+
+    #[test]
+    fn the_exec_listener_comes_with_its_table_or_not_at_all() {
+        let (a, b) = safehouse_sys::unix::seqpacket_pair().unwrap();
+        let fd = pipe_end();
+        let table = crate::toollimit::encode_table([(0, 1, 2)]);
+        safehouse_sys::unix::send_with_fds(&b, &table, &[fd.as_raw_fd()]).unwrap();
+        let (_, got) = receive_exec_listener(&a).unwrap().unwrap();
+        assert_eq!(got, table);
+        safehouse_sys::unix::send_with_fds(&b, b"r", &[fd.as_raw_fd()]).unwrap();
+        assert!(matches!(receive_exec_listener(&a), Err(JailError::Setup(_))));
+        drop(b);
+        // A hang-up: a failed setup step (its status record says which).
+        assert!(receive_exec_listener(&a).unwrap().is_none());
     }
 }

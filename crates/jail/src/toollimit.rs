@@ -1,5 +1,5 @@
-//! `tools.limits` on the host side, shared by `safehouse run`'s supervisor
-//! ([`crate::tools::Supervisor`]) and the daemon's exec watcher ([`crate::execwatch`]).
+//! `tools.limits` on the host side: the tool-limits part of the one exec pipeline
+//! ([`crate::execwatch`]), which `safehouse run` and the daemon both run.
 //!
 //! Both stop every exec of the sandbox on a seccomp notification and identify the file
 //! inside the sandbox's root by (dev, ino) (never by a host path). When it is a limited

@@ -1,37 +1,51 @@
-//! `[tools]` in a running sandbox.
+//! `tools.allow`, expanded: the files each pattern names in a sandbox's view, each opened
+//! beneath the sandbox's root (`RESOLVE_IN_ROOT`: symlinks and `..` stay inside it, so a
+//! symlink grants its target), plus the ELF interpreter of each.
 //!
-//! Sandbox side ([`expand`]): the allow patterns become files, in the sandbox's own view
-//! (after the mount tree is built), each opened by path (so a symlink grants its target)
-//! and granted EXECUTE by a file-level Landlock rule, with the ELF interpreter of each.
-//!
-//! Host side ([`Supervisor`], `safehouse run`): with `tools.limits`, every execve/execveat
-//! of the sandbox waits on a seccomp notification. The supervisor reads the path from the
-//! caller's memory, resolves it inside the sandbox's root (never on the host), and when
-//! the file is a limited tool has the [`Limiter`] (crate::toollimit, shared with the
-//! daemon's exec watcher) move the caller into a nested cgroup with the tool's memory cap
-//! and arm its timeout, before letting the exec continue. Known gap: another thread of the
-//! caller can rewrite the path between the check and the exec (docs/threat-model.md).
+//! One expansion, two users: the sandbox's setup (the `landlock` step grants EXECUTE on
+//! exactly these files; the root is the sandbox's own `/`), and the daemon's exec watcher,
+//! whose [`AllowList`] tells which execs the kernel refused (a `policy.violation`; the root
+//! is the descriptor the setup handed over). One rule for both: a pattern that matches no
+//! file is an error naming it, so a typo never silently grants nothing. Two patterns may
+//! name the same file (merged /usr: `/bin/sh` and `/usr/bin/sh`): each matched.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use safehouse_policy::tools::{elf_interpreter, Pattern, ToolLimit, ToolsPlan};
+use thiserror::Error;
+
+use safehouse_policy::tools::{elf_interpreter, Pattern, ToolsPlan};
+use safehouse_policy::PolicyError;
 use safehouse_sys::files::{self as sf, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
-use safehouse_sys::seccomp as sc;
 
-use crate::cgroup::CgroupSupport;
 pub use crate::toollimit::ToolEvent;
-use crate::toollimit::{Limiter, ToolTable};
+
+/// Most files one sandbox grants (a glob over a huge directory is a mistake).
+pub const MAX_GRANTS: usize = 16_384;
+
+/// Why `tools.allow` cannot be expanded. Every message starts with `tools.allow: ` and
+/// names the pattern (the daemon answers such a setup failure with 400, not 500).
+#[derive(Debug, Error)]
+pub enum ToolsError {
+    #[error(transparent)]
+    Pattern(#[from] PolicyError),
+    #[error("tools.allow: {pattern}: cannot list {dir} in the sandbox: {source}")]
+    List { pattern: String, dir: String, source: std::io::Error },
+    #[error("tools.allow: {pattern}: {reason}")]
+    File { pattern: String, reason: String },
+    #[error("tools.allow: {pattern} matches no file in the sandbox; check the pattern (paths are the sandbox's, e.g. /usr/bin/python3)")]
+    NoMatch { pattern: String },
+    #[error("tools.allow: more than {MAX_GRANTS} files; list fewer tools")]
+    TooMany,
+}
 
 /// One executable the sandbox may run.
-pub(crate) struct Grant {
+pub struct Grant {
     /// The sandbox path it was found at (for messages).
     pub path: String,
-    /// O_PATH descriptor of the file itself (symlinks followed).
+    /// O_PATH descriptor of the file itself (symlinks followed inside the root).
     pub fd: OwnedFd,
     pub dev: u64,
     pub ino: u64,
@@ -39,21 +53,20 @@ pub(crate) struct Grant {
     pub limit: Option<usize>,
 }
 
-/// Most files one sandbox grants (a glob over a huge directory is a mistake).
-const MAX_GRANTS: usize = 16_384;
-
-/// Expands `tools.allow` in this (the sandbox's) filesystem view: the files each pattern
-/// names, plus the ELF interpreter of each. A pattern that matches no file is an error
-/// naming it, so a typo never silently grants nothing.
-pub(crate) fn expand(tools: &ToolsPlan) -> Result<Vec<Grant>, String> {
+/// Expands `tools.allow` beneath `root`: the files each pattern names, plus the ELF
+/// interpreter of each (the kernel opens it with exec semantics). A pattern that matches
+/// no file is an error; a missing interpreter is not (that tool's exec then fails with
+/// ENOENT, as it would outside).
+pub fn expand(root: BorrowedFd<'_>, tools: &ToolsPlan) -> Result<Vec<Grant>, ToolsError> {
     let mut grants: Vec<Grant> = Vec::new();
     for text in &tools.allow {
-        let pattern = Pattern::parse("tools.allow", text).map_err(|e| e.to_string())?;
+        let pattern = Pattern::parse("tools.allow", text)?;
         let limit = tools.limits.iter().position(|l| &l.pattern == text);
-        let before = grants.len();
+        let mut matched = false;
         if pattern.is_glob() {
-            let entries = std::fs::read_dir(&pattern.dir)
-                .map_err(|e| format!("tools.allow: {text}: cannot list {} in the sandbox: {e}", pattern.dir))?;
+            let list_error = |source| ToolsError::List { pattern: text.clone(), dir: pattern.dir.clone(), source };
+            let dir = open_beneath(root, &pattern.dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(list_error)?;
+            let entries = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())).map_err(list_error)?;
             let mut names: Vec<String> = entries
                 .flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
@@ -62,21 +75,21 @@ pub(crate) fn expand(tools: &ToolsPlan) -> Result<Vec<Grant>, String> {
             names.sort();
             for name in names {
                 // Directories, devices and dangling links are not executables: skipped.
-                if let Ok(grant) = open_file(&pattern.join(&name), limit) {
+                if let Ok(grant) = open_file(root, &pattern.join(&name), limit) {
                     push(&mut grants, grant)?;
+                    matched = true;
                 }
             }
         } else {
-            let grant = open_file(text, limit).map_err(|e| format!("tools.allow: {text}: {e}"))?;
+            let grant =
+                open_file(root, text, limit).map_err(|reason| ToolsError::File { pattern: text.clone(), reason })?;
             push(&mut grants, grant)?;
+            matched = true;
         }
-        if grants.len() == before {
-            return Err(format!(
-                "tools.allow: {text} matches no file in the sandbox; check the pattern (paths are the sandbox's, e.g. /usr/bin/python3)"
-            ));
+        if !matched {
+            return Err(ToolsError::NoMatch { pattern: text.clone() });
         }
     }
-    // The kernel opens a dynamic binary's interpreter with exec semantics: grant it too.
     let mut interps: Vec<String> = Vec::new();
     for g in &grants {
         let Ok(mut f) = File::open(format!("/proc/self/fd/{}", g.fd.as_raw_fd())) else { continue };
@@ -87,33 +100,42 @@ pub(crate) fn expand(tools: &ToolsPlan) -> Result<Vec<Grant>, String> {
         }
     }
     for interp in interps {
-        match open_file(&interp, None) {
-            Ok(grant) => push(&mut grants, grant)?,
-            // Exec of that tool then fails with ENOENT, as it would outside.
-            Err(_) => continue,
+        if let Ok(grant) = open_file(root, &interp, None) {
+            push(&mut grants, grant)?;
         }
     }
     Ok(grants)
 }
 
-fn push(grants: &mut Vec<Grant>, grant: Grant) -> Result<(), String> {
+/// Adds `grant`, or merges it into the grant of the same file (one file reached by two
+/// patterns: the first limit wins, patterns in order).
+fn push(grants: &mut Vec<Grant>, grant: Grant) -> Result<(), ToolsError> {
     if let Some(same) = grants.iter_mut().find(|g| (g.dev, g.ino) == (grant.dev, grant.ino)) {
-        // One file reached by two patterns: the first limit wins (patterns in order).
         same.limit = same.limit.or(grant.limit);
         return Ok(());
     }
     if grants.len() >= MAX_GRANTS {
-        return Err(format!("tools.allow: more than {MAX_GRANTS} files; list fewer tools"));
+        return Err(ToolsError::TooMany);
     }
     grants.push(grant);
     Ok(())
 }
 
-/// Opens `path` O_PATH, following symlinks; a regular file or an error.
-fn open_file(path: &str, limit: Option<usize>) -> Result<Grant, String> {
-    let c = CString::new(path).map_err(|_| "contains a NUL byte".to_string())?;
-    let cwd = File::open("/").map_err(|e| e.to_string())?;
-    let fd = sf::openat(cwd.as_fd(), &c, libc::O_PATH, 0).map_err(|e| match e.raw_os_error() {
+/// `path` (absolute, in the sandbox's view) opened beneath `root`.
+fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: i32) -> std::io::Result<OwnedFd> {
+    let rel = path.trim_start_matches('/');
+    let rel = CString::new(if rel.is_empty() { "." } else { rel })
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    sf::openat2(root, &rel, flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+/// Opens `path` O_PATH beneath `root`, following symlinks inside it; a regular file or
+/// the reason it is not one.
+fn open_file(root: BorrowedFd<'_>, path: &str, limit: Option<usize>) -> Result<Grant, String> {
+    if path.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    let fd = open_beneath(root, path, libc::O_PATH).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => "no such file in the sandbox".to_string(),
         _ => e.to_string(),
     })?;
@@ -124,163 +146,119 @@ fn open_file(path: &str, limit: Option<usize>) -> Result<Grant, String> {
     Ok(Grant { path: path.to_string(), fd, dev: st.dev, ino: st.ino, limit })
 }
 
+/// The files a sandbox may exec, by (device, inode), as Landlock's rules name them: a
+/// renamed or linked tool is still the tool, a file put in a globbed directory later is
+/// not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    inodes: HashSet<(u64, u64)>,
+}
+
+impl AllowList {
+    /// The allow list of `tools` beneath `root` (a sandbox's root directory).
+    pub fn expand(root: BorrowedFd<'_>, tools: &ToolsPlan) -> Result<AllowList, ToolsError> {
+        Ok(AllowList::of(&expand(root, tools)?))
+    }
+
+    pub fn of(grants: &[Grant]) -> AllowList {
+        AllowList { inodes: grants.iter().map(|g| (g.dev, g.ino)).collect() }
+    }
+
+    /// Whether the file `(dev, ino)` may be exec'd.
+    pub fn allows(&self, dev: u64, ino: u64) -> bool {
+        self.inodes.contains(&(dev, ino))
+    }
+}
+
 /// The limited tools' files, as the host side needs them (crate::toollimit::encode_table).
 pub(crate) fn encode_table(grants: &[Grant]) -> Vec<u8> {
     crate::toollimit::encode_table(grants.iter().filter_map(|g| g.limit.map(|i| (i, g.dev, g.ino))))
 }
 
-/// The host-side thread answering exec notifications. Stop it after the sandbox is gone.
-pub(crate) struct Supervisor {
-    stop: OwnedFd,
-    thread: JoinHandle<Vec<ToolEvent>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safehouse_policy::tools::ToolLimit;
 
-impl Supervisor {
-    pub(crate) fn start(
-        listener: OwnedFd,
-        table: ToolTable,
-        limits: Vec<ToolLimit>,
-        support: CgroupSupport,
-        sandbox_cgroup: String,
-    ) -> std::io::Result<Supervisor> {
-        let (stop_r, stop_w) = safehouse_sys::fs::pipe()?;
-        let thread = std::thread::Builder::new().name("tool-limits".into()).spawn(move || {
-            let limiter = Limiter::new(table, limits, &support, &sandbox_cgroup);
-            let mut w = Watch { listener, limiter };
-            w.serve(&stop_r);
-            w.limiter.finish()
-        })?;
-        Ok(Supervisor { stop: stop_w, thread })
+    fn plan(allow: &[&str]) -> ToolsPlan {
+        ToolsPlan { allow: allow.iter().map(|s| s.to_string()).collect(), limits: Vec::new() }
     }
 
-    /// Stops the thread (killing what is left in tool cgroups) and returns the events.
-    pub(crate) fn stop(self) -> Vec<ToolEvent> {
-        drop(self.stop);
-        self.thread.join().unwrap_or_default()
-    }
-}
-
-struct Watch {
-    listener: OwnedFd,
-    limiter: Limiter,
-}
-
-impl Watch {
-    fn serve(&mut self, stop: &OwnedFd) {
-        loop {
-            let wait = self.limiter.next_due();
-            // Also wake now and then to remove the cgroups of tools that have ended.
-            let wait_ms = wait.unwrap_or(Duration::from_millis(500)).min(Duration::from_millis(500));
-            let ms = (wait_ms.as_millis() as i32).max(if wait == Some(Duration::ZERO) { 0 } else { 1 });
-            let Ok(ready) = safehouse_sys::process::poll_readable(&[self.listener.as_raw_fd(), stop.as_raw_fd()], ms)
-            else {
-                return;
-            };
-            if ready[1] {
-                return;
-            }
-            if ready[0] {
-                match sc::notif_recv(self.listener.as_fd()) {
-                    Ok(n) => self.handle(n),
-                    Err(_) if safehouse_sys::process::hung_up(&self.listener) => return,
-                    Err(_) => {}
-                }
-            }
-            self.limiter.expire();
-            self.limiter.reap();
-        }
+    fn host_root() -> OwnedFd {
+        File::open("/").unwrap().into()
     }
 
-    /// Decides one exec: CONTINUE, after moving a limited tool into its cgroup; a refusal
-    /// (with the errno the exec would have failed with) when it cannot tell what runs.
-    fn handle(&mut self, n: sc::Notification) {
-        let verdict = match self.identify(&n) {
-            Ok(None) => None,
-            Ok(Some(limit)) => self.limiter.confine(n.pid as i32, limit).err(),
-            Err(Errno(e)) => Some(e),
-        };
-        if !sc::notif_id_valid(self.listener.as_fd(), n.id) {
-            return; // the caller is gone
-        }
-        let _ = sc::notif_respond(self.listener.as_fd(), n.id, verdict);
-    }
-
-    /// Which limited tool (index) the exec runs, if any.
-    fn identify(&self, n: &sc::Notification) -> Result<Option<usize>, Errno> {
-        if n.pid == 0 {
-            return Err(Errno(libc::EPERM));
-        }
-        let pid = n.pid;
-        let (dirfd, ptr, flags) = match n.nr as libc::c_long {
-            libc::SYS_execve => (libc::AT_FDCWD, n.args[0], 0),
-            libc::SYS_execveat => (n.args[0] as i32, n.args[1], n.args[4] as i32),
-            _ => return Ok(None),
-        };
-        let path = read_string(pid, ptr)?;
-        // The memory read above may have raced with the caller's death and pid reuse.
-        if !sc::notif_id_valid(self.listener.as_fd(), n.id) {
-            return Err(Errno(libc::ESRCH));
-        }
-        let st = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-            // execveat(fd, "", AT_EMPTY_PATH): the file is the descriptor itself.
-            std::fs::metadata(format!("/proc/{pid}/fd/{dirfd}")).map_err(errno)?
-        } else {
-            let full = if path.starts_with(b"/") {
-                path
-            } else {
-                let base = if dirfd == libc::AT_FDCWD {
-                    std::fs::read_link(format!("/proc/{pid}/cwd"))
-                } else {
-                    std::fs::read_link(format!("/proc/{pid}/fd/{dirfd}"))
-                }
-                .map_err(errno)?;
-                use std::os::unix::ffi::OsStrExt;
-                let mut full = base.as_os_str().as_bytes().to_vec();
-                full.push(b'/');
-                full.extend_from_slice(&path);
-                full
-            };
-            return self.lookup_in_root(pid, &full);
-        };
+    fn stat(path: &str) -> (u64, u64) {
         use std::os::unix::fs::MetadataExt;
-        Ok(self.limiter.tool_of(st.dev(), st.ino()))
+        let m = std::fs::metadata(path).unwrap();
+        (m.dev(), m.ino())
     }
 
-    /// Resolves `path` inside the caller's root (symlinks and `..` stay in it).
-    fn lookup_in_root(&self, pid: u32, path: &[u8]) -> Result<Option<usize>, Errno> {
-        let root = File::open(format!("/proc/{pid}/root")).map_err(errno)?;
-        let c = CString::new(path).map_err(|_| Errno(libc::EINVAL))?;
-        let fd = sf::openat2(root.as_fd(), &c, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EACCES)))?;
-        let st = sf::fstat(fd.as_fd()).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EACCES)))?;
-        Ok(self.limiter.tool_of(st.dev, st.ino))
-    }
-}
-
-struct Errno(i32);
-
-fn errno(e: std::io::Error) -> Errno {
-    Errno(e.raw_os_error().unwrap_or(libc::EACCES))
-}
-
-/// Reads a NUL-terminated string (at most PATH_MAX) at `addr` in process `pid`, page by page.
-fn read_string(pid: u32, addr: u64) -> Result<Vec<u8>, Errno> {
-    let mem = File::open(format!("/proc/{pid}/mem")).map_err(errno)?;
-    let mut out: Vec<u8> = Vec::new();
-    let mut at = addr;
-    while out.len() < libc::PATH_MAX as usize {
-        let page_left = 4096 - (at % 4096) as usize;
-        let mut buf = vec![0u8; page_left.min(libc::PATH_MAX as usize - out.len())];
-        let n = mem.read_at(&mut buf, at).map_err(|_| Errno(libc::EFAULT))?;
-        if n == 0 {
-            return Err(Errno(libc::EFAULT));
+    #[test]
+    fn files_globs_and_interpreters_are_granted() {
+        let root = host_root();
+        let a = AllowList::expand(root.as_fd(), &plan(&["/bin/tru?", "/usr/bin/env"])).unwrap();
+        let (dev, ino) = stat("/bin/true");
+        assert!(a.allows(dev, ino));
+        let (dev, ino) = stat("/usr/bin/env");
+        assert!(a.allows(dev, ino));
+        let (dev, ino) = stat("/bin/ls");
+        assert!(!a.allows(dev, ino));
+        // The dynamic loader of an allowed dynamic binary is executable too.
+        let mut env = File::open("/usr/bin/env").unwrap();
+        if let Ok(Some(interp)) = elf_interpreter(&mut env) {
+            let (dev, ino) = stat(&interp);
+            assert!(a.allows(dev, ino), "{interp}");
         }
-        if let Some(end) = buf[..n].iter().position(|&b| b == 0) {
-            out.extend_from_slice(&buf[..end]);
-            return Ok(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-        at += n as u64;
     }
-    Err(Errno(libc::ENAMETOOLONG))
+
+    #[test]
+    fn two_patterns_naming_one_file_are_both_matched() {
+        // Merged /usr: /bin is a symlink to usr/bin, so both name one file. Without it,
+        // a hard-to-get-wrong stand-in: the same path twice through a symlinked dir.
+        let dir = std::env::temp_dir().join(format!("safehouse-tools-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::fs::write(dir.join("real/tool"), b"#!/bin/sh\n").unwrap();
+        let _ = std::os::unix::fs::symlink("real", dir.join("link"));
+        let d = dir.display();
+        let mut tools = plan(&[&format!("{d}/real/tool"), &format!("{d}/link/tool"), "/bin/sh", "/usr/bin/sh"]);
+        tools.limits.push(ToolLimit { pattern: format!("{d}/link/tool"), timeout: None, memory: Some(1 << 20) });
+        let grants = expand(host_root().as_fd(), &tools).unwrap();
+        let tool = grants.iter().find(|g| g.path.ends_with("real/tool")).unwrap();
+        // One grant for the file, carrying the limit the second pattern gave it.
+        assert_eq!(tool.limit, Some(0));
+        assert_eq!(grants.iter().filter(|g| (g.dev, g.ino) == (tool.dev, tool.ino)).count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pattern_that_matches_nothing_is_an_error_naming_it() {
+        let root = host_root();
+        for (pattern, want) in [
+            ("/usr/bin/no-such-tool", "tools.allow: /usr/bin/no-such-tool: no such file in the sandbox"),
+            ("/usr/bin/no-such-*", "tools.allow: /usr/bin/no-such-* matches no file in the sandbox"),
+            ("/usr/bin", "tools.allow: /usr/bin: not a regular file"),
+            ("/no/such/dir/*", "tools.allow: /no/such/dir/*: cannot list /no/such/dir"),
+        ] {
+            let err = expand(root.as_fd(), &plan(&["/bin/true", pattern])).err().unwrap().to_string();
+            assert!(err.starts_with(want), "{pattern}: {err}");
+        }
+    }
+
+    #[test]
+    fn paths_stay_beneath_the_root() {
+        // A root whose /bin/true is not the host's: absolute symlinks and `..` past the
+        // top resolve inside it.
+        let dir = std::env::temp_dir().join(format!("safehouse-root-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/true"), b"").unwrap();
+        let _ = std::os::unix::fs::symlink("/bin/true", dir.join("bin/abs"));
+        let _ = std::os::unix::fs::symlink("../../../../bin/true", dir.join("bin/up"));
+        let root: OwnedFd = File::open(&dir).unwrap().into();
+        let grants = expand(root.as_fd(), &plan(&["/bin/abs", "/bin/up"])).unwrap();
+        let mine = stat(dir.join("bin/true").to_str().unwrap());
+        assert_eq!(grants.len(), 1);
+        assert_eq!((grants[0].dev, grants[0].ino), mine);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

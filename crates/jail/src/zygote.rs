@@ -193,3 +193,67 @@ fn handle(msg: &[u8], fds: &mut Vec<OwnedFd>, entry: fn(OwnedFd, &Plan) -> !) ->
     };
     spawn_sandbox(SpawnSpec { plan: req.plan, cgroup, agent: AgentEntry { run: entry, listener }, exec_keeper })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        use safehouse_policy::plan::{compile, HostView, RunRequest};
+        compile(&RunRequest::default(), &HostView::default()).unwrap()
+    }
+
+    fn entry(_: OwnedFd, _: &Plan) -> ! {
+        unreachable!("no sandbox is started in these tests")
+    }
+
+    /// A spawner end that has already answered `reply` with `fds` descriptors.
+    fn answered(reply: &Reply, fds: usize) -> (Zygote, OwnedFd) {
+        let (ours, theirs) = safehouse_sys::unix::seqpacket_pair().unwrap();
+        let held: Vec<OwnedFd> = (0..fds).map(|_| safehouse_sys::fs::pipe().unwrap().0).collect();
+        let raw: Vec<i32> = held.iter().map(|f| f.as_raw_fd()).collect();
+        safehouse_sys::unix::send_with_fds(&theirs, &serde_json::to_vec(reply).unwrap(), &raw).unwrap();
+        (Zygote { sock: ours, pid: 0 }, theirs)
+    }
+
+    fn ask(z: &Zygote) -> Result<Spawned, JailError> {
+        z.spawn(&plan(), safehouse_sys::fs::pipe().unwrap().0, CgroupHandle::None, None)
+    }
+
+    #[test]
+    fn replies_are_decoded_defensively() {
+        let spawned = Reply::Spawned { pid: 7, gateway: false, exec: false, tools: vec![(0, 1, 2)] };
+        let (z, _s) = answered(&spawned, 2);
+        let s = ask(&z).unwrap();
+        assert_eq!((s.pid, s.tool_table.get(&(1, 2))), (7, Some(&0)));
+        // Too few descriptors for what the reply says.
+        let (z, _s) = answered(&spawned, 1);
+        assert!(matches!(ask(&z), Err(JailError::Setup(m)) if m.contains("wrong descriptors")));
+        let (z, _s) = answered(&Reply::Refused { layer: "landlock".into(), reason: "old".into() }, 0);
+        assert!(matches!(ask(&z), Err(JailError::LayerUnavailable { layer, .. }) if layer == "landlock"));
+        let (z, _s) = answered(&Reply::Failed { message: "filesystem: x".into() }, 0);
+        assert!(matches!(ask(&z), Err(JailError::Setup(m)) if m == "filesystem: x"));
+        // The spawner gone: a clear error, not a hang.
+        let (ours, theirs) = safehouse_sys::unix::seqpacket_pair().unwrap();
+        drop(theirs);
+        assert!(ask(&Zygote { sock: ours, pid: 0 }).is_err());
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_before_any_clone() {
+        let listener = || safehouse_sys::fs::pipe().unwrap().0;
+        let bad = |msg: &[u8], mut fds: Vec<OwnedFd>| match handle(msg, &mut fds, entry) {
+            Err(JailError::Setup(m)) => m,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("spawned"),
+        };
+        assert!(bad(b"{", vec![listener()]).contains("malformed spawn request"));
+        let req = |cgroup: &str, exec_keeper: bool| {
+            serde_json::to_vec(&Request { plan: plan(), cgroup: cgroup.into(), exec_keeper }).unwrap()
+        };
+        assert!(bad(&req("none", false), vec![]).contains("without the agent's socket"));
+        assert!(bad(&req("none", true), vec![listener()]).contains("without the exec keeper's socket"));
+        assert!(bad(&req("v3", false), vec![listener()]).contains("bad cgroup kind"));
+        assert!(bad(&req("v2", false), vec![listener()]).contains("bad cgroup kind"));
+    }
+}

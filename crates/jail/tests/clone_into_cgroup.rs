@@ -27,11 +27,13 @@ fn main() {
         return;
     }
     if safehouse_sys::geteuid() != 0 {
-        println!("clone_into_cgroup: skipped: needs root to create a cgroup");
+        safehouse_jail::testkit::skip_privileged("clone_into_cgroup", "needs root to create a cgroup");
+        println!("clone_into_cgroup: skipped");
         return;
     }
     let Some(mount) = unified_mount() else {
-        println!("clone_into_cgroup: skipped: no cgroup2 mount on this host");
+        safehouse_jail::testkit::skip_privileged("clone_into_cgroup", "no cgroup2 mount on this host");
+        println!("clone_into_cgroup: skipped");
         return;
     };
     let name = format!("safehouse-clone-test-{}", std::process::id());

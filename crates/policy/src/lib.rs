@@ -4,6 +4,8 @@
 //! (mounts, seccomp, Landlock, limits) without touching the operating system, so every
 //! decision can be tested with golden values.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod explain;
 pub mod landlock;

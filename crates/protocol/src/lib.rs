@@ -20,6 +20,8 @@
 //! a short data header, invalid JSON or frames out of order are errors, never panics, and
 //! no allocation is larger than what the peer has actually sent (bounded by the limits).
 
+#![forbid(unsafe_code)]
+
 mod codec;
 mod error;
 mod frame;

@@ -1,5 +1,7 @@
 //! The safehouse daemon: HTTP API, sandbox manager, state store.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod audit;
 pub mod auth;

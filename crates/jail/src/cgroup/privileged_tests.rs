@@ -1,5 +1,5 @@
 //! Tests against the real cgroupfs. Each skips, saying why, unless running as
-//! root on a host with what it needs; CI runs as root and must run them.
+//! root on a host with what it needs; under CI=true a skip fails (crate::testkit).
 
 use std::fs;
 use std::io::Write;
@@ -19,14 +19,15 @@ fn euid() -> u32 {
 /// This host's v1 support, or `None` after printing why the test is skipped.
 fn root_v1(test: &str) -> Option<CgroupSupport> {
     if euid() != 0 {
-        eprintln!("skipping {test}: needs root");
+        crate::testkit::skip_privileged(test, "needs root");
         return None;
     }
     let support = detect();
     let wanted = ["memory", "pids", "cpu", "cpuacct", "freezer"];
     let complete = wanted.iter().all(|c| support.controllers.iter().any(|x| x == c));
     if support.version != Some(CgroupVersion::V1) || !complete || !support.writable {
-        eprintln!("skipping {test}: needs writable cgroup v1 hierarchies for {wanted:?}, found {support:?}");
+        let why = format!("needs writable cgroup v1 hierarchies for {wanted:?}, found {support:?}");
+        crate::testkit::skip_privileged(test, &why);
         return None;
     }
     Some(support)
@@ -36,7 +37,7 @@ fn root_v1(test: &str) -> Option<CgroupSupport> {
 /// prefers v1, so the v2 code runs for real here too.
 fn root_v2(test: &str) -> Option<CgroupSupport> {
     if euid() != 0 {
-        eprintln!("skipping {test}: needs root");
+        crate::testkit::skip_privileged(test, "needs root");
         return None;
     }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -44,7 +45,7 @@ fn root_v2(test: &str) -> Option<CgroupSupport> {
     match detect::v2_support(&parse_mountinfo(&mountinfo), &self_cgroup, 0, &RealHost) {
         Some(s) if s.writable => Some(s),
         other => {
-            eprintln!("skipping {test}: needs a writable cgroup2 mount, found {other:?}");
+            crate::testkit::skip_privileged(test, &format!("needs a writable cgroup2 mount, found {other:?}"));
             None
         }
     }

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use libc::{EAFNOSUPPORT, ENOSYS, EPERM};
+use libc::{EAFNOSUPPORT, ENOSYS, EPERM, EPROTONOSUPPORT, ESOCKTNOSUPPORT};
 
 /// What the filter returns for a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,8 @@ fn errno_name(errno: i32) -> Option<&'static str> {
         EPERM => "EPERM",
         ENOSYS => "ENOSYS",
         EAFNOSUPPORT => "EAFNOSUPPORT",
+        EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
         _ => return None,
     })
 }

@@ -9,7 +9,7 @@
 //! Argument checks compare the low 32 bits of an argument only; each checked argument below
 //! is one the kernel truncates to 32 bits or fewer (see [`model`](super::model)).
 
-use libc::{EAFNOSUPPORT, ENOSYS, EPERM};
+use libc::{EAFNOSUPPORT, ENOSYS, EPERM, EPROTONOSUPPORT, ESOCKTNOSUPPORT};
 
 use super::model::{Action, ArgCheck, Entry, Rule, Test};
 
@@ -86,9 +86,34 @@ const SOCKET: Rule = Rule::Args {
             test: Test::In(&[libc::SOCK_RAW as u32, SOCK_PACKET]),
             then: Action::Errno(EPERM),
         },
+        // TCP and UDP only (the threat model's list): no SCTP/DCCP/RDM types. The kernel's
+        // own errno for a type it lacks, so programs fall back as they would on a host
+        // without that protocol.
+        ArgCheck {
+            arg: 1,
+            name: "type",
+            mask: SOCK_TYPE_MASK,
+            test: Test::NotIn(&[libc::SOCK_STREAM as u32, libc::SOCK_DGRAM as u32]),
+            then: Action::Errno(ESOCKTNOSUPPORT),
+        },
+        // Stream and datagram sockets name their protocol in `protocol`: MPTCP (262),
+        // UDP-Lite (136), SMC over inet (256), ICMP and ICMPv6 ping sockets, L2TP... are
+        // refused as the kernel refuses a protocol it does not have (Go and curl fall back
+        // to TCP on EPROTONOSUPPORT). A mismatched pair (stream + UDP) gets the kernel's
+        // own EPROTONOSUPPORT.
+        ArgCheck {
+            arg: 2,
+            name: "protocol",
+            mask: u32::MAX,
+            test: Test::NotIn(INET_PROTOCOLS),
+            then: Action::Errno(EPROTONOSUPPORT),
+        },
     ],
     otherwise: Action::Allow,
 };
+
+/// `protocol` values an inet socket may name: the default for its type, TCP, UDP.
+const INET_PROTOCOLS: &[u32] = &[0, libc::IPPROTO_TCP as u32, libc::IPPROTO_UDP as u32];
 
 const SOCKETPAIR: Rule = Rule::Args {
     checks: &[ArgCheck {
@@ -447,7 +472,7 @@ pub const SANDBOX: &[Entry] = &[
     allow("mq_getsetattr", "POSIX message queues, private namespace"),
     // Sockets: families and types are filtered at creation; the network namespace and the
     // gateway decide what a socket can reach (NET-*).
-    args("socket", SOCKET, "unix, inet, inet6 only (KS-02); no raw or packet (NET-12)"),
+    args("socket", SOCKET, "unix, and inet/inet6 TCP and UDP only (KS-02); no raw or packet (NET-12)"),
     args("socketpair", SOCKETPAIR, "unix only (KS-02)"),
     allow("connect", "sockets"),
     allow("accept", "sockets"),

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use safehouse_jail::execwatch::{ExecRecord, ExitRecord, Hooks, Stats, ToolLimits, ToolNote, Watcher};
+use safehouse_jail::execwatch::{
+    AllowList, ExecRecord, ExitRecord, Hooks, Options, Stats, ToolLimits, ToolNote, Watcher,
+};
 use safehouse_jail::toollimit::ToolEvent;
 
-use super::toolcheck::AllowedExecs;
 use super::Manager;
 
 /// Most records one sandbox's ring keeps; older ones are evicted and counted.
@@ -121,18 +122,19 @@ pub(crate) struct ExecWatch {
 impl ExecWatch {
     /// Starts answering `listener` (None: nothing to observe).
     /// With `allowed` (a sandbox with `tools.allow`), an exec of any other file is also a
-    /// `policy.violation` (toolcheck.rs). With `tools` (a sandbox with `tools.limits`), the
-    /// watcher enforces them (safehouse_jail::toollimit).
+    /// `policy.violation`. With `tools` (a sandbox with `tools.limits`), the watcher
+    /// enforces them (safehouse_jail::toollimit).
     pub(crate) fn start(
         mgr: &Manager,
         id: &str,
         listener: Option<OwnedFd>,
-        allowed: Option<AllowedExecs>,
+        allowed: Option<AllowList>,
         tools: Option<ToolLimits>,
     ) -> std::io::Result<ExecWatch> {
         let w = ExecWatch { limited: tools.is_some() && listener.is_some(), ..ExecWatch::default() };
         if let Some(l) = listener {
-            let watcher = Watcher::start_limited(l, mgr.exec_hooks(id, &w.log, allowed), id, tools)?;
+            let opts = Options { observe: true, allowed, tools };
+            let watcher = Watcher::start(l, mgr.exec_hooks(id, &w.log), id, opts)?;
             *w.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
         }
         Ok(w)
@@ -148,7 +150,7 @@ impl ExecWatch {
         mgr: &Manager,
         id: &str,
         socket_dir: &Path,
-        allowed: Option<AllowedExecs>,
+        allowed: Option<AllowList>,
         tools: Option<ToolLimits>,
     ) -> ExecWatch {
         let sock = socket_dir.join("exec.sock");
@@ -210,22 +212,27 @@ impl Manager {
     /// Every exec and exit goes to the event stream (and so the audit log), rate-limited
     /// at the source like everything sandboxed code can trigger, and to the sandbox's
     /// recent-exec ring (`GET /v1/sandboxes/{id}/execs`).
-    fn exec_hooks(&self, id: &str, log: &Arc<ExecLog>, allowed: Option<AllowedExecs>) -> Hooks {
+    fn exec_hooks(&self, id: &str, log: &Arc<ExecLog>) -> Hooks {
         let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
-        let (m1, m2, m3) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
-        let (id1, id2, id3) = (id.to_string(), id.to_string(), id.to_string());
+        let (m1, m2, m3, m4) = (
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(&self.inner),
+        );
+        let (id1, id2, id3, id4) = (id.to_string(), id.to_string(), id.to_string(), id.to_string());
         let runtime = tokio::runtime::Handle::try_current().ok();
         Hooks {
             exec: Arc::new(move |rec: ExecRecord| {
                 if let (Some(inner), Ok(data)) = (m1.upgrade(), serde_json::to_value(&rec)) {
                     inner.events.emit(&id1, "proc.exec", data);
-                    if let (Some(allowed), Some(rt)) = (&allowed, &runtime) {
-                        if allowed.denies(&rec.path, &rec.cwd) {
-                            Manager { inner }.denied_exec(rt, &id1, &rec);
-                        }
-                    }
                 }
                 l1.push(ExecEvent::Exec(rec))
+            }),
+            denied: Arc::new(move |rec: &ExecRecord| {
+                if let (Some(inner), Some(rt)) = (m4.upgrade(), &runtime) {
+                    Manager { inner }.denied_exec(rt, &id4, rec);
+                }
             }),
             exit: Arc::new(move |rec: ExitRecord| {
                 if let (Some(inner), Ok(data)) = (m2.upgrade(), serde_json::to_value(&rec)) {

@@ -1,12 +1,13 @@
 //! Creating, listing, expiring, killing and re-attaching sandboxes.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use safehouse_jail::cgroup::{self, CgroupVersion};
+use safehouse_jail::execwatch::AllowList;
 use safehouse_jail::run::ROOT_MODE_HOST_ID;
 use safehouse_jail::spawn::CgroupHandle;
 use safehouse_jail::JailError;
@@ -16,7 +17,6 @@ use safehouse_policy::presets;
 
 use super::agent_link::AgentLink;
 use super::execwatch;
-use super::toolcheck::AllowedExecs;
 use super::{
     ids, internal, CreateRequest, ListFilter, Live, Manager, ManagerError, SandboxInfo, SandboxRoot, SandboxState,
 };
@@ -200,27 +200,34 @@ impl Manager {
             error: None,
         };
         let (uid, gid) = self.sandbox_ids();
+        // tools.allow, expanded as the setup did (one expansion, safehouse_jail::tools); a
+        // pattern that matches nothing fails the create (the setup checked it a moment
+        // ago, before any command ran).
         let allowed = if policy.tools.allow.is_empty() {
-            None
+            Ok(None)
         } else {
-            let allow = policy.tools.allow.clone();
-            match root.try_clone() {
-                Ok(root) => tokio::task::spawn_blocking(move || AllowedExecs::expand(root, &allow)).await.ok(),
-                Err(_) => None,
-            }
+            let tools = safehouse_policy::tools::ToolsPlan::compile(&policy.tools);
+            let root = root.try_clone();
+            tokio::task::spawn_blocking(move || {
+                let root = root?;
+                AllowList::expand(root.as_fd(), &tools).map(Some).map_err(std::io::Error::other)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         };
         let tools = self.tool_limits(&policy, cg.as_ref().map(|c| c.name()), tool_table);
-        let execs = match execwatch::ExecWatch::start(self, &id, exec_listener, allowed, tools) {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
-                if let Some(cg) = cg {
-                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+        let execs =
+            match allowed.and_then(|allowed| execwatch::ExecWatch::start(self, &id, exec_listener, allowed, tools)) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                    if let Some(cg) = cg {
+                        let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                    }
+                    let _ = std::fs::remove_dir_all(&socket_dir);
+                    return Err(ManagerError::Internal(format!("cannot start the exec watcher: {e}")));
                 }
-                let _ = std::fs::remove_dir_all(&socket_dir);
-                return Err(ManagerError::Internal(format!("cannot start the exec watcher: {e}")));
-            }
-        };
+            };
         let live = Arc::new(Live {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -723,12 +730,18 @@ impl Manager {
         };
         let socket_dir = std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default();
         let policy = rec.policy.clone().and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok());
-        let allow = policy.as_ref().map(|p| p.tools.allow.clone()).unwrap_or_default();
         let tools = policy.as_ref().and_then(|p| self.tool_limits(p, rec.cgroup.as_deref(), Default::default()));
-        let allowed = match std::fs::File::open(format!("/proc/{pid}/root")) {
-            Ok(root) if !allow.is_empty() => Some(AllowedExecs::expand(root.into(), &allow)),
-            _ => None,
-        };
+        let allowed = policy.as_ref().filter(|p| !p.tools.allow.is_empty()).and_then(|p| {
+            let tools = safehouse_policy::tools::ToolsPlan::compile(&p.tools);
+            let expanded = std::fs::File::open(format!("/proc/{pid}/root"))
+                .map_err(|e| e.to_string())
+                .and_then(|root| AllowList::expand(root.as_fd(), &tools).map_err(|e| e.to_string()));
+            expanded
+                .map_err(|e| {
+                    eprintln!("safehouse: sandbox {}: execs outside tools.allow are not reported ({e})", rec.id)
+                })
+                .ok()
+        });
         let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir, allowed, tools);
         let live = Arc::new(Live {
             id: rec.id.clone(),

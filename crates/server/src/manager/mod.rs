@@ -20,7 +20,6 @@ pub mod ids;
 mod lifecycle;
 pub mod metrics;
 mod netns;
-mod toolcheck;
 pub mod types;
 
 use std::collections::HashMap;

@@ -9,7 +9,7 @@ use libc::{
 };
 
 use super::super::syscalls::{AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
-use super::{verdict, verdict_raw, ALLOW, EAFNOSUPPORT, ENOSYS, EPERM, KILL};
+use super::{verdict, verdict_raw, ALLOW, EAFNOSUPPORT, ENOSYS, EPERM, EPROTONOSUPPORT, ESOCKTNOSUPPORT, KILL};
 use crate::seccomp::NATIVE;
 
 /// AF_VSOCK; musl's libc bindings lack it.
@@ -309,6 +309,46 @@ fn socket_families_and_types() {
     assert_eq!(verdict("socket", &[1 << 32 | u(AF_INET), u(SOCK_STREAM)]), ALLOW);
     assert_eq!(verdict("socket", &[u(AF_INET), 1 << 40 | u(SOCK_RAW)]), EPERM);
     assert_eq!(verdict("socket", &[1 << 32 | u(AF_NETLINK), 0]), EAFNOSUPPORT);
+}
+
+#[test]
+fn inet_sockets_are_tcp_and_udp_only() {
+    const IPPROTO_MPTCP: i32 = 262;
+    const IPPROTO_SMC: i32 = 256;
+    const IPPROTO_L2TP: i32 = 115;
+    let cases = [
+        (AF_INET, SOCK_STREAM, 0, ALLOW),
+        (AF_INET, SOCK_STREAM, libc::IPPROTO_TCP, ALLOW),
+        (AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, libc::IPPROTO_TCP, ALLOW),
+        (AF_INET, SOCK_DGRAM, 0, ALLOW),
+        (AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK, libc::IPPROTO_UDP, ALLOW),
+        (AF_INET, SOCK_STREAM, IPPROTO_MPTCP, EPROTONOSUPPORT),
+        (AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_MPTCP, EPROTONOSUPPORT),
+        (AF_INET, SOCK_DGRAM, libc::IPPROTO_UDPLITE, EPROTONOSUPPORT),
+        (AF_INET6, SOCK_DGRAM, libc::IPPROTO_UDPLITE, EPROTONOSUPPORT),
+        (AF_INET, SOCK_STREAM, libc::IPPROTO_SCTP, EPROTONOSUPPORT),
+        (AF_INET, SOCK_STREAM, IPPROTO_SMC, EPROTONOSUPPORT),
+        (AF_INET, SOCK_DGRAM, libc::IPPROTO_ICMP, EPROTONOSUPPORT),
+        (AF_INET6, SOCK_DGRAM, libc::IPPROTO_ICMPV6, EPROTONOSUPPORT),
+        (AF_INET, SOCK_DGRAM, IPPROTO_L2TP, EPROTONOSUPPORT),
+        (AF_INET, SOCK_SEQPACKET, libc::IPPROTO_SCTP, ESOCKTNOSUPPORT),
+        (AF_INET, SOCK_SEQPACKET, 0, ESOCKTNOSUPPORT),
+        (AF_INET6, libc::SOCK_RDM, 0, ESOCKTNOSUPPORT),
+        (AF_INET, 6, 33, ESOCKTNOSUPPORT), // SOCK_DCCP, IPPROTO_DCCP
+        // Unix sockets keep every type; the kernel checks their protocol itself.
+        (AF_UNIX, SOCK_SEQPACKET, 0, ALLOW),
+    ];
+    for (domain, kind, proto, expected) in cases {
+        assert_eq!(
+            verdict("socket", &[u(domain), u(kind), u(proto)]),
+            expected,
+            "socket({domain}, {kind:#x}, {proto})"
+        );
+    }
+    // The kernel reads `protocol` as an int: bits above it cannot smuggle MPTCP past the
+    // filter, nor can they make TCP look refused.
+    assert_eq!(verdict("socket", &[u(AF_INET), u(SOCK_STREAM), 1 << 32 | u(IPPROTO_MPTCP)]), EPROTONOSUPPORT);
+    assert_eq!(verdict("socket", &[u(AF_INET), u(SOCK_STREAM), 1 << 32 | u(libc::IPPROTO_TCP)]), ALLOW);
 }
 
 #[test]

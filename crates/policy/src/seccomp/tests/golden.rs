@@ -203,7 +203,9 @@ fn describe_prints_each_rule() {
         Some(
             "allow if domain (arg0) is one of [0x1]; \
              EAFNOSUPPORT if domain (arg0) is none of [0x2, 0xa]; \
-             EPERM if type (arg1 & 0xf) is one of [0x3, 0xa]; otherwise allow"
+             EPERM if type (arg1 & 0xf) is one of [0x3, 0xa]; \
+             ESOCKTNOSUPPORT if type (arg1 & 0xf) is none of [0x1, 0x2]; \
+             EPROTONOSUPPORT if protocol (arg2) is none of [0x0, 0x6, 0x11]; otherwise allow"
         )
     );
     assert_eq!(find("ioctl"), Some("EPERM if request (arg1) is one of [0x5412, 0x541c]; otherwise allow"));

@@ -21,6 +21,8 @@ const fn errno(errno: i32) -> u32 {
 const EPERM: u32 = errno(libc::EPERM);
 const ENOSYS: u32 = errno(libc::ENOSYS);
 const EAFNOSUPPORT: u32 = errno(libc::EAFNOSUPPORT);
+const EPROTONOSUPPORT: u32 = errno(libc::EPROTONOSUPPORT);
+const ESOCKTNOSUPPORT: u32 = errno(libc::ESOCKTNOSUPPORT);
 
 fn filter() -> &'static [SockFilter] {
     static FILTER: OnceLock<Vec<SockFilter>> = OnceLock::new();

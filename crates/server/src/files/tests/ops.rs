@@ -70,7 +70,10 @@ fn upload_onto_a_directory_is_refused() {
 #[test]
 fn uploads_and_new_directories_belong_to_the_sandbox_user() {
     if !is_root() {
-        eprintln!("skipped: chown to another user needs root");
+        safehouse_jail::testkit::skip_privileged(
+            "uploads_and_new_directories_belong_to_the_sandbox_user",
+            "chown to another user needs root",
+        );
         return;
     }
     let t = Tree::new();
