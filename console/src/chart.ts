@@ -35,10 +35,10 @@ export class Ring {
   }
 }
 
-function fit(canvas: HTMLCanvasElement): CanvasRenderingContext2D | null {
+/** Sizes the canvas's backing store to `w`×`h` CSS pixels (measured when not given: a
+ * layout read, so callers drawing many canvases pass their size). */
+function fit(canvas: HTMLCanvasElement, w = canvas.clientWidth || 80, h = canvas.clientHeight || 20): CanvasRenderingContext2D | null {
   const ratio = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || Number(canvas.getAttribute('width')) || 80;
-  const h = canvas.clientHeight || Number(canvas.getAttribute('height')) || 20;
   if (canvas.width !== Math.round(w * ratio) || canvas.height !== Math.round(h * ratio)) {
     canvas.width = Math.round(w * ratio);
     canvas.height = Math.round(h * ratio);
@@ -50,12 +50,10 @@ function fit(canvas: HTMLCanvasElement): CanvasRenderingContext2D | null {
   return ctx;
 }
 
-/** A sparkline of `ring`, scaled to `max` (or its own maximum). */
-export function sparkline(canvas: HTMLCanvasElement, ring: Ring, color: string, max?: number): void {
-  const ctx = fit(canvas);
+/** A sparkline of `ring` on a `w`×`h` canvas, scaled to `max` (or its own maximum). */
+export function sparkline(canvas: HTMLCanvasElement, ring: Ring, color: string, max: number | undefined, w: number, h: number): void {
+  const ctx = fit(canvas, w, h);
   if (!ctx || ring.length === 0) return;
-  const w = canvas.width / (window.devicePixelRatio || 1);
-  const h = canvas.height / (window.devicePixelRatio || 1);
   const top = Math.max(max ?? 0, ring.max(), 1e-9);
   const n = ring.capacity;
   const x0 = w - ((ring.length - 1) / (n - 1)) * w;

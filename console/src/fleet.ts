@@ -12,6 +12,9 @@ import { age, bytes, pct } from './format';
 /** Samples kept per sandbox for the sparklines (one a second). */
 const HISTORY = 60;
 const ROW_H = 34;
+/** Sparkline size, CSS pixels (fixed: no layout read per row). */
+const SPARK_W = 72;
+const SPARK_H = 20;
 const OVERSCAN = 6;
 
 interface Entry {
@@ -51,7 +54,9 @@ type SortKey = 'created' | 'id' | 'cpu' | 'memory' | 'net' | 'violations';
 export interface FleetStats {
   mountedAt: number;
   firstRender?: number;
-  frames: { t: number; received: number; done: number; sandboxes: number }[];
+  /** Per frame: the sampler round's time (unix s), when it arrived (performance.now and
+   * Date.now), when it was on screen, and how many sandboxes it held. */
+  frames: { t: number; received: number; wall: number; done: number; sandboxes: number }[];
 }
 
 declare global {
@@ -246,8 +251,8 @@ export function fleetView(ctx: Ctx): View {
     setText(d.net, `${bytes(r.e.net_in)} / ${bytes(r.e.net_out)}`);
     setText(d.viol, String(r.e.violations));
     d.viol.classList.toggle('bad', r.e.violations > 0);
-    sparkline(d.cpuCanvas, r.cpu, '#58a6ff', 100);
-    sparkline(d.memCanvas, r.mem, '#3fb950');
+    sparkline(d.cpuCanvas, r.cpu, '#58a6ff', 100, SPARK_W, SPARK_H);
+    sparkline(d.memCanvas, r.mem, '#3fb950', undefined, SPARK_W, SPARK_H);
   }
 
   function visible(r: Row): boolean {
@@ -367,11 +372,12 @@ export function fleetView(ctx: Ctx): View {
     (ev) => {
       if (ev.event !== 'fleet') return;
       const received = performance.now();
+      const wall = Date.now();
       const frame = JSON.parse(ev.data) as Frame;
       apply(frame);
       connected = true;
       render();
-      stats.frames.push({ t: frame.t, received, done: performance.now(), sandboxes: frame.sandboxes.length });
+      stats.frames.push({ t: frame.t, received, wall, done: performance.now(), sandboxes: frame.sandboxes.length });
       if (stats.frames.length > 600) stats.frames.splice(0, stats.frames.length - 600);
     },
     {

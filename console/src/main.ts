@@ -57,15 +57,14 @@ function signIn(message?: string): void {
 
 async function start(key: string, remember: boolean): Promise<void> {
   const api = new Api(key);
-  const who = await api.get<Whoami>('/v1/whoami');
+  // The API's routes gate buttons for what a newer daemon has (pause); asked alongside.
+  const paths = fetch('/v1/openapi.json', { credentials: 'omit' })
+    .then((r) => r.json())
+    .then((doc) => Object.keys(doc.paths ?? {}))
+    .catch(() => [] as string[]);
+  const [who, known] = await Promise.all([api.get<Whoami>('/v1/whoami'), paths]);
   if (remember) sessionStorage.setItem(STORE, key);
-  let routes = new Set<string>();
-  try {
-    const doc = await fetch('/v1/openapi.json', { credentials: 'omit' }).then((r) => r.json());
-    routes = new Set(Object.keys(doc.paths ?? {}));
-  } catch {
-    // optional: only gates buttons for routes a newer daemon has
-  }
+  const routes = new Set<string>(known);
   shell({ api, who, routes, navigate: (h) => (location.hash = h), toast });
 }
 

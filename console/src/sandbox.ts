@@ -10,7 +10,7 @@ import { FilesPanel } from './files';
 import { age, bytes, pct } from './format';
 import { PolicyPanel } from './policy';
 import { ProcessesPanel } from './processes';
-import { TerminalPanel } from './terminal';
+import type { TerminalPanel } from './terminal';
 
 interface Sample {
   t: number;
@@ -80,20 +80,26 @@ export function sandboxView(ctx: Ctx, id: string, initialTab: string): View {
     tabBar.appendChild(b);
   }
 
-  function terminalPanel(): TerminalPanel {
-    if (!terminal) {
+  // xterm.js is loaded the first time a terminal is wanted (a chunk of its own), so the
+  // other views do not parse it.
+  let terminalLoading: Promise<TerminalPanel> | null = null;
+  function terminalPanel(): Promise<TerminalPanel> {
+    terminalLoading ??= import('./terminal').then(({ TerminalPanel }) => {
       terminal = new TerminalPanel(ctx, id);
-      panelArea.appendChild(terminal.el);
-    }
-    return terminal;
+      return terminal;
+    });
+    return terminalLoading;
   }
 
-  function show(tab: Tab): void {
+  let shownTab: Tab = 'events';
+  async function show(tab: Tab): Promise<void> {
+    shownTab = tab;
     for (const [t, b] of tabButtons) b.classList.toggle('on', t === tab);
     let panel: { el: HTMLElement; shown?: () => void };
     switch (tab) {
       case 'terminal':
-        panel = terminalPanel();
+        panel = await terminalPanel();
+        if (shownTab !== 'terminal') return;
         break;
       case 'files':
         files ??= new FilesPanel(ctx, id);
@@ -102,7 +108,7 @@ export function sandboxView(ctx: Ctx, id: string, initialTab: string): View {
       case 'processes':
         processes ??= new ProcessesPanel(ctx, id, (pid) => {
           ctx.navigate(`#/sandbox/${id}/terminal`);
-          void terminalPanel().attach(pid);
+          void terminalPanel().then((t) => t.attach(pid));
         });
         panel = processes;
         break;
@@ -205,13 +211,13 @@ export function sandboxView(ctx: Ctx, id: string, initialTab: string): View {
     tabBar,
     panelArea,
   );
-  show((TABS as readonly string[]).includes(initialTab) ? (initialTab as Tab) : 'events');
+  void show((TABS as readonly string[]).includes(initialTab) ? (initialTab as Tab) : 'events');
 
   return {
     el: root,
     /** The router calls this when only the tab changed. */
     tab(t: string) {
-      show((TABS as readonly string[]).includes(t) ? (t as Tab) : 'events');
+      void show((TABS as readonly string[]).includes(t) ? (t as Tab) : 'events');
     },
     dispose() {
       abort.abort();

@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { Daemon, launch, signedIn, sleep, until } from './harness.mjs';
 
 const SHOTS = process.env.CONSOLE_SCREENSHOTS || mkdtempSync(join(tmpdir(), 'safehouse-console-shots-'));
+// For the docs, the fleet runs longer before its picture, so its sparklines have history.
+const SETTLE_MS = process.env.CONSOLE_SCREENSHOTS ? 40000 : 3000;
 mkdirSync(SHOTS, { recursive: true });
 
 let daemon;
@@ -245,9 +247,16 @@ test('the fleet view, the processes tab and the audit log', async () => {
     await daemon.admin.post(`/v1/sandboxes/${sb.id}/processes`, { cmd });
     busy.push(sb);
   }
+  // Another tenant's, and one whose agent keeps hitting the gateway's default deny.
+  const ops = await daemon.tenant('ops');
+  busy.push(await ops.create({ metadata: { job: 'report' } }));
+  const nosy = await daemon.admin.create({ metadata: { job: 'scraper' }, policy: { version: 1, network: { allow: ['web.test:80'] } } });
+  await daemon.admin.post(`/v1/sandboxes/${nosy.id}/processes`, {
+    cmd: 'for h in metadata.google.internal evil.example 169.254.169.254; do curl -s -m 2 http://$h/ >/dev/null; done; sleep 600',
+  });
   const page = await signedIn(browser, daemon, daemon.adminKey);
   await rowOf(page, busy[0].id).waitFor();
-  await sleep(4000);
+  await sleep(SETTLE_MS);
   await shot(page, 'fleet');
   await page.goto(`${daemon.url}/ui/#/sandbox/${busy[0].id}/processes`);
   await page.getByTestId('api-processes').locator('tr').first().waitFor();

@@ -19,6 +19,8 @@
 //!   is revalidated every time (`no-cache` with an ETag), so a new binary's console is
 //!   picked up at once.
 
+#![forbid(unsafe_code)]
+
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
