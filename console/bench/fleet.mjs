@@ -59,12 +59,13 @@ async function firstRenders(browser, daemon, n) {
   return times;
 }
 
+let bigFirst = 0;
 async function rawApi(daemon) {
   const times = [];
   for (let i = 0; i < LOADS; i++) {
     const t0 = performance.now();
     const r = await fetch(`${daemon.url}/v1/metrics?history=60&follow=false`, { headers: { Authorization: `Bearer ${daemon.adminKey}` } });
-    await r.text();
+    bigFirst = (await r.text()).length;
     times.push(performance.now() - t0);
   }
   return times;
@@ -82,6 +83,7 @@ async function watch(browser, daemon, seconds) {
     new PerformanceObserver((l) => l.getEntries().forEach((e) => window.__long.push(e.duration))).observe({ type: 'longtask', buffered: false });
   });
   const start = await page.evaluate(() => window.__fleet.frames.length);
+  const startRenders = await page.evaluate(() => window.__fleet.renders.length);
   // Scroll through the list meanwhile, as a person would.
   const t0 = Date.now();
   while (Date.now() - t0 < seconds * 1000) {
@@ -91,8 +93,9 @@ async function watch(browser, daemon, seconds) {
   }
   const frames = await page.evaluate((s) => window.__fleet.frames.slice(s), start);
   const long = await page.evaluate(() => window.__long);
+  const renders = await page.evaluate((s) => window.__fleet.renders.slice(s), startRenders);
   await ctx.close();
-  return { frames, long };
+  return { frames, long, renders };
 }
 
 const daemon = await new Daemon().start();
@@ -120,7 +123,7 @@ try {
   console.log(`${`  raw API call, ${big.have}`.padEnd(52)}${f1(median(bigApi)).padStart(10)}`);
   console.log(`  ratio ${big.have}/${small.have}: ${(median(bigRender) / median(smallRender)).toFixed(2)}x; target <= 1000 ms: ${median(bigRender) <= 1000 ? 'met' : 'MISSED'}`);
 
-  const { frames, long } = await watch(browser, daemon, WATCH);
+  const { frames, long, renders } = await watch(browser, daemon, WATCH);
   const work = frames.map((f) => f.done - f.received);
   const lag = frames.map((f) => f.wall - f.t * 1000);
   const gaps = frames.slice(1).map((f, i) => f.received - frames[i].received);
@@ -128,7 +131,9 @@ try {
   console.log(`\nlive updates, ${WATCH} s with ${big.have} sandboxes while scrolling: ${frames.length} frames`);
   console.log(`  per frame, parse + apply + render: median ${f1(median(work))} ms, p95 ${f1(pct(work, 0.95))} ms, max ${f1(Math.max(...work))} ms (budget 1000 ms)`);
   console.log(`  sampler round to frame handled (lag): median ${f1(median(lag))} ms, max ${f1(Math.max(...lag))} ms; first half median ${f1(median(lag.slice(0, lag.length >> 1)))}, second half ${f1(median(lag.slice(lag.length >> 1)))}`);
+  console.log(`  frame size: median ${f1(median(frames.map((f) => f.bytes)) / 1024)} KiB of JSON (the first of a stream, with 60 s of history: ${f1(bigFirst / 1024)} KiB)`);
   console.log(`  interval between frames: median ${f1(median(gaps))} ms, max ${f1(Math.max(...gaps))} ms`);
+  console.log(`  renders (frames and scrolls): ${renders.length}, median ${f1(median(renders))} ms, p95 ${f1(pct(renders, 0.95))} ms, max ${f1(Math.max(...renders))} ms`);
   console.log(`  long tasks (> 50 ms) on the page: ${long.length}${long.length ? `, longest ${f1(Math.max(...long))} ms` : ''}`);
   const last = /safehouse_sampler_last_duration_seconds ([0-9.e-]+)/.exec(sampler);
   if (last) console.log(`  daemon: last sampler round ${f1(Number(last[1]) * 1000)} ms for ${big.have} sandboxes`);

@@ -55,8 +55,10 @@ export interface FleetStats {
   mountedAt: number;
   firstRender?: number;
   /** Per frame: the sampler round's time (unix s), when it arrived (performance.now and
-   * Date.now), when it was on screen, and how many sandboxes it held. */
-  frames: { t: number; received: number; wall: number; done: number; sandboxes: number }[];
+   * Date.now), when it was on screen, how many sandboxes it held, its size (characters). */
+  frames: { t: number; received: number; wall: number; done: number; sandboxes: number; bytes: number }[];
+  /** Milliseconds of each render (a frame's, or a scroll's). */
+  renders: number[];
 }
 
 declare global {
@@ -66,7 +68,7 @@ declare global {
 }
 
 export function fleetView(ctx: Ctx): View {
-  const stats: FleetStats = { mountedAt: performance.now(), frames: [] };
+  const stats: FleetStats = { mountedAt: performance.now(), frames: [], renders: [] };
   window.__fleet = stats;
   const rows = new Map<string, Row>();
   let order: Row[] = [];
@@ -290,6 +292,7 @@ export function fleetView(ctx: Ctx): View {
   }
 
   function render(): void {
+    const t0 = performance.now();
     scheduled = false;
     // Numbers change every frame, so a sort by them is redone every frame too.
     if (dirtyOrder || sort.key !== 'created') reorder();
@@ -316,6 +319,8 @@ export function fleetView(ctx: Ctx): View {
     setText(counts, `${running} running · ${frozen} frozen${order.length !== rows.size ? ` · ${order.length} shown` : ''}`);
     empty.hidden = !connected || order.length > 0;
     setText(empty, rows.size ? 'No sandbox matches the filter.' : 'No sandboxes.');
+    stats.renders.push(performance.now() - t0);
+    if (stats.renders.length > 2000) stats.renders.splice(0, 1000);
     if (stats.firstRender === undefined && connected) {
       // After the browser painted this frame.
       requestAnimationFrame(() => {
@@ -377,7 +382,7 @@ export function fleetView(ctx: Ctx): View {
       apply(frame);
       connected = true;
       render();
-      stats.frames.push({ t: frame.t, received, wall, done: performance.now(), sandboxes: frame.sandboxes.length });
+      stats.frames.push({ t: frame.t, received, wall, done: performance.now(), sandboxes: frame.sandboxes.length, bytes: ev.data.length });
       if (stats.frames.length > 600) stats.frames.splice(0, stats.frames.length - 600);
     },
     {
