@@ -452,7 +452,7 @@ class Daemon:
     # to servers the tests start on 127.0.0.1 (tests/network/internet.py).
     GATEWAY_RESOLVE = "web.test=127.0.0.1;other.test=127.0.0.1"
 
-    def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None):
+    def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None, listen_host=None):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="safehouse-e2e-data-")
         # run_as: a user name; the daemon then runs unprivileged (rootless mode) and owns
         # its data dir.
@@ -463,6 +463,8 @@ class Daemon:
             os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         self.admin_key = admin_key or new_admin_key()
         self.host = "127.0.0.1"
+        # Where it listens (clients still use `host`): "0.0.0.0" is every interface.
+        self.listen_host = listen_host or self.host
         self.port = port or free_port()
         self.proc = None
         self.log_path = os.path.join(tempfile.gettempdir(), f"safehouse-e2e-{self.port}-{os.getpid()}.log")
@@ -488,7 +490,7 @@ class Daemon:
             drop = {"user": self.run_as, "group": self.run_as if self.run_as != "nobody" else "nogroup",
                     "extra_groups": []}
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BIN, "serve", "--listen", f"{self.host}:{self.port}",
+        self.proc = subprocess.Popen([BIN, "serve", "--listen", f"{self.listen_host}:{self.port}",
                                       "--data-dir", self.data_dir],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                      start_new_session=True, **drop)

@@ -53,6 +53,21 @@ def test_a_ticket_attaches_a_websocket_without_the_key(api, sandbox, tenant_key)
     assert e.value.status == 401
 
 
+def test_a_revoked_keys_ticket_is_refused(api, sandbox):
+    r = api.post("/v1/keys", {"tenant": "admin", "name": "console ticket"})
+    assert r.status == 201, r
+    key = r.json()
+    mine = api.with_key(key["key"])
+    sid = sandbox["id"]
+    pid = api.start(sid, ["sleep", "30"])
+    path = f"/v1/sandboxes/{sid}/processes/{pid}/attach"
+    t = ticket(mine, path)
+    assert api.delete(f"/v1/keys/{key['id']}").status == 204
+    with pytest.raises(WsRejected) as e:
+        WebSocket(api.host, api.port, f"{path}?ticket={t}", {})
+    assert e.value.status == 401
+
+
 def fleet_frames(api, n, history=5):
     frames = []
     status, events = read_sse(api, "/v1/metrics", {"history": history},

@@ -22,9 +22,9 @@ from e2b import Sandbox  # noqa: E402
 from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException  # noqa: E402
 from e2b.sandbox.commands.command_handle import CommandExitException  # noqa: E402
 
-from network.internet import Web  # noqa: E402
+from network.internet import Lan, Web  # noqa: E402
 
-from .support import Api, wait_for  # noqa: E402
+from .support import IS_ROOT, Api, wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -284,6 +284,37 @@ def test_network_allow_and_deny(e2b_env, web):
         assert fetch(off, f"http://web.test:{web.port}/hello").startswith("blocked")
     finally:
         off.kill()
+
+
+def test_base_template_never_reaches_the_host(e2b_env):
+    """NET-01: E2B sandboxes are a tenant's. `base` allows "*", which never reaches an
+    address of the host; naming one in allowOut is refused at create."""
+    if not IS_ROOT:
+        pytest.skip("the host's extra address is made by the test (root)")
+    lan = Lan()
+    w = Web("host4", bind=lan.host4)
+    try:
+        assert urllib_get(f"http://{lan.host4}:{w.port}/hello") == "hello from host4"  # outside control
+        s = Sandbox.create(timeout=60)
+        try:
+            out = fetch(s, f"http://{lan.host4}:{w.port}/hello")
+            assert out.startswith(f"blocked 403 this host ({lan.host4}/32)"), out
+        finally:
+            s.kill()
+        with pytest.raises(SandboxException) as e:
+            Sandbox.create(network={"allow_out": [f"{lan.host4}:{w.port}"]}, timeout=60)
+        assert "reaches this host" in str(e.value), e.value
+        assert w.connections == 1  # the outside control only
+    finally:
+        w.close()
+        lan.close()
+
+
+def urllib_get(url):
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as r:
+        return r.read().decode()
 
 
 # ---------------------------------------------------------------- raw HTTP: errors

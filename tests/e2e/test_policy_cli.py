@@ -45,7 +45,7 @@ def explain(policy, *question, json_out=False):
     (["--net", "files.pythonhosted.org:443"], True, 'network.allow[1] = "*.pythonhosted.org:443"'),
     (["--net", "pypi.org:22"], False, "default deny"),
     (["--net", "example.com:443"], False, "default deny"),
-    (["--net", "127.1:80"], False, "loopback (127.0.0.0/8)"),
+    (["--net", "127.1:80"], False, "this host (127.0.0.0/8)"),  # loopback is the host's
     (["--net", "[::ffff:10.20.3.4]:5432"], True, 'network.allow[2] = "10.20.0.0/16:5432"'),
     (["--read", "/input/a.csv"], True, "filesystem.read_only[0]"),
     (["--read", "/input/secret/key"], False, 'filesystem.hidden[0] = "/input/secret"'),

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import IS_ROOT, PYTHON, require_mode, run_inside, run_outside, world_tmpdir
-from network.internet import Dns, Web, make_cert, tls_context
+from conftest import IS_ROOT, PYTHON, require_mode, require_root, run_inside, run_outside, world_tmpdir
+from network.internet import Dns, Lan, Web, make_cert, tls_context
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPECIAL_V4 = ("10.", "127.", "169.254.", "192.168.", "0.") + tuple(f"172.{i}." for i in range(16, 32)) \
@@ -51,13 +51,26 @@ def net():
     n.tls = Web("tls", tls=tls_context(n.cert, key))
     n.pub = Web("pub", bind="0.0.0.0")
     n.host_ip = host_address()
+    # A second machine (root only): `far` is a public-looking server that is not the host;
+    # `host4`/`host6` serve on public-looking addresses of the host itself (NET-01).
+    n.lan = Lan() if IS_ROOT else None
+    servers = [n.web, n.other, n.tls, n.pub]
+    if n.lan:
+        n.far = Web("far", bind=n.lan.far4, netns=n.lan.ns)
+        n.host4 = Web("host4", bind=n.lan.host4)
+        n.host6 = Web("host6", bind=n.lan.host6)
+        servers += [n.far, n.host4, n.host6]
+    lan = n.lan
     n.dns = Dns({
         "private.test": ["10.0.0.1"],
         "meta.test": ["169.254.169.254"],
         "loop.test": ["127.0.0.1"],
         "mapped.test": ["127.0.0.1", "10.1.1.1"],
-        # DNS rebinding: a public answer, then loopback, then public...
-        "flip.test": (lambda c: [n.host_ip or "198.51.100.1"] if c % 2 == 0 else ["127.0.0.1"]),
+        # DNS rebinding: a public answer (another machine), then loopback, then public...
+        "flip.test": (lambda c: [lan.far4 if lan else "198.51.100.1"] if c % 2 == 0 else ["127.0.0.1"]),
+        # Names that resolve to the host's own public-looking addresses.
+        "hostaddr.test": [lan.host4] if lan else [],
+        "hostaddr6.test": [lan.host6] if lan else [],
     })
     names = ["web.test", "a.web.test", "b.a.web.test", "other.test", "tls.test"]
     n.env = {
@@ -65,9 +78,11 @@ def net():
         "SAFEHOUSE_GATEWAY_DNS": f"127.0.0.1:{n.dns.port}",
     }
     yield n
-    for s in (n.web, n.other, n.tls, n.pub):
+    for s in servers:
         s.close()
     n.dns.close()
+    if n.lan:
+        n.lan.close()
     shutil.rmtree(n.dir, ignore_errors=True)
 
 
@@ -152,12 +167,15 @@ def test_port_ranges_and_any_port(net):
 
 
 def test_address_rules_are_the_only_way_to_loopback(net):
+    """Loopback is the host: only the exact address opens it (a block no longer does)."""
     w = net.web.port
-    (by_ip, other_port), _ = probe(net, [f"127.0.0.0/8:{w}"],
+    (by_ip, other_port), _ = probe(net, [f"127.0.0.1:{w}"],
                                    ["get", f"http://127.0.0.1:{w}/hello"],
                                    ["get", f"http://127.0.0.1:{net.other.port}/hello"])
     assert by_ip["status"] == 200, by_ip
     assert other_port["status"] == 403, other_port
+    (block,), _ = probe(net, [f"127.0.0.0/8:{w}"], ["get", f"http://127.0.0.1:{w}/hello"])
+    assert block["status"] == 403 and block["denied"] == "this host (127.0.0.0/8)", block
     # Without the address rule, even "*" never reaches loopback, in any spelling.
     spellings = ["127.0.0.1", "127.1", "0x7f.1", "2130706433", "017700000001", "[::ffff:127.0.0.1]",
                  "[::1]", "0.0.0.0"]
@@ -224,21 +242,109 @@ def test_net06_names_resolving_to_private_addresses_are_denied(net):
 
 
 def test_net06_dns_rebinding_never_reaches_loopback(net):
-    """flip.test answers a public address, then 127.0.0.1, alternately. The gateway
-    resolves once per request and dials what it checked."""
-    p = net.pub.port
-    before = list(net.pub.requests)
+    """flip.test answers a public address (another machine), then 127.0.0.1, alternately.
+    The gateway resolves once per request and dials what it checked."""
+    require_root("the other machine is a network namespace the test makes")
+    p = net.far.port
+    # Outside control: the other machine answers from the host.
+    assert outside("get", f"http://{net.lan.far4}:{p}/hello", "--direct")["status"] == 200
+    before = list(net.far.requests)
     results, _ = probe(net, [f"flip.test:{p}"], *[["get", f"http://flip.test:{p}/hello"]] * 6)
     statuses = [r["status"] for r in results]
-    assert 403 in statuses, statuses
-    for r in results:
-        if r["status"] == 403:
-            assert "loopback" in r["body"], r
-    new = net.pub.requests[len(before):]
-    if net.host_ip and not net.host_ip.startswith(SPECIAL_V4):
-        assert statuses.count(200) == 3 and len(new) == 3, (statuses, new)
+    assert statuses == [200, 403] * 3, results
+    for r in results[1::2]:
+        assert "loopback" in r["body"], r
+    assert [r["body"] for r in results[::2]] == ["hello from far"] * 3, results
+    new = net.far.requests[len(before):]
+    assert len(new) == 3, new
     # The loopback-only server never saw flip.test.
     assert not [q for q in net.web.requests if q[2] and q[2].startswith("flip.test")]
+
+
+# ------------------------------------------------------------------ NET-01: the host itself
+
+def host_rule(addr):
+    return f"this host ({addr}/{128 if ':' in addr else 32})"
+
+
+def test_net01_the_hosts_own_addresses_are_denied_through_every_front(net):
+    """The host's public-looking addresses (on its end of the test LAN), whatever the
+    policy allows: HTTP proxy, CONNECT and SOCKS5, IPv4 and IPv6, other spellings, and
+    names resolving there. Outside, the same servers answer."""
+    require_root("the host's extra addresses are made by the test")
+    h4, h6, p4, p6 = net.lan.host4, net.lan.host6, net.host4.port, net.host6.port
+    assert outside("get", f"http://{h4}:{p4}/hello", "--direct")["body"] == "hello from host4"
+    assert outside("get", f"http://[{h6}]:{p6}/hello", "--direct")["body"] == "hello from host6"
+    before = (net.host4.connections, net.host6.connections)
+    cmds = [
+        ["get", f"http://{h4}:{p4}/hello"],
+        ["get", f"http://[{h6}]:{p6}/hello"],
+        ["get", f"http://[::ffff:{h4}]:{p4}/hello"],
+        ["get", f"http://[64:ff9b::{h4}]:{p4}/hello"],
+        ["get", f"http://hostaddr.test:{p4}/hello"],
+        ["get", f"http://hostaddr6.test:{p6}/hello"],
+        ["tunnel", h4, p4],
+        ["tunnel", f"[{h6}]", p6],
+        ["socks", h4, p4, "--atyp", "ip4"],
+        ["socks", h6, p6, "--atyp", "ip6"],
+        ["socks", "hostaddr.test", p4],
+    ]
+    results, _ = probe(net, ["*:*"], *cmds)
+    g4, g6, mapped, nat64, name4, name6, t4, t6, s4, s6, sname = results
+    for res, addr in [(g4, h4), (g6, h6), (mapped, h4), (nat64, h4), (name4, h4), (name6, h6)]:
+        assert res["status"] == 403 and res["denied"] == host_rule(addr), res
+        assert "an address of this host" in res["body"], res
+    assert "hostaddr.test resolves to" in name4["body"], name4
+    for res in (t4, t6):
+        assert res["status"] == 403 and "this host" in res["head"], res
+    for res in (s4, s6, sname):
+        assert res["reply"] == 2, res  # connection not allowed by ruleset
+    assert (net.host4.connections, net.host6.connections) == before
+
+
+def test_net01_the_machines_own_address_is_denied_too(net):
+    """The address this machine's default route leaves from (its real NIC), if it has one
+    that no special range covers: same as the test LAN's."""
+    ip = net.host_ip
+    if not ip or ip.startswith(SPECIAL_V4):
+        pytest.skip(f"this machine's own address ({ip}) is in a special range, covered by those tests")
+    p = net.pub.port
+    assert outside("get", f"http://{ip}:{p}/hello", "--direct")["status"] == 200
+    (res,), _ = probe(net, ["*:*"], ["get", f"http://{ip}:{p}/hello"])
+    assert res["status"] == 403 and res["denied"] == host_rule(ip), res
+
+
+def test_net01_the_web_research_preset_never_reaches_the_host(net):
+    """`web-research` allows "*" on 80 and 443: a server of the host on port 80."""
+    require_root("the host's extra addresses are made by the test")
+    try:
+        web80 = Web("host80", bind=net.lan.host4, port=80)
+    except OSError as e:
+        pytest.skip(f"port 80 on the test address is taken: {e}")
+    try:
+        assert outside("get", f"http://{net.lan.host4}/hello", "--direct")["body"] == "hello from host80"
+        argv = [PYTHON, "/probe/netprobe.py", "get", f"http://{net.lan.host4}/hello"]
+        r = run_inside(argv, ["--preset", "web-research", "--mount", f"{net.dir}:/probe"], env=net.env)
+        (res,) = r.json_lines()
+        assert res["status"] == 403 and res["denied"] == host_rule(net.lan.host4), res
+        assert web80.connections == 1  # the outside control only
+    finally:
+        web80.close()
+
+
+def test_net01_only_an_exact_rule_of_the_operator_reaches_a_host_address(net):
+    """`safehouse run`'s user is the host's operator: the exact address (and port) opens
+    it; a block covering it, `*` or a name resolving there still do not."""
+    require_root("the host's extra addresses are made by the test")
+    h4, p4 = net.lan.host4, net.host4.port
+    (exact, other_port), _ = probe(net, [f"{h4}:{p4}"], ["get", f"http://{h4}:{p4}/hello"],
+                                   ["get", f"http://{h4}:{p4 + 1}/hello"])
+    assert exact["status"] == 200 and exact["body"] == "hello from host4", exact
+    assert other_port["status"] == 403, other_port
+    (block, name), _ = probe(net, ["203.0.113.0/24:*", "hostaddr.test:*"], ["get", f"http://{h4}:{p4}/hello"],
+                             ["get", f"http://hostaddr.test:{p4}/hello"])
+    for res in (block, name):
+        assert res["status"] == 403 and res["denied"] == host_rule(h4), res
 
 
 def test_net11_names_the_policy_does_not_allow_are_never_resolved(net):
@@ -253,6 +359,8 @@ def test_net10_net01_no_way_around_the_gateway(net):
     """Direct TCP/UDP/ICMP from inside: no route. Outside the same attempts work."""
     w = net.web.port
     cmds = [["connect", "127.0.0.1", w], ["udp", "198.51.100.1", 53], ["ping"]]
+    if net.lan:
+        cmds.append(["connect", net.lan.host4, net.host4.port])
     if net.host_ip:
         cmds.append(["connect", net.host_ip, net.pub.port])
     inside, _ = probe(net, [f"web.test:{w}"], *cmds)
@@ -260,10 +368,14 @@ def test_net10_net01_no_way_around_the_gateway(net):
     # Loopback inside is the sandbox's own: nothing listens there on the host's port.
     assert inside[0]["errno"] == errno.ECONNREFUSED, inside[0]
     assert inside[1]["errno"] == errno.ENETUNREACH, inside[1]
-    assert inside[2]["errno"] in (errno.EACCES, errno.EPERM, errno.ENETUNREACH), inside[2]
+    assert inside[2]["errno"] == errno.EPROTONOSUPPORT, inside[2]  # ping sockets are refused (KS-02)
+    rest = inside[3:]
+    if net.lan:
+        assert outside("connect", net.lan.host4, net.host4.port)["ok"]
+        assert rest.pop(0)["errno"] == errno.ENETUNREACH, inside
     if net.host_ip:
         assert outside("connect", net.host_ip, net.pub.port)["ok"]
-        assert inside[3]["errno"] == errno.ENETUNREACH, inside[3]
+        assert rest.pop(0)["errno"] == errno.ENETUNREACH, inside
 
 
 def test_no_network_allow_means_no_gateway_at_all(net):

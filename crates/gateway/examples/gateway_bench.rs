@@ -161,11 +161,12 @@ fn main() {
     let gib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let up = upstream();
     let port = up.port();
-    let policy = NetPolicy { rules: vec![parse_rule(&format!("bench.test:{port}")).unwrap()], egress_bytes: None };
+    let policy = NetPolicy { rules: vec![parse_rule(&format!("bench.test:{port}")).unwrap()], ..NetPolicy::default() };
     let resolver = Resolver::default().with_override("bench.test", &[up.ip()]);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let gw_addr = listener.local_addr().unwrap();
-    let gw = spawn_thread(Config::new(policy, resolver), listener).unwrap();
+    let gw =
+        spawn_thread(Config::new(policy, resolver, safehouse_gateway::hostaddrs::watch().unwrap()), listener).unwrap();
 
     println!("gateway_bench: {requests} keep-alive GETs (13-byte body), {gib} GiB download; loopback, 2 cores");
     let (d50, d99) = latencies(up, "/", requests);

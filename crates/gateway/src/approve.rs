@@ -4,7 +4,9 @@
 //! 2. `check_target` on the name or address as requested;
 //! 3. for a name, and only after 2 allowed it: one resolution;
 //! 4. `check_resolved` on every address returned (one denied address denies the request);
-//! 5. a dial to one of exactly those addresses, the next one on connect failure.
+//! 5. a dial to one of exactly those addresses, the next one on connect failure; right
+//!    before each, an address that was not the host's at step 2 or 4 is checked against
+//!    the newest snapshot of the host's addresses again.
 
 use std::net::SocketAddr;
 
@@ -29,7 +31,10 @@ pub(crate) enum Refusal {
 /// The policy's yes: the addresses that may be dialled, each one checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Approved {
-    pub addrs: Vec<SocketAddr>,
+    /// Each address, and whether it was allowed knowing it is the host's (an exact rule,
+    /// or the operator's resolver override): only the others are checked again at the dial.
+    pub addrs: Vec<(SocketAddr, bool)>,
+    target: Target,
 }
 
 impl Gateway {
@@ -46,7 +51,8 @@ impl Gateway {
                 "the budget is per sandbox run; raise network.egress_bytes in the policy or start a new run".into(),
             ));
         }
-        match self.config.policy.check_target(target, port) {
+        let host = self.config.host_addrs.snapshot();
+        match self.config.policy.check_target(target, port, &host) {
             Verdict::Allow { rule } => Ok(rule),
             Verdict::Deny { rule, reason, hint } => Err(self.deny(target, port, rule, reason, hint)),
         }
@@ -61,16 +67,24 @@ impl Gateway {
     /// Steps 3 and 4, for a target [`Gateway::admit`] allowed under `rule`.
     pub(crate) async fn checked_addrs(&self, target: &Target, port: u16, rule: String) -> Result<Approved, Refusal> {
         let addrs = match target {
-            Target::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            Target::Ip(ip) => {
+                let host = self.config.host_addrs.snapshot();
+                vec![(SocketAddr::new(canonical(*ip), port), host.find(*ip).is_some())]
+            }
             Target::Name(name) => {
                 let resolved = match self.config.resolver.resolve(name).await {
                     Ok(r) => r,
                     Err(e) => return Err(self.fail(Refusal::Resolve(e.to_string()))),
                 };
+                // The newest snapshot: resolution may have taken a while.
+                let host = self.config.host_addrs.snapshot();
                 let mut addrs = Vec::with_capacity(resolved.addrs.len());
                 for ip in resolved.addrs {
-                    match self.config.policy.check_resolved(name, ip, port, &rule, resolved.trusted) {
-                        Verdict::Allow { .. } => addrs.push(SocketAddr::new(canonical(ip), port)),
+                    match self.config.policy.check_resolved(name, ip, port, &rule, resolved.trusted, &host) {
+                        Verdict::Allow { .. } => {
+                            let vetted = resolved.trusted || host.find(ip).is_some();
+                            addrs.push((SocketAddr::new(canonical(ip), port), vetted))
+                        }
                         Verdict::Deny { rule, reason, hint } => return Err(self.deny(target, port, rule, reason, hint)),
                     }
                 }
@@ -78,7 +92,7 @@ impl Gateway {
             }
         };
         self.allowed(target, port, &rule);
-        Ok(Approved { addrs })
+        Ok(Approved { addrs, target: target.clone() })
     }
 
     /// Counts an allowed request (also used when a kept-alive upstream is reused).
@@ -90,7 +104,15 @@ impl Gateway {
     /// Step 5: connects to the first approved address that answers.
     pub(crate) async fn dial(&self, approved: &Approved) -> Result<TcpStream, Refusal> {
         let mut errors = Vec::new();
-        for addr in &approved.addrs {
+        for (addr, vetted) in &approved.addrs {
+            if !vetted {
+                let host = self.config.host_addrs.snapshot();
+                if let Some(Verdict::Deny { rule, reason, hint }) =
+                    self.config.policy.check_host(addr.ip(), addr.port(), &host)
+                {
+                    return Err(self.deny(&approved.target, addr.port(), rule, reason, hint));
+                }
+            }
             match tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);

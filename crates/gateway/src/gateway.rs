@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::hostaddrs::HostAddrSource;
 use crate::meter::{Activity, Metered};
 use crate::resolve::Resolver;
 use crate::stats::{Counters, Stats};
@@ -39,6 +40,8 @@ pub struct Config {
     pub policy: NetPolicy,
     /// How names are turned into addresses.
     pub resolver: Resolver,
+    /// The host's own addresses, read for every decision ([`crate::hostaddrs`]).
+    pub host_addrs: Arc<dyn HostAddrSource>,
     /// Client connections served at once; further ones get a 503 and are closed. Default 256.
     pub max_connections: usize,
     /// Time allowed for a client to send its first byte, a SOCKS handshake, or a complete
@@ -57,10 +60,12 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(policy: NetPolicy, resolver: Resolver) -> Config {
+    /// `host_addrs`: usually [`crate::hostaddrs::watch`], the live set.
+    pub fn new(policy: NetPolicy, resolver: Resolver, host_addrs: Arc<dyn HostAddrSource>) -> Config {
         Config {
             policy,
             resolver,
+            host_addrs,
             max_connections: 256,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -76,6 +81,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("policy", &self.policy)
             .field("resolver", &self.resolver)
+            .field("host_addrs", &self.host_addrs)
             .field("max_connections", &self.max_connections)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)

@@ -54,6 +54,7 @@
 mod approve;
 pub mod dns;
 mod gateway;
+pub mod hostaddrs;
 mod http;
 mod meter;
 pub mod resolve;
@@ -64,6 +65,7 @@ mod thread;
 mod tunnel;
 
 pub use gateway::{Config, Event, EventHook, Gateway};
+pub use hostaddrs::{FixedHostAddrs, HostAddrError, HostAddrSource, HostWatch};
 pub use resolve::{ResolveError, Resolved, Resolver};
 pub use stats::{DenialRecord, Stats};
 pub use thread::{spawn_thread, GatewayThread};

@@ -19,7 +19,8 @@ pub const ENV_DNS: &str = "SAFEHOUSE_GATEWAY_DNS";
 pub struct Resolver {
     /// Operator-trusted answers (lowercase names, no trailing dot). They stand for the public
     /// internet — in tests, servers on loopback — so their addresses skip the special-range
-    /// check. Never filled from anything the sandbox controls.
+    /// and host-address checks: the operator said where the name is. Never filled from
+    /// anything the sandbox controls.
     pub overrides: HashMap<String, Vec<IpAddr>>,
     /// Ask this DNS server directly (A and AAAA over UDP) instead of the system resolver.
     pub dns_server: Option<SocketAddr>,
@@ -68,6 +69,18 @@ impl Resolver {
         let key = normalise_name(name).unwrap_or_else(|_| name.to_ascii_lowercase());
         self.overrides.insert(key, addrs.to_vec());
         self
+    }
+
+    /// The overrides that point a name at an address of the host (`host`): the operator
+    /// opening that address to every sandbox allowed the name. Sorted, for a warning.
+    pub fn overrides_on(&self, host: &safehouse_policy::network::HostAddrs) -> Vec<(String, IpAddr)> {
+        let mut on: Vec<(String, IpAddr)> = self
+            .overrides
+            .iter()
+            .flat_map(|(n, ips)| ips.iter().filter(|ip| host.find(**ip).is_some()).map(move |ip| (n.clone(), *ip)))
+            .collect();
+        on.sort();
+        on
     }
 
     /// Resolves `name` (already normalised by `parse_target`) once.

@@ -29,12 +29,12 @@ async fn allowed_name_resolving_to_a_special_range_is_denied_naming_the_range() 
         _ => vec![],
     })
     .await;
-    let gw = gateway(Config::new(policy(&["*.dns.test:*"]), dns_resolver(&dns))).await;
+    let gw = gateway(Config::new(policy(&["*.dns.test:*"]), dns_resolver(&dns), host())).await;
     for (name, range) in [
-        ("loop.dns.test", "loopback (127.0.0.0/8)"),
+        ("loop.dns.test", "this host (127.0.0.0/8)"),
         ("private.dns.test", "private (10.0.0.0/8)"),
         ("meta.dns.test", "cloud metadata (169.254.169.254/32)"),
-        ("mixed.dns.test", "loopback (127.0.0.0/8)"),
+        ("mixed.dns.test", "this host (127.0.0.0/8)"),
     ] {
         let r = get(gw.addr, &format!("http://{name}:8080/")).await;
         assert_eq!(r.status, 403, "{name}: {}", r.text());
@@ -59,7 +59,7 @@ async fn a_flipping_answer_never_reaches_the_loopback_upstream() {
     let port = up.addr.port();
     let dns = dns_server(|_, n| if n % 2 == 0 { vec![ip("127.0.0.2")] } else { vec![ip("127.0.0.1")] }).await;
     let rules = [format!("flip.test:{port}"), format!("127.0.0.2:{port}")];
-    let gw = gateway(Config::new(policy(&[&rules[0], &rules[1]]), dns_resolver(&dns))).await;
+    let gw = gateway(Config::new(policy(&[&rules[0], &rules[1]]), dns_resolver(&dns), host())).await;
     for _ in 0..6 {
         let r = get(gw.addr, &format!("http://flip.test:{port}/")).await;
         assert!(r.status == 403 || r.status == 502, "{} {}", r.status, r.text());
@@ -75,7 +75,7 @@ async fn a_flipping_answer_never_reaches_the_loopback_upstream() {
 async fn names_the_policy_did_not_allow_are_never_resolved() {
     // NET-11
     let dns = dns_server(|_, _| vec![ip("192.0.2.1")]).await;
-    let gw = gateway(Config::new(policy(&["allowed.test"]), dns_resolver(&dns))).await;
+    let gw = gateway(Config::new(policy(&["allowed.test"]), dns_resolver(&dns), host())).await;
     let r = get(gw.addr, "http://secret-data.attacker.test/").await;
     assert_eq!(r.status, 403);
     let r = raw(gw.addr, "CONNECT secret-data.attacker.test:443 HTTP/1.1\r\n\r\n").await;
@@ -97,7 +97,7 @@ async fn dns_answers_are_used_for_allowed_names() {
     let dns = dns_server(|_, _| vec![ip("127.0.0.1")]).await;
     // loopback reached through a name only with an explicit address rule for it
     let rules = [format!("svc.test:{port}"), format!("127.0.0.1:{port}")];
-    let gw = gateway(Config::new(policy(&[&rules[0], &rules[1]]), dns_resolver(&dns))).await;
+    let gw = gateway(Config::new(policy(&[&rules[0], &rules[1]]), dns_resolver(&dns), host())).await;
     let r = get(gw.addr, &format!("http://svc.test:{port}/")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(dns.queries.lock().unwrap().as_slice(), ["svc.test", "svc.test"]);

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 async fn setup(rules: &[&str]) -> (Upstream, Running) {
     let up = upstream().await;
-    let gw = gateway(Config::new(policy(rules), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(rules), test_resolver(&up), host())).await;
     (up, gw)
 }
 
@@ -20,7 +20,7 @@ async fn forwards_allowed_names_exact_wildcard_and_port() {
     let rules = [format!("allowed.test:{port}"), format!("*.wild.test:{port}")];
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
     let resolver = test_resolver(&up).with_override("a.wild.test", &[up.addr.ip()]);
-    let gw = gateway(Config::new(policy(&rules), resolver)).await;
+    let gw = gateway(Config::new(policy(&rules), resolver, host())).await;
 
     let r = get(gw.addr, &format!("http://allowed.test:{port}/x?y=1")).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -59,11 +59,16 @@ async fn denial_body_names_request_rule_reason_and_hint() {
 }
 
 #[tokio::test]
-async fn cidr_rule_reaches_the_upstream_by_address_and_spellings_are_one_address() {
+async fn exact_rule_reaches_a_host_address_and_spellings_are_one_address() {
     let up = upstream().await;
     let port = up.addr.port();
-    let rule = format!("127.0.0.0/8:{port}");
-    let gw = gateway(Config::new(policy(&[&rule]), test_resolver(&up))).await;
+    // 127.0.0.1 is the host's: a block never opens it, only the exact address does.
+    let block = gateway(Config::new(policy(&[&format!("127.0.0.0/8:{port}")]), test_resolver(&up), host())).await;
+    let r = get(block.addr, &format!("http://127.0.0.1:{port}/")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.header("x-safehouse-denied"), Some("this host (127.0.0.0/8)"));
+    let rule = format!("127.0.0.1:{port}");
+    let gw = gateway(Config::new(policy(&[&rule]), test_resolver(&up), host())).await;
     for host in ["127.0.0.1", "0x7f.1", "2130706433", "[::ffff:127.0.0.1]", "0177.0.0.1"] {
         let r = get(gw.addr, &format!("http://{host}:{port}/")).await;
         assert_eq!(r.status, 200, "{host}: {}", r.text());
@@ -82,8 +87,8 @@ async fn loopback_in_any_spelling_is_denied_without_an_address_rule() {
         assert!(r.status == 403 || r.status == 400, "{host}: {} {}", r.status, r.text());
     }
     let r = get(gw.addr, &format!("http://0x7f.1:{port}/")).await;
-    assert_eq!(r.header("x-safehouse-denied"), Some("loopback (127.0.0.0/8)"));
-    assert!(r.text().contains("127.0.0.1 is a loopback address"), "{}", r.text());
+    assert_eq!(r.header("x-safehouse-denied"), Some("this host (127.0.0.0/8)"));
+    assert!(r.text().contains("127.0.0.1 is a loopback address of this host"), "{}", r.text());
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
@@ -109,7 +114,7 @@ async fn cloud_metadata_is_denied() {
 async fn hop_by_hop_headers_are_not_forwarded() {
     let up = upstream().await;
     let port = up.addr.port();
-    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host())).await;
     let req = format!(
         "GET http://allowed.test:{port}/ HTTP/1.1\r\nHost: evil.example\r\nProxy-Authorization: Basic eA==\r\n\
          Proxy-Connection: keep-alive\r\nConnection: keep-alive, x-private\r\nX-Private: 1\r\nX-Kept: 1\r\n\r\n"
@@ -143,7 +148,7 @@ async fn malformed_and_origin_form_requests_get_400() {
 async fn keep_alive_reuses_one_upstream_connection() {
     let up = upstream().await;
     let port = up.addr.port();
-    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host())).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     for i in 0..100 {
         let req = format!("GET http://allowed.test:{port}/{i} HTTP/1.1\r\nHost: allowed.test\r\n\r\n");
@@ -161,7 +166,7 @@ async fn keep_alive_reuses_one_upstream_connection() {
 async fn connect_tunnels_to_an_allowed_target() {
     let up = upstream().await;
     let port = up.addr.port();
-    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host())).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(format!("CONNECT allowed.test:{port} HTTP/1.1\r\nHost: allowed.test:{port}\r\n\r\n").as_bytes())
         .await
@@ -189,7 +194,7 @@ async fn connect_to_ungranted_port_or_the_gateway_itself_is_403() {
     // NET-09
     let up = upstream().await;
     let port = up.addr.port();
-    let gw = gateway(Config::new(policy(&["allowed.test:443", "*"]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&["allowed.test:443", "*"]), test_resolver(&up), host())).await;
     for target in [
         format!("allowed.test:{port}"),
         format!("127.0.0.1:{}", gw.addr.port()),
@@ -209,7 +214,7 @@ async fn upstream_connect_failure_is_502() {
     let up = upstream().await;
     // a port nothing listens on: bind, read the port, close
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{closed}")]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{closed}")]), test_resolver(&up), host())).await;
     let r = get(gw.addr, &format!("http://allowed.test:{closed}/")).await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("could not reach"), "{}", r.text());

@@ -39,7 +39,7 @@ async fn the_byte_budget_cuts_transfers_and_refuses_new_requests() {
     let up = upstream().await;
     let port = up.addr.port();
     let events = Arc::new(Mutex::new(Vec::new()));
-    let mut config = Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up));
+    let mut config = Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host());
     config.policy.egress_bytes = Some(MIB);
     let ev = events.clone();
     config.on_event = Some(Arc::new(move |e: &Event| ev.lock().unwrap().push(e.clone())));
@@ -83,7 +83,7 @@ async fn the_byte_budget_cuts_transfers_and_refuses_new_requests() {
 async fn connections_over_the_cap_get_503_and_do_not_block_the_rest() {
     let up = upstream().await;
     let port = up.addr.port();
-    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host())).await;
 
     let mut idle = Vec::new();
     for _ in 0..256 {
@@ -120,10 +120,10 @@ async fn a_flood_on_one_gateway_leaves_another_gateway_serving() {
     // NET-14, scaled to this machine: 2,000 connection attempts at a gateway capped at 64.
     let up = upstream().await;
     let port = up.addr.port();
-    let mut flooded = Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up));
+    let mut flooded = Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host());
     flooded.max_connections = 64;
     let flooded = gateway(flooded).await;
-    let calm = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up))).await;
+    let calm = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host())).await;
     let target = flooded.addr;
     let flood = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -149,8 +149,11 @@ async fn shutdown_closes_every_connection_and_serve_returns() {
     let port = up.addr.port();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gw =
-        safehouse_gateway::Gateway::new(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up)));
+    let gw = safehouse_gateway::Gateway::new(Config::new(
+        policy(&[&format!("allowed.test:{port}")]),
+        test_resolver(&up),
+        host(),
+    ));
     let served = tokio::spawn(gw.clone().serve(listener));
     let (code, mut tunnel) = socks(addr, &socks_domain("allowed.test", port)).await;
     assert_eq!(code, 0);
@@ -168,7 +171,7 @@ fn spawn_thread_serves_and_stops() {
     let port = up.addr.port();
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_listener.local_addr().unwrap();
-    let config = Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up));
+    let config = Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host());
     let thread = spawn_thread(config, std_listener).unwrap();
     let r = rt.block_on(get(addr, &format!("http://allowed.test:{port}/")));
     assert_eq!(r.status, 200);

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use safehouse_gateway::dns::{build_query, parse_response, TYPE_A, TYPE_AAAA};
 use safehouse_gateway::socks::{parse_greeting, parse_request, request_target};
 use safehouse_gateway::target::parse_request_target;
-use safehouse_policy::network::{parse_rule, parse_target, NetPolicy};
+use safehouse_policy::network::{parse_rule, parse_target, HostAddrs, HostBlock, HostReach, NetPolicy};
 
 fn config() -> ProptestConfig {
     ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() }
@@ -119,20 +119,37 @@ proptest! {
             format!("[::ffff:{:x}:{:x}]", v >> 16, v & 0xffff),
         ];
         for policy in policies() {
-            let want = policy.check_target(&parse_target(&a.to_string()).unwrap(), port);
+            let host = host();
+            let want = policy.check_target(&parse_target(&a.to_string()).unwrap(), port, &host);
             for s in &spellings {
                 let t = parse_target(s).map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
                 prop_assert_eq!(&t, &safehouse_policy::network::Target::Ip(IpAddr::V4(a)), "{}", s);
-                prop_assert_eq!(&policy.check_target(&t, port), &want, "{}", s);
+                prop_assert_eq!(&policy.check_target(&t, port, &host), &want, "{}", s);
             }
         }
     }
+}
+
+/// A host with loopback, a public address and an AnyIP block.
+fn host() -> HostAddrs {
+    HostAddrs::new(
+        [("127.0.0.0", 8), ("192.0.2.7", 32), ("198.51.100.0", 24)]
+            .iter()
+            .map(|(a, p)| HostBlock::new(a.parse().unwrap(), *p)),
+    )
 }
 
 fn policies() -> Vec<NetPolicy> {
     let p = |rules: &[&str]| NetPolicy {
         rules: rules.iter().map(|r| parse_rule(r).unwrap()).collect(),
         egress_bytes: None,
+        host_reach: HostReach::ExactAddressRules,
     };
-    vec![p(&["*"]), p(&["127.0.0.0/8:*", "10.0.0.0/8"]), p(&["example.com", "192.0.2.0/24:443"]), p(&[])]
+    vec![
+        p(&["*"]),
+        p(&["127.0.0.0/8:*", "10.0.0.0/8"]),
+        p(&["example.com", "192.0.2.0/24:443"]),
+        p(&["192.0.2.7:*", "198.51.100.9"]),
+        p(&[]),
+    ]
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 async fn socks5_domain_connect_reaches_an_allowed_name() {
     let up = upstream().await;
     let port = up.addr.port();
-    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&[&format!("allowed.test:{port}")]), test_resolver(&up), host())).await;
     let (code, mut s) = socks(gw.addr, &socks_domain("allowed.test", port)).await;
     assert_eq!(code, 0);
     s.write_all(b"GET /via-socks HTTP/1.1\r\nHost: allowed.test\r\n\r\n").await.unwrap();
@@ -25,7 +25,7 @@ async fn socks5_domain_connect_reaches_an_allowed_name() {
 async fn socks5_ip_targets_follow_address_rules() {
     let up = upstream().await;
     let port = up.addr.port();
-    let gw = gateway(Config::new(policy(&[&format!("127.0.0.0/8:{port}")]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&[&format!("127.0.0.1:{port}")]), test_resolver(&up), host())).await;
     let mut v4 = vec![5, 1, 0, 1, 127, 0, 0, 1];
     v4.extend_from_slice(&port.to_be_bytes());
     assert_eq!(socks(gw.addr, &v4).await.0, 0);
@@ -44,7 +44,7 @@ async fn socks5_ip_targets_follow_address_rules() {
 #[tokio::test]
 async fn socks5_denials_and_unsupported_requests_get_their_codes() {
     let up = upstream().await;
-    let gw = gateway(Config::new(policy(&["allowed.test"]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&["allowed.test"]), test_resolver(&up), host())).await;
     assert_eq!(socks(gw.addr, &socks_domain("other.test", 443)).await.0, 0x02);
     let mut meta = vec![5, 1, 0, 1, 169, 254, 169, 254];
     meta.extend_from_slice(&80u16.to_be_bytes());
@@ -58,7 +58,7 @@ async fn socks5_denials_and_unsupported_requests_get_their_codes() {
 #[tokio::test]
 async fn socks5_without_no_auth_method_is_refused() {
     let up = upstream().await;
-    let gw = gateway(Config::new(policy(&["allowed.test"]), test_resolver(&up))).await;
+    let gw = gateway(Config::new(policy(&["allowed.test"]), test_resolver(&up), host())).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(&[5, 1, 2]).await.unwrap(); // username/password only
     let mut m = [0u8; 2];
@@ -70,7 +70,7 @@ async fn socks5_without_no_auth_method_is_refused() {
 #[tokio::test]
 async fn short_or_silent_clients_are_closed_after_the_handshake_timeout() {
     let up = upstream().await;
-    let mut config = Config::new(policy(&["allowed.test"]), test_resolver(&up));
+    let mut config = Config::new(policy(&["allowed.test"]), test_resolver(&up), host());
     config.handshake_timeout = Duration::from_millis(300);
     let gw = gateway(config).await;
     for partial in [&b""[..], &[5][..], &[5, 1, 0, 5, 1][..], b"GET http://allowed.test/ HTTP/1.1\r\nHost"] {

@@ -124,7 +124,7 @@ impl Kernel for Real {
     }
 
     fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lower: Option<&OwnedFd>) -> io::Result<()> {
-        crate::mounts::build(plan, prepared, lower).map_err(io::Error::other)
+        crate::mounts::build(self, plan, prepared, lower).map_err(io::Error::other)
     }
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {

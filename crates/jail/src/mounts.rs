@@ -3,6 +3,9 @@
 //! The sequence follows bubblewrap's: make every mount private, mount the new root on a
 //! staging directory, pivot into it with the old root kept at /oldroot, bind what the plan
 //! asks for from /oldroot, then detach /oldroot so nothing of the host stays reachable.
+//!
+//! Every mount and file operation goes through [`MountOps`]: the sandbox's
+//! `crate::kernel::Real` makes them; root-free tests run the sequence against a fake.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -26,40 +29,154 @@ fn step<T>(what: impl FnOnce() -> String, r: io::Result<T>) -> Result<T, String>
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-fn mkdir_p(path: &str, mode: u32) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+/// What a path is, following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    Other,
 }
 
-fn touch(path: &str, mode: u32) -> io::Result<()> {
-    if let Some(parent) = std::path::Path::new(path).parent() {
-        mkdir_p(&parent.to_string_lossy(), 0o755)?;
+/// The mount and file operations of building the filesystem view.
+pub trait MountOps {
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    /// `mount_setattr`: sets `attrs` on the mount at `path` (and beneath it, `recursive`).
+    fn set_attr(&mut self, path: &str, recursive: bool, attrs: u64) -> io::Result<()>;
+    /// Attaches a detached mount tree (from the host side) at `path`.
+    fn attach_tree(&mut self, tree: &OwnedFd, path: &str) -> io::Result<()>;
+    fn pivot_root(&mut self, new_root: &str, put_old: &str) -> io::Result<()>;
+    /// Detaches the mount tree at `path` (`umount2(MNT_DETACH)`).
+    fn detach(&mut self, path: &str) -> io::Result<()>;
+    fn chdir(&mut self, path: &str) -> io::Result<()>;
+    /// Creates `path` and its missing parents.
+    fn mkdir_p(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    /// Creates the directory `path` (not its parents).
+    fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    /// Creates the file `path` (and its parents) if it is missing.
+    fn touch(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    fn write(&mut self, path: &str, contents: &str) -> io::Result<()>;
+    fn symlink(&mut self, target: &str, path: &str) -> io::Result<()>;
+    fn chmod(&mut self, path: &str, mode: u32) -> io::Result<()>;
+    fn remove_dir(&mut self, path: &str) -> io::Result<()>;
+    fn remove_file(&mut self, path: &str) -> io::Result<()>;
+    /// Whether `path` exists (not following a final symlink).
+    fn exists(&mut self, path: &str) -> bool;
+    /// What `path` is, following symlinks.
+    fn kind(&mut self, path: &str) -> io::Result<Kind>;
+    /// The names in `/`.
+    fn list_root(&mut self) -> io::Result<Vec<String>>;
+}
+
+impl MountOps for crate::kernel::Real {
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        m::mount(source, target, fstype, flags, data)
     }
-    fs::OpenOptions::new().write(true).create(true).truncate(false).mode(mode).open(path).map(drop)
-}
 
-fn exists(path: &str) -> bool {
-    fs::symlink_metadata(path).is_ok()
+    fn set_attr(&mut self, path: &str, recursive: bool, attrs: u64) -> io::Result<()> {
+        m::set_attr(None, path, recursive, attrs, 0, None)
+    }
+
+    fn attach_tree(&mut self, tree: &OwnedFd, path: &str) -> io::Result<()> {
+        m::attach_tree(tree, path)
+    }
+
+    fn pivot_root(&mut self, new_root: &str, put_old: &str) -> io::Result<()> {
+        m::pivot_root(new_root, put_old)
+    }
+
+    fn detach(&mut self, path: &str) -> io::Result<()> {
+        m::umount2(path, m::MNT_DETACH)
+    }
+
+    fn chdir(&mut self, path: &str) -> io::Result<()> {
+        std::env::set_current_dir(path)
+    }
+
+    fn mkdir_p(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+    }
+
+    fn mkdir(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        fs::DirBuilder::new().mode(mode).create(path)
+    }
+
+    fn touch(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            self.mkdir_p(&parent.to_string_lossy(), 0o755)?;
+        }
+        fs::OpenOptions::new().write(true).create(true).truncate(false).mode(mode).open(path).map(drop)
+    }
+
+    fn write(&mut self, path: &str, contents: &str) -> io::Result<()> {
+        fs::write(path, contents)
+    }
+
+    fn symlink(&mut self, target: &str, path: &str) -> io::Result<()> {
+        symlink(target, path)
+    }
+
+    fn chmod(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+
+    fn remove_dir(&mut self, path: &str) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn remove_file(&mut self, path: &str) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn exists(&mut self, path: &str) -> bool {
+        fs::symlink_metadata(path).is_ok()
+    }
+
+    fn kind(&mut self, path: &str) -> io::Result<Kind> {
+        fs::metadata(path).map(|m| if m.is_dir() { Kind::Dir } else { Kind::Other })
+    }
+
+    fn list_root(&mut self) -> io::Result<Vec<String>> {
+        Ok(fs::read_dir("/")?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+    }
 }
 
 const LOCKDOWN: u64 = m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NODEV;
 
-fn bind(src: &str, dst: &str, recursive: bool) -> io::Result<()> {
-    m::mount(Some(src), dst, None, MS_BIND | if recursive { MS_REC } else { 0 }, None)
+fn bind<F: MountOps>(f: &mut F, src: &str, dst: &str, recursive: bool) -> io::Result<()> {
+    f.mount(Some(src), dst, None, MS_BIND | if recursive { MS_REC } else { 0 }, None)
 }
 
-fn make_readonly(path: &str, recursive: bool) -> io::Result<()> {
-    m::set_attr(None, path, recursive, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None)
+fn make_readonly<F: MountOps>(f: &mut F, path: &str, recursive: bool) -> io::Result<()> {
+    f.set_attr(path, recursive, m::MOUNT_ATTR_RDONLY | LOCKDOWN)
 }
 
 /// Builds the whole filesystem view of the sandbox and leaves the process in its new root.
-pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -> Result<(), String> {
-    step(|| "make mounts private".into(), m::mount(None, "/", None, MS_REC | MS_PRIVATE, None))?;
+pub fn build<F: MountOps>(
+    f: &mut F,
+    plan: &Plan,
+    prepared: &mut Prepared,
+    lower_fd: Option<&OwnedFd>,
+) -> Result<(), String> {
+    step(|| "make mounts private".into(), f.mount(None, "/", None, MS_REC | MS_PRIVATE, None))?;
     let new_root = match &plan.root {
         RootSpec::Tmpfs { size, inodes } => {
             let opts = format!("size={size},nr_inodes={inodes},mode=0755");
             step(
                 || "mount root tmpfs".into(),
-                m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+                f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
             )?;
             STAGING.to_string()
         }
@@ -67,10 +184,10 @@ pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -
             let opts = format!("size={size},nr_inodes={inodes},mode=0755");
             step(
                 || "mount overlay upper tmpfs".into(),
-                m::mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+                f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
             )?;
             for d in ["upper", "work", "root"] {
-                step(|| format!("create overlay {d} dir"), mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
+                step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
             }
             let lower = match lower_fd {
                 Some(fd) => format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)),
@@ -80,18 +197,18 @@ pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -
             let target = format!("{STAGING}/root");
             step(
                 || format!("mount overlay over rootfs {lower}"),
-                m::mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)),
+                f.mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)),
             )?;
             target
         }
     };
-    step(|| "create /oldroot".into(), mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
-    step(|| "pivot_root".into(), m::pivot_root(&new_root, &format!("{new_root}{OLDROOT}")))?;
-    step(|| "chdir /".into(), std::env::set_current_dir("/"))?;
+    step(|| "create /oldroot".into(), f.mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
+    step(|| "pivot_root".into(), f.pivot_root(&new_root, &format!("{new_root}{OLDROOT}")))?;
+    step(|| "chdir /".into(), f.chdir("/"))?;
 
     crate::run::trace("child: pivoted");
     for op in &plan.ops {
-        apply(op, prepared)?;
+        apply(f, op, prepared)?;
         if matches!(op, MountOp::Dev { .. } | MountOp::Proc { .. } | MountOp::Sysfs { .. } | MountOp::RootReadOnly) {
             crate::run::trace(&format!(
                 "child: {}",
@@ -107,114 +224,109 @@ pub fn build(plan: &Plan, prepared: &mut Prepared, lower_fd: Option<&OwnedFd>) -
     Ok(())
 }
 
-fn apply(op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
+fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
     match op {
         MountOp::Bind { host, path, writable, dir } => {
             if *dir {
-                step(|| format!("create mount point {path}"), mkdir_p(path, 0o755))?;
+                step(|| format!("create mount point {path}"), f.mkdir_p(path, 0o755))?;
             } else {
-                step(|| format!("create mount point {path}"), touch(path, 0o644))?;
+                step(|| format!("create mount point {path}"), f.touch(path, 0o644))?;
             }
             if let Some(tree) = prepared.remove(path) {
-                step(|| format!("attach {host} at {path}"), m::attach_tree(&tree, path))?;
+                step(|| format!("attach {host} at {path}"), f.attach_tree(&tree, path))?;
             } else {
-                step(|| format!("bind {host} at {path}"), bind(&format!("{OLDROOT}{host}"), path, true))?;
+                step(|| format!("bind {host} at {path}"), bind(f, &format!("{OLDROOT}{host}"), path, true))?;
             }
             let attrs = if *writable { LOCKDOWN } else { LOCKDOWN | m::MOUNT_ATTR_RDONLY };
-            step(|| format!("restrict mount {path}"), m::set_attr(None, path, true, attrs, 0, None))?;
+            step(|| format!("restrict mount {path}"), f.set_attr(path, true, attrs))?;
         }
         MountOp::Symlink { target, path } => {
-            step(|| format!("symlink {path}"), symlink(target, path))?;
+            step(|| format!("symlink {path}"), f.symlink(target, path))?;
         }
         MountOp::WritableDir { path } => {
-            step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
+            step(|| format!("create {path}"), f.mkdir_p(path, 0o755))?;
             if path == "/tmp" || path == "/var/tmp" {
-                step(|| format!("chmod {path}"), fs::set_permissions(path, fs::Permissions::from_mode(0o1777)))?;
+                step(|| format!("chmod {path}"), f.chmod(path, 0o1777))?;
             }
-            step(|| format!("bind {path}"), bind(path, path, false))?;
-            step(|| format!("restrict {path}"), m::set_attr(None, path, false, LOCKDOWN, 0, None))?;
+            step(|| format!("bind {path}"), bind(f, path, path, false))?;
+            step(|| format!("restrict {path}"), f.set_attr(path, false, LOCKDOWN))?;
         }
         MountOp::Proc { path } => {
-            step(|| format!("create {path}"), mkdir_p(path, 0o555))?;
+            step(|| format!("create {path}"), f.mkdir_p(path, 0o555))?;
             step(
                 || "mount proc".into(),
-                m::mount(Some("proc"), path, Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+                f.mount(Some("proc"), path, Some("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
             )?;
         }
         // /proc entries differ between kernels: a missing one needs no masking (ENOENT).
         MountOp::MaskWithNull { path } => {
             // Writes through the mask reach /dev/null, so it needs no read-only flag.
-            skip_missing(|| format!("mask {path}"), bind(&format!("{OLDROOT}/dev/null"), path, false))?;
+            skip_missing(|| format!("mask {path}"), bind(f, &format!("{OLDROOT}/dev/null"), path, false))?;
         }
         MountOp::ReadOnlyDir { path } => {
-            if skip_missing(|| format!("bind {path}"), bind(path, path, true))? {
-                step(|| format!("make {path} read-only"), make_readonly(path, true))?;
+            if skip_missing(|| format!("bind {path}"), bind(f, path, path, true))? {
+                step(|| format!("make {path} read-only"), make_readonly(f, path, true))?;
             }
         }
         MountOp::MaskDir { path } => {
-            ensure_hide_dir()?;
-            if skip_missing(|| format!("mask {path}"), bind(HIDE_DIR, path, false))? {
-                step(|| format!("restrict {path}"), make_readonly(path, false))?;
+            ensure_hide_dir(f)?;
+            if skip_missing(|| format!("mask {path}"), bind(f, HIDE_DIR, path, false))? {
+                step(|| format!("restrict {path}"), make_readonly(f, path, false))?;
             }
         }
         MountOp::Sysfs { path } => {
-            step(|| format!("create {path}"), mkdir_p(path, 0o555))?;
+            step(|| format!("create {path}"), f.mkdir_p(path, 0o555))?;
             // Without sysfs the sandbox sees an empty /sys: stricter, so not an error.
-            let _ = m::mount(Some("sysfs"), path, Some("sysfs"), MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None);
+            let _ = f.mount(Some("sysfs"), path, Some("sysfs"), MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None);
         }
-        MountOp::Dev { path, devices, shm_size, shm_inodes } => build_dev(path, devices, *shm_size, *shm_inodes)?,
+        MountOp::Dev { path, devices, shm_size, shm_inodes } => build_dev(f, path, devices, *shm_size, *shm_inodes)?,
         MountOp::Generated { path, contents } => {
-            if exists(path) {
+            if f.exists(path) {
                 let src = format!("/.safehouse-gen{}", path.replace('/', "-"));
-                step(|| format!("write {src}"), fs::write(&src, contents))?;
-                step(|| format!("bind {path}"), bind(&src, path, false))?;
-                step(|| format!("restrict {path}"), make_readonly(path, false))?;
+                step(|| format!("write {src}"), f.write(&src, contents))?;
+                step(|| format!("bind {path}"), bind(f, &src, path, false))?;
+                step(|| format!("restrict {path}"), make_readonly(f, path, false))?;
                 // The source stays until the root is sealed: a mount over a bind of an
                 // unlinked file fails, and a policy may hide this path later.
             }
         }
         MountOp::HideFile { path } => {
-            if !exists(HIDE_FILE) {
-                step(|| "create hidden-file source".into(), touch(HIDE_FILE, 0o000))?;
+            if !f.exists(HIDE_FILE) {
+                step(|| "create hidden-file source".into(), f.touch(HIDE_FILE, 0o000))?;
             }
-            step(|| format!("hide {path}"), bind(HIDE_FILE, path, false))?;
-            step(|| format!("restrict {path}"), make_readonly(path, false))?;
+            step(|| format!("hide {path}"), bind(f, HIDE_FILE, path, false))?;
+            step(|| format!("restrict {path}"), make_readonly(f, path, false))?;
         }
         MountOp::HideDir { path } => {
-            ensure_hide_dir()?;
-            if !exists(path) {
-                step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
+            ensure_hide_dir(f)?;
+            if !f.exists(path) {
+                step(|| format!("create {path}"), f.mkdir_p(path, 0o755))?;
             }
-            step(|| format!("hide {path}"), bind(HIDE_DIR, path, false))?;
-            step(|| format!("restrict {path}"), make_readonly(path, false))?;
+            step(|| format!("hide {path}"), bind(f, HIDE_DIR, path, false))?;
+            step(|| format!("restrict {path}"), make_readonly(f, path, false))?;
         }
-        MountOp::Hide { path } => match fs::metadata(path) {
-            Ok(m) if m.is_dir() => apply(&MountOp::HideDir { path: path.clone() }, prepared)?,
-            Ok(_) => apply(&MountOp::HideFile { path: path.clone() }, prepared)?,
+        MountOp::Hide { path } => match f.kind(path) {
+            Ok(Kind::Dir) => apply(f, &MountOp::HideDir { path: path.clone() }, prepared)?,
+            Ok(Kind::Other) => apply(f, &MountOp::HideFile { path: path.clone() }, prepared)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("hide {path}: {e}")),
         },
         MountOp::RootReadOnly => {
-            step(|| "detach the host root".into(), m::umount2(OLDROOT, m::MNT_DETACH))?;
-            step(|| "remove /oldroot".into(), fs::remove_dir(OLDROOT))?;
-            let _ = fs::remove_file(HIDE_FILE);
-            let _ = fs::remove_dir(HIDE_DIR);
-            for entry in fs::read_dir("/").map_err(|e| format!("list /: {e}"))?.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".safehouse-gen") {
+            step(|| "detach the host root".into(), f.detach(OLDROOT))?;
+            step(|| "remove /oldroot".into(), f.remove_dir(OLDROOT))?;
+            let _ = f.remove_file(HIDE_FILE);
+            let _ = f.remove_dir(HIDE_DIR);
+            for name in f.list_root().map_err(|e| format!("list /: {e}"))? {
+                if name.starts_with(".safehouse-gen") {
                     // EBUSY: a policy hid the generated file, making its source a mount
                     // point; it then stays (read-only, and its content is public anyway).
-                    match fs::remove_file(entry.path()) {
-                        Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
-                            return Err(format!("remove {}: {e}", entry.path().display()))
-                        }
+                    match f.remove_file(&format!("/{name}")) {
+                        Err(e) if e.raw_os_error() != Some(libc::EBUSY) => return Err(format!("remove /{name}: {e}")),
                         _ => {}
                     }
                 }
             }
-            step(
-                || "make / read-only".into(),
-                m::set_attr(None, "/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN, 0, None),
-            )?;
+            step(|| "make / read-only".into(), f.set_attr("/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN))?;
         }
     }
     Ok(())
@@ -230,29 +342,35 @@ fn skip_missing(what: impl FnOnce() -> String, r: io::Result<()>) -> Result<bool
 }
 
 /// The empty, mode-000 directory bound over hidden directories.
-fn ensure_hide_dir() -> Result<(), String> {
-    if !exists(HIDE_DIR) {
-        step(|| "create hidden-dir source".into(), fs::DirBuilder::new().mode(0o000).create(HIDE_DIR))?;
+fn ensure_hide_dir<F: MountOps>(f: &mut F) -> Result<(), String> {
+    if !f.exists(HIDE_DIR) {
+        step(|| "create hidden-dir source".into(), f.mkdir(HIDE_DIR, 0o000))?;
     }
     Ok(())
 }
 
-fn build_dev(path: &str, devices: &[String], shm_size: u64, shm_inodes: u64) -> Result<(), String> {
-    step(|| format!("create {path}"), mkdir_p(path, 0o755))?;
+fn build_dev<F: MountOps>(
+    f: &mut F,
+    path: &str,
+    devices: &[String],
+    shm_size: u64,
+    shm_inodes: u64,
+) -> Result<(), String> {
+    step(|| format!("create {path}"), f.mkdir_p(path, 0o755))?;
     step(
         || "mount /dev tmpfs".into(),
-        m::mount(Some("tmpfs"), path, Some("tmpfs"), MS_NOSUID | MS_NOEXEC, Some("size=64k,nr_inodes=64,mode=0755")),
+        f.mount(Some("tmpfs"), path, Some("tmpfs"), MS_NOSUID | MS_NOEXEC, Some("size=64k,nr_inodes=64,mode=0755")),
     )?;
     for dev in devices {
         let dst = format!("{path}/{dev}");
-        step(|| format!("create {dst}"), touch(&dst, 0o666))?;
-        step(|| format!("bind /dev/{dev}"), bind(&format!("{OLDROOT}/dev/{dev}"), &dst, false))?;
+        step(|| format!("create {dst}"), f.touch(&dst, 0o666))?;
+        step(|| format!("bind /dev/{dev}"), bind(f, &format!("{OLDROOT}/dev/{dev}"), &dst, false))?;
     }
     let pts = format!("{path}/pts");
-    step(|| "create /dev/pts".into(), mkdir_p(&pts, 0o755))?;
+    step(|| "create /dev/pts".into(), f.mkdir_p(&pts, 0o755))?;
     step(
         || "mount devpts".into(),
-        m::mount(
+        f.mount(
             Some("devpts"),
             &pts,
             Some("devpts"),
@@ -260,12 +378,12 @@ fn build_dev(path: &str, devices: &[String], shm_size: u64, shm_inodes: u64) -> 
             Some("newinstance,ptmxmode=0666,mode=0620"),
         ),
     )?;
-    step(|| "link /dev/ptmx".into(), symlink("pts/ptmx", format!("{path}/ptmx")))?;
+    step(|| "link /dev/ptmx".into(), f.symlink("pts/ptmx", &format!("{path}/ptmx")))?;
     let shm = format!("{path}/shm");
-    step(|| "create /dev/shm".into(), mkdir_p(&shm, 0o755))?;
+    step(|| "create /dev/shm".into(), f.mkdir_p(&shm, 0o755))?;
     step(
         || "mount /dev/shm".into(),
-        m::mount(
+        f.mount(
             Some("tmpfs"),
             &shm,
             Some("tmpfs"),
@@ -279,11 +397,15 @@ fn build_dev(path: &str, devices: &[String], shm_size: u64, shm_inodes: u64) -> 
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        step(|| format!("link /dev/{name}"), symlink(target, format!("{path}/{name}")))?;
+        step(|| format!("link /dev/{name}"), f.symlink(target, &format!("{path}/{name}")))?;
     }
     step(
         || "make /dev read-only".into(),
-        m::set_attr(None, path, false, m::MOUNT_ATTR_RDONLY | m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NOEXEC, 0, None),
+        f.set_attr(path, false, m::MOUNT_ATTR_RDONLY | m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NOEXEC),
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "mounts_tests.rs"]
+mod tests;

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use crate::error::PolicyError;
 use crate::model::Policy;
-use crate::network::{parse_target, NetPolicy, Target, Verdict};
+use crate::network::{parse_target, HostAddrs, HostReach, NetPolicy, Target, Verdict};
 use crate::plan::HostView;
 
 pub use tools::pattern_matches;
@@ -137,25 +137,36 @@ pub enum ExplainError {
 /// Answers `q` about `policy`, for a sandbox built on the host `host` describes.
 pub fn explain(policy: &Policy, host: &HostView, q: &Question) -> Result<Answer, ExplainError> {
     match q {
-        Question::Net { target, port } => explain_net(policy, target, *port),
+        Question::Net { target, port } => explain_net(policy, &host.addrs, target, *port),
         Question::Read(p) => fs::read(policy, host, p),
         Question::Write(p) => fs::write(policy, host, p),
         Question::Exec(p) => tools::exec(policy, host, p),
     }
 }
 
-fn explain_net(policy: &Policy, target: &Target, port: u16) -> Result<Answer, ExplainError> {
-    let net = NetPolicy::compile(&policy.network)?;
+/// Answered as `safehouse run` decides: the local user is the host's operator, so an
+/// exact address rule may open an address of the host (`addrs`).
+fn explain_net(policy: &Policy, addrs: &HostAddrs, target: &Target, port: u16) -> Result<Answer, ExplainError> {
+    let net = NetPolicy::compile(&policy.network)?.with_host_reach(HostReach::ExactAddressRules);
     let question = Question::Net { target: target.clone(), port }.to_string();
-    Ok(match net.check_target(target, port) {
+    Ok(match net.check_target(target, port, addrs) {
         Verdict::Allow { rule } => {
             let index = net.rules.iter().position(|r| r.source == rule).unwrap_or(0);
             let mut notes = Vec::new();
             if let Target::Name(name) = target {
                 notes.push(format!(
                     "the addresses {name} resolves to are checked when the sandbox connects: private, loopback, \
-                     link-local and cloud-metadata addresses are refused unless an address rule covers them"
+                     link-local and cloud-metadata addresses are refused unless an address rule covers them, and \
+                     the host's own addresses unless an address rule names them exactly"
                 ));
+            }
+            if let Target::Ip(ip) = target {
+                if let Some(block) = addrs.find(*ip) {
+                    notes.push(format!(
+                        "{target} is an address of this host ({block}): only this exact address rule opens it; \
+                         under `safehouse serve` only the admin tenant's policies may name it"
+                    ));
+                }
             }
             if let Some(b) = net.egress_bytes {
                 notes.push(format!(

@@ -19,6 +19,15 @@
 //!
 //! Names never reach private, loopback, link-local, multicast or cloud-metadata addresses:
 //! only an address or CIDR rule that explicitly covers such an address lets it through.
+//!
+//! The host's own addresses ([`HostAddrs`]: every interface address, every local route, the
+//! daemon's listen addresses, `0.0.0.0` and `::`) are stricter still: `*`, blocks and names
+//! never reach them, and an exact address rule does only where the policy's writer may open
+//! the host ([`HostReach`]). Every decision takes the caller's current snapshot.
+
+mod host;
+
+pub use host::{HostAddrs, HostBlock, HostReach};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -107,6 +116,9 @@ pub struct NetPolicy {
     pub rules: Vec<NetRule>,
     /// Total bytes (both directions) the sandbox may move through the gateway.
     pub egress_bytes: Option<u64>,
+    /// Whether exact address rules may open the host's own addresses; set by the caller
+    /// from who wrote the policy (never by the policy itself). Default: never.
+    pub host_reach: HostReach,
 }
 
 impl NetPolicy {
@@ -116,7 +128,13 @@ impl NetPolicy {
             let rule = parse_rule(entry).map_err(|m| PolicyError::invalid(format!("network.allow[{i}]"), m))?;
             rules.push(rule);
         }
-        Ok(NetPolicy { rules, egress_bytes: net.egress_bytes.map(|b| b.0) })
+        Ok(NetPolicy { rules, egress_bytes: net.egress_bytes.map(|b| b.0), host_reach: HostReach::Never })
+    }
+
+    /// The same policy, for a writer who may (or may not) open the host's own addresses.
+    pub fn with_host_reach(mut self, reach: HostReach) -> NetPolicy {
+        self.host_reach = reach;
+        self
     }
 
     /// True when the sandbox may reach anything beyond its loopback.
@@ -127,8 +145,9 @@ impl NetPolicy {
     /// First question: may the sandbox ask for `target:port` at all? Names must match a
     /// name rule (an address rule never matches a name: the name would have to be resolved
     /// to find out, and names nobody allowed are never resolved). Addresses must match an
-    /// address rule, or `*` if they are public.
-    pub fn check_target(&self, target: &Target, port: u16) -> Verdict {
+    /// address rule, or `*` if they are public; an address of the host (`host`) only an
+    /// exact address rule, and only under [`HostReach::ExactAddressRules`].
+    pub fn check_target(&self, target: &Target, port: u16, host: &HostAddrs) -> Verdict {
         match target {
             Target::Name(name) => {
                 for r in &self.rules {
@@ -144,17 +163,31 @@ impl NetPolicy {
                 }
                 self.no_rule(target, port)
             }
-            Target::Ip(ip) => self.check_address(*ip, port).unwrap_or_else(|| self.no_rule(target, port)),
+            Target::Ip(ip) => self.check_address(*ip, port, host).unwrap_or_else(|| self.no_rule(target, port)),
         }
     }
 
     /// Second question, for a name that `check_target` allowed: may the gateway dial
     /// `addr`, one of the addresses the name resolved to? `trusted` marks an answer from
-    /// the operator's resolver overrides, which stand for the public internet (tests).
-    pub fn check_resolved(&self, name: &str, addr: IpAddr, port: u16, name_rule: &str, trusted: bool) -> Verdict {
+    /// the operator's resolver overrides: the operator's own statement of where a name
+    /// is, which passes even when it names the host (tests point names at servers on
+    /// loopback; docs/threat-model.md, NET-01). Any other answer naming an address of the
+    /// host (`host`) is denied unless an exact address rule may open it.
+    pub fn check_resolved(
+        &self,
+        name: &str,
+        addr: IpAddr,
+        port: u16,
+        name_rule: &str,
+        trusted: bool,
+        host: &HostAddrs,
+    ) -> Verdict {
         let addr = canonical(addr);
         if trusted {
             return Verdict::Allow { rule: name_rule.to_string() };
+        }
+        if let Some(block) = host.find(addr) {
+            return self.host_verdict(addr, port, block, Some(name));
         }
         match special_range(addr) {
             None => Verdict::Allow { rule: name_rule.to_string() },
@@ -178,8 +211,11 @@ impl NetPolicy {
     }
 
     /// Address decision: Some(verdict) when a rule or a special range decides.
-    fn check_address(&self, ip: IpAddr, port: u16) -> Option<Verdict> {
+    fn check_address(&self, ip: IpAddr, port: u16, host: &HostAddrs) -> Option<Verdict> {
         let ip = canonical(ip);
+        if let Some(block) = host.find(ip) {
+            return Some(self.host_verdict(ip, port, block, None));
+        }
         if let Some(r) = self.explicit_address_rule(ip, port) {
             return Some(Verdict::Allow { rule: r.source.clone() });
         }
@@ -196,6 +232,72 @@ impl NetPolicy {
         }
         let any = self.rules.iter().find(|r| r.host == HostPattern::Any && r.ports.contains(port))?;
         Some(Verdict::Allow { rule: any.source.clone() })
+    }
+
+    /// The decision for `ip` if it is an address of the host, None if it is not: what the
+    /// gateway asks again right before it dials, with the newest snapshot (an address the
+    /// host gained since the first check).
+    pub fn check_host(&self, ip: IpAddr, port: u16, host: &HostAddrs) -> Option<Verdict> {
+        let ip = canonical(ip);
+        host.find(ip).map(|block| self.host_verdict(ip, port, block, None))
+    }
+
+    /// The decision for `ip`, an address of the host (in `block`), asked for directly or as
+    /// what `name` resolved to: an exact address rule opens it where the writer may.
+    fn host_verdict(&self, ip: IpAddr, port: u16, block: HostBlock, name: Option<&str>) -> Verdict {
+        if self.host_reach == HostReach::ExactAddressRules {
+            if let Some(r) = self.exact_address_rule(ip, port) {
+                return Verdict::Allow { rule: r.source.clone() };
+            }
+        }
+        let what = match special_range(ip) {
+            Some(range) => format!("a {} address of this host", range.name),
+            None => "an address of this host".to_string(),
+        };
+        let reason = match name {
+            Some(n) => format!("{n} resolves to {}, {what}; names never reach the host", Target::Ip(ip)),
+            None => format!(
+                "{} is {what}; the gateway never opens the host's own services to \"*\" or a CIDR block",
+                Target::Ip(ip)
+            ),
+        };
+        let entry = address_entry(ip, port);
+        let hint = match self.host_reach {
+            HostReach::ExactAddressRules => format!(
+                "if the sandbox must reach this service of the host, add the exact address \"{entry}\" to network.allow"
+            ),
+            HostReach::Never => format!(
+                "only a policy of the admin tenant can open the host's own addresses, with the exact address \"{entry}\"; \
+                 reach the service through a name or address that is not the host's"
+            ),
+        };
+        Verdict::Deny { rule: format!("this host ({block})"), reason, hint }
+    }
+
+    /// An address rule naming exactly `ip` (a /32 or /128, not a wider block) on `port`.
+    fn exact_address_rule(&self, ip: IpAddr, port: u16) -> Option<&NetRule> {
+        self.rules.iter().find(|r| match r.host {
+            HostPattern::Net { addr, prefix } => r.ports.contains(port) && addr == ip && prefix == full_prefix(ip),
+            _ => false,
+        })
+    }
+
+    /// The first address rule that opens an address of the host (`host`) and why it may
+    /// not, for a writer who may never do that (a tenant): `(entry, reason)`. An address or
+    /// block counts when it shares any address with a host block, through NAT64 and 6to4
+    /// spellings too. (A writer with [`HostReach::ExactAddressRules`] may name exact
+    /// addresses; blocks are accepted but never reach the host: nothing to refuse.)
+    pub fn host_rule(&self, host: &HostAddrs) -> Option<(String, String)> {
+        self.rules.iter().find_map(|r| {
+            let HostPattern::Net { addr, prefix } = r.host else { return None };
+            let block = host.overlapping(addr, prefix)?;
+            let why = if prefix == full_prefix(addr) {
+                format!("{} is an address of this host ({block})", Target::Ip(addr))
+            } else {
+                format!("the block {addr}/{prefix} covers addresses of this host ({block})")
+            };
+            Some((r.source.clone(), why))
+        })
     }
 
     /// An address or CIDR rule (not `*`) covering `ip` on `port`.
@@ -238,6 +340,14 @@ fn address_entry(ip: IpAddr, port: u16) -> String {
     match ip {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+fn full_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
     }
 }
 
@@ -483,6 +593,24 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// NAT64's well-known prefix, `64:ff9b::/96`.
+const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
+/// 6to4, `2002::/16`.
+const SIX_TO_FOUR: u128 = 0x2002_u128 << 112;
+
+/// The IPv4 address a NAT64 (`64:ff9b::a.b.c.d`) or 6to4 (`2002:AABB:CCDD::`) address
+/// carries: where a translator on the way would deliver it.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let o = v6.octets();
+    if mask128(u128::from(v6), 96) == NAT64 {
+        Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+    } else if o[0] == 0x20 && o[1] == 0x02 {
+        Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+    } else {
+        None
+    }
+}
+
 /// A range names never reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecialRange {
@@ -573,15 +701,7 @@ pub fn special_range(ip: IpAddr) -> Option<SpecialRange> {
             {
                 return Some(r);
             }
-            let o = v6.octets();
-            let embedded = if mask128(v, 96) == 0x0064_ff9b_0000_0000_0000_0000_0000_0000 {
-                Some(Ipv4Addr::new(o[12], o[13], o[14], o[15])) // NAT64
-            } else if o[0] == 0x20 && o[1] == 0x02 {
-                Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])) // 6to4
-            } else {
-                None
-            };
-            embedded.and_then(|v4| special_range(IpAddr::V4(v4)))
+            embedded_v4(v6).and_then(|v4| special_range(IpAddr::V4(v4)))
         }
     }
 }

@@ -92,10 +92,12 @@ pub enum HostEntry {
     Symlink(String),
 }
 
-/// The few facts about the host the planner needs.
+/// The few facts about the host the planner and `policy explain` need.
 #[derive(Debug, Clone, Default)]
 pub struct HostView {
     pub entries: BTreeMap<String, HostEntry>,
+    /// The host's own addresses (network questions); the planner does not use them.
+    pub addrs: crate::network::HostAddrs,
 }
 
 impl HostView {

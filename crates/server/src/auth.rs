@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::store::{KeyRecord, Store, StoreError};
+
+pub mod revocation;
+pub use revocation::{Lease, Revocations};
 
 /// The admin key's file inside the data directory.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -108,11 +112,9 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Compares two hashes without an early exit, so timing does not tell how much matched.
+/// Compares two hashes in constant time (`subtle`), so timing does not tell how much matched.
 pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimizer from turning the fold back into a short-circuit compare.
-    std::hint::black_box(diff) == 0
+    a.ct_eq(b).into()
 }
 
 pub fn validate_tenant(t: &str) -> Result<(), AuthError> {
@@ -222,23 +224,59 @@ pub fn read_admin_key_file(path: &Path) -> Result<String, AuthError> {
     Ok(key.to_string())
 }
 
-/// Turns bearer tokens into tenants.
+/// Turns bearer tokens into tenants, and revokes keys (ending what they opened).
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     store: Arc<Store>,
     admin_hash: [u8; 32],
+    revocations: Arc<Revocations>,
     /// One-time tickets for WebSocket handshakes (tickets.rs).
     tickets: Arc<tickets::Tickets>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<Store>, admin: &AdminKey) -> Authenticator {
-        Authenticator { store, admin_hash: admin.hash, tickets: Arc::default() }
+        Authenticator { store, admin_hash: admin.hash, revocations: Arc::default(), tickets: Arc::default() }
     }
 
     /// The WebSocket tickets of this daemon.
     pub fn tickets(&self) -> &tickets::Tickets {
         &self.tickets
+    }
+
+    /// A lease on the key `tenant` authenticated with (see [`revocation`]).
+    pub fn lease(&self, tenant: &Tenant) -> Lease {
+        self.revocations.lease(tenant)
+    }
+
+    /// Revokes key `id` in the store and ends every lease on it. Returns false if no such
+    /// key exists.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, AuthError> {
+        let key = id.to_string();
+        let found = self.store.blocking(move |s| s.revoke_key(&key)).await?;
+        if found {
+            self.revocations.revoke(id);
+        }
+        Ok(found)
+    }
+
+    /// The tenant of key `id` if the key exists and is not revoked: how a credential that
+    /// names its key (an E2B access token) is checked on each use.
+    pub async fn active_key(&self, id: &str) -> Result<Tenant, AuthError> {
+        if self.revocations.is_revoked(id) {
+            return Err(AuthError::Invalid);
+        }
+        let key = id.to_string();
+        match self.store.blocking(move |s| s.get_key(&key)).await? {
+            Some(rec) if rec.revoked_at.is_none() => Ok(Tenant { name: rec.tenant, key_id: Some(rec.id) }),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+
+    /// The SHA-256 of the admin key: what binds credentials derived from the admin key to
+    /// that key (a new admin key ends them).
+    pub fn admin_hash(&self) -> &[u8; 32] {
+        &self.admin_hash
     }
 
     /// The tenant of `key`, or `Invalid` for unknown, malformed and revoked keys alike.

@@ -45,6 +45,19 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     }
     let resolver =
         safehouse_gateway::Resolver::from_env().map_err(|e| format!("the gateway's resolver settings: {e}"))?;
+    // The host's own addresses, kept current for every gateway and every create (NET-01);
+    // this daemon's listen address is the host too, whatever interface carries it.
+    let host = safehouse_gateway::hostaddrs::watch().map_err(|e| format!("cannot watch this host's addresses: {e}"))?;
+    host.add([safehouse_policy::network::HostBlock::new(
+        opts.listen.ip(),
+        if opts.listen.is_ipv4() { 32 } else { 128 },
+    )]);
+    for (name, ip) in resolver.overrides_on(&safehouse_gateway::HostAddrSource::snapshot(&*host)) {
+        eprintln!(
+            "safehouse: {}: {name} is {ip}, an address of this host: sandboxes allowed {name} reach it (operator overrides are trusted)",
+            safehouse_gateway::resolve::ENV_RESOLVE
+        );
+    }
     // Many sandboxes mean many descriptors (a pidfd and a connection each).
     let _ = safehouse_sys::process::raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -44,6 +44,9 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX sandboxes_tenant ON sandboxes(tenant, created_at);
      CREATE INDEX sandboxes_state ON sandboxes(state);",
+    // 2: the key that created each sandbox (NULL: the bootstrap admin key, or a sandbox
+    // created before this migration).
+    "ALTER TABLE sandboxes ADD COLUMN key_id TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,9 @@ pub struct SandboxRecord {
     pub cgroup: Option<String>,
     pub socket_path: Option<String>,
     pub error: Option<String>,
+    /// The id of the API key that created it; `None` for the bootstrap admin key (and for
+    /// sandboxes created before the store recorded it).
+    pub key_id: Option<String>,
 }
 
 impl SandboxRecord {
@@ -113,6 +119,7 @@ impl SandboxRecord {
             preset: self.preset.clone(),
             pid: self.agent_pid,
             error: self.error.clone(),
+            created_by: self.key_id.clone(),
             network: None,
         }
     }
@@ -151,7 +158,7 @@ impl std::fmt::Debug for Store {
 }
 
 const SANDBOX_COLUMNS: &str = "id, tenant, state, created_at, expires_at, metadata, preset, policy, \
-     agent_pid, agent_start_time, cgroup, socket_path, error";
+     agent_pid, agent_start_time, cgroup, socket_path, error, key_id";
 
 impl Store {
     /// Opens (creating if needed) `DATA_DIR/safehouse.db` and brings its schema up to date.
@@ -292,7 +299,7 @@ impl Store {
         let conn = self.lock();
         let res = conn.execute(
             &format!(
-                "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
             ),
             rusqlite::params_from_iter(sandbox_params(sb)?),
         );
@@ -311,7 +318,7 @@ impl Store {
         let n = conn.execute(
             "UPDATE sandboxes SET tenant = ?2, state = ?3, created_at = ?4, expires_at = ?5, metadata = ?6, \
              preset = ?7, policy = ?8, agent_pid = ?9, agent_start_time = ?10, cgroup = ?11, socket_path = ?12, \
-             error = ?13 WHERE id = ?1",
+             error = ?13, key_id = ?14 WHERE id = ?1",
             rusqlite::params_from_iter(sandbox_params(sb)?),
         )?;
         Ok(n > 0)
@@ -445,6 +452,7 @@ fn sandbox_params(sb: &SandboxRecord) -> Result<Vec<Box<dyn rusqlite::ToSql>>, S
         Box::new(sb.cgroup.clone()),
         Box::new(sb.socket_path.clone()),
         Box::new(sb.error.clone()),
+        Box::new(sb.key_id.clone()),
     ])
 }
 
@@ -480,6 +488,7 @@ fn sandbox_from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, Store
         cgroup: r.get(10)?,
         socket_path: r.get(11)?,
         error: r.get(12)?,
+        key_id: r.get(13)?,
     }))
 }
 

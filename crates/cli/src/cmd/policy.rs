@@ -128,7 +128,12 @@ fn answer(a: &ExplainArgs) -> anyhow::Result<Answer> {
     };
     // The host as `run` sees it: which system dirs exist, which bind sources are there.
     let request = RunRequest { policy, ..Default::default() };
-    let host = safehouse_jail::host::host_view(&request);
+    let mut host = safehouse_jail::host::host_view(&request);
+    if matches!(question, Question::Net { .. }) {
+        // The host's own addresses as the gateway would see them now.
+        host.addrs = safehouse_gateway::hostaddrs::read_now()
+            .map_err(|e| anyhow::anyhow!("cannot tell this host's own addresses: {e}"))?;
+    }
     Ok(explain::explain(&request.policy, &host, &question)?)
 }
 

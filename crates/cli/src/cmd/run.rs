@@ -8,6 +8,7 @@ use clap::Args;
 use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
 use safehouse_policy::model::{parse_toml, Rootfs};
+use safehouse_policy::network::HostReach;
 use safehouse_policy::plan::{MountSpec, RunRequest};
 use safehouse_policy::units::{parse_duration, parse_size, ByteSize, Dur};
 use safehouse_policy::{presets, Policy};
@@ -173,21 +174,29 @@ pub fn main(a: RunArgs) -> i32 {
 
 /// The capability gateway of one `run`: on its own thread, for the sandbox's lifetime.
 struct Egress {
-    config: Option<Config>,
+    /// The policy and resolver, until `start` (after the clone) makes the gateway.
+    parts: Option<(NetPolicy, Resolver)>,
     running: Option<GatewayThread>,
 }
 
 impl Egress {
     fn new(policy: &Policy) -> Result<Egress> {
-        let net = NetPolicy::compile(&policy.network)?;
+        // The local user is the host's operator: an exact address rule may open an address
+        // of the host; `*`, blocks and names never reach one.
+        let net = NetPolicy::compile(&policy.network)?.with_host_reach(HostReach::ExactAddressRules);
         let resolver = Resolver::from_env().map_err(|e| anyhow::anyhow!("the gateway's resolver: {e}"))?;
-        Ok(Egress { config: Some(Config::new(net, resolver)), running: None })
+        Ok(Egress { parts: Some((net, resolver)), running: None })
     }
 }
 
 impl EgressGateway for Egress {
+    /// Runs after the clone: the host-address watcher is a thread, and the sandbox must be
+    /// cloned from a single-threaded process.
     fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String> {
-        let config = self.config.take().ok_or("the gateway was started twice")?;
+        let (net, resolver) = self.parts.take().ok_or("the gateway was started twice")?;
+        let host = safehouse_gateway::hostaddrs::watch()
+            .map_err(|e| format!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}"))?;
+        let config = Config::new(net, resolver, host);
         self.running = Some(spawn_thread(config, listener).map_err(|e| format!("start the gateway: {e}"))?);
         Ok(())
     }

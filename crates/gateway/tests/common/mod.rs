@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use safehouse_gateway::{Config, Gateway, Resolver};
-use safehouse_policy::network::{parse_rule, NetPolicy};
+use safehouse_gateway::{Config, Gateway, HostAddrSource, Resolver};
+use safehouse_policy::network::{parse_rule, HostReach, NetPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -94,9 +94,19 @@ impl hyper::body::Body for Zeros {
     }
 }
 
-/// A policy from `network.allow` entries.
+/// A policy from `network.allow` entries, written by the host's operator (an exact
+/// address rule may open an address of the host, as in `safehouse run`).
 pub fn policy(rules: &[&str]) -> NetPolicy {
-    NetPolicy { rules: rules.iter().map(|r| parse_rule(r).unwrap()).collect(), egress_bytes: None }
+    NetPolicy {
+        rules: rules.iter().map(|r| parse_rule(r).unwrap()).collect(),
+        egress_bytes: None,
+        host_reach: HostReach::ExactAddressRules,
+    }
+}
+
+/// The host's addresses as the gateway sees them in production: the live watcher.
+pub fn host() -> Arc<dyn HostAddrSource> {
+    safehouse_gateway::hostaddrs::watch().unwrap()
 }
 
 /// `allowed.test` and `other.test` resolve (trusted) to the upstream.

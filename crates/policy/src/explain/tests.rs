@@ -306,3 +306,31 @@ fn answers_serialise_with_the_documented_keys() {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["allowed", "hint", "question", "reason", "rule"]);
 }
+
+#[test]
+fn net_says_when_a_target_is_the_hosts() {
+    use crate::network::{HostAddrs, HostBlock};
+    let mut host = debian12();
+    host.addrs = HostAddrs::new([HostBlock::new("203.0.113.77".parse().unwrap(), 32)]);
+    let star: Policy = parse_toml("version = 1\n[network]\nallow = [\"*:*\"]\n", "p.toml").unwrap();
+    let a = explain(&star, &host, &net("203.0.113.77:8080")).unwrap();
+    assert_eq!((a.allowed, a.rule.as_str()), (false, "this host (203.0.113.77/32)"));
+    assert_eq!(
+        a.reason,
+        "203.0.113.77 is an address of this host; the gateway never opens the host's own services to \"*\" or a CIDR block"
+    );
+    assert_eq!(
+        a.hint,
+        "if the sandbox must reach this service of the host, add the exact address \"203.0.113.77:8080\" to network.allow"
+    );
+    // Without the host's set, the same address is public and "*" allows it.
+    assert!(explain(&star, &debian12(), &net("203.0.113.77:8080")).unwrap().allowed);
+    let exact: Policy = parse_toml("version = 1\n[network]\nallow = [\"203.0.113.77:8080\"]\n", "p.toml").unwrap();
+    let a = explain(&exact, &host, &net("203.0.113.77:8080")).unwrap();
+    assert!(a.allowed);
+    assert_eq!(
+        a.notes,
+        ["203.0.113.77 is an address of this host (203.0.113.77/32): only this exact address rule opens it; \
+          under `safehouse serve` only the admin tenant's policies may name it"]
+    );
+}

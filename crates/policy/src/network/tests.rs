@@ -1,6 +1,9 @@
 use super::*;
 use pretty_assertions::assert_eq;
 
+/// A host with no addresses but the unspecified ones (tests of the other rules).
+static NONE: std::sync::LazyLock<HostAddrs> = std::sync::LazyLock::new(HostAddrs::default);
+
 fn policy(entries: &[&str]) -> NetPolicy {
     let net = Network { allow: entries.iter().map(|s| s.to_string()).collect(), egress_bytes: None };
     NetPolicy::compile(&net).unwrap()
@@ -124,30 +127,30 @@ fn special_ranges_cover_every_spelling() {
 #[test]
 fn names_match_name_rules_only() {
     let p = policy(&["pypi.org", "*.pythonhosted.org", "api.github.com:443", "10.20.0.0/16:5432"]);
-    assert!(p.check_target(&name("pypi.org"), 443).is_allowed());
-    assert!(p.check_target(&name("pypi.org"), 80).is_allowed());
-    assert!(!p.check_target(&name("pypi.org"), 22).is_allowed());
-    assert!(!p.check_target(&name("www.pypi.org"), 443).is_allowed());
-    assert!(p.check_target(&name("files.pythonhosted.org"), 443).is_allowed());
-    assert!(p.check_target(&name("a.b.pythonhosted.org"), 443).is_allowed());
-    assert!(!p.check_target(&name("pythonhosted.org"), 443).is_allowed());
-    assert!(!p.check_target(&name("evilpythonhosted.org"), 443).is_allowed());
-    assert!(!p.check_target(&name("api.github.com"), 80).is_allowed());
+    assert!(p.check_target(&name("pypi.org"), 443, &NONE).is_allowed());
+    assert!(p.check_target(&name("pypi.org"), 80, &NONE).is_allowed());
+    assert!(!p.check_target(&name("pypi.org"), 22, &NONE).is_allowed());
+    assert!(!p.check_target(&name("www.pypi.org"), 443, &NONE).is_allowed());
+    assert!(p.check_target(&name("files.pythonhosted.org"), 443, &NONE).is_allowed());
+    assert!(p.check_target(&name("a.b.pythonhosted.org"), 443, &NONE).is_allowed());
+    assert!(!p.check_target(&name("pythonhosted.org"), 443, &NONE).is_allowed());
+    assert!(!p.check_target(&name("evilpythonhosted.org"), 443, &NONE).is_allowed());
+    assert!(!p.check_target(&name("api.github.com"), 80, &NONE).is_allowed());
     // A CIDR rule never lets a name be resolved to find out.
-    assert!(!p.check_target(&name("db.internal"), 5432).is_allowed());
-    assert_eq!(p.check_target(&name("pypi.org"), 443), Verdict::Allow { rule: "pypi.org".into() });
+    assert!(!p.check_target(&name("db.internal"), 5432, &NONE).is_allowed());
+    assert_eq!(p.check_target(&name("pypi.org"), 443, &NONE), Verdict::Allow { rule: "pypi.org".into() });
 }
 
 #[test]
 fn addresses_match_address_rules_and_star_only_when_public() {
     let p = policy(&["10.20.0.0/16:5432", "*"]);
-    assert_eq!(p.check_target(&ip("10.20.3.4"), 5432), Verdict::Allow { rule: "10.20.0.0/16:5432".into() });
-    assert!(!p.check_target(&ip("10.20.3.4"), 5433).is_allowed());
-    assert!(!p.check_target(&ip("10.21.0.1"), 5432).is_allowed());
-    assert_eq!(p.check_target(&ip("93.184.216.34"), 443), Verdict::Allow { rule: "*".into() });
-    assert!(!p.check_target(&ip("93.184.216.34"), 22).is_allowed());
+    assert_eq!(p.check_target(&ip("10.20.3.4"), 5432, &NONE), Verdict::Allow { rule: "10.20.0.0/16:5432".into() });
+    assert!(!p.check_target(&ip("10.20.3.4"), 5433, &NONE).is_allowed());
+    assert!(!p.check_target(&ip("10.21.0.1"), 5432, &NONE).is_allowed());
+    assert_eq!(p.check_target(&ip("93.184.216.34"), 443, &NONE), Verdict::Allow { rule: "*".into() });
+    assert!(!p.check_target(&ip("93.184.216.34"), 22, &NONE).is_allowed());
     for special in ["127.0.0.1", "0x7f.1", "[::1]", "169.254.169.254", "[fd00:ec2::254]", "[::ffff:a9fe:a9fe]"] {
-        match p.check_target(&ip(special), 80) {
+        match p.check_target(&ip(special), 80, &NONE) {
             Verdict::Deny { rule, hint, .. } => {
                 assert!(rule.contains('(') && hint.contains("network.allow"), "{special}: {rule} / {hint}")
             }
@@ -159,7 +162,7 @@ fn addresses_match_address_rules_and_star_only_when_public() {
 #[test]
 fn resolved_addresses_are_checked_again() {
     let p = policy(&["internal.example:443", "10.0.0.5:443"]);
-    let allowed = |a: &str, trusted| p.check_resolved("internal.example", a.parse().unwrap(), 443, "r", trusted);
+    let allowed = |a: &str, trusted| p.check_resolved("internal.example", a.parse().unwrap(), 443, "r", trusted, &NONE);
     assert!(allowed("93.184.216.34", false).is_allowed());
     assert!(!allowed("127.0.0.1", false).is_allowed());
     assert!(!allowed("::ffff:127.0.0.1", false).is_allowed());
@@ -174,7 +177,7 @@ fn resolved_addresses_are_checked_again() {
 #[test]
 fn denials_name_the_rule_and_the_fix() {
     let p = policy(&["pypi.org:443"]);
-    match p.check_target(&name("evil.example"), 443) {
+    match p.check_target(&name("evil.example"), 443, &NONE) {
         Verdict::Deny { rule, reason, hint } => {
             assert_eq!(rule, "default deny");
             assert!(reason.contains("evil.example:443"), "{reason}");
@@ -182,11 +185,11 @@ fn denials_name_the_rule_and_the_fix() {
         }
         v => panic!("{v:?}"),
     }
-    match p.check_target(&name("pypi.org"), 22) {
+    match p.check_target(&name("pypi.org"), 22, &NONE) {
         Verdict::Deny { reason, .. } => assert!(reason.contains("not on port 22"), "{reason}"),
         v => panic!("{v:?}"),
     }
-    match NetPolicy::default().check_target(&name("pypi.org"), 443) {
+    match NetPolicy::default().check_target(&name("pypi.org"), 443, &NONE) {
         Verdict::Deny { reason, .. } => assert!(reason.contains("no network access"), "{reason}"),
         v => panic!("{v:?}"),
     }

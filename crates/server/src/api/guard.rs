@@ -1,4 +1,5 @@
-//! The middleware every request passes first: Host and Origin allowlist, then the API key.
+//! The middleware every request passes first: Host and Origin allowlist, then the API key,
+//! whose [`crate::auth::Lease`] the request carries and runs under (`super::revoked`).
 //! It wraps the whole router, fallbacks included, so a path no route matches (`//v1/...`,
 //! `/v1/../healthz`, `/V1/...`) still needs a key. Only exactly `GET /healthz` and
 //! `GET /v1/openapi.json` are public, and the web console's static files (`/`, `/ui`,
@@ -15,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::errors::ApiError;
 use super::AppState;
-use crate::auth::AuthError;
+use crate::auth::revocation::REVOKED_MESSAGE;
+use crate::auth::{AuthError, Tenant};
 
 /// Longest `Authorization` value considered.
 const MAX_AUTH_HEADER: usize = 512;
@@ -28,13 +30,22 @@ pub fn is_public(method: &Method, path: &str) -> bool {
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let e2b = crate::e2b::control::is_control_path(req.uri().path());
     let mut resp = match check(&state, &mut req).await {
-        Ok(()) => {
+        Ok(None) => next.run(req).await,
+        Ok(Some(who)) => {
+            // The request, and whatever it opens, lasts only as long as its key.
+            let lease = state.auth.lease(&who);
+            req.extensions_mut().insert(lease.clone());
+            let refused = move || {
+                let e = ApiError::unauthorized(REVOKED_MESSAGE);
+                if e2b {
+                    crate::e2b::e2b_error(e.status, e.message)
+                } else {
+                    e.into_response()
+                }
+            };
+            let mut resp = super::revoked::run(lease, next.run(req), refused).await;
             // Handed out again for the audit layer, which wraps this one.
-            let who = req.extensions().get::<crate::auth::Tenant>().cloned();
-            let mut resp = next.run(req).await;
-            if let Some(who) = who {
-                resp.extensions_mut().insert(who);
-            }
+            resp.extensions_mut().insert(who);
             resp
         }
         // The E2B SDK reads its own error shape.
@@ -47,28 +58,31 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     resp
 }
 
-async fn check(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
+/// Host, Origin and the key: the caller's tenant (put in the request's extensions), or
+/// `None` for a public route.
+async fn check(state: &AppState, req: &mut Request) -> Result<Option<Tenant>, ApiError> {
     state.hosts.check_host(req.headers(), req.uri())?;
     state.hosts.check_origin(req.headers())?;
     if is_public(req.method(), req.uri().path()) {
-        return Ok(());
+        return Ok(None);
     }
-    if let Some(tenant) = websocket_ticket(state, req)? {
-        req.extensions_mut().insert(tenant);
-        return Ok(());
+    if let Some(tenant) = websocket_ticket(state, req).await? {
+        req.extensions_mut().insert(tenant.clone());
+        return Ok(Some(tenant));
     }
     let key = match e2b_api_key(req) {
         Some(key) => key?,
         None => bearer(req)?,
     };
     let tenant = state.auth.authenticate(key).await?;
-    req.extensions_mut().insert(tenant);
-    Ok(())
+    req.extensions_mut().insert(tenant.clone());
+    Ok(Some(tenant))
 }
 
 /// The tenant of a `?ticket=` on a WebSocket handshake without `Authorization` (the
 /// parameter is removed from the request's query); `None` when the request is not one.
-fn websocket_ticket(state: &AppState, req: &mut Request) -> Result<Option<crate::auth::Tenant>, ApiError> {
+/// The key the ticket was issued to must still be active: a revoked key's tickets die with it.
+async fn websocket_ticket(state: &AppState, req: &mut Request) -> Result<Option<Tenant>, ApiError> {
     let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
     if req.method() != Method::GET
         || req.headers().contains_key(header::AUTHORIZATION)
@@ -85,6 +99,9 @@ fn websocket_ticket(state: &AppState, req: &mut Request) -> Result<Option<crate:
     };
     let path = req.uri().path().to_string();
     let tenant = state.auth.tickets().redeem(&ticket, &path)?;
+    if let Some(id) = &tenant.key_id {
+        state.auth.active_key(id).await?;
+    }
     let path_and_query = if rest.is_empty() { path } else { format!("{path}?{}", rest.join("&")) };
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().map_err(|_| ApiError::invalid("malformed query"))?);

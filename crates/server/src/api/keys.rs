@@ -78,7 +78,10 @@ pub async fn revoke(
     if !is_key_id(&id) {
         return Err(no_key());
     }
-    if st.auth.store().blocking(move |s| s.revoke_key(&id)).await? {
+    // Ends, besides the key, everything opened with it: streams and WebSockets (through
+    // their leases) and MCP sessions. Its sandboxes keep running (docs/api.md).
+    if st.auth.revoke_key(&id).await? {
+        st.mcp.close_key(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_key())

@@ -18,6 +18,7 @@ pub mod params;
 mod policy;
 pub mod ports;
 mod processes;
+pub(crate) mod revoked;
 pub(crate) mod sandboxes;
 mod session;
 

@@ -5,7 +5,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use super::errors::ApiError;
-use crate::auth::Tenant;
+use crate::auth::{Lease, Tenant};
 
 /// `sb_` + 26 lowercase base32 characters.
 pub fn is_sandbox_id(s: &str) -> bool {
@@ -63,6 +63,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
         // The guard authenticates every non-public route; a handler without a tenant is a
         // wiring bug, and it fails closed.
         parts.extensions.get::<Tenant>().cloned().ok_or_else(|| ApiError::unauthorized("missing API key"))
+    }
+}
+
+/// The lease on the caller's key, put in the request by the guard (or the E2B data plane)
+/// next to the tenant: what a handler whose work outlives the request selects on.
+impl<S: Send + Sync> FromRequestParts<S> for Lease {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Lease>().cloned().ok_or_else(|| ApiError::unauthorized("missing API key"))
     }
 }
 

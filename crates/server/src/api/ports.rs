@@ -4,7 +4,8 @@
 //! A sandbox's network namespace has nothing but loopback, so the daemon makes the socket
 //! *inside* that namespace (`safehouse_sys::net::tcp_socket_in_netns`) and connects it
 //! from here. Authentication and the tenant check are the guard's and the manager's, as on
-//! every sandbox route; the daemon's `Authorization` never reaches the service.
+//! every sandbox route; the daemon's `Authorization` never reaches the service. A proxied
+//! connection, WebSockets included, is closed when the key it came with is revoked.
 //!
 //! One upstream connection per proxied request (no pooling): a service sees a fresh
 //! connection each time. Bodies stream both ways; nothing is buffered whole.
@@ -27,7 +28,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::errors::ApiError;
 use super::AppState;
-use crate::auth::Tenant;
+use crate::auth::{Lease, Tenant};
 use crate::manager::{ManagerError, GATEWAY_PORT};
 use crate::server::ConnPermit;
 use target::Target;
@@ -199,8 +200,10 @@ pub async fn proxy(State(st): State<AppState>, tenant: Tenant, req: Request) -> 
             ),
         )
     })?;
+    // Set by the guard or the E2B data plane: the proxied connection lasts as long as the key.
+    let lease = req.extensions().get::<Lease>().cloned().ok_or_else(|| ApiError::unauthorized("missing API key"))?;
     let (stream, host) = st.ports.connect(netns, &target.id, target.port).await?;
-    forward(req, stream, &host, &target, slot).await
+    forward(req, stream, &host, &target, slot, lease).await
 }
 
 /// Sends `req` to the service over `stream` and returns its response, streaming; a
@@ -211,6 +214,7 @@ async fn forward(
     host: &str,
     target: &Target,
     slot: Slot,
+    lease: Lease,
 ) -> Result<Response, ApiError> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let websocket = headers::is_websocket_upgrade(req.method(), req.headers());
@@ -227,11 +231,15 @@ async fn forward(
         .await
         .map_err(|e| bad_gateway(&target.id, target.port, e))?;
     let slot = Arc::new(slot);
-    let conn_slot = slot.clone();
+    let (conn_slot, conn_lease) = (slot.clone(), lease.clone());
     tokio::spawn(async move {
-        // Lives until the response body is done (or dropped) or the connection upgraded.
+        // Lives until the response body is done (or dropped) or the connection upgraded;
+        // a revoked key drops it, which cuts both bodies off.
         let _slot = conn_slot;
-        let _ = conn.with_upgrades().await;
+        tokio::select! {
+            _ = conn.with_upgrades() => {}
+            () = conn_lease.revoked() => {}
+        }
     });
     let mut resp = sender.send_request(out).await.map_err(|e| bad_gateway(&target.id, target.port, e))?;
 
@@ -243,8 +251,16 @@ async fn forward(
         tokio::spawn(async move {
             // The spliced connection keeps counting against both caps.
             let (_slot, _permit) = (slot, permit);
-            if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+            let splice = async {
+                if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                }
+            };
+            // A revoked key closes both sockets (no close frame: the bytes in flight may be
+            // mid-frame, so nothing can be added to them).
+            tokio::select! {
+                () = splice => {}
+                () = lease.revoked() => {}
             }
         });
         let (mut parts, _) = resp.into_parts();

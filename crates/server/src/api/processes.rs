@@ -15,8 +15,12 @@ use super::errors::ApiError;
 use super::json::{read_body, ApiJson};
 use super::params::{ProcessPath, QueryPairs, SandboxId};
 use super::AppState;
-use crate::auth::Tenant;
+use crate::auth::revocation::REVOKED_MESSAGE;
+use crate::auth::{Lease, Tenant};
 use crate::manager::{AttachEvent, StartProcess};
+
+/// The close code of a WebSocket whose API key was revoked (1008, policy violation).
+pub const REVOKED_CLOSE_CODE: u16 = 1008;
 
 /// Largest body of one `stdin` request, and largest WebSocket message from a client.
 pub const MAX_STDIN_BODY: usize = 1024 * 1024;
@@ -132,6 +136,7 @@ pub async fn stdin(
 pub async fn attach(
     State(st): State<AppState>,
     tenant: Tenant,
+    lease: Lease,
     ProcessPath(id, pid): ProcessPath,
     q: QueryPairs,
     permit: Option<axum::Extension<crate::server::ConnPermit>>,
@@ -148,7 +153,7 @@ pub async fn attach(
         move |socket| async move {
             // The upgraded connection keeps counting against the connection cap.
             let _permit = permit;
-            session.run(socket, events).await;
+            session.run(socket, events, lease).await;
         },
     ))
 }
@@ -184,9 +189,16 @@ fn encode(ev: AttachEvent, binary: bool) -> Message {
 }
 
 impl Session {
-    async fn run(self, mut socket: WebSocket, mut events: tokio::sync::mpsc::Receiver<AttachEvent>) {
+    async fn run(self, mut socket: WebSocket, mut events: tokio::sync::mpsc::Receiver<AttachEvent>, lease: Lease) {
         loop {
             tokio::select! {
+                () = lease.revoked() => {
+                    // 1008: policy violation, the close code for a credential that is no
+                    // longer accepted. The process keeps running.
+                    let close = CloseFrame { code: REVOKED_CLOSE_CODE, reason: REVOKED_MESSAGE.into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
                 ev = events.recv() => {
                     let Some(ev) = ev else {
                         let close = CloseFrame { code: 1000, reason: "process exited".into() };

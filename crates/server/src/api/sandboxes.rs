@@ -30,9 +30,10 @@ fn check_timeout(t: u64) -> Result<(), ApiError> {
 pub async fn create(
     State(st): State<AppState>,
     tenant: Tenant,
-    ApiJson(req): ApiJson<CreateRequest>,
+    ApiJson(mut req): ApiJson<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_create(&req)?;
+    req.created_by = tenant.key_id.clone();
     let info = st.manager.create(&tenant.name, req).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }

@@ -17,7 +17,7 @@ pub const TTL: Duration = Duration::from_secs(30);
 const PER_TENANT: usize = 64;
 /// Unused tickets held at once, all tenants together.
 const TOTAL: usize = 4096;
-const PREFIX: &str = "sht_";
+const PREFIX: &str = "shw_";
 
 struct Ticket {
     tenant: Tenant,
@@ -90,7 +90,7 @@ mod tests {
     fn a_ticket_opens_its_path_once() {
         let t = Tickets::default();
         let ticket = t.issue(&tenant("acme"), PATH).unwrap();
-        assert!(ticket.starts_with("sht_") && ticket.len() == 36);
+        assert!(ticket.starts_with("shw_") && ticket.len() == 36);
         assert_eq!(t.redeem(&ticket, PATH).unwrap(), tenant("acme"));
         assert!(matches!(t.redeem(&ticket, PATH), Err(AuthError::Invalid)), "used once");
     }
@@ -102,7 +102,7 @@ mod tests {
         let other = PATH.replace("/7/", "/8/");
         assert!(t.redeem(&ticket, &other).is_err());
         assert!(t.redeem(&ticket, PATH).is_err(), "a wrong try uses it up");
-        assert!(t.redeem("sht_forged", PATH).is_err());
+        assert!(t.redeem("shw_forged", PATH).is_err());
         assert!(t.redeem("sh_notaticketatall", PATH).is_err());
     }
 

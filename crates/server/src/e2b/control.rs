@@ -227,12 +227,14 @@ async fn create_inner(st: &AppState, tenant: &Tenant, req: Request) -> Result<Re
     let env = string_map(&body, "envVars")?;
     crate::api::exec_check_env(&env)?;
     let metadata = string_map(&body, "metadata")?;
-    let info = st.manager.create(&tenant.name, CreateRequest { policy, preset, timeout_s, env, metadata }).await?;
+    let created_by = tenant.key_id.clone();
+    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by };
+    let info = st.manager.create(&tenant.name, req).await?;
     let mut templates = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner());
     templates.retain(|sb, _| st.manager.is_live(sb));
     templates.insert(info.id.clone(), template.clone());
     drop(templates);
-    Ok((StatusCode::CREATED, Json(sandbox_json(st, &info, &template))).into_response())
+    Ok((StatusCode::CREATED, Json(sandbox_json(st, tenant, &info, &template))).into_response())
 }
 
 fn timeout_of(v: &Value) -> Result<u64, ApiError> {
@@ -246,14 +248,14 @@ fn template_of(st: &AppState, info: &SandboxInfo) -> String {
     known.or_else(|| info.preset.clone()).unwrap_or_else(|| BASE_TEMPLATE.to_string())
 }
 
-/// E2B's `Sandbox` (the answer of create and connect).
-fn sandbox_json(st: &AppState, info: &SandboxInfo, template: &str) -> Value {
+/// E2B's `Sandbox` (the answer of create and connect), with a token for the caller's key.
+fn sandbox_json(st: &AppState, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
     json!({
         "sandboxID": info.id,
         "templateID": template,
         "clientID": "safehouse",
         "envdVersion": ENVD_VERSION,
-        "envdAccessToken": st.e2b.access_token(&info.id),
+        "envdAccessToken": st.e2b.access_token(&info.id, tenant, st.auth.admin_hash()),
     })
 }
 
@@ -280,8 +282,8 @@ fn state_name(s: SandboxState) -> &'static str {
     }
 }
 
-/// E2B's `ListedSandbox`; `with_token` adds what `SandboxDetail` has more.
-fn listed_json(st: &AppState, info: &SandboxInfo, with_token: bool) -> Value {
+/// E2B's `ListedSandbox`; `with_token` (the caller's key) adds what `SandboxDetail` has more.
+fn listed_json(st: &AppState, info: &SandboxInfo, with_token: Option<&Tenant>) -> Value {
     let mut v = json!({
         "sandboxID": info.id,
         "templateID": template_of(st, info),
@@ -295,15 +297,15 @@ fn listed_json(st: &AppState, info: &SandboxInfo, with_token: bool) -> Value {
         "envdVersion": ENVD_VERSION,
         "metadata": info.metadata,
     });
-    if with_token {
-        v["envdAccessToken"] = st.e2b.access_token(&info.id).into();
+    if let Some(tenant) = with_token {
+        v["envdAccessToken"] = st.e2b.access_token(&info.id, tenant, st.auth.admin_hash()).into();
     }
     v
 }
 
 /// `GET /sandboxes/{id}`.
 pub async fn get(State(st): State<AppState>, tenant: Tenant, Path(id): Path<String>) -> Response {
-    answer(async { Ok(Json(listed_json(&st, &alive(&st, &tenant, &id).await?, true)).into_response()) }.await)
+    answer(async { Ok(Json(listed_json(&st, &alive(&st, &tenant, &id).await?, Some(&tenant))).into_response()) }.await)
 }
 
 /// `GET /v2/sandboxes?metadata=...&state=running,paused&limit=N&nextToken=ID`.
@@ -344,7 +346,7 @@ async fn list_inner(st: &AppState, tenant: &Tenant, q: &QueryPairs) -> Result<Re
     }
     let more = all.len() > limit;
     all.truncate(limit);
-    let items: Vec<Value> = all.iter().map(|s| listed_json(st, s, false)).collect();
+    let items: Vec<Value> = all.iter().map(|s| listed_json(st, s, None)).collect();
     let mut resp = Json(items).into_response();
     if more {
         if let Some(last) = all.last() {
@@ -413,7 +415,7 @@ pub async fn connect(State(st): State<AppState>, tenant: Tenant, Path(id): Path<
                 st.manager.set_timeout(&tenant.name, &id, timeout_of(t)?).await?;
             }
             let status = if resumed { StatusCode::CREATED } else { StatusCode::OK };
-            Ok((status, Json(sandbox_json(&st, &info, &template_of(&st, &info)))).into_response())
+            Ok((status, Json(sandbox_json(&st, &tenant, &info, &template_of(&st, &info)))).into_response())
         }
         .await,
     )

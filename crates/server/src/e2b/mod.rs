@@ -8,7 +8,8 @@
 //!   before the router. Port 49983 (`E2b-Sandbox-Port`) is the in-sandbox API (Connect
 //!   services [`process`] and [`filesystem`], `/files`, `/health`); any other port goes to
 //!   the port proxy. It authenticates with the sandbox's access token (`X-Access-Token`),
-//!   an HMAC of the sandbox id under a daemon secret ([`E2bState::access_token`]).
+//!   issued to one API key and good only while that key lives ([`token`]); every call runs
+//!   under that key's [`crate::auth::Lease`], so revoking the key ends its streams too.
 //!
 //! Every handler calls the same manager methods as the native API, so policy, events and
 //! the audit log are the same; the audit layer records these calls with an `e2b:` path.
@@ -18,6 +19,7 @@ pub mod control;
 mod files;
 mod filesystem;
 mod process;
+pub mod token;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,12 +29,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::api::{ApiError, AppState};
+use crate::auth::revocation::REVOKED_MESSAGE;
 use crate::auth::Tenant;
 
 /// The E2B control-plane routes (method, path) the router serves: E2B's own API, listed in
@@ -99,17 +100,19 @@ impl E2bState {
         E2bState { secret, watchers: Default::default(), tags: Default::default(), templates: Default::default() }
     }
 
-    /// The sandbox's `envdAccessToken`: unguessable without the daemon's secret, bound to
-    /// the sandbox id (which is itself bound to one tenant).
-    pub fn access_token(&self, sandbox: &str) -> String {
-        let mac = hmac_sha256(&self.secret, format!("e2b-envd-access:{sandbox}").as_bytes());
-        format!("sha_{}", B64URL.encode(mac))
+    /// The sandbox's `envdAccessToken` for the key `who` authenticated with (see [`token`]).
+    pub fn access_token(&self, sandbox: &str, who: &Tenant, admin_hash: &[u8; 32]) -> String {
+        token::issue(&self.secret, sandbox, who, admin_hash)
     }
 
-    /// Whether `token` is the sandbox's access token (constant time).
-    pub fn check_token(&self, sandbox: &str, token: &str) -> bool {
-        let want = self.access_token(sandbox);
-        want.len() == token.len() && want.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    /// Whom `token` was issued to, if it is one of `sandbox`'s tokens.
+    pub fn check_token(
+        &self,
+        sandbox: &str,
+        token: Option<&str>,
+        admin_hash: &[u8; 32],
+    ) -> Result<token::Holder, token::TokenError> {
+        token::verify(&self.secret, sandbox, token, admin_hash)
     }
 
     /// Forgets what the front kept for a sandbox that is gone.
@@ -118,18 +121,6 @@ impl E2bState {
         self.templates.lock().unwrap_or_else(|e| e.into_inner()).remove(sandbox);
         self.watchers.forget(sandbox);
     }
-}
-
-/// HMAC-SHA256 (RFC 2104).
-fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
-    let mut ipad = [0x36u8; 64];
-    let mut opad = [0x5cu8; 64];
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let inner = Sha256::new().chain_update(ipad).chain_update(msg).finalize();
-    Sha256::new().chain_update(opad).chain_update(inner).finalize().into()
 }
 
 /// The `E2b-Sandbox-Id` of a request, if it has one.
@@ -158,9 +149,16 @@ pub async fn data_plane(State(st): State<AppState>, req: Request, next: Next) ->
         return next.run(req).await;
     };
     let (method, route) = (req.method().clone(), route_label(req.headers(), req.uri().path()));
-    let mut resp = match authorize(&st, &req, &id) {
+    let mut req = req;
+    let mut resp = match authorize(&st, req.method(), req.uri(), req.headers(), &id).await {
         Ok(tenant) => {
-            let mut resp = dispatch(st.clone(), tenant.clone(), id, req).await;
+            // The call, and what it streams, lasts only as long as the token's key.
+            let lease = st.auth.lease(&tenant);
+            req.extensions_mut().insert(lease.clone());
+            req.extensions_mut().insert(tenant.clone());
+            let refused = || unauthorized(REVOKED_MESSAGE).into_response();
+            let mut resp =
+                crate::api::revoked::run(lease, dispatch(st.clone(), tenant.clone(), id, req), refused).await;
             resp.extensions_mut().insert(tenant);
             resp
         }
@@ -205,24 +203,45 @@ fn route_label(headers: &HeaderMap, path: &str) -> String {
     }
 }
 
-/// Host and Origin as for every request, then the access token, then the sandbox: the
-/// tenant it belongs to. `/health` needs no token (it says nothing about the sandbox).
-fn authorize(st: &AppState, req: &Request, id: &str) -> Result<Tenant, Box<Response>> {
+/// Host and Origin as for every request, then the access token, the key it was issued to
+/// (still active, of the sandbox's tenant), then the sandbox: the caller as that key.
+/// envd's `/health` needs no token (it says nothing about the sandbox); a user port's
+/// `/health` is the user's service and needs one like any other path.
+/// (The request's parts, not the request: its body is not `Sync`.)
+async fn authorize(
+    st: &AppState,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Tenant, Box<Response>> {
     let refuse = |e: ApiError| Box::new(e.into_response());
-    st.hosts.check_host(req.headers(), req.uri()).map_err(refuse)?;
-    st.hosts.check_origin(req.headers()).map_err(refuse)?;
-    let public = req.method() == Method::GET && req.uri().path() == "/health";
-    if !public {
-        let token = req.headers().get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
-        match token {
-            Some(t) if st.e2b.check_token(id, t) => {}
-            Some(_) => return Err(unauthorized("the X-Access-Token is not this sandbox's envdAccessToken")),
-            None => return Err(unauthorized("send the sandbox's envdAccessToken in X-Access-Token")),
-        }
+    st.hosts.check_host(headers, uri).map_err(refuse)?;
+    st.hosts.check_origin(headers).map_err(refuse)?;
+    let envd = headers.get(PORT_HEADER).is_none_or(|p| p.to_str().ok() == Some("49983"));
+    let public = envd && method == Method::GET && uri.path() == "/health";
+    let owner = st.manager.tenant_of(id);
+    if public {
+        // The caller is nobody in particular: a tenant without a key, whose lease never ends.
+        return owner.map(|name| Tenant { name, key_id: None }).ok_or_else(|| Box::new(sandbox_not_found(id)));
     }
-    match st.manager.tenant_of(id) {
-        Some(tenant) => Ok(Tenant { name: tenant, key_id: None }),
-        None => Err(Box::new(sandbox_not_found(id))),
+    let token = headers.get(TOKEN_HEADER).map(|v| v.to_str().unwrap_or(""));
+    let holder = st.e2b.check_token(id, token, st.auth.admin_hash()).map_err(|e| unauthorized(&e.to_string()))?;
+    let who = match holder {
+        token::Holder::Admin => Tenant { name: crate::auth::ADMIN_TENANT.into(), key_id: None },
+        token::Holder::Key(key) => st.auth.active_key(&key).await.map_err(|e| match e {
+            crate::auth::AuthError::Invalid => unauthorized(
+                "the API key this envdAccessToken was issued to has been revoked; connect with an active key \
+                 (Sandbox.connect) for a new token",
+            ),
+            e => refuse(e.into()),
+        })?,
+    };
+    // A token is only ever issued for the key's own tenant's sandbox; one that outlived its
+    // sandbox (or a reused id) finds nothing.
+    match owner {
+        Some(tenant) if tenant == who.name => Ok(who),
+        _ => Err(Box::new(sandbox_not_found(id))),
     }
 }
 
@@ -314,33 +333,5 @@ async fn to_port(st: AppState, tenant: Tenant, id: &str, port: u16, mut req: Req
     match crate::api::ports::proxy(State(st), tenant, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hmac_matches_rfc4231_case_2_shape() {
-        // RFC 4231 test case 2 uses a 4-byte key; with our fixed 32-byte keys we check the
-        // construction against a key padded with zeros, which HMAC defines as the same key.
-        let mut key = [0u8; 32];
-        key[..4].copy_from_slice(b"Jefe");
-        let mac = hmac_sha256(&key, b"what do ya want for nothing?");
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-    }
-
-    #[test]
-    fn tokens_are_bound_to_sandbox_and_secret() {
-        let a = E2bState::with_secret([1; 32]);
-        let b = E2bState::with_secret([2; 32]);
-        let t = a.access_token("sb_aaaaaaaaaaaaaaaaaaaaaaaaaa");
-        assert!(a.check_token("sb_aaaaaaaaaaaaaaaaaaaaaaaaaa", &t));
-        assert!(!a.check_token("sb_bbbbbbbbbbbbbbbbbbbbbbbbbb", &t));
-        assert!(!b.check_token("sb_aaaaaaaaaaaaaaaaaaaaaaaaaa", &t));
-        assert!(!a.check_token("sb_aaaaaaaaaaaaaaaaaaaaaaaaaa", &t[..t.len() - 1]));
-        assert!(t.len() > 40);
     }
 }

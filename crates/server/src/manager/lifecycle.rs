@@ -58,6 +58,33 @@ fn private_address_rule(policy: &safehouse_policy::Policy) -> Option<String> {
     })
 }
 
+/// The first `network.allow` address rule that names or covers an address of this host,
+/// with why (`policy::network::NetPolicy::host_rule`), against the current host set.
+fn host_address_rule(policy: &safehouse_policy::Policy) -> Result<Option<(String, String)>, ManagerError> {
+    use safehouse_gateway::HostAddrSource;
+    let Ok(net) = safehouse_policy::network::NetPolicy::compile(&policy.network) else { return Ok(None) };
+    Ok(net.host_rule(&host_addrs()?.snapshot()))
+}
+
+/// The process's live set of host addresses (started by the daemon; refused, failing
+/// closed, when the kernel cannot be asked).
+fn host_addrs() -> Result<Arc<safehouse_gateway::HostWatch>, ManagerError> {
+    safehouse_gateway::hostaddrs::watch().map_err(|e| ManagerError::Refused {
+        layer: "network".into(),
+        reason: format!("the gateway cannot tell this host's own addresses ({e}), so it allows no egress"),
+    })
+}
+
+/// Who may open the host's own addresses through a sandbox's gateway: the admin tenant,
+/// by exact address; nobody else.
+fn host_reach(tenant: &str) -> safehouse_policy::network::HostReach {
+    if tenant == crate::auth::ADMIN_TENANT {
+        safehouse_policy::network::HostReach::ExactAddressRules
+    } else {
+        safehouse_policy::network::HostReach::Never
+    }
+}
+
 /// The writable zones of a plan (paths inside the sandbox): its writable directories,
 /// writable directory binds and `/dev/shm`. File events are reported for these.
 pub(crate) fn writable_zones(ops: &[plan::MountOp]) -> Vec<String> {
@@ -141,6 +168,16 @@ impl Manager {
                     reason: format!("{rule:?} reaches private, loopback or link-local addresses, which only the admin tenant may allow; allow public names or addresses"),
                 });
             }
+            // The host's own addresses (any interface, local routes, this daemon's listen
+            // address), public ones included: never a tenant's to open (NET-01).
+            if !policy.network.allow.is_empty() {
+                if let Some((entry, why)) = host_address_rule(&policy)? {
+                    return Err(ManagerError::Refused {
+                        layer: "network.allow".into(),
+                        reason: format!("{entry:?} reaches this host: {why}; only the admin tenant may open the host's own addresses, and only by exact address; allow names or addresses that are not the host's"),
+                    });
+                }
+            }
         }
         let timeout_s = req
             .timeout_s
@@ -173,7 +210,7 @@ impl Manager {
                 return Err(ManagerError::Internal(format!("cannot reach the sandbox's agent: {e}")));
             }
         };
-        let gateway = match gateway_listener.map(|fd| self.start_gateway(&id, &policy, fd)).transpose() {
+        let gateway = match gateway_listener.map(|fd| self.start_gateway(&id, tenant, &policy, fd)).transpose() {
             Ok(g) => g,
             Err(e) => {
                 let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
@@ -198,6 +235,7 @@ impl Manager {
             cgroup: cg.as_ref().map(|c| c.name().to_string()),
             socket_path: Some(socket_dir.join("agent.sock").display().to_string()),
             error: None,
+            key_id: req.created_by.clone(),
         };
         let (uid, gid) = self.sandbox_ids();
         // tools.allow, expanded as the setup did (one expansion, safehouse_jail::tools); a
@@ -326,15 +364,17 @@ impl Manager {
     fn start_gateway(
         &self,
         id: &str,
+        tenant: &str,
         policy: &safehouse_policy::Policy,
         listener: OwnedFd,
     ) -> Result<Arc<safehouse_gateway::Gateway>, ManagerError> {
         let net = safehouse_policy::network::NetPolicy::compile(&policy.network)
-            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?
+            .with_host_reach(host_reach(tenant));
         let listener = std::net::TcpListener::from(listener);
         listener.set_nonblocking(true).map_err(internal)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(internal)?;
-        let mut config = safehouse_gateway::Config::new(net, self.inner.resolver.clone());
+        let mut config = safehouse_gateway::Config::new(net, self.inner.resolver.clone(), host_addrs()?);
         config.on_event = Some(self.gateway_hook(id));
         let gateway = safehouse_gateway::Gateway::new(config);
         tokio::spawn(gateway.clone().serve(listener));
@@ -398,7 +438,7 @@ impl Manager {
         })
         .await
         .map_err(|e| e.to_string())??;
-        self.start_gateway(&rec.id, &policy, listener).map(Some).map_err(|e| e.to_string())
+        self.start_gateway(&rec.id, &rec.tenant, &policy, listener).map(Some).map_err(|e| e.to_string())
     }
 
     /// Plan, cgroup, agent socket and spawn: everything that blocks.

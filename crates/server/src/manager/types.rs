@@ -16,6 +16,10 @@ pub struct CreateRequest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The id of the API key asking (set by the front, never read from a body); recorded
+    /// with the sandbox as `created_by`.
+    #[serde(skip)]
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +50,10 @@ pub struct SandboxInfo {
     pub pid: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The id of the API key that created it; absent for the bootstrap admin key (and for
+    /// sandboxes older than the record). Revoking that key leaves the sandbox running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     /// A running sandbox with egress: its gateway's counters (requests, denials, bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<safehouse_gateway::Stats>,

@@ -125,7 +125,7 @@ fn initialize(st: &AppState, tenant: &Tenant, headers: &HeaderMap, msg: Value) -
         .get(KEEP_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
-    let session = match st.mcp.open(&tenant.name, version, keep) {
+    let session = match st.mcp.open(tenant, version, keep) {
         Ok(s) => s,
         Err(OpenError::TenantFull) => {
             return refuse(
@@ -165,16 +165,16 @@ impl NoSession {
             NoSession::Unknown => refuse(
                 StatusCode::NOT_FOUND,
                 SERVER_ERROR,
-                "no such MCP session (it ended, expired or the daemon restarted); initialize again",
+                "no such MCP session for this key (it ended, expired, its key was revoked, or the daemon restarted); initialize again",
             ),
         }
     }
 }
 
-/// The caller's session named by `Mcp-Session-Id` (another tenant's is unknown).
+/// The caller's session named by `Mcp-Session-Id` (another key's is unknown).
 fn session_of(st: &AppState, tenant: &Tenant, headers: &HeaderMap) -> Result<Arc<Session>, NoSession> {
     let id = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).ok_or(NoSession::Missing)?;
-    st.mcp.get(&tenant.name, id.trim()).ok_or(NoSession::Unknown)
+    st.mcp.get(tenant, id.trim()).ok_or(NoSession::Unknown)
 }
 
 /// `DELETE /mcp`: ends the session and kills the sandboxes it created (unless it was
@@ -184,7 +184,7 @@ pub async fn delete(State(st): State<AppState>, tenant: Tenant, headers: HeaderM
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if st.mcp.close(&tenant.name, &session.id).is_none() {
+    if st.mcp.close(&tenant, &session.id).is_none() {
         return StatusCode::NO_CONTENT.into_response();
     }
     for id in session.to_kill() {

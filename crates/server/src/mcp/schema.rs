@@ -58,6 +58,7 @@ fn sandbox_info() -> Value {
             "created_at": {"type": "string"},
             "expires_at": {"type": "string"},
             "preset": {"type": "string"},
+            "created_by": {"type": "string", "description": "the id of the API key that created it"},
             "metadata": {"type": "object"}
         },
         "required": ["id", "state", "expires_at"]

@@ -157,6 +157,7 @@ async fn sandbox_create(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError>
         timeout_s: a.timeout_s,
         env: a.env,
         metadata: a.metadata,
+        created_by: ctx.tenant.key_id.clone(),
     };
     let info = create(ctx, req, a.keep).await?;
     let text = format!(
@@ -324,7 +325,7 @@ async fn run_code(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
     }
     // One-shot: a fresh sandbox for this code alone, killed whatever happens. In a task of
     // its own, so a client that hangs up mid-run does not leave the sandbox behind.
-    let create = CreateRequest { preset: a.preset, ..CreateRequest::default() };
+    let create = CreateRequest { preset: a.preset, created_by: ctx.tenant.key_id.clone(), ..CreateRequest::default() };
     crate::api::sandboxes::check_create(&create)?;
     crate::api::exec::check_request(&req)?;
     let (st, tenant) = (ctx.st.clone(), ctx.tenant.name.clone());

@@ -16,6 +16,7 @@ fn sandbox(id: &str, tenant: &str, meta: &[(&str, &str)]) -> SandboxRecord {
         cgroup: Some("/sys/fs/cgroup/safehouse/x".into()),
         socket_path: None,
         error: None,
+        key_id: Some("key_aaaaaaaaaaaaaaaa".into()),
     }
 }
 
@@ -32,6 +33,32 @@ fn open_creates_schema_and_wal_and_reopens() {
     assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
     let store = Store::open(&data).unwrap();
     assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+}
+
+#[test]
+fn a_version_1_database_keeps_its_sandboxes() {
+    // A database as the release before `key_id` left it: migration 1 and one sandbox.
+    let dir = TempDir::new("store");
+    {
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL);
+             INSERT INTO schema_version VALUES (1, '2026-01-01T00:00:00Z');
+             INSERT INTO sandboxes (id, tenant, state, created_at, expires_at, metadata)
+             VALUES ('sb_old', 'acme', 'running', '2026-01-01T00:00:00Z', '2030-01-01T00:00:00Z', '{\"a\":\"b\"}');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let old = store.get_sandbox("acme", "sb_old").unwrap().expect("kept");
+    assert_eq!((old.key_id.as_deref(), old.metadata.get("a").map(String::as_str)), (None, Some("b")));
+    assert_eq!(old.info().created_by, None);
+    // New rows record their key.
+    let new = sandbox("sb_new", "acme", &[]);
+    store.insert_sandbox(&new).unwrap();
+    assert_eq!(store.get_sandbox("acme", "sb_new").unwrap().unwrap().info().created_by, new.key_id);
 }
 
 #[test]
@@ -137,7 +164,7 @@ async fn blocking_runs_off_the_runtime() {
     let dir = TempDir::new("store");
     let store = Arc::new(Store::open(dir.path()).unwrap());
     let v = store.blocking(|s| s.schema_version()).await.unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v, MIGRATIONS.len() as i64);
 }
 
 #[test]

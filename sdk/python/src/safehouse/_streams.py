@@ -3,6 +3,7 @@ Events), as iterators and with callbacks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import socket
 import threading
@@ -13,10 +14,34 @@ import httpx
 from ._config import ConnectionConfig, translate
 from ._http import _AsyncHttp, _call, _Http
 from ._sse import aiter_sse, iter_sse
-from .exceptions import SafehouseError
+from .exceptions import AuthenticationError, SafehouseError
 from .models import FilesystemEvent, SandboxEvent
 
 _STOP = object()
+
+
+def revoked_error(data: str) -> AuthenticationError:
+    """The error a stream ends with when the daemon says its API key was revoked
+    (`event: revoked`, docs/api.md "Revocation")."""
+    try:
+        message = str(json.loads(data).get("message") or "the API key was revoked")
+    except (ValueError, AttributeError):
+        message = "the API key was revoked"
+    return AuthenticationError(message, status=401, code="unauthorized")
+
+
+# The close code of an attach WebSocket whose API key was revoked (policy violation).
+REVOKED_CLOSE_CODE = 1008
+
+
+def attach_closed_error(pid: int, e: Exception, what: str) -> SafehouseError:
+    """The error for an attach WebSocket that closed (`websockets`' ConnectionClosed):
+    AuthenticationError when the daemon closed it because the key was revoked."""
+    rcvd = getattr(e, "rcvd", None)
+    if rcvd is not None and getattr(rcvd, "code", None) == REVOKED_CLOSE_CODE:
+        return AuthenticationError(getattr(rcvd, "reason", "") or "the API key was revoked", status=401,
+                                   code="unauthorized")
+    return SafehouseError(f"attach connection to process {pid} {what}: {e}")
 
 
 def _shutdown_socket(resp: httpx.Response) -> None:
@@ -57,6 +82,8 @@ class WatchHandle:
         err: Optional[Exception] = None
         try:
             for event, data in iter_sse(self._resp.iter_lines()):
+                if event == "revoked":
+                    raise revoked_error(data)
                 if event != "fs":
                     continue
                 ev = FilesystemEvent.from_sse(data, self.path)
@@ -113,7 +140,8 @@ class WatchHandle:
 class EventStream:
     """The daemon's event stream as an iterator of SandboxEvent. Ends by itself after a
     sandbox's terminal event (per-sandbox stream) or after the replay (`follow=False`);
-    `close()` (or leaving the `with` block) ends it early."""
+    `close()` (or leaving the `with` block) ends it early. Raises AuthenticationError when
+    the API key it was opened with is revoked."""
 
     def __init__(self, config: ConnectionConfig, route: str, params: Dict[str, str],
                  timeout: Optional[float]) -> None:
@@ -144,6 +172,9 @@ class EventStream:
             if isinstance(e, httpx.HTTPError):
                 raise translate(e) from e
             raise SafehouseError(f"event stream ended: {e}") from e
+        if event == "revoked":
+            self.close()
+            raise revoked_error(data)
         return SandboxEvent.from_sse(event, data)
 
     def close(self) -> None:
@@ -179,6 +210,8 @@ class AsyncWatchHandle:
         err: Optional[Exception] = None
         try:
             async for event, data in aiter_sse(self._resp.aiter_lines()):
+                if event == "revoked":
+                    raise revoked_error(data)
                 if event != "fs":
                     continue
                 ev = FilesystemEvent.from_sse(data, self.path)
@@ -265,6 +298,9 @@ class AsyncEventStream:
         except httpx.HTTPError as e:
             await self.close()
             raise translate(e) from e
+        if event == "revoked":
+            await self.close()
+            raise revoked_error(data)
         return SandboxEvent.from_sse(event, data)
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, cre
                       exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
 from ._either import either
 from ._http import _AsyncHttp, _call
-from ._streams import AsyncEventStream, AsyncWatchHandle
+from ._streams import AsyncEventStream, AsyncWatchHandle, attach_closed_error
 from .admin import AsyncAdmin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
@@ -76,7 +76,7 @@ class AsyncCommandHandle:
             try:
                 msg = await ws.recv()
             except ConnectionClosed as e:
-                raise SafehouseError(f"attach connection to process {self.pid} closed before its exit: {e}") from e
+                raise attach_closed_error(self.pid, e, "closed before its exit") from e
             frame: Dict[str, Any] = {"type": "stdout", "raw": msg} if isinstance(msg, bytes) else json.loads(msg)
             t = frame.get("type")
             if t in ("stdout", "stderr"):
@@ -169,7 +169,7 @@ class AsyncCommandHandle:
         try:
             await ws.send(json.dumps({"type": "resize", "rows": int(size.rows), "cols": int(size.cols)}))
         except ConnectionClosed as e:
-            raise SafehouseError(f"attach connection to process {self.pid} closed: {e}") from e
+            raise attach_closed_error(self.pid, e, "closed") from e
 
     async def _close_ws(self) -> None:
         if self._ws is not None:

@@ -17,7 +17,7 @@ from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, cre
                       exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
 from ._either import either
 from ._http import _Http
-from ._streams import EventStream, WatchHandle
+from ._streams import EventStream, WatchHandle, attach_closed_error
 from .admin import Admin, KillAllResult
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
@@ -101,7 +101,7 @@ class CommandHandle:
             except TimeoutError as e:
                 raise SafehouseTimeoutError(f"process {self.pid} did not exit in time") from e
             except ConnectionClosed as e:
-                raise SafehouseError(f"attach connection to process {self.pid} closed before its exit: {e}") from e
+                raise attach_closed_error(self.pid, e, "closed before its exit") from e
             if isinstance(msg, bytes):
                 frame: Dict[str, Any] = {"type": "stdout", "raw": msg}
             else:
@@ -201,7 +201,7 @@ class CommandHandle:
         try:
             self._connect().send(json.dumps(frame))
         except ConnectionClosed as e:
-            raise SafehouseError(f"attach connection to process {self.pid} closed: {e}") from e
+            raise attach_closed_error(self.pid, e, "closed") from e
 
     def _close_ws(self) -> None:
         if self._ws is not None:

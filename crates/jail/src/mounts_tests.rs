@@ -1,0 +1,238 @@
+//! The filesystem sequence against a fake (no root): pivot before any bind, every bind
+//! locked down, the host root detached and `/` read-only last, and a failing operation
+//! stops the sequence naming it.
+
+use std::collections::BTreeSet;
+
+use safehouse_policy::plan::{self, HostEntry, HostView, RunRequest};
+
+use super::*;
+
+/// Records each operation as one line; paths in `present` exist; the `fail`-th call
+/// (counted from 1) fails with `errno`.
+#[derive(Default)]
+struct FakeFs {
+    calls: Vec<String>,
+    present: BTreeSet<String>,
+    dirs: BTreeSet<String>,
+    fail: Option<(usize, i32)>,
+}
+
+impl FakeFs {
+    fn op(&mut self, line: String) -> io::Result<()> {
+        self.calls.push(line);
+        match self.fail {
+            Some((n, errno)) if n == self.calls.len() => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
+    }
+
+    fn made(&mut self, path: &str, dir: bool) {
+        self.present.insert(path.to_string());
+        if dir {
+            self.dirs.insert(path.to_string());
+        }
+    }
+}
+
+impl MountOps for FakeFs {
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        _: Option<&str>,
+    ) -> io::Result<()> {
+        let kind = match (fstype, flags & MS_BIND != 0) {
+            (_, true) => format!("bind {}", source.unwrap_or("-")),
+            (Some(t), false) => format!("mount {t}"),
+            (None, false) => "mount propagation".to_string(),
+        };
+        self.op(format!("{kind} -> {target}"))
+    }
+    fn set_attr(&mut self, path: &str, recursive: bool, attrs: u64) -> io::Result<()> {
+        let ro = if attrs & m::MOUNT_ATTR_RDONLY != 0 { " ro" } else { "" };
+        let locked = if attrs & LOCKDOWN == LOCKDOWN || attrs & m::MOUNT_ATTR_NOSUID != 0 { " nosuid" } else { "" };
+        let r = if recursive { " recursive" } else { "" };
+        self.op(format!("setattr {path}{ro}{locked}{r}"))
+    }
+    fn attach_tree(&mut self, _: &OwnedFd, path: &str) -> io::Result<()> {
+        self.op(format!("attach -> {path}"))
+    }
+    fn pivot_root(&mut self, new_root: &str, put_old: &str) -> io::Result<()> {
+        self.op(format!("pivot_root {new_root} {put_old}"))
+    }
+    fn detach(&mut self, path: &str) -> io::Result<()> {
+        self.op(format!("detach {path}"))
+    }
+    fn chdir(&mut self, path: &str) -> io::Result<()> {
+        self.op(format!("chdir {path}"))
+    }
+    fn mkdir_p(&mut self, path: &str, _: u32) -> io::Result<()> {
+        self.made(path, true);
+        self.op(format!("mkdir {path}"))
+    }
+    fn mkdir(&mut self, path: &str, _: u32) -> io::Result<()> {
+        self.made(path, true);
+        self.op(format!("mkdir {path}"))
+    }
+    fn touch(&mut self, path: &str, _: u32) -> io::Result<()> {
+        self.made(path, false);
+        self.op(format!("touch {path}"))
+    }
+    fn write(&mut self, path: &str, _: &str) -> io::Result<()> {
+        self.made(path, false);
+        self.op(format!("write {path}"))
+    }
+    fn symlink(&mut self, target: &str, path: &str) -> io::Result<()> {
+        self.made(path, false);
+        self.op(format!("symlink {path} -> {target}"))
+    }
+    fn chmod(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        self.op(format!("chmod {path} {mode:o}"))
+    }
+    fn remove_dir(&mut self, path: &str) -> io::Result<()> {
+        self.op(format!("rmdir {path}"))
+    }
+    fn remove_file(&mut self, path: &str) -> io::Result<()> {
+        self.op(format!("rm {path}"))
+    }
+    fn exists(&mut self, path: &str) -> bool {
+        self.present.contains(path)
+    }
+    fn kind(&mut self, path: &str) -> io::Result<Kind> {
+        match (self.dirs.contains(path), self.present.contains(path)) {
+            (true, _) => Ok(Kind::Dir),
+            (false, true) => Ok(Kind::Other),
+            _ => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        }
+    }
+    fn list_root(&mut self) -> io::Result<Vec<String>> {
+        self.op("list /".into())?;
+        Ok(self
+            .present
+            .iter()
+            .filter_map(|p| p.strip_prefix('/'))
+            .filter(|p| !p.contains('/'))
+            .map(String::from)
+            .collect())
+    }
+}
+
+/// The default plan on a host with the usual system directories and /etc files.
+fn plan(hidden: &[&str]) -> Plan {
+    let mut view = HostView::default();
+    for dir in ["/usr", "/etc", "/opt"] {
+        view.entries.insert(dir.into(), HostEntry::Dir);
+    }
+    for (link, target) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")] {
+        view.entries.insert(link.into(), HostEntry::Symlink(target.into()));
+    }
+    for file in ["/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].into_iter().chain([
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+    ]) {
+        view.entries.insert(file.into(), HostEntry::File);
+    }
+    let mut req = RunRequest::default();
+    req.policy.filesystem.hidden = hidden.iter().map(|s| s.to_string()).collect();
+    plan::compile(&req, &view).expect("plan")
+}
+
+/// A fake where the generated /etc files' targets exist (the /etc bind made them).
+fn fake() -> FakeFs {
+    let mut f = FakeFs::default();
+    for p in ["/etc/passwd", "/etc/group", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/workspace"] {
+        f.made(p, false);
+    }
+    f.dirs.insert("/workspace".into());
+    f
+}
+
+fn position(calls: &[String], pred: impl Fn(&str) -> bool) -> usize {
+    calls.iter().position(|c| pred(c)).unwrap_or_else(|| panic!("not found in {calls:#?}"))
+}
+
+#[test]
+fn pivot_first_binds_locked_down_host_root_detached_and_root_read_only_last() {
+    let mut f = fake();
+    build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    let c = &f.calls;
+    assert_eq!(c[0], "mount propagation -> /");
+    assert_eq!(c[1], "mount tmpfs -> /tmp");
+    let pivot = position(c, |l| l.starts_with("pivot_root "));
+    assert_eq!(c[pivot], "pivot_root /tmp /tmp/oldroot");
+    let detach = position(c, |l| l == "detach /oldroot");
+    for (i, l) in c.iter().enumerate() {
+        if l.starts_with("bind ") {
+            assert!(i > pivot && i < detach, "{l} at {i}: binds come after the pivot, before the detach");
+            // Every bind is restricted right after (masks over /proc entries with
+            // /dev/null, and /dev's device nodes, are covered by their mount's flags).
+            let target = l.rsplit(" -> ").next().unwrap();
+            let masked = l.starts_with("bind /oldroot/dev/null") || target.starts_with("/dev/");
+            if !masked {
+                assert!(c[i + 1].starts_with(&format!("setattr {target}")), "{l} then {}", c[i + 1]);
+                assert!(c[i + 1].contains("nosuid"), "{}", c[i + 1]);
+            }
+        }
+    }
+    assert_eq!(c.last().map(String::as_str), Some("setattr / ro nosuid"));
+    assert!(c[detach + 1..].iter().all(|l| !l.starts_with("bind ") && !l.starts_with("mount ")), "{c:#?}");
+    // The host's system dirs are read-only binds from the old root.
+    let usr = position(c, |l| l == "bind /oldroot/usr -> /usr");
+    assert_eq!(c[usr + 1], "setattr /usr ro nosuid recursive");
+    // /proc and its masks, then /dev with its devices only.
+    let proc_ = position(c, |l| l == "mount proc -> /proc");
+    assert!(c[proc_..].iter().any(|l| l == "bind /oldroot/dev/null -> /proc/kcore"));
+    let devs: Vec<&String> =
+        c.iter().filter(|l| l.starts_with("bind /oldroot/dev/") && !l.contains("null ->")).collect();
+    let want = ["zero", "full", "random", "urandom", "tty"];
+    for dev in want {
+        assert!(devs.iter().any(|l| **l == format!("bind /oldroot/dev/{dev} -> /dev/{dev}")), "{dev}: {devs:?}");
+    }
+    assert_eq!(devs.len(), want.len(), "{devs:?}");
+    assert!(c.iter().any(|l| l == "setattr /dev ro nosuid"), "{c:#?}");
+}
+
+#[test]
+fn hidden_paths_get_a_file_or_a_directory_and_missing_ones_nothing() {
+    let mut f = fake();
+    build(&mut f, &plan(&["/workspace", "/etc/hosts", "/no/such/path"]), &mut Prepared::new(), None).unwrap();
+    let c = &f.calls;
+    assert!(c.iter().any(|l| l == "bind /.safehouse-hidden-dir -> /workspace"), "{c:#?}");
+    assert!(c.iter().any(|l| l == "bind /.safehouse-hidden-file -> /etc/hosts"), "{c:#?}");
+    assert!(!c.iter().any(|l| l.contains("/no/such/path")), "{c:#?}");
+}
+
+#[test]
+fn a_failing_operation_stops_the_sequence_naming_it() {
+    let mut ok = fake();
+    build(&mut ok, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    let pivot = position(&ok.calls, |l| l.starts_with("pivot_root"));
+    let seal = position(&ok.calls, |l| l == "setattr / ro nosuid");
+    for n in [1, pivot + 1, seal + 1] {
+        let mut f = FakeFs { fail: Some((n, libc::EPERM)), ..fake() };
+        let err = build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap_err();
+        assert_eq!(f.calls.len(), n, "stopped at the failing call: {err}");
+        assert!(err.ends_with("Operation not permitted (os error 1)"), "{err}");
+    }
+    let mut f = FakeFs { fail: Some((pivot + 1, libc::EPERM)), ..fake() };
+    assert!(build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap_err().starts_with("pivot_root: "));
+}
+
+#[test]
+fn a_proc_entry_this_kernel_lacks_needs_no_mask() {
+    let mut ok = fake();
+    build(&mut ok, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    let mask = position(&ok.calls, |l| l == "bind /oldroot/dev/null -> /proc/kcore");
+    let mut f = FakeFs { fail: Some((mask + 1, libc::ENOENT)), ..fake() };
+    build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    let mut f = FakeFs { fail: Some((mask + 1, libc::EACCES)), ..fake() };
+    let err = build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap_err();
+    assert!(err.starts_with("mask /proc/kcore: "), "{err}");
+}
