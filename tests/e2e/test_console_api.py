@@ -163,10 +163,10 @@ def test_policy_and_explain(api, tenant_key):
         w = ask(write="/workspace/out.txt").json()
         assert w["allowed"] is True, w
         assert ask(read="/etc/shadow").json()["allowed"] is False
-        for bad in [{}, {"net": "nohost"}, {"net": "a:1", "read": "/x"}, {"read": "relative"}, {"nope": "x"}]:
+        for bad in [{}, {"net": "host:notaport"}, {"net": "a:1", "read": "/x"}, {"read": "relative"}, {"nope": "x"}]:
             r = api.get(f"/v1/sandboxes/{sid}/policy/explain", query=bad)
             assert r.status == 400 and r.error_code == "invalid_request", (bad, r)
-        assert "--" not in ask(net="nohost").json()["error"]["message"]
+        assert "--" not in ask(net="host:notaport").json()["error"]["message"]
         other = api.with_key(tenant_key)
         assert other.get(f"/v1/sandboxes/{sid}/policy").status == 404
         assert other.get(f"/v1/sandboxes/{sid}/policy/explain", query={"net": "web.test:80"}).status == 404

@@ -110,7 +110,7 @@ def test_tools_allow_patterns(tmp_path):
 
 
 @pytest.mark.parametrize("args", [
-    ["--net", "pypi.org"],                 # no port
+    ["--net", "pypi.org:0"],               # port 0 (a host alone means port 443: test_first_hour_cli)
     ["--net", "2001:db8::1:443"],          # IPv6 without brackets
     ["--read", "etc/passwd"],              # relative
     ["--write", "/tmp/../etc/passwd"],     # .. component

@@ -349,7 +349,9 @@ def test_errors_carry_the_servers_message(daemon, sbx):
 
     with pytest.raises(SafehouseError) as e:
         Sandbox.create(url="http://127.0.0.1:1", timeout=30)
-    assert "cannot reach" in str(e.value)
+    # The message names the URL it tried and the fix.
+    assert "cannot reach the safehouse daemon at http://127.0.0.1:1" in str(e.value), e.value
+    assert "SAFEHOUSE_URL" in str(e.value) and "safehouse serve" in str(e.value), e.value
 
 
 def test_quota_exceeded(daemon):

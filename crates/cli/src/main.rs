@@ -34,7 +34,8 @@ enum Command {
     Audit(cmd::audit::AuditCommand),
 
     // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
-    // SAFEHOUSE_API_KEY say which daemon and which key.
+    // SAFEHOUSE_API_KEY say which daemon and which key; with neither set, the per-user local
+    // daemon (cmd/local.rs).
     /// Manage sandboxes on a daemon (create, ls, info, kill, timeout, freeze, thaw)
     #[command(subcommand)]
     Sandbox(cmd::sandbox::SandboxCommand),
@@ -53,6 +54,9 @@ enum Command {
     /// The emergency stop: freeze, cut off, kill and remove every sandbox (the admin key:
     /// all on the daemon; another key: its own); returns when none is left running
     KillAll(cmd::kill_all::KillAllArgs),
+    /// The per-user daemon clients start or reuse when SAFEHOUSE_URL is unset (local mode)
+    #[command(subcommand)]
+    Local(cmd::local::LocalCommand),
     /// Serve MCP (Model Context Protocol) on stdio for an AI client, backed by the daemon:
     /// sandbox tools (create, run commands and code, files, kill); docs/mcp.md
     Mcp(cmd::mcp::McpArgs),
@@ -88,6 +92,7 @@ fn main() {
         Command::Events(args) => cmd::events::main(args),
         Command::KillAll(a) => cmd::kill_all::main(a),
         Command::Mcp(a) => cmd::mcp::main(a),
+        Command::Local(c) => cmd::local::main(c),
     };
     std::process::exit(code);
 }

@@ -39,18 +39,22 @@ pub enum Question {
 impl Question {
     /// Reads `HOST:PORT`; an IPv6 address is written in brackets, `[2001:db8::1]:443`.
     /// The port is required: a connection always has one.
+    /// `HOST:PORT`, `[ADDRESS]:PORT`, or a host alone (port 443).
     pub fn net(text: &str) -> Result<Question, ExplainError> {
+        const DEFAULT_PORT: &str = "443";
         let bad = |m: String| ExplainError::Question(format!("--net {text:?}: {m}"));
         let (host, port, bracketed) = match text.strip_prefix('[') {
             Some(rest) => {
                 let (inside, after) = rest.split_once(']').ok_or_else(|| bad("a [ without its ]".into()))?;
-                let port = after.strip_prefix(':').ok_or_else(|| bad("write [ADDRESS]:PORT".into()))?;
+                let port = match after {
+                    "" => DEFAULT_PORT,
+                    _ => after.strip_prefix(':').ok_or_else(|| bad("write [ADDRESS]:PORT".into()))?,
+                };
                 (inside, port, true)
             }
             None => {
-                let (host, port) = text
-                    .rsplit_once(':')
-                    .ok_or_else(|| bad("write HOST:PORT, e.g. pypi.org:443 ([ADDRESS]:PORT for IPv6)".into()))?;
+                // HOST alone asks about HTTPS, what clients reach a name on by default.
+                let (host, port) = text.rsplit_once(':').unwrap_or((text, DEFAULT_PORT));
                 if host.contains(':') {
                     return Err(bad("an IPv6 address needs brackets: [ADDRESS]:PORT".into()));
                 }

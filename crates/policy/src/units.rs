@@ -15,7 +15,7 @@ pub struct ByteSize(pub u64);
 pub struct Dur(pub Duration);
 
 const SIZE_HINT: &str = "write a size like \"512MiB\", \"2GiB\", \"64M\" or a number of bytes";
-const DUR_HINT: &str = "write a duration like \"30s\", \"15m\", \"1h\", \"250ms\" or a number of seconds";
+const DUR_HINT: &str = "write a duration like \"30s\", \"15m\", \"1h30m\", \"250ms\" or a number of seconds";
 
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -44,14 +44,40 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
+/// A duration: one number with a unit (`"15m"`, `"1.5s"`, `"250ms"`), a plain number of
+/// seconds, or several numbers with units added up (`"1h30m"`, `"2m 30s"`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    let out_of_range = || format!("{text:?} is out of range; {DUR_HINT}");
+    let mut rest = t;
+    let mut nanos: u128 = 0;
+    let mut parts = 0;
+    while parts == 0 || !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, after) = rest.split_at(split);
+        let split = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, next) = after.split_at(split);
+        if parts > 0 && unit.trim().is_empty() {
+            return Err(format!(
+                "{text:?}: {num:?} has no unit; every part of a duration made of several needs one, like \"1h30m\""
+            ));
+        }
+        nanos = nanos.checked_add(duration_part(text, num, unit.trim())?).ok_or_else(out_of_range)?;
+        parts += 1;
+        rest = next.trim_start();
+    }
+    if nanos > 10 * 365 * 86_400 * 1_000_000_000 {
+        return Err(out_of_range());
+    }
+    Ok(Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32))
+}
+
+/// Nanoseconds of one `NUMBER UNIT` part of `text`.
+fn duration_part(text: &str, num: &str, unit: &str) -> Result<u128, String> {
     if num.is_empty() || num.parse::<f64>().is_err() {
         return Err(format!("{text:?} is not a duration; {DUR_HINT}"));
     }
-    let unit_nanos: u128 = match unit.trim() {
+    let unit_nanos: u128 = match unit {
         "" | "s" | "sec" => 1_000_000_000,
         "ms" => 1_000_000,
         "m" | "min" => 60_000_000_000,
@@ -70,11 +96,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let digits: u128 = frac.parse().map_err(|_| out_of_range())?;
         (digits * unit_nanos + 10u128.pow(frac.len() as u32) / 2) / 10u128.pow(frac.len() as u32)
     };
-    let nanos = whole.checked_mul(unit_nanos).and_then(|n| n.checked_add(frac_nanos)).ok_or_else(out_of_range)?;
-    if nanos > 10 * 365 * 86_400 * 1_000_000_000 {
-        return Err(out_of_range());
-    }
-    Ok(Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32))
+    whole.checked_mul(unit_nanos).and_then(|n| n.checked_add(frac_nanos)).ok_or_else(out_of_range)
 }
 
 pub fn format_size(bytes: u64) -> String {
@@ -193,5 +215,14 @@ mod tests {
         assert_eq!(parse_duration("12792246174ms"), Ok(Duration::from_millis(12_792_246_174)));
         assert_eq!(parse_duration("0.0000000005s"), Ok(Duration::from_nanos(1)));
         assert!(parse_duration("3651d").unwrap_err().contains("out of range"));
+        // Several parts add up.
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2m 30s"), Ok(Duration::from_secs(150)));
+        assert_eq!(parse_duration("1m0.5s"), Ok(Duration::from_millis(60_500)));
+        assert_eq!(parse_duration("1d1ms"), Ok(Duration::from_millis(86_400_001)));
+        assert!(parse_duration("1h30").unwrap_err().contains("has no unit"));
+        assert!(parse_duration("1h 5 fortnights").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("3650d1d").unwrap_err().contains("out of range"));
+        assert!(parse_duration("h").is_err());
     }
 }

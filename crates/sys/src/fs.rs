@@ -83,3 +83,16 @@ pub fn statfs_type(path: &str) -> io::Result<i64> {
     check_int(unsafe { libc::statfs(p.as_ptr(), &mut st) })?;
     Ok(st.f_type as i64)
 }
+
+/// Takes an exclusive advisory lock on `fd` (flock), waiting for it; the lock goes with the
+/// descriptor (released when it is closed, also when the process dies).
+pub fn lock_exclusive(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor the caller keeps open for the call; integer flags.
+        match check_int(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r.map(|_| ()),
+        }
+    }
+}

@@ -1,13 +1,17 @@
 """Quickstart: create a sandbox, run Python code in it, write and read a file, kill it.
 
-    SAFEHOUSE_URL=http://127.0.0.1:8700 SAFEHOUSE_API_KEY=sh_... python3 sdk/python/examples/quickstart.py
+    pip install safehouse-runtime && python3 quickstart.py     # starts a local daemon
+    SAFEHOUSE_URL=http://127.0.0.1:8700 SAFEHOUSE_API_KEY=sh_... python3 quickstart.py
+
+Without SAFEHOUSE_URL and SAFEHOUSE_API_KEY the SDK starts (or reuses) a per-user daemon.
+Limits (memory, pids, ...) are in policy_builder.py: a rootless daemon (not root, cgroup v1)
+refuses the ones it cannot enforce.
 """
-from safehouse import CommandExitException, Policy, Sandbox
+from safehouse import CommandExitException, Sandbox
 
 
 def main() -> None:
-    policy = Policy().memory("256MiB").pids(64)
-    with Sandbox.create(policy=policy, timeout=120, metadata={"example": "quickstart"}) as sbx:
+    with Sandbox.create(timeout=120, metadata={"example": "quickstart"}) as sbx:
         print("sandbox", sbx.id)
 
         code = "import sys, platform; print('hello from python', platform.python_version()); print(sum(range(10)))"

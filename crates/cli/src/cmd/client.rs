@@ -40,14 +40,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// The daemon named by the environment, with its key.
+    /// The daemon named by the environment, with its key. With neither `SAFEHOUSE_URL` nor
+    /// `SAFEHOUSE_API_KEY` set: the per-user local daemon, started if needed (local mode).
     pub fn from_env() -> Result<Client> {
         let base = std::env::var("SAFEHOUSE_URL").ok().filter(|u| !u.trim().is_empty());
+        let key = std::env::var("SAFEHOUSE_API_KEY").ok().map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+        if base.is_none() && key.is_none() {
+            let d = super::local::ensure()?;
+            return Ok(Client::new(d.url.clone(), d.key()?));
+        }
         let base = base.unwrap_or_else(|| DEFAULT_URL.to_string()).trim().trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("SAFEHOUSE_URL={base:?}: write a URL like {DEFAULT_URL}");
         }
-        let key = std::env::var("SAFEHOUSE_API_KEY").ok().map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
         let Some(key) = key else {
             bail!(
                 "no API key: set SAFEHOUSE_API_KEY (the daemon's admin key is in DATA_DIR/admin.key; \

@@ -19,6 +19,8 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
+use safehouse_policy::units::parse_duration;
+
 use super::client::{parse_pairs, sandbox_path, ApiError, Client};
 
 /// Exit status when `exec` itself failed (no daemon, no sandbox, lost connection), as with
@@ -45,9 +47,9 @@ pub struct ExecArgs {
     /// Working directory inside the sandbox (the daemon's default is /workspace)
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
-    /// Kill the command after SECS seconds; exec then exits 124, like `run`
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<f64>,
+    /// Kill the command after DURATION (30, 1.5s, 1m, 1h30m); exec then exits 124, like `run`
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
     /// The command and its arguments (passed verbatim, no shell)
     #[arg(required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -73,9 +75,10 @@ fn exec(a: ExecArgs) -> Result<i32> {
         body["cwd"] = json!(cwd);
     }
     // Background processes have no deadline of their own: this client keeps it.
-    let deadline = match a.timeout {
-        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
-        Some(t) => bail!("--timeout {t}: give a positive number of seconds"),
+    let deadline = match a.timeout.as_deref().map(parse_duration) {
+        Some(Ok(d)) if !d.is_zero() => Some(d),
+        Some(Ok(_)) => bail!("--timeout must be more than zero"),
+        Some(Err(e)) => bail!("--timeout: {e}"),
         None => None,
     };
     let pid = start_process(&client, &a.id, &body)?;

@@ -1,6 +1,7 @@
 pub mod audit;
 pub mod doctor;
 pub mod policy;
+pub mod policy_flags;
 pub mod run;
 pub mod serve;
 
@@ -11,6 +12,7 @@ pub mod exec;
 pub mod files;
 pub mod keys;
 pub mod kill_all;
+pub mod local;
 pub mod mcp;
 pub mod sandbox;
 pub mod shell;

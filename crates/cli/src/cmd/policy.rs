@@ -36,8 +36,8 @@ pub struct ExplainArgs {
     /// A built-in policy instead of a file (see `safehouse policy show`)
     #[arg(long, value_name = "NAME")]
     preset: Option<String>,
-    /// May the sandbox connect to HOST:PORT? IPv6 as [ADDRESS]:PORT
-    #[arg(long, value_name = "HOST:PORT")]
+    /// May the sandbox connect to HOST:PORT? IPv6 as [ADDRESS]:PORT; HOST alone means port 443
+    #[arg(long, value_name = "HOST[:PORT]")]
     net: Option<String>,
     /// May the sandbox run the executable at PATH?
     #[arg(long, value_name = "PATH")]

@@ -7,11 +7,13 @@ use clap::Args;
 
 use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
-use safehouse_policy::model::{parse_toml, Rootfs};
+use safehouse_policy::model::Rootfs;
 use safehouse_policy::network::HostReach;
 use safehouse_policy::plan::{MountSpec, RunRequest};
-use safehouse_policy::units::{parse_duration, parse_size, ByteSize, Dur};
-use safehouse_policy::{presets, Policy};
+use safehouse_policy::units::{format_size, parse_duration, Dur};
+use safehouse_policy::Policy;
+
+use super::policy_flags::{self, LimitFlags};
 
 /// Exit status when the sandbox could not be set up or a required layer is unavailable.
 pub const EXIT_SETUP: i32 = 125;
@@ -37,27 +39,18 @@ pub struct RunArgs {
     /// Set a variable (repeatable); the environment starts empty but for PATH, HOME, TERM, LANG
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Memory limit, e.g. 512MiB
-    #[arg(long, value_name = "SIZE")]
-    memory: Option<String>,
-    /// Maximum number of processes and threads
-    #[arg(long, value_name = "N")]
-    pids: Option<u64>,
-    /// CPU bandwidth in cores, e.g. 0.5
-    #[arg(long, value_name = "N")]
-    cpus: Option<f64>,
-    /// Size cap of the writable layer, e.g. 1GiB
-    #[arg(long, value_name = "SIZE")]
-    disk: Option<String>,
+    #[command(flatten)]
+    limits: LimitFlags,
     /// Wall-clock limit, e.g. 30s; the command is killed and run exits 124
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
-    /// Allow egress to HOST through the gateway (repeatable)
-    #[arg(long = "allow-net", value_name = "HOST[:PORT]")]
-    allow_net: Vec<String>,
     /// Give the command a terminal
     #[arg(long)]
     tty: bool,
+    /// Do not warn about default limits this host cannot enforce (rootless without cgroups);
+    /// the JSON record still lists them under `unenforced`
+    #[arg(long, short = 'q')]
+    quiet: bool,
     /// Write the result record as JSON to FILE (- for stderr)
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
@@ -67,35 +60,16 @@ pub struct RunArgs {
 }
 
 fn build_request(a: &RunArgs) -> Result<RunRequest> {
-    let mut policy: Policy = match (&a.policy, &a.preset) {
-        (Some(file), _) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read policy {file}"))?;
-            parse_toml(&text, file)?
-        }
-        (None, Some(name)) => presets::load(name)?,
-        (None, None) => presets::load("default")?,
-    };
-    let l = &mut policy.limits;
-    if let Some(m) = &a.memory {
-        l.memory = Some(ByteSize(parse_size(m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?));
-    }
-    if let Some(p) = a.pids {
-        l.pids = Some(p);
-    }
-    if let Some(c) = a.cpus {
-        l.cpus = Some(c);
-    }
-    if let Some(d) = &a.disk {
-        l.disk = Some(ByteSize(parse_size(d).map_err(|e| anyhow::anyhow!("--disk: {e}"))?));
-    }
+    let mut policy = policy_flags::load(a.policy.as_deref(), a.preset.as_deref())?;
+    a.limits.apply(&mut policy)?;
     if let Some(t) = &a.timeout {
-        l.timeout = Some(Dur(parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?));
+        policy.limits.timeout = Some(Dur(parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?));
     }
-    policy.network.allow.extend(a.allow_net.iter().cloned());
     if let Some(r) = &a.rootfs {
         policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
     }
     policy.validate()?;
+    check_host_fits(&policy, host_memory(), std::thread::available_parallelism().map(|n| n.get()).ok())?;
     // The stop rules need the daemon's sampler and violation counter; `run` would silently
     // drop them, so it refuses them (fail closed).
     if policy.control != Default::default() {
@@ -115,6 +89,50 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         env.push((k.to_string(), v.to_string()));
     }
     Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok() })
+}
+
+/// One line for the limits that go unenforced (the same reason for each, in rootless mode):
+/// what, the reason's gist, where the detail is and how to quiet it.
+fn unenforced_warning(unenforced: &[safehouse_jail::run::Unenforced]) -> Option<String> {
+    let first = unenforced.first()?;
+    let names: Vec<&str> = unenforced.iter().map(|u| u.limit.as_str()).collect();
+    let gist = first.reason.split(" (").next().unwrap_or(&first.reason);
+    Some(format!(
+        "safehouse: warning: {} not enforced: {gist}; `safehouse doctor` says why, --quiet hides this",
+        match names.as_slice() {
+            [one] => format!("the {one} limit"),
+            [rest @ .., last] => format!("the {} and {last} limits", rest.join(", ")),
+            [] => unreachable!("first() was Some"),
+        }
+    ))
+}
+
+/// Limits this host cannot give are refused, not passed on to the kernel to be quietly
+/// capped (a `cpus` above the host's count) or never reached (a `memory` above its RAM).
+fn check_host_fits(policy: &Policy, memory: Option<u64>, cpus: Option<usize>) -> Result<()> {
+    if let (Some(want), Some(have)) = (policy.limits.memory, memory) {
+        if want.0 > have {
+            bail!(
+                "limits.memory {} is more than this host's memory ({}); ask for at most that",
+                format_size(want.0),
+                format_size(have)
+            );
+        }
+    }
+    if let (Some(want), Some(have)) = (policy.limits.cpus, cpus) {
+        if want > have as f64 {
+            bail!("limits.cpus {want} is more than this host's {have} CPUs; ask for at most {have}");
+        }
+    }
+    Ok(())
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+fn host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Absolute, symlink-free form of a host path (so a mount source cannot be redirected).
@@ -148,8 +166,10 @@ pub fn main(a: RunArgs) -> i32 {
             if let Some(msg) = &outcome.exec_error {
                 eprintln!("safehouse: {msg}");
             }
-            for u in &outcome.unenforced {
-                eprintln!("safehouse: warning: {} limit not enforced: {}", u.limit, u.reason);
+            if !a.quiet {
+                if let Some(line) = unenforced_warning(&outcome.unenforced) {
+                    eprintln!("{line}");
+                }
             }
             if let Some(dest) = &a.json {
                 let text = serde_json::to_string(&outcome).unwrap_or_default();
@@ -204,5 +224,43 @@ impl EgressGateway for Egress {
     fn finish(&mut self) -> Option<serde_json::Value> {
         let stats = self.running.take()?.stop();
         serde_json::to_value(stats).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safehouse_policy::units::ByteSize;
+
+    #[test]
+    fn unenforced_limits_are_one_short_line() {
+        let reason =
+            "rootless mode cannot create cgroups here (v1 (memory), not writable: ...); run as root".to_string();
+        let u = |l: &str| safehouse_jail::run::Unenforced { limit: l.into(), reason: reason.clone() };
+        assert_eq!(unenforced_warning(&[]), None);
+        assert_eq!(
+            unenforced_warning(&[u("memory"), u("pids")]).unwrap(),
+            "safehouse: warning: the memory and pids limits not enforced: rootless mode cannot create cgroups \
+             here; `safehouse doctor` says why, --quiet hides this"
+        );
+        assert!(unenforced_warning(&[u("memory"), u("pids"), u("cpus")])
+            .unwrap()
+            .contains("the memory, pids and cpus limits"));
+    }
+
+    #[test]
+    fn limits_past_the_host_are_refused() {
+        let mut p = Policy::default();
+        p.limits.memory = Some(ByteSize(1 << 40));
+        let e = check_host_fits(&p, Some(24 << 30), Some(2)).unwrap_err().to_string();
+        assert_eq!(e, "limits.memory 1TiB is more than this host's memory (24GiB); ask for at most that");
+        p.limits.memory = Some(ByteSize(1 << 30));
+        assert!(check_host_fits(&p, Some(24 << 30), Some(2)).is_ok());
+        p.limits.cpus = Some(1000.0);
+        let e = check_host_fits(&p, Some(24 << 30), Some(2)).unwrap_err().to_string();
+        assert_eq!(e, "limits.cpus 1000 is more than this host's 2 CPUs; ask for at most 2");
+        p.limits.cpus = Some(1.5);
+        assert!(check_host_fits(&p, Some(24 << 30), Some(2)).is_ok());
+        assert!(host_memory().is_some_and(|m| m > 1 << 20));
     }
 }

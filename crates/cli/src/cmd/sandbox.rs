@@ -4,7 +4,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
+use safehouse_policy::units::parse_duration;
+
 use super::client::{field, finish, parse_pairs, print_json, print_table, sandbox_path, Client};
+use super::policy_flags::{self, LimitFlags};
 
 #[derive(Subcommand)]
 pub enum SandboxCommand {
@@ -25,11 +28,11 @@ pub enum SandboxCommand {
     Freeze { id: String },
     /// Let a frozen sandbox run again
     Thaw { id: String },
-    /// Set a sandbox's deadline to SECS seconds from now
+    /// Set a sandbox's deadline to DURATION from now (600, 10m, 1h30m)
     Timeout {
         id: String,
-        #[arg(value_name = "SECS")]
-        secs: u64,
+        #[arg(value_name = "DURATION")]
+        duration: String,
         /// Print the sandbox object as JSON
         #[arg(long)]
         json: bool,
@@ -39,14 +42,16 @@ pub enum SandboxCommand {
 #[derive(Args)]
 pub struct CreateArgs {
     /// A built-in policy (see `safehouse policy show`)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "policy")]
     preset: Option<String>,
-    /// A policy file (TOML); sent to the daemon as JSON
+    /// A policy file (TOML), checked here (errors name its lines) and sent as JSON
     #[arg(long, value_name = "FILE")]
     policy: Option<String>,
-    /// Lifetime in seconds (the daemon's default is 300)
-    #[arg(long, value_name = "SECS")]
-    timeout: Option<u64>,
+    #[command(flatten)]
+    limits: LimitFlags,
+    /// Lifetime, e.g. 600, 10m or 1h30m (the daemon's default is 300 seconds)
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
     /// Set a variable for every command in the sandbox (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -91,7 +96,8 @@ pub fn main(c: SandboxCommand) -> i32 {
             println!("{id} {}", field(&sb, "state"));
             Ok(())
         }
-        SandboxCommand::Timeout { id, secs, json } => {
+        SandboxCommand::Timeout { id, duration, json } => {
+            let secs = seconds(&duration, "the duration")?;
             let sb = client.send_json("POST", &sandbox_path(&id, "/timeout"), &json!({ "timeout_s": secs }))?;
             if json {
                 print_json(&sb);
@@ -103,20 +109,31 @@ pub fn main(c: SandboxCommand) -> i32 {
     }))
 }
 
+/// A duration flag in whole seconds for the API (rounded up; at least 1).
+pub fn seconds(text: &str, flag: &str) -> Result<u64> {
+    let d = parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    Ok((d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+}
+
 /// The create request body from the flags.
 fn create_body(a: &CreateArgs) -> Result<Value> {
     let mut body = Map::new();
-    if let Some(file) = &a.policy {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read policy {file}"))?;
-        // Sent as written: the daemon validates it and says what to change.
+    if a.limits.any() {
+        // The flags override the file's (or the preset's) policy, as with `run`.
+        let mut policy = policy_flags::load(a.policy.as_deref(), a.preset.as_deref())?;
+        a.limits.apply(&mut policy)?;
+        policy.validate()?;
+        body.insert("policy".into(), serde_json::to_value(&policy)?);
+    } else if let Some(file) = &a.policy {
+        let (text, _) = policy_flags::read_policy_file(file)?;
+        // Sent as written (it parsed and validated above).
         let doc: toml::Value = toml::from_str(&text).with_context(|| format!("{file} is not valid TOML"))?;
         body.insert("policy".into(), serde_json::to_value(doc)?);
-    }
-    if let Some(p) = &a.preset {
+    } else if let Some(p) = &a.preset {
         body.insert("preset".into(), json!(p));
     }
-    if let Some(t) = a.timeout {
-        body.insert("timeout_s".into(), json!(t));
+    if let Some(t) = &a.timeout {
+        body.insert("timeout_s".into(), json!(seconds(t, "--timeout")?));
     }
     if !a.env.is_empty() {
         body.insert("env".into(), json!(parse_pairs(&a.env, "--env")?));
@@ -229,10 +246,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("p.toml");
         std::fs::write(&file, "version = 1\n[limits]\nmemory = \"64MiB\"\npids = 32\n").unwrap();
-        let a = CreateArgs {
+        let mut a = CreateArgs {
             preset: None,
             policy: Some(file.to_str().unwrap().into()),
-            timeout: Some(30),
+            limits: LimitFlags::default(),
+            timeout: Some("1h30m".into()),
             env: vec!["A=1".into()],
             metadata: vec!["team=x".into()],
             json: false,
@@ -242,11 +260,22 @@ mod tests {
             body,
             json!({
                 "policy": {"version": 1, "limits": {"memory": "64MiB", "pids": 32}},
-                "timeout_s": 30,
+                "timeout_s": 5400,
                 "env": {"A": "1"},
                 "metadata": {"team": "x"},
             })
         );
+        // The flags override the file.
+        a.limits.memory = Some("128MiB".into());
+        a.limits.allow_net = vec!["pypi.org:443".into()];
+        let body = create_body(&a).unwrap();
+        assert_eq!(body["policy"]["limits"]["memory"], json!("128MiB"));
+        assert_eq!(body["policy"]["limits"]["pids"], json!(32));
+        assert_eq!(body["policy"]["network"]["allow"], json!(["pypi.org:443"]));
+        // A bad file is reported with its own line and column.
+        std::fs::write(&file, "version = 1\n[limits]\nmemory = \"lots\"\n").unwrap();
+        let err = format!("{:#}", create_body(&a).unwrap_err());
+        assert!(err.contains("p.toml") && err.contains("line 3"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -101,12 +101,15 @@ fn net_denials_carry_the_gateway_wording() {
 
 #[test]
 fn net_questions_are_checked() {
-    for bad in ["pypi.org", "pypi.org:0", "pypi.org:http", "2001:db8::1:443", "[pypi.org]:443", "[::1]", "https://x:1"]
-    {
+    for bad in ["pypi.org:0", "pypi.org:http", "2001:db8::1:443", "[pypi.org]:443", "[::1]x", "https://x:1", ""] {
         assert!(matches!(Question::net(bad), Err(ExplainError::Question(_))), "{bad}");
     }
     assert_eq!(net("[2001:db8::1]:443").to_string(), "net [2001:db8::1]:443");
     assert_eq!(net("PyPI.org.:443").to_string(), "net pypi.org:443");
+    // A host alone asks about port 443.
+    assert_eq!(net("pypi.org").to_string(), "net pypi.org:443");
+    assert_eq!(net("10.0.0.1").to_string(), "net 10.0.0.1:443");
+    assert_eq!(net("[::1]").to_string(), "net [::1]:443");
 }
 
 #[test]

@@ -9,12 +9,16 @@ from urllib.parse import quote
 
 import httpx
 
+from ._local import local_daemon
 from .exceptions import SafehouseError, SafehouseTimeoutError, error_from_response
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 #: Extra seconds the HTTP client waits beyond a command's own timeout.
 HTTP_GRACE_S = 30.0
 CHUNK = 1 << 20
+#: The most stdin a foreground run carries: it rides in the JSON request, which the daemon
+#: caps at 1 MiB; the rest of the body (command, env) gets the margin.
+STDIN_CAP = (1 << 20) - (64 << 10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +30,11 @@ class ConnectionConfig:
     @classmethod
     def resolve(cls, url: Optional[str] = None, api_key: Optional[str] = None,
                 request_timeout: Optional[float] = None) -> "ConnectionConfig":
-        u = (url or os.environ.get("SAFEHOUSE_URL") or DEFAULT_URL).rstrip("/")
-        k = api_key if api_key is not None else os.environ.get("SAFEHOUSE_API_KEY")
+        env_url, env_key = os.environ.get("SAFEHOUSE_URL"), os.environ.get("SAFEHOUSE_API_KEY")
+        if not (url or env_url or api_key or env_key):
+            url, api_key = local_daemon()
+        u = (url or env_url or DEFAULT_URL).rstrip("/")
+        k = api_key if api_key is not None else env_key
         return cls(u, k or None, request_timeout if request_timeout is not None else 60.0)
 
     def headers(self) -> Dict[str, str]:
@@ -103,13 +110,25 @@ async def acheck(resp: httpx.Response) -> httpx.Response:
 def translate(exc: httpx.HTTPError) -> SafehouseError:
     if isinstance(exc, httpx.TimeoutException):
         return SafehouseTimeoutError(f"request timed out: {exc}")
-    return SafehouseError(f"cannot reach the safehouse daemon: {exc}")
+    try:
+        where = f" at {exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
+    except RuntimeError:  # no request attached
+        where = ""
+    return SafehouseError(f"cannot reach the safehouse daemon{where}: {exc}; start it (`safehouse serve`) or set "
+                          "SAFEHOUSE_URL to where it listens (with neither SAFEHOUSE_URL nor SAFEHOUSE_API_KEY set, "
+                          "the SDK starts a local daemon itself)")
 
 
 def create_body(policy: Any, preset: Optional[str], timeout: Optional[int],
                 env: Optional[Mapping[str, str]], metadata: Optional[Mapping[str, str]]) -> Dict[str, Any]:
     body: Dict[str, Any] = {}
+    if isinstance(policy, str):
+        # TOML text, as in a policy file (a path is not read: pass open(path).read()).
+        from .policy import Policy
+        policy = Policy.from_toml(policy)
     if policy is not None:
+        if not (hasattr(policy, "to_dict") or isinstance(policy, Mapping)):
+            raise TypeError(f"policy= takes a Policy, a dict or TOML text, not {type(policy).__name__}")
         body["policy"] = policy.to_dict() if hasattr(policy, "to_dict") else dict(policy)
     if preset is not None:
         body["preset"] = preset
@@ -146,7 +165,13 @@ def exec_body(cmd: Cmd, envs: Optional[Mapping[str, str]], cwd: Optional[str], t
     if timeout is not None:
         body["timeout_s"] = timeout
     if stdin is not None:
-        body["stdin"] = stdin.decode() if isinstance(stdin, bytes) else stdin
+        text = stdin.decode() if isinstance(stdin, bytes) else stdin
+        if len(text.encode()) > STDIN_CAP:
+            raise ValueError(f"stdin of {len(text.encode())} bytes is over what a foreground run carries "
+                             f"({STDIN_CAP} bytes: the daemon takes JSON bodies up to 1 MiB); write it to a file with "
+                             "files.write() and redirect it (\"cmd < /workspace/input\"), or run in the background "
+                             "and send_stdin()")
+        body["stdin"] = text
     if memory is not None:
         body["limits"] = {"memory": memory}
     return body

@@ -87,7 +87,10 @@ class CommandExitException(SafehouseError):
     """A command exited non-zero (or was killed / timed out). Carries the result, like E2B."""
 
     def __init__(self, result: "CommandResult") -> None:
-        super().__init__(result.error or f"command failed (exit code {result.exit_code})")
+        why = result.error or f"command failed (exit code {result.exit_code})"
+        # The end of stderr, so that a logged exception says why the command failed.
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])[-1000:]
+        super().__init__(f"{why}; stderr: {tail}" if tail else why)
         self.result = result
 
     @property

@@ -141,6 +141,23 @@ class Policy:
         p._doc = copy.deepcopy(doc)
         return p
 
+    @classmethod
+    def from_toml(cls, text: str) -> "Policy":
+        """A policy from its TOML text (docs/POLICY.md), as `safehouse policy check` reads
+        files. Needs Python 3.11+ (tomllib) or the `tomli` package."""
+        try:
+            import tomllib as toml  # type: ignore[import-not-found]
+        except ImportError:
+            try:
+                import tomli as toml  # type: ignore[import-not-found,no-redef]
+            except ImportError:
+                raise ValueError("reading TOML needs Python 3.11+ or `pip install tomli`; or pass the policy as "
+                                 "a dict or a Policy") from None
+        try:
+            return cls.from_dict(toml.loads(text))
+        except toml.TOMLDecodeError as e:
+            raise ValueError(f"the policy is not valid TOML: {e}") from None
+
     def __repr__(self) -> str:
         return f"Policy({self._doc!r})"
 

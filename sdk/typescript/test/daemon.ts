@@ -1,0 +1,82 @@
+/** A real `safehouse serve` for the tests: the binary under test (SAFEHOUSE_BIN, else the
+ * repository's target/safehouse) on a free loopback port with its own data dir. */
+import { ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..')
+
+export function binary(): string {
+  return process.env.SAFEHOUSE_BIN ?? join(REPO, 'target', 'safehouse')
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => res(port))
+    })
+    s.on('error', rej)
+  })
+}
+
+export interface Daemon {
+  url: string
+  adminKey: string
+  dataDir: string
+  /** Kills every sandbox, then the daemon; removes the data dir. */
+  stop(): Promise<void>
+  /** A key of a new tenant. */
+  tenantKey(tenant: string): Promise<string>
+}
+
+export async function startDaemon(): Promise<Daemon> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'safehouse-ts-'))
+  const port = await freePort()
+  const adminKey = 'sh_' + randomBytes(24).toString('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 32).padEnd(32, 'a')
+  const url = `http://127.0.0.1:${port}`
+  const log = openSync(join(dataDir, 'daemon.log'), 'a')
+  const proc: ChildProcess = spawn(binary(), ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+    env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', SAFEHOUSE_ADMIN_KEY: adminKey, HOME: process.env.HOME ?? '/root' },
+    stdio: ['ignore', log, log],
+    detached: true,
+  })
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`daemon exited: ${readFileSync(join(dataDir, 'daemon.log'), 'utf8').slice(-2000)}`)
+    try {
+      if ((await fetch(`${url}/healthz`)).status === 200) break
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error('daemon not healthy within 30 s')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const auth = { Authorization: `Bearer ${adminKey}`, 'Content-Type': 'application/json' }
+  return {
+    url,
+    adminKey,
+    dataDir,
+    async tenantKey(tenant: string) {
+      const r = await fetch(`${url}/v1/keys`, { method: 'POST', headers: auth, body: JSON.stringify({ tenant, name: 'ts' }) })
+      return (await r.json()).key
+    },
+    async stop() {
+      try {
+        await fetch(`${url}/v1/kill-all`, { method: 'POST', headers: auth, body: '{}' })
+      } catch {
+        // already down
+      }
+      const exited = new Promise((r) => proc.once('exit', r))
+      proc.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))])
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
