@@ -75,6 +75,27 @@ pub async fn export(State(st): State<AppState>, Caller(tenant): Caller, q: Query
         .into_response())
 }
 
+/// `GET /v1/audit/verify` (admin only): checks the whole chain, as `safehouse audit
+/// verify` does (every record's hash, the chain, the numbering, every checkpoint's
+/// signature against the log's `signing.pub`), after writing out what is queued.
+pub async fn verify(State(st): State<AppState>, Caller(tenant): Caller) -> Result<Response, ApiError> {
+    if !tenant.is_admin() {
+        return Err(ApiError::forbidden("the audit log is for the admin key only"));
+    }
+    let audit = st.manager.audit().cloned().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_off", "this daemon runs without an audit log")
+    })?;
+    let (dir, log) = (audit.dir().to_path_buf(), audit.log().clone());
+    let report = tokio::task::spawn_blocking(move || {
+        let _ = log.flush();
+        safehouse_audit::verify(&dir)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(axum::Json(report).into_response())
+}
+
 /// Keeps the first `left` lines (export writes one record per call) and notes the rest.
 struct Limited {
     buf: Vec<u8>,

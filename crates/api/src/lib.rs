@@ -10,21 +10,25 @@ mod events;
 mod exec;
 mod execs;
 mod files;
+mod fleet;
 mod health;
 mod keys;
 mod metrics;
 pub mod openapi;
+mod policy;
 mod processes;
 mod sandboxes;
+mod session;
 
 use axum::routing::{any, delete, get, post};
 use axum::Router;
 
 use safehouse_http::{ports, AppState};
 
-/// Every native route as (method, path), in the router's path syntax, but MCP's
-/// (`safehouse_mcp::ROUTES`, documented in the same OpenAPI document). The OpenAPI test
-/// checks that these tables, the router and docs/openapi.json agree. The E2B-compatible
+/// Every native route as (method, path), in the router's path syntax, but MCP's and the
+/// console's (`safehouse_mcp::ROUTES`, `safehouse_console::ROUTES`, documented in the same
+/// OpenAPI document). The OpenAPI test checks that these tables, the router and
+/// docs/openapi.json agree. The E2B-compatible
 /// routes are E2B's API, not ours: `safehouse_e2b::ROUTES`, documented in docs/e2b.md.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
@@ -72,6 +76,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sandboxes/{id}/thaw"),
     ("POST", "/v1/kill-all"),
     ("GET", "/metrics"),
+    // What the web console needs (docs/console.md).
+    ("GET", "/v1/whoami"),
+    ("POST", "/v1/tickets"),
+    ("GET", "/v1/metrics"),
+    ("POST", "/v1/freeze-all"),
+    ("POST", "/v1/thaw-all"),
+    ("GET", "/v1/sandboxes/{id}/policy"),
+    ("GET", "/v1/sandboxes/{id}/policy/explain"),
+    ("GET", "/v1/audit/verify"),
 ];
 
 /// The native routes, with their state. The daemon adds the other fronts' routes and the
@@ -109,5 +122,13 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/thaw", post(control::thaw))
         .route("/v1/kill-all", post(control::kill_all))
         .route("/metrics", get(metrics::prometheus))
+        .route("/v1/whoami", get(session::whoami))
+        .route("/v1/tickets", post(session::ticket))
+        .route("/v1/metrics", get(fleet::stream))
+        .route("/v1/freeze-all", post(fleet::freeze_all))
+        .route("/v1/thaw-all", post(fleet::thaw_all))
+        .route("/v1/sandboxes/{id}/policy", get(policy::show))
+        .route("/v1/sandboxes/{id}/policy/explain", get(policy::explain))
+        .route("/v1/audit/verify", get(audit::verify))
         .with_state(state)
 }

@@ -39,7 +39,8 @@ pub async fn serve(opts: ServeOptions, manager: Manager, store: Arc<Store>) -> i
     serve_listener(listener, app, Limits::default(), shutdown_signal()).await
 }
 
-/// The router of a daemon listening on `listen`: the native API, MCP and the E2B front.
+/// The router of a daemon listening on `listen`: the native API, MCP, the E2B front and
+/// the web console's static files.
 pub fn router(listen: SocketAddr, allowed_hosts: &[String], manager: Manager, auth: Authenticator) -> Router {
     let app = AppState {
         manager,
@@ -53,6 +54,7 @@ pub fn router(listen: SocketAddr, allowed_hosts: &[String], manager: Manager, au
         .merge(safehouse_api::routes(app.clone()))
         .merge(safehouse_mcp::routes(Mcp::new(app.clone())))
         .merge(safehouse_e2b::control_routes(e2b.clone()))
+        .merge(safehouse_console::router())
         // Runs after routing (it needs the matched route), for routed requests only.
         .route_layer(from_fn_with_state(app.clone(), safehouse_http::metrics::count))
         .fallback(errors::unknown_route)

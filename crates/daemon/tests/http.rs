@@ -180,11 +180,13 @@ fn concrete_routes() -> Vec<(&'static str, String)> {
     safehouse_api::ROUTES
         .iter()
         .chain(safehouse_mcp::ROUTES)
+        .chain(safehouse_console::ROUTES)
         .map(|(m, p)| {
             let path = p
                 .replace("{pid}", "1")
                 .replace("{port}", "8080")
                 .replace("{*rest}", "x")
+                .replace("{*path}", "index.html")
                 .replace("{id}", if p.starts_with("/v1/keys") { "key_aaaaaaaaaaaaaaaa" } else { SB });
             (*m, path)
         })
@@ -192,7 +194,7 @@ fn concrete_routes() -> Vec<(&'static str, String)> {
 }
 
 fn is_public(m: &str, p: &str) -> bool {
-    m == "GET" && (p == "/healthz" || p == "/v1/openapi.json")
+    m == "GET" && (p == "/healthz" || p == "/v1/openapi.json" || p == "/" || p == "/ui" || p.starts_with("/ui/"))
 }
 
 #[test]
@@ -332,7 +334,13 @@ fn another_tenants_sandbox_is_404() {
         if !path.starts_with("/v1/sandboxes/") {
             continue;
         }
-        let query = if path.contains("/files") || path.contains("/fs") { "?path=/x" } else { "" };
+        let query = if path.contains("/files") || path.contains("/fs") {
+            "?path=/x"
+        } else if path.ends_with("/explain") {
+            "?net=pypi.org:443"
+        } else {
+            ""
+        };
         let body: &[u8] = if path.ends_with("/signal") {
             br#"{"signal":"SIGTERM"}"#
         } else if path.ends_with("/exec") || path.ends_with("/processes") && method == "POST" {
@@ -640,4 +648,74 @@ fn e2b_routes_take_x_api_key_and_answer_in_e2b_shape() {
     let r = srv.call_with("GET", "/health", None, None, &[("E2b-Sandbox-Id", SB)]);
     assert_eq!(r.status, 502);
     assert!(String::from_utf8_lossy(&r.body).contains("was not found"));
+}
+
+#[test]
+fn the_console_is_public_framed_by_nothing_and_checks_host() {
+    let srv = Server::start();
+    let r = srv.call("GET", "/ui/", None, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self';"), "{csp}");
+    assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"));
+    for p in ["/", "/ui"] {
+        let r = srv.call("GET", p, None, None);
+        assert_eq!((r.status, r.header("location").as_deref()), (308, Some("/ui/")), "{p}");
+    }
+    // A page rebound to this daemon's address still cannot load it.
+    let r = srv.call_with("GET", "/ui/", None, None, &[("Host", "evil.example")]);
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden_host"));
+    // Only reads are public: anything else below /ui needs a key like every route.
+    for m in ["POST", "PUT", "DELETE"] {
+        assert_eq!(srv.call(m, "/ui/", None, None).status, 401, "{m}");
+    }
+    // The key-less console routes do not open the API: a path below /ui/ is a file of the
+    // console or nothing (the router does not resolve `..`).
+    let r = srv.call("GET", "/ui/../v1/keys", None, None);
+    assert_eq!(r.status, 404);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain") && !r.head.contains("key_"));
+}
+
+#[test]
+fn websocket_tickets_open_one_path_once() {
+    let srv = Server::start();
+    let path = format!("/v1/sandboxes/{SB}/processes/7/attach");
+    // Only attach routes take tickets.
+    let r = srv.admin("POST", "/v1/tickets", Some(r#"{"path":"/v1/kill-all"}"#));
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"), "{r:?}");
+    let ticket = || {
+        let r = srv.admin("POST", "/v1/tickets", Some(&format!(r#"{{"path":"{path}"}}"#)));
+        assert_eq!(r.status, 201, "{r:?}");
+        r.json()["ticket"].as_str().unwrap().to_string()
+    };
+    let ws = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    // A good ticket gets the request past authentication (to the route: no such sandbox)...
+    let t = ticket();
+    let r = srv.call_with("GET", &format!("{path}?ticket={t}"), None, None, &ws);
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"), "{r:?}");
+    // ...once.
+    let r = srv.call_with("GET", &format!("{path}?ticket={t}"), None, None, &ws);
+    assert_eq!(r.status, 401, "{r:?}");
+    // Not on another path, and that try uses it up.
+    let t = ticket();
+    let other = path.replace("/7/", "/8/");
+    assert_eq!(srv.call_with("GET", &format!("{other}?ticket={t}"), None, None, &ws).status, 401);
+    assert_eq!(srv.call_with("GET", &format!("{path}?ticket={t}"), None, None, &ws).status, 401);
+    // Not without the WebSocket upgrade, nor as a key for anything else.
+    let t = ticket();
+    assert_eq!(srv.call("GET", &format!("{path}?ticket={t}"), None, None).status, 401);
+    assert_eq!(srv.call("GET", "/v1/sandboxes", Some(&t), None).status, 401);
+    let r = srv.call_with("GET", &format!("/v1/sandboxes?ticket={t}"), None, None, &ws);
+    assert_eq!(r.status, 401, "{r:?}");
+    // The ticket parameter is taken out of the query: the route sees only its own.
+    let t = ticket();
+    let r = srv.call_with("GET", &format!("{path}?binary=1&ticket={t}"), None, None, &ws);
+    assert_eq!(r.status, 404, "{r:?}");
 }

@@ -35,6 +35,7 @@ fn every_route_is_documented_and_nothing_else() {
     let routed: BTreeSet<_> = safehouse_api::ROUTES
         .iter()
         .chain(safehouse_mcp::ROUTES)
+        .chain(safehouse_console::ROUTES)
         .map(|(m, p)| (m.to_string(), p.replace("{*", "{")))
         .collect();
     let missing: Vec<_> = routed.difference(&documented).collect();

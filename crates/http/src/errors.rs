@@ -88,6 +88,9 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Missing | AuthError::Invalid => ApiError::unauthorized(e.to_string()),
             AuthError::BadTenant | AuthError::BadName => ApiError::invalid(e.to_string()),
+            AuthError::TooManyTickets => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_tickets", e.to_string())
+            }
             e => ApiError::internal(e),
         }
     }

@@ -3,7 +3,12 @@
 //! ([`crate::revoked`]).
 //! It wraps the whole router, fallbacks included, so a path no route matches (`//v1/...`,
 //! `/v1/../healthz`, `/V1/...`) still needs a key. Only exactly `GET /healthz` and
-//! `GET /v1/openapi.json` are public.
+//! `GET /v1/openapi.json` are public, and the web console's static files (`/`, `/ui`,
+//! `/ui/...`: a page and scripts that call the API with the key the user types).
+//!
+//! A WebSocket handshake from a browser cannot carry `Authorization`: it may carry a
+//! one-time ticket instead (`?ticket=`, from `POST /v1/tickets`), good for the one path it
+//! was issued for; the parameter is taken out of the query before the handler sees it.
 //!
 //! A front whose clients send their key another way and read refusals in another shape
 //! (the E2B control plane: `X-API-Key`, `{"code", "message"}`) registers a [`KeyDoor`]
@@ -26,7 +31,8 @@ use crate::AppState;
 const MAX_AUTH_HEADER: usize = 512;
 
 pub fn is_public(method: &Method, path: &str) -> bool {
-    method == Method::GET && (path == "/healthz" || path == "/v1/openapi.json")
+    (method == Method::GET && (path == "/healthz" || path == "/v1/openapi.json"))
+        || ((method == Method::GET || method == Method::HEAD) && safehouse_console::is_console_path(path))
 }
 
 /// Routes that take their API key in a header of their own (when no `Authorization` is
@@ -94,12 +100,46 @@ async fn check(state: &AppState, door: Option<&KeyDoor>, req: &mut Request) -> R
     if is_public(req.method(), req.uri().path()) {
         return Ok(None);
     }
+    if let Some(tenant) = websocket_ticket(state, req).await? {
+        req.extensions_mut().insert(tenant.clone());
+        return Ok(Some(tenant));
+    }
     let key = match door.and_then(|d| door_key(d, req)) {
         Some(key) => key?,
         None => bearer(req)?,
     };
     let tenant = state.auth.authenticate(key).await?;
     req.extensions_mut().insert(tenant.clone());
+    Ok(Some(tenant))
+}
+
+/// The tenant of a `?ticket=` on a WebSocket handshake without `Authorization` (the
+/// parameter is removed from the request's query); `None` when the request is not one.
+/// The key the ticket was issued to must still be active: a revoked key's tickets die with it.
+async fn websocket_ticket(state: &AppState, req: &mut Request) -> Result<Option<Tenant>, ApiError> {
+    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    if req.method() != Method::GET
+        || req.headers().contains_key(header::AUTHORIZATION)
+        || !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+    {
+        return Ok(None);
+    }
+    let Some(query) = req.uri().query() else { return Ok(None) };
+    let (tickets, rest): (Vec<&str>, Vec<&str>) = query.split('&').partition(|p| p.starts_with("ticket="));
+    let ticket = match tickets.as_slice() {
+        [] => return Ok(None),
+        [t] => t.trim_start_matches("ticket=").to_string(),
+        _ => return Err(ApiError::unauthorized("send exactly one ticket")),
+    };
+    let path = req.uri().path().to_string();
+    let tenant = state.auth.tickets().redeem(&ticket, &path)?;
+    if let Some(id) = &tenant.key_id {
+        state.auth.active_key(id).await?;
+    }
+    let path_and_query = if rest.is_empty() { path } else { format!("{path}?{}", rest.join("&")) };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| ApiError::invalid("malformed query"))?);
+    *req.uri_mut() = axum::http::Uri::from_parts(parts).map_err(|_| ApiError::invalid("malformed query"))?;
     Ok(Some(tenant))
 }
 

@@ -18,12 +18,7 @@ pub fn is_key_id(s: &str) -> bool {
 }
 
 /// A decimal pid: digits only, no sign or leading zero, non-zero, within u32.
-pub fn parse_pid(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
+pub use safehouse_manager::ids::parse_pid;
 
 /// The `{id}` of a sandbox route.
 pub struct SandboxId(pub String);

@@ -51,6 +51,8 @@ pub enum AuthError {
     BadTenant,
     #[error("key name must be at most 128 characters without control characters")]
     BadName,
+    #[error("too many unused WebSocket tickets; use the ones you have (they last 30 s) before asking for more")]
+    TooManyTickets,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -228,11 +230,18 @@ pub struct Authenticator {
     store: Arc<Store>,
     admin_hash: [u8; 32],
     revocations: Arc<Revocations>,
+    /// One-time tickets for WebSocket handshakes (tickets.rs).
+    tickets: Arc<tickets::Tickets>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<Store>, admin: &AdminKey) -> Authenticator {
-        Authenticator { store, admin_hash: admin.hash, revocations: Arc::default() }
+        Authenticator { store, admin_hash: admin.hash, revocations: Arc::default(), tickets: Arc::default() }
+    }
+
+    /// The WebSocket tickets of this daemon.
+    pub fn tickets(&self) -> &tickets::Tickets {
+        &self.tickets
     }
 
     /// Runs `observer` with the id of every key revoked from now on, before the revocation
@@ -321,6 +330,8 @@ impl Authenticator {
         &self.store
     }
 }
+
+pub mod tickets;
 
 #[cfg(test)]
 mod tests;

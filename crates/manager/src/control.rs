@@ -125,6 +125,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What `POST /v1/freeze-all` and `POST /v1/thaw-all` answer (`count` is renamed
+/// `frozen` or `thawed` by the API).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    /// Sandboxes frozen (or thawed).
+    pub count: usize,
+    /// Wall time from the request to the last one done.
+    pub ms: u64,
+    /// Sandboxes that could not be frozen (or thawed), with the reason.
+    pub failed: Vec<FleetFailure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetFailure {
+    pub id: String,
+    pub error: String,
+}
+
 /// What `POST /v1/kill-all` answers.
 #[derive(Debug, Clone, Serialize)]
 pub struct KillAllReport {
@@ -177,6 +195,70 @@ impl Manager {
             self.inner.control.set_frozen(id, false);
         }
         self.info(tenant, id).await
+    }
+
+    /// Freezes every running sandbox of `tenant` (every tenant's for the admin tenant):
+    /// the gentle stop, for investigation. All freezes are asked for first, so the sandboxes
+    /// stop together; then each is waited for. A sandbox that cannot be frozen (no cgroup)
+    /// is reported in `failed` and keeps running.
+    pub async fn freeze_all(&self, tenant: &str) -> Result<FleetReport, ManagerError> {
+        self.freeze_or_thaw_all(tenant, true).await
+    }
+
+    /// Thaws every frozen sandbox of `tenant` (every tenant's for the admin tenant).
+    pub async fn thaw_all(&self, tenant: &str) -> Result<FleetReport, ManagerError> {
+        self.freeze_or_thaw_all(tenant, false).await
+    }
+
+    async fn freeze_or_thaw_all(&self, tenant: &str, freeze: bool) -> Result<FleetReport, ManagerError> {
+        let started = Instant::now();
+        let admin = tenant == crate::auth::ADMIN_TENANT;
+        let targets: Vec<Arc<Live>> = {
+            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.values()
+                .filter(|l| (admin || l.tenant == tenant) && self.inner.control.is_frozen(&l.id) != freeze)
+                .cloned()
+                .collect()
+        };
+        if freeze {
+            // Marked first, so no new command reaches an agent while it freezes.
+            for l in &targets {
+                self.inner.control.set_frozen(&l.id, true);
+            }
+        }
+        let (v, store) = (targets.clone(), self.inner.store.clone());
+        let failed = tokio::task::spawn_blocking(move || {
+            let what = if freeze { "freeze" } else { "thaw" };
+            if freeze {
+                for l in &v {
+                    with_cgroup_quietly(l, |cg| cg.start_freeze());
+                }
+            }
+            let failed: Mutex<Vec<FleetFailure>> = Mutex::default();
+            let width = std::thread::available_parallelism().map_or(2, |n| n.get());
+            parallel(&v, width, |l| {
+                let done = with_cgroup(l, what, |cg| if freeze { cg.freeze() } else { cg.thaw() });
+                if let Err(e) = done {
+                    lock(&failed).push(FleetFailure { id: l.id.clone(), error: e.to_string() });
+                }
+            });
+            let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+            let done: Vec<&str> =
+                v.iter().map(|l| l.id.as_str()).filter(|id| !failed.iter().any(|f| f.id == *id)).collect();
+            let state = if freeze { SandboxState::Frozen } else { SandboxState::Running };
+            store.set_sandboxes_state(&done, state, None).map_err(internal)?;
+            Ok::<_, ManagerError>(failed)
+        })
+        .await
+        .map_err(internal)??;
+        for l in &targets {
+            let ok = !failed.iter().any(|f| f.id == l.id);
+            // A freeze that failed is undone; a thaw that succeeded lets commands in again.
+            if freeze != ok {
+                self.inner.control.set_frozen(&l.id, false);
+            }
+        }
+        Ok(FleetReport { count: targets.len() - failed.len(), ms: started.elapsed().as_millis() as u64, failed })
     }
 
     /// The emergency stop: every sandbox of `tenant` (every sandbox at all for the admin

@@ -1,4 +1,4 @@
-//! Unguessable identifiers.
+//! Unguessable identifiers, and the shapes of the ids routes carry.
 
 /// `sb_` + 26 lowercase base32 characters: 130 bits from the OS's CSPRNG.
 pub fn sandbox_id() -> String {
@@ -13,6 +13,14 @@ pub fn sandbox_id() -> String {
 /// Whether `s` has the shape of a sandbox id (checked before any lookup).
 pub fn is_sandbox_id(s: &str) -> bool {
     s.len() == 29 && s.starts_with("sb_") && s[3..].bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
+}
+
+/// A decimal pid: digits only, no sign or leading zero, non-zero, within u32.
+pub fn parse_pid(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]

@@ -571,6 +571,37 @@ impl Manager {
         }
     }
 
+    /// The sandbox's effective policy as the daemon recorded it at creation (JSON); `None`
+    /// for a sandbox recorded without one.
+    pub async fn policy(&self, tenant: &str, id: &str) -> Result<Option<serde_json::Value>, ManagerError> {
+        if !ids::is_sandbox_id(id) {
+            return Err(ManagerError::NotFound);
+        }
+        let store = self.inner.store.clone();
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        match tokio::task::spawn_blocking(move || store.get_sandbox(&tenant, &id)).await.map_err(internal)? {
+            Ok(Some(rec)) => Ok(rec.policy),
+            Ok(None) => Err(ManagerError::NotFound),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// `question` about a recorded policy, answered for the sandbox as this host builds it
+    /// (what `safehouse policy explain` answers for a file).
+    pub async fn explain(
+        &self,
+        policy: safehouse_policy::Policy,
+        question: safehouse_policy::explain::Question,
+    ) -> Result<Result<safehouse_policy::explain::Answer, safehouse_policy::explain::ExplainError>, ManagerError> {
+        tokio::task::spawn_blocking(move || {
+            let request = safehouse_policy::plan::RunRequest { policy, ..Default::default() };
+            let host = safehouse_jail::host::host_view(&request);
+            safehouse_policy::explain::explain(&request.policy, &host, &question)
+        })
+        .await
+        .map_err(internal)
+    }
+
     /// Idempotent: killing a killed sandbox succeeds.
     pub async fn kill(&self, tenant: &str, id: &str) -> Result<(), ManagerError> {
         match self.live(tenant, id) {

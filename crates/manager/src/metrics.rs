@@ -84,8 +84,8 @@ struct Reading {
     disk_full: bool,
 }
 
-struct Ring {
-    samples: VecDeque<Sample>,
+pub(super) struct Ring {
+    pub(super) samples: VecDeque<Sample>,
     last: Reading,
     last_at: Instant,
 }
@@ -119,7 +119,9 @@ impl Counters {
 
 #[derive(Default)]
 pub(crate) struct MetricsState {
-    rings: Mutex<HashMap<String, Ring>>,
+    pub(super) rings: Mutex<HashMap<String, Ring>>,
+    /// Counts the sampler's rounds; the fleet streams wait on it (fleet.rs).
+    pub(super) rounds: super::fleet::Rounds,
     pub counters: Counters,
     /// (method, route template, status) → count. Bounded by the route table.
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
@@ -297,6 +299,7 @@ impl Manager {
             rings.retain(|id, _| live.contains_key(id));
             self.inner.control.retain(|id| live.contains_key(id));
         }
+        self.inner.metrics.rounds.tick();
         // The daemon's own reading, once a second at most: not rate-limited.
         for (id, kind, data) in limits {
             self.note(&id, kind, data);

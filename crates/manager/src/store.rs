@@ -111,6 +111,7 @@ impl SandboxRecord {
     pub fn info(&self) -> SandboxInfo {
         SandboxInfo {
             id: self.id.clone(),
+            tenant: self.tenant.clone(),
             state: self.state,
             created_at: self.created_at.clone(),
             expires_at: self.expires_at.clone(),
@@ -366,20 +367,22 @@ impl Store {
         let conn = self.lock();
         let row = conn
             .query_row(
-                &format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1 AND tenant = ?2"),
-                params![id, tenant],
+                &format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1 AND (tenant = ?2 OR ?3)"),
+                params![id, tenant, tenant == crate::auth::ADMIN_TENANT],
                 sandbox_from_row,
             )
             .optional()?;
         row.transpose()
     }
 
-    /// The tenant's sandboxes matching every metadata pair and the state (if given), oldest first.
+    /// The tenant's sandboxes (the admin tenant: every tenant's) matching every metadata pair
+    /// and the state (if given), oldest first.
     pub fn list_sandboxes(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<SandboxRecord>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare(&format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE tenant = ?1 ORDER BY created_at, id"))?;
-        let rows = stmt.query_map(params![tenant], sandbox_from_row)?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE tenant = ?1 OR ?2 ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map(params![tenant, tenant == crate::auth::ADMIN_TENANT], sandbox_from_row)?;
         let mut out = Vec::new();
         for row in rows {
             let sb = row??;

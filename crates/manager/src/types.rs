@@ -34,6 +34,8 @@ pub enum SandboxState {
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxInfo {
     pub id: String,
+    /// The tenant whose key created it (the admin key sees every tenant's sandboxes).
+    pub tenant: String,
     pub state: SandboxState,
     /// RFC 3339, UTC.
     pub created_at: String,

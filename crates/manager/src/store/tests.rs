@@ -105,6 +105,13 @@ fn sandboxes_are_scoped_to_their_tenant() {
     assert_eq!(store.get_sandbox("acme", "sb_a").unwrap(), Some(a.clone()));
     assert_eq!(store.get_sandbox("other", "sb_a").unwrap(), None);
     assert!(store.list_sandboxes("other", &ListFilter::default()).unwrap().is_empty());
+    // The admin tenant sees every tenant's.
+    store.insert_sandbox(&sandbox("sb_b", "other", &[])).unwrap();
+    assert_eq!(store.get_sandbox("admin", "sb_a").unwrap(), Some(a.clone()));
+    let all: Vec<String> =
+        store.list_sandboxes("admin", &ListFilter::default()).unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(all, ["sb_a", "sb_b"]);
+    assert_eq!(store.list_sandboxes("acme", &ListFilter::default()).unwrap(), [a]);
 }
 
 #[test]
