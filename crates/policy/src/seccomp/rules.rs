@@ -129,14 +129,30 @@ const SOCKETPAIR: Rule = Rule::Args {
 /// Terminal ioctls that inject input into, or drive, the controlling terminal.
 pub const TERMINAL_INJECTION_IOCTLS: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 
+/// The ioctl type byte of btrfs (`BTRFS_IOCTL_MAGIC`), in place within a request code.
+pub const BTRFS_IOCTL_TYPE: u32 = 0x94 << 8;
+
 const IOCTL: Rule = Rule::Args {
-    checks: &[ArgCheck {
-        arg: 1,
-        name: "request",
-        mask: u32::MAX,
-        test: Test::In(TERMINAL_INJECTION_IOCTLS),
-        then: Action::Errno(EPERM),
-    }],
+    checks: &[
+        ArgCheck {
+            arg: 1,
+            name: "request",
+            mask: u32::MAX,
+            test: Test::In(TERMINAL_INJECTION_IOCTLS),
+            then: Action::Errno(EPERM),
+        },
+        // Disk-backed layers and volumes are btrfs subvolumes capped by their quota group;
+        // a subvolume created or snapshotted inside one gets a quota group of its own,
+        // uncapped, so these ioctls would escape the disk cap (RES-03). The whole type is
+        // refused: it also holds FICLONE/FIDEDUPERANGE, and cp falls back to copying.
+        ArgCheck {
+            arg: 1,
+            name: "request",
+            mask: 0xff00,
+            test: Test::In(&[BTRFS_IOCTL_TYPE]),
+            then: Action::Errno(EPERM),
+        },
+    ],
     otherwise: Action::Allow,
 };
 
@@ -284,7 +300,7 @@ pub const SANDBOX: &[Entry] = &[
     allow("tee", "in-kernel copies between the caller's own descriptors"),
     allow("vmsplice", "in-kernel copies between the caller's own descriptors"),
     allow("copy_file_range", "in-kernel copies between the caller's own descriptors"),
-    args("ioctl", IOCTL, "TIOCSTI/TIOCLINUX refused: terminal injection (CVE-2017-5226)"),
+    args("ioctl", IOCTL, "TIOCSTI/TIOCLINUX refused: terminal injection (CVE-2017-5226); btrfs ioctls refused: nested subvolumes escape the disk cap (RES-03)"),
     allow("setxattr", "extended attributes; trusted.* and security.* need capabilities"),
     allow("lsetxattr", "extended attributes"),
     allow("fsetxattr", "extended attributes"),

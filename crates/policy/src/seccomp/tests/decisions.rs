@@ -375,6 +375,19 @@ fn ioctl_refuses_terminal_injection() {
 }
 
 #[test]
+fn ioctl_refuses_btrfs_subvolume_calls() {
+    // BTRFS_IOC_SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2, QGROUP_LIMIT, FICLONE.
+    for request in [0x5000_940e_u64, 0x5000_9417, 0x5000_9418, 0x8030_942b, 0x4004_9409] {
+        assert_eq!(verdict("ioctl", &[3, request]), EPERM, "{request:#x}");
+        assert_eq!(verdict("ioctl", &[3, 0xffff_ffff_0000_0000 | request]), EPERM, "{request:#x} with high bits");
+    }
+    // Same number, other types: FS_IOC_GETFLAGS (type 'f'), TCGETS.
+    for other in [0x8008_6601_u64, 0x5401, 0x8004_9500] {
+        assert_eq!(verdict("ioctl", &[3, other]), ALLOW, "{other:#x}");
+    }
+}
+
+#[test]
 fn personality_allows_dockers_personas_only() {
     for persona in [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff] {
         assert_eq!(verdict("personality", &[persona]), ALLOW, "{persona:#x}");
