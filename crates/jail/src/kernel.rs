@@ -36,7 +36,16 @@ pub trait Kernel {
     fn set_umask(&mut self, mask: u32);
 
     /// The filesystem view (crate::mounts); the error names the operation.
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()>;
+    fn build_filesystem(
+        &mut self,
+        plan: &Plan,
+        prepared: &mut Prepared,
+        lowers: &[OwnedFd],
+        layer: Option<&OwnedFd>,
+    ) -> io::Result<()>;
+
+    /// A new terminal (master, other end) from the sandbox's /dev/ptmx.
+    fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)>;
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     fn bring_up_loopback(&mut self) -> io::Result<()>;
@@ -123,8 +132,18 @@ impl Kernel for Real {
         safehouse_sys::fs::umask(mask);
     }
 
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()> {
-        crate::mounts::build(self, plan, prepared, lowers).map_err(io::Error::other)
+    fn build_filesystem(
+        &mut self,
+        plan: &Plan,
+        prepared: &mut Prepared,
+        lowers: &[OwnedFd],
+        layer: Option<&OwnedFd>,
+    ) -> io::Result<()> {
+        crate::mounts::build(self, plan, prepared, lowers, layer).map_err(io::Error::other)
+    }
+
+    fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
+        process::openpty()
     }
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {
