@@ -1,6 +1,7 @@
 """Background processes: start, list, signal, stdin, and the attach WebSocket (replay of
 earlier output, stdin frames, eof, signal and resize frames, PTYs)."""
 import json
+import os
 import time
 
 import pytest
@@ -138,3 +139,32 @@ def test_bad_process_requests(api, sandbox):
     assert e.value.status == 404
     api.post(f"/v1/sandboxes/{sid}/processes/{pid}/signal", {"signal": 9})
 
+
+
+def test_a_stopped_agent_costs_its_caller_a_deadline_and_the_sandbox_still_dies(api):
+    """Every daemon→agent request has a deadline: with the sandbox's agent stopped (SIGSTOP
+    from the host), a request that needs it answers 504 `agent_timeout` after the deadline
+    instead of hanging, other sandboxes answer at once, and kill still works."""
+    import signal as sig
+    import time as t
+
+    sb, other = api.create(timeout_s=120), api.create(timeout_s=120)
+    try:
+        sid = sb["id"]
+        assert api.get(f"/v1/sandboxes/{sid}/processes").status == 200  # outside control: answers
+        pid = api.info(sid)["pid"]
+        os.kill(pid, sig.SIGSTOP)
+        try:
+            t0 = t.monotonic()
+            r = api.get(f"/v1/sandboxes/{sid}/processes", timeout=60)
+            took = t.monotonic() - t0
+            assert r.status == 504 and r.error_code == "agent_timeout", r
+            message = r.json()["error"]["message"]
+            assert "did not answer within 10 s" in message and "kill" in message, r
+            assert 9 <= took < 30, took
+            assert api.get(f"/v1/sandboxes/{other['id']}/processes").status == 200
+        finally:
+            api.kill(sid)  # the stopped agent dies too: kill does not need it
+        assert api.info(sid)["state"] == "killed"
+    finally:
+        api.kill(other["id"])

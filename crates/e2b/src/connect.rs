@@ -126,6 +126,7 @@ impl From<ManagerError> for ConnectError {
             ManagerError::Refused { .. } => ConnectError::new(Code::FailedPrecondition, msg),
             ManagerError::NotRunning(_) | ManagerError::Frozen(_) => ConnectError::new(Code::Unavailable, msg),
             ManagerError::Capacity(_) => ConnectError::new(Code::ResourceExhausted, msg),
+            ManagerError::AgentStalled(_) => ConnectError::new(Code::Unavailable, msg),
             ManagerError::Internal(_) => ConnectError::internal(msg),
         }
     }

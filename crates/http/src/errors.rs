@@ -78,6 +78,7 @@ impl From<ManagerError> for ApiError {
             ManagerError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "not_running", msg),
             ManagerError::Frozen(_) => ApiError::new(StatusCode::CONFLICT, "frozen", msg),
             ManagerError::Capacity(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", msg),
+            ManagerError::AgentStalled(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "agent_timeout", msg),
             ManagerError::Internal(_) => ApiError::internal(msg),
         }
     }
@@ -126,6 +127,7 @@ mod tests {
             (ManagerError::NotRunning("killed".into()), 409, "not_running"),
             (ManagerError::Frozen("sb_x".into()), 409, "frozen"),
             (ManagerError::Capacity("full".into()), 503, "capacity"),
+            (ManagerError::AgentStalled("slow".into()), 504, "agent_timeout"),
             (ManagerError::Internal("boom".into()), 500, "internal"),
         ];
         for (e, status, code) in cases {

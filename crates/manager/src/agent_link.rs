@@ -83,7 +83,13 @@ pub enum LinkError {
     Unexpected,
     #[error("too much is queued for the agent")]
     Backlog,
+    #[error("the sandbox's agent did not answer within {} s", AGENT_DEADLINE.as_secs())]
+    Stalled,
 }
+
+/// The longest the daemon waits for the agent's reply to a request (spawn, list): a stopped
+/// or wedged agent costs its own caller this much and nobody else anything.
+pub const AGENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AgentLink {
     pub async fn connect(path: &Path, _id: &str) -> std::io::Result<AgentLink> {
@@ -124,7 +130,13 @@ impl AgentLink {
         let (tx, rx) = oneshot::channel();
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).replies.insert(id, tx);
         self.send(&build(id), fds)?;
-        rx.await.map_err(|_| LinkError::Closed)
+        match tokio::time::timeout(AGENT_DEADLINE, rx).await {
+            Ok(reply) => reply.map_err(|_| LinkError::Closed),
+            Err(_) => {
+                self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).replies.remove(&id);
+                Err(LinkError::Stalled)
+            }
+        }
     }
 
     /// Starts a process; returns its pid (inside the sandbox).

@@ -26,6 +26,10 @@ fn link_error(e: LinkError) -> ManagerError {
         LinkError::Backlog => {
             ManagerError::Capacity("too much stdin is queued for this sandbox; the process is not reading it".into())
         }
+        LinkError::Stalled => ManagerError::AgentStalled(format!(
+            "{}; the sandbox may be overloaded or its agent wedged: retry, or kill the sandbox (that still works)",
+            LinkError::Stalled
+        )),
         other => ManagerError::Internal(other.to_string()),
     }
 }

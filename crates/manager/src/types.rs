@@ -199,6 +199,8 @@ pub enum ManagerError {
     Frozen(String),
     #[error("too many sandboxes: {0}")]
     Capacity(String),
+    #[error("{0}")]
+    AgentStalled(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -118,6 +118,7 @@ export const ERROR_CODES: Readonly<Record<string, ErrorClass>> = Object.freeze({
   bad_gateway: PortError,
   port_timeout: PortError,
   capacity: CapacityError,
+  agent_timeout: SafehouseTimeoutError,
   audit_off: AuditOffError,
 })
 

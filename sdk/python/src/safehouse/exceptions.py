@@ -179,6 +179,7 @@ ERROR_CODES: Dict[str, Type[SafehouseError]] = {
     "bad_gateway": PortError,
     "port_timeout": PortError,
     "capacity": CapacityError,
+    "agent_timeout": SafehouseTimeoutError,
     "audit_off": AuditOffError,
 }
 _BY_CODE = ERROR_CODES
