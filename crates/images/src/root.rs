@@ -41,44 +41,26 @@ impl Layers {
     /// it is a regular file there; at most `cap` bytes.
     pub fn read(&self, rel: &str, cap: u64) -> Option<Vec<u8>> {
         let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-        for layer in &self.fds {
-            // A whiteout of the path or an ancestor in this layer hides everything below.
-            let mut prefix = String::new();
-            let mut opaque = false;
-            for (i, c) in comps.iter().enumerate() {
-                if i > 0 {
-                    prefix.push('/');
-                }
-                prefix.push_str(c);
-                match lstat_beneath(layer.as_fd(), &prefix) {
-                    Some(st) if is_whiteout(&st) => return None,
-                    Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory && i + 1 < comps.len() => {
-                        opaque |= is_opaque(layer.as_fd(), &prefix);
-                    }
-                    _ => {}
-                }
-            }
-            let found = rfs::openat2(
+        self.lookup(&comps, |layer| {
+            let fd = rfs::openat2(
                 layer,
                 rel,
                 OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
                 Mode::empty(),
                 ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
-            );
-            if let Ok(fd) = found {
+            )
+            .ok()?;
+            // Found in this layer: the answer, whatever it is (a directory hides lower files).
+            Some((|| {
                 let st = rfs::fstat(&fd).ok()?;
                 if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
                     return None;
                 }
                 let mut v = Vec::new();
                 std::fs::File::from(fd).take(cap).read_to_end(&mut v).ok()?;
-                return Some(v);
-            }
-            if opaque {
-                return None;
-            }
-        }
-        None
+                Some(v)
+            })())
+        })
     }
 
     /// The entry at `rel` as the merged root shows it (not following a final symlink),
@@ -90,6 +72,14 @@ impl Layers {
             return self.fds.first().and_then(|l| rfs::fstat(l).ok());
         }
         let rel = comps.join("/");
+        self.lookup(&comps, |layer| lstat_beneath(layer.as_fd(), &rel).map(Some))
+    }
+
+    /// The one walk over the layers, top first, as overlayfs resolves `comps`: a whiteout
+    /// of the path or of an ancestor in a layer hides it and everything below; an opaque
+    /// ancestor directory lets no lower layer answer. `find` looks in one layer: `Some`
+    /// ends the walk with its answer, `None` goes on down.
+    fn lookup<T>(&self, comps: &[&str], mut find: impl FnMut(&OwnedFd) -> Option<Option<T>>) -> Option<T> {
         for layer in &self.fds {
             let mut prefix = String::new();
             let mut opaque = false;
@@ -106,8 +96,8 @@ impl Layers {
                     _ => {}
                 }
             }
-            if let Some(st) = lstat_beneath(layer.as_fd(), &rel) {
-                return Some(st);
+            if let Some(answer) = find(layer) {
+                return answer;
             }
             if opaque {
                 return None;
@@ -271,6 +261,44 @@ mod tests {
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nstaff:x:50:\napp:x:1001:\n";
+
+    /// A lower and an upper layer as the unpacker leaves them: the merged view hides what
+    /// a whiteout or an opaque directory hides, in `read` and `stat` alike.
+    #[test]
+    fn layers_resolve_whiteouts_and_opaque_dirs_like_overlayfs() {
+        let base = std::env::temp_dir().join(format!("safehouse-layers-{}", std::process::id()));
+        let (lower, upper) = (base.join("lower"), base.join("upper"));
+        for d in
+            [lower.join("etc"), lower.join("d"), lower.join("w"), upper.join("etc"), upper.join("d"), upper.join("u")]
+        {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(lower.join("etc/passwd"), "lower passwd").unwrap();
+        std::fs::write(lower.join("etc/group"), "lower group").unwrap();
+        std::fs::write(lower.join("d/x"), "hidden by the opaque dir").unwrap();
+        std::fs::write(lower.join("w/deep"), "hidden by the whited-out dir").unwrap();
+        std::fs::write(lower.join("kept"), "lower only").unwrap();
+        std::fs::write(upper.join("d/y"), "upper y").unwrap();
+        let up = rfs::open(&upper, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let whiteout = |rel: &str| rfs::mknodat(&up, rel, FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+        whiteout("etc/group");
+        whiteout("w");
+        rfs::setxattr(upper.join("d"), "user.overlay.opaque", b"y", rfs::XattrFlags::empty()).unwrap();
+        let layers = Layers::open(&[lower.clone(), upper.clone()]).unwrap();
+
+        assert_eq!(layers.read("etc/passwd", 100).as_deref(), Some(&b"lower passwd"[..]));
+        assert_eq!(layers.read("kept", 100).as_deref(), Some(&b"lower only"[..]));
+        assert_eq!(layers.read("d/y", 100).as_deref(), Some(&b"upper y"[..]));
+        assert_eq!(layers.read("d/y", 3).as_deref(), Some(&b"upp"[..]));
+        for hidden in ["etc/group", "d/x", "w/deep", "w", "nope"] {
+            assert_eq!(layers.read(hidden, 100), None, "{hidden}");
+            assert!(layers.stat(hidden).is_none(), "{hidden}");
+        }
+        assert!(layers.read("etc", 100).is_none(), "a directory is no file to read");
+        assert_eq!(layers.stat("/etc/passwd").map(|st| st.st_size), Some(12));
+        assert!(layers.stat("d").is_some() && layers.stat("").is_some());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn users_resolve_like_docker() {
