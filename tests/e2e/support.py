@@ -452,7 +452,8 @@ class Daemon:
     # to servers the tests start on 127.0.0.1 (tests/network/internet.py).
     GATEWAY_RESOLVE = "web.test=127.0.0.1;other.test=127.0.0.1"
 
-    def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None, listen_host=None):
+    def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None, listen_host=None, nofile=None):
+        self.nofile = nofile  # an RLIMIT_NOFILE (soft and hard) to start the daemon with
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="safehouse-e2e-data-")
         # run_as: a user name; the daemon then runs unprivileged (rootless mode) and owns
         # its data dir.
@@ -493,7 +494,8 @@ class Daemon:
         self.proc = subprocess.Popen([BIN, "serve", "--listen", f"{self.listen_host}:{self.port}",
                                       "--data-dir", self.data_dir],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                     start_new_session=True, **drop)
+                                     start_new_session=True, preexec_fn=self._limits if self.nofile else None,
+                                     **drop)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -512,6 +514,10 @@ class Daemon:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"daemon not healthy within {timeout}s:\n{self.log_tail()}")
+
+    def _limits(self):
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def log_tail(self, n=4000):
         try:

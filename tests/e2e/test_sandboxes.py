@@ -161,3 +161,39 @@ def test_tool_allowlist_in_a_daemon_sandbox(api):
         assert (out["exit_code"], out["stdout"]) == (0, "ok\n"), out
     finally:
         api.kill(sb["id"])
+
+
+def test_creates_stop_short_of_the_open_file_limit_and_the_running_keep_working():
+    """A daemon started with a small open-file limit (600) admits sandboxes only while it has
+    descriptors for one more and for the ones running: then 503 `capacity` naming the limit
+    and the fix. Every sandbox already running still answers exec, and a kill frees room
+    for a new one. (Before: creates went on until the limit, then everything failed.)"""
+    from .support import Daemon, binary_serves, skip_or_fail
+
+    ok, why = binary_serves()
+    if not ok:
+        skip_or_fail(why)
+    d = Daemon(nofile=600)
+    try:
+        d.start()
+        api = d.admin()
+        made = []
+        # The sandboxes' own open-file limit must fit under the daemon's hard limit.
+        body = {"timeout_s": 120, "policy": {"version": 1, "limits": {"nofile": 64}}}
+        for _ in range(200):
+            r = api.post("/v1/sandboxes", body)
+            if r.status != 201:
+                break
+            made.append(r.json()["id"])
+            d.created.append((d.admin_key, made[-1]))
+        assert r.status == 503 and r.error_code == "capacity", r
+        message = r.json()["error"]["message"]
+        assert "of its 600 open files" in message and "LimitNOFILE" in message, message
+        assert 3 <= len(made) < 200, len(made)
+        for sid in made:
+            assert api.exec(sid, ["/bin/echo", "alive"])["stdout"] == "alive\n", sid
+        assert api.kill(made.pop()).status == 204
+        # A kill frees its descriptors: a create fits again.
+        wait_for(lambda: api.post("/v1/sandboxes", body).status == 201, timeout=20)
+    finally:
+        d.cleanup()

@@ -117,6 +117,27 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
     stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Descriptors one more sandbox may need while it is made and runs (agent socket, pidfd,
+/// cgroup files, gateway, held namespaces, its clients' connections), with room to spare.
+const FDS_PER_SANDBOX: u64 = 64;
+/// Descriptors kept for everything else: accepting connections, exec, files, the store.
+const FD_RESERVE: u64 = 256;
+
+/// Admits a new sandbox only while the daemon's open-file limit leaves room for it and for
+/// the sandboxes already running: past that a 503 that names the limit, instead of every
+/// sandbox's exec failing once the limit is hit (issue 22 item 4).
+fn check_fd_headroom() -> Result<(), ManagerError> {
+    let Ok((limit, open)) = safehouse_sys::process::fd_usage() else { return Ok(()) };
+    if open + FDS_PER_SANDBOX + FD_RESERVE > limit {
+        return Err(ManagerError::Capacity(format!(
+            "the daemon holds {open} of its {limit} open files; one more sandbox could leave the running ones \
+             without descriptors: raise the daemon's open-file limit (LimitNOFILE= in its unit, ulimit -n) or \
+             kill some sandboxes"
+        )));
+    }
+    Ok(())
+}
+
 impl Manager {
     /// Runs to completion even if the caller goes away mid-way (its future is dropped):
     /// a half-made sandbox would otherwise be left running without a record or deadline.
@@ -132,6 +153,7 @@ impl Manager {
         if running >= inner.cfg.max_sandboxes {
             return Err(ManagerError::Capacity(format!("{running} sandboxes are running; kill some first")));
         }
+        check_fd_headroom()?;
         let (policy, preset) = match (&req.policy, &req.preset) {
             (Some(_), Some(_)) => return Err(ManagerError::Invalid("give either policy or preset, not both".into())),
             (Some(v), None) => {

@@ -504,6 +504,16 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// This process's open-file limit (the soft `RLIMIT_NOFILE`) and how many descriptors it
+/// holds now (the entries of /proc/self/fd, less the one the count itself opens).
+pub fn fd_usage() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid rlimit to fill.
+    check_int(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let open = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    Ok((lim.rlim_cur, open.saturating_sub(1)))
+}
+
 /// Drops this process's resident pages of file mappings it never modified (code, read-only
 /// data), which a fork inherits from its parent whether it uses them or not; they fault
 /// back in from the page cache when touched. A mapping with any anonymous (copied-on-write)
