@@ -324,6 +324,13 @@ pub struct Plan {
     pub tools: ToolsPlan,
     #[serde(default)]
     pub ids: IdMapping,
+    /// A host directory (a layer of the storage pool, `crates/storage`) that holds the
+    /// sandbox's writable layer on disk, in place of the tmpfs: the root itself with a
+    /// host root, the overlay's upper and work dirs with a rootfs directory or an image.
+    /// Its size cap is the pool's (a quota group), not the plan's `disk`. The caller sets
+    /// it after [`compile`]; `None`: RAM.
+    #[serde(default)]
+    pub disk_layer: Option<String>,
 }
 
 pub fn resolve_limits(policy: &Policy) -> ResolvedLimits {
@@ -573,6 +580,7 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         tools,
         limits,
         gateway: !req.policy.network.allow.is_empty(),
+        disk_layer: None,
     })
 }
 

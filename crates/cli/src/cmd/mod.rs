@@ -4,6 +4,7 @@ pub mod image;
 pub mod policy;
 pub mod policy_flags;
 pub mod run;
+pub mod run_disk;
 pub mod serve;
 
 // Clients of a running daemon (docs/api.md).

@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// one `safehouse serve` uses)
     #[arg(long, value_name = "DIR", env = "SAFEHOUSE_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Where the writable layer lives: memory (a tmpfs, the default) or disk (a layer of
+    /// the data dir's storage pool, capped at --disk and removed after the run; root only)
+    #[arg(long, value_name = "memory|disk", default_value = "memory", value_parser = ["memory", "disk"])]
+    storage: String,
     /// The command and its arguments (with --image: the arguments to the image's
     /// entrypoint, in place of its command)
     #[arg(value_name = "CMD")]
@@ -211,9 +215,23 @@ pub fn main(a: RunArgs) -> i32 {
             }
         }
     };
-    let spec = RunSpec { request, argv, tty: a.tty, gateway };
+    let layer = if a.storage == "disk" {
+        let dir = a.data_dir.clone().unwrap_or_else(safehouse_server::daemon::default_data_dir);
+        let cap = request.policy.limits.disk.map(|d| d.0).unwrap_or(safehouse_policy::model::defaults::DISK);
+        match super::run_disk::RunLayer::create(&dir, cap) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("safehouse: {e:#}");
+                return EXIT_SETUP;
+            }
+        }
+    } else {
+        None
+    };
+    let spec = RunSpec { request, argv, tty: a.tty, gateway, disk_layer: layer.as_ref().map(|l| l.dir.clone()) };
     let result = safehouse_jail::run(spec);
     drop(image); // the lease ends with the sandbox
+    drop(layer); // and the layer on disk
     match result {
         Ok(outcome) => {
             if let Some(msg) = &outcome.exec_error {
