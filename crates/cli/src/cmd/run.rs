@@ -84,7 +84,7 @@ struct ImageRun {
 /// layers leased; the argv from its entrypoint and command when none is given.
 fn resolve_image(a: &RunArgs, req: &mut RunRequest) -> Result<Option<ImageRun>> {
     let Rootfs::Image(name) = &req.policy.filesystem.rootfs else { return Ok(None) };
-    let dir = a.data_dir.clone().unwrap_or_else(safehouse_server::daemon::default_data_dir);
+    let dir = a.data_dir.clone().unwrap_or_else(safehouse_daemon::default_data_dir);
     let store = safehouse_images::Store::open(&dir)?;
     let record = store.get(name)?;
     let rooted = store.root_for(&record)?;
@@ -216,7 +216,7 @@ pub fn main(a: RunArgs) -> i32 {
         }
     };
     let layer = if a.storage == "disk" {
-        let dir = a.data_dir.clone().unwrap_or_else(safehouse_server::daemon::default_data_dir);
+        let dir = a.data_dir.clone().unwrap_or_else(safehouse_daemon::default_data_dir);
         let cap = request.policy.limits.disk.map(|d| d.0).unwrap_or(safehouse_policy::model::defaults::DISK);
         match super::run_disk::RunLayer::create(&dir, cap) {
             Ok(l) => Some(l),

@@ -46,7 +46,7 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn open(&self) -> Result<Store> {
-        let dir = self.data_dir.clone().unwrap_or_else(safehouse_server::daemon::default_data_dir);
+        let dir = self.data_dir.clone().unwrap_or_else(safehouse_daemon::default_data_dir);
         Ok(Store::open(&dir)?)
     }
 }
