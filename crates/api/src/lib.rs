@@ -15,6 +15,7 @@ mod health;
 mod keys;
 mod metrics;
 pub mod openapi;
+mod persist;
 mod policy;
 mod processes;
 mod sandboxes;
@@ -130,5 +131,13 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/policy", get(policy::show))
         .route("/v1/sandboxes/{id}/policy/explain", get(policy::explain))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/sandboxes/{id}/pause", post(persist::pause))
+        .route("/v1/sandboxes/{id}/resume", post(persist::resume))
+        .route("/v1/sandboxes/{id}/snapshots", post(persist::snapshot))
+        .route("/v1/sandboxes/{id}/fork", post(persist::fork))
+        .route("/v1/snapshots", get(persist::list_snapshots))
+        .route("/v1/snapshots/{id}", get(persist::get_snapshot).delete(persist::delete_snapshot))
+        .route("/v1/volumes", post(persist::create_volume).get(persist::list_volumes))
+        .route("/v1/volumes/{name}", delete(persist::delete_volume))
         .with_state(state)
 }

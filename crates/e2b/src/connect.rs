@@ -124,7 +124,10 @@ impl From<ManagerError> for ConnectError {
             ManagerError::NoProcess => ConnectError::new(Code::NotFound, "process not found"),
             ManagerError::Invalid(_) => ConnectError::invalid(msg),
             ManagerError::Refused { .. } => ConnectError::new(Code::FailedPrecondition, msg),
-            ManagerError::NotRunning(_) | ManagerError::Frozen(_) => ConnectError::new(Code::Unavailable, msg),
+            ManagerError::NotRunning(_) | ManagerError::Frozen(_) | ManagerError::Paused(_) => {
+                ConnectError::new(Code::Unavailable, msg)
+            }
+            ManagerError::Conflict(_) => ConnectError::new(Code::FailedPrecondition, msg),
             ManagerError::Capacity(_) => ConnectError::new(Code::ResourceExhausted, msg),
             ManagerError::Internal(_) => ConnectError::internal(msg),
         }

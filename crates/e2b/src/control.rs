@@ -57,7 +57,7 @@ async fn alive(st: &E2b, tenant: &Tenant, id: &str) -> Result<SandboxInfo, ApiEr
     check_id(id)?;
     let info = st.manager.info(&tenant.name, id).await.map_err(|_| not_found(id))?;
     match info.state {
-        SandboxState::Running | SandboxState::Frozen => Ok(info),
+        SandboxState::Running | SandboxState::Frozen | SandboxState::Paused => Ok(info),
         _ => Err(not_found(id)),
     }
 }
@@ -229,7 +229,7 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     limits::check_env(&env)?;
     let metadata = string_map(&body, "metadata")?;
     let created_by = tenant.key_id.clone();
-    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by };
+    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by, ..Default::default() };
     let info = st.manager.create(&tenant.name, req).await?;
     let mut templates = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner());
     templates.retain(|sb, _| st.manager.is_live(sb));
@@ -278,7 +278,7 @@ fn host_memory() -> u64 {
 
 fn state_name(s: SandboxState) -> &'static str {
     match s {
-        SandboxState::Frozen => "paused",
+        SandboxState::Frozen | SandboxState::Paused => "paused",
         _ => "running",
     }
 }

@@ -48,7 +48,7 @@ impl Manager {
         limits::check_exec(&req)?;
         let timeout_s = limits::exec_timeout(&req)?;
         let memory = limits::exec_memory(&req)?;
-        let live = self.running(tenant, id)?;
+        let live = self.running_or_resume(tenant, id).await?;
         let argv = req.cmd.argv();
         // The command's own cgroup, nested in the sandbox's: its cap and its accounting.
         let n = live.next_cmd.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +195,7 @@ impl Manager {
 
     pub async fn start_process(&self, tenant: &str, id: &str, req: StartProcess) -> Result<u32, ManagerError> {
         limits::check_start(&req)?;
-        let live = self.running(tenant, id)?;
+        let live = self.running_or_resume(tenant, id).await?;
         let argv = req.cmd.argv();
         let data = serde_json::json!({ "argv": argv, "cwd": req.cwd, "pty": req.pty.is_some() });
         let spawn = SpawnRequest {
@@ -232,7 +232,7 @@ impl Manager {
     }
 
     pub async fn processes(&self, tenant: &str, id: &str) -> Result<Vec<ProcessInfo>, ManagerError> {
-        let live = self.running(tenant, id)?;
+        let live = self.running_or_resume(tenant, id).await?;
         // The agent lists what still runs; the daemon remembers what ended since.
         let running = live.link.list().await.map_err(link_error)?;
         let mut out: Vec<ProcessInfo> = running
@@ -270,6 +270,7 @@ impl Manager {
     }
 
     fn process_of(&self, tenant: &str, id: &str, pid: u32) -> Result<std::sync::Arc<super::Live>, ManagerError> {
+        // A process of a paused sandbox is gone: no resume for it.
         let live = self.running(tenant, id)?;
         if !live.link.known(pid) {
             return Err(ManagerError::NoProcess);

@@ -160,6 +160,7 @@ async fn sandbox_create(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError>
         env: a.env,
         metadata: a.metadata,
         created_by: ctx.tenant.key_id.clone(),
+        ..Default::default()
     };
     let info = create(ctx, req, a.keep).await?;
     let text = format!(
