@@ -86,6 +86,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/sandboxes/{id}/policy"),
     ("GET", "/v1/sandboxes/{id}/policy/explain"),
     ("GET", "/v1/audit/verify"),
+    ("POST", "/v1/sandboxes/{id}/pause"),
+    ("POST", "/v1/sandboxes/{id}/resume"),
+    ("POST", "/v1/sandboxes/{id}/snapshots"),
+    ("POST", "/v1/sandboxes/{id}/fork"),
+    ("GET", "/v1/snapshots"),
+    ("GET", "/v1/snapshots/{id}"),
+    ("DELETE", "/v1/snapshots/{id}"),
+    ("POST", "/v1/volumes"),
+    ("GET", "/v1/volumes"),
+    ("DELETE", "/v1/volumes/{name}"),
 ];
 
 /// The native routes, with their state. The daemon adds the other fronts' routes and the

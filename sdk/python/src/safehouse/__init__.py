@@ -16,7 +16,7 @@ from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, Authen
                          MethodNotAllowedError, NotEnoughSpaceException, NotFoundError, NotFoundException,
                          PathConflictError, PolicyRefusedError, PortError, QuotaExceededError, SafehouseError,
                          SafehouseTimeoutError, SandboxException, SandboxFrozenError, SandboxNotRunningError,
-                         ServerError, TimeoutException)
+                         SandboxPausedError, ConflictError, ServerError, TimeoutException)
 from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
                      Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo, WriteEntry)
 from .policy import Policy
@@ -32,7 +32,7 @@ __all__ = [
     "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
     "Policy",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
-    "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "PathConflictError",
+    "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "SandboxPausedError", "ConflictError", "PathConflictError",
     "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",
     "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
     "SandboxException", "AuthenticationException", "NotFoundException", "InvalidArgumentException",
