@@ -68,6 +68,22 @@ pub const SOCK_PACKET: u32 = 10;
 const AF_UNIX: u32 = libc::AF_UNIX as u32;
 const INET_FAMILIES: &[u32] = &[libc::AF_INET as u32, libc::AF_INET6 as u32];
 
+/// `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`: the policies cpu.max throttles.
+pub const FAIR_SCHED_POLICIES: &[u32] = &[libc::SCHED_OTHER as u32, libc::SCHED_BATCH as u32, libc::SCHED_IDLE as u32];
+/// May be OR'd into the policy; it only drops a policy on fork.
+pub const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
+
+const SCHED_SETSCHEDULER: Rule = Rule::Args {
+    checks: &[ArgCheck {
+        arg: 1,
+        name: "policy",
+        mask: !SCHED_RESET_ON_FORK,
+        test: Test::In(FAIR_SCHED_POLICIES),
+        then: Action::Allow,
+    }],
+    otherwise: Action::Errno(EPERM),
+};
+
 const SOCKET: Rule = Rule::Args {
     checks: &[
         ArgCheck { arg: 0, name: "domain", mask: u32::MAX, test: Test::In(&[AF_UNIX]), then: Action::Allow },
@@ -381,7 +397,12 @@ pub const SANDBOX: &[Entry] = &[
     allow("sched_get_priority_min", "scheduling"),
     allow("sched_rr_get_interval", "scheduling"),
     eperm("sched_setparam", "realtime policies escape cpu.max throttling (RES-06)"),
-    eperm("sched_setscheduler", "realtime policies escape cpu.max throttling (RES-06)"),
+    args(
+        "sched_setscheduler",
+        SCHED_SETSCHEDULER,
+        "realtime policies escape cpu.max throttling (RES-06); the fair ones are allowed: libzmq (Jupyter \
+         kernels) sets its threads' own SCHED_OTHER and aborts on EPERM",
+    ),
     eperm("sched_setattr", "realtime and deadline policies escape cpu.max throttling (RES-06)"),
     allow("getpgid", "sessions and process groups"),
     allow("setpgid", "sessions and process groups"),

@@ -440,3 +440,19 @@ fn x32_calls_are_killed() {
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 165, &[]), KILL, "x32 mount");
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, u32::MAX, &[]), KILL, "nr -1");
 }
+
+#[test]
+fn sched_setscheduler_allows_the_fair_policies_only() {
+    // libzmq's threads (every Jupyter kernel) set their own SCHED_OTHER and abort on EPERM.
+    for policy in [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE] {
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy)]), ALLOW, "policy {policy}");
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy | 0x4000_0000)]), ALLOW, "{policy} reset-on-fork");
+    }
+    // Realtime and deadline policies escape cpu.max throttling (RES-06).
+    for policy in [libc::SCHED_FIFO, libc::SCHED_RR, 6 /* SCHED_DEADLINE */, 7] {
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy)]), EPERM, "policy {policy}");
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy | 0x4000_0000)]), EPERM, "{policy} reset-on-fork");
+    }
+    assert_eq!(verdict("sched_setparam", &[0, 0]), EPERM);
+    assert_eq!(verdict("sched_setattr", &[0, 0, 0]), EPERM);
+}
