@@ -44,6 +44,9 @@ pub trait Kernel {
         layer: Option<&OwnedFd>,
     ) -> io::Result<()>;
 
+    /// A new terminal (master, other end) from the sandbox's /dev/ptmx.
+    fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)>;
+
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     fn bring_up_loopback(&mut self) -> io::Result<()>;
     /// A socket listening on 127.0.0.1:`port` of the sandbox's network namespace.
@@ -137,6 +140,10 @@ impl Kernel for Real {
         layer: Option<&OwnedFd>,
     ) -> io::Result<()> {
         crate::mounts::build(self, plan, prepared, lowers, layer).map_err(io::Error::other)
+    }
+
+    fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
+        process::openpty()
     }
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {

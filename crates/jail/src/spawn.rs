@@ -79,6 +79,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
                 layer_fd,
                 privileged: root,
                 agent: Some(agent),
+                tty: false,
                 tty_slave: None,
                 watch_execs,
             })
