@@ -26,7 +26,7 @@ use crate::{Lifecycle, OnTimeout, Storage};
 /// How `create_inner` starts a sandbox that is not new.
 pub(crate) enum Start {
     /// A paused sandbox: same id, its layer.
-    Resume(SandboxRecord),
+    Resume(Box<SandboxRecord>),
     /// A fork: a new id whose layer the fork made.
     Forked(String),
 }
@@ -143,7 +143,7 @@ impl Manager {
     pub async fn create(&self, tenant: &str, mut req: CreateRequest) -> Result<SandboxInfo, ManagerError> {
         let (mgr, tenant) = (self.clone(), tenant.to_string());
         tokio::spawn(async move {
-            mgr.from_snapshot(&tenant, &mut req).await?;
+            mgr.apply_snapshot(&tenant, &mut req).await?;
             mgr.create_inner(&tenant, req, None).await
         })
         .await
@@ -249,7 +249,7 @@ impl Manager {
         let run_req = RunRequest { policy: policy.clone(), workdir: None, mounts, env, term: None, image: None };
         let (id, resumed, layer_exists) = match start {
             None => (ids::sandbox_id(), None, false),
-            Some(Start::Resume(rec)) => (rec.id.clone(), Some(rec), true),
+            Some(Start::Resume(rec)) => (rec.id.clone(), Some(*rec), true),
             Some(Start::Forked(id)) => (id, None, true),
         };
         let disk_layer = match storage {

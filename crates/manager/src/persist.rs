@@ -194,9 +194,11 @@ impl Manager {
             volumes: persist.volumes.clone(),
         };
         let (mgr, tenant2) = (self.clone(), rec.tenant.clone());
-        tokio::spawn(async move { mgr.create_inner(&tenant2, req, Some(crate::lifecycle::Start::Resume(rec))).await })
-            .await
-            .map_err(internal)?
+        tokio::spawn(async move {
+            mgr.create_inner(&tenant2, req, Some(crate::lifecycle::Start::Resume(Box::new(rec)))).await
+        })
+        .await
+        .map_err(internal)?
     }
 
     /// A paused sandbox that resumes on use: resumed; else the state as an error.
@@ -462,7 +464,7 @@ impl Manager {
 
     /// A create request from a snapshot: its policy, environment and lifetime unless the
     /// request gives its own.
-    pub(crate) async fn from_snapshot(&self, tenant: &str, req: &mut CreateRequest) -> Result<(), ManagerError> {
+    pub(crate) async fn apply_snapshot(&self, tenant: &str, req: &mut CreateRequest) -> Result<(), ManagerError> {
         let Some(id) = req.snapshot.clone() else { return Ok(()) };
         let snap = self.get_snapshot(tenant, &id).await?;
         if req.policy.is_none() && req.preset.is_none() {

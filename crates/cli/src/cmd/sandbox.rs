@@ -13,7 +13,7 @@ use super::policy_flags::{self, LimitFlags};
 #[derive(Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox on the daemon; prints its id
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List this key's sandboxes
     Ls(LsArgs),
     /// Show one sandbox
@@ -130,7 +130,7 @@ pub struct LsArgs {
 
 pub fn main(c: SandboxCommand) -> i32 {
     finish(Client::from_env().and_then(|client| match c {
-        SandboxCommand::Create(a) => create(&client, a),
+        SandboxCommand::Create(a) => create(&client, *a),
         SandboxCommand::Ls(a) => ls(&client, a),
         SandboxCommand::Info { id, json } => info(&client, &id, json),
         SandboxCommand::Kill { id } => {
@@ -375,6 +375,12 @@ mod tests {
             timeout: Some("1h30m".into()),
             env: vec!["A=1".into()],
             metadata: vec!["team=x".into()],
+            storage: None,
+            on_timeout: None,
+            auto_resume: false,
+            idle_timeout: None,
+            snapshot: None,
+            volumes: Vec::new(),
             json: false,
         };
         let body = create_body(&a).unwrap();
@@ -421,5 +427,43 @@ mod tests {
     fn metadata_rendering() {
         assert_eq!(metadata_text(&json!({"metadata": {}})), "-");
         assert_eq!(metadata_text(&json!({"metadata": {"a": "1", "b": "2"}})), "a=1,b=2");
+    }
+}
+
+#[cfg(test)]
+mod persistence_tests {
+    use super::*;
+
+    #[test]
+    fn persistence_flags_become_the_create_body() {
+        let a = CreateArgs {
+            preset: None,
+            policy: None,
+            limits: LimitFlags::default(),
+            timeout: None,
+            env: Vec::new(),
+            metadata: Vec::new(),
+            storage: Some("disk".into()),
+            on_timeout: Some("pause".into()),
+            auto_resume: true,
+            idle_timeout: Some("10m".into()),
+            snapshot: Some("snap_x".into()),
+            volumes: vec!["data:/data".into(), "cache:/c:ro".into()],
+            json: false,
+        };
+        assert_eq!(
+            create_body(&a).unwrap(),
+            json!({
+                "storage": "disk",
+                "lifecycle": {"on_timeout": "pause", "auto_resume": true, "idle_timeout_s": 600},
+                "snapshot": "snap_x",
+                "volumes": [
+                    {"name": "data", "path": "/data", "read_only": false},
+                    {"name": "cache", "path": "/c", "read_only": true},
+                ],
+            })
+        );
+        let bad = CreateArgs { volumes: vec!["data".into()], ..a };
+        assert!(create_body(&bad).unwrap_err().to_string().contains("write NAME:PATH"));
     }
 }
