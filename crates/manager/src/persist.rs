@@ -25,6 +25,9 @@ pub const MAX_FORK: u32 = 64;
 fn storage_error(e: StorageError) -> ManagerError {
     match e {
         StorageError::Unenforceable { reason } => ManagerError::Refused { layer: "storage: disk".into(), reason },
+        StorageError::PoolTooLarge { .. } | StorageError::PoolTooSmall { .. } => {
+            ManagerError::Refused { layer: "storage: disk".into(), reason: format!("{e} (SAFEHOUSE_STORAGE_SIZE on the daemon)") }
+        }
         StorageError::BadName { .. } | StorageError::CapTooSmall { .. } => ManagerError::Invalid(e.to_string()),
         StorageError::NotFound { .. } => ManagerError::NotFound,
         other => ManagerError::Internal(other.to_string()),
