@@ -70,6 +70,15 @@ enum Command {
 }
 
 fn main() {
+    // The gateway process (started by `serve` and `run`, never by hand): before anything
+    // else, so it carries nothing of the CLI into its confinement.
+    if std::env::args_os().nth(1).is_some_and(|a| a == safehouse_gateway::process::SUBCOMMAND) {
+        std::process::exit(safehouse_gateway::process::worker::main());
+    }
+    if std::env::args().nth(1).is_some_and(|a| a == safehouse_gateway::process::PROBE_SUBCOMMAND) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        std::process::exit(safehouse_gateway::process::probe::main(&args));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

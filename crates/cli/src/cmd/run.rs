@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
+use safehouse_gateway::process::ProcessGateway;
+use safehouse_gateway::{Config, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
 use safehouse_policy::model::{Limits, Rootfs};
 use safehouse_policy::network::HostReach;
@@ -307,11 +308,12 @@ pub fn main(a: RunArgs) -> i32 {
     }
 }
 
-/// The capability gateway of one `run`: on its own thread, for the sandbox's lifetime.
+/// The capability gateway of one `run`: in its own confined process (as the daemon's),
+/// for the sandbox's lifetime.
 struct Egress {
     /// The policy and resolver, until `start` (after the clone) makes the gateway.
     parts: Option<(NetPolicy, Resolver)>,
-    running: Option<GatewayThread>,
+    running: Option<ProcessGateway>,
 }
 
 impl Egress {
@@ -325,14 +327,15 @@ impl Egress {
 }
 
 impl EgressGateway for Egress {
-    /// Runs after the clone: the host-address watcher is a thread, and the sandbox must be
-    /// cloned from a single-threaded process.
+    /// Runs after the clone: the host-address watcher and the gateway's runtime are threads,
+    /// and the sandbox must be cloned from a single-threaded process.
     fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String> {
         let (net, resolver) = self.parts.take().ok_or("the gateway was started twice")?;
         let host = safehouse_gateway::hostaddrs::watch()
             .map_err(|e| format!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}"))?;
-        let config = Config::new(net, resolver, host);
-        self.running = Some(spawn_thread(config, listener).map_err(|e| format!("start the gateway: {e}"))?);
+        let config = Config::new(net, resolver, host.clone());
+        self.running =
+            Some(ProcessGateway::start(config, listener, host).map_err(|e| format!("start the gateway: {e}"))?);
         Ok(())
     }
 
