@@ -35,6 +35,9 @@ enum Command {
     /// The local image store: pull, import, ls, rm, inspect, gc (DATA_DIR/images)
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
+    /// Templates: images built from Dockerfiles (template build)
+    #[command(subcommand)]
+    Template(cmd::template::TemplateCommand),
 
     // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
     // SAFEHOUSE_API_KEY say which daemon and which key; with neither set, the per-user local
@@ -101,6 +104,7 @@ fn main() {
         Command::Serve(args) => cmd::serve::main(args),
         Command::Audit(c) => cmd::audit::main(c),
         Command::Image(c) => cmd::image::main(c),
+        Command::Template(c) => cmd::template::main(c),
         Command::Sandbox(c) => cmd::sandbox::main(c),
         Command::Volume(c) => cmd::volume::main(c),
         Command::Exec(args) => cmd::exec::main(args),

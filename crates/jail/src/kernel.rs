@@ -71,6 +71,9 @@ pub trait Kernel {
     fn drop_bounding_set(&mut self) -> io::Result<()>;
     fn clear_ambient_capabilities(&mut self) -> io::Result<()>;
     fn drop_capabilities(&mut self) -> io::Result<()>;
+    /// A build step's root: the bounding set and the permitted and effective sets become
+    /// `caps`, the ambient set empty (plan::BUILD_CAPABILITIES).
+    fn keep_only_capabilities(&mut self, caps: u64) -> io::Result<()>;
     fn set_no_new_privs(&mut self) -> io::Result<()>;
     fn make_non_dumpable(&mut self) -> io::Result<()>;
 
@@ -222,6 +225,12 @@ impl Kernel for Real {
 
     fn drop_capabilities(&mut self) -> io::Result<()> {
         caps::clear_all()
+    }
+
+    fn keep_only_capabilities(&mut self, keep: u64) -> io::Result<()> {
+        caps::drop_bounding_set_except(keep)?;
+        caps::clear_ambient()?;
+        caps::set_capabilities(keep)
     }
 
     fn set_no_new_privs(&mut self) -> io::Result<()> {

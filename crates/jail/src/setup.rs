@@ -274,11 +274,18 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     trace("child: landlock");
 
     // Drop privileges: lock securebits, empty the bounding and ambient sets, then every
-    // capability. From here on nothing in the sandbox holds any privilege.
-    k.lock_securebits().map_err(|e| SetupError::new(DropPrivileges, "lock securebits", e))?;
-    k.drop_bounding_set().map_err(|e| SetupError::new(DropPrivileges, "drop bounding set", e))?;
-    k.clear_ambient_capabilities().map_err(|e| SetupError::new(DropPrivileges, "clear ambient capabilities", e))?;
-    k.drop_capabilities().map_err(|e| SetupError::new(DropPrivileges, "drop capabilities", e))?;
+    // capability. From here on nothing in the sandbox holds any privilege. A template
+    // build's RUN step as root keeps only the file and identity capabilities over its
+    // own user namespace (plan::BUILD_CAPABILITIES), bounded by no_new_privs below.
+    if ctx.plan.build_capabilities {
+        k.keep_only_capabilities(safehouse_policy::plan::BUILD_CAPABILITIES)
+            .map_err(|e| SetupError::new(DropPrivileges, "keep only the build capabilities", e))?;
+    } else {
+        k.lock_securebits().map_err(|e| SetupError::new(DropPrivileges, "lock securebits", e))?;
+        k.drop_bounding_set().map_err(|e| SetupError::new(DropPrivileges, "drop bounding set", e))?;
+        k.clear_ambient_capabilities().map_err(|e| SetupError::new(DropPrivileges, "clear ambient capabilities", e))?;
+        k.drop_capabilities().map_err(|e| SetupError::new(DropPrivileges, "drop capabilities", e))?;
+    }
     k.set_no_new_privs().map_err(|e| SetupError::new(DropPrivileges, "set no_new_privs", e))?;
     k.make_non_dumpable().map_err(|e| SetupError::new(DropPrivileges, "make init non-dumpable", e))?;
     // Credential changes (the identity step) clear the parent-death signal: arm it again,

@@ -126,6 +126,9 @@ impl Kernel for Fake {
     fn drop_bounding_set(&mut self) -> io::Result<()> {
         self.call("drop_bounding_set")
     }
+    fn keep_only_capabilities(&mut self, _: u64) -> io::Result<()> {
+        self.call("keep_only_capabilities")
+    }
     fn clear_ambient_capabilities(&mut self) -> io::Result<()> {
         self.call("clear_ambient_capabilities")
     }

@@ -126,7 +126,8 @@ fn zones_of_policy(policy: Option<serde_json::Value>) -> Vec<String> {
     let Some(policy) = policy.and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok()) else {
         return Vec::new();
     };
-    let req = RunRequest { policy, workdir: None, mounts: Vec::new(), env: Vec::new(), term: None, image: None };
+    let req =
+        RunRequest { policy, workdir: None, mounts: Vec::new(), env: Vec::new(), term: None, ..Default::default() };
     let view = safehouse_jail::host::host_view(&req);
     plan::compile(&req, &view).map(|p| writable_zones(&p.ops)).unwrap_or_default()
 }
@@ -246,7 +247,7 @@ impl Manager {
             tokio::task::spawn_blocking(move || mgr.volume_mounts(&t, &v)).await.map_err(internal)??
         };
         let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let run_req = RunRequest { policy: policy.clone(), workdir: None, mounts, env, term: None, image: None };
+        let run_req = RunRequest { policy: policy.clone(), workdir: None, mounts, env, term: None, ..Default::default() };
         let (id, resumed, layer_exists) = match start {
             None => (ids::sandbox_id(), None, false),
             Some(Start::Resume(rec)) => (rec.id.clone(), Some(*rec), true),

@@ -129,7 +129,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: write KEY=VALUE") };
         env.push((k.to_string(), v.to_string()));
     }
-    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), image: None })
+    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), ..Default::default() })
 }
 
 /// One line for the limits that go unenforced (the same reason for each, in rootless mode):
@@ -245,17 +245,6 @@ pub fn main(a: RunArgs) -> i32 {
         }
         None => a.command.clone(),
     };
-    let gateway: Option<Box<dyn EgressGateway>> = if request.policy.network.allow.is_empty() {
-        None
-    } else {
-        match Egress::new(&request.policy) {
-            Ok(g) => Some(Box::new(g)),
-            Err(e) => {
-                eprintln!("safehouse: {e:#}");
-                return EXIT_SETUP;
-            }
-        }
-    };
     let layer = if a.storage == "disk" {
         let dir = a.data_dir.clone().unwrap_or_else(safehouse_daemon::default_data_dir);
         let cap = request.policy.limits.disk.map(|d| d.0).unwrap_or(safehouse_policy::model::defaults::DISK);
@@ -270,8 +259,13 @@ pub fn main(a: RunArgs) -> i32 {
         None
     };
     let request_limits = request.policy.limits.clone();
-    let spec = RunSpec { request, argv, tty: a.tty, gateway, disk_layer: layer.as_ref().map(|l| l.dir.clone()) };
-    let result = safehouse_jail::run(spec);
+    let result = match run_sandbox(request, argv, a.tty, layer.as_ref().map(|l| l.dir.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("safehouse: {e:#}");
+            return EXIT_SETUP;
+        }
+    };
     drop(image); // the lease ends with the sandbox
     drop(layer); // and the layer on disk
     match result {
@@ -306,6 +300,20 @@ pub fn main(a: RunArgs) -> i32 {
             EXIT_SETUP
         }
     }
+}
+
+/// Runs `argv` in a sandbox for `request`, with the capability gateway when its policy
+/// allows egress (`run`, and template builds' RUN steps).
+/// `disk_layer`: a host directory holding the writable layer (`RunSpec::disk_layer`).
+pub fn run_sandbox(
+    request: RunRequest,
+    argv: Vec<String>,
+    tty: bool,
+    disk_layer: Option<String>,
+) -> Result<Result<safehouse_jail::run::Outcome, JailError>> {
+    let gateway: Option<Box<dyn EgressGateway>> =
+        if request.policy.network.allow.is_empty() { None } else { Some(Box::new(Egress::new(&request.policy)?)) };
+    Ok(safehouse_jail::run(RunSpec { request, argv, tty, gateway, disk_layer }))
 }
 
 /// The capability gateway of one `run`: in its own confined process (as the daemon's),
