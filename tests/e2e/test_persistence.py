@@ -175,7 +175,7 @@ def test_a_volume_shared_by_two_sandboxes_and_the_tenant_rules(daemon, tenant_ke
     assert r.status == 201, r
     assert api.post("/v1/volumes", {"name": "shared-data", "size": "64MiB"}).status == 409
     assert "shared-data" in [v["name"] for v in api.get("/v1/volumes").json()["volumes"]]
-    writer = api.create(volumes=[{"name": "shared-data", "path": "/data"}])
+    writer = api.create(volumes=[{"name": "shared-data", "path": "/data"}], **DISK)
     reader = api.create(volumes=[{"name": "shared-data", "path": "/data", "read_only": True}])
     assert api.exec(writer["id"], ["sh", "-c", "echo shared > /data/f"])["exit_code"] == 0
     assert api.exec(reader["id"], ["cat", "/data/f"])["stdout"] == "shared\n"
@@ -194,10 +194,62 @@ def test_a_volume_shared_by_two_sandboxes_and_the_tenant_rules(daemon, tenant_ke
     assert r.status == 400 and "no volume" in r.json()["error"]["message"], r
     assert other.delete("/v1/volumes/shared-data").status == 404
 
-    api.kill(writer["id"])
     api.kill(reader["id"])
+    # A paused sandbox mounts it again on resume: it holds the volume too.
+    assert api.post(f"/v1/sandboxes/{writer['id']}/pause").status == 200
+    r = api.delete("/v1/volumes/shared-data")
+    assert r.status == 409 and f"{writer['id']} (paused)" in r.json()["error"]["message"], r
+    assert reader["id"] not in r.json()["error"]["message"], r
+    api.kill(writer["id"])
     assert api.delete("/v1/volumes/shared-data").status == 204
     assert api.get("/v1/volumes").json()["volumes"] == []
+
+
+def test_the_files_api_on_a_volume_without_a_sandbox(daemon, tenant_key):
+    api = daemon.admin()
+    assert api.post("/v1/volumes", {"name": "datasets", "size": "32MiB"}).status == 201
+    vol = "/v1/volumes/datasets"
+    r = api.request("PUT", f"{vol}/files", b"a,b\n1,2\n", raw=True, query={"path": "/in/data.csv"})
+    assert r.status == 201 and r.json()["size"] == 8 and r.json()["path"] == "/in/data.csv", r
+    assert api.get(f"{vol}/files", query={"path": "/in/data.csv"}).body == b"a,b\n1,2\n"
+    assert api.get(f"{vol}/fs/stat", query={"path": "/in"}).json()["type"] == "dir"
+    ls = api.get(f"{vol}/fs/list", query={"path": "/", "depth": "2"}).json()["entries"]
+    assert sorted(e["path"] for e in ls) == ["/in", "/in/data.csv"], ls
+
+    # A sandbox sees the file (as its own user) and what it writes is there without it.
+    sb = api.create(volumes=[{"name": "datasets", "path": "/data"}])
+    res = api.exec(sb["id"], ["sh", "-c", "cat /data/in/data.csv; echo out > /data/out.txt; "
+                                          "ln -s /etc/shadow /data/shadow; ln -s ../../../../etc /data/up; "
+                                          "[ $(stat -c %u /data/in/data.csv) = $(id -u) ] && echo mine"])
+    assert res["stdout"] == "a,b\n1,2\nmine\n", res
+    api.kill(sb["id"])
+    assert api.get(f"{vol}/files", query={"path": "/out.txt"}).body == b"out\n"
+    # Symlinks planted in the volume resolve inside it: the host's files stay out of reach
+    # (the same paths are readable on the host, where they lead).
+    assert os.path.exists("/etc/shadow") and os.path.isdir("/etc/ssl")
+    for path in ("/shadow", "/up/shadow", "/up/ssl"):
+        r = api.get(f"{vol}/files", query={"path": path})
+        assert r.status == 404, (path, r)
+    assert api.get(f"{vol}/fs/list", query={"path": "/up"}).status == 404
+
+    # The cap holds for the API's writes too.
+    r = api.request("PUT", f"{vol}/files", b"x" * (40 << 20), raw=True, query={"path": "/big"})
+    assert (r.status, r.error_code) == (413, "quota_exceeded"), r
+    assert api.post(f"{vol}/fs/mkdir", {"path": "/archive"}).status == 201
+    assert api.post(f"{vol}/fs/mkdir", {"path": "/archive"}).status == 409
+    r = api.post(f"{vol}/fs/move", {"from": "/out.txt", "to": "/archive/out.txt"})
+    assert r.status == 200 and r.json()["path"] == "/archive/out.txt", r
+    assert api.delete(f"{vol}/fs", query={"path": "/in"}).status == 409  # not empty
+    assert api.delete(f"{vol}/fs", query={"path": "/in", "recursive": "true"}).status == 204
+    assert api.get(f"{vol}/fs/stat", query={"path": "/in"}).status == 404
+
+    other = api.with_key(tenant_key)
+    for r in (other.get(f"{vol}/files", query={"path": "/archive/out.txt"}),
+              other.request("PUT", f"{vol}/files", b"x", raw=True, query={"path": "/x"}),
+              other.get(f"{vol}/fs/list", query={"path": "/"})):
+        assert r.status == 404 and "no volume" in r.json()["error"]["message"], r
+    assert api.get("/v1/volumes/nope/files", query={"path": "/x"}).status == 404
+    assert api.delete(vol).status == 204
 
 
 def test_the_disk_cap_stops_dd_with_edquot_in_a_daemon_sandbox(daemon):

@@ -50,3 +50,41 @@ def test_pause_resume_snapshot_fork(daemon, tag):
                 Sandbox.kill(f.id)
     finally:
         sbx.kill()
+
+
+def test_volumes_and_snapshots(daemon, tag):
+    from safehouse import Volume
+    from safehouse.exceptions import ConflictError, NotFoundError
+
+    name = f"vol-{tag}"
+    vol = Volume.create(name, "32MiB")
+    try:
+        assert (vol.name, vol.info.size) == (name, 32 << 20)
+        assert name in [v.name for v in Volume.list()]
+        with pytest.raises(ConflictError):
+            Volume.create(name, "32MiB")
+        # Its files without a sandbox.
+        vol.files.write("/in/a.txt", "from the sdk")
+        assert vol.files.read("/in/a.txt") == "from the sdk"
+        assert [e.path for e in vol.files.list("/in")] == ["/in/a.txt"]
+        assert vol.files.exists("/in") and not vol.files.exists("/nope")
+        sbx = Sandbox.create(timeout=60, storage="disk", volumes=[{"name": name, "path": "/data"}])
+        try:
+            assert sbx.commands.run("cat /data/in/a.txt; echo x > /data/b").stdout == "from the sdk"
+            assert Volume.connect(name).files.read("/b") == "x\n"
+            with pytest.raises(ConflictError):
+                Volume.delete(name)
+            snap = sbx.snapshot()
+            assert snap["id"] in [s["id"] for s in Sandbox.list_snapshots()]
+            assert Sandbox.delete_snapshot(snap["id"]) is True
+            assert Sandbox.delete_snapshot(snap["id"]) is False
+        finally:
+            sbx.kill()
+        vol.files.remove("/in")
+        assert not vol.files.exists("/in/a.txt")
+    finally:
+        vol.close()
+        Volume.delete(name)
+    assert Volume.delete(name) is False
+    with pytest.raises(NotFoundError):
+        Volume.connect(name)

@@ -20,6 +20,7 @@ mod policy;
 mod processes;
 mod sandboxes;
 mod session;
+mod volume_files;
 
 use axum::routing::{any, delete, get, post};
 use axum::Router;
@@ -96,6 +97,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/volumes"),
     ("GET", "/v1/volumes"),
     ("DELETE", "/v1/volumes/{name}"),
+    ("GET", "/v1/volumes/{name}/files"),
+    ("PUT", "/v1/volumes/{name}/files"),
+    ("GET", "/v1/volumes/{name}/fs/list"),
+    ("GET", "/v1/volumes/{name}/fs/stat"),
+    ("POST", "/v1/volumes/{name}/fs/mkdir"),
+    ("POST", "/v1/volumes/{name}/fs/move"),
+    ("DELETE", "/v1/volumes/{name}/fs"),
 ];
 
 /// The native routes, with their state. The daemon adds the other fronts' routes and the
@@ -149,5 +157,11 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/snapshots/{id}", get(persist::get_snapshot).delete(persist::delete_snapshot))
         .route("/v1/volumes", post(persist::create_volume).get(persist::list_volumes))
         .route("/v1/volumes/{name}", delete(persist::delete_volume))
+        .route("/v1/volumes/{name}/files", get(volume_files::download).put(volume_files::upload))
+        .route("/v1/volumes/{name}/fs/list", get(volume_files::list))
+        .route("/v1/volumes/{name}/fs/stat", get(volume_files::stat))
+        .route("/v1/volumes/{name}/fs/mkdir", post(volume_files::mkdir))
+        .route("/v1/volumes/{name}/fs/move", post(volume_files::rename))
+        .route("/v1/volumes/{name}/fs", delete(volume_files::remove))
         .with_state(state)
 }

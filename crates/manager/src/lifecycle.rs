@@ -247,7 +247,8 @@ impl Manager {
             tokio::task::spawn_blocking(move || mgr.volume_mounts(&t, &v)).await.map_err(internal)??
         };
         let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let run_req = RunRequest { policy: policy.clone(), workdir: None, mounts, env, term: None, ..Default::default() };
+        let run_req =
+            RunRequest { policy: policy.clone(), workdir: None, mounts, env, term: None, ..Default::default() };
         let (id, resumed, layer_exists) = match start {
             None => (ids::sandbox_id(), None, false),
             Some(Start::Resume(rec)) => (rec.id.clone(), Some(*rec), true),

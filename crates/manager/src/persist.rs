@@ -25,9 +25,10 @@ pub const MAX_FORK: u32 = 64;
 fn storage_error(e: StorageError) -> ManagerError {
     match e {
         StorageError::Unenforceable { reason } => ManagerError::Refused { layer: "storage: disk".into(), reason },
-        StorageError::PoolTooLarge { .. } | StorageError::PoolTooSmall { .. } => {
-            ManagerError::Refused { layer: "storage: disk".into(), reason: format!("{e} (SAFEHOUSE_STORAGE_SIZE on the daemon)") }
-        }
+        StorageError::PoolTooLarge { .. } | StorageError::PoolTooSmall { .. } => ManagerError::Refused {
+            layer: "storage: disk".into(),
+            reason: format!("{e} (SAFEHOUSE_STORAGE_SIZE on the daemon)"),
+        },
         StorageError::BadName { .. } | StorageError::CapTooSmall { .. } => ManagerError::Invalid(e.to_string()),
         StorageError::NotFound { .. } => ManagerError::NotFound,
         other => ManagerError::Internal(other.to_string()),
@@ -519,7 +520,13 @@ impl Manager {
 
     /// Refused while a sandbox (running, frozen or paused) has it mounted, naming them.
     pub async fn delete_volume(&self, tenant: &str, name: &str) -> Result<(), ManagerError> {
-        let users = self.volume_users(tenant, name);
+        let mut users = self.volume_users(tenant, name);
+        let (store, t, n) = (self.inner.store.clone(), tenant.to_string(), name.to_string());
+        let paused = tokio::task::spawn_blocking(move || store.paused_volume_users(&t, &n))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        users.extend(paused.into_iter().map(|id| format!("{id} (paused)")));
         if !users.is_empty() {
             return Err(ManagerError::Conflict(format!(
                 "volume {name:?} is mounted in {}; kill them first",
@@ -532,6 +539,26 @@ impl Manager {
             mgr.pool()?.remove(Kind::Volume, &v.key).map_err(storage_error)?;
             store.delete_volume(&t, &n).map_err(internal)?;
             Ok(())
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    /// A tenant's volume as a root for file operations (the files API without a sandbox):
+    /// its directory in the pool, files owned by the sandbox user as a sandbox makes them.
+    pub async fn volume_root(&self, tenant: &str, name: &str) -> Result<crate::SandboxRoot, ManagerError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (mgr, t, n) = (self.clone(), tenant.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || -> Result<crate::SandboxRoot, ManagerError> {
+            let rec = mgr.inner.store.get_volume(&t, &n).map_err(internal)?.ok_or(ManagerError::NotFound)?;
+            let path = mgr.pool()?.path(Kind::Volume, &rec.key).map_err(storage_error)?;
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| ManagerError::Internal(format!("volume {n:?}: cannot open {}: {e}", path.display())))?;
+            let (uid, gid) = mgr.sandbox_ids();
+            Ok(crate::SandboxRoot { dir: Arc::new(std::os::fd::OwnedFd::from(dir)), uid, gid })
         })
         .await
         .map_err(internal)?

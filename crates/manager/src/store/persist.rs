@@ -143,6 +143,27 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The paused sandboxes of `tenant` that mount its volume `name` (a resume mounts it
+    /// again, so it may not go away meanwhile).
+    pub fn paused_volume_users(&self, tenant: &str, name: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT s.id, p.volumes FROM sandboxes s JOIN sandbox_persistence p ON p.id = s.id \
+             WHERE s.tenant = ?1 AND s.state = 'paused' ORDER BY s.id",
+        )?;
+        let rows = stmt.query_map(params![tenant], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut users = Vec::new();
+        for row in rows {
+            let (id, volumes) = row?;
+            let volumes: Vec<crate::types::VolumeMount> =
+                serde_json::from_str(&volumes).map_err(|e| corrupt("sandbox_persistence", e))?;
+            if volumes.iter().any(|v| v.name == name) {
+                users.push(id);
+            }
+        }
+        Ok(users)
+    }
+
     pub fn insert_snapshot(&self, s: &SnapshotRecord) -> Result<(), StoreError> {
         self.lock().execute(
             &format!("INSERT INTO snapshots ({SNAPSHOT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
@@ -230,6 +251,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::SandboxState;
 
     fn store() -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(
@@ -290,6 +312,50 @@ mod tests {
         assert_eq!(s.list_volumes("t2").unwrap(), vec![other]);
         assert!(s.delete_volume("t1", "data").unwrap());
         assert_eq!(s.get_volume("t1", "data").unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn paused_sandboxes_hold_their_volumes() {
+        let (s, dir) = store();
+        let mount =
+            |name: &str| crate::types::VolumeMount { name: name.into(), path: "/data".into(), read_only: false };
+        for (id, tenant, state, vols) in [
+            ("sb_p1", "t1", SandboxState::Paused, vec![mount("data"), mount("other")]),
+            ("sb_p2", "t1", SandboxState::Paused, vec![mount("other")]),
+            ("sb_k1", "t1", SandboxState::Killed, vec![mount("data")]),
+            ("sb_p3", "t2", SandboxState::Paused, vec![mount("data")]),
+        ] {
+            s.insert_sandbox(&crate::store::SandboxRecord {
+                id: id.into(),
+                tenant: tenant.into(),
+                state,
+                created_at: "2026-12-07T10:00:00Z".into(),
+                expires_at: "2026-12-07T11:00:00Z".into(),
+                metadata: BTreeMap::new(),
+                preset: None,
+                policy: None,
+                agent_pid: None,
+                agent_start_time: None,
+                cgroup: None,
+                socket_path: None,
+                error: None,
+                key_id: None,
+            })
+            .unwrap();
+            s.put_persistence(&PersistRecord {
+                id: id.into(),
+                env: BTreeMap::new(),
+                storage: Storage::Disk,
+                lifecycle: Lifecycle::default(),
+                timeout_s: 60,
+                volumes: vols,
+            })
+            .unwrap();
+        }
+        assert_eq!(s.paused_volume_users("t1", "data").unwrap(), vec!["sb_p1".to_string()]);
+        assert_eq!(s.paused_volume_users("t1", "other").unwrap(), vec!["sb_p1".to_string(), "sb_p2".to_string()]);
+        assert_eq!(s.paused_volume_users("t2", "other").unwrap(), Vec::<String>::new());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

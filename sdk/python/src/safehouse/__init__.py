@@ -21,6 +21,7 @@ from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent
                      Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo, WriteEntry)
 from .policy import Policy
 from .sandbox import CommandHandle, Commands, Filesystem, Pty, Sandbox
+from .volumes import AsyncVolume, AsyncVolumeFilesystem, Volume, VolumeFilesystem, VolumeInfo
 
 __version__ = "0.1.0"
 
@@ -30,7 +31,7 @@ __all__ = [
     "EventStream", "AsyncEventStream", "Admin", "AsyncAdmin", "KillAllResult",
     "CommandResult", "EntryInfo", "FileInfo", "FileType", "FilesystemEvent", "FilesystemEventType",
     "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
-    "Policy",
+    "Policy", "Volume", "AsyncVolume", "VolumeInfo", "VolumeFilesystem", "AsyncVolumeFilesystem",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
     "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "SandboxPausedError", "ConflictError", "PathConflictError",
     "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",

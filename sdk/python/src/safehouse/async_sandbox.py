@@ -7,6 +7,7 @@ import codecs
 import json
 from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional,
                     Sequence, Tuple, Union, overload)
+from urllib.parse import quote
 
 import httpx
 
@@ -608,6 +609,27 @@ class AsyncSandbox:
         """See `Sandbox.fork`."""
         resp = await self._http.request("POST", sb_path(self.id, "/fork"), json={"count": int(count)})
         return [SandboxInfo.from_json(s) for s in resp.json().get("sandboxes", [])]
+
+    @staticmethod
+    async def list_snapshots(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:
+        """See `Sandbox.list_snapshots`."""
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+        try:
+            return list((await http.request("GET", "/v1/snapshots")).json().get("snapshots", []))
+        finally:
+            await http.close()
+
+    @staticmethod
+    async def delete_snapshot(snapshot_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+        """See `Sandbox.delete_snapshot`."""
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+        try:
+            await http.request("DELETE", f"/v1/snapshots/{quote(snapshot_id, safe='')}")
+            return True
+        except NotFoundError:
+            return False
+        finally:
+            await http.close()
 
     @staticmethod
     async def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:

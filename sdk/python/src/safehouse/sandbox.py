@@ -10,6 +10,7 @@ import threading
 import time
 from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple,
                     Union, overload)
+from urllib.parse import quote
 
 import httpx
 
@@ -705,6 +706,27 @@ class Sandbox:
         """COUNT new sandboxes that start with this sandbox's files as they are now."""
         resp = self._http.request("POST", sb_path(self.id, "/fork"), json={"count": int(count)})
         return [SandboxInfo.from_json(s) for s in resp.json().get("sandboxes", [])]
+
+    @staticmethod
+    def list_snapshots(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The tenant's snapshots (`id`, `sandbox_id`, `created_at`)."""
+        http = _Http(ConnectionConfig.resolve(url, api_key))
+        try:
+            return list(http.request("GET", "/v1/snapshots").json().get("snapshots", []))
+        finally:
+            http.close()
+
+    @staticmethod
+    def delete_snapshot(snapshot_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+        """Deletes a snapshot (sandboxes made from it keep their files); False if none."""
+        http = _Http(ConnectionConfig.resolve(url, api_key))
+        try:
+            http.request("DELETE", f"/v1/snapshots/{quote(snapshot_id, safe='')}")
+            return True
+        except NotFoundError:
+            return False
+        finally:
+            http.close()
 
     @staticmethod
     def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:
