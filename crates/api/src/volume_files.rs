@@ -28,6 +28,17 @@ async fn root(st: &AppState, tenant: &Tenant, name: &str) -> Result<SandboxRoot,
     }
 }
 
+/// The files API names a sandbox's quota; a volume's is its own size cap.
+fn volume_error(name: &str) -> impl Fn(ApiError) -> ApiError + '_ {
+    move |mut e| {
+        if e.code == "quota_exceeded" {
+            e.message =
+                format!("volume {name:?} is full (its size cap): delete files in it, or copy them to a larger volume");
+        }
+        e
+    }
+}
+
 pub async fn download(
     State(st): State<AppState>,
     Caller(tenant): Caller,
@@ -51,7 +62,7 @@ pub async fn upload(
     q.only(&["path"])?;
     let path = path_param(&q)?;
     let root = root(&st, &tenant, &name).await?;
-    let info = write_upload(root, &path, req).await?;
+    let info = write_upload(root, &path, req).await.map_err(volume_error(&name))?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
@@ -103,7 +114,7 @@ pub async fn mkdir(
 ) -> Result<Response, ApiError> {
     check_path(&req.path)?;
     let root = root(&st, &tenant, &name).await?;
-    let info = blocking(move || files::mkdir(&root, &req.path, req.parents)).await?;
+    let info = blocking(move || files::mkdir(&root, &req.path, req.parents)).await.map_err(volume_error(&name))?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
