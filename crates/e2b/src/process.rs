@@ -219,7 +219,7 @@ async fn pump(
             Some(AttachEvent::Stdout(b)) => data_event(if pty { "pty" } else { "stdout" }, &b),
             Some(AttachEvent::Stderr(b)) => data_event("stderr", &b),
             Some(AttachEvent::Truncated { .. }) => continue,
-            Some(AttachEvent::Exit { exit_code, signal }) => {
+            Some(AttachEvent::Exit { exit_code, signal, .. }) => {
                 let _ = connect::send(&tx, end_event(exit_code, signal)).await;
                 return Ok(());
             }

@@ -247,6 +247,12 @@ pub enum AttachEvent {
     Exit {
         exit_code: Option<i32>,
         signal: Option<i32>,
+        /// From the agent's spawn to its reap of the process.
+        wall_ms: u64,
+        /// CPU of the process and its reaped descendants.
+        cpu_ms: u64,
+        /// Its largest resident set (wait4's maxrss).
+        peak_memory_bytes: u64,
     },
 }
 
