@@ -66,7 +66,7 @@ pub async fn upload(
 /// Writes a request's body to `path` under `root` (parents made), synced; its description.
 pub(crate) async fn write_upload(root: SandboxRoot, path: &str, req: Request) -> Result<files::FileInfo, ApiError> {
     let (r, p) = (root.clone(), path.to_string());
-    let file = blocking(move || files::create_write(&r, &p, true)).await?;
+    let (file, new_file) = blocking(move || files::create_write(&r, &p, true)).await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut body = req.into_body().into_data_stream();
     loop {
@@ -87,6 +87,7 @@ pub(crate) async fn write_upload(root: SandboxRoot, path: &str, req: Request) ->
     file.flush().await.map_err(|e| FileError::from_io(path, e))?;
     file.sync_data().await.map_err(|e| FileError::from_io(path, e))?;
     drop(file);
+    new_file.keep();
     let p = path.to_string();
     blocking(move || files::stat(&root, &p)).await
 }

@@ -148,7 +148,7 @@ async fn write_file(
 ) -> Result<Value, HttpError> {
     let root = root(st, tenant, id).await?;
     let (r, p) = (root.clone(), path.to_string());
-    let file = blocking(move || files::create_write(&r, &p, true)).await?;
+    let (file, new_file) = blocking(move || files::create_write(&r, &p, true)).await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut chunks = std::pin::pin!(chunks);
     loop {
@@ -168,6 +168,7 @@ async fn write_file(
     file.flush().await.map_err(|e| FileError::from_io(path, e))?;
     file.sync_data().await.map_err(|e| FileError::from_io(path, e))?;
     drop(file);
+    new_file.keep();
     let p = path.to_string();
     let info = blocking(move || files::stat(&root, &p)).await?;
     st.manager.note(id, "file.written", json!({ "path": info.path, "size": info.size }));
