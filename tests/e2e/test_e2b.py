@@ -1,6 +1,6 @@
 """The E2B-compatible front: the official `e2b` SDK (tests/requirements.txt pins the tested
 range) runs its documented usage against a live daemon, configured only by E2B_API_URL,
-E2B_SANDBOX_URL and E2B_API_KEY (a safehouse key of a non-admin tenant). Raw HTTP checks
+E2B_SANDBOX_URL and E2B_API_KEY (a safehouse key of a non-admin tenant, in its `e2b_` form). Raw HTTP checks
 the error shapes, and the audit log and event stream show E2B calls like native ones."""
 import http.client
 import json
@@ -24,28 +24,8 @@ from e2b.sandbox.commands.command_handle import CommandExitException  # noqa: E4
 
 from network.internet import Lan, Web  # noqa: E402
 
-from .support import IS_ROOT, Api, wait_for  # noqa: E402
-
-
-@pytest.fixture
-def e2b_env(daemon, tenant_key, monkeypatch):
-    """The two variables (and the key) an E2B user sets to move to safehouse."""
-    monkeypatch.setenv("E2B_API_URL", daemon.url)
-    monkeypatch.setenv("E2B_SANDBOX_URL", daemon.url)
-    monkeypatch.setenv("E2B_API_KEY", tenant_key)
-    monkeypatch.delenv("E2B_DEBUG", raising=False)
-    return Api(daemon, tenant_key)
-
-
-@pytest.fixture
-def sbx(e2b_env):
-    s = Sandbox.create(metadata={"suite": "e2b", "run": uuid.uuid4().hex}, envs={"GREETING": "hello"},
-                       timeout=120, request_timeout=60)
-    yield s
-    try:
-        s.kill()
-    except Exception:
-        pass
+from .e2b_support import e2b_env, e2b_key, sbx  # noqa: E402,F401 (fixtures)
+from .support import IS_ROOT, wait_for  # noqa: E402
 
 
 # ---------------------------------------------------------------- control plane
@@ -507,7 +487,7 @@ def test_access_tokens_survive_a_daemon_crash(own_daemon, monkeypatch):
     d.start()
     monkeypatch.setenv("E2B_API_URL", d.url)
     monkeypatch.setenv("E2B_SANDBOX_URL", d.url)
-    monkeypatch.setenv("E2B_API_KEY", d.admin_key)
+    monkeypatch.setenv("E2B_API_KEY", "e2b_" + d.admin_key.encode().hex())  # the admin key's E2B form
     s = Sandbox.create(timeout=120)
     try:
         s.files.write("/tmp/kept", "yes")
