@@ -602,7 +602,7 @@ def test_every_result_has_an_expectation(outside_results, inside_results_by_mode
 @pytest.mark.parametrize("pid", sorted(DEFERRED))
 def test_deferred_daemon_api(pid):
     pytest.skip(f"{pid} ({DEFERRED[pid]}) concerns the daemon's file/exec API: covered by tests/e2e "
-                "(test_files.py, test_more.py, test_agent.py) and crates/server/src/files/tests")
+                "(test_files.py, test_more.py, test_agent.py) and crates/hostfs/src/tests")
 
 
 # ---------------------------------------------------------------- scenario tests

@@ -63,7 +63,7 @@ pub fn main(c: AuditCommand) -> i32 {
 }
 
 fn audit_dir(data_dir: Option<PathBuf>) -> PathBuf {
-    safehouse_audit::dir(&data_dir.unwrap_or_else(safehouse_server::daemon::default_data_dir))
+    safehouse_audit::dir(&data_dir.unwrap_or_else(safehouse_daemon::default_data_dir))
 }
 
 fn verify(a: VerifyArgs) -> i32 {

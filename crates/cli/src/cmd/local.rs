@@ -91,7 +91,7 @@ fn report(d: &LocalDaemon, json: bool) {
 pub fn data_dir() -> PathBuf {
     match std::env::var_os("SAFEHOUSE_DATA_DIR").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d),
-        None => safehouse_server::daemon::default_data_dir(),
+        None => safehouse_daemon::default_data_dir(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `safehouse mcp`: the MCP stdio transport. Reads newline-delimited JSON-RPC on stdin,
 //! forwards each message to the daemon's streamable HTTP endpoint (`SAFEHOUSE_URL/mcp`,
 //! with `SAFEHOUSE_API_KEY`) and writes the answers to stdout, one per line. The tools
-//! themselves live in the daemon (crates/server/src/mcp), so both transports behave the
+//! themselves live in the daemon (crates/mcp), so both transports behave the
 //! same and every call is checked, evented and audited there.
 //!
 //! stdout carries JSON-RPC only; diagnostics go to stderr. When the daemon cannot be

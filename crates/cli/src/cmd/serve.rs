@@ -23,13 +23,13 @@ pub struct ServeArgs {
 }
 
 pub fn main(a: ServeArgs) -> i32 {
-    let opts = safehouse_server::daemon::DaemonOptions {
+    let opts = safehouse_daemon::DaemonOptions {
         listen: a.listen,
-        data_dir: a.data_dir.unwrap_or_else(safehouse_server::daemon::default_data_dir),
+        data_dir: a.data_dir.unwrap_or_else(safehouse_daemon::default_data_dir),
         allowed_hosts: a.allowed_hosts,
         spawners: a.spawners.clamp(1, 64),
     };
-    match safehouse_server::daemon::run(opts) {
+    match safehouse_daemon::run(opts) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("safehouse: {e}");

@@ -134,8 +134,9 @@ _BY_STATUS: Dict[int, Type[SafehouseError]] = {
     503: CapacityError,
     504: PortError,
 }
-#: Every `error.code` the daemon emits (crates/server/src/api/errors.rs, files/error.rs,
-#: ports.rs, hosts.rs, json.rs, audit.rs, processes.rs) and its class; tests check the list.
+#: Every `error.code` the daemon emits (crates/http/src/errors.rs, ports.rs, hosts.rs,
+#: json.rs; crates/hostfs/src/error.rs; crates/api/src/audit.rs, processes.rs) and its
+#: class; tests check the list.
 ERROR_CODES: Dict[str, Type[SafehouseError]] = {
     "invalid_request": InvalidRequestError,
     "websocket_required": InvalidRequestError,

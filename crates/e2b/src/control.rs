@@ -1,0 +1,519 @@
+//! The E2B control plane: create, get, list, kill, timeout, pause, connect and metrics of
+//! sandboxes, in E2B's camelCase JSON, mapped onto the manager's own calls (templates onto
+//! presets, the network options onto the gateway policy, pause/connect onto freeze/thaw).
+//! Errors are E2B's shape, `{"code": status, "message": ...}`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use safehouse_http::params::{is_sandbox_id, parse_query, Caller, QueryPairs};
+use safehouse_http::ApiError;
+use safehouse_manager::auth::Tenant;
+use safehouse_manager::limits::{self, MAX_TIMEOUT_S};
+use safehouse_manager::{CreateRequest, ListFilter, SandboxInfo, SandboxState};
+
+use super::{e2b_error, ENVD_VERSION};
+use crate::E2b;
+
+/// Largest create body.
+const MAX_BODY: usize = 1 << 20;
+/// The template every E2B program names by default.
+pub const BASE_TEMPLATE: &str = "base";
+/// Page size of `GET /v2/sandboxes` when none is asked for, and the largest.
+const DEFAULT_LIMIT: usize = 100;
+
+/// Whether `path` is a control-plane route (its key comes in `X-API-Key`).
+pub fn is_control_path(path: &str) -> bool {
+    path == "/v2/sandboxes" || path.starts_with("/v2/sandboxes/") || path.starts_with("/sandboxes/")
+}
+
+/// The E2B answer for an error of the native layer: same status, E2B's body.
+fn answer(r: Result<Response, ApiError>) -> Response {
+    match r {
+        Ok(r) => r,
+        Err(e) => e2b_error(e.status, e.message),
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("sandbox {id} not found"))
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if is_sandbox_id(id) {
+        Ok(())
+    } else {
+        Err(not_found(id))
+    }
+}
+
+/// The id of a sandbox the tenant has and that has not ended (E2B forgets ended ones).
+async fn alive(st: &E2b, tenant: &Tenant, id: &str) -> Result<SandboxInfo, ApiError> {
+    check_id(id)?;
+    let info = st.manager.info(&tenant.name, id).await.map_err(|_| not_found(id))?;
+    match info.state {
+        SandboxState::Running | SandboxState::Frozen => Ok(info),
+        _ => Err(not_found(id)),
+    }
+}
+
+async fn body_json(req: Request) -> Result<Map<String, Value>, ApiError> {
+    let body = safehouse_http::json::read_body(req, MAX_BODY).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// A string map field (`metadata`, `envVars`).
+fn string_map(body: &Map<String, Value>, field: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(ApiError::invalid(format!("{field}.{k} must be a string"))),
+            })
+            .collect(),
+        Some(_) => Err(ApiError::invalid(format!("{field} must be an object of strings"))),
+    }
+}
+
+fn string_list(net: &Map<String, Value>, field: &str) -> Result<Vec<String>, ApiError> {
+    match net.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid(format!("network.{field}: strings only")))
+            })
+            .collect(),
+        Some(_) => Err(ApiError::invalid(format!("network.{field} must be a list of strings"))),
+    }
+}
+
+/// Options that safehouse cannot honour yet: refused with a clear error, never ignored.
+fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
+    // Unset, null, false, `{"enabled": false}` and empty lists ask for nothing.
+    let set = |k: &str| {
+        body.get(k).is_some_and(|v| match v {
+            Value::Null | Value::Bool(false) => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => o.get("enabled") != Some(&Value::Bool(false)),
+            _ => true,
+        })
+    };
+    for (field, what) in [
+        ("autoPause", "automatic pause on timeout"),
+        ("autoResume", "automatic resume"),
+        ("mcp", "MCP gateways"),
+        ("iam", "workload identity tokens"),
+        ("volumeMounts", "volumes"),
+    ] {
+        if set(field) {
+            return Err(ApiError::invalid(format!(
+                "{field}: {what} is not supported by safehouse yet (docs/e2b.md); remove it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `network` section of a policy from `allow_internet_access` and `network`: E2B
+/// sandboxes reach the internet unless told otherwise, so the default is every public host
+/// (`"*"`, never private addresses). `denyOut` works only as "deny everything else"
+/// (`0.0.0.0/0`): safehouse policies are allow-lists.
+pub fn network_allow(body: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiError> {
+    let internet = match body.get("allow_internet_access") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(ApiError::invalid("allow_internet_access must be true or false")),
+    };
+    let net = match body.get("network") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(ApiError::invalid("network must be an object")),
+    };
+    for (k, v) in &net {
+        match k.as_str() {
+            "allowOut" | "denyOut" => {}
+            "allowPublicTraffic" if v.is_null() || *v == Value::Bool(false) => {}
+            "allowPublicTraffic" => {
+                return Err(ApiError::invalid(
+                    "network.allowPublicTraffic: sandbox ports are always behind the API key in safehouse; \
+                     leave it unset or false",
+                ))
+            }
+            "dnsServers" if v.is_null() => {}
+            _ if v.is_null() => {}
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "network.{other} is not supported by safehouse yet (docs/e2b.md); remove it"
+                )))
+            }
+        }
+    }
+    let allow_out = string_list(&net, "allowOut")?;
+    let deny_out = string_list(&net, "denyOut")?;
+    let deny_all = deny_out.iter().any(|d| d == "0.0.0.0/0" || d == "::/0");
+    if !deny_out.is_empty() && !deny_all {
+        return Err(ApiError::invalid(
+            "network.denyOut: safehouse policies are allow-lists; deny everything with \"0.0.0.0/0\" and list \
+             what may be reached in allowOut",
+        ));
+    }
+    if internet.is_none() && net.is_empty() {
+        return Ok(None);
+    }
+    let mut allow = Vec::new();
+    if internet.unwrap_or(true) && !deny_all {
+        allow.push("*".to_string());
+    }
+    allow.extend(allow_out);
+    Ok(Some(allow))
+}
+
+/// Template → (policy, preset): `base` is the default policy with E2B's network; a
+/// safehouse preset name is that preset (network options then refused).
+fn policy_for(template: &str, body: &Map<String, Value>) -> Result<(Option<Value>, Option<String>), ApiError> {
+    let allow = network_allow(body)?;
+    if template == BASE_TEMPLATE {
+        let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);
+        return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
+    }
+    if safehouse_policy::presets::names().contains(&template) {
+        if allow.is_some() {
+            return Err(ApiError::invalid(format!(
+                "template {template:?} is a safehouse preset with its own network policy; drop \
+                 allow_internet_access/network or use the \"base\" template"
+            )));
+        }
+        return Ok((None, Some(template.to_string())));
+    }
+    Err(ApiError::invalid(format!(
+        "template {template:?} does not exist here; use \"base\" or a safehouse preset ({})",
+        safehouse_policy::presets::names().join(", ")
+    )))
+}
+
+/// `POST /v2/sandboxes`.
+pub async fn create(State(st): State<E2b>, Caller(tenant): Caller, req: Request) -> Response {
+    answer(create_inner(&st, &tenant, req).await)
+}
+
+async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Response, ApiError> {
+    let body = body_json(req).await?;
+    refuse_unsupported(&body)?;
+    let template = match body.get("templateID") {
+        Some(Value::String(t)) if !t.is_empty() => t.clone(),
+        _ => return Err(ApiError::invalid("templateID is required (\"base\" or a safehouse preset)")),
+    };
+    let timeout_s = match body.get("timeout") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(timeout_of(v)?),
+    };
+    let (policy, preset) = policy_for(&template, &body)?;
+    let env = string_map(&body, "envVars")?;
+    limits::check_env(&env)?;
+    let metadata = string_map(&body, "metadata")?;
+    let created_by = tenant.key_id.clone();
+    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by };
+    let info = st.manager.create(&tenant.name, req).await?;
+    let mut templates = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner());
+    templates.retain(|sb, _| st.manager.is_live(sb));
+    templates.insert(info.id.clone(), template.clone());
+    drop(templates);
+    Ok((StatusCode::CREATED, Json(sandbox_json(st, tenant, &info, &template))).into_response())
+}
+
+fn timeout_of(v: &Value) -> Result<u64, ApiError> {
+    v.as_u64().filter(|t| (1..=MAX_TIMEOUT_S).contains(t)).ok_or_else(|| {
+        ApiError::invalid(format!("timeout must be a whole number of seconds from 1 to {MAX_TIMEOUT_S}"))
+    })
+}
+
+fn template_of(st: &E2b, info: &SandboxInfo) -> String {
+    let known = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner()).get(&info.id).cloned();
+    known.or_else(|| info.preset.clone()).unwrap_or_else(|| BASE_TEMPLATE.to_string())
+}
+
+/// E2B's `Sandbox` (the answer of create and connect), with a token for the caller's key.
+fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
+    json!({
+        "sandboxID": info.id,
+        "templateID": template,
+        "clientID": "safehouse",
+        "envdVersion": ENVD_VERSION,
+        "envdAccessToken": st.e2b.access_token(&info.id, tenant, st.auth.admin_hash()),
+    })
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Host memory in bytes (MemTotal): what a sandbox without a memory limit can use at most.
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+fn state_name(s: SandboxState) -> &'static str {
+    match s {
+        SandboxState::Frozen => "paused",
+        _ => "running",
+    }
+}
+
+/// E2B's `ListedSandbox`; `with_token` (the caller's key) adds what `SandboxDetail` has more.
+fn listed_json(st: &E2b, info: &SandboxInfo, with_token: Option<&Tenant>) -> Value {
+    let mut v = json!({
+        "sandboxID": info.id,
+        "templateID": template_of(st, info),
+        "clientID": "safehouse",
+        "startedAt": info.created_at,
+        "endAt": info.expires_at,
+        "cpuCount": host_cpus(),
+        "memoryMB": host_memory() >> 20,
+        "diskSizeMB": 0,
+        "state": state_name(info.state),
+        "envdVersion": ENVD_VERSION,
+        "metadata": info.metadata,
+    });
+    if let Some(tenant) = with_token {
+        v["envdAccessToken"] = st.e2b.access_token(&info.id, tenant, st.auth.admin_hash()).into();
+    }
+    v
+}
+
+/// `GET /sandboxes/{id}`.
+pub async fn get(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>) -> Response {
+    answer(async { Ok(Json(listed_json(&st, &alive(&st, &tenant, &id).await?, Some(&tenant))).into_response()) }.await)
+}
+
+/// `GET /v2/sandboxes?metadata=...&state=running,paused&limit=N&nextToken=ID`.
+pub async fn list(State(st): State<E2b>, Caller(tenant): Caller, q: QueryPairs) -> Response {
+    answer(list_inner(&st, &tenant, &q).await)
+}
+
+async fn list_inner(st: &E2b, tenant: &Tenant, q: &QueryPairs) -> Result<Response, ApiError> {
+    q.only(&["metadata", "state", "limit", "nextToken"])?;
+    let mut filter = ListFilter::default();
+    if let Some(m) = q.get("metadata") {
+        // `key=value&key2=value2`, each side percent-encoded once more.
+        for (k, v) in parse_query(m)? {
+            filter.metadata.insert(k, v);
+        }
+    }
+    let mut states = Vec::new();
+    for s in q.get("state").unwrap_or("running,paused").split(',').filter(|s| !s.is_empty()) {
+        states.push(match s {
+            "running" => SandboxState::Running,
+            "paused" => SandboxState::Frozen,
+            other => return Err(ApiError::invalid(format!("state {other:?} is not running or paused"))),
+        });
+    }
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=DEFAULT_LIMIT).contains(l))
+            .ok_or_else(|| ApiError::invalid(format!("limit must be between 1 and {DEFAULT_LIMIT}")))?,
+    };
+    let mut all: Vec<SandboxInfo> =
+        st.manager.list(&tenant.name, &filter).await?.into_iter().filter(|s| states.contains(&s.state)).collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Some(after) = q.get("nextToken") {
+        all.retain(|s| s.id.as_str() > after);
+    }
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let items: Vec<Value> = all.iter().map(|s| listed_json(st, s, None)).collect();
+    let mut resp = Json(items).into_response();
+    if more {
+        if let Some(last) = all.last() {
+            if let Ok(v) = HeaderValue::from_str(&last.id) {
+                resp.headers_mut().insert("x-next-token", v);
+            }
+        }
+    }
+    Ok(resp)
+}
+
+/// `DELETE /sandboxes/{id}`: 204, or 404 for one that is not there (or ended).
+pub async fn kill(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>) -> Response {
+    answer(
+        async {
+            alive(&st, &tenant, &id).await?;
+            st.manager.kill(&tenant.name, &id).await?;
+            st.e2b.forget(&id);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+/// `POST /sandboxes/{id}/timeout` with `{"timeout": seconds}`: 204.
+pub async fn set_timeout(
+    State(st): State<E2b>,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    answer(
+        async {
+            alive(&st, &tenant, &id).await?;
+            let body = body_json(req).await?;
+            let t = timeout_of(body.get("timeout").unwrap_or(&Value::Null))?;
+            st.manager.set_timeout(&tenant.name, &id, t).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+/// `POST /sandboxes/{id}/pause`: freezes it (204); 409 if it is already paused.
+pub async fn pause(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>) -> Response {
+    answer(
+        async {
+            let info = alive(&st, &tenant, &id).await?;
+            if info.state == SandboxState::Frozen {
+                return Err(ApiError::new(StatusCode::CONFLICT, "frozen", format!("sandbox {id} is already paused")));
+            }
+            st.manager.freeze(&tenant.name, &id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+/// `POST /v2/sandboxes/{id}/connect` with `{"timeout": seconds}`: thaws a paused sandbox
+/// (201) or answers for a running one (200), and sets its timeout.
+pub async fn connect(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>, req: Request) -> Response {
+    answer(
+        async {
+            let info = alive(&st, &tenant, &id).await?;
+            let body = body_json(req).await?;
+            let resumed = info.state == SandboxState::Frozen;
+            if resumed {
+                st.manager.thaw(&tenant.name, &id).await?;
+            }
+            if let Some(t) = body.get("timeout").filter(|v| !v.is_null()) {
+                st.manager.set_timeout(&tenant.name, &id, timeout_of(t)?).await?;
+            }
+            let status = if resumed { StatusCode::CREATED } else { StatusCode::OK };
+            Ok((status, Json(sandbox_json(&st, &tenant, &info, &template_of(&st, &info)))).into_response())
+        }
+        .await,
+    )
+}
+
+/// `GET /sandboxes/{id}/metrics`: the sampler's history (one a second, last 5 minutes).
+pub async fn metrics(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>, q: QueryPairs) -> Response {
+    answer(
+        async {
+            q.only(&["start", "end"])?;
+            let bound = |k: &str| -> Result<Option<f64>, ApiError> {
+                q.get(k)
+                    .map(|v| v.parse::<f64>().map_err(|_| ApiError::invalid(format!("{k} must be Unix seconds"))))
+                    .transpose()
+            };
+            let (start, end) = (bound("start")?, bound("end")?);
+            alive(&st, &tenant, &id).await?;
+            let m = st.manager.metrics(&tenant.name, &id).await?;
+            let (cpus, mem_total) = (host_cpus(), host_memory());
+            let items: Vec<Value> = m
+                .history
+                .iter()
+                .filter(|s| start.is_none_or(|t| s.t >= t) && end.is_none_or(|t| s.t <= t))
+                .map(|s| {
+                    json!({
+                        "timestamp": rfc3339(s.t),
+                        "timestampUnix": s.t as i64,
+                        "cpuCount": cpus,
+                        "cpuUsedPct": s.cpu_pct / cpus as f64,
+                        "memUsed": s.memory_bytes,
+                        "memTotal": mem_total,
+                        "memCache": 0,
+                        "diskUsed": s.disk_bytes,
+                        "diskTotal": 0,
+                    })
+                })
+                .collect();
+            Ok(Json(items).into_response())
+        }
+        .await,
+    )
+}
+
+fn rfc3339(t: f64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t as i64)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn network_options_map_to_allow_lists() {
+        assert_eq!(network_allow(&obj(json!({}))).unwrap(), None);
+        assert_eq!(network_allow(&obj(json!({"allow_internet_access": false}))).unwrap(), Some(vec![]));
+        assert_eq!(network_allow(&obj(json!({"allow_internet_access": true}))).unwrap(), Some(vec!["*".into()]));
+        assert_eq!(
+            network_allow(&obj(json!({"network": {"allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]}}))).unwrap(),
+            Some(vec!["example.com".into()])
+        );
+        let e = network_allow(&obj(json!({"network": {"denyOut": ["8.8.8.8"]}}))).unwrap_err();
+        assert!(e.message.contains("allow-lists"));
+        assert!(network_allow(&obj(json!({"network": {"rules": {"a.com": {}}}}))).is_err());
+        assert!(network_allow(&obj(json!({"network": {"allowPublicTraffic": true}}))).is_err());
+    }
+
+    #[test]
+    fn templates_map_to_policies() {
+        let (p, preset) = policy_for("base", &Map::new()).unwrap();
+        assert_eq!(p.unwrap()["network"]["allow"], json!(["*"]));
+        assert_eq!(preset, None);
+        assert_eq!(policy_for("offline", &Map::new()).unwrap(), (None, Some("offline".into())));
+        assert!(policy_for("offline", &obj(json!({"allow_internet_access": true}))).is_err());
+        assert!(policy_for("nope", &Map::new()).unwrap_err().message.contains("base"));
+        assert!(refuse_unsupported(&obj(json!({"autoPause": true}))).is_err());
+        assert!(refuse_unsupported(&obj(json!({"autoPause": false, "metadata": {}}))).is_ok());
+        assert!(refuse_unsupported(&obj(json!({"autoResume": {"enabled": false}, "volumeMounts": []}))).is_ok());
+        assert!(refuse_unsupported(&obj(json!({"autoResume": {"enabled": true}}))).is_err());
+    }
+
+    #[test]
+    fn control_paths() {
+        assert!(is_control_path("/v2/sandboxes"));
+        assert!(is_control_path("/sandboxes/sb_x/timeout"));
+        assert!(!is_control_path("/v1/sandboxes"));
+        assert!(!is_control_path("/sandboxes"));
+    }
+}

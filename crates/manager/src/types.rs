@@ -1,0 +1,195 @@
+//! Types shared by the manager and the HTTP layer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub policy: Option<serde_json::Value>,
+    pub preset: Option<String>,
+    pub timeout_s: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// The id of the API key asking (set by the front, never read from a body); recorded
+    /// with the sandbox as `created_by`.
+    #[serde(skip)]
+    pub created_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    Running,
+    /// Every process stopped by the cgroup freezer; the writable layer kept for inspection.
+    Frozen,
+    Killed,
+    Expired,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    pub id: String,
+    /// The tenant whose key created it (the admin key sees every tenant's sandboxes).
+    pub tenant: String,
+    pub state: SandboxState,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub expires_at: String,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Host pid of the sandbox's agent (PID 1 inside).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The id of the API key that created it; absent for the bootstrap admin key (and for
+    /// sandboxes older than the record). Revoking that key leaves the sandbox running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// A running sandbox with egress: its gateway's counters (requests, denials, bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<safehouse_gateway::Stats>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub metadata: BTreeMap<String, String>,
+    pub state: Option<SandboxState>,
+}
+
+/// `cmd` as an argv array, or a shell string run with `/bin/sh -c`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl Command {
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Argv(v) => v.clone(),
+            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecLimits {
+    /// "64MiB" or a number of bytes.
+    pub memory: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub cmd: Command,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    pub stdin: Option<String>,
+    pub timeout_s: Option<f64>,
+    #[serde(default)]
+    pub limits: ExecLimits,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecResult {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub peak_memory_bytes: Option<u64>,
+    /// Runs of limited tools (`tools.limits`) this command started that a limit killed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_limits: Vec<ToolLimitHit>,
+}
+
+/// A limited tool run that its `tools.limits` killed, in an [`ExecResult`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolLimitHit {
+    /// The `tools.allow` pattern.
+    pub tool: String,
+    /// The tool's process on the host.
+    pub host_pid: i32,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+pub struct PtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartProcess {
+    pub cmd: Command,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    pub pty: Option<PtySize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub cmd: Vec<String>,
+    pub pty: bool,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AttachEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// Output dropped from the bounded buffer before this attach.
+    Truncated {
+        dropped_bytes: u64,
+    },
+    Exit {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+pub use safehouse_hostfs::SandboxRoot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("no such sandbox")]
+    NotFound,
+    #[error("no such process in this sandbox")]
+    NoProcess,
+    #[error("{0}")]
+    Invalid(String),
+    /// A layer the policy requires cannot be enforced here.
+    #[error("cannot enforce {layer} here: {reason}")]
+    Refused { layer: String, reason: String },
+    /// The sandbox is no longer running.
+    #[error("the sandbox is {0}")]
+    NotRunning(String),
+    /// The sandbox is frozen: nothing in it can run until it is thawed.
+    #[error("the sandbox is frozen; thaw it first (POST /v1/sandboxes/{0}/thaw or `safehouse sandbox thaw {0}`)")]
+    Frozen(String),
+    #[error("too many sandboxes: {0}")]
+    Capacity(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
