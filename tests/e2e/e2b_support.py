@@ -8,7 +8,6 @@ call a release does not have skips on that release, saying so."""
 import asyncio
 import http.client
 import json
-import os
 import re
 import uuid
 from importlib.metadata import version as _dist_version
@@ -71,8 +70,16 @@ def pause(s):
     return s.pause() if hasattr(s, "pause") else s.beta_pause()
 
 
+_LOOP = None
+
+
 def arun(coro, timeout=120):
-    return asyncio.run(asyncio.wait_for(coro, timeout=timeout))
+    """Runs `coro` on the session's one event loop, as an application does (some SDK
+    releases keep their async transport across calls, bound to the loop that made it)."""
+    global _LOOP
+    if _LOOP is None or _LOOP.is_closed():
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP.run_until_complete(asyncio.wait_for(coro, timeout=timeout))
 
 
 def raw(daemon, method, path, body=b"", headers=None, timeout=30):
@@ -113,7 +120,3 @@ def assert_e2b_error(status, body, want_status=None, mentions=()):
     for word in mentions:
         assert word.lower() in body["message"].lower(), (word, body)
 
-
-def in_env(**env):
-    """The variables the SDK reads, for code that runs outside a fixture's monkeypatch."""
-    return {k: v for k, v in os.environ.items() if k.startswith("E2B_")} | env
