@@ -121,7 +121,9 @@ def test_list_order_started_after_and_template(e2b_env, e2b_key, daemon):
         assert [x["sandboxID"] for x in body] == [c.sandbox_id, preset.sandbox_id], body
 
         # Through the SDK, where the release has the options.
-        sdk_at_least(2, 50, 0, what="order/started_after/template on Sandbox.list")
+        import inspect
+        if "order" not in inspect.signature(Sandbox.list).parameters:
+            pytest.skip(f"e2b {SDK_VERSION_TEXT} has no order/started_after/template on Sandbox.list (added in 2.45)")
         from e2b import SandboxQuery
         q = SandboxQuery(metadata={"run": run}, template="base")
         assert ids(Sandbox.list(query=q, order="asc").next_items()) == ids(made)

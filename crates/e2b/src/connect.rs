@@ -197,7 +197,9 @@ impl Encoding {
         match headers.get(name).map(|v| v.to_str().unwrap_or("?").trim()) {
             None | Some("") | Some("identity") => Ok(Encoding::Identity),
             Some(e) if e.eq_ignore_ascii_case("gzip") => Ok(Encoding::Gzip),
-            Some(other) => Err(ConnectError::unimplemented(format!("{name} {other:?}: messages may be gzip or identity"))),
+            Some(other) => {
+                Err(ConnectError::unimplemented(format!("{name} {other:?}: messages may be gzip or identity")))
+            }
         }
     }
 

@@ -507,7 +507,8 @@ mod tests {
 
     #[test]
     fn control_paths() {
-        for p in ["/v2/sandboxes", "/sandboxes", "/sandboxes/sb_x/timeout", "/templates", "/v3/templates", "/volumes/v"] {
+        for p in ["/v2/sandboxes", "/sandboxes", "/sandboxes/sb_x/timeout", "/templates", "/v3/templates", "/volumes/v"]
+        {
             assert!(is_control_path(p), "{p}");
         }
         for p in ["/v1/sandboxes", "/sandboxesx", "/templatesx/a", "/files", "/healthz", "/"] {

@@ -125,7 +125,9 @@ async fn upload_inner(st: &E2b, tenant: &Tenant, id: &str, req: Request) -> Resu
     };
     let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if gzip && ctype.starts_with("multipart/form-data") {
-        return Err(bad("Content-Encoding gzip applies to octet-stream uploads (Content-Type: application/octet-stream)"));
+        return Err(bad(
+            "Content-Encoding gzip applies to octet-stream uploads (Content-Type: application/octet-stream)",
+        ));
     }
     let mut written = Vec::new();
     if ctype.starts_with("multipart/form-data") {

@@ -209,7 +209,8 @@ pub fn control_routes(e2b: E2b) -> Router {
         .route("/v2/sandboxes/{id}", any(refused::unknown))
         .route("/v2/sandboxes/{id}/{*rest}", any(refused::sandbox_route));
     for prefix in ["/templates", "/v2/templates", "/v3/templates", "/snapshots", "/volumes"] {
-        router = router.route(prefix, any(refused::feature)).route(&format!("{prefix}/{{*rest}}"), any(refused::feature));
+        router =
+            router.route(prefix, any(refused::feature)).route(&format!("{prefix}/{{*rest}}"), any(refused::feature));
     }
     router.with_state(e2b)
 }
@@ -244,11 +245,13 @@ fn sandbox_not_found(id: &str) -> Response {
 /// The layer in front of the router: a request with `E2b-Sandbox-Id` is for the E2B data
 /// plane and never reaches the native routes.
 pub async fn data_plane(State(st): State<E2b>, req: Request, next: Next) -> Response {
-    let Some(id) = sandbox_header(req.headers()).map(str::to_string) else {
-        if signed::is_file_url(&req) {
-            return signed::serve(st, req).await;
-        }
-        return next.run(req).await;
+    let id = match sandbox_header(req.headers()) {
+        Some(id) => id.to_string(),
+        None => match sandbox_of_token(&st, req.headers()).await {
+            Some(id) => id,
+            None if signed::is_file_url(&req) => return signed::serve(st, req).await,
+            None => return next.run(req).await,
+        },
     };
     if is_control_call(req.headers(), req.uri().path()) {
         return next.run(req).await;
@@ -282,6 +285,26 @@ pub async fn data_plane(State(st): State<E2b>, req: Request, next: Next) -> Resp
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The sandbox of a data-plane request that names none: SDKs from 2.7 to about 2.30 send
+/// a connected (not created) sandbox's calls to `E2B_SANDBOX_URL` with the access token
+/// but without `E2b-Sandbox-Id`. The token names its key; the sandbox is the one among
+/// that key's tenant's live sandboxes whose token it is (one HMAC each). `None` when the
+/// request has no token of this daemon (it then goes on to the routes, as before).
+async fn sandbox_of_token(st: &E2b, headers: &HeaderMap) -> Option<String> {
+    let token = headers.get(TOKEN_HEADER)?.to_str().ok()?;
+    let who = match token::named_holder(token)? {
+        token::Holder::Admin => Tenant { name: safehouse_manager::auth::ADMIN_TENANT.into(), key_id: None },
+        token::Holder::Key(id) => st.auth.active_key(&id).await.ok()?,
+    };
+    let filter = safehouse_manager::ListFilter::default();
+    let candidates = st.manager.list(&who.name, &filter).await.ok()?;
+    candidates
+        .into_iter()
+        .filter(|s| st.manager.tenant_of(&s.id).as_deref() == Some(who.name.as_str()))
+        .find(|s| st.e2b.check_token(&s.id, Some(token), st.auth.admin_hash()).is_ok())
+        .map(|s| s.id)
 }
 
 /// A control-plane call that also carries `E2b-Sandbox-Id` (SDKs from 2.7 to about 2.45

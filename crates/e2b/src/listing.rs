@@ -95,7 +95,9 @@ fn parse(q: &QueryPairs) -> Result<Query, ApiError> {
     let descending = match q.get("order") {
         None | Some("desc") => true,
         Some("asc") => false,
-        Some(other) => return Err(ApiError::invalid(format!("order {other:?}: use \"asc\" or \"desc\" (the default)"))),
+        Some(other) => {
+            return Err(ApiError::invalid(format!("order {other:?}: use \"asc\" or \"desc\" (the default)")))
+        }
     };
     let started_after = match q.get("startedAfter") {
         None => None,

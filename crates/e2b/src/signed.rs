@@ -118,13 +118,19 @@ pub async fn serve(st: E2b, mut req: Request) -> Response {
     };
     let mut resp = safehouse_http::revoked::run_with(lease, serve, refused, None).await;
     resp.extensions_mut().insert(tenant);
-    resp.extensions_mut().insert(safehouse_http::audit::AuditAs { path: "e2b:/files (signed)".into(), sandbox: Some(id) });
+    resp.extensions_mut()
+        .insert(safehouse_http::audit::AuditAs { path: "e2b:/files (signed)".into(), sandbox: Some(id) });
     resp
 }
 
 /// The sandbox and key whose token made the signature.
 async fn find_signer(st: &E2b, signed: &Signed, operation: &str) -> Result<(String, Tenant), Response> {
-    let forged = || refuse(StatusCode::UNAUTHORIZED, "the signature does not match this path and operation, or its key, token or sandbox is gone");
+    let forged = || {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "the signature does not match this path and operation, or its key, token or sandbox is gone",
+        )
+    };
     let given = signed.signature.as_bytes();
     let live = st
         .manager
@@ -151,8 +157,10 @@ async fn find_signer(st: &E2b, signed: &Signed, operation: &str) -> Result<(Stri
             if tried > MAX_CANDIDATES {
                 return Err(refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("too many sandboxes and keys to check a signed URL against (more than {MAX_CANDIDATES}); \
-                             use the E2b-Sandbox-Id and X-Access-Token headers"),
+                    format!(
+                        "too many sandboxes and keys to check a signed URL against (more than {MAX_CANDIDATES}); \
+                             use the E2b-Sandbox-Id and X-Access-Token headers"
+                    ),
                 ));
             }
             let token = st.e2b.access_token(&sb.id, &who, st.auth.admin_hash());
@@ -191,7 +199,10 @@ mod tests {
     #[test]
     fn queries_parse_and_refuse_by_name() {
         let s = parse("path=%2Ftmp%2Fa&signature=v1_x&signature_expiration=17").unwrap();
-        assert_eq!(s, Signed { path: "/tmp/a".into(), user: String::new(), signature: "v1_x".into(), expiry: Some(17) });
+        assert_eq!(
+            s,
+            Signed { path: "/tmp/a".into(), user: String::new(), signature: "v1_x".into(), expiry: Some(17) }
+        );
         assert!(parse("path=/a").unwrap_err().contains("signature"));
         assert!(parse("signature=v1_x").unwrap_err().contains("path"));
         assert!(parse("path=/a&signature=v1_x&signature_expiration=soon").unwrap_err().contains("Unix"));

@@ -117,7 +117,8 @@ pub fn from_e2b_form(s: &str) -> Option<String> {
     if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return None;
     }
-    let bytes: Vec<u8> = (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+    let bytes: Vec<u8> =
+        (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
     let key = String::from_utf8(bytes).ok()?;
     key.bytes().all(|b| b.is_ascii_graphic()).then_some(key)
 }
