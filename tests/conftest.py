@@ -26,6 +26,9 @@ IS_ROOT = os.geteuid() == 0
 ROOTLESS_UID = 65534
 PYTHON = "/usr/bin/python3"  # the system interpreter: visible inside (host /usr is bound)
 MODES = ["root", "rootless"]
+# The same sandbox on an image root (tests/images/escape_image.py) instead of the host's:
+# each maps to the mode that runs it.
+IMAGE_MODES = {"image": "root", "image-rootless": "rootless"}
 
 
 def find_binary():
@@ -67,6 +70,7 @@ def require_mode(mode):
     """root mode needs us to be root; rootless mode needs root to drop to uid 65534 (or
     we already are unprivileged)."""
     require_binary()
+    mode = IMAGE_MODES.get(mode, mode)
     if mode == "root":
         require_root("root mode: the test runner is not root")
     elif mode == "rootless" and IS_ROOT and not shutil.which("setpriv"):
@@ -108,14 +112,23 @@ def world_tmpdir(prefix="safehouse-test-"):
     return d
 
 
+def image_opts(mode):
+    """The `run` options of an image mode: the escape image in its own data dir."""
+    if mode not in IMAGE_MODES:
+        return []
+    from images.escape_image import NAME, data_dir
+    prefix = rootless_prefix() if IMAGE_MODES[mode] == "rootless" else None
+    return ["--image", NAME, "--data-dir", data_dir(BIN, prefix)]
+
+
 def safehouse_argv(opts, cmd, mode="root"):
-    prefix = rootless_prefix() if mode == "rootless" else []
-    return [*prefix, BIN, "run", *opts, "--", *cmd]
+    prefix = rootless_prefix() if IMAGE_MODES.get(mode, mode) == "rootless" else []
+    return [*prefix, BIN, "run", *image_opts(mode), *opts, "--", *cmd]
 
 
 def child_env(mode, extra=None):
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "dumb"}
-    env["HOME"] = "/tmp" if mode == "rootless" else os.environ.get("HOME", "/root")
+    env["HOME"] = "/tmp" if IMAGE_MODES.get(mode, mode) == "rootless" else os.environ.get("HOME", "/root")
     env.update(extra or {})
     return env
 

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import probes  # noqa: E402
-from conftest import (ESCAPE, IS_ROOT, MODES, PYTHON, ROOTLESS_UID, require_binary,  # noqa: E402
+from conftest import (ESCAPE, IMAGE_MODES, IS_ROOT, MODES, PYTHON, ROOTLESS_UID, require_binary,  # noqa: E402
                       require_mode, require_root, run_inside, skip_or_fail, run_outside, start_inside, stop,
                       wait_line, world_tmpdir)
 
@@ -317,6 +317,56 @@ X("EX-ENV", "rlimits", ANY, P(lambda r: r["detail"]["RLIMIT_CORE"] == [0, 0], "c
 for _d in ["/tmp", "/home/user", "/workspace", "/var/tmp", "/dev/shm"]:
     X("EX-ENV", "writable:" + _d, ANY, OK)
 
+# On an image root the sandbox sees the image's files, not the host's: where the host-root
+# expectation is "absent or unreadable", the image's own directory or file may be there.
+# Each override below still proves the host's content is out of reach (the host's
+# canaries are never listed, listings differ from the host's), and says why it differs.
+# "image-rootless" maps every file of the image to the sandbox's one user (the caller),
+# so the image's own files are its to read and write (in its own layer).
+
+
+def _listing_not_hosts(path):
+    def check(r):
+        if not r["ok"]:
+            return r["errno"] in (None, errno.ENOENT, errno.EACCES)
+        host = sorted(os.listdir(path)) if os.path.isdir(path) else None
+        return r["detail"] != host and not any(".safehouse-canary-" in n for n in r["detail"])
+    return P(check, f"absent, or the image's own {path} (no host canary, not the host's listing)")
+
+
+def _both(m):
+    return {"image": m, "image-rootless": m}
+
+
+IMAGE_EXPECT = {
+    ("FS-01", "list:/etc/ssh"): _both(_listing_not_hosts("/etc/ssh")),
+    ("FS-01", "list:/root"): _both(_listing_not_hosts("/root")),
+    ("FS-01", "list:/var/lib"): _both(_listing_not_hosts("/var/lib")),
+    # The image's own shadow files: unreadable to user 1000 in root mode (the image's
+    # owners kept); the rootless sandbox's only user owns every image file.
+    ("FS-01", "read:/etc/shadow"): {"image": E("EACCES"), "image-rootless": OK | E("EACCES")},
+    ("FS-01", "read:/etc/gshadow"): {"image": E("EACCES"), "image-rootless": OK | E("EACCES")},
+    # The image's /root (mode 0700, the image's root) holds no host canary either way.
+    ("FS-02", "self-root-host-file"): _both(E("ENOENT", "EACCES")),
+    # The image root is writable in the sandbox's own layer (test_fs12_second_sandbox
+    # checks the next sandbox sees the image pristine); nothing is created directly in /.
+    ("FS-12", "create:/"): _both(E("EACCES")),
+    ("FS-12", "create:/etc"): {"image": E("EACCES"), "image-rootless": OK},
+    ("FS-12", "create:/usr/bin"): {"image": E("EACCES"), "image-rootless": OK},
+    ("FS-12", "open-w:/etc/passwd"): {"image": E("EACCES"), "image-rootless": OK},
+    ("FS-12", "open-w:/etc/os-release"): {"image": E("EACCES"), "image-rootless": OK},
+    ("FS-12", "open-w:/usr/bin/env"): {"image": E("EACCES"), "image-rootless": OK},
+    # The image's python3 (its own file, busy while it runs), never the runtime's binary.
+    ("EX-EXE", "open-w:/proc/self/exe"): {"image": E("EACCES"), "image-rootless": E("ETXTBSY")},
+    # Debian images ship an empty /boot: no kernel or config of the host's in it.
+    ("LK-02", "exists:/boot"): _both(E("ENOENT") | P(lambda r: r["ok"] and r["detail"] == [], "the image's empty /boot")),
+}
+
+
+def inside_expectation(key, mode):
+    return IMAGE_EXPECT.get(key, {}).get(mode) or EXPECT[key][1]
+
+
 DEFERRED = {
     "FS-10": "symlink download/copy-out via the daemon's file API",
     "FS-11": "RENAME_EXCHANGE races during daemon uploads/downloads",
@@ -538,6 +588,16 @@ def peer_sandbox(host_env):
 
 _INSIDE = {}
 
+# Every probe also runs on an image root (a Debian image with the sandbox's usual
+# identity, tests/images/escape_image.py), as root and rootless.
+ESCAPE_MODES = MODES + list(IMAGE_MODES)
+
+
+@pytest.fixture(params=ESCAPE_MODES)
+def mode(request):
+    require_mode(request.param)
+    return request.param
+
 
 @pytest.fixture(scope="session")
 def inside_results_by_mode(host_env, peer_sandbox):
@@ -578,18 +638,18 @@ def test_outside(outside_results, key):
                                           f"got {_show(rec)}"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ESCAPE_MODES)
 @pytest.mark.parametrize("key", KEYS, ids=_ids(KEYS))
 def test_inside(inside_results_by_mode, key, mode):
     results, res = inside_results_by_mode(mode)
     rec = results.get(key)
-    want = EXPECT[key][1]
+    want = inside_expectation(key, mode)
     assert rec is not None and want(rec), (
         f"inside ({mode}) {key}: want {want.desc}; got {_show(rec)}\n"
         f"[safehouse rc={res.rc}] stderr: {res.stderr[-1500:]}")
 
 
-@pytest.mark.parametrize("mode", ["outside"] + MODES)
+@pytest.mark.parametrize("mode", ["outside"] + ESCAPE_MODES)
 def test_every_result_has_an_expectation(outside_results, inside_results_by_mode, mode):
     results, res = outside_results if mode == "outside" else inside_results_by_mode(mode)
     unknown = {k: _show(v) for k, v in results.items() if k not in EXPECT}
@@ -618,7 +678,7 @@ def test_lk04_peer_sees_its_own_objects(peer_sandbox):
         assert rec and rec["ok"], f"peer cannot see its own {kind}: {_show(rec)}"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ESCAPE_MODES)
 def test_host_untouched_after_probes(host_env, inside_results_by_mode, mode):
     """PR-02/KS-04/FS-07: after the inside run, host processes live, names and clock hold."""
     inside_results_by_mode(mode)

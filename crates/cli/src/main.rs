@@ -32,6 +32,9 @@ enum Command {
     /// Check the tamper-evident audit log under DATA_DIR/audit, export its records
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// The local image store: pull, import, ls, rm, inspect, gc (DATA_DIR/images)
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
 
     // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
     // SAFEHOUSE_API_KEY say which daemon and which key; with neither set, the per-user local
@@ -84,6 +87,7 @@ fn main() {
         Command::Policy(c) => cmd::policy::main(c),
         Command::Serve(args) => cmd::serve::main(args),
         Command::Audit(c) => cmd::audit::main(c),
+        Command::Image(c) => cmd::image::main(c),
         Command::Sandbox(c) => cmd::sandbox::main(c),
         Command::Exec(args) => cmd::exec::main(args),
         Command::Shell(args) => cmd::shell::main(args),

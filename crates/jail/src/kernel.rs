@@ -36,7 +36,7 @@ pub trait Kernel {
     fn set_umask(&mut self, mask: u32);
 
     /// The filesystem view (crate::mounts); the error names the operation.
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lower: Option<&OwnedFd>) -> io::Result<()>;
+    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()>;
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     fn bring_up_loopback(&mut self) -> io::Result<()>;
@@ -123,8 +123,8 @@ impl Kernel for Real {
         safehouse_sys::fs::umask(mask);
     }
 
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lower: Option<&OwnedFd>) -> io::Result<()> {
-        crate::mounts::build(self, plan, prepared, lower).map_err(io::Error::other)
+    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()> {
+        crate::mounts::build(self, plan, prepared, lowers).map_err(io::Error::other)
     }
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {

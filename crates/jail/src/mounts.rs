@@ -71,6 +71,8 @@ pub trait MountOps {
     fn kind(&mut self, path: &str) -> io::Result<Kind>;
     /// The names in `/`.
     fn list_root(&mut self) -> io::Result<Vec<String>>;
+    /// Opens the directory `path` (`O_PATH`), to name it later as `/proc/self/fd/N`.
+    fn open_dir(&mut self, path: &str) -> io::Result<OwnedFd>;
 }
 
 impl MountOps for crate::kernel::Real {
@@ -151,6 +153,14 @@ impl MountOps for crate::kernel::Real {
     fn list_root(&mut self) -> io::Result<Vec<String>> {
         Ok(fs::read_dir("/")?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
     }
+
+    fn open_dir(&mut self, path: &str) -> io::Result<OwnedFd> {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)
+            .map(OwnedFd::from)
+    }
 }
 
 const LOCKDOWN: u64 = m::MOUNT_ATTR_NOSUID | m::MOUNT_ATTR_NODEV;
@@ -164,12 +174,10 @@ fn make_readonly<F: MountOps>(f: &mut F, path: &str, recursive: bool) -> io::Res
 }
 
 /// Builds the whole filesystem view of the sandbox and leaves the process in its new root.
-pub fn build<F: MountOps>(
-    f: &mut F,
-    plan: &Plan,
-    prepared: &mut Prepared,
-    lower_fd: Option<&OwnedFd>,
-) -> Result<(), String> {
+/// `lowers`: root mode, the root's read-only layers (a rootfs directory, or an image's
+/// layers, bottom first) as detached mounts from the host side; rootless, none (the
+/// plan's paths are walked here, as the caller).
+pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> Result<(), String> {
     step(|| "make mounts private".into(), f.mount(None, "/", None, MS_REC | MS_PRIVATE, None))?;
     let new_root = match &plan.root {
         RootSpec::Tmpfs { size, inodes } => {
@@ -181,35 +189,33 @@ pub fn build<F: MountOps>(
             STAGING.to_string()
         }
         RootSpec::Overlay { lower, size, inodes } => {
-            let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-            step(
-                || "mount overlay upper tmpfs".into(),
-                f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
-            )?;
-            for d in ["upper", "work", "root"] {
-                step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
-            }
-            let lower = match lower_fd {
-                Some(fd) => format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)),
-                None => lower.clone(),
-            };
-            let opts = format!("lowerdir={lower},upperdir={STAGING}/upper,workdir={STAGING}/work,userxattr");
-            let target = format!("{STAGING}/root");
-            step(
-                || format!("mount overlay over rootfs {lower}"),
-                f.mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)),
-            )?;
-            target
+            overlay_root(f, std::slice::from_ref(lower), lowers, *size, *inodes, &format!("rootfs {lower}"))?
+        }
+        RootSpec::Image { layers, size, inodes } => {
+            overlay_root(f, layers, lowers, *size, *inodes, &format!("the image's {} layers", layers.len()))?
         }
     };
     step(|| "create /oldroot".into(), f.mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
     step(|| "pivot_root".into(), f.pivot_root(&new_root, &format!("{new_root}{OLDROOT}")))?;
     step(|| "chdir /".into(), f.chdir("/"))?;
+    if !matches!(plan.root, RootSpec::Tmpfs { .. }) {
+        // The staging tmpfs (the overlay's upper layer, which keeps its own reference to
+        // it) covers the host's /tmp in the old root: detach it, so binds of host paths
+        // under /tmp find them.
+        step(|| "uncover the host's /tmp".into(), f.detach(&format!("{OLDROOT}{STAGING}")))?;
+    }
 
     crate::run::trace("child: pivoted");
     for op in &plan.ops {
         apply(f, op, prepared)?;
-        if matches!(op, MountOp::Dev { .. } | MountOp::Proc { .. } | MountOp::Sysfs { .. } | MountOp::RootReadOnly) {
+        if matches!(
+            op,
+            MountOp::Dev { .. }
+                | MountOp::Proc { .. }
+                | MountOp::Sysfs { .. }
+                | MountOp::RootReadOnly
+                | MountOp::RootWritable
+        ) {
             crate::run::trace(&format!(
                 "child: {}",
                 match op {
@@ -222,6 +228,63 @@ pub fn build<F: MountOps>(
         }
     }
     Ok(())
+}
+
+/// An overlay of `layers` (read-only, bottom first) under a writable upper layer in a
+/// tmpfs of `size` bytes and `inodes` inodes, the sandbox's own; returns where it is
+/// mounted. With `trees` (root mode), the layers are those detached mounts, attached
+/// read-only in this mount namespace first (overlayfs takes lower layers only from it).
+fn overlay_root<F: MountOps>(
+    f: &mut F,
+    layers: &[String],
+    trees: &[OwnedFd],
+    size: u64,
+    inodes: u64,
+    what: &str,
+) -> Result<String, String> {
+    // Rootless: the layers are the caller's own directories, opened here (before the
+    // staging tmpfs can hide a path under /tmp) and named by descriptor.
+    let mut opened = Vec::new();
+    if trees.is_empty() {
+        for l in layers {
+            opened.push(step(|| format!("open the layer {l}"), f.open_dir(l))?);
+        }
+    } else if trees.len() != layers.len() {
+        return Err(format!("the host side opened {} of the {} layers", trees.len(), layers.len()));
+    }
+    let opts = format!("size={size},nr_inodes={inodes},mode=0755");
+    step(
+        || "mount overlay upper tmpfs".into(),
+        f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+    )?;
+    for d in ["upper", "work", "root"] {
+        step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
+    }
+    let lower_paths: Vec<String> = if trees.is_empty() {
+        opened.iter().map(|fd| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).collect()
+    } else {
+        // Root mode: the host side's detached clones, attached in this mount namespace
+        // (overlayfs takes lower layers only from the mounter's own), read-only.
+        let mut paths = Vec::new();
+        for (i, tree) in trees.iter().enumerate() {
+            let at = format!("{STAGING}/lower/{i}");
+            step(|| format!("create {at}"), f.mkdir_p(&at, 0o700))?;
+            step(|| format!("attach layer {i}"), f.attach_tree(tree, &at))?;
+            step(|| format!("restrict layer {i}"), f.set_attr(&at, false, m::MOUNT_ATTR_RDONLY | LOCKDOWN))?;
+            paths.push(at);
+        }
+        paths
+    };
+    // overlayfs lists lower dirs top first. userxattr: overlayfs in a user namespace keeps
+    // its metadata (and reads an image's opaque markers) in user.overlay.* xattrs.
+    let lower: Vec<&str> = lower_paths.iter().rev().map(String::as_str).collect();
+    let opts = format!("lowerdir={},upperdir={STAGING}/upper,workdir={STAGING}/work,userxattr", lower.join(":"));
+    let target = format!("{STAGING}/root");
+    step(
+        || format!("mount overlay over {what}"),
+        f.mount(Some("overlay"), &target, Some("overlay"), MS_NOSUID | MS_NODEV, Some(&opts)),
+    )?;
+    Ok(target)
 }
 
 fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Result<(), String> {
@@ -246,7 +309,12 @@ fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Resul
         MountOp::WritableDir { path } => {
             step(|| format!("create {path}"), f.mkdir_p(path, 0o755))?;
             if path == "/tmp" || path == "/var/tmp" {
-                step(|| format!("chmod {path}"), f.chmod(path, 0o1777))?;
+                match f.chmod(path, 0o1777) {
+                    // A root filesystem's own /tmp that the sandbox's ids do not own (a
+                    // rootfs directory in root mode): it keeps the mode it has there.
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                    r => step(|| format!("chmod {path}"), r)?,
+                }
             }
             step(|| format!("bind {path}"), bind(f, path, path, false))?;
             step(|| format!("restrict {path}"), f.set_attr(path, false, LOCKDOWN))?;
@@ -311,7 +379,7 @@ fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Resul
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("hide {path}: {e}")),
         },
-        MountOp::RootReadOnly => {
+        MountOp::RootReadOnly | MountOp::RootWritable => {
             step(|| "detach the host root".into(), f.detach(OLDROOT))?;
             step(|| "remove /oldroot".into(), f.remove_dir(OLDROOT))?;
             let _ = f.remove_file(HIDE_FILE);
@@ -326,7 +394,13 @@ fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Resul
                     }
                 }
             }
-            step(|| "make / read-only".into(), f.set_attr("/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN))?;
+            // An image root stays writable: its writes land in the sandbox's own capped
+            // layer. Either way nothing on it is setuid or a device.
+            if matches!(op, MountOp::RootReadOnly) {
+                step(|| "make / read-only".into(), f.set_attr("/", false, m::MOUNT_ATTR_RDONLY | LOCKDOWN))?;
+            } else {
+                step(|| "lock / down".into(), f.set_attr("/", false, LOCKDOWN))?;
+            }
         }
     }
     Ok(())

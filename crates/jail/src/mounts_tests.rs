@@ -1,6 +1,6 @@
 //! The filesystem sequence against a fake (no root): pivot before any bind, every bind
-//! locked down, the host root detached and `/` read-only last, and a failing operation
-//! stops the sequence naming it.
+//! locked down, the host root detached and `/` read-only last (an image root: writable,
+//! its layers under an overlay), and a failing operation stops the sequence naming it.
 
 use std::collections::BTreeSet;
 
@@ -42,10 +42,11 @@ impl MountOps for FakeFs {
         target: &str,
         fstype: Option<&str>,
         flags: libc::c_ulong,
-        _: Option<&str>,
+        data: Option<&str>,
     ) -> io::Result<()> {
         let kind = match (fstype, flags & MS_BIND != 0) {
             (_, true) => format!("bind {}", source.unwrap_or("-")),
+            (Some("overlay"), false) => format!("mount overlay {}", data.unwrap_or("")),
             (Some(t), false) => format!("mount {t}"),
             (None, false) => "mount propagation".to_string(),
         };
@@ -108,6 +109,10 @@ impl MountOps for FakeFs {
             _ => Err(io::Error::from_raw_os_error(libc::ENOENT)),
         }
     }
+    fn open_dir(&mut self, path: &str) -> io::Result<OwnedFd> {
+        self.op(format!("open {path}"))?;
+        Ok(std::fs::File::open("/dev/null")?.into())
+    }
     fn list_root(&mut self) -> io::Result<Vec<String>> {
         self.op("list /".into())?;
         Ok(self
@@ -161,7 +166,7 @@ fn position(calls: &[String], pred: impl Fn(&str) -> bool) -> usize {
 #[test]
 fn pivot_first_binds_locked_down_host_root_detached_and_root_read_only_last() {
     let mut f = fake();
-    build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
     let c = &f.calls;
     assert_eq!(c[0], "mount propagation -> /");
     assert_eq!(c[1], "mount tmpfs -> /tmp");
@@ -202,7 +207,7 @@ fn pivot_first_binds_locked_down_host_root_detached_and_root_read_only_last() {
 #[test]
 fn hidden_paths_get_a_file_or_a_directory_and_missing_ones_nothing() {
     let mut f = fake();
-    build(&mut f, &plan(&["/workspace", "/etc/hosts", "/no/such/path"]), &mut Prepared::new(), None).unwrap();
+    build(&mut f, &plan(&["/workspace", "/etc/hosts", "/no/such/path"]), &mut Prepared::new(), &[]).unwrap();
     let c = &f.calls;
     assert!(c.iter().any(|l| l == "bind /.safehouse-hidden-dir -> /workspace"), "{c:#?}");
     assert!(c.iter().any(|l| l == "bind /.safehouse-hidden-file -> /etc/hosts"), "{c:#?}");
@@ -212,27 +217,73 @@ fn hidden_paths_get_a_file_or_a_directory_and_missing_ones_nothing() {
 #[test]
 fn a_failing_operation_stops_the_sequence_naming_it() {
     let mut ok = fake();
-    build(&mut ok, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    build(&mut ok, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
     let pivot = position(&ok.calls, |l| l.starts_with("pivot_root"));
     let seal = position(&ok.calls, |l| l == "setattr / ro nosuid");
     for n in [1, pivot + 1, seal + 1] {
         let mut f = FakeFs { fail: Some((n, libc::EPERM)), ..fake() };
-        let err = build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap_err();
+        let err = build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap_err();
         assert_eq!(f.calls.len(), n, "stopped at the failing call: {err}");
         assert!(err.ends_with("Operation not permitted (os error 1)"), "{err}");
     }
     let mut f = FakeFs { fail: Some((pivot + 1, libc::EPERM)), ..fake() };
-    assert!(build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap_err().starts_with("pivot_root: "));
+    assert!(build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap_err().starts_with("pivot_root: "));
 }
 
 #[test]
 fn a_proc_entry_this_kernel_lacks_needs_no_mask() {
     let mut ok = fake();
-    build(&mut ok, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    build(&mut ok, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
     let mask = position(&ok.calls, |l| l == "bind /oldroot/dev/null -> /proc/kcore");
     let mut f = FakeFs { fail: Some((mask + 1, libc::ENOENT)), ..fake() };
-    build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap();
+    build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
     let mut f = FakeFs { fail: Some((mask + 1, libc::EACCES)), ..fake() };
-    let err = build(&mut f, &plan(&[]), &mut Prepared::new(), None).unwrap_err();
+    let err = build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap_err();
     assert!(err.starts_with("mask /proc/kcore: "), "{err}");
+}
+
+#[test]
+fn an_image_root_is_an_overlay_of_its_layers_and_stays_writable() {
+    let mut req = RunRequest::default();
+    req.policy.filesystem.rootfs = safehouse_policy::Rootfs::Image("bb".into());
+    req.image = Some(plan::ImageRoot {
+        reference: "bb".into(),
+        layers: vec!["/store/bottom".into(), "/store/top".into()],
+        home: "/root".into(),
+        ..Default::default()
+    });
+    let plan = plan::compile(&req, &HostView::default()).unwrap();
+    // Root mode: the host side's detached layer mounts, attached read-only first.
+    let trees: Vec<OwnedFd> = (0..2).map(|_| std::fs::File::open("/dev/null").unwrap().into()).collect();
+    let mut f = fake();
+    build(&mut f, &plan, &mut Prepared::new(), &trees).unwrap();
+    let c = &f.calls;
+    assert_eq!(c[1], "mount tmpfs -> /tmp", "the sandbox's own, capped upper layer");
+    let overlay = position(c, |l| l.starts_with("mount overlay "));
+    assert_eq!(
+        c[overlay],
+        "mount overlay lowerdir=/tmp/lower/1:/tmp/lower/0,upperdir=/tmp/upper,workdir=/tmp/work,userxattr -> /tmp/root",
+        "top layer first"
+    );
+    for i in 0..2 {
+        let at = position(c, |l| l == format!("attach -> /tmp/lower/{i}"));
+        assert_eq!(c[at + 1], format!("setattr /tmp/lower/{i} ro nosuid"));
+        assert!(at < overlay);
+    }
+    assert_eq!(c[overlay + 2], "pivot_root /tmp/root /tmp/root/oldroot");
+    assert_eq!(c[overlay + 4], "detach /oldroot/tmp", "the host's /tmp is visible to binds again");
+    assert!(!c.iter().any(|l| l.starts_with("bind /oldroot/usr") || l.contains("/etc/passwd")), "{c:#?}");
+    position(c, |l| l == "detach /oldroot");
+    assert_eq!(c.last().map(String::as_str), Some("setattr / nosuid"), "writable, still nosuid/nodev");
+
+    // Rootless: the layers' own paths, opened before the staging tmpfs covers /tmp.
+    let mut f = fake();
+    build(&mut f, &plan, &mut Prepared::new(), &[]).unwrap();
+    assert_eq!(f.calls[1..4], ["open /store/bottom", "open /store/top", "mount tmpfs -> /tmp"]);
+    let overlay = position(&f.calls, |l| l.starts_with("mount overlay "));
+    assert!(f.calls[overlay].starts_with("mount overlay lowerdir=/proc/self/fd/"), "{:#?}", f.calls);
+    // The host side must have opened every layer.
+    let mut f = fake();
+    let err = build(&mut f, &plan, &mut Prepared::new(), &trees[..1]).unwrap_err();
+    assert_eq!(err, "the host side opened 1 of the 2 layers");
 }

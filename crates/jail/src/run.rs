@@ -182,8 +182,9 @@ fn plan_cgroup(f: &Features, plan: &Plan) -> Result<CgroupPlan, JailError> {
 pub(crate) struct HostSide {
     /// Root mode: bind sources opened with the host's view and privileges.
     pub prepared: crate::mounts::Prepared,
-    /// `--rootfs DIR`: the directory, opened here so the sandbox never resolves the path.
-    pub lower_fd: Option<OwnedFd>,
+    /// `--rootfs DIR` or an image's layers (bottom first): opened here so the sandbox
+    /// never resolves their paths.
+    pub lower_fds: Vec<OwnedFd>,
     /// (sandbox end, host end) of the go-message socket.
     pub sync: (OwnedFd, OwnedFd),
     /// (host end, sandbox end) of the status-record pipe.
@@ -193,15 +194,25 @@ pub(crate) struct HostSide {
 impl HostSide {
     pub(crate) fn prepare(plan: &Plan, root: bool) -> Result<HostSide, JailError> {
         let prepared = if root { prepare_binds(plan)? } else { Default::default() };
-        let lower_fd = match &plan.root {
-            plan::RootSpec::Overlay { lower, .. } => Some(
-                File::open(lower).map(OwnedFd::from).map_err(|e| JailError::host(format!("open rootfs {lower}"), e))?,
-            ),
-            _ => None,
+        // Root mode: the sandbox (an unprivileged host id) cannot walk the store's paths,
+        // and overlayfs takes a lower layer only from the mounter's own mount namespace:
+        // each layer is cloned here as a detached mount, which the sandbox attaches in
+        // its namespace. Rootless: the sandbox walks the caller's own paths itself.
+        let lower_dirs: Vec<&String> = match &plan.root {
+            plan::RootSpec::Overlay { lower, .. } => vec![lower],
+            plan::RootSpec::Image { layers, .. } => layers.iter().collect(),
+            plan::RootSpec::Tmpfs { .. } => Vec::new(),
         };
+        let mut lower_fds = Vec::new();
+        if root {
+            for dir in lower_dirs {
+                lower_fds
+                    .push(m::clone_tree(dir, false).map_err(|e| JailError::host(format!("open the layer {dir}"), e))?);
+            }
+        }
         let sync = safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
         let status = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
-        Ok(HostSide { prepared, lower_fd, sync, status })
+        Ok(HostSide { prepared, lower_fds, sync, status })
     }
 }
 
@@ -214,19 +225,32 @@ pub(crate) const SANDBOX_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS;
 
-/// Maps the sandbox user (1000 inside) to its host identity: the unprivileged
-/// ROOT_MODE_HOST_ID as root, the caller itself rootless (with setgroups denied).
-pub(crate) fn write_id_maps(pid: i32, root: bool) -> Result<(), JailError> {
-    let host_id = if root {
-        (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID)
-    } else {
-        (safehouse_sys::geteuid(), safehouse_sys::getegid())
-    };
+/// The sandbox's uid and gid maps, as written to `/proc/PID/{uid,gid}_map`.
+pub(crate) fn id_maps(root: bool, plan: &Plan) -> (String, String) {
+    match (plan.ids, root) {
+        // An image root: its 65536 ids, shifted like the store shifts its files' owners.
+        (plan::IdMapping::ImageRange, true) => {
+            let m = format!("0 {} {}\n", plan::IMAGE_HOST_ID_BASE, plan::IMAGE_ID_RANGE);
+            (m.clone(), m)
+        }
+        // The sandbox user to ROOT_MODE_HOST_ID as root, to the caller rootless.
+        (_, true) => (format!("{} {ROOT_MODE_HOST_ID} 1\n", plan.uid), format!("{} {ROOT_MODE_HOST_ID} 1\n", plan.gid)),
+        (_, false) => (
+            format!("{} {} 1\n", plan.uid, safehouse_sys::geteuid()),
+            format!("{} {} 1\n", plan.gid, safehouse_sys::getegid()),
+        ),
+    }
+}
+
+/// Maps the sandbox's ids to their host identities (`id_maps`); rootless, with
+/// setgroups denied.
+pub(crate) fn write_id_maps(pid: i32, root: bool, plan: &Plan) -> Result<(), JailError> {
     if !root {
         write_proc(pid, "setgroups", "deny")?;
     }
-    write_proc(pid, "uid_map", &format!("{} {} 1\n", plan::SANDBOX_UID, host_id.0))?;
-    write_proc(pid, "gid_map", &format!("{} {} 1\n", plan::SANDBOX_GID, host_id.1))
+    let (uid_map, gid_map) = id_maps(root, plan);
+    write_proc(pid, "uid_map", &uid_map)?;
+    write_proc(pid, "gid_map", &gid_map)
 }
 
 pub(crate) fn write_proc(pid: i32, file: &str, contents: &str) -> Result<(), JailError> {
@@ -234,9 +258,9 @@ pub(crate) fn write_proc(pid: i32, file: &str, contents: &str) -> Result<(), Jai
         .map_err(|e| JailError::host(format!("write /proc/{pid}/{file}"), e))
 }
 
-/// A user namespace whose mapping makes `owner` (uid, gid) on disk appear as the
-/// sandbox's host identity: used to idmap writable binds in root mode.
-fn idmap_userns(owner: (u32, u32)) -> Result<OwnedFd, JailError> {
+/// A user namespace whose mapping makes `owner` (uid, gid) on disk appear as `host`, the
+/// sandbox user's host identity: used to idmap writable binds in root mode.
+fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<OwnedFd, JailError> {
     let (r, w) = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
     match process::clone_process(libc::CLONE_NEWUSER, None).map_err(|e| JailError::host("clone idmap helper", e))? {
         Forked::Child => {
@@ -248,8 +272,8 @@ fn idmap_userns(owner: (u32, u32)) -> Result<OwnedFd, JailError> {
         Forked::Parent { pid, .. } => {
             drop(r);
             let result = (|| {
-                write_proc(pid, "uid_map", &format!("{} {ROOT_MODE_HOST_ID} 1\n", owner.0))?;
-                write_proc(pid, "gid_map", &format!("{} {ROOT_MODE_HOST_ID} 1\n", owner.1))?;
+                write_proc(pid, "uid_map", &format!("{} {} 1\n", owner.0, host.0))?;
+                write_proc(pid, "gid_map", &format!("{} {} 1\n", owner.1, host.1))?;
                 File::open(format!("/proc/{pid}/ns/user"))
                     .map(OwnedFd::from)
                     .map_err(|e| JailError::host("open idmap namespace", e))
@@ -258,6 +282,14 @@ fn idmap_userns(owner: (u32, u32)) -> Result<OwnedFd, JailError> {
             let _ = process::wait4(pid, false);
             result
         }
+    }
+}
+
+/// Root mode: the host uid and gid the sandbox's user runs as.
+pub(crate) fn sandbox_host_ids(plan: &Plan) -> (u32, u32) {
+    match plan.ids {
+        plan::IdMapping::ImageRange => (plan::IMAGE_HOST_ID_BASE + plan.uid, plan::IMAGE_HOST_ID_BASE + plan.gid),
+        plan::IdMapping::One => (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID),
     }
 }
 
@@ -275,7 +307,7 @@ pub(crate) fn prepare_binds(plan: &Plan) -> Result<crate::mounts::Prepared, Jail
         if *writable {
             let owner = host::owner(host)
                 .ok_or_else(|| JailError::host(format!("stat {host}"), std::io::Error::last_os_error()))?;
-            let ns = idmap_userns(owner)?;
+            let ns = idmap_userns(owner, sandbox_host_ids(plan))?;
             m::set_attr(Some(&tree), "", true, m::MOUNT_ATTR_IDMAP, 0, Some(&ns)).map_err(|e| JailError::LayerUnavailable {
                 layer: format!("the writable mount {host}"),
                 reason: format!("idmapped mounts are not supported for it ({e}); use rootless mode or a filesystem that supports idmapping"),
@@ -438,7 +470,7 @@ fn run_in(
     gateway: &mut Option<Box<dyn EgressGateway>>,
 ) -> Result<Raw, JailError> {
     trace("planned");
-    let HostSide { prepared, lower_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
+    let HostSide { prepared, lower_fds, sync: (sync_read, sync_write), status: (status_read, status_write) } =
         HostSide::prepare(&plan, root)?;
     let tty =
         if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
@@ -482,7 +514,7 @@ fn run_in(
                 sync_read,
                 status_write: File::from(status_write),
                 prepared,
-                lower_fd,
+                lower_fds,
                 privileged: root,
                 agent: None,
                 tty_slave: tty.map(|(_, slave)| slave),
@@ -501,7 +533,7 @@ fn run_in(
     // Release the child in two steps: once its id maps are written (it needs them to build
     // its filesystem), then with its cgroup (it joins before anything untrusted runs).
     let release = (|| {
-        crate::run::write_id_maps(pid, root)?;
+        crate::run::write_id_maps(pid, root, &plan)?;
         let send = |msg: &[u8], fds: &[std::os::fd::RawFd]| {
             safehouse_sys::unix::send_with_fds(&sync_write, msg, fds)
                 .map_err(|e| JailError::host("release the sandbox", e))
@@ -554,7 +586,9 @@ fn run_in(
     if let Err(e) = release {
         let _ = process::pidfd_send_signal(&pidfd, libc::SIGKILL);
         let _ = process::wait4(pid, false);
-        return Err(e);
+        // A sandbox that failed a setup step said which before it exited (the host side
+        // then fails to release it): that is the error to report.
+        return Err(setup_failure(&status_read).unwrap_or(e));
     }
     let supervisor = match supervise_tools(&plan, &sync_write, checked.as_ref(), cg_out.as_deref()) {
         Ok(s) => s,
@@ -673,6 +707,25 @@ fn run_in(
         raw.signal = reaped.signal().or(Some(libc::SIGKILL));
     }
     Ok(raw)
+}
+
+/// The `SetupFailed` report a dead sandbox left in the status pipe, if any (read without
+/// waiting: the host side keeps a copy of the write end).
+fn setup_failure(status: &OwnedFd) -> Option<JailError> {
+    safehouse_sys::files::set_nonblocking(status.as_fd(), true).ok()?;
+    let mut bytes = Vec::new();
+    let mut f = File::from(status.try_clone().ok()?);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 || bytes.len() > 64 << 10 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    Report::decode_all(&bytes).ok()?.into_iter().find_map(|r| match r {
+        Report::SetupFailed(msg) => Some(JailError::Setup(msg)),
+        _ => None,
+    })
 }
 
 /// `run`'s exec pipeline (crate::execwatch, without observation): enforces

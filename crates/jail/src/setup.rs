@@ -118,7 +118,9 @@ pub struct ChildContext {
     pub sync_read: OwnedFd,
     pub status_write: File,
     pub prepared: Prepared,
-    pub lower_fd: Option<OwnedFd>,
+    /// Root mode: the root's read-only lower layers (a rootfs directory, or an image's
+    /// layers, bottom first) as detached mounts the host side cloned; empty rootless.
+    pub lower_fds: Vec<OwnedFd>,
     /// Root mode: we may (and must) drop supplementary groups.
     pub privileged: bool,
     /// A long-lived sandbox (daemon mode): its PID 1 is the agent, entered through this
@@ -160,7 +162,7 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     // code could otherwise read through /proc/1/cmdline.
     let mut keep = vec![ctx.sync_read.as_raw_fd(), ctx.status_write.as_raw_fd()];
     keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
-    keep.extend(ctx.lower_fd.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(ctx.lower_fds.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.tty_slave.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.agent.iter().map(|a| a.listener.as_raw_fd()));
     k.close_fds_except(&keep).map_err(|e| SetupError::new(ForgetHost, "close inherited descriptors", e))?;
@@ -187,10 +189,10 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     k.set_umask(0o022);
 
     // Filesystem: new root, binds, /proc, /dev, masks; the host root is detached.
-    k.build_filesystem(&ctx.plan, &mut ctx.prepared, ctx.lower_fd.as_ref())
+    k.build_filesystem(&ctx.plan, &mut ctx.prepared, &ctx.lower_fds)
         .map_err(|e| SetupError::new(Filesystem, "build the mount tree", e))?;
     trace("child: filesystem built");
-    ctx.lower_fd = None;
+    ctx.lower_fds.clear();
 
     // Network: own hostname; loopback up in the empty network namespace. With egress, a
     // listener on 127.0.0.1:GATEWAY_PORT handed to the host side, whose gateway accepts

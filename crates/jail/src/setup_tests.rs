@@ -74,7 +74,7 @@ impl Kernel for Fake {
     fn set_umask(&mut self, _: u32) {
         let _ = self.call("set_umask");
     }
-    fn build_filesystem(&mut self, _: &Plan, _: &mut Prepared, _: Option<&OwnedFd>) -> io::Result<()> {
+    fn build_filesystem(&mut self, _: &Plan, _: &mut Prepared, _: &[OwnedFd]) -> io::Result<()> {
         self.call("build_filesystem")
     }
     fn set_hostname(&mut self, _: &str) -> io::Result<()> {
@@ -159,7 +159,7 @@ fn context(plan: Plan, daemon: bool) -> ChildContext {
         sync_read: null(),
         status_write: File::create("/dev/null").unwrap(),
         prepared: Prepared::new(),
-        lower_fd: None,
+        lower_fds: Vec::new(),
         privileged: true,
         agent: daemon.then(|| AgentEntry { run: noop, listener: null() }),
         tty_slave: None,

@@ -54,7 +54,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     let root = safehouse_sys::geteuid() == 0;
     let SpawnSpec { plan, cgroup, agent, exec_keeper } = spec;
     let watch_execs = exec_keeper.is_some();
-    let HostSide { prepared, lower_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
+    let HostSide { prepared, lower_fds, sync: (sync_read, sync_write), status: (status_read, status_write) } =
         HostSide::prepare(&plan, root)?;
     let (into_cgroup, tasks) = match cgroup {
         CgroupHandle::None => (None, Vec::new()),
@@ -75,7 +75,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
                 sync_read,
                 status_write: File::from(status_write),
                 prepared,
-                lower_fd,
+                lower_fds,
                 privileged: root,
                 agent: Some(agent),
                 tty_slave: None,
@@ -91,7 +91,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     drop(into_cgroup);
 
     let release = (|| {
-        crate::run::write_id_maps(pid, root)?;
+        crate::run::write_id_maps(pid, root, &plan)?;
         let send = |msg: &[u8], fds: &[RawFd]| {
             safehouse_sys::unix::send_with_fds(&sync_write, msg, fds)
                 .map_err(|e| JailError::host("release the sandbox", e))

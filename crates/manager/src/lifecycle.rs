@@ -105,7 +105,7 @@ fn zones_of_policy(policy: Option<serde_json::Value>) -> Vec<String> {
     let Some(policy) = policy.and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok()) else {
         return Vec::new();
     };
-    let req = RunRequest { policy, workdir: None, mounts: Vec::new(), env: Vec::new(), term: None };
+    let req = RunRequest { policy, workdir: None, mounts: Vec::new(), env: Vec::new(), term: None, image: None };
     let view = safehouse_jail::host::host_view(&req);
     plan::compile(&req, &view).map(|p| writable_zones(&p.ops)).unwrap_or_default()
 }
@@ -143,6 +143,14 @@ impl Manager {
         // any work) when either is missing, never silently weakened.
         if !policy.tools.limits.is_empty() {
             self.check_tool_limits()?;
+        }
+        if let safehouse_policy::Rootfs::Image(r) = &policy.filesystem.rootfs {
+            return Err(ManagerError::Refused {
+                layer: "filesystem.rootfs".into(),
+                reason: format!(
+                    "image:{r}: image roots are not served by the daemon yet; run it with `safehouse run --image {r}`"
+                ),
+            });
         }
         // Host paths in a policy (binds, a rootfs directory) reach the host's filesystem with
         // the daemon's privileges: only the admin tenant (the host's operator) may name them.
@@ -183,7 +191,8 @@ impl Manager {
             return Err(ManagerError::Invalid(format!("timeout_s must be between 1 and {}", inner.cfg.max_timeout_s)));
         }
         let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let run_req = RunRequest { policy: policy.clone(), workdir: None, mounts: Vec::new(), env, term: None };
+        let run_req =
+            RunRequest { policy: policy.clone(), workdir: None, mounts: Vec::new(), env, term: None, image: None };
         let id = ids::sandbox_id();
         let socket_dir = inner.cfg.data_dir.join("sandboxes").join(&id);
 

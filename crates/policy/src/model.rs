@@ -79,8 +79,9 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filesystem {
-    /// "host": the host's system directories read-only; or an absolute path to a root
-    /// filesystem directory, used read-only under a writable overlay.
+    /// "host": the host's system directories read-only; an absolute path to a root
+    /// filesystem directory, used read-only under a writable overlay; or "image:REF", an
+    /// image of the store, its layers read-only under the sandbox's own writable layer.
     #[serde(default)]
     pub rootfs: Rootfs,
     /// Host paths mounted read-only.
@@ -114,6 +115,9 @@ pub enum Rootfs {
     #[default]
     Host,
     Dir(String),
+    /// `image:REF`: an image (or template) of the image store, its layers shared
+    /// read-only under the sandbox's own writable layer.
+    Image(String),
 }
 
 impl Serialize for Rootfs {
@@ -121,6 +125,7 @@ impl Serialize for Rootfs {
         match self {
             Rootfs::Host => s.serialize_str("host"),
             Rootfs::Dir(d) => s.serialize_str(d),
+            Rootfs::Image(r) => s.serialize_str(&format!("image:{r}")),
         }
     }
 }
@@ -136,6 +141,8 @@ impl Rootfs {
     pub fn parse(s: &str) -> Rootfs {
         if s == "host" {
             Rootfs::Host
+        } else if let Some(r) = s.strip_prefix("image:") {
+            Rootfs::Image(r.to_string())
         } else {
             Rootfs::Dir(s.to_string())
         }
@@ -264,6 +271,14 @@ impl Policy {
             }
         }
         let fs = &self.filesystem;
+        if let Rootfs::Image(r) = &fs.rootfs {
+            if r.is_empty() || r.len() > 200 || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(PolicyError::invalid(
+                    "filesystem.rootfs",
+                    format!("{r:?} is not an image name; write \"image:NAME\", e.g. \"image:python:3.12\""),
+                ));
+            }
+        }
         if let Rootfs::Dir(d) = &fs.rootfs {
             check_abs("filesystem.rootfs", d)?;
             if d == "/" {

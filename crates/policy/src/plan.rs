@@ -60,6 +60,15 @@ pub const HIDDEN_HOST_SECRETS: &[&str] = &[
 /// Directories writable by sandboxed code; all live in the size-capped writable layer.
 pub const WRITABLE_DIRS: &[&str] = &["/tmp", "/var/tmp", HOME, WORKSPACE];
 
+/// An image root maps this many ids (0..65535 inside), like a container's user namespace.
+pub const IMAGE_ID_RANGE: u32 = 65536;
+/// Root mode, image roots: inside id `n` is host id `IMAGE_HOST_ID_BASE + n`, so that
+/// inside id 1000 is the [`SANDBOX_UID`] every host-root sandbox runs as on the host
+/// (1_000_000_000). The image store writes file owners with the same shift.
+pub const IMAGE_HOST_ID_BASE: u32 = 999_999_000;
+/// Most layers an image root may have (overlayfs' mount options must fit one page).
+pub const MAX_IMAGE_LAYERS: usize = 128;
+
 /// Device nodes bound from the host into the sandbox's /dev.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -161,6 +170,27 @@ impl MountSpec {
     }
 }
 
+/// An image resolved by the caller (the image store) for `rootfs = "image:REF"`: what the
+/// planner needs of it, no I/O.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageRoot {
+    /// The name it was asked for (messages).
+    pub reference: String,
+    /// Host directories of its layers, bottom first (overlayfs lower dirs).
+    pub layers: Vec<String>,
+    /// Its config's environment.
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    /// Its config's user, resolved in its own /etc/passwd and /etc/group.
+    pub uid: u32,
+    pub gid: u32,
+    /// That user's home directory.
+    pub home: String,
+    /// Directories at the top of the image (`/usr`, `/etc`, ...): writable by the sandbox
+    /// in its own layer; `/proc`, `/sys` and `/dev` never are.
+    pub top_dirs: Vec<String>,
+}
+
 /// Everything `run` (or the daemon) asks for, on top of the policy.
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
@@ -170,6 +200,8 @@ pub struct RunRequest {
     pub mounts: Vec<MountSpec>,
     pub env: Vec<(String, String)>,
     pub term: Option<String>,
+    /// The resolved image when the policy's rootfs is `image:REF`.
+    pub image: Option<ImageRoot>,
 }
 
 impl RunRequest {
@@ -216,6 +248,21 @@ pub enum RootSpec {
     Tmpfs { size: u64, inodes: u64 },
     /// `lower` read-only under an overlay whose upper layer is a capped tmpfs.
     Overlay { lower: String, size: u64, inodes: u64 },
+    /// An image: its layers (host directories, bottom first) read-only under an overlay
+    /// whose upper layer, the sandbox's own, is a capped tmpfs. The root stays writable.
+    Image { layers: Vec<String>, size: u64, inodes: u64 },
+}
+
+/// How the sandbox's user namespace maps ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdMapping {
+    /// One id: the sandbox user to its host identity (host roots, rootfs directories).
+    #[default]
+    One,
+    /// Image roots: root mode maps [`IMAGE_ID_RANGE`] ids from [`IMAGE_HOST_ID_BASE`], so
+    /// the image's files keep their owners; rootless maps the sandbox user to the caller
+    /// (whose own files the image's are).
+    ImageRange,
 }
 
 /// One step of the mount sequence, with sandbox paths relative to the new root.
@@ -253,6 +300,9 @@ pub enum MountOp {
     ReadOnlyDir { path: String },
     /// Make the root mount read-only (last).
     RootReadOnly,
+    /// Detach the host like `RootReadOnly` but leave `/` writable: an image root, whose
+    /// writes land in the sandbox's own capped layer (last).
+    RootWritable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,6 +322,8 @@ pub struct Plan {
     /// `[tools]`: the executables Landlock lets run and their limits.
     #[serde(default)]
     pub tools: ToolsPlan,
+    #[serde(default)]
+    pub ids: IdMapping,
 }
 
 pub fn resolve_limits(policy: &Policy) -> ResolvedLimits {
@@ -296,12 +348,28 @@ pub fn resolve_limits(policy: &Policy) -> ResolvedLimits {
 /// Builds the sandbox's environment: empty but for PATH, HOME, TERM, LANG and what the
 /// caller passes. Names are checked so an `=` or NUL can never smuggle a second variable.
 pub fn build_env(req: &RunRequest) -> Result<Vec<(String, String)>, PolicyError> {
-    let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), PATH.into()),
-        ("HOME".into(), HOME.into()),
-        ("TERM".into(), req.term.clone().unwrap_or_else(|| "xterm".into())),
-        ("LANG".into(), "C.UTF-8".into()),
-    ];
+    let mut env: Vec<(String, String)> = match &req.image {
+        None => vec![
+            ("PATH".into(), PATH.into()),
+            ("HOME".into(), HOME.into()),
+            ("TERM".into(), req.term.clone().unwrap_or_else(|| "xterm".into())),
+            ("LANG".into(), "C.UTF-8".into()),
+        ],
+        // An image's own environment comes first; PATH, HOME, TERM and LANG fill in what
+        // it does not set.
+        Some(img) => {
+            let mut env = img.env.clone();
+            let term = req.term.clone().unwrap_or_else(|| "xterm".into());
+            for (k, v) in
+                [("PATH", PATH.to_string()), ("HOME", img.home.clone()), ("TERM", term), ("LANG", "C.UTF-8".into())]
+            {
+                if !env.iter().any(|(name, _)| name == k) {
+                    env.push((k.into(), v));
+                }
+            }
+            env
+        }
+    };
     if !req.policy.network.allow.is_empty() {
         env.extend(proxy_env());
     }
@@ -346,7 +414,34 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
             }
             RootSpec::Overlay { lower: d.clone(), size: limits.disk, inodes: limits.inodes }
         }
+        Rootfs::Image(r) => {
+            let Some(img) = &req.image else {
+                return Err(PolicyError::invalid(
+                    "filesystem.rootfs",
+                    format!("image:{r} must be resolved in the image store before planning (an internal error)"),
+                ));
+            };
+            if img.layers.is_empty() || img.layers.len() > MAX_IMAGE_LAYERS {
+                return Err(PolicyError::invalid(
+                    "filesystem.rootfs",
+                    format!("image {r} has {} layers; a sandbox root takes 1 to {MAX_IMAGE_LAYERS}", img.layers.len()),
+                ));
+            }
+            if img.uid >= IMAGE_ID_RANGE || img.gid >= IMAGE_ID_RANGE {
+                return Err(PolicyError::invalid(
+                    "filesystem.rootfs",
+                    format!(
+                        "image {r} runs as uid {} gid {}; a sandbox maps ids 0 to {}",
+                        img.uid,
+                        img.gid,
+                        IMAGE_ID_RANGE - 1
+                    ),
+                ));
+            }
+            RootSpec::Image { layers: img.layers.clone(), size: limits.disk, inodes: limits.inodes }
+        }
     };
+    let image = matches!(fs.rootfs, Rootfs::Image(_));
 
     // Identity files: the sandbox's own, never the host's.
     let etc = [
@@ -357,6 +452,10 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         ("/etc/resolv.conf", "# safehouse: no DNS inside the sandbox; with network.allow the gateway (HTTP_PROXY, ALL_PROXY) resolves names\noptions timeout:1 attempts:1\n".to_string()),
     ];
     for (path, contents) in etc {
+        // An image keeps its own users and groups.
+        if image && (path == "/etc/passwd" || path == "/etc/group") {
+            continue;
+        }
         ops.push(MountOp::Generated { path: path.to_string(), contents });
     }
     if fs.rootfs == Rootfs::Host {
@@ -387,7 +486,9 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         .collect();
     ops.push(MountOp::Dev { path: "/dev".into(), devices, shm_size: limits.disk, shm_inodes: limits.inodes });
 
-    let mut writable: Vec<String> = WRITABLE_DIRS.iter().map(|s| s.to_string()).collect();
+    // An image has its own home directories: /home/user is not made for it.
+    let mut writable: Vec<String> =
+        WRITABLE_DIRS.iter().filter(|d| !(image && **d == HOME)).map(|s| s.to_string()).collect();
     for s in &fs.scratch {
         if !writable.contains(s) {
             writable.push(s.clone());
@@ -436,11 +537,28 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
     for h in &fs.hidden {
         ops.push(MountOp::Hide { path: h.clone() });
     }
-    ops.push(MountOp::RootReadOnly);
+    ops.push(if image { MountOp::RootWritable } else { MountOp::RootReadOnly });
 
-    let writable_paths: Vec<String> =
+    let mut writable_paths: Vec<String> =
         writable.iter().cloned().chain(binds.iter().filter(|b| b.writable).map(|b| b.path.clone())).collect();
-    let cwd = WORKSPACE.to_string();
+    let mut cwd = WORKSPACE.to_string();
+    let (mut uid, mut gid, mut ids) = (SANDBOX_UID, SANDBOX_GID, IdMapping::One);
+    if let Some(img) = req.image.as_ref().filter(|_| image) {
+        // The image's top directories are the sandbox's to write (in its own layer);
+        // /proc, /sys and /dev stay as the mounts make them.
+        for d in &img.top_dirs {
+            if !["/proc", "/sys", "/dev"].contains(&d.as_str()) && !writable_paths.contains(d) {
+                writable_paths.push(d.clone());
+            }
+        }
+        if req.workdir.is_none() {
+            if let Some(w) = &img.working_dir {
+                check_abs("the image's WorkingDir", w)?;
+                cwd = w.clone();
+            }
+        }
+        (uid, gid, ids) = (img.uid, img.gid, IdMapping::ImageRange);
+    }
     let tools = ToolsPlan::compile(&req.policy.tools);
     Ok(Plan {
         root,
@@ -448,8 +566,9 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         env: build_env(req)?,
         cwd,
         hostname: HOSTNAME.into(),
-        uid: SANDBOX_UID,
-        gid: SANDBOX_GID,
+        uid,
+        gid,
+        ids,
         landlock: landlock::rules_for(&writable_paths, tools.restricts_exec()),
         tools,
         limits,

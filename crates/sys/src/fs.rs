@@ -96,3 +96,11 @@ pub fn lock_exclusive(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
         }
     }
 }
+
+/// `syncfs`: writes out the filesystem holding `fd` (on btrfs, commits its transaction).
+pub fn syncfs(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs takes an integer descriptor the caller keeps open for the call.
+    check_int(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}

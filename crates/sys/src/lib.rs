@@ -4,6 +4,7 @@
 //! Policy decisions never live here.
 
 pub mod agent_support;
+pub mod btrfs;
 pub mod caps;
 pub mod files;
 pub mod fs;

@@ -25,7 +25,7 @@ pub enum AuditCommand {
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The daemon's data directory (default: the one `safehouse serve` uses)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "SAFEHOUSE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Print the report as JSON
     #[arg(long)]
@@ -39,7 +39,7 @@ pub struct VerifyArgs {
 #[derive(Args)]
 pub struct ExportArgs {
     /// The daemon's data directory (default: the one `safehouse serve` uses)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "SAFEHOUSE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Only records about this sandbox
     #[arg(long, value_name = "ID")]

@@ -54,9 +54,42 @@ pub struct RunArgs {
     /// Write the result record as JSON to FILE (- for stderr)
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
-    /// The command and its arguments
-    #[arg(required = true, value_name = "CMD")]
+    /// An image or template of the store as the root filesystem (its layers shared
+    /// read-only, the sandbox's own writable layer on top); without CMD, the image's
+    /// entrypoint and command run
+    #[arg(long, value_name = "REF", conflicts_with = "rootfs")]
+    image: Option<String>,
+    /// The data directory holding the image store (default: SAFEHOUSE_DATA_DIR, else the
+    /// one `safehouse serve` uses)
+    #[arg(long, value_name = "DIR", env = "SAFEHOUSE_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The command and its arguments (with --image: the arguments to the image's
+    /// entrypoint, in place of its command)
+    #[arg(value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// An image root: kept for the run (its lease holds the layers against garbage
+/// collection) and its argv.
+struct ImageRun {
+    _rooted: safehouse_images::root::Rooted,
+    argv: Vec<String>,
+}
+
+/// `rootfs = "image:REF"` (or --image): the image from the store, its user resolved, its
+/// layers leased; the argv from its entrypoint and command when none is given.
+fn resolve_image(a: &RunArgs, req: &mut RunRequest) -> Result<Option<ImageRun>> {
+    let Rootfs::Image(name) = &req.policy.filesystem.rootfs else { return Ok(None) };
+    let dir = a.data_dir.clone().unwrap_or_else(safehouse_daemon::default_data_dir);
+    let store = safehouse_images::Store::open(&dir)?;
+    let record = store.get(name)?;
+    let rooted = store.root_for(&record)?;
+    let argv = rooted.config.argv(&a.command);
+    if argv.is_empty() {
+        bail!("the image {} has no entrypoint or command; give one after --", record.name);
+    }
+    req.image = Some(rooted.root.clone());
+    Ok(Some(ImageRun { _rooted: rooted, argv }))
 }
 
 fn build_request(a: &RunArgs) -> Result<RunRequest> {
@@ -67,6 +100,9 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
     }
     if let Some(r) = &a.rootfs {
         policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
+    }
+    if let Some(i) = &a.image {
+        policy.filesystem.rootfs = Rootfs::Image(i.clone());
     }
     policy.validate()?;
     check_host_fits(&policy, host_memory(), std::thread::available_parallelism().map(|n| n.get()).ok())?;
@@ -88,7 +124,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: write KEY=VALUE") };
         env.push((k.to_string(), v.to_string()));
     }
-    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok() })
+    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), image: None })
 }
 
 /// One line for the limits that go unenforced (the same reason for each, in rootless mode):
@@ -142,12 +178,27 @@ fn absolute(p: &str) -> Result<String> {
 }
 
 pub fn main(a: RunArgs) -> i32 {
-    let request = match build_request(&a) {
+    let mut request = match build_request(&a) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("safehouse: {e:#}");
             return EXIT_SETUP;
         }
+    };
+    let image = match resolve_image(&a, &mut request) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("safehouse: {e:#}");
+            return EXIT_SETUP;
+        }
+    };
+    let argv = match &image {
+        Some(i) => i.argv.clone(),
+        None if a.command.is_empty() => {
+            eprintln!("safehouse: no command given; write safehouse run [OPTIONS] -- CMD [ARG...]");
+            return EXIT_SETUP;
+        }
+        None => a.command.clone(),
     };
     let gateway: Option<Box<dyn EgressGateway>> = if request.policy.network.allow.is_empty() {
         None
@@ -160,8 +211,10 @@ pub fn main(a: RunArgs) -> i32 {
             }
         }
     };
-    let spec = RunSpec { request, argv: a.command.clone(), tty: a.tty, gateway };
-    match safehouse_jail::run(spec) {
+    let spec = RunSpec { request, argv, tty: a.tty, gateway };
+    let result = safehouse_jail::run(spec);
+    drop(image); // the lease ends with the sandbox
+    match result {
         Ok(outcome) => {
             if let Some(msg) = &outcome.exec_error {
                 eprintln!("safehouse: {msg}");

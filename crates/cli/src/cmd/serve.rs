@@ -12,7 +12,7 @@ pub struct ServeArgs {
     listen: SocketAddr,
     /// Where the daemon keeps its state (default /var/lib/safehouse as root, else
     /// ~/.local/share/safehouse)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "SAFEHOUSE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Also accept this Host header (repeatable), e.g. a name behind a reverse proxy
     #[arg(long = "allowed-host", value_name = "HOST")]

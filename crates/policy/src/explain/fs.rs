@@ -16,6 +16,8 @@ pub(super) enum Place {
     Absent,
     /// Inside the rootfs directory (`rootfs = DIR`), read-only.
     RootfsDir(String),
+    /// Inside an image (`rootfs = "image:REF"`): writable, in the sandbox's own layer.
+    Image(String),
     /// A host system directory under `rootfs = "host"`.
     SystemDir(String),
     /// A policy bind: `filesystem.read_only[i]` or `filesystem.read_write[i]`.
@@ -57,7 +59,17 @@ pub(super) fn locate(policy: &Policy, host: &HostView, path: &str) -> Result<(Pl
     let mut p = policy.clone();
     p.tools = Tools::default();
     p.control = Control::default();
-    let req = RunRequest { policy: p, ..Default::default() };
+    // An image's content is unknown here: any path that no mount decides is the image's.
+    let image = match &p.filesystem.rootfs {
+        Rootfs::Image(r) => Some(plan::ImageRoot {
+            reference: r.clone(),
+            layers: vec!["/".into()],
+            home: "/root".into(),
+            ..Default::default()
+        }),
+        _ => None,
+    };
+    let req = RunRequest { policy: p, image, ..Default::default() };
     let plan = plan::compile(&req, host)?;
     let mut via = Vec::new();
     let mut path = path.to_string();
@@ -173,6 +185,7 @@ fn place_in(ops: &[MountOp], policy: &Policy, path: &str) -> Followed {
         Followed::Place(match &fs.rootfs {
             Rootfs::Host => Place::Absent,
             Rootfs::Dir(d) => Place::RootfsDir(d.clone()),
+            Rootfs::Image(r) => Place::Image(r.clone()),
         })
     })
 }
@@ -182,6 +195,7 @@ pub(super) fn rule(place: &Place) -> String {
     match place {
         Place::Absent => "not in the sandbox (nothing is mounted there)".into(),
         Place::RootfsDir(d) => format!("filesystem.rootfs = {d:?}"),
+        Place::Image(r) => format!("filesystem.rootfs = \"image:{r}\""),
         Place::SystemDir(d) => format!("filesystem.rootfs = \"host\" ({d}, read-only)"),
         Place::PolicyBind { field, index, host, path, .. } => {
             format!("filesystem.{field}[{index}] = {{ host = {host:?}, path = {path:?} }}")
@@ -221,6 +235,7 @@ fn writable(place: &Place) -> bool {
             | Place::OtherBind { writable: true, .. }
             | Place::BuiltinWritable(_)
             | Place::Scratch { .. }
+            | Place::Image(_)
             | Place::Device(_)
             | Place::DevShm
             | Place::DevPts
@@ -254,6 +269,7 @@ pub(super) fn read_reason(place: &Place, path: &str) -> String {
     match place {
         Place::Absent => format!("{path} is not part of the sandbox: only the system directories, the writable directories and the policy's binds are"),
         Place::RootfsDir(d) => format!("{path} comes from the root filesystem directory {d} (if it exists there), read-only"),
+        Place::Image(r) => format!("{path} comes from the image {r} (if it has it)"),
         Place::SystemDir(d) => format!("{path} is under {d}, one of the host's system directories, visible read-only"),
         Place::PolicyBind { host, path: at, .. } | Place::OtherBind { host, path: at, .. } => {
             format!("{path} is under {at}, the host's {host} bound into the sandbox (host permissions still apply)")
@@ -320,6 +336,9 @@ pub(super) fn write(policy: &Policy, host: &HostView, path: &str) -> Result<Answ
             format!("{path} is under {at}, the host's {host} bound read-only: writes fail with EROFS")
         }
         Place::Device(p) => format!("{p} is a device node the sandbox may write"),
+        Place::Image(r) => format!(
+            "{path} comes from the image {r}; writes land in the sandbox's own layer (capped by limits.disk), never in the image"
+        ),
         Place::DevShm | Place::DevPts => read_reason(&place, path),
         Place::RootfsDir(_) | Place::SystemDir(_) | Place::Generated(_) | Place::ProcReadOnly(_) | Place::Sys => {
             format!("{}; writes fail with EROFS", read_reason(&place, path))
@@ -336,6 +355,7 @@ pub(super) fn write(policy: &Policy, host: &HostView, path: &str) -> Result<Answ
         Place::PolicyBind { field, index, .. } => format!("to make it read-only, move filesystem.{field}[{index}] to filesystem.read_only"),
         Place::Scratch { index, .. } => format!("to make it read-only, remove filesystem.scratch[{index}]"),
         Place::BuiltinWritable(_) => "built in and always writable (in the writable layer, capped by limits.disk)".into(),
+        Place::Image(_) => "to make it read-only, bind a host directory there with filesystem.read_only, or hide it with filesystem.hidden".into(),
         Place::Hidden { path: h, .. } => format!("to make it visible, remove {h:?} from filesystem.hidden"),
         Place::Absent => format!(
             "to make {:?} writable, add it to filesystem.scratch (empty) or bind a host dir there with filesystem.read_write",

@@ -54,6 +54,7 @@ fn default_policy_mount_plan() {
             MountOp::MaskDir { path } => format!("mask-dir {path}"),
             MountOp::ReadOnlyDir { path } => format!("ro {path}"),
             MountOp::RootReadOnly => "root-ro".into(),
+            MountOp::RootWritable => "root-rw".into(),
         })
         .collect();
     let expected = [
@@ -161,4 +162,93 @@ fn rootfs_dir_uses_overlay_and_keeps_hidden() {
     assert_eq!(plan.root, RootSpec::Overlay { lower: "/srv/in".into(), size: 1 << 30, inodes: 262_144 });
     assert!(!plan.ops.iter().any(|o| matches!(o, MountOp::Bind { path, .. } if path == "/usr")));
     assert!(plan.ops.contains(&MountOp::Hide { path: "/etc/secret".into() }));
+}
+
+fn busybox(uid: u32) -> ImageRoot {
+    ImageRoot {
+        reference: "busybox".into(),
+        layers: vec!["/store/l1/root".into(), "/store/l2/root".into()],
+        env: vec![("PATH".into(), "/bin".into()), ("TERM".into(), "dumb".into())],
+        working_dir: Some("/app".into()),
+        uid,
+        gid: uid,
+        home: "/root".into(),
+        top_dirs: vec!["/bin".into(), "/etc".into(), "/proc".into(), "/tmp".into(), "/app".into()],
+    }
+}
+
+#[test]
+fn image_root_keeps_the_images_files_users_and_defaults() {
+    let policy = parse_toml("[filesystem]\nrootfs = \"image:busybox\"\nhidden = [\"/etc/secret\"]\n", "t").unwrap();
+    assert_eq!(policy.filesystem.rootfs, crate::model::Rootfs::Image("busybox".into()));
+    let req = RunRequest { policy, image: Some(busybox(0)), term: Some("xterm-256color".into()), ..Default::default() };
+    let plan = compile(&req, &debian12()).unwrap();
+    assert_eq!(
+        plan.root,
+        RootSpec::Image {
+            layers: vec!["/store/l1/root".into(), "/store/l2/root".into()],
+            size: 1 << 30,
+            inodes: 262_144
+        }
+    );
+    // No host system directory, no host secret masks, the image's own passwd and group.
+    assert!(!plan
+        .ops
+        .iter()
+        .any(|o| matches!(o, MountOp::Bind { .. } | MountOp::Symlink { .. } | MountOp::HideFile { .. })));
+    let generated: Vec<&str> = plan
+        .ops
+        .iter()
+        .filter_map(|o| if let MountOp::Generated { path, .. } = o { Some(path.as_str()) } else { None })
+        .collect();
+    assert_eq!(generated, ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]);
+    assert!(plan.ops.contains(&MountOp::Hide { path: "/etc/secret".into() }));
+    assert!(!plan.ops.contains(&MountOp::WritableDir { path: HOME.into() }));
+    assert_eq!(plan.ops.last(), Some(&MountOp::RootWritable));
+    assert_eq!((plan.uid, plan.gid, plan.ids), (0, 0, IdMapping::ImageRange));
+    assert_eq!(plan.cwd, "/app");
+    assert_eq!(
+        plan.env,
+        vec![
+            ("PATH".to_string(), "/bin".to_string()),
+            ("TERM".into(), "dumb".into()),
+            ("HOME".into(), "/root".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ]
+    );
+    // Writable: the built-in dirs and the image's top directories, never /proc.
+    let writable: Vec<&str> = plan
+        .landlock
+        .rules
+        .iter()
+        .filter(|r| r.access & crate::landlock::WRITE_FILE != 0 && !r.path.starts_with("/dev"))
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(writable, ["/tmp", "/var/tmp", "/workspace", "/bin", "/etc", "/app"]);
+}
+
+#[test]
+fn image_root_refusals_and_workdir() {
+    let policy = parse_toml("[filesystem]\nrootfs = \"image:busybox\"\n", "t").unwrap();
+    let e = compile(&RunRequest { policy: policy.clone(), ..Default::default() }, &debian12()).unwrap_err();
+    assert!(e.to_string().contains("must be resolved in the image store"), "{e}");
+    let e = compile(
+        &RunRequest { policy: policy.clone(), image: Some(busybox(70_000)), ..Default::default() },
+        &debian12(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("a sandbox maps ids 0 to 65535"), "{e}");
+    let mut img = busybox(1000);
+    img.layers.clear();
+    let e = compile(&RunRequest { policy: policy.clone(), image: Some(img), ..Default::default() }, &debian12())
+        .unwrap_err();
+    assert!(e.to_string().contains("has 0 layers"), "{e}");
+    let req =
+        RunRequest { policy, image: Some(busybox(1000)), workdir: Some("/home/me/proj".into()), ..Default::default() };
+    let plan = compile(&req, &debian12()).unwrap();
+    assert_eq!((plan.cwd.as_str(), plan.uid), ("/workspace", 1000), "--workdir wins over the image's WorkingDir");
+    for bad in ["image:", "image:a b"] {
+        let text = format!("[filesystem]\nrootfs = \"{bad}\"\n");
+        assert!(parse_toml(&text, "t").is_err(), "{bad}");
+    }
 }

@@ -68,6 +68,22 @@ pub const SOCK_PACKET: u32 = 10;
 const AF_UNIX: u32 = libc::AF_UNIX as u32;
 const INET_FAMILIES: &[u32] = &[libc::AF_INET as u32, libc::AF_INET6 as u32];
 
+/// `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`: the policies cpu.max throttles.
+pub const FAIR_SCHED_POLICIES: &[u32] = &[libc::SCHED_OTHER as u32, libc::SCHED_BATCH as u32, libc::SCHED_IDLE as u32];
+/// May be OR'd into the policy; it only drops a policy on fork.
+pub const SCHED_RESET_ON_FORK: u32 = 0x4000_0000;
+
+const SCHED_SETSCHEDULER: Rule = Rule::Args {
+    checks: &[ArgCheck {
+        arg: 1,
+        name: "policy",
+        mask: !SCHED_RESET_ON_FORK,
+        test: Test::In(FAIR_SCHED_POLICIES),
+        then: Action::Allow,
+    }],
+    otherwise: Action::Errno(EPERM),
+};
+
 const SOCKET: Rule = Rule::Args {
     checks: &[
         ArgCheck { arg: 0, name: "domain", mask: u32::MAX, test: Test::In(&[AF_UNIX]), then: Action::Allow },
@@ -129,14 +145,30 @@ const SOCKETPAIR: Rule = Rule::Args {
 /// Terminal ioctls that inject input into, or drive, the controlling terminal.
 pub const TERMINAL_INJECTION_IOCTLS: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 
+/// The ioctl type byte of btrfs (`BTRFS_IOCTL_MAGIC`), in place within a request code.
+pub const BTRFS_IOCTL_TYPE: u32 = 0x94 << 8;
+
 const IOCTL: Rule = Rule::Args {
-    checks: &[ArgCheck {
-        arg: 1,
-        name: "request",
-        mask: u32::MAX,
-        test: Test::In(TERMINAL_INJECTION_IOCTLS),
-        then: Action::Errno(EPERM),
-    }],
+    checks: &[
+        ArgCheck {
+            arg: 1,
+            name: "request",
+            mask: u32::MAX,
+            test: Test::In(TERMINAL_INJECTION_IOCTLS),
+            then: Action::Errno(EPERM),
+        },
+        // Disk-backed layers and volumes are btrfs subvolumes capped by their quota group;
+        // a subvolume created or snapshotted inside one gets a quota group of its own,
+        // uncapped, so these ioctls would escape the disk cap (RES-03). The whole type is
+        // refused: it also holds FICLONE/FIDEDUPERANGE, and cp falls back to copying.
+        ArgCheck {
+            arg: 1,
+            name: "request",
+            mask: 0xff00,
+            test: Test::In(&[BTRFS_IOCTL_TYPE]),
+            then: Action::Errno(EPERM),
+        },
+    ],
     otherwise: Action::Allow,
 };
 
@@ -284,7 +316,7 @@ pub const SANDBOX: &[Entry] = &[
     allow("tee", "in-kernel copies between the caller's own descriptors"),
     allow("vmsplice", "in-kernel copies between the caller's own descriptors"),
     allow("copy_file_range", "in-kernel copies between the caller's own descriptors"),
-    args("ioctl", IOCTL, "TIOCSTI/TIOCLINUX refused: terminal injection (CVE-2017-5226)"),
+    args("ioctl", IOCTL, "TIOCSTI/TIOCLINUX refused: terminal injection (CVE-2017-5226); btrfs ioctls refused: nested subvolumes escape the disk cap (RES-03)"),
     allow("setxattr", "extended attributes; trusted.* and security.* need capabilities"),
     allow("lsetxattr", "extended attributes"),
     allow("fsetxattr", "extended attributes"),
@@ -365,7 +397,12 @@ pub const SANDBOX: &[Entry] = &[
     allow("sched_get_priority_min", "scheduling"),
     allow("sched_rr_get_interval", "scheduling"),
     eperm("sched_setparam", "realtime policies escape cpu.max throttling (RES-06)"),
-    eperm("sched_setscheduler", "realtime policies escape cpu.max throttling (RES-06)"),
+    args(
+        "sched_setscheduler",
+        SCHED_SETSCHEDULER,
+        "realtime policies escape cpu.max throttling (RES-06); the fair ones are allowed: libzmq (Jupyter \
+         kernels) sets its threads' own SCHED_OTHER and aborts on EPERM",
+    ),
     eperm("sched_setattr", "realtime and deadline policies escape cpu.max throttling (RES-06)"),
     allow("getpgid", "sessions and process groups"),
     allow("setpgid", "sessions and process groups"),

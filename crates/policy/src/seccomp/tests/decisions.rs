@@ -375,6 +375,19 @@ fn ioctl_refuses_terminal_injection() {
 }
 
 #[test]
+fn ioctl_refuses_btrfs_subvolume_calls() {
+    // BTRFS_IOC_SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2, QGROUP_LIMIT, FICLONE.
+    for request in [0x5000_940e_u64, 0x5000_9417, 0x5000_9418, 0x8030_942b, 0x4004_9409] {
+        assert_eq!(verdict("ioctl", &[3, request]), EPERM, "{request:#x}");
+        assert_eq!(verdict("ioctl", &[3, 0xffff_ffff_0000_0000 | request]), EPERM, "{request:#x} with high bits");
+    }
+    // Same number, other types: FS_IOC_GETFLAGS (type 'f'), TCGETS.
+    for other in [0x8008_6601_u64, 0x5401, 0x8004_9500] {
+        assert_eq!(verdict("ioctl", &[3, other]), ALLOW, "{other:#x}");
+    }
+}
+
+#[test]
 fn personality_allows_dockers_personas_only() {
     for persona in [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff] {
         assert_eq!(verdict("personality", &[persona]), ALLOW, "{persona:#x}");
@@ -426,4 +439,20 @@ fn x32_calls_are_killed() {
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 520, &[]), KILL, "x32 execve");
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, X32 + 165, &[]), KILL, "x32 mount");
     assert_eq!(verdict_raw(AUDIT_ARCH_X86_64, u32::MAX, &[]), KILL, "nr -1");
+}
+
+#[test]
+fn sched_setscheduler_allows_the_fair_policies_only() {
+    // libzmq's threads (every Jupyter kernel) set their own SCHED_OTHER and abort on EPERM.
+    for policy in [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE] {
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy)]), ALLOW, "policy {policy}");
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy | 0x4000_0000)]), ALLOW, "{policy} reset-on-fork");
+    }
+    // Realtime and deadline policies escape cpu.max throttling (RES-06).
+    for policy in [libc::SCHED_FIFO, libc::SCHED_RR, 6 /* SCHED_DEADLINE */, 7] {
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy)]), EPERM, "policy {policy}");
+        assert_eq!(verdict("sched_setscheduler", &[0, u(policy | 0x4000_0000)]), EPERM, "{policy} reset-on-fork");
+    }
+    assert_eq!(verdict("sched_setparam", &[0, 0]), EPERM);
+    assert_eq!(verdict("sched_setattr", &[0, 0, 0]), EPERM);
 }

@@ -208,5 +208,8 @@ fn describe_prints_each_rule() {
              EPROTONOSUPPORT if protocol (arg2) is none of [0x0, 0x6, 0x11]; otherwise allow"
         )
     );
-    assert_eq!(find("ioctl"), Some("EPERM if request (arg1) is one of [0x5412, 0x541c]; otherwise allow"));
+    assert_eq!(
+        find("ioctl"),
+        Some("EPERM if request (arg1) is one of [0x5412, 0x541c]; EPERM if request (arg1 & 0xff00) is one of [0x9400]; otherwise allow")
+    );
 }
