@@ -31,6 +31,9 @@ pub struct RunSpec {
     /// Required when the policy allows egress: runs the capability gateway on the
     /// listener the sandbox opens (the jail itself knows nothing of proxies).
     pub gateway: Option<Box<dyn EgressGateway>>,
+    /// A host directory holding the writable layer on disk (a layer of the storage pool),
+    /// in place of the tmpfs; see `Plan::disk_layer`.
+    pub disk_layer: Option<String>,
 }
 
 /// The host side of a sandbox's egress.
@@ -44,12 +47,17 @@ pub trait EgressGateway {
 
 /// Receives the gateway's listener from a sandbox whose plan has `gateway` set.
 pub(crate) fn receive_gateway_listener(sync: &OwnedFd) -> Result<std::net::TcpListener, JailError> {
-    let mut tag = [0u8; 8];
-    match safehouse_sys::unix::recv_with_fds(sync, &mut tag) {
-        Ok((1, mut fds)) if tag[0] == b'g' && fds.len() == 1 => Ok(std::net::TcpListener::from(fds.remove(0))),
-        Ok((0, _)) => Err(JailError::Setup("the sandbox failed before opening the gateway's listener".into())),
-        Ok(_) => Err(JailError::Setup("the sandbox sent something other than the gateway's listener".into())),
-        Err(e) => Err(JailError::host("receive the gateway's listener", e)),
+    receive_from_sandbox(sync, b'g', "the gateway's listener").map(std::net::TcpListener::from)
+}
+
+/// One descriptor the sandbox's setup hands to the host side, tagged `tag`.
+fn receive_from_sandbox(sync: &OwnedFd, tag: u8, what: &str) -> Result<OwnedFd, JailError> {
+    let mut got = [0u8; 8];
+    match safehouse_sys::unix::recv_with_fds(sync, &mut got) {
+        Ok((1, mut fds)) if got[0] == tag && fds.len() == 1 => Ok(fds.remove(0)),
+        Ok((0, _)) => Err(JailError::Setup(format!("the sandbox failed before sending {what}"))),
+        Ok(_) => Err(JailError::Setup(format!("the sandbox sent something other than {what}"))),
+        Err(e) => Err(JailError::host(format!("receive {what}"), e)),
     }
 }
 
@@ -185,6 +193,8 @@ pub(crate) struct HostSide {
     /// `--rootfs DIR` or an image's layers (bottom first): opened here so the sandbox
     /// never resolves their paths.
     pub lower_fds: Vec<OwnedFd>,
+    /// The plan's `disk_layer`, cloned as a detached mount (root mode only).
+    pub layer_fd: Option<OwnedFd>,
     /// (sandbox end, host end) of the go-message socket.
     pub sync: (OwnedFd, OwnedFd),
     /// (host end, sandbox end) of the status-record pipe.
@@ -210,9 +220,10 @@ impl HostSide {
                     .push(m::clone_tree(dir, false).map_err(|e| JailError::host(format!("open the layer {dir}"), e))?);
             }
         }
+        let layer_fd = plan.disk_layer.as_deref().map(|dir| disk_layer(plan, dir, root)).transpose()?;
         let sync = safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
         let status = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
-        Ok(HostSide { prepared, lower_fds, sync, status })
+        Ok(HostSide { prepared, lower_fds, layer_fd, sync, status })
     }
 }
 
@@ -285,6 +296,22 @@ fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<OwnedFd, JailErro
     }
 }
 
+/// The sandbox's writable layer on disk: made the sandbox user's (as its tmpfs would be:
+/// the sandbox mounts that as its user) and cloned as a detached mount, which the sandbox
+/// attaches where the tmpfs would go. Root only: the pool is root's.
+fn disk_layer(plan: &Plan, dir: &str, root: bool) -> Result<OwnedFd, JailError> {
+    if !root {
+        return Err(JailError::LayerUnavailable {
+            layer: "writable layer on disk".into(),
+            reason: "disk-backed layers live in the storage pool, which needs root; rootless sandboxes keep their writable layer in RAM".into(),
+        });
+    }
+    let (uid, gid) = sandbox_host_ids(plan);
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .map_err(|e| JailError::host(format!("hand the layer {dir} to the sandbox's user"), e))?;
+    m::clone_tree(dir, false).map_err(|e| JailError::host(format!("open the layer {dir}"), e))
+}
+
 /// Root mode: the host uid and gid the sandbox's user runs as.
 pub(crate) fn sandbox_host_ids(plan: &Plan) -> (u32, u32) {
     match plan.ids {
@@ -323,7 +350,8 @@ pub fn run(mut spec: RunSpec) -> Result<Outcome, JailError> {
     trace("start");
     let root = safehouse_sys::geteuid() == 0;
     let view = host::host_view(&spec.request);
-    let plan = plan::compile(&spec.request, &view)?;
+    let mut plan = plan::compile(&spec.request, &view)?;
+    plan.disk_layer = spec.disk_layer.take();
     if spec.argv.is_empty() {
         return Err(JailError::Setup("no command given".into()));
     }
@@ -362,10 +390,12 @@ pub fn run(mut spec: RunSpec) -> Result<Outcome, JailError> {
         checked.ok_or_else(|| JailError::Setup("host checks did not run".into()))?;
     let (oom_kills, peak, cpu_ns) = cg_stats.unwrap_or((0, None, None));
     let signal = raw.signal;
-    let oom_killed = oom_kills > 0 && (signal == Some(libc::SIGKILL) || raw.init_killed);
+    // Any kill by the memory limit counts (as in the daemon's exec record): a shell whose
+    // child the limit killed exits 137 itself, with no signal of its own.
+    let oom_killed = oom_kills > 0;
     let exit_code = if raw.timed_out {
         124
-    } else if oom_killed {
+    } else if oom_killed && (signal == Some(libc::SIGKILL) || raw.init_killed) {
         137
     } else if let Some(code) = raw.exit_code {
         code
@@ -470,10 +500,8 @@ fn run_in(
     gateway: &mut Option<Box<dyn EgressGateway>>,
 ) -> Result<Raw, JailError> {
     trace("planned");
-    let HostSide { prepared, lower_fds, sync: (sync_read, sync_write), status: (status_read, status_write) } =
+    let HostSide { prepared, lower_fds, layer_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
         HostSide::prepare(&plan, root)?;
-    let tty =
-        if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
     const RELAYED: [i32; 7] =
         [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
     process::sigmask(&RELAYED, true).map_err(|e| JailError::host("block signals", e))?;
@@ -515,9 +543,11 @@ fn run_in(
                 status_write: File::from(status_write),
                 prepared,
                 lower_fds,
+                layer_fd,
                 privileged: root,
                 agent: None,
-                tty_slave: tty.map(|(_, slave)| slave),
+                tty: spec.tty,
+                tty_slave: None,
                 watch_execs: false,
             })
         }
@@ -528,7 +558,7 @@ fn run_in(
     drop(sync_read);
     drop(status_write);
     drop(prepared);
-    let master = tty.map(|(master, _slave)| master);
+    let mut master: Option<OwnedFd> = None;
 
     // Release the child in two steps: once its id maps are written (it needs them to build
     // its filesystem), then with its cgroup (it joins before anything untrusted runs).
@@ -571,6 +601,9 @@ fn run_in(
             sweep_orphaned_cgroups(&f.cgroups);
         }
         *checked = Some(Checked { features: f, abi, unenforced });
+        if spec.tty {
+            master = Some(receive_from_sandbox(&sync_write, b't', "its terminal")?);
+        }
         if plan.gateway {
             let listener = receive_gateway_listener(&sync_write)?;
             let gw =

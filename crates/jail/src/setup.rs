@@ -34,6 +34,9 @@ pub enum Step {
     Identity,
     /// The new root, binds, /proc, /dev, masks; the host root detached.
     Filesystem,
+    /// With a terminal: one of the sandbox's own devpts (so `tty` and ttyname(3) find it
+    /// under /dev/pts), its master to the host side.
+    Terminal,
     /// Hostname, loopback; with egress, the gateway's listener to the host side.
     Network,
     /// Daemon sandboxes: the new root to the host side, for its file operations.
@@ -59,6 +62,7 @@ impl Step {
             Step::IdMaps => "id maps",
             Step::Identity => "identity",
             Step::Filesystem => "filesystem",
+            Step::Terminal => "terminal",
             Step::Network => "network",
             Step::HandOverRoot => "hand over the root",
             Step::Rlimits => "rlimits",
@@ -121,13 +125,19 @@ pub struct ChildContext {
     /// Root mode: the root's read-only lower layers (a rootfs directory, or an image's
     /// layers, bottom first) as detached mounts the host side cloned; empty rootless.
     pub lower_fds: Vec<OwnedFd>,
+    /// The writable layer on disk (the plan's `disk_layer`), a detached mount the host
+    /// side cloned; `None`: a tmpfs.
+    pub layer_fd: Option<OwnedFd>,
     /// Root mode: we may (and must) drop supplementary groups.
     pub privileged: bool,
     /// A long-lived sandbox (daemon mode): its PID 1 is the agent, entered through this
     /// function with the agent's listening socket, and it outlives the process that
     /// created it (no parent-death signal). None for `run`, whose PID 1 is `init`.
     pub agent: Option<AgentEntry>,
-    /// With --tty: the terminal to make the command's stdio and controlling terminal.
+    /// With --tty: the setup opens a terminal in the sandbox's own devpts, hands its
+    /// master to the host side and keeps the other end here, to become the command's
+    /// stdio and controlling terminal.
+    pub tty: bool,
     pub tty_slave: Option<OwnedFd>,
     /// Install the exec notification filter and hand its listener to the host side even
     /// without tools.limits (daemon sandboxes: every exec is observed, crate::execwatch).
@@ -163,7 +173,7 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     let mut keep = vec![ctx.sync_read.as_raw_fd(), ctx.status_write.as_raw_fd()];
     keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.lower_fds.iter().map(|fd| fd.as_raw_fd()));
-    keep.extend(ctx.tty_slave.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(ctx.layer_fd.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.agent.iter().map(|a| a.listener.as_raw_fd()));
     k.close_fds_except(&keep).map_err(|e| SetupError::new(ForgetHost, "close inherited descriptors", e))?;
     trace("child: fds closed");
@@ -189,10 +199,20 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     k.set_umask(0o022);
 
     // Filesystem: new root, binds, /proc, /dev, masks; the host root is detached.
-    k.build_filesystem(&ctx.plan, &mut ctx.prepared, &ctx.lower_fds)
+    k.build_filesystem(&ctx.plan, &mut ctx.prepared, &ctx.lower_fds, ctx.layer_fd.as_ref())
         .map_err(|e| SetupError::new(Filesystem, "build the mount tree", e))?;
     trace("child: filesystem built");
     ctx.lower_fds.clear();
+    ctx.layer_fd = None;
+
+    // Terminal: opened here, in the sandbox's own devpts instance (one opened by the host
+    // side before the clone would be a terminal the sandbox's /dev/pts does not list).
+    if ctx.tty {
+        let (master, slave) = k.open_terminal().map_err(|e| SetupError::new(Terminal, "open a terminal", e))?;
+        k.send_to_host(&ctx.sync_read, b"t", &[master.as_raw_fd()])
+            .map_err(|e| SetupError::new(Terminal, "hand the terminal to the host side", e))?;
+        ctx.tty_slave = Some(slave);
+    }
 
     // Network: own hostname; loopback up in the empty network namespace. With egress, a
     // listener on 127.0.0.1:GATEWAY_PORT handed to the host side, whose gateway accepts
@@ -254,11 +274,18 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     trace("child: landlock");
 
     // Drop privileges: lock securebits, empty the bounding and ambient sets, then every
-    // capability. From here on nothing in the sandbox holds any privilege.
-    k.lock_securebits().map_err(|e| SetupError::new(DropPrivileges, "lock securebits", e))?;
-    k.drop_bounding_set().map_err(|e| SetupError::new(DropPrivileges, "drop bounding set", e))?;
-    k.clear_ambient_capabilities().map_err(|e| SetupError::new(DropPrivileges, "clear ambient capabilities", e))?;
-    k.drop_capabilities().map_err(|e| SetupError::new(DropPrivileges, "drop capabilities", e))?;
+    // capability. From here on nothing in the sandbox holds any privilege. A template
+    // build's RUN step as root keeps only the file and identity capabilities over its
+    // own user namespace (plan::BUILD_CAPABILITIES), bounded by no_new_privs below.
+    if ctx.plan.build_capabilities {
+        k.keep_only_capabilities(safehouse_policy::plan::BUILD_CAPABILITIES)
+            .map_err(|e| SetupError::new(DropPrivileges, "keep only the build capabilities", e))?;
+    } else {
+        k.lock_securebits().map_err(|e| SetupError::new(DropPrivileges, "lock securebits", e))?;
+        k.drop_bounding_set().map_err(|e| SetupError::new(DropPrivileges, "drop bounding set", e))?;
+        k.clear_ambient_capabilities().map_err(|e| SetupError::new(DropPrivileges, "clear ambient capabilities", e))?;
+        k.drop_capabilities().map_err(|e| SetupError::new(DropPrivileges, "drop capabilities", e))?;
+    }
     k.set_no_new_privs().map_err(|e| SetupError::new(DropPrivileges, "set no_new_privs", e))?;
     k.make_non_dumpable().map_err(|e| SetupError::new(DropPrivileges, "make init non-dumpable", e))?;
     // Credential changes (the identity step) clear the parent-death signal: arm it again,

@@ -5,12 +5,13 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
+use safehouse_gateway::process::ProcessGateway;
+use safehouse_gateway::{Config, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
-use safehouse_policy::model::Rootfs;
+use safehouse_policy::model::{Limits, Rootfs};
 use safehouse_policy::network::HostReach;
 use safehouse_policy::plan::{MountSpec, RunRequest};
-use safehouse_policy::units::{format_size, parse_duration, Dur};
+use safehouse_policy::units::{format_duration, format_size, parse_duration, Dur};
 use safehouse_policy::Policy;
 
 use super::policy_flags::{self, LimitFlags};
@@ -63,6 +64,10 @@ pub struct RunArgs {
     /// one `safehouse serve` uses)
     #[arg(long, value_name = "DIR", env = "SAFEHOUSE_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Where the writable layer lives: memory (a tmpfs, the default) or disk (a layer of
+    /// the data dir's storage pool, capped at --disk and removed after the run; root only)
+    #[arg(long, value_name = "memory|disk", default_value = "memory", value_parser = ["memory", "disk"])]
+    storage: String,
     /// The command and its arguments (with --image: the arguments to the image's
     /// entrypoint, in place of its command)
     #[arg(value_name = "CMD")]
@@ -99,7 +104,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         policy.limits.timeout = Some(Dur(parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?));
     }
     if let Some(r) = &a.rootfs {
-        policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
+        policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(existing_dir("--rootfs", r)?) };
     }
     if let Some(i) = &a.image {
         policy.filesystem.rootfs = Rootfs::Image(i.clone());
@@ -115,16 +120,16 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
     for spec in &a.mounts {
         // Relative sources are taken from the current directory, like bind mounts in docker.
         let (src, rest) = spec.split_once(':').unwrap_or((spec, ""));
-        let spec = if rest.is_empty() { spec.clone() } else { format!("{}:{rest}", absolute(src)?) };
+        let spec = if rest.is_empty() { spec.clone() } else { format!("{}:{rest}", absolute("--mount", src)?) };
         mounts.push(MountSpec::parse_flag(&spec)?);
     }
-    let workdir = a.workdir.as_deref().map(absolute).transpose()?;
+    let workdir = a.workdir.as_deref().map(|w| existing_dir("--workdir", w)).transpose()?;
     let mut env = Vec::new();
     for kv in &a.env {
         let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: write KEY=VALUE") };
         env.push((k.to_string(), v.to_string()));
     }
-    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), image: None })
+    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), ..Default::default() })
 }
 
 /// One line for the limits that go unenforced (the same reason for each, in rootless mode):
@@ -141,6 +146,24 @@ fn unenforced_warning(unenforced: &[safehouse_jail::run::Unenforced]) -> Option<
             [] => unreachable!("first() was Some"),
         }
     ))
+}
+
+/// One line when a limit ended the command (the timeout, or the memory limit killing a
+/// process), so a run that prints nothing is never a mystery; `--quiet` does not hide it.
+fn limit_message(outcome: &safehouse_jail::run::Outcome, limits: &Limits) -> Option<String> {
+    if outcome.timed_out {
+        let after = limits.timeout.map(|t| format!(" after {}", format_duration(t.0))).unwrap_or_default();
+        return Some(format!(
+            "safehouse: the command timed out{after} and was killed (exit 124); raise --timeout to give it longer"
+        ));
+    }
+    if outcome.oom_killed {
+        let limit = format_size(limits.memory.map_or(safehouse_policy::model::defaults::MEMORY, |m| m.0));
+        return Some(format!(
+            "safehouse: the memory limit ({limit}) killed a process of the command; raise --memory, (files the command writes to the sandbox's RAM-backed disk count against it too)"
+        ));
+    }
+    None
 }
 
 /// Limits this host cannot give are refused, not passed on to the kernel to be quietly
@@ -172,9 +195,31 @@ fn host_memory() -> Option<u64> {
 }
 
 /// Absolute, symlink-free form of a host path (so a mount source cannot be redirected).
-fn absolute(p: &str) -> Result<String> {
-    let path = std::fs::canonicalize(p).with_context(|| format!("{p}: no such file or directory"))?;
-    path.to_str().map(str::to_string).context("paths must be valid UTF-8")
+/// Errors name the flag and say what is wrong with the path, once.
+fn absolute(flag: &str, p: &str) -> Result<String> {
+    let path = std::fs::canonicalize(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("{flag} {p}: no such file or directory on this host"),
+        _ => anyhow::anyhow!("{flag} {p}: {}", sys_error_text(&e)),
+    })?;
+    path.to_str().map(str::to_string).with_context(|| format!("{flag} {p}: paths must be valid UTF-8"))
+}
+
+/// [`absolute`] for flags that name a directory (`--workdir`, `--rootfs`).
+fn existing_dir(flag: &str, p: &str) -> Result<String> {
+    let path = absolute(flag, p)?;
+    if !std::path::Path::new(&path).is_dir() {
+        bail!("{flag} {p}: not a directory; give a directory");
+    }
+    Ok(path)
+}
+
+/// An io::Error's text without Rust's " (os error N)" suffix.
+fn sys_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
 }
 
 pub fn main(a: RunArgs) -> i32 {
@@ -200,24 +245,36 @@ pub fn main(a: RunArgs) -> i32 {
         }
         None => a.command.clone(),
     };
-    let gateway: Option<Box<dyn EgressGateway>> = if request.policy.network.allow.is_empty() {
-        None
-    } else {
-        match Egress::new(&request.policy) {
-            Ok(g) => Some(Box::new(g)),
+    let layer = if a.storage == "disk" {
+        let dir = a.data_dir.clone().unwrap_or_else(safehouse_daemon::default_data_dir);
+        let cap = request.policy.limits.disk.map(|d| d.0).unwrap_or(safehouse_policy::model::defaults::DISK);
+        match super::run_disk::RunLayer::create(&dir, cap) {
+            Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("safehouse: {e:#}");
                 return EXIT_SETUP;
             }
         }
+    } else {
+        None
     };
-    let spec = RunSpec { request, argv, tty: a.tty, gateway };
-    let result = safehouse_jail::run(spec);
+    let request_limits = request.policy.limits.clone();
+    let result = match run_sandbox(request, argv, a.tty, layer.as_ref().map(|l| l.dir.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("safehouse: {e:#}");
+            return EXIT_SETUP;
+        }
+    };
     drop(image); // the lease ends with the sandbox
+    drop(layer); // and the layer on disk
     match result {
         Ok(outcome) => {
             if let Some(msg) = &outcome.exec_error {
                 eprintln!("safehouse: {msg}");
+            }
+            if let Some(msg) = limit_message(&outcome, &request_limits) {
+                eprintln!("{msg}");
             }
             if !a.quiet {
                 if let Some(line) = unenforced_warning(&outcome.unenforced) {
@@ -245,11 +302,26 @@ pub fn main(a: RunArgs) -> i32 {
     }
 }
 
-/// The capability gateway of one `run`: on its own thread, for the sandbox's lifetime.
+/// Runs `argv` in a sandbox for `request`, with the capability gateway when its policy
+/// allows egress (`run`, and template builds' RUN steps).
+/// `disk_layer`: a host directory holding the writable layer (`RunSpec::disk_layer`).
+pub fn run_sandbox(
+    request: RunRequest,
+    argv: Vec<String>,
+    tty: bool,
+    disk_layer: Option<String>,
+) -> Result<Result<safehouse_jail::run::Outcome, JailError>> {
+    let gateway: Option<Box<dyn EgressGateway>> =
+        if request.policy.network.allow.is_empty() { None } else { Some(Box::new(Egress::new(&request.policy)?)) };
+    Ok(safehouse_jail::run(RunSpec { request, argv, tty, gateway, disk_layer }))
+}
+
+/// The capability gateway of one `run`: in its own confined process (as the daemon's),
+/// for the sandbox's lifetime.
 struct Egress {
     /// The policy and resolver, until `start` (after the clone) makes the gateway.
     parts: Option<(NetPolicy, Resolver)>,
-    running: Option<GatewayThread>,
+    running: Option<ProcessGateway>,
 }
 
 impl Egress {
@@ -263,14 +335,15 @@ impl Egress {
 }
 
 impl EgressGateway for Egress {
-    /// Runs after the clone: the host-address watcher is a thread, and the sandbox must be
-    /// cloned from a single-threaded process.
+    /// Runs after the clone: the host-address watcher and the gateway's runtime are threads,
+    /// and the sandbox must be cloned from a single-threaded process.
     fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String> {
         let (net, resolver) = self.parts.take().ok_or("the gateway was started twice")?;
         let host = safehouse_gateway::hostaddrs::watch()
             .map_err(|e| format!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}"))?;
-        let config = Config::new(net, resolver, host);
-        self.running = Some(spawn_thread(config, listener).map_err(|e| format!("start the gateway: {e}"))?);
+        let config = Config::new(net, resolver, host.clone());
+        self.running =
+            Some(ProcessGateway::start(config, listener, host).map_err(|e| format!("start the gateway: {e}"))?);
         Ok(())
     }
 
