@@ -481,7 +481,7 @@ def multipart(name, content):
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def test_signed_file_urls(sbx):
+def test_signed_file_urls(api, e2b_key, sbx):
     sbx.files.write("/tmp/signed.txt", "signed content")
     url = sbx.download_url("/tmp/signed.txt", use_signature_expiration=60)
     assert "signature=" in url, url
@@ -510,8 +510,14 @@ def test_signed_file_urls(sbx):
                f"&signature_expiration={sig['expiration']}")
     status, body = fetch_url(expired)
     assert status in (401, 403) and b"expired" in body.lower(), (status, body)
-    # Without an expiration a signature lasts as long as its token.
-    assert fetch_url(sbx.download_url("/tmp/signed.txt")) == (200, b"signed content")
+    # Without an expiration a signature lasts as long as its token...
+    lasting = sbx.download_url("/tmp/signed.txt")
+    assert fetch_url(lasting) == (200, b"signed content")
+    # ...which ends with its key: revoked, the URL is refused.
+    assert api.delete(f"/v1/keys/{e2b_key['id']}").status in (200, 204)
+    status, body = fetch_url(lasting)
+    assert status == 401, (status, body)
+    assert api.delete(f"/v1/sandboxes/{sbx.sandbox_id}").status in (200, 204)  # its key cannot kill it now
 
 
 # ------------------------------------------------------------ metrics across sandboxes, logs
@@ -561,7 +567,16 @@ def test_sudo_fails_clearly(sbx):
     """E2B's sandboxes have a passwordless sudo; safehouse's have one unprivileged user and
     no sudo (docs/e2b.md): code that uses it gets the shell's "not found" (127), never a
     quiet success."""
+    # Whether the sandbox's root filesystem has a sudo binary (the host's root here; CI
+    # machines often have one) decides which clear failure it is.
+    has_sudo = sbx.commands.run("command -v sudo || true").stdout.strip() != ""
     with pytest.raises(CommandExitException) as e:
         sbx.commands.run("sudo touch /root-was-here")
-    assert e.value.exit_code == 127 and "sudo" in e.value.stderr, e.value
+    if has_sudo:
+        # The binary is there but cannot gain root: no_new_privs is set (and the root is
+        # mounted nosuid), so sudo refuses with its own message and status 1.
+        assert e.value.exit_code == 1 and e.value.stderr.startswith("sudo:"), e.value
+        assert "no new privileges" in e.value.stderr or "effective uid is not 0" in e.value.stderr, e.value
+    else:
+        assert e.value.exit_code == 127 and "sudo" in e.value.stderr and "not found" in e.value.stderr, e.value
     assert not sbx.files.exists("/root-was-here")
