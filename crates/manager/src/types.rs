@@ -143,6 +143,9 @@ pub struct StartProcess {
     pub env: BTreeMap<String, String>,
     pub cwd: Option<String>,
     pub pty: Option<PtySize>,
+    /// The process's own memory cap, as for a run-to-completion command.
+    #[serde(default)]
+    pub limits: ExecLimits,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,6 +169,12 @@ pub enum AttachEvent {
     Exit {
         exit_code: Option<i32>,
         signal: Option<i32>,
+        /// From the agent's spawn to its reap of the process.
+        wall_ms: u64,
+        /// CPU of the process and its reaped descendants.
+        cpu_ms: u64,
+        /// Its largest resident set (wait4's maxrss).
+        peak_memory_bytes: u64,
     },
 }
 

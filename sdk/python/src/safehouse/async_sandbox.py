@@ -139,7 +139,9 @@ class AsyncCommandHandle:
             raise SafehouseTimeoutError(f"process {self.pid} did not exit in time") from e
         assert self._exit is not None
         r = CommandResult(stdout=self._stdout.decode(errors="replace"), stderr=self._stderr.decode(errors="replace"),
-                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"))
+                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"),
+                          wall_ms=self._exit.get("wall_ms"), cpu_ms=self._exit.get("cpu_ms"),
+                          peak_memory_bytes=self._exit.get("peak_memory_bytes"))
         r.error = describe_failure(r)
         if raise_on_error and r.exit_code != 0:
             raise CommandExitException(r)

@@ -151,7 +151,9 @@ class CommandHandle:
         assert self._exit is not None
         r = CommandResult(stdout=self._stdout.decode(errors="replace"),
                           stderr=self._stderr.decode(errors="replace"),
-                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"))
+                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"),
+                          wall_ms=self._exit.get("wall_ms"), cpu_ms=self._exit.get("cpu_ms"),
+                          peak_memory_bytes=self._exit.get("peak_memory_bytes"))
         r.error = describe_failure(r)
         return r
 
