@@ -59,7 +59,7 @@ pub async fn upload(
     let path = path_param(&q)?;
     let root = root(&st, &tenant, &id).await?;
     let (r, p) = (root.clone(), path.clone());
-    let file = blocking(move || files::create_write(&r, &p, true)).await?;
+    let (file, new_file) = blocking(move || files::create_write(&r, &p, true)).await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut body = req.into_body().into_data_stream();
     loop {
@@ -80,6 +80,7 @@ pub async fn upload(
     file.flush().await.map_err(|e| FileError::from_io(&path, e))?;
     file.sync_data().await.map_err(|e| FileError::from_io(&path, e))?;
     drop(file);
+    new_file.keep();
     let p = path.clone();
     let info = blocking(move || files::stat(&root, &p)).await?;
     st.manager.note(&id, "file.written", json!({ "path": path, "size": info.size }));

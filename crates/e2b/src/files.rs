@@ -222,7 +222,7 @@ async fn write_file(
 ) -> Result<Value, HttpError> {
     let root = root(st, tenant, id).await?;
     let (r, p) = (root.clone(), path.to_string());
-    let file = blocking(move || files::create_write(&r, &p, true)).await?;
+    let (file, new_file) = blocking(move || files::create_write(&r, &p, true)).await?;
     let mut sink = if gzip {
         Sink::Gzip(Some(flate2::write::GzDecoder::new(file)))
     } else {
@@ -244,6 +244,7 @@ async fn write_file(
         sink.write(path, chunk).await?;
     }
     sink.finish(path).await?;
+    new_file.keep();
     let p = path.to_string();
     let info = blocking(move || files::stat(&root, &p)).await?;
     st.manager.note(id, "file.written", json!({ "path": info.path, "size": info.size }));

@@ -541,11 +541,12 @@ async fn write_file(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
     let path = a.path;
     let info = blocking(move || {
         use std::io::Write;
-        let mut file = files::create_write(&root, &path, true)?;
+        let (mut file, new_file) = files::create_write(&root, &path, true)?;
         let io = |e| files::FileError::from_io(&path, e);
         file.write_all(&data).map_err(io)?;
         file.sync_data().map_err(io)?;
         drop(file);
+        new_file.keep();
         files::stat(&root, &path)
     })
     .await?;
