@@ -420,6 +420,11 @@ def test_gzip_uploads(daemon, sbx):
     assert sbx.files.read("/tmp/gz.txt") == "unzipped" * 1000
     status, _, body = raw(daemon, "POST", "/files?path=/tmp/gz2.txt", b"not gzip at all", h)
     assert status == 400 and b"gzip" in body, (status, body)
+    assert not sbx.files.exists("/tmp/gz2.txt")  # a failed upload leaves no partial file
+    # Cut short: valid gzip whose stream ends early is refused, and leaves nothing either.
+    status, _, body = raw(daemon, "POST", "/files?path=/tmp/gz5.txt", gzip.compress(b"y" * 100000)[:-12], h)
+    assert status == 400 and b"gzip" in body, (status, body)
+    assert not sbx.files.exists("/tmp/gz5.txt")
     h["Content-Encoding"] = "br"
     status, _, body = raw(daemon, "POST", "/files?path=/tmp/br.txt", b"x", h)
     assert status in (400, 415) and b"br" in body, (status, body)
