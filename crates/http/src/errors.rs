@@ -79,6 +79,8 @@ impl From<ManagerError> for ApiError {
             ManagerError::Frozen(_) => ApiError::new(StatusCode::CONFLICT, "frozen", msg),
             ManagerError::Capacity(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", msg),
             ManagerError::AgentStalled(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "agent_timeout", msg),
+            ManagerError::Paused(_) => ApiError::new(StatusCode::CONFLICT, "paused", msg),
+            ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             ManagerError::Internal(_) => ApiError::internal(msg),
         }
     }
@@ -128,6 +130,8 @@ mod tests {
             (ManagerError::Frozen("sb_x".into()), 409, "frozen"),
             (ManagerError::Capacity("full".into()), 503, "capacity"),
             (ManagerError::AgentStalled("slow".into()), 504, "agent_timeout"),
+            (ManagerError::Paused("sb_x".into()), 409, "paused"),
+            (ManagerError::Conflict("in use".into()), 409, "conflict"),
             (ManagerError::Internal("boom".into()), 500, "internal"),
         ];
         for (e, status, code) in cases {

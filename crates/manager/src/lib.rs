@@ -24,10 +24,11 @@ pub mod execwatch;
 pub mod fleet;
 pub mod fswatch;
 pub mod ids;
-mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod limits;
 pub mod metrics;
 mod netns;
+mod persist;
 pub mod store;
 pub mod types;
 
@@ -39,6 +40,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use netns::GATEWAY_PORT;
+pub use persist::{MAX_FORK, MEMORY_NOTE};
 pub use store::Store;
 pub use types::*;
 
@@ -115,6 +117,13 @@ pub(crate) struct Live {
     /// The sandbox's root directory, handed over at setup; None for a sandbox re-attached
     /// after a daemon restart (`root_dir` opens `/proc/<agent>/root` then).
     pub root: Option<Arc<std::os::fd::OwnedFd>>,
+    /// Its writable layer is on disk (the pool's `layers/<id>`): it can pause.
+    pub disk: bool,
+    pub lifecycle: Lifecycle,
+    /// When an API call last used it (`safehouse_sys::monotonic_ns`), for idle pauses.
+    pub last_used: std::sync::atomic::AtomicU64,
+    /// The names of the tenant's volumes it mounts.
+    pub volumes: Vec<String>,
 }
 
 impl Live {
@@ -167,6 +176,10 @@ pub(crate) struct Inner {
     /// File events of every sandbox (fswatch.rs), started with the first sandbox; None
     /// when off (`SAFEHOUSE_FSWATCH=0`) or when the kernel refused an inotify instance.
     pub fswatch: std::sync::OnceLock<Option<fswatch::FsWatch>>,
+    /// The storage pool, opened on first use (persist.rs).
+    pub pool: Mutex<Option<Arc<safehouse_storage::Pool>>>,
+    /// One resume at a time per sandbox.
+    pub resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Manager {
@@ -194,6 +207,8 @@ impl Manager {
                 control: Default::default(),
                 metrics: Default::default(),
                 fswatch: Default::default(),
+                pool: Default::default(),
+                resuming: Default::default(),
             }),
         }
     }
