@@ -37,6 +37,10 @@ export class MethodNotAllowedError extends SafehouseError {}
 export class SandboxNotRunningError extends SafehouseError {}
 /** 409 `frozen`: thaw the sandbox first. */
 export class SandboxFrozenError extends SandboxNotRunningError {}
+/** 409 `paused`: the sandbox is paused; resume it first (or create it with auto_resume). */
+export class SandboxPausedError extends SandboxNotRunningError {}
+/** 409 `conflict`: a name is taken, a volume still mounted; `running` (E2B front): already running. */
+export class ConflictError extends SafehouseError {}
 /** 409 `already_exists` / `directory_not_empty`: the path is in the way. */
 export class PathConflictError extends SafehouseError {}
 /** 413: the sandbox's disk quota (or a body size limit) was exceeded. */
@@ -104,6 +108,9 @@ export const ERROR_CODES: Readonly<Record<string, ErrorClass>> = Object.freeze({
   request_timeout: SafehouseTimeoutError,
   not_running: SandboxNotRunningError,
   frozen: SandboxFrozenError,
+  paused: SandboxPausedError,
+  conflict: ConflictError,
+  running: ConflictError,
   already_exists: PathConflictError,
   directory_not_empty: PathConflictError,
   body_too_large: QuotaExceededError,

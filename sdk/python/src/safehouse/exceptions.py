@@ -60,7 +60,8 @@ class SandboxPausedError(SandboxNotRunningError):
 
 
 class ConflictError(SafehouseError):
-    """409 `conflict`: a name is taken, or a volume is still mounted."""
+    """409 `conflict`: a name is taken, or a volume is still mounted; `running` (the E2B front's
+    resume of a sandbox that already runs)."""
 
 
 class PathConflictError(SafehouseError):
@@ -176,6 +177,7 @@ ERROR_CODES: Dict[str, Type[SafehouseError]] = {
     "frozen": SandboxFrozenError,
     "paused": SandboxPausedError,
     "conflict": ConflictError,
+    "running": ConflictError,
     "already_exists": PathConflictError,
     "directory_not_empty": PathConflictError,
     "body_too_large": QuotaExceededError,
