@@ -103,3 +103,45 @@ def test_rootless_run_warns_in_one_line_and_quiet_hides_it():
     assert r.stderr.startswith("safehouse: warning: the memory and pids limits not enforced") and "--quiet" in r.stderr, r
     r = subprocess.run([BIN, "run", "--quiet", "--", "true"], capture_output=True, text=True, timeout=60, **as_nobody)
     assert r.returncode == 0 and r.stderr == "", r
+
+
+def test_run_says_when_a_limit_killed_the_command():
+    import json
+    r = run_cli("run", "--timeout", "1s", "--", "sleep", "30")
+    assert r.returncode == 124, r
+    assert "timed out after 1s and was killed (exit 124)" in r.stderr and "--timeout" in r.stderr, r
+    r = run_cli("run", "--memory", "32MiB", "--", "python3", "-c", "b = bytearray(200 << 20)")
+    assert r.returncode == 137, r
+    assert "the memory limit (32MiB) killed a process" in r.stderr, r
+    # A child killed by the limit counts: the shell around dd exits 137 on its own, with
+    # no signal, and the record still says the memory limit killed something.
+    r = run_cli("run", "--memory", "32MiB", "--json", "-", "--", "sh", "-c",
+                "dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>/dev/null")
+    record = json.loads(r.stderr.strip().splitlines()[-1])
+    assert r.returncode == 137 and record["oom_killed"] is True and record["signal"] is None, (r, record)
+    # A command that ends on its own prints nothing extra.
+    r = run_cli("run", "--timeout", "30s", "--memory", "64MiB", "--", "true")
+    assert r.returncode == 0 and r.stderr == "", r
+
+
+def test_run_with_a_terminal_has_its_own_under_dev_pts():
+    # The terminal is the sandbox's own (from its devpts instance), so `tty` finds it.
+    r = run_cli("run", "--tty", "--", "tty")
+    assert r.returncode == 0, r
+    assert r.stdout.strip().replace("\r", "") == "/dev/pts/0", r
+    r = run_cli("run", "--tty", "--", "sh", "-c", "test -t 0 && test -t 1 && ls /dev/pts")
+    assert r.returncode == 0 and r.stdout.split() == ["0", "ptmx"], r
+    r = run_cli("run", "--", "tty")
+    assert r.returncode == 1 and r.stdout.strip() == "not a tty", r
+
+
+def test_run_path_flags_name_the_flag_and_the_problem(tmp_path):
+    missing = str(tmp_path / "missing")
+    for argv, says in ((["--workdir", missing], f"--workdir {missing}: no such file or directory on this host"),
+                       (["--workdir", "/etc/hostname"], "--workdir /etc/hostname: not a directory"),
+                       (["--mount", f"{missing}:/data"], f"--mount {missing}: no such file or directory on this host"),
+                       (["--rootfs", missing], f"--rootfs {missing}: no such file or directory on this host"),
+                       (["--rootfs", "/etc/hostname"], "--rootfs /etc/hostname: not a directory")):
+        r = run_cli("run", *argv, "--", "true")
+        assert r.returncode == 125 and says in r.stderr, (argv, r)
+        assert "os error" not in r.stderr and r.stderr.count("\n") == 1, (argv, r)

@@ -198,11 +198,16 @@ MIME = {
 }
 
 
+BASE64 = ("png", "jpeg", "pdf")
+
+
 def result_of(data, main):
     out = {"type": "result", "is_main_result": main}
     extra = {}
     for mime, value in data.items():
         key = MIME.get(mime)
+        if key in BASE64 and isinstance(value, str):
+            value = "".join(value.split())  # IPython's base64 ends with a newline
         if key:
             out[key] = value
         else:
@@ -212,8 +217,43 @@ def result_of(data, main):
     return out
 
 
+# How a Python kernel starts: ipykernel's launcher, with the IOPub pipe for forked
+# children off. That pipe is a zmq TCP bind, and libzmq resolves a TCP bind address as a
+# NIC name first, with getifaddrs, which needs a netlink socket the sandbox refuses
+# (EAFNOSUPPORT, KS-02); libzmq aborts on that errno. Without the pipe the kernel binds
+# nothing but its unix sockets; a forked child's sys.stdout is dropped (its fd-level
+# output is still captured).
+KERNEL_BOOT = r"""
+import sys
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+import ipykernel.iostream as _io
+_init = _io.IOPubThread.__init__
+def _no_pipe(self, socket, pipe=False):
+    _init(self, socket, pipe=False)
+_io.IOPubThread.__init__ = _no_pipe
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+
+
+def kernel_specs():
+    """A kernelspec directory with `safehouse-python`: this Python, KERNEL_BOOT."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    base = os.path.join(RUNTIME, "kernels")
+    spec = os.path.join(base, "safehouse-python")
+    os.makedirs(spec, mode=0o700, exist_ok=True)
+    with open(os.path.join(spec, "kernel.json"), "w") as f:
+        json.dump({"argv": [sys.executable, "-c", KERNEL_BOOT, "-f", "{connection_file}"],
+                   "display_name": "Python 3 (safehouse)", "language": "python",
+                   "interrupt_mode": "signal"}, f)
+    return KernelSpecManager(kernel_dirs=[base])
+
+
 class PythonContext:
     language = "python"
+    specs = None
 
     def __init__(self, cid, cwd, env, preload):
         self.id, self.cwd, self.env, self.preload = cid, cwd, env, preload
@@ -231,7 +271,10 @@ class PythonContext:
         os.makedirs(RUNTIME, mode=0o700, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
         base = os.path.join(RUNTIME, "k" + tag)
-        km = KernelManager(kernel_name="python3", transport="ipc", ip=base)
+        if PythonContext.specs is None:
+            PythonContext.specs = kernel_specs()
+        km = KernelManager(kernel_name="safehouse-python", kernel_spec_manager=PythonContext.specs,
+                           transport="ipc", ip=base)
         km.connection_file = base + ".json"
         env = dict(os.environ)
         env.update(self.env)

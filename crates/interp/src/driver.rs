@@ -14,11 +14,18 @@ pub fn argv() -> Vec<String> {
     ["python3", "-I", "-u", "-c", BOOT].iter().map(|s| s.to_string()).collect()
 }
 
+/// The daemon's environment variable naming a driver source file to send instead of the
+/// embedded one: for developing the driver without rebuilding the binary (the daemon's
+/// operator is trusted; sandboxes never see it).
+pub const SOURCE_ENV: &str = "SAFEHOUSE_INTERP_DRIVER";
+
 /// The first bytes to write to the driver's stdin: the source's length, a newline, the
 /// source.
 pub fn preamble() -> Vec<u8> {
-    let mut out = format!("{}\n", SOURCE.len()).into_bytes();
-    out.extend_from_slice(SOURCE.as_bytes());
+    let source =
+        std::env::var_os(SOURCE_ENV).and_then(|p| std::fs::read(p).ok()).unwrap_or_else(|| SOURCE.as_bytes().to_vec());
+    let mut out = format!("{}\n", source.len()).into_bytes();
+    out.extend_from_slice(&source);
     out
 }
 

@@ -38,6 +38,9 @@ pub trait Kernel {
     /// The filesystem view (crate::mounts); the error names the operation.
     fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()>;
 
+    /// A new terminal (master, other end) from the sandbox's /dev/ptmx.
+    fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)>;
+
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     fn bring_up_loopback(&mut self) -> io::Result<()>;
     /// A socket listening on 127.0.0.1:`port` of the sandbox's network namespace.
@@ -125,6 +128,10 @@ impl Kernel for Real {
 
     fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()> {
         crate::mounts::build(self, plan, prepared, lowers).map_err(io::Error::other)
+    }
+
+    fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
+        process::openpty()
     }
 
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {

@@ -44,12 +44,17 @@ pub trait EgressGateway {
 
 /// Receives the gateway's listener from a sandbox whose plan has `gateway` set.
 pub(crate) fn receive_gateway_listener(sync: &OwnedFd) -> Result<std::net::TcpListener, JailError> {
-    let mut tag = [0u8; 8];
-    match safehouse_sys::unix::recv_with_fds(sync, &mut tag) {
-        Ok((1, mut fds)) if tag[0] == b'g' && fds.len() == 1 => Ok(std::net::TcpListener::from(fds.remove(0))),
-        Ok((0, _)) => Err(JailError::Setup("the sandbox failed before opening the gateway's listener".into())),
-        Ok(_) => Err(JailError::Setup("the sandbox sent something other than the gateway's listener".into())),
-        Err(e) => Err(JailError::host("receive the gateway's listener", e)),
+    receive_from_sandbox(sync, b'g', "the gateway's listener").map(std::net::TcpListener::from)
+}
+
+/// One descriptor the sandbox's setup hands to the host side, tagged `tag`.
+fn receive_from_sandbox(sync: &OwnedFd, tag: u8, what: &str) -> Result<OwnedFd, JailError> {
+    let mut got = [0u8; 8];
+    match safehouse_sys::unix::recv_with_fds(sync, &mut got) {
+        Ok((1, mut fds)) if got[0] == tag && fds.len() == 1 => Ok(fds.remove(0)),
+        Ok((0, _)) => Err(JailError::Setup(format!("the sandbox failed before sending {what}"))),
+        Ok(_) => Err(JailError::Setup(format!("the sandbox sent something other than {what}"))),
+        Err(e) => Err(JailError::host(format!("receive {what}"), e)),
     }
 }
 
@@ -362,10 +367,12 @@ pub fn run(mut spec: RunSpec) -> Result<Outcome, JailError> {
         checked.ok_or_else(|| JailError::Setup("host checks did not run".into()))?;
     let (oom_kills, peak, cpu_ns) = cg_stats.unwrap_or((0, None, None));
     let signal = raw.signal;
-    let oom_killed = oom_kills > 0 && (signal == Some(libc::SIGKILL) || raw.init_killed);
+    // Any kill by the memory limit counts (as in the daemon's exec record): a shell whose
+    // child the limit killed exits 137 itself, with no signal of its own.
+    let oom_killed = oom_kills > 0;
     let exit_code = if raw.timed_out {
         124
-    } else if oom_killed {
+    } else if oom_killed && (signal == Some(libc::SIGKILL) || raw.init_killed) {
         137
     } else if let Some(code) = raw.exit_code {
         code
@@ -472,8 +479,6 @@ fn run_in(
     trace("planned");
     let HostSide { prepared, lower_fds, sync: (sync_read, sync_write), status: (status_read, status_write) } =
         HostSide::prepare(&plan, root)?;
-    let tty =
-        if spec.tty { Some(process::openpty().map_err(|e| JailError::host("open a terminal", e))?) } else { None };
     const RELAYED: [i32; 7] =
         [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
     process::sigmask(&RELAYED, true).map_err(|e| JailError::host("block signals", e))?;
@@ -517,7 +522,8 @@ fn run_in(
                 lower_fds,
                 privileged: root,
                 agent: None,
-                tty_slave: tty.map(|(_, slave)| slave),
+                tty: spec.tty,
+                tty_slave: None,
                 watch_execs: false,
             })
         }
@@ -528,7 +534,7 @@ fn run_in(
     drop(sync_read);
     drop(status_write);
     drop(prepared);
-    let master = tty.map(|(master, _slave)| master);
+    let mut master: Option<OwnedFd> = None;
 
     // Release the child in two steps: once its id maps are written (it needs them to build
     // its filesystem), then with its cgroup (it joins before anything untrusted runs).
@@ -571,6 +577,9 @@ fn run_in(
             sweep_orphaned_cgroups(&f.cgroups);
         }
         *checked = Some(Checked { features: f, abi, unenforced });
+        if spec.tty {
+            master = Some(receive_from_sandbox(&sync_write, b't', "its terminal")?);
+        }
         if plan.gateway {
             let listener = receive_gateway_listener(&sync_write)?;
             let gw =

@@ -34,6 +34,9 @@ pub enum Step {
     Identity,
     /// The new root, binds, /proc, /dev, masks; the host root detached.
     Filesystem,
+    /// With a terminal: one of the sandbox's own devpts (so `tty` and ttyname(3) find it
+    /// under /dev/pts), its master to the host side.
+    Terminal,
     /// Hostname, loopback; with egress, the gateway's listener to the host side.
     Network,
     /// Daemon sandboxes: the new root to the host side, for its file operations.
@@ -59,6 +62,7 @@ impl Step {
             Step::IdMaps => "id maps",
             Step::Identity => "identity",
             Step::Filesystem => "filesystem",
+            Step::Terminal => "terminal",
             Step::Network => "network",
             Step::HandOverRoot => "hand over the root",
             Step::Rlimits => "rlimits",
@@ -127,7 +131,10 @@ pub struct ChildContext {
     /// function with the agent's listening socket, and it outlives the process that
     /// created it (no parent-death signal). None for `run`, whose PID 1 is `init`.
     pub agent: Option<AgentEntry>,
-    /// With --tty: the terminal to make the command's stdio and controlling terminal.
+    /// With --tty: the setup opens a terminal in the sandbox's own devpts, hands its
+    /// master to the host side and keeps the other end here, to become the command's
+    /// stdio and controlling terminal.
+    pub tty: bool,
     pub tty_slave: Option<OwnedFd>,
     /// Install the exec notification filter and hand its listener to the host side even
     /// without tools.limits (daemon sandboxes: every exec is observed, crate::execwatch).
@@ -163,7 +170,6 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     let mut keep = vec![ctx.sync_read.as_raw_fd(), ctx.status_write.as_raw_fd()];
     keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.lower_fds.iter().map(|fd| fd.as_raw_fd()));
-    keep.extend(ctx.tty_slave.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.agent.iter().map(|a| a.listener.as_raw_fd()));
     k.close_fds_except(&keep).map_err(|e| SetupError::new(ForgetHost, "close inherited descriptors", e))?;
     trace("child: fds closed");
@@ -193,6 +199,15 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
         .map_err(|e| SetupError::new(Filesystem, "build the mount tree", e))?;
     trace("child: filesystem built");
     ctx.lower_fds.clear();
+
+    // Terminal: opened here, in the sandbox's own devpts instance (one opened by the host
+    // side before the clone would be a terminal the sandbox's /dev/pts does not list).
+    if ctx.tty {
+        let (master, slave) = k.open_terminal().map_err(|e| SetupError::new(Terminal, "open a terminal", e))?;
+        k.send_to_host(&ctx.sync_read, b"t", &[master.as_raw_fd()])
+            .map_err(|e| SetupError::new(Terminal, "hand the terminal to the host side", e))?;
+        ctx.tty_slave = Some(slave);
+    }
 
     // Network: own hostname; loopback up in the empty network namespace. With egress, a
     // listener on 127.0.0.1:GATEWAY_PORT handed to the host side, whose gateway accepts

@@ -77,6 +77,9 @@ impl Kernel for Fake {
     fn build_filesystem(&mut self, _: &Plan, _: &mut Prepared, _: &[OwnedFd]) -> io::Result<()> {
         self.call("build_filesystem")
     }
+    fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
+        Ok((self.fd("open_terminal")?, File::open("/dev/null")?.into()))
+    }
     fn set_hostname(&mut self, _: &str) -> io::Result<()> {
         self.call("set_hostname")
     }
@@ -162,6 +165,7 @@ fn context(plan: Plan, daemon: bool) -> ChildContext {
         lower_fds: Vec::new(),
         privileged: true,
         agent: daemon.then(|| AgentEntry { run: noop, listener: null() }),
+        tty: false,
         tty_slave: None,
         watch_execs: daemon,
     }
@@ -309,4 +313,24 @@ fn tools_limits_in_a_daemon_sandbox_need_the_exec_watcher() {
     assert_eq!(err.step, Step::ExecNotification);
     assert!(err.to_string().contains("SAFEHOUSE_EXECWATCH"), "{err}");
     assert!(!fake.calls.contains(&"install_seccomp"));
+}
+
+#[test]
+fn a_terminal_is_opened_in_the_new_filesystem_and_its_master_handed_over() {
+    let mut ctx = context(plan(), false);
+    ctx.tty = true;
+    let mut fake = Fake { tasks: 1, ..Fake::default() };
+    set_up(&mut fake, &mut ctx).unwrap();
+    let calls = distinct(&fake.calls);
+    let at = |name: &str| calls.iter().position(|c| *c == name).unwrap_or_else(|| panic!("{name}: {calls:?}"));
+    // After the sandbox's own /dev/pts exists, before anything of the network step.
+    assert_eq!(calls[at("build_filesystem") + 1..at("set_hostname")], ["open_terminal", "send_to_host"]);
+    assert!(ctx.tty_slave.is_some(), "the other end stays with the sandbox's init");
+
+    let mut fake = Fake { fail: Some(("open_terminal", 1, libc::ENOSPC)), ..Fake::default() };
+    let mut ctx = context(plan(), false);
+    ctx.tty = true;
+    let err = set_up(&mut fake, &mut ctx).unwrap_err();
+    assert_eq!((err.step, err.errno()), (Step::Terminal, Some(libc::ENOSPC)));
+    assert_eq!(fake.calls.last(), Some(&"open_terminal"));
 }

@@ -78,6 +78,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
                 lower_fds,
                 privileged: root,
                 agent: Some(agent),
+                tty: false,
                 tty_slave: None,
                 watch_execs,
             })

@@ -7,10 +7,10 @@ use clap::Args;
 
 use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
-use safehouse_policy::model::Rootfs;
+use safehouse_policy::model::{Limits, Rootfs};
 use safehouse_policy::network::HostReach;
 use safehouse_policy::plan::{MountSpec, RunRequest};
-use safehouse_policy::units::{format_size, parse_duration, Dur};
+use safehouse_policy::units::{format_duration, format_size, parse_duration, Dur};
 use safehouse_policy::Policy;
 
 use super::policy_flags::{self, LimitFlags};
@@ -99,7 +99,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         policy.limits.timeout = Some(Dur(parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?));
     }
     if let Some(r) = &a.rootfs {
-        policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(absolute(r)?) };
+        policy.filesystem.rootfs = if r == "host" { Rootfs::Host } else { Rootfs::Dir(existing_dir("--rootfs", r)?) };
     }
     if let Some(i) = &a.image {
         policy.filesystem.rootfs = Rootfs::Image(i.clone());
@@ -115,10 +115,10 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
     for spec in &a.mounts {
         // Relative sources are taken from the current directory, like bind mounts in docker.
         let (src, rest) = spec.split_once(':').unwrap_or((spec, ""));
-        let spec = if rest.is_empty() { spec.clone() } else { format!("{}:{rest}", absolute(src)?) };
+        let spec = if rest.is_empty() { spec.clone() } else { format!("{}:{rest}", absolute("--mount", src)?) };
         mounts.push(MountSpec::parse_flag(&spec)?);
     }
-    let workdir = a.workdir.as_deref().map(absolute).transpose()?;
+    let workdir = a.workdir.as_deref().map(|w| existing_dir("--workdir", w)).transpose()?;
     let mut env = Vec::new();
     for kv in &a.env {
         let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: write KEY=VALUE") };
@@ -141,6 +141,24 @@ fn unenforced_warning(unenforced: &[safehouse_jail::run::Unenforced]) -> Option<
             [] => unreachable!("first() was Some"),
         }
     ))
+}
+
+/// One line when a limit ended the command (the timeout, or the memory limit killing a
+/// process), so a run that prints nothing is never a mystery; `--quiet` does not hide it.
+fn limit_message(outcome: &safehouse_jail::run::Outcome, limits: &Limits) -> Option<String> {
+    if outcome.timed_out {
+        let after = limits.timeout.map(|t| format!(" after {}", format_duration(t.0))).unwrap_or_default();
+        return Some(format!(
+            "safehouse: the command timed out{after} and was killed (exit 124); raise --timeout to give it longer"
+        ));
+    }
+    if outcome.oom_killed {
+        let limit = format_size(limits.memory.map_or(safehouse_policy::model::defaults::MEMORY, |m| m.0));
+        return Some(format!(
+            "safehouse: the memory limit ({limit}) killed a process of the command; raise --memory, (files the command writes to the sandbox's RAM-backed disk count against it too)"
+        ));
+    }
+    None
 }
 
 /// Limits this host cannot give are refused, not passed on to the kernel to be quietly
@@ -172,9 +190,31 @@ fn host_memory() -> Option<u64> {
 }
 
 /// Absolute, symlink-free form of a host path (so a mount source cannot be redirected).
-fn absolute(p: &str) -> Result<String> {
-    let path = std::fs::canonicalize(p).with_context(|| format!("{p}: no such file or directory"))?;
-    path.to_str().map(str::to_string).context("paths must be valid UTF-8")
+/// Errors name the flag and say what is wrong with the path, once.
+fn absolute(flag: &str, p: &str) -> Result<String> {
+    let path = std::fs::canonicalize(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("{flag} {p}: no such file or directory on this host"),
+        _ => anyhow::anyhow!("{flag} {p}: {}", sys_error_text(&e)),
+    })?;
+    path.to_str().map(str::to_string).with_context(|| format!("{flag} {p}: paths must be valid UTF-8"))
+}
+
+/// [`absolute`] for flags that name a directory (`--workdir`, `--rootfs`).
+fn existing_dir(flag: &str, p: &str) -> Result<String> {
+    let path = absolute(flag, p)?;
+    if !std::path::Path::new(&path).is_dir() {
+        bail!("{flag} {p}: not a directory; give a directory");
+    }
+    Ok(path)
+}
+
+/// An io::Error's text without Rust's " (os error N)" suffix.
+fn sys_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
 }
 
 pub fn main(a: RunArgs) -> i32 {
@@ -211,6 +251,7 @@ pub fn main(a: RunArgs) -> i32 {
             }
         }
     };
+    let request_limits = request.policy.limits.clone();
     let spec = RunSpec { request, argv, tty: a.tty, gateway };
     let result = safehouse_jail::run(spec);
     drop(image); // the lease ends with the sandbox
@@ -218,6 +259,9 @@ pub fn main(a: RunArgs) -> i32 {
         Ok(outcome) => {
             if let Some(msg) = &outcome.exec_error {
                 eprintln!("safehouse: {msg}");
+            }
+            if let Some(msg) = limit_message(&outcome, &request_limits) {
+                eprintln!("{msg}");
             }
             if !a.quiet {
                 if let Some(line) = unenforced_warning(&outcome.unenforced) {
