@@ -17,6 +17,7 @@ mod agent_link;
 pub mod audit;
 pub mod auth;
 mod cleanup;
+pub mod codepool;
 mod control;
 pub mod events;
 mod exec;
@@ -24,6 +25,7 @@ pub mod execwatch;
 pub mod fleet;
 pub mod fswatch;
 pub mod ids;
+pub mod interp;
 mod lifecycle;
 pub mod limits;
 pub mod metrics;
@@ -56,6 +58,8 @@ pub struct ManagerConfig {
     pub max_timeout_s: u64,
     /// Refuse creating more running sandboxes than this.
     pub max_sandboxes: usize,
+    /// Warm code-interpreter sandboxes kept per pool (codepool.rs); 0: none.
+    pub code_pool: usize,
 }
 
 impl ManagerConfig {
@@ -65,6 +69,7 @@ impl ManagerConfig {
             default_timeout_s: limits::DEFAULT_TIMEOUT_S,
             max_timeout_s: limits::MAX_TIMEOUT_S,
             max_sandboxes: 4096,
+            code_pool: 0,
         }
     }
 }
@@ -90,6 +95,8 @@ pub(crate) struct Live {
     /// The sandbox's root directory, handed over at setup; None for a sandbox re-attached
     /// after a daemon restart (`root_dir` opens `/proc/<agent>/root` then).
     pub root: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The code interpreter's driver, once started (interp.rs).
+    pub interp: interp::Slot,
 }
 
 impl Live {
@@ -142,6 +149,8 @@ pub(crate) struct Inner {
     /// File events of every sandbox (fswatch.rs), started with the first sandbox; None
     /// when off (`SAFEHOUSE_FSWATCH=0`) or when the kernel refused an inotify instance.
     pub fswatch: std::sync::OnceLock<Option<fswatch::FsWatch>>,
+    /// The code interpreter's warm pools (codepool.rs).
+    pub codepool: codepool::PoolState,
 }
 
 impl Manager {
@@ -169,6 +178,7 @@ impl Manager {
                 control: Default::default(),
                 metrics: Default::default(),
                 fswatch: Default::default(),
+                codepool: Default::default(),
             }),
         }
     }

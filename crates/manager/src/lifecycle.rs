@@ -286,6 +286,7 @@ impl Manager {
             gateway,
             execs,
             root: Some(Arc::new(root)),
+            interp: Default::default(),
         });
         let store = inner.store.clone();
         let rec2 = record.clone();
@@ -819,6 +820,7 @@ impl Manager {
             gateway,
             execs,
             root: None,
+            interp: Default::default(),
         });
         // A frozen sandbox stays frozen across the restart (its agent accepted the connection
         // into its backlog and answers once thawed).

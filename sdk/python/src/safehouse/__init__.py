@@ -24,6 +24,8 @@ from .sandbox import CommandHandle, Commands, Filesystem, Pty, Sandbox
 
 __version__ = "0.1.0"
 
+from .code import Context, Execution, ExecutionError, Logs, OutputMessage, Result
+
 __all__ = [
     "Sandbox", "AsyncSandbox", "Commands", "AsyncCommands", "Filesystem", "AsyncFilesystem",
     "CommandHandle", "AsyncCommandHandle", "Pty", "AsyncPty", "WatchHandle", "AsyncWatchHandle",
@@ -31,6 +33,7 @@ __all__ = [
     "CommandResult", "EntryInfo", "FileInfo", "FileType", "FilesystemEvent", "FilesystemEventType",
     "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
     "Policy",
+    "Execution", "ExecutionError", "Result", "Logs", "Context", "OutputMessage",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
     "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "PathConflictError",
     "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",
