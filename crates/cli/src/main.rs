@@ -35,6 +35,9 @@ enum Command {
     /// The local image store: pull, import, ls, rm, inspect, gc (DATA_DIR/images)
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
+    /// Templates: images built from Dockerfiles (template build)
+    #[command(subcommand)]
+    Template(cmd::template::TemplateCommand),
 
     // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
     // SAFEHOUSE_API_KEY say which daemon and which key; with neither set, the per-user local
@@ -66,6 +69,15 @@ enum Command {
 }
 
 fn main() {
+    // The gateway process (started by `serve` and `run`, never by hand): before anything
+    // else, so it carries nothing of the CLI into its confinement.
+    if std::env::args_os().nth(1).is_some_and(|a| a == safehouse_gateway::process::SUBCOMMAND) {
+        std::process::exit(safehouse_gateway::process::worker::main());
+    }
+    if std::env::args().nth(1).is_some_and(|a| a == safehouse_gateway::process::PROBE_SUBCOMMAND) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        std::process::exit(safehouse_gateway::process::probe::main(&args));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -88,6 +100,7 @@ fn main() {
         Command::Serve(args) => cmd::serve::main(args),
         Command::Audit(c) => cmd::audit::main(c),
         Command::Image(c) => cmd::image::main(c),
+        Command::Template(c) => cmd::template::main(c),
         Command::Sandbox(c) => cmd::sandbox::main(c),
         Command::Exec(args) => cmd::exec::main(args),
         Command::Shell(args) => cmd::shell::main(args),

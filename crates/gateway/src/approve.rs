@@ -72,7 +72,7 @@ impl Gateway {
                 vec![(SocketAddr::new(canonical(*ip), port), host.find(*ip).is_some())]
             }
             Target::Name(name) => {
-                let resolved = match self.config.resolver.resolve(name).await {
+                let resolved = match self.resolver().resolve(name).await {
                     Ok(r) => r,
                     Err(e) => return Err(self.fail(Refusal::Resolve(e.to_string()))),
                 };

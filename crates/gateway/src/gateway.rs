@@ -2,18 +2,20 @@
 //! first-byte dispatch between SOCKS5 and HTTP.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use safehouse_policy::network::NetPolicy;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::budget::{Budget, GrantHook, Spent};
+use crate::conn::{Conn, Flow};
 use crate::hostaddrs::HostAddrSource;
-use crate::meter::{Activity, Metered};
+use crate::meter::Activity;
 use crate::resolve::Resolver;
 use crate::stats::{Counters, Stats};
 
@@ -22,8 +24,8 @@ use crate::stats::{Counters, Stats};
 pub type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// What the observation plane hears about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
     /// A request was allowed (before the dial): `target` is `host:port` as requested.
     Allowed { target: String, rule: String },
@@ -57,6 +59,13 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Called for every allow, deny and the budget running out.
     pub on_event: Option<EventHook>,
+    /// Bytes of `egress_bytes` already used before this gateway started (a gateway process
+    /// restarted by the daemon). Default 0.
+    pub budget_used: u64,
+    /// Set when someone else hands out the budget in slices (the daemon, for the gateway
+    /// process): called when the gateway needs more; [`Gateway::grant`] answers. None: the
+    /// whole budget is the gateway's from the start.
+    pub ask_budget: Option<GrantHook>,
 }
 
 impl Config {
@@ -72,6 +81,8 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             on_event: None,
+            budget_used: 0,
+            ask_budget: None,
         }
     }
 }
@@ -88,6 +99,8 @@ impl fmt::Debug for Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("on_event", &self.on_event.as_ref().map(|_| "<hook>"))
+            .field("budget_used", &self.budget_used)
+            .field("ask_budget", &self.ask_budget.as_ref().map(|_| "<hook>"))
             .finish()
     }
 }
@@ -104,8 +117,11 @@ pub(crate) enum Phase {
 pub struct Gateway {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
-    /// Bytes charged against the budget (both directions).
-    used: AtomicU64,
+    /// `network.egress_bytes`: what may still cross the gateway's edge.
+    budget: Budget,
+    /// How names are resolved now (starts as `config.resolver`; the host's settings may
+    /// change while the gateway runs).
+    resolver: std::sync::RwLock<Arc<Resolver>>,
     phase: watch::Sender<Phase>,
 }
 
@@ -120,7 +136,9 @@ const BUSY: &str = "safehouse gateway: too many open connections through this ga
 impl Gateway {
     pub fn new(config: Config) -> Arc<Gateway> {
         let (phase, _) = watch::channel(Phase::Running);
-        Arc::new(Gateway { config, counters: Counters::default(), used: AtomicU64::new(0), phase })
+        let budget = Budget::new(config.policy.egress_bytes, config.budget_used, config.ask_budget.clone());
+        let resolver = std::sync::RwLock::new(Arc::new(config.resolver.clone()));
+        Arc::new(Gateway { config, counters: Counters::default(), budget, resolver, phase })
     }
 
     /// Accepts and serves connections until [`Gateway::shutdown`]; then closes every
@@ -147,7 +165,8 @@ impl Gateway {
                     tasks.spawn(self.clone().client(stream, guard));
                 }
                 // Out of descriptors or memory: the loop must not spin; wait a little and go on.
-                Err(_) => {
+                Err(e) => {
+                    crate::warn_limited!(error = %e, "the gateway cannot accept a connection; retrying in 50 ms");
                     tokio::select! {
                         _ = phase.wait_for(|p| *p == Phase::Shutdown) => break,
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -156,6 +175,16 @@ impl Gateway {
             }
         }
         tasks.shutdown().await;
+    }
+
+    /// The resolver in use.
+    pub(crate) fn resolver(&self) -> Arc<Resolver> {
+        self.resolver.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resolves names with `resolver` from now on.
+    pub fn set_resolver(&self, resolver: Resolver) {
+        *self.resolver.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(resolver);
     }
 
     /// Stops accepting and closes every connection. Idempotent.
@@ -173,38 +202,38 @@ impl Gateway {
         }
     }
 
-    /// True once more bytes were asked for than the budget allows.
+    /// True once a byte was asked for that the budget does not hold.
     pub(crate) fn budget_spent(&self) -> bool {
-        self.config.policy.egress_bytes.is_some_and(|l| self.used.load(Relaxed) > l)
+        self.budget.is_spent()
     }
 
-    /// Bytes still allowed to move; `u64::MAX` without a budget.
-    pub(crate) fn budget_room(&self) -> u64 {
-        match self.config.policy.egress_bytes {
-            None => u64::MAX,
-            Some(limit) => limit.saturating_sub(self.used.load(Relaxed)),
+    /// Claims up to `want` bytes about to cross the gateway's edge (at least one is
+    /// claimed). Fails once the budget is spent: every connection is then closed.
+    pub(crate) async fn claim(&self, want: u64) -> std::io::Result<u64> {
+        match self.budget.claim(want).await {
+            Ok(n) => Ok(n),
+            Err(Spent { limit }) => {
+                self.spend(limit);
+                Err(std::io::Error::other(format!("egress byte budget of {limit} bytes is spent")))
+            }
         }
     }
 
-    /// Charges `n` bytes just moved; returns how many of them fit in the budget. When they
-    /// do not all fit the budget is spent: every connection started before is closed.
-    pub(crate) fn charge(&self, n: u64, inbound: bool) -> u64 {
-        let Some(limit) = self.config.policy.egress_bytes else {
-            self.count(n, inbound);
-            return n;
-        };
-        let before = self.used.fetch_add(n, Relaxed);
-        let fit = limit.saturating_sub(before).min(n);
-        self.count(fit, inbound);
-        if fit < n {
-            self.spend(limit);
-        }
-        fit
-    }
-
-    fn count(&self, n: u64, inbound: bool) {
+    /// `moved` of `claimed` bytes crossed the edge; counts them and gives back the rest.
+    pub(crate) fn settle(&self, claimed: u64, moved: u64, inbound: bool) {
+        self.budget.refund(claimed.saturating_sub(moved));
         let c = if inbound { &self.counters.bytes_in } else { &self.counters.bytes_out };
-        c.fetch_add(n, Relaxed);
+        c.fetch_add(moved, Relaxed);
+    }
+
+    /// The owner of the budget allows `total` bytes in all (the gateway process's grants).
+    pub fn grant(&self, total: u64) {
+        self.budget.grant(total);
+    }
+
+    /// Bytes claimed from the budget so far.
+    pub fn budget_used(&self) -> u64 {
+        self.budget.used()
     }
 
     fn spend(&self, limit: u64) {
@@ -241,11 +270,12 @@ impl Gateway {
             Ok(Ok(1)) => {}
             _ => return, // closed, failed or silent: nothing to answer
         }
-        let client = Metered::client(stream, activity.clone());
+        let flow = Flow { gw: self, activity };
+        let client = Conn::client(stream);
         if first[0] == crate::socks::VERSION {
-            crate::socks::serve(self, client, activity).await;
+            crate::socks::serve(flow, client).await;
         } else {
-            crate::http::serve(self, client, activity).await;
+            crate::http::serve(flow, client).await;
         }
     }
 }

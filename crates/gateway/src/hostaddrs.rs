@@ -67,6 +67,32 @@ impl HostAddrSource for FixedHostAddrs {
     }
 }
 
+/// A set someone else keeps current and pushes in (the gateway process: the daemon
+/// watches the kernel and sends each new set). Empty until the first [`PushedHostAddrs::set`].
+#[derive(Debug, Default)]
+pub struct PushedHostAddrs {
+    current: RwLock<Arc<HostAddrs>>,
+    published: std::sync::atomic::AtomicBool,
+}
+
+impl PushedHostAddrs {
+    pub fn set(&self, blocks: Vec<HostBlock>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(HostAddrs::new(blocks));
+        self.published.store(true, Relaxed);
+    }
+
+    /// Whether a set was published (before that, nothing may be decided).
+    pub fn is_published(&self) -> bool {
+        self.published.load(Relaxed)
+    }
+}
+
+impl HostAddrSource for PushedHostAddrs {
+    fn snapshot(&self) -> Arc<HostAddrs> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// The live set: the kernel's addresses and local routes, plus what the program added.
 #[derive(Debug)]
 pub struct HostWatch {
@@ -77,6 +103,8 @@ pub struct HostWatch {
     extra: Mutex<Vec<HostBlock>>,
     /// Snapshots published so far (tests wait on it).
     generation: AtomicU64,
+    /// Tells subscribers a new snapshot is out (its generation).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl HostAddrSource for HostWatch {
@@ -98,6 +126,16 @@ impl HostWatch {
         self.generation.load(Relaxed)
     }
 
+    /// Changes whenever a new snapshot is published (the gateway process's feed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The blocks of the current snapshot.
+    pub fn blocks(&self) -> Vec<HostBlock> {
+        self.snapshot().blocks().to_vec()
+    }
+
     fn set_kernel(&self, blocks: Vec<HostBlock>) {
         *self.kernel.lock().unwrap_or_else(|e| e.into_inner()) = blocks;
         self.publish();
@@ -108,7 +146,8 @@ impl HostWatch {
         let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let next = Arc::new(HostAddrs::new(kernel.into_iter().chain(extra)));
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
-        self.generation.fetch_add(1, Relaxed);
+        let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        self.changed.send_replace(generation);
     }
 }
 
@@ -136,6 +175,7 @@ fn start() -> Result<Arc<HostWatch>, HostAddrError> {
         kernel: Mutex::new(Vec::new()),
         extra: Mutex::new(Vec::new()),
         generation: AtomicU64::new(0),
+        changed: tokio::sync::watch::channel(0).0,
     });
     watch.set_kernel(read_kernel()?);
     let w = watch.clone();
@@ -181,7 +221,7 @@ fn follow(watch: &HostWatch, events: &Socket) {
             Err(e) => {
                 // The last snapshot stays; say so (rarely: once, then every 100th failure).
                 if failures % 100 == 0 {
-                    eprintln!("safehouse: the host's addresses could not be read again ({e}); retrying");
+                    tracing::warn!(error = %e, failures, "the host's addresses could not be read again; retrying");
                 }
                 failures = failures.saturating_add(1);
                 wait = RETRY;

@@ -26,9 +26,25 @@
 //! the request, the rule that decided, the reason and what to add to `network.allow`.
 //!
 //! Bytes moved between the gateway and the outside, both directions, count against the
-//! policy's `egress_bytes`; once spent, every open connection of the gateway is closed and
-//! new requests are refused. Each gateway caps its concurrent client connections (extras get
-//! a 503 and are closed at once, without blocking the accept loop), header size and idle time.
+//! policy's `egress_bytes`, claimed before they move (a hard cap); once spent, every open
+//! connection of the gateway is closed and new requests are refused. Each gateway caps its
+//! concurrent client connections (extras get a 503 and are closed at once, without blocking
+//! the accept loop), header size and idle time.
+//!
+//! # How bytes move
+//!
+//! Heads are read by httparse ([`http::head`]), SOCKS5 handshakes by the parsers in
+//! [`socks`], DNS answers by hickory-proto ([`dns`]). Bodies and tunnels never pass through
+//! the gateway's memory: they are spliced from socket to pipe to socket (`relay`), so the
+//! gateway's cost per byte is a few syscalls per pipe-full, not a copy.
+//!
+//! # Where it runs
+//!
+//! In its own confined process ([`process`]): the daemon (and `safehouse run`) re-execute
+//! their binary as `safehouse __gateway`, which confines itself (empty filesystem view,
+//! unprivileged identity, no_new_privs, Landlock, its own seccomp profile) and serves the
+//! listeners it is handed over a typed channel. [`Gateway`] itself is the in-process core
+//! (tests and benches run it directly).
 //!
 //! # What it does not do
 //!
@@ -38,35 +54,44 @@
 //! - No HTTP/2 towards clients, no `Upgrade` (websockets) over the plain forward proxy
 //!   (use CONNECT), no `https://` absolute URIs (use CONNECT), no SOCKS BIND or UDP ASSOCIATE,
 //!   no SOCKS authentication: the listener is reachable only from inside the sandbox.
-//! - The DNS stub does not retry over TCP when an answer is truncated, and does not
-//!   validate DNSSEC; every address it returns is re-checked anyway.
+//! - The DNS stub does not validate DNSSEC; every address it returns is re-checked anyway.
+//!   It consults `/etc/hosts` and the nameservers of `/etc/resolv.conf`, not other nsswitch
+//!   sources ([`SystemConf`]).
 //! - It keeps no TLS keys and terminates nothing: what is allowed is allowed by name and port.
 //!
 //! # Operator settings
 //!
 //! [`Resolver::from_env`] reads `SAFEHOUSE_GATEWAY_RESOLVE` (`name=ip[,ip];name2=ip`, trusted
 //! overrides standing for the public internet in tests) and `SAFEHOUSE_GATEWAY_DNS`
-//! (`ip:port` of a DNS server to ask instead of the system resolver). Both are operator and
-//! test settings, never something the sandboxed side can set.
+//! (`ip:port` of a DNS server to ask instead of the system's), and otherwise the system's
+//! settings as the files say at start ([`SystemConf::read`]; the daemon re-reads them every
+//! 10 s). All are operator and test settings, never something the sandboxed side can set.
 
 #![forbid(unsafe_code)]
 
 mod approve;
+mod budget;
+mod conn;
 pub mod dns;
 mod gateway;
 pub mod hostaddrs;
-mod http;
+pub mod http;
+#[doc(hidden)]
+pub mod loglimit;
 mod meter;
+pub mod process;
+mod relay;
 pub mod resolve;
 pub mod socks;
 mod stats;
+mod sysconf;
 pub mod target;
 mod thread;
-mod tunnel;
 
+pub use budget::GrantHook;
 pub use gateway::{Config, Event, EventHook, Gateway};
 pub use hostaddrs::{FixedHostAddrs, HostAddrError, HostAddrSource, HostWatch};
-pub use resolve::{ResolveError, Resolved, Resolver};
+pub use resolve::{ResolveError, Resolved, Resolver, SystemConf};
 pub use stats::{DenialRecord, Stats};
 pub use thread::{spawn_thread, GatewayThread};
 

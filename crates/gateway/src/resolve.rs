@@ -1,13 +1,17 @@
 //! Turning an allowed name into addresses: operator overrides, a configured DNS server, or
-//! the system resolver. The gateway calls this only for names the policy already allowed,
-//! once per request, and checks every address returned before dialling one of them.
+//! the system's settings ([`SystemConf`]: `/etc/hosts` and the nameservers of
+//! `/etc/resolv.conf`, read once and carried as data). The gateway calls this only for names
+//! the policy already allowed, once per request, and checks every address returned before
+//! dialling one of them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use safehouse_policy::network::normalise_name;
+use serde::{Deserialize, Serialize};
 
 use crate::dns::{self, DnsError};
+pub use crate::sysconf::SystemConf;
 
 /// Environment variable: trusted overrides, `name=ip[,ip];name2=ip`.
 pub const ENV_RESOLVE: &str = "SAFEHOUSE_GATEWAY_RESOLVE";
@@ -15,15 +19,18 @@ pub const ENV_RESOLVE: &str = "SAFEHOUSE_GATEWAY_RESOLVE";
 pub const ENV_DNS: &str = "SAFEHOUSE_GATEWAY_DNS";
 
 /// Where names are resolved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolver {
     /// Operator-trusted answers (lowercase names, no trailing dot). They stand for the public
     /// internet — in tests, servers on loopback — so their addresses skip the special-range
     /// and host-address checks: the operator said where the name is. Never filled from
     /// anything the sandbox controls.
     pub overrides: HashMap<String, Vec<IpAddr>>,
-    /// Ask this DNS server directly (A and AAAA over UDP) instead of the system resolver.
+    /// Ask this DNS server directly (A and AAAA over UDP) instead of the system's.
     pub dns_server: Option<SocketAddr>,
+    /// The system's settings, used without `dns_server`. Empty by default: then only the
+    /// overrides resolve.
+    pub system: SystemConf,
 }
 
 /// The addresses a name resolved to.
@@ -41,14 +48,14 @@ pub enum ResolveError {
     #[error("resolving {name} through the DNS server {server} failed: {source}")]
     Dns { name: String, server: SocketAddr, source: DnsError },
     #[error("resolving {name} failed: {source}")]
-    System { name: String, source: std::io::Error },
+    System { name: String, source: DnsError },
     #[error("{var}: {message}")]
     Env { var: &'static str, message: String },
 }
 
 impl Resolver {
     /// The resolver an operator (or a test) configured through [`ENV_RESOLVE`] and
-    /// [`ENV_DNS`]; with neither set, the system resolver and no overrides.
+    /// [`ENV_DNS`]; without `ENV_DNS`, the system's settings as the files say now.
     pub fn from_env() -> Result<Resolver, ResolveError> {
         let overrides = match std::env::var(ENV_RESOLVE) {
             Ok(s) => parse_overrides(&s).map_err(|message| ResolveError::Env { var: ENV_RESOLVE, message })?,
@@ -61,7 +68,8 @@ impl Resolver {
             })?),
             _ => None,
         };
-        Ok(Resolver { overrides, dns_server })
+        let system = if dns_server.is_none() { SystemConf::read() } else { SystemConf::default() };
+        Ok(Resolver { overrides, dns_server, system })
     }
 
     /// Adds an override (tests, operators); the name is normalised.
@@ -97,11 +105,9 @@ impl Resolver {
                 server,
                 source,
             })?,
-            None => tokio::net::lookup_host((name, 0))
-                .await
-                .map_err(|source| ResolveError::System { name: name.into(), source })?
-                .map(|sa| sa.ip())
-                .collect(),
+            None => {
+                self.system.lookup(name).await.map_err(|source| ResolveError::System { name: name.into(), source })?
+            }
         };
         let mut unique = Vec::with_capacity(addrs.len());
         for a in addrs {

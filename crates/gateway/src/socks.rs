@@ -8,15 +8,11 @@
 //! `0.0.0.0:0`: the sandbox learns nothing about the host's addresses.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
 use safehouse_policy::network::{canonical, parse_target, Target};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::approve::Refusal;
-use crate::gateway::Gateway;
-use crate::meter::{Activity, Metered};
+use crate::conn::{Conn, Flow};
 
 pub const VERSION: u8 = 0x05;
 const NO_AUTH: u8 = 0x00;
@@ -161,15 +157,16 @@ fn reply_bytes(code: u8) -> [u8; 10] {
 /// Largest handshake message: a request with a 255-byte name.
 const MAX_MESSAGE: usize = 4 + 1 + 255 + 2;
 
-pub(crate) async fn serve(gw: Arc<Gateway>, mut client: Metered<TcpStream>, activity: Arc<Activity>) {
+pub(crate) async fn serve(flow: Flow, mut client: Conn) {
+    let gw = flow.gw.clone();
     let deadline = tokio::time::Instant::now() + gw.config.handshake_timeout;
-    let Ok(Some((req, early))) = tokio::time::timeout_at(deadline, handshake(&mut client)).await else {
+    let Ok(Some(req)) = tokio::time::timeout_at(deadline, handshake(&flow, &mut client)).await else {
         return;
     };
     let target = match request_target(&req.addr) {
         Ok(t) => t,
         Err(_) => {
-            let _ = client.write_all(&reply_bytes(reply::HOST_UNREACHABLE)).await;
+            let _ = client.write_all(&flow, &reply_bytes(reply::HOST_UNREACHABLE)).await;
             return;
         }
     };
@@ -185,50 +182,46 @@ pub(crate) async fn serve(gw: Arc<Gateway>, mut client: Metered<TcpStream>, acti
                 Refusal::Resolve(_) => reply::HOST_UNREACHABLE,
                 Refusal::Connect(_) => reply::CONNECTION_REFUSED,
             };
-            let _ = client.write_all(&reply_bytes(code)).await;
+            let _ = client.write_all(&flow, &reply_bytes(code)).await;
             return;
         }
     };
-    let mut upstream = Metered::upstream(stream, activity, gw.clone());
-    if client.write_all(&reply_bytes(reply::SUCCEEDED)).await.is_err() {
+    if client.write_all(&flow, &reply_bytes(reply::SUCCEEDED)).await.is_err() {
         return;
     }
-    if !early.is_empty() && upstream.write_all(&early).await.is_err() {
-        return;
-    }
-    crate::tunnel::splice(client, upstream).await;
+    // Bytes the client sent after its request (optimistic data) are still buffered: the
+    // tunnel sends them first.
+    let _ = crate::relay::tunnel(client, Conn::upstream(stream), &flow).await;
 }
 
-/// Reads the greeting, answers it, reads the request. Returns the request and any bytes the
-/// client sent after it (optimistic data), or None when the client is done or wrong (having
-/// sent the reply code the protocol has for it).
-async fn handshake(client: &mut Metered<TcpStream>) -> Option<(ConnectRequest, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(MAX_MESSAGE);
+/// Reads the greeting, answers it, reads the request, leaving what follows it buffered.
+/// None when the client is done or wrong (having sent the reply code the protocol has).
+async fn handshake(flow: &Flow, client: &mut Conn) -> Option<ConnectRequest> {
     let methods = loop {
-        match parse_greeting(&buf) {
+        match parse_greeting(client.buffered()) {
             Ok(Parsed::Done(methods, used)) => {
-                buf.drain(..used);
+                client.consume(used);
                 break methods;
             }
-            Ok(Parsed::Incomplete) => read_more(client, &mut buf).await?,
+            Ok(Parsed::Incomplete) => read_more(flow, client).await?,
             Err(_) => return None,
         }
     };
     if !methods.contains(&NO_AUTH) {
-        let _ = client.write_all(&[VERSION, NO_ACCEPTABLE]).await;
+        let _ = client.write_all(flow, &[VERSION, NO_ACCEPTABLE]).await;
         return None;
     }
-    client.write_all(&[VERSION, NO_AUTH]).await.ok()?;
+    client.write_all(flow, &[VERSION, NO_AUTH]).await.ok()?;
     loop {
-        match parse_request(&buf) {
+        match parse_request(client.buffered()) {
             Ok(Parsed::Done(req, used)) => {
-                buf.drain(..used);
-                return Some((req, buf));
+                client.consume(used);
+                return Some(req);
             }
-            Ok(Parsed::Incomplete) => read_more(client, &mut buf).await?,
+            Ok(Parsed::Incomplete) => read_more(flow, client).await?,
             Err(e) => {
                 if let Some(code) = e.reply() {
-                    let _ = client.write_all(&reply_bytes(code)).await;
+                    let _ = client.write_all(flow, &reply_bytes(code)).await;
                 }
                 return None;
             }
@@ -236,14 +229,10 @@ async fn handshake(client: &mut Metered<TcpStream>) -> Option<(ConnectRequest, V
     }
 }
 
-async fn read_more(client: &mut Metered<TcpStream>, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; MAX_MESSAGE];
-    match client.read(&mut chunk).await {
+async fn read_more(flow: &Flow, client: &mut Conn) -> Option<()> {
+    match client.fill(flow, MAX_MESSAGE).await {
         Ok(0) | Err(_) => None,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Some(())
-        }
+        Ok(_) => Some(()),
     }
 }
 

@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many denials [`Stats::recent_denials`] keeps.
 pub const RECENT_DENIALS: usize = 32;
 
 /// A snapshot of a gateway's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Client connections accepted (served or turned away), since start.
     pub connections: u64,
@@ -39,7 +39,7 @@ pub struct Stats {
 }
 
 /// One denial, as kept in [`Stats::recent_denials`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenialRecord {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,

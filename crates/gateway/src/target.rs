@@ -1,8 +1,8 @@
 //! Reading what an HTTP client asked for: the absolute-form URI of a forwarded request, or the
 //! authority of a CONNECT. Pure; the host is read by the policy's `parse_target`.
 
-use hyper::http::uri::{Authority, Scheme};
-use hyper::{Method, Uri};
+use http::uri::{Authority, Scheme};
+use http::{Method, Uri};
 use safehouse_policy::network::{parse_target, Target};
 
 /// A request target, read.
@@ -56,7 +56,7 @@ pub fn connect_target(uri: &Uri) -> Result<RequestTarget, TargetError> {
 
 /// Reads a request line's target the way the HTTP front end does (for tests and fuzzing).
 pub fn parse_request_target(method: &Method, target: &str) -> Result<RequestTarget, TargetError> {
-    let uri: Uri = target.parse().map_err(|e: hyper::http::uri::InvalidUri| TargetError::Uri(e.to_string()))?;
+    let uri: Uri = target.parse().map_err(|e: http::uri::InvalidUri| TargetError::Uri(e.to_string()))?;
     if method == Method::CONNECT {
         connect_target(&uri)
     } else {

@@ -14,7 +14,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn dns_resolver(dns: &Dns) -> Resolver {
-    Resolver { overrides: Default::default(), dns_server: Some(dns.addr) }
+    Resolver { dns_server: Some(dns.addr), ..Resolver::default() }
 }
 
 #[tokio::test]

@@ -39,6 +39,10 @@ pub enum ImageError {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A template build failed: the step, its Dockerfile line, and its log.
+    #[error("{0}")]
+    Build(String),
+
     /// The store directory cannot be used by this process.
     #[error("image store {}: {reason}", path.display())]
     Store { path: PathBuf, reason: String },

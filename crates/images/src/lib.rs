@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod compress;
 pub mod config;
 pub mod digest;

@@ -81,6 +81,41 @@ impl Layers {
         None
     }
 
+    /// The entry at `rel` as the merged root shows it (not following a final symlink),
+    /// with the layer it comes from; None if absent or whited out. Parents must be real
+    /// directories in the layer that has the entry.
+    pub fn stat(&self, rel: &str) -> Option<rfs::Stat> {
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        if comps.is_empty() {
+            return self.fds.first().and_then(|l| rfs::fstat(l).ok());
+        }
+        let rel = comps.join("/");
+        for layer in &self.fds {
+            let mut prefix = String::new();
+            let mut opaque = false;
+            for (i, c) in comps.iter().enumerate() {
+                if i > 0 {
+                    prefix.push('/');
+                }
+                prefix.push_str(c);
+                match lstat_beneath(layer.as_fd(), &prefix) {
+                    Some(st) if is_whiteout(&st) => return None,
+                    Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory && i + 1 < comps.len() => {
+                        opaque |= is_opaque(layer.as_fd(), &prefix);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(st) = lstat_beneath(layer.as_fd(), &rel) {
+                return Some(st);
+            }
+            if opaque {
+                return None;
+            }
+        }
+        None
+    }
+
     /// Directories at the top of the merged root (`/usr`, `/etc`, ...); symlinks such as
     /// `/bin -> usr/bin` are left out (writes through them land in their targets).
     pub fn top_dirs(&self) -> Vec<String> {
@@ -203,27 +238,31 @@ impl Store {
     pub fn root_for(&self, image: &ImageRecord) -> Result<Rooted> {
         let lease = self.lease(image)?;
         let config = self.run_config(image)?;
-        let layers = Layers::open(&lease.layers)?;
-        let passwd = layers
-            .read("etc/passwd", MAX_ID_FILE)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let group =
-            layers.read("etc/group", MAX_ID_FILE).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        let user = resolve_user(config.user.as_deref(), &passwd, &group)
-            .map_err(|reason| ImageError::format(format!("image {}", image.name), reason))?;
-        let root = ImageRoot {
-            reference: image.name.clone(),
-            layers: lease.layers.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
-            env: config.env.clone(),
-            working_dir: config.working_dir.clone(),
-            uid: user.uid,
-            gid: user.gid,
-            home: user.home,
-            top_dirs: layers.top_dirs(),
-        };
-        Ok(Rooted { root, lease, config })
+        root_of(&image.name, lease, config)
     }
+}
+
+/// Describes leased layers with `config` for the planner: the user resolved in the
+/// layers' own passwd and group files, the top directories listed.
+pub fn root_of(name: &str, lease: Lease, config: RunConfig) -> Result<Rooted> {
+    let layers = Layers::open(&lease.layers)?;
+    let passwd =
+        layers.read("etc/passwd", MAX_ID_FILE).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let group =
+        layers.read("etc/group", MAX_ID_FILE).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let user = resolve_user(config.user.as_deref(), &passwd, &group)
+        .map_err(|reason| ImageError::format(format!("image {name}"), reason))?;
+    let root = ImageRoot {
+        reference: name.to_string(),
+        layers: lease.layers.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        env: config.env.clone(),
+        working_dir: config.working_dir.clone(),
+        uid: user.uid,
+        gid: user.gid,
+        home: user.home,
+        top_dirs: layers.top_dirs(),
+    };
+    Ok(Rooted { root, lease, config })
 }
 
 #[cfg(test)]

@@ -36,7 +36,13 @@ pub trait Kernel {
     fn set_umask(&mut self, mask: u32);
 
     /// The filesystem view (crate::mounts); the error names the operation.
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()>;
+    fn build_filesystem(
+        &mut self,
+        plan: &Plan,
+        prepared: &mut Prepared,
+        lowers: &[OwnedFd],
+        layer: Option<&OwnedFd>,
+    ) -> io::Result<()>;
 
     /// A new terminal (master, other end) from the sandbox's /dev/ptmx.
     fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)>;
@@ -65,6 +71,9 @@ pub trait Kernel {
     fn drop_bounding_set(&mut self) -> io::Result<()>;
     fn clear_ambient_capabilities(&mut self) -> io::Result<()>;
     fn drop_capabilities(&mut self) -> io::Result<()>;
+    /// A build step's root: the bounding set and the permitted and effective sets become
+    /// `caps`, the ambient set empty (plan::BUILD_CAPABILITIES).
+    fn keep_only_capabilities(&mut self, caps: u64) -> io::Result<()>;
     fn set_no_new_privs(&mut self) -> io::Result<()>;
     fn make_non_dumpable(&mut self) -> io::Result<()>;
 
@@ -126,8 +135,14 @@ impl Kernel for Real {
         safehouse_sys::fs::umask(mask);
     }
 
-    fn build_filesystem(&mut self, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> io::Result<()> {
-        crate::mounts::build(self, plan, prepared, lowers).map_err(io::Error::other)
+    fn build_filesystem(
+        &mut self,
+        plan: &Plan,
+        prepared: &mut Prepared,
+        lowers: &[OwnedFd],
+        layer: Option<&OwnedFd>,
+    ) -> io::Result<()> {
+        crate::mounts::build(self, plan, prepared, lowers, layer).map_err(io::Error::other)
     }
 
     fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
@@ -210,6 +225,12 @@ impl Kernel for Real {
 
     fn drop_capabilities(&mut self) -> io::Result<()> {
         caps::clear_all()
+    }
+
+    fn keep_only_capabilities(&mut self, keep: u64) -> io::Result<()> {
+        caps::drop_bounding_set_except(keep)?;
+        caps::clear_ambient()?;
+        caps::set_capabilities(keep)
     }
 
     fn set_no_new_privs(&mut self) -> io::Result<()> {

@@ -176,23 +176,26 @@ fn make_readonly<F: MountOps>(f: &mut F, path: &str, recursive: bool) -> io::Res
 /// Builds the whole filesystem view of the sandbox and leaves the process in its new root.
 /// `lowers`: root mode, the root's read-only layers (a rootfs directory, or an image's
 /// layers, bottom first) as detached mounts from the host side; rootless, none (the
-/// plan's paths are walked here, as the caller).
-pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lowers: &[OwnedFd]) -> Result<(), String> {
+/// plan's paths are walked here, as the caller). `layer`: the writable layer on disk (the
+/// plan's `disk_layer`) as a detached mount from the host side, in place of a tmpfs.
+pub fn build<F: MountOps>(
+    f: &mut F,
+    plan: &Plan,
+    prepared: &mut Prepared,
+    lowers: &[OwnedFd],
+    layer: Option<&OwnedFd>,
+) -> Result<(), String> {
     step(|| "make mounts private".into(), f.mount(None, "/", None, MS_REC | MS_PRIVATE, None))?;
     let new_root = match &plan.root {
         RootSpec::Tmpfs { size, inodes } => {
-            let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-            step(
-                || "mount root tmpfs".into(),
-                f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
-            )?;
+            writable_layer(f, *size, *inodes, layer, "root")?;
             STAGING.to_string()
         }
         RootSpec::Overlay { lower, size, inodes } => {
-            overlay_root(f, std::slice::from_ref(lower), lowers, *size, *inodes, &format!("rootfs {lower}"))?
+            overlay_root(f, std::slice::from_ref(lower), lowers, (*size, *inodes, layer), &format!("rootfs {lower}"))?
         }
         RootSpec::Image { layers, size, inodes } => {
-            overlay_root(f, layers, lowers, *size, *inodes, &format!("the image's {} layers", layers.len()))?
+            overlay_root(f, layers, lowers, (*size, *inodes, layer), &format!("the image's {} layers", layers.len()))?
         }
     };
     step(|| "create /oldroot".into(), f.mkdir_p(&format!("{new_root}{OLDROOT}"), 0o700))?;
@@ -230,16 +233,41 @@ pub fn build<F: MountOps>(f: &mut F, plan: &Plan, prepared: &mut Prepared, lower
     Ok(())
 }
 
-/// An overlay of `layers` (read-only, bottom first) under a writable upper layer in a
-/// tmpfs of `size` bytes and `inodes` inodes, the sandbox's own; returns where it is
-/// mounted. With `trees` (root mode), the layers are those detached mounts, attached
+/// Mounts the sandbox's writable layer at the staging directory: a tmpfs of `size` bytes
+/// and `inodes` inodes, or, given `disk`, the layer on disk the host side cloned (its cap
+/// is its quota group's). A disk layer may hold what an earlier run of the same sandbox
+/// left (a resume): every step after this one accepts what it finds.
+fn writable_layer<F: MountOps>(
+    f: &mut F,
+    size: u64,
+    inodes: u64,
+    disk: Option<&OwnedFd>,
+    what: &str,
+) -> Result<(), String> {
+    match disk {
+        None => {
+            let opts = format!("size={size},nr_inodes={inodes},mode=0755");
+            step(
+                || format!("mount {what} tmpfs"),
+                f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
+            )
+        }
+        Some(tree) => {
+            step(|| format!("attach the {what} layer on disk"), f.attach_tree(tree, STAGING))?;
+            step(|| format!("restrict the {what} layer on disk"), f.set_attr(STAGING, false, LOCKDOWN))
+        }
+    }
+}
+
+/// An overlay of `layers` (read-only, bottom first) under the sandbox's own writable
+/// upper layer (`upper`: the tmpfs size and inodes, or the layer on disk); returns where
+/// it is mounted. With `trees` (root mode), the layers are those detached mounts, attached
 /// read-only in this mount namespace first (overlayfs takes lower layers only from it).
 fn overlay_root<F: MountOps>(
     f: &mut F,
     layers: &[String],
     trees: &[OwnedFd],
-    size: u64,
-    inodes: u64,
+    upper: (u64, u64, Option<&OwnedFd>),
     what: &str,
 ) -> Result<String, String> {
     // Rootless: the layers are the caller's own directories, opened here (before the
@@ -252,11 +280,7 @@ fn overlay_root<F: MountOps>(
     } else if trees.len() != layers.len() {
         return Err(format!("the host side opened {} of the {} layers", trees.len(), layers.len()));
     }
-    let opts = format!("size={size},nr_inodes={inodes},mode=0755");
-    step(
-        || "mount overlay upper tmpfs".into(),
-        f.mount(Some("tmpfs"), STAGING, Some("tmpfs"), MS_NOSUID | MS_NODEV, Some(&opts)),
-    )?;
+    writable_layer(f, upper.0, upper.1, upper.2, "overlay upper")?;
     for d in ["upper", "work", "root"] {
         step(|| format!("create overlay {d} dir"), f.mkdir_p(&format!("{STAGING}/{d}"), 0o755))?;
     }
@@ -304,6 +328,10 @@ fn apply<F: MountOps>(f: &mut F, op: &MountOp, prepared: &mut Prepared) -> Resul
             step(|| format!("restrict mount {path}"), f.set_attr(path, true, attrs))?;
         }
         MountOp::Symlink { target, path } => {
+            // A layer on disk keeps the link an earlier run made (a resume): made anew.
+            if f.exists(path) {
+                step(|| format!("replace symlink {path}"), f.remove_file(path))?;
+            }
             step(|| format!("symlink {path}"), f.symlink(target, path))?;
         }
         MountOp::WritableDir { path } => {

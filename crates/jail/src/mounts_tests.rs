@@ -166,7 +166,7 @@ fn position(calls: &[String], pred: impl Fn(&str) -> bool) -> usize {
 #[test]
 fn pivot_first_binds_locked_down_host_root_detached_and_root_read_only_last() {
     let mut f = fake();
-    build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
+    build(&mut f, &plan(&[]), &mut Prepared::new(), &[], None).unwrap();
     let c = &f.calls;
     assert_eq!(c[0], "mount propagation -> /");
     assert_eq!(c[1], "mount tmpfs -> /tmp");
@@ -207,7 +207,7 @@ fn pivot_first_binds_locked_down_host_root_detached_and_root_read_only_last() {
 #[test]
 fn hidden_paths_get_a_file_or_a_directory_and_missing_ones_nothing() {
     let mut f = fake();
-    build(&mut f, &plan(&["/workspace", "/etc/hosts", "/no/such/path"]), &mut Prepared::new(), &[]).unwrap();
+    build(&mut f, &plan(&["/workspace", "/etc/hosts", "/no/such/path"]), &mut Prepared::new(), &[], None).unwrap();
     let c = &f.calls;
     assert!(c.iter().any(|l| l == "bind /.safehouse-hidden-dir -> /workspace"), "{c:#?}");
     assert!(c.iter().any(|l| l == "bind /.safehouse-hidden-file -> /etc/hosts"), "{c:#?}");
@@ -217,28 +217,28 @@ fn hidden_paths_get_a_file_or_a_directory_and_missing_ones_nothing() {
 #[test]
 fn a_failing_operation_stops_the_sequence_naming_it() {
     let mut ok = fake();
-    build(&mut ok, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
+    build(&mut ok, &plan(&[]), &mut Prepared::new(), &[], None).unwrap();
     let pivot = position(&ok.calls, |l| l.starts_with("pivot_root"));
     let seal = position(&ok.calls, |l| l == "setattr / ro nosuid");
     for n in [1, pivot + 1, seal + 1] {
         let mut f = FakeFs { fail: Some((n, libc::EPERM)), ..fake() };
-        let err = build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap_err();
+        let err = build(&mut f, &plan(&[]), &mut Prepared::new(), &[], None).unwrap_err();
         assert_eq!(f.calls.len(), n, "stopped at the failing call: {err}");
         assert!(err.ends_with("Operation not permitted (os error 1)"), "{err}");
     }
     let mut f = FakeFs { fail: Some((pivot + 1, libc::EPERM)), ..fake() };
-    assert!(build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap_err().starts_with("pivot_root: "));
+    assert!(build(&mut f, &plan(&[]), &mut Prepared::new(), &[], None).unwrap_err().starts_with("pivot_root: "));
 }
 
 #[test]
 fn a_proc_entry_this_kernel_lacks_needs_no_mask() {
     let mut ok = fake();
-    build(&mut ok, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
+    build(&mut ok, &plan(&[]), &mut Prepared::new(), &[], None).unwrap();
     let mask = position(&ok.calls, |l| l == "bind /oldroot/dev/null -> /proc/kcore");
     let mut f = FakeFs { fail: Some((mask + 1, libc::ENOENT)), ..fake() };
-    build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap();
+    build(&mut f, &plan(&[]), &mut Prepared::new(), &[], None).unwrap();
     let mut f = FakeFs { fail: Some((mask + 1, libc::EACCES)), ..fake() };
-    let err = build(&mut f, &plan(&[]), &mut Prepared::new(), &[]).unwrap_err();
+    let err = build(&mut f, &plan(&[]), &mut Prepared::new(), &[], None).unwrap_err();
     assert!(err.starts_with("mask /proc/kcore: "), "{err}");
 }
 
@@ -256,7 +256,7 @@ fn an_image_root_is_an_overlay_of_its_layers_and_stays_writable() {
     // Root mode: the host side's detached layer mounts, attached read-only first.
     let trees: Vec<OwnedFd> = (0..2).map(|_| std::fs::File::open("/dev/null").unwrap().into()).collect();
     let mut f = fake();
-    build(&mut f, &plan, &mut Prepared::new(), &trees).unwrap();
+    build(&mut f, &plan, &mut Prepared::new(), &trees, None).unwrap();
     let c = &f.calls;
     assert_eq!(c[1], "mount tmpfs -> /tmp", "the sandbox's own, capped upper layer");
     let overlay = position(c, |l| l.starts_with("mount overlay "));
@@ -278,12 +278,59 @@ fn an_image_root_is_an_overlay_of_its_layers_and_stays_writable() {
 
     // Rootless: the layers' own paths, opened before the staging tmpfs covers /tmp.
     let mut f = fake();
-    build(&mut f, &plan, &mut Prepared::new(), &[]).unwrap();
+    build(&mut f, &plan, &mut Prepared::new(), &[], None).unwrap();
     assert_eq!(f.calls[1..4], ["open /store/bottom", "open /store/top", "mount tmpfs -> /tmp"]);
     let overlay = position(&f.calls, |l| l.starts_with("mount overlay "));
     assert!(f.calls[overlay].starts_with("mount overlay lowerdir=/proc/self/fd/"), "{:#?}", f.calls);
     // The host side must have opened every layer.
     let mut f = fake();
-    let err = build(&mut f, &plan, &mut Prepared::new(), &trees[..1]).unwrap_err();
+    let err = build(&mut f, &plan, &mut Prepared::new(), &trees[..1], None).unwrap_err();
     assert_eq!(err, "the host side opened 1 of the 2 layers");
+}
+
+#[test]
+fn a_layer_on_disk_takes_the_tmpfs_place_and_a_resume_finds_its_links() {
+    let layer: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    // A host root: the layer is the root itself.
+    let mut f = fake();
+    build(&mut f, &plan(&[]), &mut Prepared::new(), &[], Some(&layer)).unwrap();
+    let c = &f.calls;
+    assert_eq!(c[1..3], ["attach -> /tmp", "setattr /tmp nosuid"], "the layer, locked down, where the tmpfs went");
+    assert!(!c.iter().any(|l| l == "mount tmpfs -> /tmp"), "{c:#?}");
+    assert_eq!(c.last().map(String::as_str), Some("setattr / ro nosuid"));
+
+    // A resume: the layer already holds the links the first run made; they are made anew.
+    // (The links in /dev are made in its own, fresh tmpfs.)
+    let links: Vec<String> = c
+        .iter()
+        .filter_map(|l| l.strip_prefix("symlink "))
+        .map(|l| l.split(" -> ").next().unwrap().to_string())
+        .filter(|l| !l.starts_with("/dev/"))
+        .collect();
+    assert!(!links.is_empty(), "{c:#?}");
+    let mut again = fake();
+    for l in &links {
+        again.made(l, false);
+    }
+    build(&mut again, &plan(&[]), &mut Prepared::new(), &[], Some(&layer)).unwrap();
+    for l in &links {
+        let rm = position(&again.calls, |c| c == format!("rm {l}"));
+        assert!(again.calls[rm + 1].starts_with(&format!("symlink {l} -> ")), "{:#?}", again.calls);
+    }
+
+    // An image root: the layer holds the overlay's upper and work dirs.
+    let mut req = RunRequest::default();
+    req.policy.filesystem.rootfs = safehouse_policy::Rootfs::Image("bb".into());
+    req.image = Some(plan::ImageRoot {
+        reference: "bb".into(),
+        layers: vec!["/store/l".into()],
+        home: "/root".into(),
+        ..Default::default()
+    });
+    let image = plan::compile(&req, &HostView::default()).unwrap();
+    let trees: Vec<OwnedFd> = vec![std::fs::File::open("/dev/null").unwrap().into()];
+    let mut f = fake();
+    build(&mut f, &image, &mut Prepared::new(), &trees, Some(&layer)).unwrap();
+    assert_eq!(f.calls[1..3], ["attach -> /tmp", "setattr /tmp nosuid"]);
+    position(&f.calls, |l| l.starts_with("mount overlay lowerdir=/tmp/lower/0,upperdir=/tmp/upper,workdir=/tmp/work"));
 }

@@ -31,6 +31,9 @@ pub struct RunSpec {
     /// Required when the policy allows egress: runs the capability gateway on the
     /// listener the sandbox opens (the jail itself knows nothing of proxies).
     pub gateway: Option<Box<dyn EgressGateway>>,
+    /// A host directory holding the writable layer on disk (a layer of the storage pool),
+    /// in place of the tmpfs; see `Plan::disk_layer`.
+    pub disk_layer: Option<String>,
 }
 
 /// The host side of a sandbox's egress.
@@ -190,6 +193,8 @@ pub(crate) struct HostSide {
     /// `--rootfs DIR` or an image's layers (bottom first): opened here so the sandbox
     /// never resolves their paths.
     pub lower_fds: Vec<OwnedFd>,
+    /// The plan's `disk_layer`, cloned as a detached mount (root mode only).
+    pub layer_fd: Option<OwnedFd>,
     /// (sandbox end, host end) of the go-message socket.
     pub sync: (OwnedFd, OwnedFd),
     /// (host end, sandbox end) of the status-record pipe.
@@ -215,9 +220,10 @@ impl HostSide {
                     .push(m::clone_tree(dir, false).map_err(|e| JailError::host(format!("open the layer {dir}"), e))?);
             }
         }
+        let layer_fd = plan.disk_layer.as_deref().map(|dir| disk_layer(plan, dir, root)).transpose()?;
         let sync = safehouse_sys::unix::seqpacket_pair().map_err(|e| JailError::host("socketpair", e))?;
         let status = safehouse_sys::fs::pipe().map_err(|e| JailError::host("pipe", e))?;
-        Ok(HostSide { prepared, lower_fds, sync, status })
+        Ok(HostSide { prepared, lower_fds, layer_fd, sync, status })
     }
 }
 
@@ -290,6 +296,22 @@ fn idmap_userns(owner: (u32, u32), host: (u32, u32)) -> Result<OwnedFd, JailErro
     }
 }
 
+/// The sandbox's writable layer on disk: made the sandbox user's (as its tmpfs would be:
+/// the sandbox mounts that as its user) and cloned as a detached mount, which the sandbox
+/// attaches where the tmpfs would go. Root only: the pool is root's.
+fn disk_layer(plan: &Plan, dir: &str, root: bool) -> Result<OwnedFd, JailError> {
+    if !root {
+        return Err(JailError::LayerUnavailable {
+            layer: "writable layer on disk".into(),
+            reason: "disk-backed layers live in the storage pool, which needs root; rootless sandboxes keep their writable layer in RAM".into(),
+        });
+    }
+    let (uid, gid) = sandbox_host_ids(plan);
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .map_err(|e| JailError::host(format!("hand the layer {dir} to the sandbox's user"), e))?;
+    m::clone_tree(dir, false).map_err(|e| JailError::host(format!("open the layer {dir}"), e))
+}
+
 /// Root mode: the host uid and gid the sandbox's user runs as.
 pub(crate) fn sandbox_host_ids(plan: &Plan) -> (u32, u32) {
     match plan.ids {
@@ -328,7 +350,8 @@ pub fn run(mut spec: RunSpec) -> Result<Outcome, JailError> {
     trace("start");
     let root = safehouse_sys::geteuid() == 0;
     let view = host::host_view(&spec.request);
-    let plan = plan::compile(&spec.request, &view)?;
+    let mut plan = plan::compile(&spec.request, &view)?;
+    plan.disk_layer = spec.disk_layer.take();
     if spec.argv.is_empty() {
         return Err(JailError::Setup("no command given".into()));
     }
@@ -477,7 +500,7 @@ fn run_in(
     gateway: &mut Option<Box<dyn EgressGateway>>,
 ) -> Result<Raw, JailError> {
     trace("planned");
-    let HostSide { prepared, lower_fds, sync: (sync_read, sync_write), status: (status_read, status_write) } =
+    let HostSide { prepared, lower_fds, layer_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
         HostSide::prepare(&plan, root)?;
     const RELAYED: [i32; 7] =
         [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
@@ -520,6 +543,7 @@ fn run_in(
                 status_write: File::from(status_write),
                 prepared,
                 lower_fds,
+                layer_fd,
                 privileged: root,
                 agent: None,
                 tty: spec.tty,

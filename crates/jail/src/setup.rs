@@ -125,6 +125,9 @@ pub struct ChildContext {
     /// Root mode: the root's read-only lower layers (a rootfs directory, or an image's
     /// layers, bottom first) as detached mounts the host side cloned; empty rootless.
     pub lower_fds: Vec<OwnedFd>,
+    /// The writable layer on disk (the plan's `disk_layer`), a detached mount the host
+    /// side cloned; `None`: a tmpfs.
+    pub layer_fd: Option<OwnedFd>,
     /// Root mode: we may (and must) drop supplementary groups.
     pub privileged: bool,
     /// A long-lived sandbox (daemon mode): its PID 1 is the agent, entered through this
@@ -170,6 +173,7 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     let mut keep = vec![ctx.sync_read.as_raw_fd(), ctx.status_write.as_raw_fd()];
     keep.extend(ctx.prepared.values().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.lower_fds.iter().map(|fd| fd.as_raw_fd()));
+    keep.extend(ctx.layer_fd.iter().map(|fd| fd.as_raw_fd()));
     keep.extend(ctx.agent.iter().map(|a| a.listener.as_raw_fd()));
     k.close_fds_except(&keep).map_err(|e| SetupError::new(ForgetHost, "close inherited descriptors", e))?;
     trace("child: fds closed");
@@ -195,10 +199,11 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     k.set_umask(0o022);
 
     // Filesystem: new root, binds, /proc, /dev, masks; the host root is detached.
-    k.build_filesystem(&ctx.plan, &mut ctx.prepared, &ctx.lower_fds)
+    k.build_filesystem(&ctx.plan, &mut ctx.prepared, &ctx.lower_fds, ctx.layer_fd.as_ref())
         .map_err(|e| SetupError::new(Filesystem, "build the mount tree", e))?;
     trace("child: filesystem built");
     ctx.lower_fds.clear();
+    ctx.layer_fd = None;
 
     // Terminal: opened here, in the sandbox's own devpts instance (one opened by the host
     // side before the clone would be a terminal the sandbox's /dev/pts does not list).
@@ -269,11 +274,18 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     trace("child: landlock");
 
     // Drop privileges: lock securebits, empty the bounding and ambient sets, then every
-    // capability. From here on nothing in the sandbox holds any privilege.
-    k.lock_securebits().map_err(|e| SetupError::new(DropPrivileges, "lock securebits", e))?;
-    k.drop_bounding_set().map_err(|e| SetupError::new(DropPrivileges, "drop bounding set", e))?;
-    k.clear_ambient_capabilities().map_err(|e| SetupError::new(DropPrivileges, "clear ambient capabilities", e))?;
-    k.drop_capabilities().map_err(|e| SetupError::new(DropPrivileges, "drop capabilities", e))?;
+    // capability. From here on nothing in the sandbox holds any privilege. A template
+    // build's RUN step as root keeps only the file and identity capabilities over its
+    // own user namespace (plan::BUILD_CAPABILITIES), bounded by no_new_privs below.
+    if ctx.plan.build_capabilities {
+        k.keep_only_capabilities(safehouse_policy::plan::BUILD_CAPABILITIES)
+            .map_err(|e| SetupError::new(DropPrivileges, "keep only the build capabilities", e))?;
+    } else {
+        k.lock_securebits().map_err(|e| SetupError::new(DropPrivileges, "lock securebits", e))?;
+        k.drop_bounding_set().map_err(|e| SetupError::new(DropPrivileges, "drop bounding set", e))?;
+        k.clear_ambient_capabilities().map_err(|e| SetupError::new(DropPrivileges, "clear ambient capabilities", e))?;
+        k.drop_capabilities().map_err(|e| SetupError::new(DropPrivileges, "drop capabilities", e))?;
+    }
     k.set_no_new_privs().map_err(|e| SetupError::new(DropPrivileges, "set no_new_privs", e))?;
     k.make_non_dumpable().map_err(|e| SetupError::new(DropPrivileges, "make init non-dumpable", e))?;
     // Credential changes (the identity step) clear the parent-death signal: arm it again,

@@ -74,7 +74,7 @@ impl Kernel for Fake {
     fn set_umask(&mut self, _: u32) {
         let _ = self.call("set_umask");
     }
-    fn build_filesystem(&mut self, _: &Plan, _: &mut Prepared, _: &[OwnedFd]) -> io::Result<()> {
+    fn build_filesystem(&mut self, _: &Plan, _: &mut Prepared, _: &[OwnedFd], _: Option<&OwnedFd>) -> io::Result<()> {
         self.call("build_filesystem")
     }
     fn open_terminal(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
@@ -126,6 +126,9 @@ impl Kernel for Fake {
     fn drop_bounding_set(&mut self) -> io::Result<()> {
         self.call("drop_bounding_set")
     }
+    fn keep_only_capabilities(&mut self, _: u64) -> io::Result<()> {
+        self.call("keep_only_capabilities")
+    }
     fn clear_ambient_capabilities(&mut self) -> io::Result<()> {
         self.call("clear_ambient_capabilities")
     }
@@ -163,6 +166,7 @@ fn context(plan: Plan, daemon: bool) -> ChildContext {
         status_write: File::create("/dev/null").unwrap(),
         prepared: Prepared::new(),
         lower_fds: Vec::new(),
+        layer_fd: None,
         privileged: true,
         agent: daemon.then(|| AgentEntry { run: noop, listener: null() }),
         tty: false,

@@ -54,7 +54,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
     let root = safehouse_sys::geteuid() == 0;
     let SpawnSpec { plan, cgroup, agent, exec_keeper } = spec;
     let watch_execs = exec_keeper.is_some();
-    let HostSide { prepared, lower_fds, sync: (sync_read, sync_write), status: (status_read, status_write) } =
+    let HostSide { prepared, lower_fds, layer_fd, sync: (sync_read, sync_write), status: (status_read, status_write) } =
         HostSide::prepare(&plan, root)?;
     let (into_cgroup, tasks) = match cgroup {
         CgroupHandle::None => (None, Vec::new()),
@@ -76,6 +76,7 @@ pub fn spawn_sandbox(spec: SpawnSpec) -> Result<Spawned, JailError> {
                 status_write: File::from(status_write),
                 prepared,
                 lower_fds,
+                layer_fd,
                 privileged: root,
                 agent: Some(agent),
                 tty: false,

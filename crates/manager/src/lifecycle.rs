@@ -105,7 +105,8 @@ fn zones_of_policy(policy: Option<serde_json::Value>) -> Vec<String> {
     let Some(policy) = policy.and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok()) else {
         return Vec::new();
     };
-    let req = RunRequest { policy, workdir: None, mounts: Vec::new(), env: Vec::new(), term: None, image: None };
+    let req =
+        RunRequest { policy, workdir: None, mounts: Vec::new(), env: Vec::new(), term: None, ..Default::default() };
     let view = safehouse_jail::host::host_view(&req);
     plan::compile(&req, &view).map(|p| writable_zones(&p.ops)).unwrap_or_default()
 }
@@ -191,8 +192,14 @@ impl Manager {
             return Err(ManagerError::Invalid(format!("timeout_s must be between 1 and {}", inner.cfg.max_timeout_s)));
         }
         let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let run_req =
-            RunRequest { policy: policy.clone(), workdir: None, mounts: Vec::new(), env, term: None, image: None };
+        let run_req = RunRequest {
+            policy: policy.clone(),
+            workdir: None,
+            mounts: Vec::new(),
+            env,
+            term: None,
+            ..Default::default()
+        };
         let id = ids::sandbox_id();
         let socket_dir = inner.cfg.data_dir.join("sandboxes").join(&id);
 

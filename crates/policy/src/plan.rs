@@ -202,6 +202,9 @@ pub struct RunRequest {
     pub term: Option<String>,
     /// The resolved image when the policy's rootfs is `image:REF`.
     pub image: Option<ImageRoot>,
+    /// A template build's RUN step: root in the sandbox keeps [`BUILD_CAPABILITIES`] over
+    /// its own user namespace (image roots only; see [`Plan::build_capabilities`]).
+    pub build_step: bool,
 }
 
 impl RunRequest {
@@ -324,7 +327,26 @@ pub struct Plan {
     pub tools: ToolsPlan,
     #[serde(default)]
     pub ids: IdMapping,
+    /// A template build's RUN step on an image root as root: instead of dropping every
+    /// capability, root keeps [`BUILD_CAPABILITIES`] (what package managers need to own
+    /// and reach the image's files: apt's `_apt` directories, dpkg's chown) over the
+    /// sandbox's own user namespace, whose ids are unprivileged host ids; securebits stay
+    /// unlocked so root's exec keeps them, `no_new_privs` still bounds them.
+    #[serde(default)]
+    pub build_capabilities: bool,
+    /// A host directory (a layer of the storage pool, `crates/storage`) that holds the
+    /// sandbox's writable layer on disk, in place of the tmpfs: the root itself with a
+    /// host root, the overlay's upper and work dirs with a rootfs directory or an image.
+    /// Its size cap is the pool's (a quota group), not the plan's `disk`. The caller sets
+    /// it after [`compile`]; `None`: RAM.
+    #[serde(default)]
+    pub disk_layer: Option<String>,
 }
+
+/// The capabilities a build step's root keeps: CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER,
+/// CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID (Docker's defaults that concern files and
+/// identities; no CAP_SYS_*, CAP_NET_*, CAP_MKNOD, CAP_SETFCAP or CAP_SETPCAP).
+pub const BUILD_CAPABILITIES: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7);
 
 pub fn resolve_limits(policy: &Policy) -> ResolvedLimits {
     let l = &policy.limits;
@@ -551,6 +573,12 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
                 writable_paths.push(d.clone());
             }
         }
+        // A build step may also make new entries at the top (`RUN mkdir /data`): Landlock
+        // grants write on `/`; /proc, /sys and /dev stay as their mounts make them
+        // (read-only masks, a read-only sysfs, a tmpfs of device nodes).
+        if req.build_step && !writable_paths.iter().any(|p| p == "/") {
+            writable_paths.push("/".into());
+        }
         if req.workdir.is_none() {
             if let Some(w) = &img.working_dir {
                 check_abs("the image's WorkingDir", w)?;
@@ -573,6 +601,8 @@ pub fn compile(req: &RunRequest, host: &HostView) -> Result<Plan, PolicyError> {
         tools,
         limits,
         gateway: !req.policy.network.allow.is_empty(),
+        build_capabilities: req.build_step && ids == IdMapping::ImageRange && uid == 0,
+        disk_layer: None,
     })
 }
 

@@ -6,13 +6,10 @@ use std::path::PathBuf;
 pub enum StorageError {
     #[error("disk-backed storage with a size cap cannot be enforced on this host: {reason}")]
     Unenforceable { reason: String },
-    #[error("{step} {}: {source}", path.display())]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The message carries the errno's text; the error is not also a `source`, so a
+    /// chain printer does not repeat it.
+    #[error("{step} {}: {error}", path.display())]
+    Io { step: &'static str, path: PathBuf, error: io::Error },
     #[error("invalid {what} name {name:?}: use 1 to 64 characters from a-z, A-Z, 0-9, '.', '_' and '-', not starting with '.' or '-'")]
     BadName { what: &'static str, name: String },
     #[error("{} {name:?} does not exist", kind.noun())]
@@ -33,5 +30,5 @@ pub enum StorageError {
 
 pub(crate) fn io_err(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StorageError {
     let path = path.into();
-    move |source| StorageError::Io { step, path, source }
+    move |error| StorageError::Io { step, path, error }
 }

@@ -47,6 +47,10 @@ impl Pool {
     /// `DATA_DIR/storage/pool.img` (sparse, `opts.size`) mounted at `DATA_DIR/storage/pool`.
     /// A pool already mounted there (a daemon restart) is adopted as it is.
     pub fn open(data_dir: &Path, opts: &PoolOptions) -> Result<Pool, StorageError> {
+        if safehouse_sys::geteuid() != 0 {
+            let reason = Probe::run(data_dir).refusal(false).unwrap_or_else(|| "it needs root".into());
+            return Err(StorageError::Unenforceable { reason });
+        }
         let storage = data_dir.join("storage");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&storage).map_err(io_err("create", &storage))?;
         let root = storage.join("pool");

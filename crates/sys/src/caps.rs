@@ -28,7 +28,15 @@ pub fn last_cap() -> u32 {
 /// Drops every capability from the bounding set (needs CAP_SETPCAP in the current user
 /// namespace), so no later execve can regain any.
 pub fn drop_bounding_set() -> io::Result<()> {
+    drop_bounding_set_except(0)
+}
+
+/// Drops every capability but those in `keep` (a bit mask) from the bounding set.
+pub fn drop_bounding_set_except(keep: u64) -> io::Result<()> {
     for cap in 0..=last_cap() {
+        if cap < 64 && keep & (1u64 << cap) != 0 {
+            continue;
+        }
         // SAFETY: prctl with PR_CAPBSET_DROP takes an integer capability number only.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if r < 0 {
@@ -42,7 +50,22 @@ pub fn drop_bounding_set() -> io::Result<()> {
     Ok(())
 }
 
-/// Clears the ambient set.
+/// Sets the permitted and effective sets to `caps` (a bit mask), the inheritable set to
+/// empty.
+pub fn set_capabilities(caps: u64) -> io::Result<()> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    for (i, d) in data.iter_mut().enumerate() {
+        let bits = (caps >> (32 * i)) as u32;
+        d.effective = bits;
+        d.permitted = bits;
+    }
+    // SAFETY: header and data are valid, properly sized v3 structures (two CapData for
+    // 64 capability bits) that outlive the call.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) })?;
+    Ok(())
+}
+
 pub fn clear_ambient() -> io::Result<()> {
     // SAFETY: integer-only prctl.
     check_int(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })?;

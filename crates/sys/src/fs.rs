@@ -14,6 +14,18 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Takes ownership of descriptor `fd`, inherited from the parent at a number agreed on
+/// (a child's control socket); fails with EBADF when nothing is open there. Marks it
+/// close-on-exec.
+pub fn inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: integer-only fcntl; it only tells whether `fd` is open.
+    check_int(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    set_cloexec(fd)?;
+    // SAFETY: `fd` is open (checked above) and, by the agreement with the parent, owned by
+    // nothing else in this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Closes every descriptor in `first..=last` (nothing if the range is empty).
 pub fn close_range(first: u32, last: u32) -> io::Result<()> {
     if first > last {

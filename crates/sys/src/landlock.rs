@@ -40,7 +40,12 @@ pub fn abi_version() -> io::Result<u32> {
 /// kernel which fields we use, so older kernels (without `scoped`) still accept it when
 /// `scoped` is zero.
 pub fn create_ruleset(fs: u64, scoped: u64) -> io::Result<OwnedFd> {
-    let attr = RulesetAttr { handled_access_fs: fs, handled_access_net: 0, scoped };
+    create_ruleset_with_net(fs, 0, scoped)
+}
+
+/// Like [`create_ruleset`], also handling the `net` rights (ABI 4: TCP bind and connect).
+pub fn create_ruleset_with_net(fs: u64, net: u64, scoped: u64) -> io::Result<OwnedFd> {
+    let attr = RulesetAttr { handled_access_fs: fs, handled_access_net: net, scoped };
     let size = if scoped == 0 { 16 } else { std::mem::size_of::<RulesetAttr>() };
     // SAFETY: `attr` is a valid ruleset_attr whose first `size` bytes the kernel reads.
     let fd =

@@ -11,6 +11,7 @@ pub mod fs;
 pub mod landlock;
 pub mod mount;
 pub mod net;
+pub mod pipe;
 pub mod process;
 pub mod seccomp;
 pub mod unix;

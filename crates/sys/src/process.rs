@@ -545,6 +545,37 @@ pub fn release_inherited_code_pages() -> u64 {
     released
 }
 
+/// Arranges for `cmd`'s child to get `fd` at descriptor number `at` (without
+/// close-on-exec), and nothing else beyond stdio: every other descriptor of this process is
+/// close-on-exec already (Rust opens everything with O_CLOEXEC). `fd` must stay open until
+/// the child is spawned.
+pub fn pass_fd_to_child(cmd: &mut std::process::Command, fd: RawFd, at: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes one dup2 or fcntl call on integers it
+    // captured by value, allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == at {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 {
+                    -1
+                } else {
+                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC)
+                }
+            } else {
+                // dup2 clears close-on-exec on the new descriptor.
+                libc::dup2(fd, at)
+            };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        })
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,9 @@ pub mod image;
 pub mod policy;
 pub mod policy_flags;
 pub mod run;
+pub mod run_disk;
 pub mod serve;
+pub mod template;
 
 // Clients of a running daemon (docs/api.md).
 pub mod client;

@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use safehouse_gateway::{spawn_thread, Config, GatewayThread, NetPolicy, Resolver};
+use safehouse_gateway::process::ProcessGateway;
+use safehouse_gateway::{Config, NetPolicy, Resolver};
 use safehouse_jail::{EgressGateway, JailError, RunSpec};
 use safehouse_policy::model::{Limits, Rootfs};
 use safehouse_policy::network::HostReach;
@@ -63,6 +64,10 @@ pub struct RunArgs {
     /// one `safehouse serve` uses)
     #[arg(long, value_name = "DIR", env = "SAFEHOUSE_DATA_DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Where the writable layer lives: memory (a tmpfs, the default) or disk (a layer of
+    /// the data dir's storage pool, capped at --disk and removed after the run; root only)
+    #[arg(long, value_name = "memory|disk", default_value = "memory", value_parser = ["memory", "disk"])]
+    storage: String,
     /// The command and its arguments (with --image: the arguments to the image's
     /// entrypoint, in place of its command)
     #[arg(value_name = "CMD")]
@@ -124,7 +129,7 @@ fn build_request(a: &RunArgs) -> Result<RunRequest> {
         let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv:?}: write KEY=VALUE") };
         env.push((k.to_string(), v.to_string()));
     }
-    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), image: None })
+    Ok(RunRequest { policy, workdir, mounts, env, term: std::env::var("TERM").ok(), ..Default::default() })
 }
 
 /// One line for the limits that go unenforced (the same reason for each, in rootless mode):
@@ -240,21 +245,29 @@ pub fn main(a: RunArgs) -> i32 {
         }
         None => a.command.clone(),
     };
-    let gateway: Option<Box<dyn EgressGateway>> = if request.policy.network.allow.is_empty() {
-        None
-    } else {
-        match Egress::new(&request.policy) {
-            Ok(g) => Some(Box::new(g)),
+    let layer = if a.storage == "disk" {
+        let dir = a.data_dir.clone().unwrap_or_else(safehouse_daemon::default_data_dir);
+        let cap = request.policy.limits.disk.map(|d| d.0).unwrap_or(safehouse_policy::model::defaults::DISK);
+        match super::run_disk::RunLayer::create(&dir, cap) {
+            Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("safehouse: {e:#}");
                 return EXIT_SETUP;
             }
         }
+    } else {
+        None
     };
     let request_limits = request.policy.limits.clone();
-    let spec = RunSpec { request, argv, tty: a.tty, gateway };
-    let result = safehouse_jail::run(spec);
+    let result = match run_sandbox(request, argv, a.tty, layer.as_ref().map(|l| l.dir.clone())) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("safehouse: {e:#}");
+            return EXIT_SETUP;
+        }
+    };
     drop(image); // the lease ends with the sandbox
+    drop(layer); // and the layer on disk
     match result {
         Ok(outcome) => {
             if let Some(msg) = &outcome.exec_error {
@@ -289,11 +302,26 @@ pub fn main(a: RunArgs) -> i32 {
     }
 }
 
-/// The capability gateway of one `run`: on its own thread, for the sandbox's lifetime.
+/// Runs `argv` in a sandbox for `request`, with the capability gateway when its policy
+/// allows egress (`run`, and template builds' RUN steps).
+/// `disk_layer`: a host directory holding the writable layer (`RunSpec::disk_layer`).
+pub fn run_sandbox(
+    request: RunRequest,
+    argv: Vec<String>,
+    tty: bool,
+    disk_layer: Option<String>,
+) -> Result<Result<safehouse_jail::run::Outcome, JailError>> {
+    let gateway: Option<Box<dyn EgressGateway>> =
+        if request.policy.network.allow.is_empty() { None } else { Some(Box::new(Egress::new(&request.policy)?)) };
+    Ok(safehouse_jail::run(RunSpec { request, argv, tty, gateway, disk_layer }))
+}
+
+/// The capability gateway of one `run`: in its own confined process (as the daemon's),
+/// for the sandbox's lifetime.
 struct Egress {
     /// The policy and resolver, until `start` (after the clone) makes the gateway.
     parts: Option<(NetPolicy, Resolver)>,
-    running: Option<GatewayThread>,
+    running: Option<ProcessGateway>,
 }
 
 impl Egress {
@@ -307,14 +335,15 @@ impl Egress {
 }
 
 impl EgressGateway for Egress {
-    /// Runs after the clone: the host-address watcher is a thread, and the sandbox must be
-    /// cloned from a single-threaded process.
+    /// Runs after the clone: the host-address watcher and the gateway's runtime are threads,
+    /// and the sandbox must be cloned from a single-threaded process.
     fn start(&mut self, listener: std::net::TcpListener) -> Result<(), String> {
         let (net, resolver) = self.parts.take().ok_or("the gateway was started twice")?;
         let host = safehouse_gateway::hostaddrs::watch()
             .map_err(|e| format!("the gateway cannot tell this host's own addresses, so it allows no egress: {e}"))?;
-        let config = Config::new(net, resolver, host);
-        self.running = Some(spawn_thread(config, listener).map_err(|e| format!("start the gateway: {e}"))?);
+        let config = Config::new(net, resolver, host.clone());
+        self.running =
+            Some(ProcessGateway::start(config, listener, host).map_err(|e| format!("start the gateway: {e}"))?);
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Seccomp profiles as reviewed data, compiled to classic BPF by pure functions.
 //!
 //! - [`model`]: what a rule can say ([`Rule`], [`Action`], argument checks).
-//! - [`rules`]: the profile, one commented entry per syscall ([`SANDBOX`]).
+//! - [`rules`]: the sandbox's profile, one commented entry per syscall ([`SANDBOX`]).
+//! - [`gateway`]: the gateway process's profile ([`GATEWAY`]).
 //! - [`syscalls`]: the target architecture's audit id and syscall numbers.
 //! - [`bpf`]: the compiler from a profile to a [`SockFilter`] program; its module docs show
 //!   the program's layout.
@@ -18,6 +19,7 @@
 compile_error!("the seccomp profile supports Linux on x86_64 and aarch64 only");
 
 pub mod bpf;
+pub mod gateway;
 pub mod model;
 pub mod rules;
 pub mod syscalls;
@@ -28,6 +30,7 @@ mod interp;
 mod tests;
 
 pub use bpf::{compile, exec_notify_filter, CompileError, MAX_INSNS};
+pub use gateway::GATEWAY;
 pub use model::{Action, ArgCheck, Entry, Rule, Test};
 pub use rules::{DEFAULT_ACTION, DEFAULT_ERRNO, DENY_ERRNO, SANDBOX};
 pub use syscalls::{Target, NATIVE};
@@ -47,6 +50,12 @@ pub fn sandbox_filter() -> Vec<SockFilter> {
     // The table is a constant and the unit tests compile it; failing here is a bug in the
     // table, not a runtime condition.
     compile(SANDBOX, &NATIVE, DEFAULT_ACTION).expect("the built-in seccomp profile compiles")
+}
+
+/// The filter the gateway process runs under (its own profile, [`GATEWAY`]).
+pub fn gateway_filter() -> Vec<SockFilter> {
+    // As for the sandbox's: a constant table, compiled by the unit tests.
+    compile(GATEWAY, &NATIVE, DEFAULT_ACTION).expect("the gateway seccomp profile compiles")
 }
 
 /// The profile for this architecture, one line per listed syscall: its name and what the

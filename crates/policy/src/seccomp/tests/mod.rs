@@ -2,6 +2,7 @@
 
 mod compiler;
 mod decisions;
+mod gateway;
 mod golden;
 
 use std::sync::OnceLock;
