@@ -9,8 +9,9 @@ baseline measured in the same invocation:
 - a matplotlib chart of 1000 points end to end (PNG + chart data), against a cell that
   builds the same data without plotting.
 
-Needs the code-interpreter image (built and imported here, cached like the tests) and the
-test venv:
+Sandboxes are on the host's root (the daemon does not serve image roots yet, and the
+`code-interpreter-v1` template is `base` until it does): needs the host's python3 with
+ipykernel, pandas and matplotlib (scripts/test installs them), and the test venv:
     SAFEHOUSE_BIN=target/safehouse .venv/bin/python scripts/bench_interp.py [--runs N]
 """
 import os
@@ -20,10 +21,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from e2e.support import Daemon  # noqa: E402
-from interp.image import import_image  # noqa: E402
 
 RUNS = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 30
-IMAGE_POLICY = {"version": 1, "filesystem": {"rootfs": "image:code-interpreter-v1"}}
 CHART = ("import matplotlib.pyplot as plt\nxs = list(range(1000))\nys = [(i * 37) % 101 for i in xs]\n"
          "plt.figure(); plt.plot(xs, ys); plt.title('bench')\nplt.show()")
 NO_CHART = "xs = list(range(1000))\nys = [(i * 37) % 101 for i in xs]\nlen(ys)"
@@ -68,15 +67,13 @@ def create_first_result(n):
 def main():
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; date {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}")
     cold = Daemon()
-    import_image(cold.data_dir)
     cold.start()
     pool = Daemon(env={"SAFEHOUSE_CODE_POOL": "1"})
-    import_image(pool.data_dir)
     pool.start()
     try:
         from safehouse import Sandbox
 
-        s = Sandbox.create(policy=IMAGE_POLICY, timeout=600, api_key=cold.admin_key, url=cold.url)
+        s = Sandbox.create(timeout=600, api_key=cold.admin_key, url=cold.url)
         s.run_code("1+1")  # the kernel is up
         api = cold.admin()
         base = timed(lambda: api.exec(s.id, ["true"]), RUNS)

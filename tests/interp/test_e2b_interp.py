@@ -1,7 +1,8 @@
-"""E2B's `e2b-code-interpreter` SDK, unchanged, against a daemon whose store has the
-code-interpreter image (built by scripts/interp-image) and a warm pool of one: state,
-a chart, an error, contexts, and the base SDK's calls on the same sandbox. Configured only
-by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY."""
+"""E2B's `e2b-code-interpreter` SDK, unchanged, against a daemon with a warm pool of one:
+state, a chart, an error, contexts, and the base SDK's calls on the same sandbox.
+Configured only by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY. The template
+`code-interpreter-v1` is `base` on the host's root until the daemon serves image roots
+(docs/e2b.md), so its kernels use the host's python3 (conftest checks it has the stack)."""
 import os
 import tempfile
 import time
@@ -12,7 +13,6 @@ import pytest
 from e2e.support import Api, running_daemon
 from e2e.test_events import read_sse
 
-from .image import import_image
 from .pngcheck import decode
 
 if not os.environ.get("CI"):
@@ -21,9 +21,8 @@ if not os.environ.get("CI"):
 
 @pytest.fixture(scope="module")
 def pool_daemon():
-    """A daemon of its own: the image in its store, a warm pool of one."""
+    """A daemon of its own with a warm pool of one."""
     data = tempfile.mkdtemp(prefix="safehouse-interp-e2b-")
-    import_image(data)
     d = running_daemon(data_dir=data, env={"SAFEHOUSE_CODE_POOL": "1"})
     yield d
     d.cleanup()

@@ -24,8 +24,7 @@ use crate::E2b;
 const MAX_BODY: usize = 1 << 20;
 /// The template every E2B program names by default.
 pub const BASE_TEMPLATE: &str = "base";
-/// The `e2b-code-interpreter` SDK's default template: the image of that name
-/// (templates/code-interpreter), with `base`'s network, and the warm pool.
+/// The `e2b-code-interpreter` SDK's default template: `base` with the warm pool.
 pub const CODE_INTERPRETER_TEMPLATE: &str = "code-interpreter-v1";
 /// Page size of `GET /v2/sandboxes` when none is asked for, and the largest.
 const DEFAULT_LIMIT: usize = 100;
@@ -197,10 +196,12 @@ fn policy_for(template: &str, body: &Map<String, Value>) -> Result<(Option<Value
         return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
     }
     if template == CODE_INTERPRETER_TEMPLATE {
-        // The image of that name (scripts/interp-image), with base's network.
+        // base's policy (and the warm pool, see `create_inner`). Not the image of that
+        // name: the daemon does not serve image roots yet (the manager refuses `image:`),
+        // so the interpreter runs on the host's root and needs the host's python3 with
+        // ipykernel (docs/e2b.md "The code interpreter").
         let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);
-        let rootfs = format!("image:{CODE_INTERPRETER_TEMPLATE}");
-        return Ok((Some(json!({"version": 1, "network": {"allow": allow}, "filesystem": {"rootfs": rootfs}})), None));
+        return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
     }
     if safehouse_policy::presets::names().contains(&template) {
         if allow.is_some() {
