@@ -438,6 +438,8 @@ NOT_WRAPPED = {
     ("GET", "/v1/sandboxes/{id}/execs"): "a placeholder the event stream (proc.exec) replaces",
     ("POST", "/mcp"): "the MCP transport, for MCP clients (the `mcp` package), not the SDK",
     ("DELETE", "/mcp"): "the MCP transport, for MCP clients (the `mcp` package), not the SDK",
+    ("POST", "/v1/tickets"): "single-use WebSocket tickets for browsers, which cannot set headers on a WebSocket",
+    ("GET", "/v1/metrics"): "the fleet's metric stream for the console's sparklines; programs use get_metrics",
 }
 
 
@@ -498,3 +500,39 @@ def test_the_key_is_not_in_reprs(daemon, sbx):
         texts = [repr(sbx), repr(sbx._http.config), repr(made), repr(admin.list_keys()), repr(sbx.get_info())]
         assert not any(key in t or made.key in t for t in texts)
         admin.revoke_key(made.id)
+
+
+def test_fleet_freeze_thaw_whoami_and_policy_explain(daemon, tag):
+    """The console's routes through the SDK, as a tenant of its own so that freezing its fleet
+    touches no other test's sandbox."""
+    from safehouse import FleetResult, Policy, SandboxFrozenError
+
+    with Admin() as root:
+        made = root.create_key(f"fleet-{tag}")
+        assert root.whoami()["admin"] is True
+        report = root.verify_audit()  # the session daemon keeps an audit log
+        assert report["ok"] is True and report["records"] > 0
+    try:
+        with Admin(api_key=made.key) as admin:
+            assert admin.whoami() == {"tenant": f"fleet-{tag}", "key_id": made.id, "admin": False}
+            with pytest.raises(ForbiddenError):
+                admin.verify_audit()
+            s = Sandbox.create(api_key=made.key, timeout=60, policy=Policy().allow_hosts("pypi.org:443"))
+            daemon.created.append((made.key, s.id))
+            assert s.get_policy()["network"]["allow"] == ["pypi.org:443"]
+            allowed = s.explain(net="pypi.org:443")
+            denied = s.explain(net="example.com:443")
+            assert allowed["allowed"] is True and denied["allowed"] is False and denied["hint"]
+            with pytest.raises(ValueError):
+                s.explain(net="a:1", exec="/bin/sh")
+            frozen = admin.freeze_all()
+            assert isinstance(frozen, FleetResult) and (frozen.count, frozen.failed) == (1, [])
+            assert s.get_info().state == "frozen"
+            with pytest.raises(SandboxFrozenError):
+                s.commands.run("true")
+            assert admin.thaw_all().count == 1
+            assert s.commands.run("echo thawed").stdout == "thawed\n"
+            s.kill()
+    finally:
+        with Admin() as root:
+            root.revoke_key(made.id)

@@ -49,6 +49,10 @@ export class SafehouseTimeoutError extends SafehouseError {}
 export class CapacityError extends SafehouseError {}
 /** 503 `audit_off`: the daemon runs without an audit log. */
 export class AuditOffError extends SafehouseError {}
+/** 409 `no_policy`: the sandbox was recorded without a policy; nothing to explain. */
+export class NoPolicyError extends SafehouseError {}
+/** 429: too many requests of one kind (`too_many_tickets`); wait, then retry. */
+export class RateLimitError extends SafehouseError {}
 /** 500 `internal`: the daemon failed; its log has the detail. */
 export class ServerError extends SafehouseError {}
 /** 501/502/504 from the port proxy. */
@@ -105,6 +109,8 @@ export const ERROR_CODES: Readonly<Record<string, ErrorClass>> = Object.freeze({
   body_too_large: QuotaExceededError,
   quota_exceeded: QuotaExceededError,
   policy_refused: PolicyRefusedError,
+  no_policy: NoPolicyError,
+  too_many_tickets: RateLimitError,
   internal: ServerError,
   unsupported: PortError,
   port_closed: PortError,
@@ -125,6 +131,7 @@ const BY_STATUS: Record<number, ErrorClass> = {
   409: SandboxNotRunningError,
   413: QuotaExceededError,
   422: PolicyRefusedError,
+  429: RateLimitError,
   500: ServerError,
   501: PortError,
   502: PortError,

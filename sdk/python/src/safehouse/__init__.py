@@ -9,12 +9,12 @@ The daemon is found through SAFEHOUSE_URL (default http://127.0.0.1:8700) and th
 through SAFEHOUSE_API_KEY; both can be passed to create/connect/list as url= and api_key=.
 """
 from ._streams import AsyncEventStream, AsyncWatchHandle, EventStream, WatchHandle
-from .admin import Admin, AsyncAdmin, KillAllResult
+from .admin import Admin, AsyncAdmin, FleetResult, KillAllResult
 from .async_sandbox import AsyncCommandHandle, AsyncCommands, AsyncFilesystem, AsyncPty, AsyncSandbox
 from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, AuthenticationException, CapacityError,
                          CommandExitException, ForbiddenError, InvalidArgumentException, InvalidRequestError,
-                         MethodNotAllowedError, NotEnoughSpaceException, NotFoundError, NotFoundException,
-                         PathConflictError, PolicyRefusedError, PortError, QuotaExceededError, SafehouseError,
+                         MethodNotAllowedError, NoPolicyError, NotEnoughSpaceException, NotFoundError, NotFoundException,
+                         PathConflictError, PolicyRefusedError, PortError, QuotaExceededError, RateLimitError, SafehouseError,
                          SafehouseTimeoutError, SandboxException, SandboxFrozenError, SandboxNotRunningError,
                          ServerError, TimeoutException)
 from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
@@ -29,7 +29,7 @@ from .code import Context, Execution, ExecutionError, Logs, OutputMessage, Resul
 __all__ = [
     "Sandbox", "AsyncSandbox", "Commands", "AsyncCommands", "Filesystem", "AsyncFilesystem",
     "CommandHandle", "AsyncCommandHandle", "Pty", "AsyncPty", "WatchHandle", "AsyncWatchHandle",
-    "EventStream", "AsyncEventStream", "Admin", "AsyncAdmin", "KillAllResult",
+    "EventStream", "AsyncEventStream", "Admin", "AsyncAdmin", "KillAllResult", "FleetResult",
     "CommandResult", "EntryInfo", "FileInfo", "FileType", "FilesystemEvent", "FilesystemEventType",
     "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
     "Policy",
@@ -37,7 +37,7 @@ __all__ = [
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
     "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "PathConflictError",
     "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",
-    "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
+    "NoPolicyError", "RateLimitError", "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
     "SandboxException", "AuthenticationException", "NotFoundException", "InvalidArgumentException",
     "TimeoutException", "NotEnoughSpaceException",
 ]

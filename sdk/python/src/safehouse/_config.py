@@ -59,6 +59,14 @@ def sb_path(sandbox_id: str, rest: str = "") -> str:
     return f"/v1/sandboxes/{quote(sandbox_id, safe='')}{rest}"
 
 
+def explain_params(**questions: Optional[str]) -> Dict[str, str]:
+    """The query of `GET .../policy/explain`: exactly one question."""
+    asked = {k: v for k, v in questions.items() if v is not None}
+    if len(asked) != 1:
+        raise ValueError("ask exactly one question: net='host:port', exec=PATH, read=PATH or write=PATH")
+    return asked
+
+
 def port_path(sandbox_id: str, port: int, path: str = "/") -> str:
     """The port proxy's path for PATH (with its query) on PORT inside the sandbox."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:

@@ -24,6 +24,24 @@ class KillAllResult:
     ms: int
 
 
+#: Calls over the whole fleet wait for every sandbox (kill-all, freeze-all, thaw-all, verify).
+_FLEET_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+
+@dataclasses.dataclass
+class FleetResult:
+    """What freeze-all / thaw-all did: how many sandboxes, in how many milliseconds, and the
+    ones that failed (`[{id, error}]`)."""
+
+    count: int
+    ms: int
+    failed: List[Dict[str, Any]]
+
+    @staticmethod
+    def from_json(d: Dict[str, Any], key: str) -> "FleetResult":
+        return FleetResult(count=int(d.get(key, 0)), ms=int(d.get("ms", 0)), failed=list(d.get("failed") or []))
+
+
 def audit_params(sandbox: Optional[str], since: Optional[Union[str, datetime]],
                  until: Optional[Union[str, datetime]], kind: Optional[Union[str, Sequence[str]]],
                  limit: Optional[int]) -> Dict[str, str]:
@@ -89,8 +107,26 @@ class Admin:
     def kill_all(self) -> KillAllResult:
         """The emergency stop: the admin key kills every sandbox on the daemon, other keys their
         tenant's; returns once nothing of them runs."""
-        d = self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0)).json()
+        d = self._http.request("POST", "/v1/kill-all", timeout=_FLEET_TIMEOUT).json()
         return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
+
+    def whoami(self) -> Dict[str, Any]:
+        """Who this key is: `{tenant, key_id, admin}`."""
+        return self._http.request("GET", "/v1/whoami").json()
+
+    def freeze_all(self) -> FleetResult:
+        """Freezes every running sandbox the key can see (the admin key: all), for investigation;
+        `thaw_all` undoes it."""
+        return FleetResult.from_json(self._http.request("POST", "/v1/freeze-all", timeout=_FLEET_TIMEOUT).json(),
+                                     "frozen")
+
+    def thaw_all(self) -> FleetResult:
+        return FleetResult.from_json(self._http.request("POST", "/v1/thaw-all", timeout=_FLEET_TIMEOUT).json(),
+                                     "thawed")
+
+    def verify_audit(self) -> Dict[str, Any]:
+        """Checks the audit log's hash chain and signatures now (admin key only): the report."""
+        return self._http.request("GET", "/v1/audit/verify", timeout=_FLEET_TIMEOUT).json()
 
     def close(self) -> None:
         self._http.close()
@@ -142,9 +178,23 @@ class AsyncAdmin:
             return False
 
     async def kill_all(self) -> KillAllResult:
-        resp = await self._http.request("POST", "/v1/kill-all", timeout=httpx.Timeout(300.0, connect=10.0))
+        resp = await self._http.request("POST", "/v1/kill-all", timeout=_FLEET_TIMEOUT)
         d = resp.json()
         return KillAllResult(killed=int(d.get("killed", 0)), ms=int(d.get("ms", 0)))
+
+    async def whoami(self) -> Dict[str, Any]:
+        return (await self._http.request("GET", "/v1/whoami")).json()
+
+    async def freeze_all(self) -> FleetResult:
+        d = (await self._http.request("POST", "/v1/freeze-all", timeout=_FLEET_TIMEOUT)).json()
+        return FleetResult.from_json(d, "frozen")
+
+    async def thaw_all(self) -> FleetResult:
+        d = (await self._http.request("POST", "/v1/thaw-all", timeout=_FLEET_TIMEOUT)).json()
+        return FleetResult.from_json(d, "thawed")
+
+    async def verify_audit(self) -> Dict[str, Any]:
+        return (await self._http.request("GET", "/v1/audit/verify", timeout=_FLEET_TIMEOUT)).json()
 
     async def close(self) -> None:
         await self._http.close()

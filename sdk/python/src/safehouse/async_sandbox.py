@@ -11,7 +11,7 @@ from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Lit
 import httpx
 
 from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
-                      exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+                      exec_body, explain_params, list_params, port_path, process_body, sb_path, to_bytes, translate)
 from ._either import either
 from ._http import _AsyncHttp, _call
 from ._streams import AsyncEventStream, AsyncWatchHandle, attach_closed_error
@@ -601,6 +601,17 @@ class AsyncSandbox:
         if refusal is not None:
             raise refusal
         return resp
+
+    async def get_policy(self) -> Optional[Dict[str, Any]]:
+        """The policy this sandbox was created with (None when it was made without one)."""
+        return (await self._http.request("GET", sb_path(self.id, "/policy"))).json().get("policy")
+
+    async def explain(self, net: Optional[str] = None, exec: Optional[str] = None, read: Optional[str] = None,
+                 write: Optional[str] = None) -> Dict[str, Any]:
+        """Would this sandbox's policy allow it? Exactly one of NET (`host:port`), EXEC, READ or
+        WRITE (a sandbox path). The answer: `allowed`, the `rule` that decides, `reason`, `hint`."""
+        params = explain_params(net=net, exec=exec, read=read, write=write)
+        return (await self._http.request("GET", sb_path(self.id, "/policy/explain"), params=params)).json()
 
     async def get_metrics(self) -> Metrics:
         return Metrics.from_json((await self._http.request("GET", sb_path(self.id, "/metrics"))).json())

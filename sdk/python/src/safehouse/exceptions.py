@@ -70,6 +70,15 @@ class AuditOffError(SafehouseError):
     """503 `audit_off`: the daemon runs without an audit log."""
 
 
+class NoPolicyError(SafehouseError):
+    """409 `no_policy`: the sandbox was recorded without a policy, so there is nothing to explain."""
+
+
+class RateLimitError(SafehouseError):
+    """429: too many requests of one kind (`too_many_tickets`: attach tickets outstanding for this
+    key); wait for some to be used or expire, then retry."""
+
+
 class ServerError(SafehouseError):
     """500 `internal`: the daemon failed; its log has the detail."""
 
@@ -128,6 +137,7 @@ _BY_STATUS: Dict[int, Type[SafehouseError]] = {
     409: SandboxNotRunningError,
     413: QuotaExceededError,
     422: PolicyRefusedError,
+    429: RateLimitError,
     500: ServerError,
     501: PortError,
     502: PortError,
@@ -160,6 +170,8 @@ ERROR_CODES: Dict[str, Type[SafehouseError]] = {
     "body_too_large": QuotaExceededError,
     "quota_exceeded": QuotaExceededError,
     "policy_refused": PolicyRefusedError,
+    "no_policy": NoPolicyError,
+    "too_many_tickets": RateLimitError,
     "internal": ServerError,
     "unsupported": PortError,
     "port_closed": PortError,

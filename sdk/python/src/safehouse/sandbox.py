@@ -14,7 +14,7 @@ from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, O
 import httpx
 
 from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, create_body, daemon_refusal,
-                      exec_body, list_params, port_path, process_body, sb_path, to_bytes, translate)
+                      exec_body, explain_params, list_params, port_path, process_body, sb_path, to_bytes, translate)
 from ._either import either
 from ._http import _Http
 from ._streams import EventStream, WatchHandle, attach_closed_error
@@ -693,6 +693,17 @@ class Sandbox:
         if refusal is not None:
             raise refusal
         return resp
+
+    def get_policy(self) -> Optional[Dict[str, Any]]:
+        """The policy this sandbox was created with (None when it was made without one)."""
+        return (self._http.request("GET", sb_path(self.id, "/policy"))).json().get("policy")
+
+    def explain(self, net: Optional[str] = None, exec: Optional[str] = None, read: Optional[str] = None,
+                write: Optional[str] = None) -> Dict[str, Any]:
+        """Would this sandbox's policy allow it? Exactly one of NET (`host:port`), EXEC, READ or
+        WRITE (a sandbox path). The answer: `allowed`, the `rule` that decides, `reason`, `hint`."""
+        params = explain_params(net=net, exec=exec, read=read, write=write)
+        return (self._http.request("GET", sb_path(self.id, "/policy/explain"), params=params)).json()
 
     def get_metrics(self) -> Metrics:
         """Resource use now and the last five minutes, one sample a second (`.history`)."""
