@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use safehouse_http::code::ndjson;
 use axum::Json;
+use safehouse_http::code::ndjson;
 
 use safehouse_http::json::ApiJson;
 use safehouse_http::params::{Caller, SandboxId};
@@ -43,7 +43,9 @@ fn context_path(id: String, ctx: String) -> Result<(String, String), ApiError> {
         return Err(ApiError::no_sandbox());
     }
     if ctx.is_empty() || ctx.len() > 128 || !ctx.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(ApiError::not_found(format!("no context {ctx:?} in this sandbox: list them with GET .../contexts")));
+        return Err(ApiError::not_found(format!(
+            "no context {ctx:?} in this sandbox: list them with GET .../contexts"
+        )));
     }
     Ok((id, ctx))
 }

@@ -143,7 +143,8 @@ impl CodeRun {
              create the sandbox with a higher limit"
                 .into(),
         );
-        let data = serde_json::json!({ "interp": true, "message": "the code interpreter's kernel reached the memory limit" });
+        let data =
+            serde_json::json!({ "interp": true, "message": "the code interpreter's kernel reached the memory limit" });
         self.mgr.note(&self.live.id, "limit.memory", data);
     }
 }
@@ -155,7 +156,8 @@ impl Drop for CodeRun {
         }
         self.session.forget(self.request);
         // The caller went away mid-run: stop the code (the context keeps its state).
-        if let Ok((_, line, _)) = self.session.begin(&Request::Interrupt { context: None, request: Some(self.request) }) {
+        if let Ok((_, line, _)) = self.session.begin(&Request::Interrupt { context: None, request: Some(self.request) })
+        {
             let _ = self.live.link.stdin(self.driver_pid, line);
         }
     }
@@ -302,7 +304,9 @@ impl Manager {
     /// Runs code in a context; the events stream from the returned run.
     pub async fn run_code(&self, tenant: &str, id: &str, req: CodeRequest) -> Result<CodeRun, ManagerError> {
         if req.language.is_some() && req.context.is_some() {
-            return Err(ManagerError::Invalid("give a context or a language, not both (a context has its language)".into()));
+            return Err(ManagerError::Invalid(
+                "give a context or a language, not both (a context has its language)".into(),
+            ));
         }
         if req.code.len() > crate::limits::MAX_CODE {
             return Err(ManagerError::Invalid(format!(
@@ -380,7 +384,12 @@ impl Manager {
         }
     }
 
-    pub async fn restart_code_context(&self, tenant: &str, id: &str, context: &str) -> Result<ContextInfo, ManagerError> {
+    pub async fn restart_code_context(
+        &self,
+        tenant: &str,
+        id: &str,
+        context: &str,
+    ) -> Result<ContextInfo, ManagerError> {
         let live = self.running(tenant, id)?;
         match self.ask_once(&live, Request::Restart { context: context.to_string() }).await? {
             Event::Context(c) => {

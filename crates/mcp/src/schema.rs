@@ -60,10 +60,13 @@ fn code_output() -> Value {
         "description": "the last expression's value (is_main_result) and every display, with its formats (text, html, png, chart, ...); images come as image content",
         "items": {"type": "object"}
     }));
-    props.insert("error".into(), json!({
-        "type": ["object", "null"],
-        "description": "the exception the code raised: {name, value, traceback}",
-    }));
+    props.insert(
+        "error".into(),
+        json!({
+            "type": ["object", "null"],
+            "description": "the exception the code raised: {name, value, traceback}",
+        }),
+    );
     props.insert("execution_count".into(), json!({"type": ["integer", "null"]}));
     v["required"] = json!(["sandbox_id", "stdout", "stderr", "network_denials"]);
     v
