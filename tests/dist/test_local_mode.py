@@ -125,3 +125,14 @@ def test_a_data_dir_too_long_for_socket_paths_is_refused_with_the_fix(local):
     r = run([BIN, "local", "start"], {**env, "SAFEHOUSE_DATA_DIR": str(deep)})
     assert r.returncode == 1 and "set SAFEHOUSE_DATA_DIR to a shorter path" in r.stderr, r
     assert not (deep / "local" / "daemon.json").exists()
+
+
+def test_serve_refuses_a_data_dir_too_long_for_socket_paths(tmp_path):
+    """The daemon itself (not only local mode) refuses at start, naming the flag, instead of
+    answering every create with an internal error."""
+    deep = tmp_path / ("d" * 70)
+    r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(deep)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "pass a shorter --data-dir" in r.stderr, r
+    assert f"{len(str(deep))} bytes long" in r.stderr and "at most 56 bytes" in r.stderr, r
+    assert not deep.exists()

@@ -145,3 +145,24 @@ def test_show_lists_presets_and_prints_toml():
     pypi = tomllib.loads(policy_cmd("show", "pypi").stdout)
     assert pypi["network"]["allow"] == ["pypi.org:443", "files.pythonhosted.org:443"]
     assert pypi["network"]["egress_bytes"] == "2GiB"
+
+
+def test_a_closed_stdout_ends_a_printing_command_quietly():
+    """`safehouse policy show | head -0`: the reader is gone before the first write. A
+    printing command dies of SIGPIPE like any Unix tool (was: a Rust panic, status 101).
+    Outside: python's own write to the same kind of pipe gets EPIPE, so the probe is real."""
+    import os
+    import signal
+
+    if not BIN:
+        skip_or_fail("safehouse binary not built (set SAFEHOUSE_BIN)")
+    r, w = os.pipe()
+    os.close(r)
+    with pytest.raises(BrokenPipeError):
+        os.write(w, b"x")
+    try:
+        p = subprocess.run([BIN, "policy", "show", "pypi"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        os.close(w)
+    assert p.returncode == -signal.SIGPIPE, p
+    assert "panicked" not in p.stderr, p.stderr

@@ -68,6 +68,22 @@ enum Command {
     Mcp(cmd::mcp::McpArgs),
 }
 
+impl Command {
+    /// Commands that only read and print: a signal leaves nothing half done behind (no
+    /// sandbox, no server, no store write).
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Doctor(_)
+                | Command::Policy(_)
+                | Command::Audit(_)
+                | Command::Image(cmd::image::ImageCommand::Ls(_) | cmd::image::ImageCommand::Inspect(_))
+                | Command::Sandbox(cmd::sandbox::SandboxCommand::Ls(_) | cmd::sandbox::SandboxCommand::Info { .. })
+                | Command::Events(_)
+        )
+    }
+}
+
 fn main() {
     // The gateway process (started by `serve` and `run`, never by hand): before anything
     // else, so it carries nothing of the CLI into its confinement.
@@ -93,6 +109,12 @@ fn main() {
             std::process::exit(code);
         }
     };
+    if cli.command.only_prints() {
+        // Rust ignores SIGPIPE, so `safehouse image ls | head` would fail (or panic in
+        // println!) on the closed pipe. Commands that only print end quietly like any Unix
+        // tool; those that own a sandbox or a connection keep EPIPE and tear down in order.
+        safehouse_sys::process::default_signal(libc::SIGPIPE);
+    }
     let code = match cli.command {
         Command::Run(args) => cmd::run::main(*args),
         Command::Doctor(args) => cmd::doctor::main(args),

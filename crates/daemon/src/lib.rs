@@ -8,6 +8,7 @@
 mod router;
 
 pub use router::{router, serve, ServeOptions};
+pub use safehouse_manager::{check_data_dir, MAX_DATA_DIR_LEN};
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -48,6 +49,7 @@ pub fn default_data_dir() -> PathBuf {
 /// Runs the daemon until SIGTERM/SIGINT. Must be called while the process is still
 /// single-threaded (the spawners are forked first).
 pub fn run(opts: DaemonOptions) -> Result<(), String> {
+    safehouse_manager::check_data_dir(&opts.data_dir).map_err(|e| format!("{e}: pass a shorter --data-dir"))?;
     let mut zygotes = Vec::new();
     for _ in 0..opts.spawners.max(1) {
         zygotes.push(Zygote::start(agent_entry).map_err(|e| format!("cannot start the spawner: {e}"))?);

@@ -49,6 +49,31 @@ use safehouse_jail::zygote::Zygote;
 
 use agent_link::AgentLink;
 
+/// The longest data dir whose sandbox sockets (`DATA_DIR/sandboxes/ID/agent.sock`) fit in
+/// a unix socket address (108 bytes with the NUL).
+pub const MAX_DATA_DIR_LEN: usize = 107 - "/sandboxes/sb_abcdefghijklmnopqrstuvwxyz/agent.sock".len();
+
+/// A data dir too long for its sandboxes' agent sockets: refused before the daemon starts,
+/// rather than every create failing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the data dir {path} is {len} bytes long; the sandboxes' sockets under it need a path of at most \
+     {MAX_DATA_DIR_LEN} bytes"
+)]
+pub struct DataDirTooLong {
+    pub path: String,
+    pub len: usize,
+}
+
+/// Checks that `data_dir` leaves room for its sandboxes' socket paths.
+pub fn check_data_dir(data_dir: &std::path::Path) -> Result<(), DataDirTooLong> {
+    let len = data_dir.as_os_str().len();
+    if len > MAX_DATA_DIR_LEN {
+        return Err(DataDirTooLong { path: data_dir.display().to_string(), len });
+    }
+    Ok(())
+}
+
 /// Tunables of the manager.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {

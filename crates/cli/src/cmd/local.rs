@@ -196,18 +196,9 @@ fn stop_stale(paths: &Paths, d: &LocalDaemon) {
     let _ = fs::remove_file(paths.state());
 }
 
-/// The longest data dir whose sandbox sockets (`DATA_DIR/sandboxes/ID/agent.sock`) fit in a
-/// unix socket address (108 bytes with the NUL).
-const MAX_DATA_DIR_LEN: usize = 107 - "/sandboxes/sb_abcdefghijklmnopqrstuvwxyz/agent.sock".len();
-
 fn start(paths: &Paths) -> Result<LocalDaemon> {
-    let len = paths.data.as_os_str().len();
-    if len > MAX_DATA_DIR_LEN {
-        bail!(
-            "the data dir {} is {len} bytes long; the daemon's sandbox sockets need one of at most \
-             {MAX_DATA_DIR_LEN}: set SAFEHOUSE_DATA_DIR to a shorter path",
-            paths.data.display()
-        );
+    if let Err(e) = safehouse_daemon::check_data_dir(&paths.data) {
+        bail!("{e}: set SAFEHOUSE_DATA_DIR to a shorter path");
     }
     let exe = std::env::current_exe().context("finding the safehouse binary to start the local daemon")?;
     let log = paths.dir.join("daemon.log");
