@@ -45,6 +45,36 @@ def test_exec_options_and_stdin(daemon, sid):
     assert r.rc == 124 and time.monotonic() - t0 < 10, (r, "killed at its timeout: 124, like run")
 
 
+def test_exec_memory_caps_the_command_and_its_cgroup_goes_with_it(daemon, sid):
+    """`exec --memory`: the command gets a cgroup of its own with the cap (the same rule as
+    the API's run-to-completion `limits.memory`); past it the kernel kills it and the
+    process's exit event says so. The same command without the cap runs (the probe is real)."""
+    from pathlib import Path
+
+    from .test_events import read_sse
+
+    hog = ["python3", "-c", "b = b'x' * (96 << 20); print(len(b))"]
+    r = cli(daemon, "exec", sid, "--", *hog, timeout=60)
+    assert (r.rc, r.stdout) == (0, f"{96 << 20}\n"), r
+    r = cli(daemon, "exec", "--memory", "32MiB", sid, "--", *hog, timeout=60)
+    assert r.rc == 137, r
+    r = cli(daemon, "exec", "--memory", "lots", sid, "--", "true")
+    assert r.rc == 125 and "--memory" in r.stderr, r
+    api = daemon.admin()
+    for _ in range(50):
+        status, got = read_sse(api, f"/v1/sandboxes/{sid}/events", {"follow": "false"})
+        exited = [e["data"]["data"] for e in got if e["event"] == "process.exited"]
+        if len(exited) >= 2:
+            break
+        time.sleep(0.1)
+    assert [(x["signal"], x["oom_killed"]) for x in exited[-2:]] == [(None, False), (9, True)], exited
+    started = [e["data"]["data"] for e in got if e["event"] == "process.started"]
+    assert started[-1]["memory"] == 32 << 20, started
+    v1 = Path("/sys/fs/cgroup/memory/safehouse") / sid
+    if v1.exists():
+        assert not list(v1.glob("cmd-*")), "the process's cgroup goes when it ends"
+
+
 def test_exec_binary_stdout_round_trip(daemon, sid):
     """8 MB through `cat`: both directions at once, binary-clean, no deadlock."""
     import subprocess
@@ -86,6 +116,7 @@ def test_sandbox_commands(daemon, sid):
     assert r.rc == 0 and r.json()["id"] == sid, r
     r = cli(daemon, "sandbox", "info", "sb_" + "z" * 26)
     assert r.rc == 1 and r.stderr.startswith("safehouse: ") and "\n" == r.stderr[-1], r
+    assert r.stderr == "safehouse: no such sandbox; check the id with `safehouse sandbox ls`\n", r
 
 
 def test_sandbox_create_json_policy_and_kill(daemon):

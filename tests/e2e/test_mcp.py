@@ -119,6 +119,8 @@ async def exercise_every_tool(s, api):
     assert api.info(sid)["state"] == "killed"
     text = err(await s.call_tool("run_command", {"sandbox_id": sid, "command": "true"}))
     assert text == "error (not_running): the sandbox is killed", text
+    text = err(await s.call_tool("run_command", {"sandbox_id": "sb_" + "z" * 26, "command": "true"}))
+    assert text == "error (not_found): no such sandbox; check the id with the sandbox_list tool", text
 
 
 def test_every_tool_over_streamable_http(daemon, api):

@@ -274,7 +274,7 @@ def test_every_daemon_error_code_has_a_class():
 def test_unknown_sandbox_and_bad_key(daemon):
     with pytest.raises(NotFoundError) as e:
         Sandbox.connect("sb_" + "c" * 26)
-    assert str(e.value) == "no such sandbox; check the id with GET /v1/sandboxes"
+    assert str(e.value) == "no such sandbox; check the id with Sandbox.list()"
     with pytest.raises(AuthenticationError) as e:
         Sandbox.create(api_key="sh_" + "q" * 32)
     assert e.value.status == 401 and e.value.code == "unauthorized" and str(e.value)

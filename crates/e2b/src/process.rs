@@ -146,7 +146,7 @@ fn start_request(msg: &Value) -> Result<(StartProcess, Option<String>, bool), Co
     let tag = str_field(msg, "tag").map(str::to_string);
     // Without `stdin: true` the SDK expects stdin closed (a `cat` must not wait forever).
     let keep_stdin = msg.get("stdin").and_then(Value::as_bool).unwrap_or(false) || pty.is_some();
-    Ok((StartProcess { cmd: Command::Argv(argv), env, cwd, pty }, tag, keep_stdin))
+    Ok((StartProcess { cmd: Command::Argv(argv), env, cwd, pty, limits: Default::default() }, tag, keep_stdin))
 }
 
 async fn start(st: E2b, tenant: Tenant, id: String, msg: Value, keepalive: Duration) -> Response {

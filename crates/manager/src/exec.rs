@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use safehouse_jail::cgroup::{self, Cgroup, CgroupVersion};
@@ -10,7 +11,8 @@ use safehouse_protocol::{SpawnRequest, StdinMode, WinSize};
 
 use super::agent_link::LinkError;
 use super::{
-    internal, AttachEvent, ExecRequest, ExecResult, Manager, ManagerError, ProcessInfo, StartProcess, ToolLimitHit,
+    internal, AttachEvent, ExecRequest, ExecResult, Live, Manager, ManagerError, ProcessInfo, StartProcess,
+    ToolLimitHit,
 };
 use crate::limits;
 
@@ -37,6 +39,32 @@ fn join_fds(cg: &dyn Cgroup) -> Result<Vec<OwnedFd>, ManagerError> {
         .collect()
 }
 
+/// A command's own cgroup, nested in the sandbox's: its memory cap and its accounting.
+/// Refused when the cap cannot be enforced (a sandbox without cgroups).
+async fn command_cgroup(
+    live: &Arc<Live>,
+    n: u64,
+    memory: Option<u64>,
+) -> Result<Option<Box<dyn Cgroup>>, ManagerError> {
+    let live = live.clone();
+    tokio::task::spawn_blocking(move || {
+        let parent = live.cgroup.lock().unwrap_or_else(|e| e.into_inner());
+        match parent.as_ref() {
+            Some(p) => {
+                let limits = cgroup::Limits { memory_bytes: memory, pids: None, cpus: None, only_limited: false };
+                Ok(Some(p.child(&format!("cmd-{n}"), &limits).map_err(internal)?))
+            }
+            None if memory.is_some() => Err(ManagerError::Refused {
+                layer: "limits.memory".into(),
+                reason: "this sandbox has no cgroup (rootless on cgroup v1)".into(),
+            }),
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(internal)?
+}
+
 impl Manager {
     /// Runs to completion (and cleans up its cgroup) even if the caller goes away.
     pub async fn exec(&self, tenant: &str, id: &str, req: ExecRequest) -> Result<ExecResult, ManagerError> {
@@ -47,28 +75,11 @@ impl Manager {
     async fn exec_inner(&self, tenant: &str, id: &str, req: ExecRequest) -> Result<ExecResult, ManagerError> {
         limits::check_exec(&req)?;
         let timeout_s = limits::exec_timeout(&req)?;
-        let memory = limits::exec_memory(&req)?;
+        let memory = limits::command_memory(&req.limits)?;
         let live = self.running(tenant, id)?;
         let argv = req.cmd.argv();
-        // The command's own cgroup, nested in the sandbox's: its cap and its accounting.
         let n = live.next_cmd.fetch_add(1, Ordering::Relaxed);
-        let live2 = live.clone();
-        let cmd_cg: Option<Box<dyn Cgroup>> = tokio::task::spawn_blocking(move || -> Result<_, ManagerError> {
-            let parent = live2.cgroup.lock().unwrap_or_else(|e| e.into_inner());
-            match parent.as_ref() {
-                Some(p) => {
-                    let limits = cgroup::Limits { memory_bytes: memory, pids: None, cpus: None, only_limited: false };
-                    Ok(Some(p.child(&format!("cmd-{n}"), &limits).map_err(internal)?))
-                }
-                None if memory.is_some() => Err(ManagerError::Refused {
-                    layer: "limits.memory".into(),
-                    reason: "this sandbox has no cgroup (rootless on cgroup v1)".into(),
-                }),
-                None => Ok(None),
-            }
-        })
-        .await
-        .map_err(internal)??;
+        let cmd_cg = command_cgroup(&live, n, memory).await?;
         let fds = match &cmd_cg {
             Some(cg) => join_fds(cg.as_ref())?,
             None => Vec::new(),
@@ -195,9 +206,19 @@ impl Manager {
 
     pub async fn start_process(&self, tenant: &str, id: &str, req: StartProcess) -> Result<u32, ManagerError> {
         limits::check_start(&req)?;
+        let memory = limits::command_memory(&req.limits)?;
         let live = self.running(tenant, id)?;
         let argv = req.cmd.argv();
-        let data = serde_json::json!({ "argv": argv, "cwd": req.cwd, "pty": req.pty.is_some() });
+        // A cgroup of its own only when it has a cap: the common case costs nothing.
+        let cmd_cg = match memory {
+            Some(_) => command_cgroup(&live, live.next_cmd.fetch_add(1, Ordering::Relaxed), memory).await?,
+            None => None,
+        };
+        let fds = match &cmd_cg {
+            Some(cg) => join_fds(cg.as_ref())?,
+            None => Vec::new(),
+        };
+        let data = serde_json::json!({ "argv": argv, "cwd": req.cwd, "pty": req.pty.is_some(), "memory": memory });
         let spawn = SpawnRequest {
             id: 0,
             argv,
@@ -208,24 +229,36 @@ impl Manager {
             capture: false,
             cgroup_fds: 0,
         };
-        let pid = match live.link.spawn(spawn, Vec::new()).await {
+        let pid = match live.link.spawn(spawn, fds).await {
             Ok(pid) => pid,
             Err(e) => {
+                if let Some(cg) = cmd_cg {
+                    let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+                }
                 let e = link_error(e);
                 self.note(id, "process.failed", with(data, "error", e.to_string().into()));
                 return Err(e);
             }
         };
         self.note(id, "process.started", with(data, "pid", pid.into()));
-        // Its exit, whenever it comes (the wait ends with the agent connection too).
+        // Its exit, whenever it comes (the wait ends with the agent connection too); its
+        // cgroup, if it has one, goes with it, taking what it left behind.
         let (mgr, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
-            if let Ok(e) = live.link.wait_exit(pid).await {
+            let exited = live.link.wait_exit(pid).await;
+            let oom_kills = cmd_cg.as_ref().map(|cg| cg.oom_kills().unwrap_or(0)).unwrap_or(0);
+            let peak = cmd_cg.as_ref().and_then(|cg| cg.peak_memory().ok().flatten());
+            if let Some(cg) = cmd_cg {
+                let _ = tokio::task::spawn_blocking(move || cg.destroy()).await;
+            }
+            if let Ok(e) = exited {
                 let data = serde_json::json!({
                     "pid": pid, "exit_code": e.exit_code(), "signal": e.signal(),
-                    "cpu_ms": (e.user_us + e.sys_us) / 1000, "peak_memory_bytes": e.maxrss_kib * 1024,
+                    "cpu_ms": (e.user_us + e.sys_us) / 1000,
+                    "peak_memory_bytes": peak.unwrap_or(e.maxrss_kib * 1024), "oom_killed": oom_kills > 0,
                 });
                 mgr.note(&id, "process.exited", data);
+                mgr.note_command_limits(&id, pid, oom_kills, 0);
             }
         });
         Ok(pid)

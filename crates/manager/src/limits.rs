@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use safehouse_policy::units::parse_size;
 
-use crate::types::{Command, CreateRequest, ExecRequest, ManagerError, StartProcess};
+use crate::types::{Command, CreateRequest, ExecLimits, ExecRequest, ManagerError, StartProcess};
 
 /// Longest sandbox lifetime a request may ask for, and longest run-to-completion command.
 pub const MAX_TIMEOUT_S: u64 = 86_400;
@@ -86,9 +86,10 @@ pub fn exec_timeout(req: &ExecRequest) -> Result<f64, ManagerError> {
     Ok(t)
 }
 
-/// A command's own memory cap (`limits.memory`: "64MiB" or a number of bytes), if any.
-pub fn exec_memory(req: &ExecRequest) -> Result<Option<u64>, ManagerError> {
-    let memory = match &req.limits.memory {
+/// A command's own memory cap (`limits.memory`: "64MiB" or a number of bytes), if any; the
+/// same rule for run-to-completion commands and background processes.
+pub fn command_memory(limits: &ExecLimits) -> Result<Option<u64>, ManagerError> {
+    let memory = match &limits.memory {
         None => return Ok(None),
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().ok_or_else(|| invalid("limits.memory: a whole number of bytes"))?
@@ -206,9 +207,10 @@ mod tests {
             limits: crate::types::ExecLimits { memory: Some(m) },
             ..exec(Command::Argv(vec!["a".into()]), None)
         };
-        assert_eq!(exec_memory(&with(serde_json::json!("64MiB"))).unwrap(), Some(64 << 20));
-        assert_eq!(exec_memory(&with(serde_json::json!(2 << 20))).unwrap(), Some(2 << 20));
-        assert!(exec_memory(&with(serde_json::json!(1000))).is_err());
-        assert!(exec_memory(&with(serde_json::json!(true))).is_err());
+        assert_eq!(command_memory(&with(serde_json::json!("64MiB")).limits).unwrap(), Some(64 << 20));
+        assert_eq!(command_memory(&with(serde_json::json!(2 << 20)).limits).unwrap(), Some(2 << 20));
+        assert!(command_memory(&with(serde_json::json!(1000)).limits).is_err());
+        assert!(command_memory(&with(serde_json::json!(true)).limits).is_err());
+        assert_eq!(command_memory(&ExecLimits::default()).unwrap(), None);
     }
 }

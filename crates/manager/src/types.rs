@@ -143,6 +143,9 @@ pub struct StartProcess {
     pub env: BTreeMap<String, String>,
     pub cwd: Option<String>,
     pub pty: Option<PtySize>,
+    /// The process's own memory cap, as for a run-to-completion command.
+    #[serde(default)]
+    pub limits: ExecLimits,
 }
 
 #[derive(Debug, Clone, Serialize)]

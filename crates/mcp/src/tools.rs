@@ -70,7 +70,9 @@ impl ToolResult {
         ToolResult { text, structured, is_error: false, status, sandbox, images: Vec::new() }
     }
 
-    fn error(sandbox: Option<String>, e: ApiError) -> ToolResult {
+    fn error(sandbox: Option<String>, mut e: ApiError) -> ToolResult {
+        // The native API's hint names its route; an MCP client has the tool.
+        e.message = e.message.replace("check the id with GET /v1/sandboxes", "check the id with the sandbox_list tool");
         ToolResult {
             text: format!("error ({}): {}", e.code, e.message),
             structured: json!({"error": {"code": e.code, "message": e.message, "status": e.status.as_u16()}}),

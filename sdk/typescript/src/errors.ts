@@ -153,6 +153,8 @@ export function errorFromResponse(status: number, body: string): SafehouseError 
     // not JSON: the body itself is the message
   }
   if (!message) message = body.slice(0, 500) || `HTTP ${status}`
+  // The daemon's hint names its HTTP route; an SDK user gets the SDK's call instead.
+  message = message.replace('check the id with GET /v1/sandboxes', 'check the id with Sandbox.list()')
   const cls = (code && ERROR_CODES[code]) || BY_STATUS[status] || SafehouseError
   return new cls(message, { status, code })
 }

@@ -224,6 +224,7 @@ describe('errors', () => {
   test('each daemon error is its typed class', async () => {
     await assert.rejects(Sandbox.connect('sb_' + 'a'.repeat(26)), (e: unknown) => {
       assert.ok(e instanceof NotFoundError && e.status === 404 && e.code === 'not_found', String(e))
+      assert.equal((e as Error).message, 'no such sandbox; check the id with Sandbox.list()')
       return true
     })
     await assert.rejects(Sandbox.list({ apiKey: 'sh_' + 'x'.repeat(32) }), AuthenticationError)

@@ -141,6 +141,20 @@ fn api_error(status: u16, resp: ureq::Response) -> ApiError {
     ApiError::from_body(status, &resp.into_string().unwrap_or_default())
 }
 
+/// The daemon's hints name its HTTP routes (right for HTTP callers); a person at the CLI
+/// gets the command instead.
+const HINTS: &[(&str, &str)] = &[
+    ("check the id with GET /v1/sandboxes", "check the id with `safehouse sandbox ls`"),
+    ("see GET /v1/keys", "see `safehouse keys ls`"),
+];
+
+fn cli_hints(mut message: String) -> String {
+    for (route, command) in HINTS {
+        message = message.replace(route, command);
+    }
+    message
+}
+
 impl ApiError {
     /// The daemon's error document, or a stand-in naming the status when the body is not one.
     pub fn from_body(status: u16, text: &str) -> ApiError {
@@ -149,7 +163,7 @@ impl ApiError {
             Some((e.get("code")?.as_str()?.to_string(), e.get("message")?.as_str()?.to_string()))
         });
         if let Some((code, message)) = parsed {
-            return ApiError { status, code, message };
+            return ApiError { status, code, message: cli_hints(message) };
         }
         let snippet: String = text.trim().chars().take(200).collect();
         let message = if snippet.is_empty() {

@@ -19,7 +19,7 @@ use tungstenite::handshake::HandshakeError;
 use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
-use safehouse_policy::units::parse_duration;
+use safehouse_policy::units::{parse_duration, parse_size};
 
 use super::client::{parse_pairs, sandbox_path, ApiError, Client};
 
@@ -50,6 +50,9 @@ pub struct ExecArgs {
     /// Kill the command after DURATION (30, 1.5s, 1m, 1h30m); exec then exits 124, like `run`
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
+    /// Cap the command's memory (and its children's): 64MiB, 1GiB; past it the kernel kills it
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
     /// The command and its arguments (passed verbatim, no shell)
     #[arg(required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -73,6 +76,10 @@ fn exec(a: ExecArgs) -> Result<i32> {
     }
     if let Some(cwd) = &a.cwd {
         body["cwd"] = json!(cwd);
+    }
+    if let Some(memory) = &a.memory {
+        let bytes = parse_size(memory).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+        body["limits"] = json!({ "memory": bytes });
     }
     // Background processes have no deadline of their own: this client keeps it.
     let deadline = match a.timeout.as_deref().map(parse_duration) {

@@ -183,6 +183,12 @@ ERROR_CODES: Dict[str, Type[SafehouseError]] = {
 }
 _BY_CODE = ERROR_CODES
 
+#: The daemon's hints name its HTTP routes; an SDK user gets the SDK's call instead.
+_HINTS = (
+    ("check the id with GET /v1/sandboxes", "check the id with Sandbox.list()"),
+    ("see GET /v1/keys", "see Admin.list_keys()"),
+)
+
 
 def error_from_response(status: int, body: bytes) -> SafehouseError:
     """The typed exception for an error response (the body is the daemon's JSON error)."""
@@ -200,5 +206,7 @@ def error_from_response(status: int, body: bytes) -> SafehouseError:
         pass
     if not message:
         message = body.decode(errors="replace")[:500] or f"HTTP {status}"
+    for route, call in _HINTS:
+        message = message.replace(route, call)
     cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status, SafehouseError)
     return cls(message, status=status, code=code)
