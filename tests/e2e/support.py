@@ -483,6 +483,8 @@ class Daemon:
                "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root"),
                "SAFEHOUSE_ADMIN_KEY": self.admin_key,
                "SAFEHOUSE_GATEWAY_RESOLVE": self.GATEWAY_RESOLVE}
+        # The storage pool (disk-backed layers, crates/storage): small in tests.
+        env["SAFEHOUSE_STORAGE_SIZE"] = os.environ.get("SAFEHOUSE_STORAGE_SIZE", "2GiB")
         if "SAFEHOUSE_EXECWATCH" in os.environ:  # exec observation off, to measure its cost
             env["SAFEHOUSE_EXECWATCH"] = os.environ["SAFEHOUSE_EXECWATCH"]
         if "SAFEHOUSE_INTERP_DRIVER" in os.environ:  # a driver under development (crates/interp)
@@ -562,6 +564,10 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.kill_sandboxes()
         self.stop()
+        # The storage pool stays mounted after its daemon (sandboxes use it): unmount it.
+        pool = os.path.join(self.data_dir, "storage", "pool")
+        if os.path.ismount(pool):
+            subprocess.run(["umount", "-l", pool], check=False)
         shutil.rmtree(self.data_dir, ignore_errors=True)
         if not os.environ.get("SAFEHOUSE_E2E_KEEP_LOGS"):
             try:

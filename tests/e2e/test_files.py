@@ -95,6 +95,11 @@ def test_upload_over_quota_is_413(api):
     try:
         r = api.put_file(sb["id"], "/workspace/too-big", os.urandom(12 * MiB))
         assert r.status == 413 and r.error_code == "quota_exceeded", r
+        # The failed upload leaves no partial file, and its space is free again.
+        r = api.get(f"/v1/sandboxes/{sb['id']}/fs/stat", query={"path": "/workspace/too-big"})
+        assert r.status == 404, r
+        r = api.put_file(sb["id"], "/workspace/fits", os.urandom(6 * MiB))
+        assert r.status == 201, r
     finally:
         api.kill(sb["id"])
 

@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import traceback
 
 import pytest
 
-from .support import BIN, free_port, wait_for
+from .support import BIN, free_port, pid_alive, require_root, skip_or_fail, wait_for
 
 try:
     import mcp
@@ -24,8 +25,8 @@ from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamablehttp_client  # noqa: E402
 
-TOOLS = {"sandbox_create", "sandbox_list", "sandbox_kill", "run_command", "run_code", "read_file", "write_file",
-         "list_files"}
+TOOLS = {"sandbox_create", "sandbox_list", "sandbox_kill", "sandbox_pause", "sandbox_resume", "run_command",
+         "run_code", "read_file", "write_file", "list_files"}
 TIMEOUT = 120
 # streamablehttp_client (headers=...) is deprecated in favour of streamable_http_client, which
 # takes a whole httpx client; the old one is kept by the tested range.
@@ -202,13 +203,53 @@ def test_a_second_tenant_cannot_touch_the_first_ones_sandbox(daemon, api, tenant
             async with http_session(daemon, tenant_key) as b:
                 calls = [("run_command", {"command": "id"}), ("run_code", {"code": "print(1)"}),
                          ("read_file", {"path": "/etc/hostname"}), ("write_file", {"path": "/tmp/x", "content": ""}),
-                         ("list_files", {"path": "/"}), ("sandbox_kill", {})]
+                         ("list_files", {"path": "/"}), ("sandbox_pause", {}), ("sandbox_resume", {}),
+                         ("sandbox_kill", {})]
                 for tool, args in calls:
                     text = err(await b.call_tool(tool, {"sandbox_id": sid, **args}))
                     assert "no such sandbox" in text, (tool, text)
                 assert sid not in [x["id"] for x in ok(await b.call_tool("sandbox_list", {}))["sandboxes"]]
             assert api.info(sid)["state"] == "running"
             ok(await a.call_tool("sandbox_kill", {"sandbox_id": sid}))
+    run(main())
+
+
+def test_pause_and_resume_tools(daemon, api):
+    """sandbox_pause keeps the files (and says the memory is not kept), stops every process;
+    a paused sandbox refuses commands by name; sandbox_resume brings it back with its files."""
+    require_root("disk-backed layers live in a loop-mounted pool: root only")
+    if not shutil.which("mkfs.btrfs"):
+        skip_or_fail("mkfs.btrfs is missing (scripts/test installs btrfs-progs)")
+
+    async def main():
+        async with http_session(daemon, daemon.admin_key) as s:
+            mem = ok(await s.call_tool("sandbox_create", {}))
+            text = err(await s.call_tool("sandbox_pause", {"sandbox_id": mem["id"]}))
+            assert "storage" in text, text  # a RAM layer cannot be paused: the answer says what to change
+            ok(await s.call_tool("sandbox_kill", {"sandbox_id": mem["id"]}))
+
+            sb = ok(await s.call_tool("sandbox_create", {"storage": "disk", "env": {"WHO": "mcp"}}))
+            sid = sb["id"]
+            assert sb["storage"] == "disk", sb
+            ok(await s.call_tool("write_file", {"sandbox_id": sid, "path": "/workspace/kept", "content": "kept"}))
+            agent = api.info(sid)["pid"]
+            r = await s.call_tool("sandbox_pause", {"sandbox_id": sid})
+            p = ok(r)
+            assert p == {"sandbox_id": sid, "state": "paused", "filesystem": True, "memory": False,
+                         "note": p["note"]}, p
+            assert "CRIU" in p["note"] and "memory" in r.content[0].text, r
+            assert wait_for(lambda: not pid_alive(agent), 5), "a process outlived the pause"
+            assert api.info(sid)["state"] == "paused"
+            listed = ok(await s.call_tool("sandbox_list", {"state": "paused"}))
+            assert [x["id"] for x in listed["sandboxes"]] == [sid], listed
+            text = err(await s.call_tool("run_command", {"sandbox_id": sid, "command": "true"}))
+            assert text.startswith("error (paused):") and "resume" in text, text
+
+            rs = ok(await s.call_tool("sandbox_resume", {"sandbox_id": sid}))
+            assert rs["id"] == sid and rs["state"] == "running", rs
+            r = ok(await s.call_tool("run_command", {"sandbox_id": sid, "command": "cat /workspace/kept; echo $WHO"}))
+            assert r["stdout"] == "keptmcp\n", r
+            ok(await s.call_tool("sandbox_kill", {"sandbox_id": sid}))
     run(main())
 
 

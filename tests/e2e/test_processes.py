@@ -26,7 +26,9 @@ def test_background_list_signal_attach_replay(api, sandbox):
         rest = ws.collect(timeout=10)
     assert got.stdout + rest.stdout == b"before\n", (got, rest)
     assert b"warn\n" in got.stderr + rest.stderr, (got, rest)
+    envelope = {k: rest.exit.pop(k) for k in ("wall_ms", "cpu_ms", "peak_memory_bytes")}
     assert rest.exit == {"type": "exit", "exit_code": None, "signal": 15}, rest
+    assert envelope["wall_ms"] > 0 and envelope["peak_memory_bytes"] > 0, envelope
 
 
 def test_exited_processes_stay_listed(api, sandbox):

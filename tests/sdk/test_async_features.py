@@ -129,7 +129,7 @@ def test_async_freeze_keys_kill_all_audit(daemon, tag):
             with pytest.raises(SandboxFrozenError):
                 await s.commands.run("true")
             assert (await s.thaw()).state == "running"
-            assert (await s.pause()).state == "frozen" and (await s.resume()).state == "running"
+            assert (await s.freeze()).state == "frozen" and (await s.thaw()).state == "running"
             res = await AsyncSandbox.kill_all(api_key=key.key)
             assert res.killed == 1 and (await s.get_info()).state == "killed"
             records = await admin.audit(sandbox=s.id, kind="api")

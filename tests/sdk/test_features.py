@@ -199,10 +199,10 @@ def test_freeze_thaw(sbx):
     time.sleep(0.4)
     assert sbx.files.read("/workspace/tick") == before
     assert sbx.freeze().state == "frozen"  # idempotent
-    assert sbx.resume().state == "running"  # E2B's name for thaw
+    assert sbx.thaw().state == "running"
     wait_for(lambda: sbx.files.read("/workspace/tick") != before, what="ticks after thaw")
     h.kill()
-    assert sbx.pause().state == "frozen" and sbx.thaw().state == "running"
+    assert sbx.freeze().state == "frozen" and sbx.thaw().state == "running"
 
 
 def test_keys_tenant_and_kill_all(daemon, tag):

@@ -203,6 +203,10 @@ def test_streaming_callbacks_arrive_before_exit(sbx):
     assert "".join(s for _, k, s in seen if k == "e") == r.stderr
     first = min(t for t, _, _ in seen)
     assert first - t0 < (end - t0) - 0.5, "the first chunk arrived only at the end: not streamed"
+    # A streamed run keeps the resource envelope: the daemon's spawn-to-reap time (three
+    # 0.4 s sleeps) and the process's CPU and peak memory from its reap.
+    assert 1200 <= r.wall_ms <= (end - t0) * 1000 + 50, (r.wall_ms, end - t0)
+    assert isinstance(r.cpu_ms, int) and r.peak_memory_bytes > 0, r
 
     # background + callbacks: called while wait() streams
     got = []

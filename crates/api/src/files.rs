@@ -29,7 +29,7 @@ async fn root(st: &AppState, tenant: &Tenant, id: &str) -> Result<SandboxRoot, A
     Ok(st.manager.root(&tenant.name, id).await?)
 }
 
-fn path_param(q: &QueryPairs) -> Result<String, ApiError> {
+pub(crate) fn path_param(q: &QueryPairs) -> Result<String, ApiError> {
     let p = q.require("path")?;
     check_path(p)?;
     Ok(p.to_string())
@@ -58,8 +58,15 @@ pub async fn upload(
     q.only(&["path"])?;
     let path = path_param(&q)?;
     let root = root(&st, &tenant, &id).await?;
-    let (r, p) = (root.clone(), path.clone());
-    let file = blocking(move || files::create_write(&r, &p, true)).await?;
+    let info = write_upload(root, &path, req).await?;
+    st.manager.note(&id, "file.written", json!({ "path": path, "size": info.size }));
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// Writes a request's body to `path` under `root` (parents made), synced; its description.
+pub(crate) async fn write_upload(root: SandboxRoot, path: &str, req: Request) -> Result<files::FileInfo, ApiError> {
+    let (r, p) = (root.clone(), path.to_string());
+    let (file, new_file) = blocking(move || files::create_write(&r, &p, true)).await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut body = req.into_body().into_data_stream();
     loop {
@@ -75,15 +82,14 @@ pub async fn upload(
             Ok(Some(Err(e))) => return Err(ApiError::invalid(format!("cannot read the upload: {e}"))),
             Ok(Some(Ok(c))) => c,
         };
-        file.write_all(&chunk).await.map_err(|e| FileError::from_io(&path, e))?;
+        file.write_all(&chunk).await.map_err(|e| FileError::from_io(path, e))?;
     }
-    file.flush().await.map_err(|e| FileError::from_io(&path, e))?;
-    file.sync_data().await.map_err(|e| FileError::from_io(&path, e))?;
+    file.flush().await.map_err(|e| FileError::from_io(path, e))?;
+    file.sync_data().await.map_err(|e| FileError::from_io(path, e))?;
     drop(file);
-    let p = path.clone();
-    let info = blocking(move || files::stat(&root, &p)).await?;
-    st.manager.note(&id, "file.written", json!({ "path": path, "size": info.size }));
-    Ok((StatusCode::CREATED, Json(info)).into_response())
+    new_file.keep();
+    let p = path.to_string();
+    blocking(move || files::stat(&root, &p)).await
 }
 
 pub async fn list(
@@ -94,17 +100,22 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     q.only(&["path", "depth"])?;
     let path = path_param(&q)?;
-    let depth = match q.get("depth") {
-        None => 1,
+    let depth = depth_param(&q)?;
+    let root = root(&st, &tenant, &id).await?;
+    let entries = blocking(move || files::list(&root, &path, depth)).await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+/// `depth` of a listing: 1 unless given, at most [`MAX_LIST_DEPTH`].
+pub(crate) fn depth_param(q: &QueryPairs) -> Result<u32, ApiError> {
+    match q.get("depth") {
+        None => Ok(1),
         Some(d) => d
             .parse::<u32>()
             .ok()
             .filter(|d| (1..=MAX_LIST_DEPTH).contains(d))
-            .ok_or_else(|| ApiError::invalid(format!("depth must be between 1 and {MAX_LIST_DEPTH}")))?,
-    };
-    let root = root(&st, &tenant, &id).await?;
-    let entries = blocking(move || files::list(&root, &path, depth)).await?;
-    Ok(Json(json!({ "entries": entries })).into_response())
+            .ok_or_else(|| ApiError::invalid(format!("depth must be between 1 and {MAX_LIST_DEPTH}"))),
+    }
 }
 
 pub async fn stat(
@@ -122,9 +133,9 @@ pub async fn stat(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MkdirRequest {
-    path: String,
+    pub(crate) path: String,
     #[serde(default)]
-    parents: bool,
+    pub(crate) parents: bool,
 }
 
 pub async fn mkdir(
@@ -144,8 +155,8 @@ pub async fn mkdir(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
-    from: String,
-    to: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
 }
 
 pub async fn rename(

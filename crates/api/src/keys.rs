@@ -54,7 +54,10 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     admin_only(&tenant)?;
     let (rec, secret) = st.auth.create_key(&req.tenant, req.name.as_deref()).await?;
-    let mut body = json!({"id": rec.id, "key": secret, "tenant": rec.tenant, "created_at": rec.created_at});
+    // `e2b_key`: the same key in the form E2B SDKs accept (docs/e2b.md).
+    let e2b_key = safehouse_manager::auth::e2b_form(&secret);
+    let mut body =
+        json!({"id": rec.id, "key": secret, "e2b_key": e2b_key, "tenant": rec.tenant, "created_at": rec.created_at});
     if let Some(n) = rec.name {
         body["name"] = json!(n);
     }

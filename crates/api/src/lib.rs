@@ -16,10 +16,12 @@ mod health;
 mod keys;
 mod metrics;
 pub mod openapi;
+mod persist;
 mod policy;
 mod processes;
 mod sandboxes;
 mod session;
+mod volume_files;
 
 use axum::routing::{any, delete, get, post};
 use axum::Router;
@@ -92,6 +94,23 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/sandboxes/{id}/policy"),
     ("GET", "/v1/sandboxes/{id}/policy/explain"),
     ("GET", "/v1/audit/verify"),
+    ("POST", "/v1/sandboxes/{id}/pause"),
+    ("POST", "/v1/sandboxes/{id}/resume"),
+    ("POST", "/v1/sandboxes/{id}/snapshots"),
+    ("POST", "/v1/sandboxes/{id}/fork"),
+    ("GET", "/v1/snapshots"),
+    ("GET", "/v1/snapshots/{id}"),
+    ("DELETE", "/v1/snapshots/{id}"),
+    ("POST", "/v1/volumes"),
+    ("GET", "/v1/volumes"),
+    ("DELETE", "/v1/volumes/{name}"),
+    ("GET", "/v1/volumes/{name}/files"),
+    ("PUT", "/v1/volumes/{name}/files"),
+    ("GET", "/v1/volumes/{name}/fs/list"),
+    ("GET", "/v1/volumes/{name}/fs/stat"),
+    ("POST", "/v1/volumes/{name}/fs/mkdir"),
+    ("POST", "/v1/volumes/{name}/fs/move"),
+    ("DELETE", "/v1/volumes/{name}/fs"),
 ];
 
 /// The native routes, with their state. The daemon adds the other fronts' routes and the
@@ -142,5 +161,19 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}/policy", get(policy::show))
         .route("/v1/sandboxes/{id}/policy/explain", get(policy::explain))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/sandboxes/{id}/pause", post(persist::pause))
+        .route("/v1/sandboxes/{id}/resume", post(persist::resume))
+        .route("/v1/sandboxes/{id}/snapshots", post(persist::snapshot))
+        .route("/v1/sandboxes/{id}/fork", post(persist::fork))
+        .route("/v1/snapshots", get(persist::list_snapshots))
+        .route("/v1/snapshots/{id}", get(persist::get_snapshot).delete(persist::delete_snapshot))
+        .route("/v1/volumes", post(persist::create_volume).get(persist::list_volumes))
+        .route("/v1/volumes/{name}", delete(persist::delete_volume))
+        .route("/v1/volumes/{name}/files", get(volume_files::download).put(volume_files::upload))
+        .route("/v1/volumes/{name}/fs/list", get(volume_files::list))
+        .route("/v1/volumes/{name}/fs/stat", get(volume_files::stat))
+        .route("/v1/volumes/{name}/fs/mkdir", post(volume_files::mkdir))
+        .route("/v1/volumes/{name}/fs/move", post(volume_files::rename))
+        .route("/v1/volumes/{name}/fs", delete(volume_files::remove))
         .with_state(state)
 }

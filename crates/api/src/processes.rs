@@ -181,7 +181,10 @@ fn encode(ev: AttachEvent, binary: bool) -> Message {
         AttachEvent::Stdout(data) => json!({"type": "stdout", "data": B64.encode(data)}),
         AttachEvent::Stderr(data) => json!({"type": "stderr", "data": B64.encode(data)}),
         AttachEvent::Truncated { dropped_bytes } => json!({"type": "truncated", "dropped_bytes": dropped_bytes}),
-        AttachEvent::Exit { exit_code, signal } => json!({"type": "exit", "exit_code": exit_code, "signal": signal}),
+        AttachEvent::Exit { exit_code, signal, wall_ms, cpu_ms, peak_memory_bytes } => json!({
+            "type": "exit", "exit_code": exit_code, "signal": signal,
+            "wall_ms": wall_ms, "cpu_ms": cpu_ms, "peak_memory_bytes": peak_memory_bytes,
+        }),
     };
     Message::Text(v.to_string().into())
 }
@@ -280,8 +283,11 @@ mod tests {
             json!({"type": "truncated", "dropped_bytes": 7})
         );
         assert_eq!(
-            text(encode(AttachEvent::Exit { exit_code: None, signal: Some(9) }, false)),
-            json!({"type": "exit", "exit_code": null, "signal": 9})
+            text(encode(
+                AttachEvent::Exit { exit_code: None, signal: Some(9), wall_ms: 12, cpu_ms: 3, peak_memory_bytes: 4096 },
+                false,
+            )),
+            json!({"type": "exit", "exit_code": null, "signal": 9, "wall_ms": 12, "cpu_ms": 3, "peak_memory_bytes": 4096})
         );
     }
 

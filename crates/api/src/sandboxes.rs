@@ -37,7 +37,9 @@ pub async fn list(
             filter.metadata.insert(key.to_string(), v.clone());
         } else if k == "state" {
             let s = parse_state(v).ok_or_else(|| {
-                ApiError::invalid(format!("state must be running, frozen, killed, expired or failed, not {v:?}"))
+                ApiError::invalid(format!(
+                    "state must be running, frozen, paused, killed, expired or failed, not {v:?}"
+                ))
             })?;
             filter.state = Some(s);
         }

@@ -42,9 +42,13 @@ enum Command {
     // Clients of a running daemon: SAFEHOUSE_URL (default http://127.0.0.1:8700) and
     // SAFEHOUSE_API_KEY say which daemon and which key; with neither set, the per-user local
     // daemon (cmd/local.rs).
-    /// Manage sandboxes on a daemon (create, ls, info, kill, timeout, freeze, thaw)
+    /// Manage sandboxes on a daemon (create, ls, info, kill, timeout, freeze, thaw, pause,
+    /// resume, snapshot, fork)
     #[command(subcommand)]
     Sandbox(cmd::sandbox::SandboxCommand),
+    /// Named volumes on a daemon: create, ls, rm
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCommand),
     /// Run a command in a live sandbox, streaming its stdio; exits with its status (125: exec failed)
     Exec(cmd::exec::ExecArgs),
     /// Open an interactive terminal (PTY) in a live sandbox
@@ -124,6 +128,7 @@ fn main() {
         Command::Image(c) => cmd::image::main(c),
         Command::Template(c) => cmd::template::main(c),
         Command::Sandbox(c) => cmd::sandbox::main(c),
+        Command::Volume(c) => cmd::volume::main(c),
         Command::Exec(args) => cmd::exec::main(args),
         Command::Shell(args) => cmd::shell::main(args),
         Command::Files(c) => cmd::files::main(c),

@@ -2,9 +2,19 @@
 //! API: unary calls are a plain JSON request and response; streams are envelopes (one flag
 //! byte, a 4-byte big-endian length, the JSON message), and a server stream ends with an
 //! envelope flagged [`FLAG_END`] carrying `{}` or `{"error": {...}}`.
+//!
+//! Requests may be gzip-compressed (`Content-Encoding: gzip` on a unary body; envelopes
+//! flagged [`FLAG_COMPRESSED`] with `Connect-Content-Encoding: gzip` on a stream), each
+//! message at most [`MAX_MESSAGE`] once decompressed. Answers are never compressed (the
+//! client's `Connect-Accept-Encoding` is an offer). A client's deadline
+//! (`Connect-Timeout-Ms`) ends a stream with `deadline_exceeded` ([`deadline_of`]).
+
+use std::io::Read;
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -14,7 +24,7 @@ use safehouse_hostfs::FileError;
 use safehouse_http::ApiError;
 use safehouse_manager::ManagerError;
 
-/// An envelope whose payload is compressed (never accepted: the SDK sends none).
+/// An envelope whose payload is compressed (with the stream's `Connect-Content-Encoding`).
 pub const FLAG_COMPRESSED: u8 = 0x01;
 /// The last envelope of a server stream.
 pub const FLAG_END: u8 = 0x02;
@@ -28,6 +38,7 @@ pub const STREAM_CONTENT_TYPE: &str = "application/connect+json";
 pub enum Code {
     Canceled,
     InvalidArgument,
+    DeadlineExceeded,
     NotFound,
     AlreadyExists,
     PermissionDenied,
@@ -45,6 +56,7 @@ impl Code {
         match self {
             Code::Canceled => "canceled",
             Code::InvalidArgument => "invalid_argument",
+            Code::DeadlineExceeded => "deadline_exceeded",
             Code::NotFound => "not_found",
             Code::AlreadyExists => "already_exists",
             Code::PermissionDenied => "permission_denied",
@@ -63,6 +75,7 @@ impl Code {
             Code::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Code::AlreadyExists => StatusCode::CONFLICT,
             Code::PermissionDenied => StatusCode::FORBIDDEN,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
@@ -125,7 +138,10 @@ impl From<ManagerError> for ConnectError {
             ManagerError::NoContext(_) => ConnectError::new(Code::NotFound, msg),
             ManagerError::Invalid(_) => ConnectError::invalid(msg),
             ManagerError::Refused { .. } => ConnectError::new(Code::FailedPrecondition, msg),
-            ManagerError::NotRunning(_) | ManagerError::Frozen(_) => ConnectError::new(Code::Unavailable, msg),
+            ManagerError::NotRunning(_) | ManagerError::Frozen(_) | ManagerError::Paused(_) => {
+                ConnectError::new(Code::Unavailable, msg)
+            }
+            ManagerError::Conflict(_) => ConnectError::new(Code::FailedPrecondition, msg),
             ManagerError::Capacity(_) => ConnectError::new(Code::ResourceExhausted, msg),
             ManagerError::Internal(_) => ConnectError::internal(msg),
         }
@@ -171,13 +187,64 @@ pub fn frame(flag: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// Splits a byte stream into envelopes as the bytes arrive.
+/// The compression of a request's messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    #[default]
+    Identity,
+    Gzip,
+}
+
+impl Encoding {
+    /// The encoding a header names (`gzip`, `identity` or none).
+    pub fn from_header(headers: &HeaderMap, name: &str) -> Result<Encoding, ConnectError> {
+        match headers.get(name).map(|v| v.to_str().unwrap_or("?").trim()) {
+            None | Some("") | Some("identity") => Ok(Encoding::Identity),
+            Some(e) if e.eq_ignore_ascii_case("gzip") => Ok(Encoding::Gzip),
+            Some(other) => {
+                Err(ConnectError::unimplemented(format!("{name} {other:?}: messages may be gzip or identity")))
+            }
+        }
+    }
+
+    fn decode(self, payload: Bytes) -> Result<Bytes, ConnectError> {
+        match self {
+            Encoding::Identity => Ok(payload),
+            Encoding::Gzip => gunzip(&payload),
+        }
+    }
+}
+
+/// A gzip message, at most [`MAX_MESSAGE`] bytes once decompressed.
+fn gunzip(data: &[u8]) -> Result<Bytes, ConnectError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .take(MAX_MESSAGE as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ConnectError::invalid(format!("the message is not valid gzip: {e}")))?;
+    if out.len() > MAX_MESSAGE {
+        return Err(ConnectError::new(
+            Code::ResourceExhausted,
+            format!("a message larger than {MAX_MESSAGE} bytes once decompressed"),
+        ));
+    }
+    Ok(out.into())
+}
+
+/// Splits a byte stream into envelopes as the bytes arrive (compressed ones decompressed).
 #[derive(Default)]
 pub struct FrameReader {
     buf: BytesMut,
+    encoding: Encoding,
 }
 
 impl FrameReader {
+    /// A reader of a stream request's envelopes, compressed as its
+    /// `Connect-Content-Encoding` says.
+    pub fn for_request(headers: &HeaderMap) -> Result<FrameReader, ConnectError> {
+        Ok(FrameReader { buf: BytesMut::new(), encoding: Encoding::from_header(headers, "connect-content-encoding")? })
+    }
+
     /// Appends bytes read from the body.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
@@ -190,8 +257,10 @@ impl FrameReader {
         }
         let flag = self.buf[0];
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if flag & FLAG_COMPRESSED != 0 {
-            return Err(ConnectError::invalid("compressed envelopes are not supported; send them uncompressed"));
+        if flag & FLAG_COMPRESSED != 0 && self.encoding == Encoding::Identity {
+            return Err(ConnectError::invalid(
+                "a compressed envelope needs Connect-Content-Encoding: gzip (or send it uncompressed)",
+            ));
         }
         if len > MAX_MESSAGE {
             return Err(ConnectError::new(
@@ -203,7 +272,9 @@ impl FrameReader {
             return Ok(None);
         }
         self.buf.advance(5);
-        Ok(Some((flag, self.buf.split_to(len).freeze())))
+        let payload = self.buf.split_to(len).freeze();
+        let payload = if flag & FLAG_COMPRESSED != 0 { self.encoding.decode(payload)? } else { payload };
+        Ok(Some((flag & !FLAG_COMPRESSED, payload)))
     }
 
     /// Bytes of an incomplete envelope still buffered.
@@ -222,24 +293,26 @@ fn too_slow() -> ConnectError {
     )
 }
 
-/// Reads a whole unary JSON body (at most [`MAX_MESSAGE`] bytes, within [`READ_TIMEOUT`]).
-pub async fn read_unary(body: Body) -> Result<Value, ConnectError> {
-    let bytes = tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, MAX_MESSAGE))
+/// Reads a whole unary JSON body (at most [`MAX_MESSAGE`] bytes, within [`READ_TIMEOUT`];
+/// gzip-decompressed when its `Content-Encoding` says so).
+pub async fn read_unary(req: Request) -> Result<Value, ConnectError> {
+    let encoding = Encoding::from_header(req.headers(), "content-encoding")?;
+    let bytes = tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(req.into_body(), MAX_MESSAGE))
         .await
         .map_err(|_| too_slow())?
         .map_err(|e| {
             ConnectError::invalid(format!("cannot read the request body (at most {MAX_MESSAGE} bytes): {e}"))
         })?;
-    parse_message(&bytes)
+    parse_message(&encoding.decode(bytes)?)
 }
 
 /// Reads the one envelope of a server-streaming request (within [`READ_TIMEOUT`]).
-pub async fn read_stream_request(body: Body) -> Result<Value, ConnectError> {
-    tokio::time::timeout(READ_TIMEOUT, read_first_envelope(body)).await.map_err(|_| too_slow())?
+pub async fn read_stream_request(req: Request) -> Result<Value, ConnectError> {
+    let reader = FrameReader::for_request(req.headers())?;
+    tokio::time::timeout(READ_TIMEOUT, read_first_envelope(reader, req.into_body())).await.map_err(|_| too_slow())?
 }
 
-async fn read_first_envelope(body: Body) -> Result<Value, ConnectError> {
-    let mut reader = FrameReader::default();
+async fn read_first_envelope(mut reader: FrameReader, body: Body) -> Result<Value, ConnectError> {
     let mut data = body.into_data_stream();
     while let Some(chunk) = data.next().await {
         let chunk = chunk.map_err(|e| ConnectError::invalid(format!("cannot read the request body: {e}")))?;
@@ -278,10 +351,18 @@ pub async fn send(tx: &StreamTx, msg: Value) -> bool {
     tx.send(frame(0, msg.to_string().as_bytes())).await.is_ok()
 }
 
+/// The client's deadline for the call (`Connect-Timeout-Ms`, at most 10 digits), if any.
+pub fn deadline_of(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("connect-timeout-ms")?.to_str().ok()?.trim();
+    (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Duration::from_millis(v.parse().unwrap_or(u64::MAX)))
+}
+
 /// A streaming response whose messages `produce` sends; when it returns, the stream ends
-/// with `{}` or its error. `produce` runs in its own task and ends early when the client
-/// goes away (its sends fail).
-pub fn stream_response<F, Fut>(produce: F) -> Response
+/// with `{}` or its error, and at the client's `deadline` (if any) with
+/// `deadline_exceeded`. `produce` runs in its own task and ends early when the client goes
+/// away (its sends fail) or the deadline passes (it is dropped).
+pub fn stream_response<F, Fut>(deadline: Option<Duration>, produce: F) -> Response
 where
     F: FnOnce(StreamTx) -> Fut,
     Fut: std::future::Future<Output = Result<(), ConnectError>> + Send + 'static,
@@ -290,7 +371,16 @@ where
     let end_tx = tx.clone();
     let fut = produce(tx);
     tokio::spawn(async move {
-        let end = match fut.await {
+        let result = match deadline {
+            None => fut.await,
+            Some(d) => tokio::time::timeout(d, fut).await.unwrap_or_else(|_| {
+                Err(ConnectError::new(
+                    Code::DeadlineExceeded,
+                    format!("the call's deadline ({} ms, Connect-Timeout-Ms) passed", d.as_millis()),
+                ))
+            }),
+        };
+        let end = match result {
             Ok(()) => frame(FLAG_END, b"{}"),
             Err(e) => e.end_frame(),
         };
@@ -348,6 +438,56 @@ mod tests {
         assert_eq!(r.next_frame().unwrap_err().code, Code::InvalidArgument);
     }
 
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_envelopes_are_decompressed_within_the_limit() {
+        let mut h = HeaderMap::new();
+        h.insert("connect-content-encoding", HeaderValue::from_static("gzip"));
+        let mut r = FrameReader::for_request(&h).unwrap();
+        r.push(&frame(FLAG_COMPRESSED, &gzip(br#"{"a":1}"#)));
+        assert_eq!(r.next_frame().unwrap().unwrap(), (0, Bytes::from_static(br#"{"a":1}"#)));
+        // A bomb: small on the wire, past the limit once decompressed.
+        r.push(&frame(FLAG_COMPRESSED, &gzip(&vec![b' '; MAX_MESSAGE + 10])));
+        assert_eq!(r.next_frame().unwrap_err().code, Code::ResourceExhausted);
+        let mut r = FrameReader::for_request(&h).unwrap();
+        r.push(&frame(FLAG_COMPRESSED, b"not gzip"));
+        assert_eq!(r.next_frame().unwrap_err().code, Code::InvalidArgument);
+        h.insert("connect-content-encoding", HeaderValue::from_static("br"));
+        assert_eq!(FrameReader::for_request(&h).err().unwrap().code, Code::Unimplemented);
+    }
+
+    #[test]
+    fn deadlines_come_from_connect_timeout_ms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(deadline_of(&h), None);
+        h.insert("connect-timeout-ms", HeaderValue::from_static("2000"));
+        assert_eq!(deadline_of(&h), Some(Duration::from_secs(2)));
+        for bad in ["", "-1", "1e3", "12345678901"] {
+            h.insert("connect-timeout-ms", HeaderValue::from_str(bad).unwrap());
+            assert_eq!(deadline_of(&h), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_at_its_deadline() {
+        let resp = stream_response(Some(Duration::from_millis(50)), |_tx| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        });
+        let body = tokio::time::timeout(Duration::from_secs(5), axum::body::to_bytes(resp.into_body(), 1 << 16))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(body[0], FLAG_END);
+        assert!(std::str::from_utf8(&body[5..]).unwrap().contains("deadline_exceeded"));
+    }
+
     #[test]
     fn messages_must_be_objects() {
         assert_eq!(parse_message(b"").unwrap(), json!({}));
@@ -371,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn streams_end_with_the_end_envelope() {
-        let resp = stream_response(|tx| async move {
+        let resp = stream_response(None, |tx| async move {
             send(&tx, json!({"n": 1})).await;
             Err(ConnectError::new(Code::Internal, "boom"))
         });

@@ -6,16 +6,16 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use safehouse_http::params::{is_sandbox_id, parse_query, Caller, QueryPairs};
+use safehouse_http::params::{is_sandbox_id, Caller};
 use safehouse_http::ApiError;
 use safehouse_manager::auth::Tenant;
 use safehouse_manager::limits::{self, MAX_TIMEOUT_S};
-use safehouse_manager::{CreateRequest, ListFilter, SandboxInfo, SandboxState};
+use safehouse_manager::{CreateRequest, SandboxInfo, SandboxState};
 
 use super::{e2b_error, ENVD_VERSION};
 use crate::E2b;
@@ -26,16 +26,20 @@ const MAX_BODY: usize = 1 << 20;
 pub const BASE_TEMPLATE: &str = "base";
 /// The `e2b-code-interpreter` SDK's default template: `base` with the warm pool.
 pub const CODE_INTERPRETER_TEMPLATE: &str = "code-interpreter-v1";
-/// Page size of `GET /v2/sandboxes` when none is asked for, and the largest.
-const DEFAULT_LIMIT: usize = 100;
 
-/// Whether `path` is a control-plane route (its key comes in `X-API-Key`).
+/// The paths under the front: E2B's API, both route generations, and what E2B serves that
+/// safehouse does not yet (templates, snapshots, volumes), which is refused in E2B's shape.
+const CONTROL_PREFIXES: &[&str] =
+    &["/sandboxes", "/v2/sandboxes", "/templates", "/v2/templates", "/v3/templates", "/snapshots", "/volumes"];
+
+/// Whether `path` is under the control plane (its key comes in `X-API-Key`, its errors in
+/// E2B's shape).
 pub fn is_control_path(path: &str) -> bool {
-    path == "/v2/sandboxes" || path.starts_with("/v2/sandboxes/") || path.starts_with("/sandboxes/")
+    CONTROL_PREFIXES.iter().any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
 }
 
 /// The E2B answer for an error of the native layer: same status, E2B's body.
-fn answer(r: Result<Response, ApiError>) -> Response {
+pub(crate) fn answer(r: Result<Response, ApiError>) -> Response {
     match r {
         Ok(r) => r,
         Err(e) => e2b_error(e.status, e.message),
@@ -55,11 +59,11 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// The id of a sandbox the tenant has and that has not ended (E2B forgets ended ones).
-async fn alive(st: &E2b, tenant: &Tenant, id: &str) -> Result<SandboxInfo, ApiError> {
+pub(crate) async fn alive(st: &E2b, tenant: &Tenant, id: &str) -> Result<SandboxInfo, ApiError> {
     check_id(id)?;
     let info = st.manager.info(&tenant.name, id).await.map_err(|_| not_found(id))?;
     match info.state {
-        SandboxState::Running | SandboxState::Frozen => Ok(info),
+        SandboxState::Running | SandboxState::Frozen | SandboxState::Paused => Ok(info),
         _ => Err(not_found(id)),
     }
 }
@@ -151,13 +155,11 @@ pub fn network_allow(body: &Map<String, Value>) -> Result<Option<Vec<String>>, A
     for (k, v) in &net {
         match k.as_str() {
             "allowOut" | "denyOut" => {}
-            "allowPublicTraffic" if v.is_null() || *v == Value::Bool(false) => {}
-            "allowPublicTraffic" => {
-                return Err(ApiError::invalid(
-                    "network.allowPublicTraffic: sandbox ports are always behind the API key in safehouse; \
-                     leave it unset or false",
-                ))
-            }
+            // SDKs before 2.46 send `true` (E2B's default) with every `network`; sandbox
+            // ports stay behind the access token whatever it says (docs/e2b.md), and a
+            // request without the token is refused with that reason when it comes.
+            "allowPublicTraffic" if v.is_null() || v.is_boolean() => {}
+            "allowPublicTraffic" => return Err(ApiError::invalid("network.allowPublicTraffic must be true or false")),
             "dnsServers" if v.is_null() => {}
             _ if v.is_null() => {}
             other => {
@@ -204,7 +206,12 @@ fn policy_for(template: &str, body: &Map<String, Value>) -> Result<(Option<Value
         return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
     }
     if safehouse_policy::presets::names().contains(&template) {
-        if allow.is_some() {
+        // `allow_internet_access: true` is E2B's default, which SDKs before 2.46 always
+        // send: it asks for nothing. `false` or a `network` section would change the
+        // preset's network, which a preset does not take.
+        let asks = body.get("network").is_some_and(|n| !n.is_null())
+            || body.get("allow_internet_access") == Some(&Value::Bool(false));
+        if allow.is_some() && asks {
             return Err(ApiError::invalid(format!(
                 "template {template:?} is a safehouse preset with its own network policy; drop \
                  allow_internet_access/network or use the \"base\" template"
@@ -239,7 +246,7 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     limits::check_env(&env)?;
     let metadata = string_map(&body, "metadata")?;
     let created_by = tenant.key_id.clone();
-    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by };
+    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by, ..Default::default() };
     let info = if template == CODE_INTERPRETER_TEMPLATE {
         st.manager.create_for_code(&tenant.name, req, &template).await?.0
     } else {
@@ -258,7 +265,7 @@ fn timeout_of(v: &Value) -> Result<u64, ApiError> {
     })
 }
 
-fn template_of(st: &E2b, info: &SandboxInfo) -> String {
+pub(crate) fn template_of(st: &E2b, info: &SandboxInfo) -> String {
     let known = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner()).get(&info.id).cloned();
     known.or_else(|| info.preset.clone()).unwrap_or_else(|| BASE_TEMPLATE.to_string())
 }
@@ -278,12 +285,12 @@ fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -
     })
 }
 
-fn host_cpus() -> usize {
+pub(crate) fn host_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Host memory in bytes (MemTotal): what a sandbox without a memory limit can use at most.
-fn host_memory() -> u64 {
+pub(crate) fn host_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -296,13 +303,13 @@ fn host_memory() -> u64 {
 
 fn state_name(s: SandboxState) -> &'static str {
     match s {
-        SandboxState::Frozen => "paused",
+        SandboxState::Frozen | SandboxState::Paused => "paused",
         _ => "running",
     }
 }
 
 /// E2B's `ListedSandbox`; `with_token` (the caller's key) adds what `SandboxDetail` has more.
-fn listed_json(st: &E2b, info: &SandboxInfo, with_token: Option<&Tenant>) -> Value {
+pub(crate) fn listed_json(st: &E2b, info: &SandboxInfo, with_token: Option<&Tenant>) -> Value {
     let mut v = json!({
         "sandboxID": info.id,
         "templateID": template_of(st, info),
@@ -327,56 +334,6 @@ pub async fn get(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<S
     answer(async { Ok(Json(listed_json(&st, &alive(&st, &tenant, &id).await?, Some(&tenant))).into_response()) }.await)
 }
 
-/// `GET /v2/sandboxes?metadata=...&state=running,paused&limit=N&nextToken=ID`.
-pub async fn list(State(st): State<E2b>, Caller(tenant): Caller, q: QueryPairs) -> Response {
-    answer(list_inner(&st, &tenant, &q).await)
-}
-
-async fn list_inner(st: &E2b, tenant: &Tenant, q: &QueryPairs) -> Result<Response, ApiError> {
-    q.only(&["metadata", "state", "limit", "nextToken"])?;
-    let mut filter = ListFilter::default();
-    if let Some(m) = q.get("metadata") {
-        // `key=value&key2=value2`, each side percent-encoded once more.
-        for (k, v) in parse_query(m)? {
-            filter.metadata.insert(k, v);
-        }
-    }
-    let mut states = Vec::new();
-    for s in q.get("state").unwrap_or("running,paused").split(',').filter(|s| !s.is_empty()) {
-        states.push(match s {
-            "running" => SandboxState::Running,
-            "paused" => SandboxState::Frozen,
-            other => return Err(ApiError::invalid(format!("state {other:?} is not running or paused"))),
-        });
-    }
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=DEFAULT_LIMIT).contains(l))
-            .ok_or_else(|| ApiError::invalid(format!("limit must be between 1 and {DEFAULT_LIMIT}")))?,
-    };
-    let mut all: Vec<SandboxInfo> =
-        st.manager.list(&tenant.name, &filter).await?.into_iter().filter(|s| states.contains(&s.state)).collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    if let Some(after) = q.get("nextToken") {
-        all.retain(|s| s.id.as_str() > after);
-    }
-    let more = all.len() > limit;
-    all.truncate(limit);
-    let items: Vec<Value> = all.iter().map(|s| listed_json(st, s, None)).collect();
-    let mut resp = Json(items).into_response();
-    if more {
-        if let Some(last) = all.last() {
-            if let Ok(v) = HeaderValue::from_str(&last.id) {
-                resp.headers_mut().insert("x-next-token", v);
-            }
-        }
-    }
-    Ok(resp)
-}
-
 /// `DELETE /sandboxes/{id}`: 204, or 404 for one that is not there (or ended).
 pub async fn kill(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>) -> Response {
     answer(
@@ -390,7 +347,9 @@ pub async fn kill(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<
     )
 }
 
-/// `POST /sandboxes/{id}/timeout` with `{"timeout": seconds}`: 204.
+/// `POST /sandboxes/{id}/timeout` with `{"timeout": seconds}`: the deadline, from now
+/// (shorter or longer): 204. A paused sandbox is 404, as in E2B: SDKs before the connect
+/// route (2.0) connect by setting the timeout and resume the sandbox when that fails.
 pub async fn set_timeout(
     State(st): State<E2b>,
     Caller(tenant): Caller,
@@ -399,7 +358,12 @@ pub async fn set_timeout(
 ) -> Response {
     answer(
         async {
-            alive(&st, &tenant, &id).await?;
+            let info = alive(&st, &tenant, &id).await?;
+            if info.state == SandboxState::Frozen {
+                return Err(ApiError::not_found(format!(
+                    "sandbox {id} is paused; connect to it (Sandbox.connect resumes it) to set its timeout"
+                )));
+            }
             let body = body_json(req).await?;
             let t = timeout_of(body.get("timeout").unwrap_or(&Value::Null))?;
             st.manager.set_timeout(&tenant.name, &id, t).await?;
@@ -409,11 +373,28 @@ pub async fn set_timeout(
     )
 }
 
-/// `POST /sandboxes/{id}/pause`: freezes it (204); 409 if it is already paused.
-pub async fn pause(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>) -> Response {
+/// `POST /sandboxes/{id}/pause` with an optional `{"memory": bool, "requireHealthyGuest":
+/// bool}`: freezes it, memory kept (204); 409 if it is already paused. A pause that drops
+/// the memory (`memory: false`, the SDK's `keep_memory=False`) is a filesystem snapshot,
+/// which needs persistence: refused by name until it exists.
+pub async fn pause(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>, req: Request) -> Response {
     answer(
         async {
             let info = alive(&st, &tenant, &id).await?;
+            let body = body_json(req).await?;
+            match body.get("memory") {
+                None | Some(Value::Null) | Some(Value::Bool(true)) => {}
+                Some(Value::Bool(false)) => {
+                    return Err(ApiError::invalid(
+                        "memory: false (pause(keep_memory=False)) pauses to a filesystem snapshot, which safehouse \
+                         does not support yet; pause keeps the memory (leave keep_memory unset or true)",
+                    ))
+                }
+                Some(_) => return Err(ApiError::invalid("memory must be true or false")),
+            }
+            if let Some((k, _)) = body.iter().find(|(k, _)| !matches!(k.as_str(), "memory" | "requireHealthyGuest")) {
+                return Err(ApiError::invalid(format!("pause: {k} is not supported by safehouse yet; remove it")));
+            }
             if info.state == SandboxState::Frozen {
                 return Err(ApiError::new(StatusCode::CONFLICT, "frozen", format!("sandbox {id} is already paused")));
             }
@@ -424,8 +405,9 @@ pub async fn pause(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path
     )
 }
 
-/// `POST /v2/sandboxes/{id}/connect` with `{"timeout": seconds}`: thaws a paused sandbox
-/// (201) or answers for a running one (200), and sets its timeout.
+/// `POST /sandboxes/{id}/connect` and `POST /v2/sandboxes/{id}/connect` with
+/// `{"timeout": seconds}`: thaws a paused sandbox (201) or answers for a running one (200).
+/// The timeout only ever extends the deadline, as in E2B.
 pub async fn connect(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>, req: Request) -> Response {
     answer(
         async {
@@ -435,9 +417,7 @@ pub async fn connect(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Pa
             if resumed {
                 st.manager.thaw(&tenant.name, &id).await?;
             }
-            if let Some(t) = body.get("timeout").filter(|v| !v.is_null()) {
-                st.manager.set_timeout(&tenant.name, &id, timeout_of(t)?).await?;
-            }
+            extend(&st, &tenant, &info, body.get("timeout")).await?;
             let status = if resumed { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(sandbox_json(&st, &tenant, &info, &template_of(&st, &info)))).into_response())
         }
@@ -445,49 +425,61 @@ pub async fn connect(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Pa
     )
 }
 
-/// `GET /sandboxes/{id}/metrics`: the sampler's history (one a second, last 5 minutes).
-pub async fn metrics(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>, q: QueryPairs) -> Response {
+/// `POST /sandboxes/{id}/resume` with `{"timeout": seconds}` (the first generation's
+/// connect for paused sandboxes): thaws it (201, the sandbox); 409 for a running one.
+pub async fn resume(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>, req: Request) -> Response {
     answer(
         async {
-            q.only(&["start", "end"])?;
-            let bound = |k: &str| -> Result<Option<f64>, ApiError> {
-                q.get(k)
-                    .map(|v| v.parse::<f64>().map_err(|_| ApiError::invalid(format!("{k} must be Unix seconds"))))
-                    .transpose()
-            };
-            let (start, end) = (bound("start")?, bound("end")?);
-            alive(&st, &tenant, &id).await?;
-            let m = st.manager.metrics(&tenant.name, &id).await?;
-            let (cpus, mem_total) = (host_cpus(), host_memory());
-            let items: Vec<Value> = m
-                .history
-                .iter()
-                .filter(|s| start.is_none_or(|t| s.t >= t) && end.is_none_or(|t| s.t <= t))
-                .map(|s| {
-                    json!({
-                        "timestamp": rfc3339(s.t),
-                        "timestampUnix": s.t as i64,
-                        "cpuCount": cpus,
-                        "cpuUsedPct": s.cpu_pct / cpus as f64,
-                        "memUsed": s.memory_bytes,
-                        "memTotal": mem_total,
-                        "memCache": 0,
-                        "diskUsed": s.disk_bytes,
-                        "diskTotal": 0,
-                    })
-                })
-                .collect();
-            Ok(Json(items).into_response())
+            let info = alive(&st, &tenant, &id).await?;
+            let body = body_json(req).await?;
+            if body.get("autoPause").is_some_and(|v| *v == Value::Bool(true)) {
+                return Err(ApiError::invalid(
+                    "autoPause: automatic pause on timeout is not supported by safehouse yet (docs/e2b.md); remove it",
+                ));
+            }
+            if info.state != SandboxState::Frozen {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "running",
+                    format!("sandbox {id} is already running; connect to it instead"),
+                ));
+            }
+            st.manager.thaw(&tenant.name, &id).await?;
+            extend(&st, &tenant, &info, body.get("timeout")).await?;
+            Ok((StatusCode::CREATED, Json(sandbox_json(&st, &tenant, &info, &template_of(&st, &info)))).into_response())
         }
         .await,
     )
 }
 
-fn rfc3339(t: f64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t as i64)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+/// `POST /sandboxes/{id}/refreshes` with `{"duration": seconds}` (default 60): extends the
+/// deadline to at least that far from now (never shortens it): 204.
+pub async fn refresh(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path<String>, req: Request) -> Response {
+    answer(
+        async {
+            let info = alive(&st, &tenant, &id).await?;
+            let body = body_json(req).await?;
+            let duration = body.get("duration").cloned().unwrap_or(Value::from(60));
+            extend(&st, &tenant, &info, Some(&duration)).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        .await,
+    )
+}
+
+/// Moves the deadline to `timeout` seconds from now if that is later than it is: connect,
+/// resume and refresh extend a sandbox's life, never shorten it.
+async fn extend(st: &E2b, tenant: &Tenant, info: &SandboxInfo, timeout: Option<&Value>) -> Result<(), ApiError> {
+    let Some(t) = timeout.filter(|v| !v.is_null()) else { return Ok(()) };
+    let t = timeout_of(t)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ends = time::OffsetDateTime::parse(&info.expires_at, &time::format_description::well_known::Rfc3339)
+        .map(|d| d.unix_timestamp())
+        .unwrap_or(now);
+    if now + t as i64 > ends {
+        st.manager.set_timeout(&tenant.name, &info.id, t).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -510,7 +502,8 @@ mod tests {
         let e = network_allow(&obj(json!({"network": {"denyOut": ["8.8.8.8"]}}))).unwrap_err();
         assert!(e.message.contains("allow-lists"));
         assert!(network_allow(&obj(json!({"network": {"rules": {"a.com": {}}}}))).is_err());
-        assert!(network_allow(&obj(json!({"network": {"allowPublicTraffic": true}}))).is_err());
+        assert!(network_allow(&obj(json!({"network": {"allowPublicTraffic": true}}))).is_ok());
+        assert!(network_allow(&obj(json!({"network": {"allowPublicTraffic": "yes"}}))).is_err());
     }
 
     #[test]
@@ -519,7 +512,10 @@ mod tests {
         assert_eq!(p.unwrap()["network"]["allow"], json!(["*"]));
         assert_eq!(preset, None);
         assert_eq!(policy_for("offline", &Map::new()).unwrap(), (None, Some("offline".into())));
-        assert!(policy_for("offline", &obj(json!({"allow_internet_access": true}))).is_err());
+        // true is the default older SDKs always send; false would change the preset.
+        assert!(policy_for("offline", &obj(json!({"allow_internet_access": true}))).is_ok());
+        assert!(policy_for("offline", &obj(json!({"allow_internet_access": false}))).is_err());
+        assert!(policy_for("offline", &obj(json!({"network": {"allowOut": ["a.com"]}}))).is_err());
         assert!(policy_for("nope", &Map::new()).unwrap_err().message.contains("base"));
         assert!(refuse_unsupported(&obj(json!({"autoPause": true}))).is_err());
         assert!(refuse_unsupported(&obj(json!({"autoPause": false, "metadata": {}}))).is_ok());
@@ -529,9 +525,12 @@ mod tests {
 
     #[test]
     fn control_paths() {
-        assert!(is_control_path("/v2/sandboxes"));
-        assert!(is_control_path("/sandboxes/sb_x/timeout"));
-        assert!(!is_control_path("/v1/sandboxes"));
-        assert!(!is_control_path("/sandboxes"));
+        for p in ["/v2/sandboxes", "/sandboxes", "/sandboxes/sb_x/timeout", "/templates", "/v3/templates", "/volumes/v"]
+        {
+            assert!(is_control_path(p), "{p}");
+        }
+        for p in ["/v1/sandboxes", "/sandboxesx", "/templatesx/a", "/files", "/healthz", "/"] {
+            assert!(!is_control_path(p), "{p}");
+        }
     }
 }

@@ -2,7 +2,11 @@
 //! /files?path=` writes one from an `application/octet-stream` body or from each part of a
 //! `multipart/form-data` body (a part's file name is its path when `path` is not given),
 //! streamed to disk, answered with `[{"name", "type": "file", "path"}]`. Errors are
-//! `{"code": status, "message"}` with the status of the native file routes.
+//! `{"code": status, "message"}` with the status of the native file routes. An octet-stream
+//! upload may be gzip-compressed (`Content-Encoding: gzip`, the SDK's `gzip=True`): it is
+//! decompressed as it streams to disk, bounded by the sandbox's disk limit like any write.
+//! File metadata (`X-Metadata-*`, envd 0.6.2) is refused by name: the front advertises envd
+//! 0.6.1.
 
 use std::time::Duration;
 
@@ -63,7 +67,9 @@ fn params(req: &Request) -> Result<Option<String>, HttpError> {
             "username" if v.is_empty() || v == "user" => {}
             "username" => return Err(bad(format!("username {v:?}: safehouse sandboxes have one user; omit it"))),
             "signature" | "signature_expiration" => {
-                return Err(bad("signed file URLs are not supported by safehouse yet (docs/e2b.md)"))
+                return Err(bad(
+                    "a signed file URL is used as is, without the E2b-Sandbox-Id and X-Access-Token headers",
+                ))
             }
             other => return Err(bad(format!("unknown parameter {other:?}; /files takes path and username"))),
         }
@@ -101,10 +107,28 @@ pub async fn upload(st: &E2b, tenant: &Tenant, id: &str, req: Request) -> Respon
 
 async fn upload_inner(st: &E2b, tenant: &Tenant, id: &str, req: Request) -> Result<Value, HttpError> {
     let path = params(&req)?;
-    if req.headers().contains_key(header::CONTENT_ENCODING) {
-        return Err(bad("compressed uploads are not supported yet; upload without gzip"));
+    if let Some(name) = req.headers().keys().find(|k| k.as_str().starts_with("x-metadata-")) {
+        return Err(bad(format!(
+            "{name}: file metadata (X-Metadata-* headers, envd 0.6.2) is not supported by safehouse, which serves \
+             envd 0.6.1; upload without metadata"
+        )));
     }
+    let gzip = match req.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim()) {
+        None | Some("") | Some("identity") => false,
+        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
+        Some(other) => {
+            return Err(HttpError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {other:?}: an upload is gzip or uncompressed"),
+            ))
+        }
+    };
     let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if gzip && ctype.starts_with("multipart/form-data") {
+        return Err(bad(
+            "Content-Encoding gzip applies to octet-stream uploads (Content-Type: application/octet-stream)",
+        ));
+    }
     let mut written = Vec::new();
     if ctype.starts_with("multipart/form-data") {
         let boundary = multer::parse_boundary(&ctype).map_err(|e| bad(format!("bad multipart content type: {e}")))?;
@@ -127,29 +151,83 @@ async fn upload_inner(st: &E2b, tenant: &Tenant, id: &str, req: Request) -> Resu
                     Err(e) => Some((Err(e.to_string()), f)),
                 }
             });
-            written.push(write_file(st, tenant, id, &target, chunks).await?);
+            written.push(write_file(st, tenant, id, &target, chunks, false).await?);
         }
     } else {
         let target = path.ok_or_else(|| bad("path is required for an octet-stream upload"))?;
         let chunks = req.into_body().into_data_stream().map(|c| c.map_err(|e| e.to_string()));
-        written.push(write_file(st, tenant, id, &target, chunks).await?);
+        written.push(write_file(st, tenant, id, &target, chunks, gzip).await?);
     }
     Ok(Value::Array(written))
 }
 
-/// Streams `chunks` into `path` (parents created), then notes `file.written` as the native
-/// upload does.
+/// Where upload chunks go: the file, or a gzip decoder writing to it (on the blocking pool:
+/// its memory stays one chunk and a 32 KiB window, whatever the compression ratio).
+enum Sink {
+    Plain(tokio::fs::File),
+    Gzip(Option<flate2::write::GzDecoder<std::fs::File>>),
+}
+
+fn gzip_error(path: &str, e: std::io::Error) -> HttpError {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::UnexpectedEof => {
+            bad(format!("the upload is not valid gzip (Content-Encoding: gzip): {e}"))
+        }
+        _ => FileError::from_io(path, e).into(),
+    }
+}
+
+impl Sink {
+    async fn write(&mut self, path: &str, chunk: Bytes) -> Result<(), HttpError> {
+        match self {
+            Sink::Plain(f) => f.write_all(&chunk).await.map_err(|e| FileError::from_io(path, e).into()),
+            Sink::Gzip(slot) => {
+                use std::io::Write;
+                let Some(mut dec) = slot.take() else { return Err(bad("the upload failed before")) };
+                let dec = tokio::task::spawn_blocking(move || dec.write_all(&chunk).map(|()| dec))
+                    .await
+                    .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                    .map_err(|e| gzip_error(path, e))?;
+                *slot = Some(dec);
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(self, path: &str) -> Result<(), HttpError> {
+        match self {
+            Sink::Plain(mut f) => {
+                f.flush().await.map_err(|e| FileError::from_io(path, e))?;
+                f.sync_data().await.map_err(|e| FileError::from_io(path, e))?;
+                Ok(())
+            }
+            Sink::Gzip(None) => Err(bad("the upload failed before")),
+            Sink::Gzip(Some(dec)) => tokio::task::spawn_blocking(move || dec.finish().and_then(|f| f.sync_data()))
+                .await
+                .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| gzip_error(path, e)),
+        }
+    }
+}
+
+/// Streams `chunks` (gzip-decompressed when `gzip`) into `path` (parents created), then
+/// notes `file.written` as the native upload does.
 async fn write_file(
     st: &E2b,
     tenant: &Tenant,
     id: &str,
     path: &str,
     chunks: impl Stream<Item = Result<Bytes, String>>,
+    gzip: bool,
 ) -> Result<Value, HttpError> {
     let root = root(st, tenant, id).await?;
     let (r, p) = (root.clone(), path.to_string());
-    let file = blocking(move || files::create_write(&r, &p, true)).await?;
-    let mut file = tokio::fs::File::from_std(file);
+    let (file, new_file) = blocking(move || files::create_write(&r, &p, true)).await?;
+    let mut sink = if gzip {
+        Sink::Gzip(Some(flate2::write::GzDecoder::new(file)))
+    } else {
+        Sink::Plain(tokio::fs::File::from_std(file))
+    };
     let mut chunks = std::pin::pin!(chunks);
     loop {
         let chunk = match tokio::time::timeout(IDLE, chunks.next()).await {
@@ -163,11 +241,10 @@ async fn write_file(
             Ok(Some(Err(e))) => return Err(bad(format!("cannot read the upload: {e}"))),
             Ok(Some(Ok(c))) => c,
         };
-        file.write_all(&chunk).await.map_err(|e| FileError::from_io(path, e))?;
+        sink.write(path, chunk).await?;
     }
-    file.flush().await.map_err(|e| FileError::from_io(path, e))?;
-    file.sync_data().await.map_err(|e| FileError::from_io(path, e))?;
-    drop(file);
+    sink.finish(path).await?;
+    new_file.keep();
     let p = path.to_string();
     let info = blocking(move || files::stat(&root, &p)).await?;
     st.manager.note(id, "file.written", json!({ "path": info.path, "size": info.size }));

@@ -29,12 +29,13 @@ const MAX_WATCHERS_PER_SANDBOX: usize = 16;
 pub async fn call(st: &E2b, tenant: &Tenant, id: &str, method: &str, req: Request) -> Response {
     if method == "WatchDir" {
         let keepalive = super::process::keepalive_of(&req);
-        return match connect::read_stream_request(req.into_body()).await {
-            Ok(msg) => watch_dir(st.clone(), tenant.clone(), id.to_string(), msg, keepalive).await,
+        let deadline = connect::deadline_of(req.headers());
+        return match connect::read_stream_request(req).await {
+            Ok(msg) => watch_dir(st.clone(), tenant.clone(), id.to_string(), msg, keepalive, deadline).await,
             Err(e) => connect::stream_error(e),
         };
     }
-    let msg = match connect::read_unary(req.into_body()).await {
+    let msg = match connect::read_unary(req).await {
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
@@ -165,12 +166,17 @@ async fn list_dir(st: &E2b, tenant: &Tenant, id: &str, msg: &Value) -> Result<Va
     Ok(json!({"entries": entries.iter().map(entry_json).collect::<Vec<_>>()}))
 }
 
+/// `Remove`: the path and everything under it. A path that is not there is a no-op, as in
+/// E2B (a recursive watcher that deletes, or a second remove, must not fail).
 async fn remove(st: &E2b, tenant: &Tenant, id: &str, msg: &Value) -> Result<Value, ConnectError> {
     let path = path_field(msg, "path")?;
     let root = root(st, tenant, id).await?;
     let data = json!({ "path": path, "recursive": true });
-    blocking(move || files::remove(&root, &path, true)).await?;
-    st.manager.note(id, "file.deleted", data);
+    match blocking(move || files::remove(&root, &path, true)).await {
+        Ok(_) => st.manager.note(id, "file.deleted", data),
+        Err(e) if e.code == Code::NotFound => {}
+        Err(e) => return Err(e),
+    }
     Ok(json!({}))
 }
 
@@ -188,6 +194,18 @@ fn event_json(top: &str, ev: &FsEvent) -> Value {
 
 fn watch_request(msg: &Value) -> Result<(String, bool), ConnectError> {
     let recursive = msg.get("recursive").and_then(Value::as_bool).unwrap_or(false);
+    if msg.get("includeEntry").and_then(Value::as_bool) == Some(true) {
+        return Err(ConnectError::invalid(
+            "includeEntry: watch events with the entry's details (envd 0.6.3) are not supported by safehouse, \
+             which serves envd 0.6.1; watch without include_entry and stat the path",
+        ));
+    }
+    if msg.get("allowNetworkMounts").and_then(Value::as_bool) == Some(true) {
+        return Err(ConnectError::invalid(
+            "allowNetworkMounts: watching network mounts (envd 0.6.4) is not supported by safehouse, which serves \
+             envd 0.6.1 (a sandbox has no network mounts); watch without allow_network_mounts",
+        ));
+    }
     Ok((path_field(msg, "path")?, recursive))
 }
 
@@ -231,7 +249,14 @@ async fn open_watcher(st: &E2b, tenant: &Tenant, id: &str, msg: &Value) -> Resul
     Ok(((w, slot), path))
 }
 
-async fn watch_dir(st: E2b, tenant: Tenant, id: String, msg: Value, keepalive: Duration) -> Response {
+async fn watch_dir(
+    st: E2b,
+    tenant: Tenant,
+    id: String,
+    msg: Value,
+    keepalive: Duration,
+    deadline: Option<Duration>,
+) -> Response {
     let (watcher, top) = match open_watcher(&st, &tenant, &id, &msg).await {
         Ok(w) => w,
         Err(e) => return connect::stream_error(e),
@@ -239,7 +264,7 @@ async fn watch_dir(st: E2b, tenant: Tenant, id: String, msg: Value, keepalive: D
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<Vec<Value>>(64);
     let stop = Arc::new(AtomicBool::new(false));
     spawn_watch(&st, &id, watcher, top, stop.clone(), move |batch| ev_tx.blocking_send(batch).is_ok());
-    connect::stream_response(move |tx| async move {
+    connect::stream_response(deadline, move |tx| async move {
         let _stop = StopOnDrop(stop);
         if !connect::send(&tx, json!({"start": {}})).await {
             return Ok(());

@@ -22,7 +22,11 @@ pub mod control;
 mod files;
 mod filesystem;
 pub mod interp;
+mod listing;
+mod observe;
 mod process;
+mod refused;
+mod signed;
 pub mod token;
 
 use std::collections::HashMap;
@@ -33,7 +37,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use base64::Engine;
 use serde_json::json;
@@ -48,21 +52,35 @@ use safehouse_manager::auth::Tenant;
 /// The E2B control-plane routes (method, path) the router serves: E2B's own API, listed in
 /// docs/e2b.md and deliberately not in docs/openapi.json (the OpenAPI tests check both).
 /// The data plane is routed by the `E2b-Sandbox-Id` header before any route.
+/// Both generations of E2B's routes are served: SDKs 2.0-2.x create with `POST /sandboxes`
+/// and connect with `set_timeout` + `resume` or `POST /sandboxes/{id}/connect`; newer ones
+/// use the `/v2` routes.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v2/sandboxes"),
     ("GET", "/v2/sandboxes"),
+    ("POST", "/sandboxes"),
+    ("GET", "/sandboxes"),
+    ("GET", "/sandboxes/metrics"),
     ("GET", "/sandboxes/{id}"),
     ("DELETE", "/sandboxes/{id}"),
     ("POST", "/sandboxes/{id}/timeout"),
+    ("POST", "/sandboxes/{id}/refreshes"),
     ("POST", "/sandboxes/{id}/pause"),
+    ("POST", "/sandboxes/{id}/resume"),
+    ("POST", "/sandboxes/{id}/connect"),
     ("POST", "/v2/sandboxes/{id}/connect"),
     ("GET", "/sandboxes/{id}/metrics"),
+    ("GET", "/sandboxes/{id}/logs"),
+    ("GET", "/v2/sandboxes/{id}/logs"),
 ];
 
 /// The port of the in-sandbox API (envd) in E2B's addressing.
 pub const ENVD_PORT: u16 = 49983;
-/// The envd version reported: the SDK turns features on by it.
-pub const ENVD_VERSION: &str = "0.6.4";
+/// The envd version reported: the SDK turns features on by it. 0.6.1 is the last before
+/// file metadata (0.6.2), watch events' entries (0.6.3) and network-mount watches (0.6.4),
+/// which safehouse does not have: SDKs refuse them by name before asking, and the front
+/// refuses them by name when asked anyway.
+pub const ENVD_VERSION: &str = "0.6.1";
 /// The header naming the sandbox of a data-plane request.
 pub const SANDBOX_HEADER: &str = "e2b-sandbox-id";
 const PORT_HEADER: &str = "e2b-sandbox-port";
@@ -171,15 +189,34 @@ impl E2b {
 /// The control plane's routes, with their state. The data plane is [`data_plane`], a layer
 /// the daemon puts in front of every route; the control plane's key header and error shape
 /// are [`DOOR`], which the daemon gives the guard.
+/// Every path under the front answers in E2B's shape: what E2B has and safehouse does not
+/// yet is refused by name ([`refused`]), anything else is E2B's 404 or 405.
 pub fn control_routes(e2b: E2b) -> Router {
-    Router::new()
-        .route("/v2/sandboxes", post(control::create).get(control::list))
-        .route("/sandboxes/{id}", get(control::get).delete(control::kill))
-        .route("/sandboxes/{id}/timeout", post(control::set_timeout))
-        .route("/sandboxes/{id}/pause", post(control::pause))
-        .route("/v2/sandboxes/{id}/connect", post(control::connect))
-        .route("/sandboxes/{id}/metrics", get(control::metrics))
-        .with_state(e2b)
+    fn e2b_methods(r: MethodRouter<E2b>) -> MethodRouter<E2b> {
+        r.fallback(refused::wrong_method)
+    }
+    let mut router = Router::new()
+        .route("/sandboxes", e2b_methods(post(control::create).get(listing::list)))
+        .route("/v2/sandboxes", e2b_methods(post(control::create).get(listing::list)))
+        .route("/sandboxes/metrics", e2b_methods(get(observe::many_metrics)))
+        .route("/sandboxes/{id}", e2b_methods(get(control::get).delete(control::kill)))
+        .route("/sandboxes/{id}/timeout", e2b_methods(post(control::set_timeout)))
+        .route("/sandboxes/{id}/refreshes", e2b_methods(post(control::refresh)))
+        .route("/sandboxes/{id}/pause", e2b_methods(post(control::pause)))
+        .route("/sandboxes/{id}/resume", e2b_methods(post(control::resume)))
+        .route("/sandboxes/{id}/connect", e2b_methods(post(control::connect)))
+        .route("/v2/sandboxes/{id}/connect", e2b_methods(post(control::connect)))
+        .route("/sandboxes/{id}/metrics", e2b_methods(get(observe::metrics)))
+        .route("/sandboxes/{id}/logs", e2b_methods(get(observe::logs)))
+        .route("/v2/sandboxes/{id}/logs", e2b_methods(get(observe::logs_v2)))
+        .route("/sandboxes/{id}/{*rest}", any(refused::sandbox_route))
+        .route("/v2/sandboxes/{id}", any(refused::unknown))
+        .route("/v2/sandboxes/{id}/{*rest}", any(refused::sandbox_route));
+    for prefix in ["/templates", "/v2/templates", "/v3/templates", "/snapshots", "/volumes"] {
+        router =
+            router.route(prefix, any(refused::feature)).route(&format!("{prefix}/{{*rest}}"), any(refused::feature));
+    }
+    router.with_state(e2b)
 }
 
 /// The control plane's door: its key in `X-API-Key` (when no `Authorization` is sent), its
@@ -212,9 +249,17 @@ fn sandbox_not_found(id: &str) -> Response {
 /// The layer in front of the router: a request with `E2b-Sandbox-Id` is for the E2B data
 /// plane and never reaches the native routes.
 pub async fn data_plane(State(st): State<E2b>, req: Request, next: Next) -> Response {
-    let Some(id) = sandbox_header(req.headers()).map(str::to_string) else {
-        return next.run(req).await;
+    let id = match sandbox_header(req.headers()) {
+        Some(id) => id.to_string(),
+        None => match sandbox_of_token(&st, req.headers()).await {
+            Some(id) => id,
+            None if signed::is_file_url(&req) => return signed::serve(st, req).await,
+            None => return next.run(req).await,
+        },
     };
+    if is_control_call(req.headers(), req.uri().path()) {
+        return next.run(req).await;
+    }
     let (method, route) = (req.method().clone(), route_label(req.headers(), req.uri().path()));
     // Audited as `e2b:PATH` (`e2b:/process.Process/Start`), with the sandbox from the header.
     let audit_as = AuditAs { path: format!("e2b:{}", req.uri().path()), sandbox: Some(id.clone()) };
@@ -244,6 +289,33 @@ pub async fn data_plane(State(st): State<E2b>, req: Request, next: Next) -> Resp
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The sandbox of a data-plane request that names none: SDKs from 2.7 to about 2.30 send
+/// a connected (not created) sandbox's calls to `E2B_SANDBOX_URL` with the access token
+/// but without `E2b-Sandbox-Id`. The token names its key; the sandbox is the one among
+/// that key's tenant's live sandboxes whose token it is (one HMAC each). `None` when the
+/// request has no token of this daemon (it then goes on to the routes, as before).
+async fn sandbox_of_token(st: &E2b, headers: &HeaderMap) -> Option<String> {
+    let token = headers.get(TOKEN_HEADER)?.to_str().ok()?;
+    let who = match token::named_holder(token)? {
+        token::Holder::Admin => Tenant { name: safehouse_manager::auth::ADMIN_TENANT.into(), key_id: None },
+        token::Holder::Key(id) => st.auth.active_key(&id).await.ok()?,
+    };
+    let filter = safehouse_manager::ListFilter::default();
+    let candidates = st.manager.list(&who.name, &filter).await.ok()?;
+    candidates
+        .into_iter()
+        .filter(|s| st.manager.tenant_of(&s.id).as_deref() == Some(who.name.as_str()))
+        .find(|s| st.e2b.check_token(&s.id, Some(token), st.auth.admin_hash()).is_ok())
+        .map(|s| s.id)
+}
+
+/// A control-plane call that also carries `E2b-Sandbox-Id` (SDKs from 2.7 to about 2.45
+/// send it, with `E2b-Sandbox-Port`, on `POST /sandboxes/{id}/connect`, for E2B's edge to
+/// route): a control path with the API key and no access token goes to the router.
+fn is_control_call(headers: &HeaderMap, path: &str) -> bool {
+    control::is_control_path(path) && headers.contains_key(DOOR.header) && !headers.contains_key(TOKEN_HEADER)
 }
 
 /// The data-plane call as a `GET /metrics` route label: one of a fixed set (never a raw
@@ -359,7 +431,7 @@ async fn dispatch(st: E2b, tenant: Tenant, id: String, req: Request) -> Response
     }
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/health") => StatusCode::NO_CONTENT.into_response(),
+        (Method::GET, "/health") => health(&st, &tenant, &id).await,
         (Method::GET, "/files") => files::download(&st, &tenant, &id, req).await,
         (Method::POST, "/files") => files::upload(&st, &tenant, &id, req).await,
         (Method::POST, p) if p.starts_with("/process.Process/") => {
@@ -375,6 +447,19 @@ async fn dispatch(st: E2b, tenant: Tenant, id: String, req: Request) -> Response
             );
             answer_after_body(req, e.into_response()).await
         }
+    }
+}
+
+/// envd's `/health`: 204 while the sandbox runs; a paused (frozen) one answers as E2B's
+/// edge does for a sandbox that is not running, 502, so `is_running()` is false.
+async fn health(st: &E2b, tenant: &Tenant, id: &str) -> Response {
+    match st.manager.info(&tenant.name, id).await {
+        Ok(info) if info.state == safehouse_manager::SandboxState::Running => StatusCode::NO_CONTENT.into_response(),
+        Ok(info) if info.state == safehouse_manager::SandboxState::Frozen => e2b_error(
+            StatusCode::BAD_GATEWAY,
+            format!("The sandbox {id} is paused; connect to it (Sandbox.connect) to resume it"),
+        ),
+        _ => sandbox_not_found(id),
     }
 }
 

@@ -16,6 +16,7 @@ use super::connect::{self, Code, ConnectError, StreamTx};
 use safehouse_manager::auth::Tenant;
 use safehouse_manager::{limits, AttachEvent, Command, PtySize, StartProcess};
 
+use crate::filesystem::HOME;
 use crate::E2b;
 
 /// Default interval of the keepalive events sent on long streams (the SDK asks with the
@@ -24,19 +25,19 @@ const KEEPALIVE: Duration = Duration::from_secs(50);
 
 /// Dispatches one call by method name.
 pub async fn call(st: &E2b, tenant: &Tenant, id: &str, method: &str, req: Request) -> Response {
-    let keepalive = keepalive_of(&req);
+    let stream = Stream { keepalive: keepalive_of(&req), deadline: connect::deadline_of(req.headers()) };
     match method {
-        "Start" => match connect::read_stream_request(req.into_body()).await {
-            Ok(msg) => start(st.clone(), tenant.clone(), id.to_string(), msg, keepalive).await,
+        "Start" => match connect::read_stream_request(req).await {
+            Ok(msg) => start(st.clone(), tenant.clone(), id.to_string(), msg, stream).await,
             Err(e) => connect::stream_error(e),
         },
-        "Connect" => match connect::read_stream_request(req.into_body()).await {
-            Ok(msg) => attach(st.clone(), tenant.clone(), id.to_string(), msg, keepalive).await,
+        "Connect" => match connect::read_stream_request(req).await {
+            Ok(msg) => attach(st.clone(), tenant.clone(), id.to_string(), msg, stream).await,
             Err(e) => connect::stream_error(e),
         },
         "StreamInput" => stream_input(st, tenant, id, req).await,
         _ => {
-            let msg = match connect::read_unary(req.into_body()).await {
+            let msg = match connect::read_unary(req).await {
                 Ok(m) => m,
                 Err(e) => return e.into_response(),
             };
@@ -54,6 +55,15 @@ pub async fn call(st: &E2b, tenant: &Tenant, id: &str, method: &str, req: Reques
             }
         }
     }
+}
+
+/// How a server stream runs: its keepalive interval and the client's deadline. At the
+/// deadline the stream ends with `deadline_exceeded` (the SDK's `TimeoutException`); the
+/// process goes on, as when a client disconnects (`commands.connect` reattaches).
+#[derive(Clone, Copy)]
+struct Stream {
+    keepalive: Duration,
+    deadline: Option<Duration>,
 }
 
 pub(super) fn keepalive_of(req: &Request) -> Duration {
@@ -132,7 +142,9 @@ fn start_request(msg: &Value) -> Result<(StartProcess, Option<String>, bool), Co
         }
     }
     limits::check_env(&env)?;
-    let cwd = str_field(p, "cwd").filter(|c| !c.is_empty()).map(str::to_string);
+    // One working directory with the files API, as in E2B: the user's home, against which
+    // relative paths (a relative `cwd` too) resolve.
+    let cwd = Some(crate::filesystem::absolute(str_field(p, "cwd").filter(|c| !c.is_empty()).unwrap_or(HOME))?);
     let pty = match msg.get("pty").and_then(|p| p.get("size")) {
         None => None,
         Some(size) => {
@@ -149,7 +161,7 @@ fn start_request(msg: &Value) -> Result<(StartProcess, Option<String>, bool), Co
     Ok((StartProcess { cmd: Command::Argv(argv), env, cwd, pty, limits: Default::default() }, tag, keep_stdin))
 }
 
-async fn start(st: E2b, tenant: Tenant, id: String, msg: Value, keepalive: Duration) -> Response {
+async fn start(st: E2b, tenant: Tenant, id: String, msg: Value, stream: Stream) -> Response {
     let (req, tag, keep_stdin) = match start_request(&msg) {
         Ok(r) => r,
         Err(e) => return connect::stream_error(e),
@@ -171,10 +183,10 @@ async fn start(st: E2b, tenant: Tenant, id: String, msg: Value, keepalive: Durat
         Ok(rx) => rx,
         Err(e) => return connect::stream_error(e.into()),
     };
-    connect::stream_response(move |tx| pump(tx, pid, pty, events, keepalive))
+    connect::stream_response(stream.deadline, move |tx| pump(tx, pid, pty, events, stream.keepalive))
 }
 
-async fn attach(st: E2b, tenant: Tenant, id: String, msg: Value, keepalive: Duration) -> Response {
+async fn attach(st: E2b, tenant: Tenant, id: String, msg: Value, stream: Stream) -> Response {
     let pid = match selected_pid(&st, &id, &msg) {
         Ok(p) => p,
         Err(e) => return connect::stream_error(e),
@@ -187,7 +199,7 @@ async fn attach(st: E2b, tenant: Tenant, id: String, msg: Value, keepalive: Dura
         Ok(rx) => rx,
         Err(e) => return connect::stream_error(e.into()),
     };
-    connect::stream_response(move |tx| pump(tx, pid, pty, events, keepalive))
+    connect::stream_response(stream.deadline, move |tx| pump(tx, pid, pty, events, stream.keepalive))
 }
 
 /// Streams `{"event": ...}` messages: start, data (replayed then live), end.
@@ -219,7 +231,7 @@ async fn pump(
             Some(AttachEvent::Stdout(b)) => data_event(if pty { "pty" } else { "stdout" }, &b),
             Some(AttachEvent::Stderr(b)) => data_event("stderr", &b),
             Some(AttachEvent::Truncated { .. }) => continue,
-            Some(AttachEvent::Exit { exit_code, signal }) => {
+            Some(AttachEvent::Exit { exit_code, signal, .. }) => {
                 let _ = connect::send(&tx, end_event(exit_code, signal)).await;
                 return Ok(());
             }
@@ -332,7 +344,7 @@ async fn update(st: &E2b, tenant: &Tenant, id: &str, msg: &Value) -> Result<Valu
 /// empty message.
 async fn stream_input(st: &E2b, tenant: &Tenant, id: &str, req: Request) -> Response {
     match stream_input_inner(st, tenant, id, req).await {
-        Ok(()) => connect::stream_response(|tx| async move {
+        Ok(()) => connect::stream_response(None, |tx| async move {
             connect::send(&tx, json!({})).await;
             Ok(())
         }),
@@ -341,7 +353,7 @@ async fn stream_input(st: &E2b, tenant: &Tenant, id: &str, req: Request) -> Resp
 }
 
 async fn stream_input_inner(st: &E2b, tenant: &Tenant, id: &str, req: Request) -> Result<(), ConnectError> {
-    let mut reader = connect::FrameReader::default();
+    let mut reader = connect::FrameReader::for_request(req.headers())?;
     let mut body = req.into_body().into_data_stream();
     let mut pid = None;
     while let Some(chunk) = body.next().await {
@@ -382,6 +394,11 @@ mod tests {
         let (p, _, keep) =
             start_request(&json!({"process": {"cmd": "sh"}, "pty": {"size": {"rows": 5, "cols": 7}}})).unwrap();
         assert_eq!((p.pty.unwrap().rows, keep), (5, true));
+        // Commands start in the home, where relative file paths resolve too.
+        let (p, _, _) = start_request(&json!({"process": {"cmd": "sh"}})).unwrap();
+        assert_eq!(p.cwd.as_deref(), Some("/home/user"));
+        let (p, _, _) = start_request(&json!({"process": {"cmd": "sh", "cwd": "proj"}})).unwrap();
+        assert_eq!(p.cwd.as_deref(), Some("/home/user/proj"));
         assert!(start_request(&json!({"process": {"cmd": ""}})).is_err());
         assert!(start_request(&json!({"process": {"cmd": "sh", "args": [1]}})).is_err());
     }

@@ -110,6 +110,19 @@ pub fn verify(
     Ok(found)
 }
 
+/// The holder a well-formed token names (`sht_<holder>.<mac>`), before any MAC check: what
+/// a search for the token's sandbox starts from.
+pub fn named_holder(token: &str) -> Option<Holder> {
+    let (holder, _) = token.trim().strip_prefix(PREFIX)?.split_once('.')?;
+    if token.len() > MAX_TOKEN {
+        None
+    } else if holder == ADMIN_HOLDER {
+        Some(Holder::Admin)
+    } else {
+        safehouse_http::params::is_key_id(holder).then(|| Holder::Key(holder.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +168,17 @@ mod tests {
         assert_eq!(verify(&[1; 32], SB, Some(&t), &[7; 32]), Ok(Holder::Admin));
         // The daemon restarted with a new admin key.
         assert_eq!(verify(&[1; 32], SB, Some(&t), &[8; 32]), Err(TokenError::Mismatch));
+    }
+
+    #[test]
+    fn a_token_names_its_holder() {
+        let t = issue(&[1; 32], SB, &key("key_aaaaaaaaaaaaaaaa"), &[7; 32]);
+        assert_eq!(named_holder(&t), Some(Holder::Key("key_aaaaaaaaaaaaaaaa".into())));
+        let admin = Tenant { name: "admin".into(), key_id: None };
+        assert_eq!(named_holder(&issue(&[1; 32], SB, &admin, &[7; 32])), Some(Holder::Admin));
+        for junk in ["", "sht_", "sht_x.y", "sha_abc", "sht_key_a"] {
+            assert_eq!(named_holder(junk), None, "{junk:?}");
+        }
     }
 
     #[test]

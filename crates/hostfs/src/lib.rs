@@ -27,7 +27,7 @@ mod tests;
 pub use error::{FileError, Result};
 pub use info::{FileInfo, FileType};
 pub use list::list;
-pub use ops::{create_write, mkdir, open_read, remove, rename, stat};
+pub use ops::{create_write, mkdir, open_read, remove, rename, stat, NewFile};
 pub use watch::{watch, FsEvent, FsEventType, Watcher};
 
 use std::os::fd::OwnedFd;

@@ -53,7 +53,12 @@ pub fn open_read(root: &SandboxRoot, path: &str) -> Result<(File, FileInfo)> {
 /// links is replaced rather than truncated, so a link the sandbox planted cannot make the
 /// upload overwrite some other file. Map write errors with [`FileError::from_io`]:
 /// `ENOSPC`, `EDQUOT` and `EFBIG` become [`FileError::QuotaExceeded`].
-pub fn create_write(root: &SandboxRoot, path: &str, mkdir_parents: bool) -> Result<File> {
+///
+/// The [`NewFile`] returned beside the file removes a file this call created unless the
+/// upload calls [`NewFile::keep`]: a failed upload (over the disk cap, a dropped connection,
+/// a stall) leaves no partial file behind. An existing file was truncated in place; a failed
+/// upload leaves what it wrote.
+pub fn create_write(root: &SandboxRoot, path: &str, mkdir_parents: bool) -> Result<(File, NewFile)> {
     let _as = super::as_sandbox_user(root);
     let p = SandboxPath::parse(path)?;
     let shown = p.display();
@@ -67,10 +72,12 @@ pub fn create_write(root: &SandboxRoot, path: &str, mkdir_parents: bool) -> Resu
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NONBLOCK;
         match sys::openat(parent.as_fd(), &name, flags, 0o644) {
             Ok(fd) => {
+                let st = sys::fstat(fd.as_fd()).map_err(io)?;
+                let undo = NewFile { made: Some((parent, name, st.dev, st.ino)), root: root.clone() };
                 sys::fchmod(fd.as_fd(), 0o644).map_err(io)?;
                 sys::fchownat(fd.as_fd(), c"", root.uid, root.gid, libc::AT_EMPTY_PATH).map_err(io)?;
                 sys::set_nonblocking(fd.as_fd(), false).map_err(io)?;
-                return Ok(File::from(fd));
+                return Ok((File::from(fd), undo));
             }
             Err(e) if errno(&e) == libc::EEXIST => {}
             Err(e) => return Err(io(e)),
@@ -97,9 +104,41 @@ pub fn create_write(root: &SandboxRoot, path: &str, mkdir_parents: bool) -> Resu
         }
         file.set_len(0).map_err(io)?;
         sys::set_nonblocking(file.as_fd(), false).map_err(io)?;
-        return Ok(file);
+        return Ok((file, NewFile { made: None, root: root.clone() }));
     }
     Err(FileError::Io { path: shown, source: std::io::Error::other("the target kept changing; try again") })
+}
+
+/// The file an upload created, removed when this is dropped without [`NewFile::keep`] (if
+/// the name still holds that file: one the sandbox put there meanwhile stays).
+#[must_use = "drop it only when the upload failed; call keep() when it completed"]
+pub struct NewFile {
+    made: Option<(OwnedFd, std::ffi::CString, u64, u64)>,
+    root: SandboxRoot,
+}
+
+impl std::fmt::Debug for NewFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewFile").field("removed_on_drop", &self.made.is_some()).finish()
+    }
+}
+
+impl NewFile {
+    /// The upload completed: the file stays.
+    pub fn keep(mut self) {
+        self.made = None;
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        let Some((parent, name, dev, ino)) = self.made.take() else { return };
+        let _as = super::as_sandbox_user(&self.root);
+        if sys::fstatat(parent.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| (st.dev, st.ino) == (dev, ino))
+        {
+            let _ = sys::unlinkat(parent.as_fd(), &name, 0);
+        }
+    }
 }
 
 /// Describes `path` without following a symlink in its last component.

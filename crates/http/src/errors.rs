@@ -78,6 +78,8 @@ impl From<ManagerError> for ApiError {
             ManagerError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "not_running", msg),
             ManagerError::Frozen(_) => ApiError::new(StatusCode::CONFLICT, "frozen", msg),
             ManagerError::Capacity(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", msg),
+            ManagerError::Paused(_) => ApiError::new(StatusCode::CONFLICT, "paused", msg),
+            ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             ManagerError::Internal(_) => ApiError::internal(msg),
         }
     }
@@ -126,6 +128,8 @@ mod tests {
             (ManagerError::NotRunning("killed".into()), 409, "not_running"),
             (ManagerError::Frozen("sb_x".into()), 409, "frozen"),
             (ManagerError::Capacity("full".into()), 503, "capacity"),
+            (ManagerError::Paused("sb_x".into()), 409, "paused"),
+            (ManagerError::Conflict("in use".into()), 409, "conflict"),
             (ManagerError::Internal("boom".into()), 500, "internal"),
         ];
         for (e, status, code) in cases {

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::net::UnixStream;
@@ -49,12 +50,25 @@ struct State {
 struct Proc {
     argv: Vec<String>,
     pty: bool,
+    started: Option<Instant>,
     exited: Option<Exited>,
+    wall_ms: u64,
     out: VecDeque<(Stream, Vec<u8>)>,
     out_bytes: usize,
     dropped: u64,
     subscribers: Vec<mpsc::Sender<AttachEvent>>,
     exit_waiters: Vec<oneshot::Sender<Exited>>,
+}
+
+/// What an attached client learns when the process ends.
+fn exit_event(e: &Exited, wall_ms: u64) -> AttachEvent {
+    AttachEvent::Exit {
+        exit_code: e.exit_code(),
+        signal: e.signal(),
+        wall_ms,
+        cpu_ms: (e.user_us + e.sys_us) / 1000,
+        peak_memory_bytes: e.maxrss_kib * 1024,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +233,7 @@ impl AgentLink {
         }
         match &p.exited {
             Some(e) => {
-                let _ = tx.try_send(AttachEvent::Exit { exit_code: e.exit_code(), signal: e.signal() });
+                let _ = tx.try_send(exit_event(e, p.wall_ms));
             }
             None => p.subscribers.push(tx),
         }
@@ -311,7 +325,7 @@ fn dispatch(shared: &Shared, incoming: Incoming<FromAgent>) {
         Incoming::Message(msg) => match msg {
             FromAgent::Spawned { id, pid } => {
                 // Known from now on, so output that follows the reply is kept.
-                st.procs.entry(pid).or_default();
+                st.procs.entry(pid).or_default().started = Some(Instant::now());
                 if let Some(tx) = st.replies.remove(&id) {
                     let _ = tx.send(msg);
                 }
@@ -323,8 +337,9 @@ fn dispatch(shared: &Shared, incoming: Incoming<FromAgent>) {
             }
             FromAgent::Exited(e) => {
                 let p = st.procs.entry(e.pid).or_default();
+                p.wall_ms = p.started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
                 for s in p.subscribers.drain(..) {
-                    let _ = s.try_send(AttachEvent::Exit { exit_code: e.exit_code(), signal: e.signal() });
+                    let _ = s.try_send(exit_event(&e, p.wall_ms));
                 }
                 for w in p.exit_waiters.drain(..) {
                     let _ = w.send(e.clone());

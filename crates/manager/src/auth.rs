@@ -5,6 +5,10 @@
 //! is stored; a presented key is hashed and the hashes compared in constant time. The admin
 //! key lives outside the database (`DATA_DIR/admin.key` or `SAFEHOUSE_ADMIN_KEY`) so it
 //! cannot be revoked through the API, and so a lost database does not lock the operator out.
+//!
+//! Every key also has an E2B form, `e2b_` + the key's bytes in lowercase hex ([`e2b_form`]):
+//! the same secret spelled the way E2B SDKs 2.25-2.45 insist on client-side. It is accepted
+//! wherever the key is, and revoking the key ends both spellings.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -90,6 +94,33 @@ fn random_string(alphabet: &[u8], n: usize) -> Result<String, AuthError> {
         }
     }
     Ok(out)
+}
+
+/// The prefix of a key's E2B form.
+pub const E2B_KEY_PREFIX: &str = "e2b_";
+
+/// A key's E2B form: `e2b_` + its bytes in lowercase hex (E2B SDKs check `e2b_[0-9a-f]+`).
+pub fn e2b_form(key: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(E2B_KEY_PREFIX.len() + 2 * key.len());
+    out.push_str(E2B_KEY_PREFIX);
+    for b in key.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The key an E2B form spells, if `s` is one (`e2b_` + an even number of lowercase hex
+/// digits that decode to printable ASCII).
+pub fn from_e2b_form(s: &str) -> Option<String> {
+    let hex = s.strip_prefix(E2B_KEY_PREFIX)?;
+    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let bytes: Vec<u8> =
+        (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+    let key = String::from_utf8(bytes).ok()?;
+    key.bytes().all(|b| b.is_ascii_graphic()).then_some(key)
 }
 
 /// A new secret API key: `sh_` + 32 base62 characters.
@@ -287,6 +318,8 @@ impl Authenticator {
 
     /// The tenant of `key`, or `Invalid` for unknown, malformed and revoked keys alike.
     pub async fn authenticate(&self, key: &str) -> Result<Tenant, AuthError> {
+        let decoded = from_e2b_form(key);
+        let key = decoded.as_deref().unwrap_or(key);
         let hash = hash_key(key);
         if ct_eq(&hash, &self.admin_hash) {
             return Ok(Tenant { name: ADMIN_TENANT.into(), key_id: None });

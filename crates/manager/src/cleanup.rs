@@ -76,6 +76,9 @@ impl Manager {
             }
             drop(namespaces);
             self.unwatch_files(&live.id);
+            if live.disk {
+                self.remove_layer(&live.id);
+            }
             let _ = std::fs::remove_dir_all(&live.socket_dir);
         });
     }

@@ -76,7 +76,7 @@ impl Manager {
         limits::check_exec(&req)?;
         let timeout_s = limits::exec_timeout(&req)?;
         let memory = limits::command_memory(&req.limits)?;
-        let live = self.running(tenant, id)?;
+        let live = self.running_or_resume(tenant, id).await?;
         let argv = req.cmd.argv();
         let n = live.next_cmd.fetch_add(1, Ordering::Relaxed);
         let cmd_cg = command_cgroup(&live, n, memory).await?;
@@ -207,7 +207,7 @@ impl Manager {
     pub async fn start_process(&self, tenant: &str, id: &str, req: StartProcess) -> Result<u32, ManagerError> {
         limits::check_start(&req)?;
         let memory = limits::command_memory(&req.limits)?;
-        let live = self.running(tenant, id)?;
+        let live = self.running_or_resume(tenant, id).await?;
         let argv = req.cmd.argv();
         // A cgroup of its own only when it has a cap: the common case costs nothing.
         let cmd_cg = match memory {
@@ -265,7 +265,7 @@ impl Manager {
     }
 
     pub async fn processes(&self, tenant: &str, id: &str) -> Result<Vec<ProcessInfo>, ManagerError> {
-        let live = self.running(tenant, id)?;
+        let live = self.running_or_resume(tenant, id).await?;
         // The agent lists what still runs; the daemon remembers what ended since.
         let running = live.link.list().await.map_err(link_error)?;
         let mut out: Vec<ProcessInfo> = running
@@ -303,6 +303,7 @@ impl Manager {
     }
 
     fn process_of(&self, tenant: &str, id: &str, pid: u32) -> Result<std::sync::Arc<super::Live>, ManagerError> {
+        // A process of a paused sandbox is gone: no resume for it.
         let live = self.running(tenant, id)?;
         if !live.link.known(pid) {
             return Err(ManagerError::NoProcess);

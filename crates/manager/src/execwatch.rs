@@ -269,7 +269,7 @@ impl Manager {
 
     /// The recent execs and exits of a running sandbox.
     pub async fn execs(&self, tenant: &str, id: &str) -> Result<ExecList, super::ManagerError> {
-        let live = self.running(tenant, id)?;
+        let live = self.running_or_resume(tenant, id).await?;
         Ok(live.execs.list())
     }
 }

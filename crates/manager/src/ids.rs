@@ -2,12 +2,26 @@
 
 /// `sb_` + 26 lowercase base32 characters: 130 bits from the OS's CSPRNG.
 pub fn sandbox_id() -> String {
+    random_id("sb_")
+}
+
+/// `snap_` + 26 lowercase base32 characters, like a sandbox id.
+pub fn snapshot_id() -> String {
+    random_id("snap_")
+}
+
+fn random_id(prefix: &str) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut bytes = [0u8; 26];
     getrandom::getrandom(&mut bytes).expect("the kernel's random source is available");
-    let mut id = String::from("sb_");
+    let mut id = String::from(prefix);
     id.extend(bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char));
     id
+}
+
+/// Whether `s` has the shape of a snapshot id.
+pub fn is_snapshot_id(s: &str) -> bool {
+    s.len() == 31 && s.starts_with("snap_") && s[5..].bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
 }
 
 /// Whether `s` has the shape of a sandbox id (checked before any lookup).

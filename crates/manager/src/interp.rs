@@ -237,7 +237,7 @@ impl Manager {
                         }
                     }
                     Some(AttachEvent::Truncated { .. }) => {}
-                    Some(AttachEvent::Exit { exit_code, signal }) => {
+                    Some(AttachEvent::Exit { exit_code, signal, .. }) => {
                         let how = match (exit_code, signal) {
                             (_, Some(sig)) => format!("was killed by signal {sig}"),
                             (Some(c), _) => format!("exited with status {c}"),

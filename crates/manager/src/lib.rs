@@ -26,10 +26,11 @@ pub mod fleet;
 pub mod fswatch;
 pub mod ids;
 pub mod interp;
-mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod limits;
 pub mod metrics;
 mod netns;
+mod persist;
 pub mod store;
 pub mod types;
 
@@ -41,6 +42,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use netns::GATEWAY_PORT;
+pub use persist::{MAX_FORK, MEMORY_NOTE};
 pub use store::Store;
 pub use types::*;
 
@@ -122,6 +124,13 @@ pub(crate) struct Live {
     pub root: Option<Arc<std::os::fd::OwnedFd>>,
     /// The code interpreter's driver, once started (interp.rs).
     pub interp: interp::Slot,
+    /// Its writable layer is on disk (the pool's `layers/<id>`): it can pause.
+    pub disk: bool,
+    pub lifecycle: Lifecycle,
+    /// When an API call last used it (`safehouse_sys::monotonic_ns`), for idle pauses.
+    pub last_used: std::sync::atomic::AtomicU64,
+    /// The names of the tenant's volumes it mounts.
+    pub volumes: Vec<String>,
 }
 
 impl Live {
@@ -176,6 +185,10 @@ pub(crate) struct Inner {
     pub fswatch: std::sync::OnceLock<Option<fswatch::FsWatch>>,
     /// The code interpreter's warm pools (codepool.rs).
     pub codepool: codepool::PoolState,
+    /// The storage pool, opened on first use (persist.rs).
+    pub pool: Mutex<Option<Arc<safehouse_storage::Pool>>>,
+    /// One resume at a time per sandbox.
+    pub resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Manager {
@@ -204,6 +217,8 @@ impl Manager {
                 metrics: Default::default(),
                 fswatch: Default::default(),
                 codepool: Default::default(),
+                pool: Default::default(),
+                resuming: Default::default(),
             }),
         }
     }

@@ -20,7 +20,28 @@ use super::execwatch;
 use super::{
     ids, internal, CreateRequest, ListFilter, Live, Manager, ManagerError, SandboxInfo, SandboxRoot, SandboxState,
 };
-use crate::store::{now_rfc3339, rfc3339, SandboxRecord};
+use crate::store::{now_rfc3339, rfc3339, PersistRecord, SandboxRecord};
+use crate::{Lifecycle, OnTimeout, Storage};
+
+/// How `create_inner` starts a sandbox that is not new.
+pub(crate) enum Start {
+    /// A paused sandbox: same id, its layer.
+    Resume(Box<SandboxRecord>),
+    /// A fork: a new id whose layer the fork made.
+    Forked(String),
+}
+
+/// What `launch` needs of a checked create request.
+struct Launch {
+    policy: safehouse_policy::Policy,
+    preset: Option<String>,
+    timeout_s: u64,
+    lifecycle: Lifecycle,
+    storage: Storage,
+    run_req: RunRequest,
+    id: String,
+    disk_layer: Option<String>,
+}
 
 fn jail_error(e: JailError) -> ManagerError {
     match e {
@@ -120,12 +141,37 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
 impl Manager {
     /// Runs to completion even if the caller goes away mid-way (its future is dropped):
     /// a half-made sandbox would otherwise be left running without a record or deadline.
-    pub async fn create(&self, tenant: &str, req: CreateRequest) -> Result<SandboxInfo, ManagerError> {
+    pub async fn create(&self, tenant: &str, mut req: CreateRequest) -> Result<SandboxInfo, ManagerError> {
         let (mgr, tenant) = (self.clone(), tenant.to_string());
-        tokio::spawn(async move { mgr.create_inner(&tenant, req).await }).await.map_err(internal)?
+        tokio::spawn(async move {
+            mgr.apply_snapshot(&tenant, &mut req).await?;
+            mgr.create_inner(&tenant, req, None).await
+        })
+        .await
+        .map_err(internal)?
     }
 
-    async fn create_inner(&self, tenant: &str, req: CreateRequest) -> Result<SandboxInfo, ManagerError> {
+    /// A new sandbox on the layer `id` a fork made for it.
+    pub(crate) async fn create_with_layer(
+        &self,
+        tenant: &str,
+        req: CreateRequest,
+        id: &str,
+    ) -> Result<SandboxInfo, ManagerError> {
+        let (mgr, tenant, id) = (self.clone(), tenant.to_string(), id.to_string());
+        tokio::spawn(async move { mgr.create_inner(&tenant, req, Some(Start::Forked(id))).await })
+            .await
+            .map_err(internal)?
+    }
+
+    /// Creates a sandbox; or, with `start`, resumes a paused one (same id, its layer) or
+    /// starts a fork on the layer made for it.
+    pub(crate) async fn create_inner(
+        &self,
+        tenant: &str,
+        req: CreateRequest,
+        start: Option<Start>,
+    ) -> Result<SandboxInfo, ManagerError> {
         crate::limits::check_create(&req)?;
         let inner = &self.inner;
         let running = inner.live.lock().unwrap_or_else(|e| e.into_inner()).len();
@@ -191,22 +237,68 @@ impl Manager {
         if timeout_s == 0 || timeout_s > inner.cfg.max_timeout_s {
             return Err(ManagerError::Invalid(format!("timeout_s must be between 1 and {}", inner.cfg.max_timeout_s)));
         }
-        let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let run_req = RunRequest {
-            policy: policy.clone(),
-            workdir: None,
-            mounts: Vec::new(),
-            env,
-            term: None,
-            ..Default::default()
+        let lifecycle = req.lifecycle.clone().unwrap_or_default();
+        crate::persist::check_lifecycle(&lifecycle, inner.cfg.max_timeout_s)?;
+        let storage = crate::persist::storage_for(&req)?;
+        let mounts = if req.volumes.is_empty() {
+            Vec::new()
+        } else {
+            let (mgr, t, v) = (self.clone(), tenant.to_string(), req.volumes.clone());
+            tokio::task::spawn_blocking(move || mgr.volume_mounts(&t, &v)).await.map_err(internal)??
         };
-        let id = ids::sandbox_id();
+        let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let run_req =
+            RunRequest { policy: policy.clone(), workdir: None, mounts, env, term: None, ..Default::default() };
+        let (id, resumed, layer_exists) = match start {
+            None => (ids::sandbox_id(), None, false),
+            Some(Start::Resume(rec)) => (rec.id.clone(), Some(*rec), true),
+            Some(Start::Forked(id)) => (id, None, true),
+        };
+        let disk_layer = match storage {
+            Storage::Memory => None,
+            Storage::Disk => {
+                let cap = policy.limits.disk.map(|d| d.0).unwrap_or(safehouse_policy::model::defaults::DISK);
+                let (mgr, id2, snap) = (self.clone(), id.clone(), req.snapshot.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || mgr.prepare_layer(&id2, cap, snap.as_deref(), layer_exists))
+                        .await
+                        .map_err(internal)??,
+                )
+            }
+        };
+        let result = self
+            .launch(
+                tenant,
+                &req,
+                Launch { policy, preset, timeout_s, lifecycle, storage, run_req, id: id.clone(), disk_layer },
+                resumed.as_ref(),
+            )
+            .await;
+        // A new sandbox (or fork) that did not start takes its layer along; a paused one
+        // that did not resume keeps it.
+        if result.is_err() && storage == Storage::Disk && resumed.is_none() {
+            let mgr = self.clone();
+            let _ = tokio::task::spawn_blocking(move || mgr.remove_layer(&id)).await;
+        }
+        result
+    }
+
+    /// Spawns, connects and records a sandbox (new or resumed).
+    async fn launch(
+        &self,
+        tenant: &str,
+        req: &CreateRequest,
+        launch: Launch,
+        resumed: Option<&SandboxRecord>,
+    ) -> Result<SandboxInfo, ManagerError> {
+        let inner = &self.inner;
+        let Launch { policy, preset, timeout_s, lifecycle, storage, run_req, id, disk_layer } = launch;
         let socket_dir = inner.cfg.data_dir.join("sandboxes").join(&id);
 
         // Host work (plan, cgroup, socket, spawn) is blocking: off the async threads.
         let mgr = self.clone();
         let (id2, dir2) = (id.clone(), socket_dir.clone());
-        let spawned = tokio::task::spawn_blocking(move || mgr.spawn_blocking(&id2, &dir2, &run_req))
+        let spawned = tokio::task::spawn_blocking(move || mgr.spawn_blocking(&id2, &dir2, &run_req, disk_layer))
             .await
             .map_err(internal)??;
         let (spawned, cg, plan_json, zones) = spawned;
@@ -237,10 +329,10 @@ impl Manager {
             id: id.clone(),
             tenant: tenant.to_string(),
             state: SandboxState::Running,
-            created_at: now_rfc3339(),
+            created_at: resumed.map(|r| r.created_at.clone()).unwrap_or_else(now_rfc3339),
             expires_at: expires(timeout_s),
             metadata: req.metadata.clone(),
-            preset,
+            preset: preset.or_else(|| resumed.and_then(|r| r.preset.clone())),
             policy: Some(plan_json),
             agent_pid: Some(pid),
             agent_start_time: start_time(pid),
@@ -294,10 +386,33 @@ impl Manager {
             execs,
             root: Some(Arc::new(root)),
             interp: Default::default(),
+            disk: storage == Storage::Disk,
+            lifecycle: lifecycle.clone(),
+            last_used: safehouse_sys::monotonic_ns().into(),
+            volumes: req.volumes.iter().map(|v| v.name.clone()).collect(),
         });
         let store = inner.store.clone();
         let rec2 = record.clone();
-        tokio::task::spawn_blocking(move || store.insert_sandbox(&rec2)).await.map_err(internal)?.map_err(internal)?;
+        let persist = PersistRecord {
+            id: id.clone(),
+            env: req.env.clone(),
+            storage,
+            lifecycle: lifecycle.clone(),
+            timeout_s,
+            volumes: req.volumes.clone(),
+        };
+        let is_resume = resumed.is_some();
+        tokio::task::spawn_blocking(move || {
+            if is_resume {
+                store.update_sandbox(&rec2).map(|_| ())?;
+            } else {
+                store.insert_sandbox(&rec2)?;
+            }
+            store.put_persistence(&persist)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
         // File events from the start: before the caller can run anything inside.
         inner.events.register(&id, tenant);
         let (mgr, live2) = (self.clone(), live.clone());
@@ -305,8 +420,13 @@ impl Manager {
         inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), live.clone());
         inner.metrics.counters.created();
         self.arm_deadline(&live, timeout_s);
+        self.arm_idle(&live);
         self.watch_agent(&live);
         inner.events.register(&id, tenant);
+        if is_resume {
+            self.note(&id, "sandbox.resumed", serde_json::json!({ "expires_at": record.expires_at, "pid": pid }));
+            return Ok(SandboxInfo { storage: Some(storage), lifecycle: Some(lifecycle), ..record.info() });
+        }
         self.note(
             &id,
             "sandbox.created",
@@ -319,7 +439,7 @@ impl Manager {
             let text = serde_json::to_string(&policy).unwrap_or_default();
             audit.record(safehouse_audit::Record::policy(&id, &text).tenant(tenant)).await;
         }
-        Ok(record.info())
+        Ok(SandboxInfo { storage: Some(storage), lifecycle: Some(lifecycle), ..record.info() })
     }
 
     /// Whether this daemon can enforce `tools.limits` (the exec watcher on, nested cgroup
@@ -461,13 +581,15 @@ impl Manager {
         id: &str,
         socket_dir: &std::path::Path,
         run_req: &RunRequest,
+        disk_layer: Option<String>,
     ) -> Result<
         (safehouse_jail::spawn::Spawned, Option<Box<dyn cgroup::Cgroup>>, serde_json::Value, Vec<String>),
         ManagerError,
     > {
         let inner = &self.inner;
         let view = safehouse_jail::host::host_view(run_req);
-        let plan = plan::compile(run_req, &view).map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        let mut plan = plan::compile(run_req, &view).map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        plan.disk_layer = disk_layer;
         let plan_json = serde_json::to_value(&run_req.policy).map_err(internal)?;
         // The cgroup: every limit enforced, or refused when asked for and impossible.
         let l = &plan.limits;
@@ -582,7 +704,7 @@ impl Manager {
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let network = self.live(&tenant, &id).ok().and_then(|l| l.gateway.as_ref().map(|g| g.stats()));
         match tokio::task::spawn_blocking(move || store.get_sandbox(&tenant, &id)).await.map_err(internal)? {
-            Ok(Some(rec)) => Ok(SandboxInfo { network, ..rec.info() }),
+            Ok(Some(rec)) => Ok(self.with_persistence(SandboxInfo { network, ..rec.info() }).await),
             Ok(None) => Err(ManagerError::NotFound),
             Err(e) => Err(internal(e)),
         }
@@ -623,7 +745,13 @@ impl Manager {
     pub async fn kill(&self, tenant: &str, id: &str) -> Result<(), ManagerError> {
         match self.live(tenant, id) {
             Ok(live) => self.destroy(&live, SandboxState::Killed, None).await,
-            Err(_) => self.info(tenant, id).await.map(|_| ()),
+            Err(_) => {
+                let info = self.info(tenant, id).await?;
+                if info.state == SandboxState::Paused {
+                    self.kill_paused(&info.id, &info.tenant).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -639,7 +767,9 @@ impl Manager {
         if !removed {
             return Ok(()); // someone else is destroying it
         }
-        self.inner.metrics.counters.ended(state);
+        if state != SandboxState::Paused {
+            self.inner.metrics.counters.ended(state);
+        }
         live.deadline_gen.fetch_add(1, Ordering::Relaxed);
         // Cut the network first: nothing leaves while the rest is torn down.
         if let Some(gw) = &live.gateway {
@@ -673,6 +803,10 @@ impl Manager {
                 }
             }
             let _ = std::fs::remove_dir_all(&live2.socket_dir);
+            // Its layer on disk goes with it, unless it is paused (the layer is what stays).
+            if live2.disk && state != SandboxState::Paused {
+                mgr.remove_layer(&live2.id);
+            }
             let r = store.set_sandbox_state(&live2.id, state, error.as_deref());
             (r, error)
         })
@@ -683,6 +817,7 @@ impl Manager {
         let kind = match state {
             SandboxState::Expired => "sandbox.expired",
             SandboxState::Failed => "sandbox.failed",
+            SandboxState::Paused => "sandbox.paused",
             _ => "sandbox.killed",
         };
         self.note_ended(&live.id, kind, error.as_deref());
@@ -715,7 +850,10 @@ impl Manager {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(timeout_s)).await;
             if live.deadline_gen.load(Ordering::Relaxed) == generation {
-                let _ = mgr.destroy(&live, SandboxState::Expired, None).await;
+                let _ = match live.lifecycle.on_timeout {
+                    OnTimeout::Pause => mgr.pause_live(&live).await,
+                    OnTimeout::Kill => mgr.destroy(&live, SandboxState::Expired, None).await,
+                };
             }
         });
     }
@@ -746,7 +884,7 @@ impl Manager {
     /// The sandbox's root for file operations: `/proc/<agent>/root`, opened while the
     /// agent is verified alive (its pidfd), so a recycled pid can never be followed.
     pub async fn root(&self, tenant: &str, id: &str) -> Result<SandboxRoot, ManagerError> {
-        let live = self.present(tenant, id)?;
+        let live = self.present_or_resume(tenant, id).await?;
         let dir = live.root_dir().map_err(|e| ManagerError::NotRunning(format!("unreachable ({e})")))?;
         Ok(SandboxRoot { dir, uid: live.uid, gid: live.gid })
     }
@@ -812,6 +950,9 @@ impl Manager {
                 .ok()
         });
         let execs = execwatch::ExecWatch::recover(self, &rec.id, &socket_dir, allowed, tools);
+        let (store, id) = (self.inner.store.clone(), rec.id.clone());
+        let persist =
+            tokio::task::spawn_blocking(move || store.get_persistence(&id)).await.ok().and_then(|r| r.ok()).flatten();
         let live = Arc::new(Live {
             id: rec.id.clone(),
             tenant: rec.tenant.clone(),
@@ -828,6 +969,10 @@ impl Manager {
             execs,
             root: None,
             interp: Default::default(),
+            disk: persist.as_ref().is_some_and(|p| p.storage == Storage::Disk),
+            lifecycle: persist.as_ref().map(|p| p.lifecycle.clone()).unwrap_or_default(),
+            last_used: safehouse_sys::monotonic_ns().into(),
+            volumes: persist.as_ref().map(|p| p.volumes.iter().map(|v| v.name.clone()).collect()).unwrap_or_default(),
         });
         // A frozen sandbox stays frozen across the restart (its agent accepted the connection
         // into its backlog and answers once thawed).
@@ -842,6 +987,7 @@ impl Manager {
             let _ = self.destroy(&live, SandboxState::Expired, None).await;
         } else {
             self.arm_deadline(&live, left);
+            self.arm_idle(&live);
             self.watch_agent(&live);
         }
         Ok(())

@@ -143,7 +143,7 @@ fn now_unix() -> f64 {
 }
 
 /// Reads one sandbox. Blocking (cgroupfs and procfs reads).
-fn read(live: &Live) -> Reading {
+fn read(live: &Live, mgr: &super::Manager) -> Reading {
     let mut r = Reading::default();
     if let Some(cg) = live.cgroup.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
         r.cpu_ns = cg.cpu_usage_ns().unwrap_or(0);
@@ -154,6 +154,15 @@ fn read(live: &Live) -> Reading {
         r.pids_hits = cg.pids_limit_hits().unwrap_or(0);
     }
     (r.disk, r.disk_full) = disk_used(live).unwrap_or((0, false));
+    // A layer on disk: what its subvolume refers to (its quota group; statfs would say
+    // the whole pool's), as of the pool's last commit.
+    if live.disk {
+        if let Some(u) = mgr.layer_usage(&live.id) {
+            let shm = r.disk;
+            r.disk = u.referenced + shm;
+            r.disk_full |= u.cap.is_some_and(|cap| u.referenced + (1 << 20) > cap);
+        }
+    }
     if let Some(gw) = &live.gateway {
         let s = gw.stats();
         (r.net_in, r.net_out) = (s.bytes_in, s.bytes_out);
@@ -170,7 +179,7 @@ fn disk_used(live: &Live) -> std::io::Result<(u64, bool)> {
     let mut used = 0;
     let mut full = false;
     let (magic, bytes) = sys::fstatfs_used(root.as_fd())?;
-    if magic == TMPFS_MAGIC || magic == OVERLAYFS_MAGIC {
+    if !live.disk && (magic == TMPFS_MAGIC || magic == OVERLAYFS_MAGIC) {
         used += bytes;
         full |= is_full(root.as_fd());
     }
@@ -243,7 +252,7 @@ impl Manager {
         let Ok(readings) = tokio::task::spawn_blocking(move || {
             let (cpu0, wall0) = (safehouse_sys::process::thread_cpu_ns(), Instant::now());
             let readings: Vec<(Arc<Live>, Reading, Instant)> =
-                lives.into_iter().map(|l| (l.clone(), read(&l), Instant::now())).collect();
+                lives.into_iter().map(|l| (l.clone(), read(&l, &mgr), Instant::now())).collect();
             // Rules of sandboxes seen for the first time (one store read each, once).
             for (l, _, _) in &readings {
                 if mgr.inner.control.rules(&l.id).is_none() {
@@ -316,8 +325,8 @@ impl Manager {
             return Err(ManagerError::NotFound);
         }
         let live = self.present(tenant, id)?;
-        let live2 = live.clone();
-        let r = tokio::task::spawn_blocking(move || read(&live2)).await.map_err(super::internal)?;
+        let (live2, mgr) = (live.clone(), self.clone());
+        let r = tokio::task::spawn_blocking(move || read(&live2, &mgr)).await.map_err(super::internal)?;
         let history: Vec<Sample> = self
             .inner
             .metrics

@@ -47,6 +47,34 @@ const MIGRATIONS: &[&str] = &[
     // 2: the key that created each sandbox (NULL: the bootstrap admin key, or a sandbox
     // created before this migration).
     "ALTER TABLE sandboxes ADD COLUMN key_id TEXT;",
+    // 3: persistence (docs/persistence.md): what a resume needs besides the sandbox's row
+    // (its environment, storage, lifecycle, lifetime), snapshots and volumes.
+    "CREATE TABLE sandbox_persistence (
+        id          TEXT PRIMARY KEY,
+        env         TEXT NOT NULL DEFAULT '{}',
+        storage     TEXT NOT NULL,
+        lifecycle   TEXT NOT NULL DEFAULT '{}',
+        timeout_s   INTEGER NOT NULL,
+        volumes     TEXT NOT NULL DEFAULT '[]'
+     );
+     CREATE TABLE snapshots (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL,
+        sandbox_id  TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        policy      TEXT,
+        env         TEXT NOT NULL DEFAULT '{}',
+        timeout_s   INTEGER NOT NULL
+     );
+     CREATE INDEX snapshots_tenant ON snapshots(tenant, created_at);
+     CREATE TABLE volumes (
+        tenant      TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        key         TEXT NOT NULL UNIQUE,
+        size        INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (tenant, name)
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +149,8 @@ impl SandboxRecord {
             error: self.error.clone(),
             created_by: self.key_id.clone(),
             network: None,
+            storage: None,
+            lifecycle: None,
         }
     }
 }
@@ -132,6 +162,7 @@ pub fn state_str(state: SandboxState) -> &'static str {
         SandboxState::Killed => "killed",
         SandboxState::Expired => "expired",
         SandboxState::Failed => "failed",
+        SandboxState::Paused => "paused",
     }
 }
 
@@ -142,6 +173,7 @@ pub fn parse_state(s: &str) -> Option<SandboxState> {
         "killed" => SandboxState::Killed,
         "expired" => SandboxState::Expired,
         "failed" => SandboxState::Failed,
+        "paused" => SandboxState::Paused,
         _ => return None,
     })
 }
@@ -514,6 +546,9 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
+
+mod persist;
+pub use persist::{PersistRecord, SnapshotRecord, VolumeRecord};
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,76 @@ pub struct CreateRequest {
     /// with the sandbox as `created_by`.
     #[serde(skip)]
     pub created_by: Option<String>,
+    /// Where the writable layer lives: `memory` (a tmpfs, the default) or `disk` (a layer
+    /// of the storage pool, capped at `limits.disk`; needed to pause).
+    #[serde(default)]
+    pub storage: Option<Storage>,
+    /// What happens at the deadline and when idle (docs/persistence.md).
+    #[serde(default)]
+    pub lifecycle: Option<Lifecycle>,
+    /// Start from this snapshot's files (and, unless given here, its policy and env).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Volumes of the tenant to mount.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A volume in a create request: `{name, path, read_only?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    pub name: String,
+    /// Where it appears in the sandbox (absolute).
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Where a sandbox's writable layer lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    #[default]
+    Memory,
+    Disk,
+}
+
+/// What happens to a sandbox at its deadline and when idle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// `kill` (the default) or `pause` at the deadline.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// Any call that needs the sandbox's processes (exec, processes, files, ports)
+    /// resumes a paused sandbox first.
+    #[serde(default)]
+    pub auto_resume: bool,
+    /// Pause (or kill, per `on_timeout`) after this many seconds without an API call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    #[default]
+    Kill,
+    Pause,
+}
+
+/// What `pause` kept: on this tier the filesystem, never the processes' memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct PauseResult {
+    pub id: String,
+    pub state: SandboxState,
+    /// The writable layer, on disk.
+    pub filesystem: bool,
+    /// The processes' memory: not on the namespaces tier.
+    pub memory: bool,
+    /// Why, in words.
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +99,9 @@ pub enum SandboxState {
     Killed,
     Expired,
     Failed,
+    /// Every process stopped and gone, the memory freed, the filesystem kept on disk;
+    /// `resume` starts it again with the same id, files, policy and environment.
+    Paused,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +128,11 @@ pub struct SandboxInfo {
     /// A running sandbox with egress: its gateway's counters (requests, denials, bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<safehouse_gateway::Stats>,
+    /// Where its writable layer lives (sandboxes created before it was recorded: absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -169,6 +247,12 @@ pub enum AttachEvent {
     Exit {
         exit_code: Option<i32>,
         signal: Option<i32>,
+        /// From the agent's spawn to its reap of the process.
+        wall_ms: u64,
+        /// CPU of the process and its reaped descendants.
+        cpu_ms: u64,
+        /// Its largest resident set (wait4's maxrss).
+        peak_memory_bytes: u64,
     },
 }
 
@@ -194,6 +278,12 @@ pub enum ManagerError {
     /// The sandbox is frozen: nothing in it can run until it is thawed.
     #[error("the sandbox is frozen; thaw it first (POST /v1/sandboxes/{0}/thaw or `safehouse sandbox thaw {0}`)")]
     Frozen(String),
+    /// The sandbox is paused: its processes are gone until it is resumed.
+    #[error("the sandbox is paused; resume it first (POST /v1/sandboxes/{0}/resume or `safehouse sandbox resume {0}`), or create it with lifecycle.auto_resume")]
+    Paused(String),
+    /// The request conflicts with what exists (a name taken, a volume in use).
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many sandboxes: {0}")]
     Capacity(String),
     #[error("internal error: {0}")]

@@ -36,6 +36,8 @@ pub fn initialize(id: &Value, params: &Map<String, Value>) -> Result<(&'static s
         "instructions": "Run code and commands in isolated sandboxes. run_code runs Python (or bash) in a \
                          fresh sandbox by default. For several steps, sandbox_create once, then run_command, \
                          write_file, read_file and list_files with its sandbox_id, and sandbox_kill when done. \
+                         A sandbox created with storage \"disk\" can be paused (sandbox_pause: its files \
+                         kept, no process, no memory) and resumed later (sandbox_resume). \
                          A denied action answers with the reason and what to change.",
     });
     Ok((version, result))

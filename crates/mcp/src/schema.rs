@@ -71,16 +71,19 @@ fn code_output() -> Value {
     v["required"] = json!(["sandbox_id", "stdout", "stderr", "network_denials"]);
     v
 }
+/// A sandbox's states, as the API names them.
+const STATES: [&str; 6] = ["running", "frozen", "paused", "killed", "expired", "failed"];
 
 fn sandbox_info() -> Value {
     json!({
         "type": "object",
         "properties": {
             "id": {"type": "string"},
-            "state": {"type": "string", "enum": ["running", "frozen", "killed", "expired", "failed"]},
+            "state": {"type": "string", "enum": STATES},
             "created_at": {"type": "string"},
             "expires_at": {"type": "string"},
             "preset": {"type": "string"},
+            "storage": {"type": "string", "enum": ["memory", "disk"]},
             "created_by": {"type": "string", "description": "the id of the API key that created it"},
             "metadata": {"type": "object"}
         },
@@ -126,7 +129,22 @@ pub fn describe(name: &str) -> Value {
                     "env": string_map("Environment of every command run in the sandbox"),
                     "metadata": string_map("Labels, listed by sandbox_list"),
                     "keep": {"type": "boolean", "default": false,
-                             "description": "Keep the sandbox when this MCP session ends"}
+                             "description": "Keep the sandbox when this MCP session ends"},
+                    "storage": {"type": "string", "enum": ["memory", "disk"],
+                                "description": "Where its files live: memory (the default) or disk (needed to \
+                                                sandbox_pause it; capped at the policy's limits.disk)"},
+                    "lifecycle": {
+                        "type": "object",
+                        "description": "What happens at the deadline and when idle (implies storage disk)",
+                        "properties": {
+                            "on_timeout": {"type": "string", "enum": ["kill", "pause"], "default": "kill"},
+                            "auto_resume": {"type": "boolean", "default": false,
+                                            "description": "Any call to the paused sandbox resumes it"},
+                            "idle_timeout_s": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_S,
+                                               "description": "Pause (or kill) after this long without a call"}
+                        },
+                        "additionalProperties": false
+                    }
                 },
                 "additionalProperties": false
             }),
@@ -138,7 +156,7 @@ pub fn describe(name: &str) -> Value {
             json!({
                 "type": "object",
                 "properties": {
-                    "state": {"type": "string", "enum": ["running", "frozen", "killed", "expired", "failed"]}
+                    "state": {"type": "string", "enum": STATES}
                 },
                 "additionalProperties": false
             }),
@@ -152,6 +170,29 @@ pub fn describe(name: &str) -> Value {
                    "additionalProperties": false}),
             json!({"type": "object", "properties": {"sandbox_id": {"type": "string"}, "state": {"type": "string"}},
                    "required": ["sandbox_id", "state"]}),
+        ),
+        "sandbox_pause" => (
+            "Pause a sandbox",
+            "Pause a sandbox made with storage disk: every process stops and its memory is freed; its files \
+             stay on disk (and survive a daemon restart) until sandbox_resume or sandbox_kill. On this tier \
+             the processes' memory is not kept (memory: false): a resumed sandbox has its files, not its \
+             running processes.",
+            json!({"type": "object", "properties": {"sandbox_id": sandbox_id()}, "required": ["sandbox_id"],
+                   "additionalProperties": false}),
+            json!({"type": "object", "properties": {
+                       "sandbox_id": {"type": "string"}, "state": {"type": "string"},
+                       "filesystem": {"type": "boolean", "description": "the files were kept"},
+                       "memory": {"type": "boolean", "description": "the processes' memory was kept"},
+                       "note": {"type": "string"}},
+                   "required": ["sandbox_id", "state", "filesystem", "memory", "note"]}),
+        ),
+        "sandbox_resume" => (
+            "Resume a paused sandbox",
+            "Resume a paused sandbox: it runs again with the same id, files, environment and policy, and a \
+             fresh deadline. Resuming a running sandbox answers it as it is.",
+            json!({"type": "object", "properties": {"sandbox_id": sandbox_id()}, "required": ["sandbox_id"],
+                   "additionalProperties": false}),
+            sandbox_info(),
         ),
         "run_command" => (
             "Run a command in a sandbox",

@@ -25,7 +25,9 @@ use safehouse_http::params::is_sandbox_id;
 use safehouse_http::{ApiError, AppState};
 use safehouse_manager::auth::Tenant;
 use safehouse_manager::interp::CodeRequest;
-use safehouse_manager::{limits, Command, CreateRequest, ExecLimits, ExecRequest, ExecResult, ListFilter};
+use safehouse_manager::{
+    limits, Command, CreateRequest, ExecLimits, ExecRequest, ExecResult, Lifecycle, ListFilter, Storage,
+};
 
 /// Bytes of stdout (and of stderr) a tool result carries; the rest is cut with a note.
 pub const MAX_STREAM_BYTES: usize = 64 * 1024;
@@ -102,6 +104,8 @@ pub const NAMES: &[&str] = &[
     "sandbox_create",
     "sandbox_list",
     "sandbox_kill",
+    "sandbox_pause",
+    "sandbox_resume",
     "run_command",
     "run_code",
     "read_file",
@@ -121,6 +125,8 @@ pub async fn call(ctx: &Ctx<'_>, name: &str, args: Value) -> Option<ToolResult> 
         "sandbox_create" => sandbox_create(ctx, args).await,
         "sandbox_list" => sandbox_list(ctx, args).await,
         "sandbox_kill" => sandbox_kill(ctx, args).await,
+        "sandbox_pause" => sandbox_pause(ctx, args).await,
+        "sandbox_resume" => sandbox_resume(ctx, args).await,
         "run_command" => run_command(ctx, args).await,
         "run_code" => run_code(ctx, args).await,
         "read_file" => read_file(ctx, args).await,
@@ -159,6 +165,8 @@ struct CreateArgs {
     metadata: BTreeMap<String, String>,
     #[serde(default)]
     keep: bool,
+    storage: Option<Storage>,
+    lifecycle: Option<Lifecycle>,
 }
 
 async fn sandbox_create(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
@@ -170,6 +178,9 @@ async fn sandbox_create(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError>
         env: a.env,
         metadata: a.metadata,
         created_by: ctx.tenant.key_id.clone(),
+        storage: a.storage,
+        lifecycle: a.lifecycle,
+        ..Default::default()
     };
     let info = create(ctx, req, a.keep).await?;
     let text = format!(
@@ -218,7 +229,7 @@ async fn sandbox_list(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
     let mut filter = ListFilter::default();
     if let Some(s) = a.state {
         filter.state = Some(safehouse_manager::store::parse_state(&s).ok_or_else(|| {
-            ApiError::invalid(format!("state must be running, frozen, killed, expired or failed, not {s:?}"))
+            ApiError::invalid(format!("state must be running, frozen, paused, killed, expired or failed, not {s:?}"))
         })?);
     }
     let list = ctx.st.manager.list(&ctx.tenant.name, &filter).await?;
@@ -238,17 +249,48 @@ async fn sandbox_list(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KillArgs {
+struct SandboxArgs {
     sandbox_id: String,
 }
 
 async fn sandbox_kill(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
-    let a: KillArgs = args("sandbox_kill", a)?;
+    let a: SandboxArgs = args("sandbox_kill", a)?;
     let id = sandbox_id(&a.sandbox_id)?;
     ctx.st.manager.kill(&ctx.tenant.name, &id).await?;
     ctx.session.forget(&id);
     let text = format!("killed sandbox {id}");
     Ok(ToolResult::ok(204, Some(id.clone()), text, json!({"sandbox_id": id, "state": "killed"})))
+}
+
+async fn sandbox_pause(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
+    let a: SandboxArgs = args("sandbox_pause", a)?;
+    let id = sandbox_id(&a.sandbox_id)?;
+    let kept = ctx.st.manager.pause(&ctx.tenant.name, &id).await?;
+    let text = format!(
+        "paused sandbox {id}: no process runs and it holds no memory; {}. sandbox_resume brings it back with \
+         the same id and files.",
+        kept.note
+    );
+    let structured = json!({
+        "sandbox_id": id,
+        "state": kept.state,
+        "filesystem": kept.filesystem,
+        "memory": kept.memory,
+        "note": kept.note,
+    });
+    Ok(ToolResult::ok(200, Some(id), text, structured))
+}
+
+async fn sandbox_resume(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
+    let a: SandboxArgs = args("sandbox_resume", a)?;
+    let id = sandbox_id(&a.sandbox_id)?;
+    let info = ctx.st.manager.resume(&ctx.tenant.name, &id).await?;
+    let text = format!(
+        "sandbox {id} is running again, until {}: its files are as they were at the pause; processes that ran \
+         then were not kept.",
+        info.expires_at
+    );
+    Ok(ToolResult::ok(200, Some(id), text, serde_json::to_value(info).map_err(ApiError::internal)?))
 }
 
 // ---------------------------------------------------------------- commands
@@ -657,11 +699,12 @@ async fn write_file(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
     let path = a.path;
     let info = blocking(move || {
         use std::io::Write;
-        let mut file = files::create_write(&root, &path, true)?;
+        let (mut file, new_file) = files::create_write(&root, &path, true)?;
         let io = |e| files::FileError::from_io(&path, e);
         file.write_all(&data).map_err(io)?;
         file.sync_data().map_err(io)?;
         drop(file);
+        new_file.keep();
         files::stat(&root, &path)
     })
     .await?;
@@ -746,7 +789,7 @@ mod tests {
 
     #[test]
     fn arguments_are_checked() {
-        let e = args::<KillArgs>("sandbox_kill", json!({"sandbox_id": "sb_x", "force": true})).err().unwrap();
+        let e = args::<SandboxArgs>("sandbox_kill", json!({"sandbox_id": "sb_x", "force": true})).err().unwrap();
         assert!(e.message.contains("sandbox_kill") && e.message.contains("force"), "{e}");
         let c: CodeArgs = args("run_code", json!({"code": "print(1)"})).unwrap();
         assert_eq!(c.language.argv(), ["python3", "-"]);
@@ -756,6 +799,17 @@ mod tests {
         let w: WriteArgs = args("write_file", json!({"sandbox_id": "s", "path": "/a", "content": "x"})).unwrap();
         assert!(w.encoding == Encoding::Utf8);
         assert!(sandbox_id("../x").is_err());
+        let c: CreateArgs = args(
+            "sandbox_create",
+            json!({"storage": "disk", "lifecycle": {"on_timeout": "pause", "auto_resume": true}}),
+        )
+        .unwrap();
+        assert_eq!(c.storage, Some(Storage::Disk));
+        assert!(c.lifecycle.unwrap().auto_resume);
+        let e = args::<CreateArgs>("sandbox_create", json!({"lifecycle": {"on_idle": "pause"}})).err().unwrap();
+        assert!(e.message.contains("sandbox_create") && e.message.contains("on_idle"), "{e}");
+        let e = args::<SandboxArgs>("sandbox_pause", json!({})).err().unwrap();
+        assert!(e.message.contains("sandbox_pause") && e.message.contains("sandbox_id"), "{e}");
     }
 
     #[test]

@@ -67,7 +67,7 @@ export class CommandHandle {
   private stderr: Buffer[] = []
   private decOut = new TextDecoder()
   private decErr = new TextDecoder()
-  private exit?: { exit_code: number | null; signal: number | null }
+  private exit?: { exit_code: number | null; signal: number | null; wall_ms: number | null; cpu_ms: number | null; peak_memory_bytes: number | null }
   private waiters: Array<() => void> = []
   private queue: Array<{ stdout?: string; stderr?: string; pty?: Uint8Array }> = []
   private failure?: SafehouseError
@@ -160,7 +160,13 @@ export class CommandHandle {
         this.droppedBytes += Number(frame.dropped_bytes ?? 0)
         break
       case 'exit':
-        this.exit = { exit_code: frame.exit_code ?? null, signal: frame.signal ?? null }
+        this.exit = {
+          exit_code: frame.exit_code ?? null,
+          signal: frame.signal ?? null,
+          wall_ms: frame.wall_ms ?? null,
+          cpu_ms: frame.cpu_ms ?? null,
+          peak_memory_bytes: frame.peak_memory_bytes ?? null,
+        }
         if (this.timer) clearTimeout(this.timer)
         this.ws?.close()
         break
@@ -229,9 +235,9 @@ export class CommandHandle {
       signal: this.exit.signal,
       timedOut: false,
       oomKilled: false,
-      wallMs: null,
-      cpuMs: null,
-      peakMemoryBytes: null,
+      wallMs: this.exit.wall_ms,
+      cpuMs: this.exit.cpu_ms,
+      peakMemoryBytes: this.exit.peak_memory_bytes,
       stdoutTruncated: false,
       stderrTruncated: false,
     }

@@ -106,6 +106,9 @@ describe('commands', () => {
       assert.equal(seen.map(([d]) => d).join(''), 'tick 1\ntick 2\ntick 3\nerr:done\n')
       // The first tick arrived well before the end: streamed, not buffered.
       assert.ok(seen[0][1] < seen[seen.length - 1][1] - 400, JSON.stringify(seen))
+      // The resource envelope comes with a streamed run too (three 0.3 s sleeps).
+      assert.ok(r.wallMs !== null && r.wallMs >= 900 && r.wallMs <= Date.now() - t0 + 50, String(r.wallMs))
+      assert.ok(r.cpuMs !== null && r.peakMemoryBytes !== null && r.peakMemoryBytes > 0, JSON.stringify(r))
     })
   })
 

@@ -16,9 +16,12 @@ pub enum KeysCommand {
         /// A label to recognise the key by
         #[arg(long)]
         name: Option<String>,
-        /// Print `{id, key, tenant, ...}` as JSON
+        /// Print `{id, key, e2b_key, tenant, ...}` as JSON
         #[arg(long)]
         json: bool,
+        /// Print the key in its E2B form (`e2b_` + hex, for E2B_API_KEY; docs/e2b.md)
+        #[arg(long, conflicts_with = "json")]
+        e2b: bool,
     },
     /// List keys (never their secrets)
     Ls {
@@ -32,7 +35,7 @@ pub enum KeysCommand {
 
 pub fn main(c: KeysCommand) -> i32 {
     finish(Client::from_env().and_then(|client| match c {
-        KeysCommand::Create { tenant, name, json } => create(&client, tenant, name, json),
+        KeysCommand::Create { tenant, name, json, e2b } => create(&client, tenant, name, json, e2b),
         KeysCommand::Ls { json } => ls(&client, json),
         KeysCommand::Revoke { id } => {
             client.delete(&format!("/v1/keys/{}", seg(&id)), &[])?;
@@ -42,7 +45,7 @@ pub fn main(c: KeysCommand) -> i32 {
     }))
 }
 
-fn create(client: &Client, tenant: String, name: Option<String>, json: bool) -> Result<()> {
+fn create(client: &Client, tenant: String, name: Option<String>, json: bool, e2b: bool) -> Result<()> {
     let mut body = json!({ "tenant": tenant });
     if let Some(n) = name {
         body["name"] = json!(n);
@@ -52,7 +55,7 @@ fn create(client: &Client, tenant: String, name: Option<String>, json: bool) -> 
         print_json(&key);
     } else {
         // The secret alone on stdout (for `$(...)`); the rest for the person.
-        println!("{}", field(&key, "key"));
+        println!("{}", field(&key, if e2b { "e2b_key" } else { "key" }));
         eprintln!(
             "created key {} for tenant {} (the key is not shown again)",
             field(&key, "id"),

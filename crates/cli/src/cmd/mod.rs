@@ -19,3 +19,4 @@ pub mod local;
 pub mod mcp;
 pub mod sandbox;
 pub mod shell;
+pub mod volume;

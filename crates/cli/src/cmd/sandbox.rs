@@ -1,4 +1,5 @@
-//! `safehouse sandbox create|ls|info|kill|timeout|freeze|thaw`: manage sandboxes on a daemon.
+//! `safehouse sandbox create|ls|info|kill|timeout|freeze|thaw|pause|resume|snapshot|fork`:
+//! manage sandboxes on a daemon.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -12,7 +13,7 @@ use super::policy_flags::{self, LimitFlags};
 #[derive(Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox on the daemon; prints its id
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List this key's sandboxes
     Ls(LsArgs),
     /// Show one sandbox
@@ -28,6 +29,39 @@ pub enum SandboxCommand {
     Freeze { id: String },
     /// Let a frozen sandbox run again
     Thaw { id: String },
+    /// Stop every process and free the memory, keeping the files on disk (storage disk);
+    /// the processes' memory is not kept on this tier
+    Pause {
+        id: String,
+        /// Print what was kept as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a paused sandbox again: same id, files, environment and policy
+    Resume {
+        id: String,
+        /// Print the sandbox object as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Freeze a sandbox's filesystem into a snapshot; prints its id (create from it with
+    /// `sandbox create --snapshot ID`)
+    Snapshot {
+        id: String,
+        /// Print the snapshot as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make N new sandboxes from a sandbox's current files; prints their ids
+    Fork {
+        id: String,
+        /// How many
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+        /// Print `{"sandboxes": [...]}` as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a sandbox's deadline to DURATION from now (600, 10m, 1h30m)
     Timeout {
         id: String,
@@ -58,6 +92,24 @@ pub struct CreateArgs {
     /// Attach a label to find the sandbox by (repeatable)
     #[arg(long = "metadata", value_name = "KEY=VALUE")]
     metadata: Vec<String>,
+    /// Where the writable layer lives: memory (default) or disk (needed to pause)
+    #[arg(long, value_name = "memory|disk", value_parser = ["memory", "disk"])]
+    storage: Option<String>,
+    /// At the deadline: kill (default) or pause
+    #[arg(long, value_name = "kill|pause", value_parser = ["kill", "pause"])]
+    on_timeout: Option<String>,
+    /// Resume a paused sandbox on any call that needs it
+    #[arg(long)]
+    auto_resume: bool,
+    /// Pause (or kill, per --on-timeout) after this long without a call, e.g. 10m
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Start from a snapshot's files (and its policy and environment unless given)
+    #[arg(long, value_name = "ID")]
+    snapshot: Option<String>,
+    /// Mount a volume of yours: NAME:PATH[:ro] (repeatable)
+    #[arg(long = "volume", value_name = "NAME:PATH[:ro]")]
+    volumes: Vec<String>,
     /// Print the sandbox object as JSON instead of its id
     #[arg(long)]
     json: bool,
@@ -78,7 +130,7 @@ pub struct LsArgs {
 
 pub fn main(c: SandboxCommand) -> i32 {
     finish(Client::from_env().and_then(|client| match c {
-        SandboxCommand::Create(a) => create(&client, a),
+        SandboxCommand::Create(a) => create(&client, *a),
         SandboxCommand::Ls(a) => ls(&client, a),
         SandboxCommand::Info { id, json } => info(&client, &id, json),
         SandboxCommand::Kill { id } => {
@@ -94,6 +146,45 @@ pub fn main(c: SandboxCommand) -> i32 {
         SandboxCommand::Thaw { id } => {
             let sb = client.send_json("POST", &sandbox_path(&id, "/thaw"), &json!({}))?;
             println!("{id} {}", field(&sb, "state"));
+            Ok(())
+        }
+        SandboxCommand::Pause { id, json } => {
+            let r = client.send_json("POST", &sandbox_path(&id, "/pause"), &json!({}))?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("{id} {}", field(&r, "state"));
+                eprintln!("kept: the filesystem; not kept: the processes' memory ({})", field(&r, "note"));
+            }
+            Ok(())
+        }
+        SandboxCommand::Resume { id, json } => {
+            let sb = client.send_json("POST", &sandbox_path(&id, "/resume"), &json!({}))?;
+            if json {
+                print_json(&sb);
+            } else {
+                println!("{id} {}", field(&sb, "state"));
+            }
+            Ok(())
+        }
+        SandboxCommand::Snapshot { id, json } => {
+            let snap = client.send_json("POST", &sandbox_path(&id, "/snapshots"), &json!({}))?;
+            if json {
+                print_json(&snap);
+            } else {
+                println!("{}", field(&snap, "id"));
+            }
+            Ok(())
+        }
+        SandboxCommand::Fork { id, count, json } => {
+            let r = client.send_json("POST", &sandbox_path(&id, "/fork"), &json!({ "count": count }))?;
+            if json {
+                print_json(&r);
+            } else {
+                for sb in r.get("sandboxes").and_then(Value::as_array).into_iter().flatten() {
+                    println!("{}", field(sb, "id"));
+                }
+            }
             Ok(())
         }
         SandboxCommand::Timeout { id, duration, json } => {
@@ -140,6 +231,37 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
     }
     if !a.metadata.is_empty() {
         body.insert("metadata".into(), json!(parse_pairs(&a.metadata, "--metadata")?));
+    }
+    if let Some(s) = &a.storage {
+        body.insert("storage".into(), json!(s));
+    }
+    if a.on_timeout.is_some() || a.auto_resume || a.idle_timeout.is_some() {
+        let mut lc = Map::new();
+        if let Some(o) = &a.on_timeout {
+            lc.insert("on_timeout".into(), json!(o));
+        }
+        lc.insert("auto_resume".into(), json!(a.auto_resume));
+        if let Some(t) = &a.idle_timeout {
+            lc.insert("idle_timeout_s".into(), json!(seconds(t, "--idle-timeout")?));
+        }
+        body.insert("lifecycle".into(), Value::Object(lc));
+    }
+    if let Some(s) = &a.snapshot {
+        body.insert("snapshot".into(), json!(s));
+    }
+    if !a.volumes.is_empty() {
+        let mut vols = Vec::new();
+        for v in &a.volumes {
+            let parts: Vec<&str> = v.split(':').collect();
+            let (name, path, ro) = match parts[..] {
+                [n, p] => (n, p, false),
+                [n, p, "ro"] => (n, p, true),
+                [n, p, "rw"] => (n, p, false),
+                _ => anyhow::bail!("--volume {v:?}: write NAME:PATH, NAME:PATH:ro or NAME:PATH:rw"),
+            };
+            vols.push(json!({ "name": name, "path": path, "read_only": ro }));
+        }
+        body.insert("volumes".into(), Value::Array(vols));
     }
     Ok(Value::Object(body))
 }
@@ -253,6 +375,12 @@ mod tests {
             timeout: Some("1h30m".into()),
             env: vec!["A=1".into()],
             metadata: vec!["team=x".into()],
+            storage: None,
+            on_timeout: None,
+            auto_resume: false,
+            idle_timeout: None,
+            snapshot: None,
+            volumes: Vec::new(),
             json: false,
         };
         let body = create_body(&a).unwrap();
@@ -299,5 +427,43 @@ mod tests {
     fn metadata_rendering() {
         assert_eq!(metadata_text(&json!({"metadata": {}})), "-");
         assert_eq!(metadata_text(&json!({"metadata": {"a": "1", "b": "2"}})), "a=1,b=2");
+    }
+}
+
+#[cfg(test)]
+mod persistence_tests {
+    use super::*;
+
+    #[test]
+    fn persistence_flags_become_the_create_body() {
+        let a = CreateArgs {
+            preset: None,
+            policy: None,
+            limits: LimitFlags::default(),
+            timeout: None,
+            env: Vec::new(),
+            metadata: Vec::new(),
+            storage: Some("disk".into()),
+            on_timeout: Some("pause".into()),
+            auto_resume: true,
+            idle_timeout: Some("10m".into()),
+            snapshot: Some("snap_x".into()),
+            volumes: vec!["data:/data".into(), "cache:/c:ro".into()],
+            json: false,
+        };
+        assert_eq!(
+            create_body(&a).unwrap(),
+            json!({
+                "storage": "disk",
+                "lifecycle": {"on_timeout": "pause", "auto_resume": true, "idle_timeout_s": 600},
+                "snapshot": "snap_x",
+                "volumes": [
+                    {"name": "data", "path": "/data", "read_only": false},
+                    {"name": "cache", "path": "/c", "read_only": true},
+                ],
+            })
+        );
+        let bad = CreateArgs { volumes: vec!["data".into()], ..a };
+        assert!(create_body(&bad).unwrap_err().to_string().contains("write NAME:PATH"));
     }
 }

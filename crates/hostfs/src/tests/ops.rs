@@ -8,8 +8,31 @@ use super::super::*;
 use super::{is_root, read_all, Tree};
 
 fn upload(root: &SandboxRoot, path: &str, data: &[u8]) {
-    let mut f = create_write(root, path, true).unwrap();
+    let (mut f, new_file) = create_write(root, path, true).unwrap();
     f.write_all(data).unwrap();
+    new_file.keep();
+}
+
+#[test]
+fn a_failed_upload_leaves_no_file_it_created() {
+    let t = Tree::new();
+    let root = t.root();
+    // Created, then the upload failed (the guard dropped without keep): gone.
+    let (mut f, new_file) = create_write(&root, "/workspace/new.bin", true).unwrap();
+    f.write_all(b"partial").unwrap();
+    drop((f, new_file));
+    assert!(!t.inside("workspace/new.bin").exists());
+    // An existing file is not removed (it was truncated in place).
+    upload(&root, "/workspace/old.txt", b"old");
+    let (_f, new_file) = create_write(&root, "/workspace/old.txt", false).unwrap();
+    drop(new_file);
+    assert!(t.inside("workspace/old.txt").exists());
+    // A file the sandbox put at the name meanwhile stays: only ours is removed.
+    let (_f, new_file) = create_write(&root, "/workspace/swapped", false).unwrap();
+    fs::remove_file(t.inside("workspace/swapped")).unwrap();
+    fs::write(t.inside("workspace/swapped"), b"theirs").unwrap();
+    drop(new_file);
+    assert_eq!(fs::read(t.inside("workspace/swapped")).unwrap(), b"theirs");
 }
 
 #[test]

@@ -55,8 +55,9 @@ fn exchange_race_never_touches_the_host() {
                 panic!("read host content through {host_name}: {:?}", read_all(f));
             }
         }
-        if let Ok(mut f) = create_write(&root, &format!("/work/d/up{}", i % 8), false) {
+        if let Ok((mut f, new_file)) = create_write(&root, &format!("/work/d/up{}", i % 8), false) {
             f.write_all(b"uploaded").unwrap();
+            new_file.keep();
             writes += 1;
         }
         let _ = create_write(&root, "/work/s/planted", true);

@@ -24,9 +24,10 @@ fn collect_until(w: &mut Watcher, want: &[(FsEventType, &str)]) -> Vec<FsEvent> 
 fn watch_reports_create_modify_rename_delete() {
     let t = Tree::new();
     let mut w = watch(&t.root(), "/workspace", false).unwrap();
-    let mut f = create_write(&t.root(), "/workspace/a.txt", false).unwrap();
+    let (mut f, new_file) = create_write(&t.root(), "/workspace/a.txt", false).unwrap();
     f.write_all(b"data").unwrap();
     drop(f);
+    new_file.keep();
     rename(&t.root(), "a.txt", "b.txt").unwrap();
     remove(&t.root(), "b.txt", false).unwrap();
     collect_until(

@@ -101,3 +101,24 @@ async fn authenticate_admin_created_and_revoked_keys() {
     assert!(matches!(auth.create_key("Bad Tenant", None).await, Err(AuthError::BadTenant)));
     assert!(matches!(auth.create_key("ok", Some("a\nb")).await, Err(AuthError::BadName)));
 }
+
+#[tokio::test]
+async fn the_e2b_form_is_the_same_key() {
+    let dir = TempDir::new("auth-e2b");
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let admin = bootstrap_admin_key(dir.path(), Some("admin-secret-0123456789")).unwrap();
+    let auth = Authenticator::new(store.clone(), &admin);
+    let (rec, secret) = auth.create_key("acme", None).await.unwrap();
+    let e2b = e2b_form(&secret);
+    assert!(e2b.starts_with("e2b_") && e2b[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(from_e2b_form(&e2b).as_deref(), Some(secret.as_str()));
+    assert_eq!(auth.authenticate(&e2b).await.unwrap().key_id.as_deref(), Some(rec.id.as_str()));
+    assert!(auth.authenticate(&e2b_form("admin-secret-0123456789")).await.unwrap().is_admin());
+    // Not forms: odd length, upper case, non-hex, control bytes, empty; a forged one is unknown.
+    for bad in ["e2b_", "e2b_6", "e2b_6A", "e2b_zz", "e2b_0a0d", "sh_x"] {
+        assert_eq!(from_e2b_form(bad), None, "{bad}");
+    }
+    assert!(matches!(auth.authenticate(&format!("e2b_{}", "0".repeat(40))).await, Err(AuthError::Invalid)));
+    store.revoke_key(&rec.id).unwrap();
+    assert!(matches!(auth.authenticate(&e2b).await, Err(AuthError::Invalid)));
+}

@@ -16,11 +16,12 @@ from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, Authen
                          MethodNotAllowedError, NoPolicyError, NotEnoughSpaceException, NotFoundError, NotFoundException,
                          PathConflictError, PolicyRefusedError, PortError, QuotaExceededError, RateLimitError, SafehouseError,
                          SafehouseTimeoutError, SandboxException, SandboxFrozenError, SandboxNotRunningError,
-                         ServerError, TimeoutException)
+                         SandboxPausedError, ConflictError, ServerError, TimeoutException)
 from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
                      Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo, WriteEntry)
 from .policy import Policy
 from .sandbox import CommandHandle, Commands, Filesystem, Pty, Sandbox
+from .volumes import AsyncVolume, AsyncVolumeFilesystem, Volume, VolumeFilesystem, VolumeInfo
 
 __version__ = "0.1.0"
 
@@ -34,8 +35,9 @@ __all__ = [
     "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
     "Policy",
     "Execution", "ExecutionError", "Result", "Logs", "Context", "OutputMessage",
+    "Policy", "Volume", "AsyncVolume", "VolumeInfo", "VolumeFilesystem", "AsyncVolumeFilesystem",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
-    "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "PathConflictError",
+    "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "SandboxPausedError", "ConflictError", "PathConflictError",
     "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",
     "NoPolicyError", "RateLimitError", "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
     "SandboxException", "AuthenticationException", "NotFoundException", "InvalidArgumentException",

@@ -7,6 +7,7 @@ import codecs
 import json
 from typing import (IO, Any, AsyncIterator, Awaitable, Callable, Dict, List, Literal, Mapping, Optional,
                     Sequence, Tuple, Union, overload)
+from urllib.parse import quote
 
 import httpx
 
@@ -141,7 +142,9 @@ class AsyncCommandHandle:
             raise SafehouseTimeoutError(f"process {self.pid} did not exit in time") from e
         assert self._exit is not None
         r = CommandResult(stdout=self._stdout.decode(errors="replace"), stderr=self._stderr.decode(errors="replace"),
-                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"))
+                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"),
+                          wall_ms=self._exit.get("wall_ms"), cpu_ms=self._exit.get("cpu_ms"),
+                          peak_memory_bytes=self._exit.get("peak_memory_bytes"))
         r.error = describe_failure(r)
         if raise_on_error and r.exit_code != 0:
             raise CommandExitException(r)
@@ -479,11 +482,17 @@ class AsyncSandbox:
     async def create(cls, policy: Optional[Union[Policy, Dict[str, Any]]] = None, preset: Optional[str] = None,
                      timeout: Optional[int] = 300, env: Optional[Mapping[str, str]] = None,
                      metadata: Optional[Mapping[str, str]] = None, api_key: Optional[str] = None,
-                     url: Optional[str] = None, request_timeout: Optional[float] = None) -> "AsyncSandbox":
+                     url: Optional[str] = None, request_timeout: Optional[float] = None,
+                     storage: Optional[str] = None, lifecycle: Optional[Mapping[str, Any]] = None,
+                     snapshot: Optional[str] = None,
+                     volumes: Optional[List[Mapping[str, Any]]] = None) -> "AsyncSandbox":
+        """See `Sandbox.create`."""
         http = _AsyncHttp(ConnectionConfig.resolve(url, api_key, request_timeout))
+        persistence = {"storage": storage, "lifecycle": dict(lifecycle) if lifecycle else None,
+                       "snapshot": snapshot, "volumes": [dict(v) for v in volumes] if volumes else None}
         try:
             resp = await http.request("POST", "/v1/sandboxes",
-                                      json=create_body(policy, preset, timeout, env, metadata))
+                                      json=create_body(policy, preset, timeout, env, metadata, persistence))
         except BaseException:
             await http.close()
             raise
@@ -637,8 +646,48 @@ class AsyncSandbox:
         self._info = SandboxInfo.from_json(resp.json())
         return self._info
 
-    pause = freeze
-    resume = thaw
+
+    async def pause(self) -> Dict[str, Any]:
+        """See `Sandbox.pause`."""
+        resp = await self._http.request("POST", sb_path(self.id, "/pause"))
+        self._info = SandboxInfo.from_json({**self._info.raw, "state": "paused"})
+        return resp.json()
+
+    async def resume(self) -> SandboxInfo:
+        """See `Sandbox.resume`."""
+        resp = await self._http.request("POST", sb_path(self.id, "/resume"))
+        self._info = SandboxInfo.from_json(resp.json())
+        return self._info
+
+    async def snapshot(self) -> Dict[str, Any]:
+        """See `Sandbox.snapshot`."""
+        return (await self._http.request("POST", sb_path(self.id, "/snapshots"))).json()
+
+    async def fork(self, count: int = 1) -> List[SandboxInfo]:
+        """See `Sandbox.fork`."""
+        resp = await self._http.request("POST", sb_path(self.id, "/fork"), json={"count": int(count)})
+        return [SandboxInfo.from_json(s) for s in resp.json().get("sandboxes", [])]
+
+    @staticmethod
+    async def list_snapshots(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:
+        """See `Sandbox.list_snapshots`."""
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+        try:
+            return list((await http.request("GET", "/v1/snapshots")).json().get("snapshots", []))
+        finally:
+            await http.close()
+
+    @staticmethod
+    async def delete_snapshot(snapshot_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+        """See `Sandbox.delete_snapshot`."""
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+        try:
+            await http.request("DELETE", f"/v1/snapshots/{quote(snapshot_id, safe='')}")
+            return True
+        except NotFoundError:
+            return False
+        finally:
+            await http.close()
 
     @staticmethod
     async def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:

@@ -51,7 +51,16 @@ class PolicyRefusedError(SafehouseError):
 
 
 class SandboxFrozenError(SandboxNotRunningError):
-    """409 `frozen`: the sandbox is frozen; thaw it (`sbx.thaw()` / `sbx.resume()`) first."""
+    """409 `frozen`: the sandbox is frozen; thaw it (`sbx.thaw()`) first."""
+
+
+class SandboxPausedError(SandboxNotRunningError):
+    """409 `paused`: the sandbox is paused; resume it (`sbx.resume()`) first, or create it
+    with `lifecycle={"auto_resume": True}`."""
+
+
+class ConflictError(SafehouseError):
+    """409 `conflict`: a name is taken, or a volume is still mounted."""
 
 
 class PathConflictError(SafehouseError):
@@ -165,6 +174,8 @@ ERROR_CODES: Dict[str, Type[SafehouseError]] = {
     "request_timeout": SafehouseTimeoutError,
     "not_running": SandboxNotRunningError,
     "frozen": SandboxFrozenError,
+    "paused": SandboxPausedError,
+    "conflict": ConflictError,
     "already_exists": PathConflictError,
     "directory_not_empty": PathConflictError,
     "body_too_large": QuotaExceededError,

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import (IO, Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple,
                     Union, overload)
+from urllib.parse import quote
 
 import httpx
 
@@ -153,7 +154,9 @@ class CommandHandle:
         assert self._exit is not None
         r = CommandResult(stdout=self._stdout.decode(errors="replace"),
                           stderr=self._stderr.decode(errors="replace"),
-                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"))
+                          exit_code=self._exit.get("exit_code"), signal=self._exit.get("signal"),
+                          wall_ms=self._exit.get("wall_ms"), cpu_ms=self._exit.get("cpu_ms"),
+                          peak_memory_bytes=self._exit.get("peak_memory_bytes"))
         r.error = describe_failure(r)
         return r
 
@@ -559,11 +562,20 @@ class Sandbox:
     def create(cls, policy: Optional[Union[Policy, Dict[str, Any]]] = None, preset: Optional[str] = None,
                timeout: Optional[int] = 300, env: Optional[Mapping[str, str]] = None,
                metadata: Optional[Mapping[str, str]] = None, api_key: Optional[str] = None,
-               url: Optional[str] = None, request_timeout: Optional[float] = None) -> "Sandbox":
-        """Creates a sandbox that lives TIMEOUT seconds (unless killed or extended)."""
+               url: Optional[str] = None, request_timeout: Optional[float] = None,
+               storage: Optional[str] = None, lifecycle: Optional[Mapping[str, Any]] = None,
+               snapshot: Optional[str] = None,
+               volumes: Optional[Sequence[Mapping[str, Any]]] = None) -> "Sandbox":
+        """Creates a sandbox that lives TIMEOUT seconds (unless killed or extended).
+        STORAGE "disk" keeps its files on disk (needed to pause); LIFECYCLE
+        `{"on_timeout": "pause", "auto_resume": True, "idle_timeout_s": 600}`; SNAPSHOT starts
+        from a snapshot's files; VOLUMES `[{"name": ..., "path": ..., "read_only": False}]`."""
         http = _Http(ConnectionConfig.resolve(url, api_key, request_timeout))
+        persistence = {"storage": storage, "lifecycle": dict(lifecycle) if lifecycle else None,
+                       "snapshot": snapshot, "volumes": [dict(v) for v in volumes] if volumes else None}
         try:
-            resp = http.request("POST", "/v1/sandboxes", json=create_body(policy, preset, timeout, env, metadata))
+            resp = http.request("POST", "/v1/sandboxes",
+                                json=create_body(policy, preset, timeout, env, metadata, persistence))
         except BaseException:
             http.close()
             raise
@@ -732,8 +744,51 @@ class Sandbox:
         self._info = SandboxInfo.from_json(self._http.request("POST", sb_path(self.id, "/thaw")).json())
         return self._info
 
-    pause = freeze  # E2B's names; a frozen sandbox stays in memory
-    resume = thaw
+
+    def pause(self) -> Dict[str, Any]:
+        """Pauses the sandbox: every process stopped and its memory freed, its files kept on
+        disk (state `paused`; needs `storage="disk"`). Returns what was kept: on this tier
+        `{"filesystem": True, "memory": False, "note": ...}` (processes start afresh on
+        resume). `freeze()` keeps processes in memory instead."""
+        resp = self._http.request("POST", sb_path(self.id, "/pause"))
+        self._info = SandboxInfo.from_json({**self._info.raw, "state": "paused"})
+        return resp.json()
+
+    def resume(self) -> SandboxInfo:
+        """Starts a paused sandbox again: same id, files, environment and policy."""
+        self._info = SandboxInfo.from_json(self._http.request("POST", sb_path(self.id, "/resume")).json())
+        return self._info
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Freezes the sandbox's files into a snapshot (`{"id": "snap_...", ...}`); create
+        sandboxes from it with `Sandbox.create(snapshot=ID)`."""
+        return self._http.request("POST", sb_path(self.id, "/snapshots")).json()
+
+    def fork(self, count: int = 1) -> List[SandboxInfo]:
+        """COUNT new sandboxes that start with this sandbox's files as they are now."""
+        resp = self._http.request("POST", sb_path(self.id, "/fork"), json={"count": int(count)})
+        return [SandboxInfo.from_json(s) for s in resp.json().get("sandboxes", [])]
+
+    @staticmethod
+    def list_snapshots(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The tenant's snapshots (`id`, `sandbox_id`, `created_at`)."""
+        http = _Http(ConnectionConfig.resolve(url, api_key))
+        try:
+            return list(http.request("GET", "/v1/snapshots").json().get("snapshots", []))
+        finally:
+            http.close()
+
+    @staticmethod
+    def delete_snapshot(snapshot_id: str, api_key: Optional[str] = None, url: Optional[str] = None) -> bool:
+        """Deletes a snapshot (sandboxes made from it keep their files); False if none."""
+        http = _Http(ConnectionConfig.resolve(url, api_key))
+        try:
+            http.request("DELETE", f"/v1/snapshots/{quote(snapshot_id, safe='')}")
+            return True
+        except NotFoundError:
+            return False
+        finally:
+            http.close()
 
     @staticmethod
     def kill_all(api_key: Optional[str] = None, url: Optional[str] = None) -> KillAllResult:
