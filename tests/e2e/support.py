@@ -452,9 +452,11 @@ class Daemon:
     # to servers the tests start on 127.0.0.1 (tests/network/internet.py).
     GATEWAY_RESOLVE = "web.test=127.0.0.1;other.test=127.0.0.1"
 
-    def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None, listen_host=None, nofile=None):
+    def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None, listen_host=None, env=None,
+                 nofile=None):
         self.nofile = nofile  # an RLIMIT_NOFILE (soft and hard) to start the daemon with
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="safehouse-e2e-data-")
+        self.extra_env = dict(env or {})  # more of the daemon's environment (SAFEHOUSE_CODE_POOL)
         # run_as: a user name; the daemon then runs unprivileged (rootless mode) and owns
         # its data dir.
         self.run_as = run_as
@@ -487,6 +489,9 @@ class Daemon:
         env["SAFEHOUSE_STORAGE_SIZE"] = os.environ.get("SAFEHOUSE_STORAGE_SIZE", "2GiB")
         if "SAFEHOUSE_EXECWATCH" in os.environ:  # exec observation off, to measure its cost
             env["SAFEHOUSE_EXECWATCH"] = os.environ["SAFEHOUSE_EXECWATCH"]
+        if "SAFEHOUSE_INTERP_DRIVER" in os.environ:  # a driver under development (crates/interp)
+            env["SAFEHOUSE_INTERP_DRIVER"] = os.environ["SAFEHOUSE_INTERP_DRIVER"]
+        env.update(self.extra_env)
         drop = {}
         if self.run_as:
             env["HOME"] = self.data_dir

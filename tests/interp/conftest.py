@@ -1,9 +1,12 @@
-"""Fixtures of the code-interpreter suite. Sandboxes on the host's root use the host's
-Python: scripts/test installs python3-ipykernel and the data stack from Debian packages."""
+"""Fixtures of the code-interpreter suite: the e2e suite's daemon and clients. Sandboxes on
+the host's root use the host's Python: scripts/test installs python3-ipykernel and the data
+stack from Debian packages. Tests that need the template's image build it themselves
+(tests/interp/image.py, cached)."""
 import subprocess
 
 import pytest
 
+from e2e.conftest import api, daemon, tenant_key  # noqa: F401  (fixtures)
 from e2e.support import skip_or_fail
 
 

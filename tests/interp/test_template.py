@@ -15,3 +15,25 @@ def test_dockerfile_installs_the_package_list():
     for needed in ("python3-ipykernel", "python3-jupyter-client", "python3-numpy", "python3-pandas",
                    "python3-matplotlib"):
         assert needed in listed
+
+
+def test_image_runs_the_data_stack(tmp_path):
+    """The image scripts/interp-image builds (cached) runs the interpreter's stack: imported
+    into a store of its own and run with `safehouse run --image` (the daemon does not serve
+    image roots yet, docs/e2b.md)."""
+    import os
+    import subprocess
+
+    from e2e.support import BIN
+
+    from .image import TAG, import_image
+
+    import_image(tmp_path)
+    env = {**os.environ, "SAFEHOUSE_DATA_DIR": str(tmp_path)}
+    code = ("import ipykernel, jupyter_client, numpy, pandas, matplotlib.pyplot as plt\n"
+            "plt.plot([1, 2]); plt.savefig('/tmp/f.png')\n"
+            "print(open('/tmp/f.png', 'rb').read()[:4] == b'\\x89PNG', pandas.DataFrame({'a': [1]}).shape)")
+    p = subprocess.run([BIN, "run", "--quiet", "--image", TAG, "--", "python3", "-c", code],
+                       capture_output=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
+    assert p.stdout.decode() == "True (1, 1)\n", p

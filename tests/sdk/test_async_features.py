@@ -32,9 +32,9 @@ def test_async_run_code_pty_metrics(daemon):
         async with await AsyncSandbox.create(timeout=60) as s:
             daemon.created.append((daemon.admin_key, s.id))
             r = await s.run_code("print(2 ** 10)")
-            assert (r.stdout, r.exit_code) == ("1024\n", 0)
-            r = await s.run_code("import sys; sys.exit('bad input')")
-            assert r.exit_code == 1 and r.stderr == "bad input\n"
+            assert (r.stdout, r.error) == ("1024\n", None)
+            r = await s.run_code("raise KeyError('bad input')")
+            assert (r.error.name, r.error.value) == ("KeyError", "'bad input'")
 
             out = bytearray()
 

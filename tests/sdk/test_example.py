@@ -25,8 +25,9 @@ def test_example_runs(daemon, script):
 EXPECTED = {
     "quickstart.py": ["hello from python", "45", "read back: written from the SDK",
                       "failed as expected: exit 3", "killed: True"],
-    "run_code.py": ["python: 2432902008176640000 (exit 0", "from the previous run: 42",
-                    "error result: exit status 1; ZeroDivisionError: division by zero", "shell says 42"],
+    "run_code.py": ["python: 2432902008176640000", "from the previous call: 121645100408832000",
+                    "chart: ", "line 'squares' with 4 points", "error result: ZeroDivisionError: division by zero",
+                    "shell says 42"],
     "streaming.py": ["stdout> tick 1\nstdout> tick 2\nstdout> tick 3\n", "chunk: 'started\\n'",
                      "background exit: 0", "cat said: fed through stdin", "sleeper: got TERM",
                      "pty saw size: True", "events: sandbox.created ..."],

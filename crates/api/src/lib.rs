@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+pub mod code;
 mod control;
 mod events;
 mod exec;
@@ -41,6 +42,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/sandboxes/{id}"),
     ("POST", "/v1/sandboxes/{id}/timeout"),
     ("POST", "/v1/sandboxes/{id}/exec"),
+    ("POST", "/v1/sandboxes/{id}/code"),
+    ("GET", "/v1/sandboxes/{id}/contexts"),
+    ("POST", "/v1/sandboxes/{id}/contexts"),
+    ("POST", "/v1/sandboxes/{id}/contexts/{context}/restart"),
+    ("DELETE", "/v1/sandboxes/{id}/contexts/{context}"),
+    ("GET", "/v1/code/pool"),
     ("GET", "/v1/sandboxes/{id}/execs"),
     ("POST", "/v1/sandboxes/{id}/processes"),
     ("GET", "/v1/sandboxes/{id}/processes"),
@@ -116,6 +123,11 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/sandboxes/{id}", get(sandboxes::info).delete(sandboxes::kill))
         .route("/v1/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/v1/sandboxes/{id}/exec", post(exec::exec))
+        .route("/v1/sandboxes/{id}/code", post(code::run))
+        .route("/v1/sandboxes/{id}/contexts", get(code::list).post(code::create))
+        .route("/v1/sandboxes/{id}/contexts/{context}", delete(code::remove))
+        .route("/v1/sandboxes/{id}/contexts/{context}/restart", post(code::restart))
+        .route("/v1/code/pool", get(code::pool))
         .route("/v1/sandboxes/{id}/execs", get(execs::list))
         .route("/v1/sandboxes/{id}/processes", post(processes::start).get(processes::list))
         .route("/v1/sandboxes/{id}/processes/{pid}/signal", post(processes::signal))

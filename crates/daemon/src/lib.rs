@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     pub allowed_hosts: Vec<String>,
     /// Spawner processes (sandbox creations run in parallel up to this many).
     pub spawners: usize,
+    /// Warm code-interpreter sandboxes per pool (ManagerConfig::code_pool).
+    pub code_pool: usize,
 }
 
 /// What every sandbox's PID 1 runs: the agent.
@@ -76,7 +78,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     runtime.block_on(async move {
         let store = Arc::new(Store::open(&opts.data_dir).map_err(|e| e.to_string())?);
         safehouse_manager::auth::bootstrap_admin(&store, &opts.data_dir).map_err(|e| e.to_string())?;
-        let manager = Manager::new(ManagerConfig::new(opts.data_dir.clone()), store.clone(), zygotes, resolver);
+        let cfg = ManagerConfig { code_pool: opts.code_pool, ..ManagerConfig::new(opts.data_dir.clone()) };
+        let manager = Manager::new(cfg, store.clone(), zygotes, resolver);
         let audit = open_audit(&opts.data_dir)?;
         if let Some(a) = &audit {
             manager.set_audit(a.clone());

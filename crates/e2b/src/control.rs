@@ -24,6 +24,8 @@ use crate::E2b;
 const MAX_BODY: usize = 1 << 20;
 /// The template every E2B program names by default.
 pub const BASE_TEMPLATE: &str = "base";
+/// The `e2b-code-interpreter` SDK's default template: `base` with the warm pool.
+pub const CODE_INTERPRETER_TEMPLATE: &str = "code-interpreter-v1";
 
 /// The paths under the front: E2B's API, both route generations, and what E2B serves that
 /// safehouse does not yet (templates, snapshots, volumes), which is refused in E2B's shape.
@@ -195,6 +197,14 @@ fn policy_for(template: &str, body: &Map<String, Value>) -> Result<(Option<Value
         let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);
         return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
     }
+    if template == CODE_INTERPRETER_TEMPLATE {
+        // base's policy (and the warm pool, see `create_inner`). Not the image of that
+        // name: the daemon does not serve image roots yet (the manager refuses `image:`),
+        // so the interpreter runs on the host's root and needs the host's python3 with
+        // ipykernel (docs/e2b.md "The code interpreter").
+        let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);
+        return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
+    }
     if safehouse_policy::presets::names().contains(&template) {
         // `allow_internet_access: true` is E2B's default, which SDKs before 2.46 always
         // send: it asks for nothing. `false` or a `network` section would change the
@@ -210,7 +220,7 @@ fn policy_for(template: &str, body: &Map<String, Value>) -> Result<(Option<Value
         return Ok((None, Some(template.to_string())));
     }
     Err(ApiError::invalid(format!(
-        "template {template:?} does not exist here; use \"base\" or a safehouse preset ({})",
+        "template {template:?} does not exist here; use \"base\", \"{CODE_INTERPRETER_TEMPLATE}\" or a safehouse preset ({})",
         safehouse_policy::presets::names().join(", ")
     )))
 }
@@ -237,7 +247,11 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     let metadata = string_map(&body, "metadata")?;
     let created_by = tenant.key_id.clone();
     let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by, ..Default::default() };
-    let info = st.manager.create(&tenant.name, req).await?;
+    let info = if template == CODE_INTERPRETER_TEMPLATE {
+        st.manager.create_for_code(&tenant.name, req, &template).await?.0
+    } else {
+        st.manager.create(&tenant.name, req).await?
+    };
     let mut templates = st.e2b.templates.lock().unwrap_or_else(|e| e.into_inner());
     templates.retain(|sb, _| st.manager.is_live(sb));
     templates.insert(info.id.clone(), template.clone());
@@ -257,13 +271,17 @@ pub(crate) fn template_of(st: &E2b, info: &SandboxInfo) -> String {
 }
 
 /// E2B's `Sandbox` (the answer of create and connect), with a token for the caller's key.
+/// `trafficAccessToken` is the same token: the `e2b-code-interpreter` SDK sends it (as
+/// `E2B-Traffic-Access-Token`, accepted on port 49999 only) on its context calls.
 fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
+    let token = st.e2b.access_token(&info.id, tenant, st.auth.admin_hash());
     json!({
         "sandboxID": info.id,
         "templateID": template,
         "clientID": "safehouse",
         "envdVersion": ENVD_VERSION,
-        "envdAccessToken": st.e2b.access_token(&info.id, tenant, st.auth.admin_hash()),
+        "envdAccessToken": token,
+        "trafficAccessToken": token,
     })
 }
 

@@ -21,6 +21,7 @@ pub mod connect;
 pub mod control;
 mod files;
 mod filesystem;
+pub mod interp;
 mod listing;
 mod observe;
 mod process;
@@ -84,6 +85,9 @@ pub const ENVD_VERSION: &str = "0.6.1";
 pub const SANDBOX_HEADER: &str = "e2b-sandbox-id";
 const PORT_HEADER: &str = "e2b-sandbox-port";
 const TOKEN_HEADER: &str = "x-access-token";
+/// How the `e2b-code-interpreter` SDK authenticates its context calls (port 49999): the
+/// `trafficAccessToken` of the create answer, which is the access token.
+const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 /// The file holding the daemon's token secret, in the data directory.
 const SECRET_FILE: &str = "e2b.secret";
 
@@ -339,7 +343,10 @@ fn route_label(headers: &HeaderMap, path: &str) -> String {
         "/health",
     ];
     let envd = headers.get(PORT_HEADER).is_none_or(|p| p.to_str().ok() == Some("49983"));
+    let jupyter = headers.get(PORT_HEADER).and_then(|p| p.to_str().ok()) == Some("49999");
     match CALLS.iter().find(|c| **c == path) {
+        _ if jupyter && path == "/execute" => "e2b:code/execute".to_string(),
+        _ if jupyter => "e2b:code/contexts".to_string(),
         _ if !envd => "e2b:port".to_string(),
         Some(c) => format!("e2b:{c}"),
         None => "e2b:other".to_string(),
@@ -368,7 +375,12 @@ async fn authorize(
         // The caller is nobody in particular: a tenant without a key, whose lease never ends.
         return owner.map(|name| Tenant { name, key_id: None }).ok_or_else(|| Box::new(sandbox_not_found(id)));
     }
-    let token = headers.get(TOKEN_HEADER).map(|v| v.to_str().unwrap_or(""));
+    let jupyter = headers.get(PORT_HEADER).and_then(|p| p.to_str().ok()) == Some("49999");
+    let token = match headers.get(TOKEN_HEADER) {
+        Some(v) => Some(v.to_str().unwrap_or("")),
+        None if jupyter => headers.get(TRAFFIC_TOKEN_HEADER).map(|v| v.to_str().unwrap_or("")),
+        None => None,
+    };
     let holder = st.e2b.check_token(id, token, st.auth.admin_hash()).map_err(|e| unauthorized(&e.to_string()))?;
     let who = match holder {
         token::Holder::Admin => Tenant { name: safehouse_manager::auth::ADMIN_TENANT.into(), key_id: None },
@@ -408,6 +420,9 @@ async fn dispatch(st: E2b, tenant: Tenant, id: String, req: Request) -> Response
             return answer_after_body(req, e).await;
         }
     };
+    if port == interp::JUPYTER_PORT {
+        return interp::call(&st, &tenant, &id, req).await;
+    }
     if port != ENVD_PORT {
         return to_port(st, tenant, &id, port, req).await;
     }

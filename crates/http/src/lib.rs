@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod code;
 pub mod errors;
 pub mod files;
 pub mod guard;

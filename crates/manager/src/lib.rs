@@ -17,6 +17,7 @@ mod agent_link;
 pub mod audit;
 pub mod auth;
 mod cleanup;
+pub mod codepool;
 mod control;
 pub mod events;
 mod exec;
@@ -24,6 +25,7 @@ pub mod execwatch;
 pub mod fleet;
 pub mod fswatch;
 pub mod ids;
+pub mod interp;
 pub(crate) mod lifecycle;
 pub mod limits;
 pub mod metrics;
@@ -83,6 +85,8 @@ pub struct ManagerConfig {
     pub max_timeout_s: u64,
     /// Refuse creating more running sandboxes than this.
     pub max_sandboxes: usize,
+    /// Warm code-interpreter sandboxes kept per pool (codepool.rs); 0: none.
+    pub code_pool: usize,
 }
 
 impl ManagerConfig {
@@ -92,6 +96,7 @@ impl ManagerConfig {
             default_timeout_s: limits::DEFAULT_TIMEOUT_S,
             max_timeout_s: limits::MAX_TIMEOUT_S,
             max_sandboxes: 4096,
+            code_pool: 0,
         }
     }
 }
@@ -117,6 +122,8 @@ pub(crate) struct Live {
     /// The sandbox's root directory, handed over at setup; None for a sandbox re-attached
     /// after a daemon restart (`root_dir` opens `/proc/<agent>/root` then).
     pub root: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The code interpreter's driver, once started (interp.rs).
+    pub interp: interp::Slot,
     /// Its writable layer is on disk (the pool's `layers/<id>`): it can pause.
     pub disk: bool,
     pub lifecycle: Lifecycle,
@@ -176,6 +183,8 @@ pub(crate) struct Inner {
     /// File events of every sandbox (fswatch.rs), started with the first sandbox; None
     /// when off (`SAFEHOUSE_FSWATCH=0`) or when the kernel refused an inotify instance.
     pub fswatch: std::sync::OnceLock<Option<fswatch::FsWatch>>,
+    /// The code interpreter's warm pools (codepool.rs).
+    pub codepool: codepool::PoolState,
     /// The storage pool, opened on first use (persist.rs).
     pub pool: Mutex<Option<Arc<safehouse_storage::Pool>>>,
     /// One resume at a time per sandbox.
@@ -207,6 +216,7 @@ impl Manager {
                 control: Default::default(),
                 metrics: Default::default(),
                 fswatch: Default::default(),
+                codepool: Default::default(),
                 pool: Default::default(),
                 resuming: Default::default(),
             }),

@@ -24,6 +24,8 @@ pub const MAX_METADATA_KEY_BYTES: usize = 256;
 pub const MAX_METADATA_VALUE_BYTES: usize = 4096;
 /// Largest argv + env accepted (bytes), like the kernel's own ARG_MAX order (RES-07).
 pub const MAX_ARGS_BYTES: usize = 1 << 20;
+/// The code of one `run_code` call.
+pub const MAX_CODE: usize = 4 << 20;
 /// Smallest memory cap of one command (`limits.memory`).
 pub const MIN_EXEC_MEMORY: u64 = 1 << 20;
 

@@ -264,6 +264,9 @@ pub enum ManagerError {
     NotFound,
     #[error("no such process in this sandbox")]
     NoProcess,
+    /// A code-interpreter context that does not exist (the message names it).
+    #[error("{0}")]
+    NoContext(String),
     #[error("{0}")]
     Invalid(String),
     /// A layer the policy requires cannot be enforced here.

@@ -50,6 +50,27 @@ fn exec_output() -> Value {
     })
 }
 
+/// run_code's result: a one-shot run's is exec_output's; an interpreter run's has results,
+/// error and execution_count instead of the exit status and resource use.
+fn code_output() -> Value {
+    let mut v = exec_output();
+    let props = v["properties"].as_object_mut().expect("an object");
+    props.insert("results".into(), json!({
+        "type": "array",
+        "description": "the last expression's value (is_main_result) and every display, with its formats (text, html, png, chart, ...); images come as image content",
+        "items": {"type": "object"}
+    }));
+    props.insert(
+        "error".into(),
+        json!({
+            "type": ["object", "null"],
+            "description": "the exception the code raised: {name, value, traceback}",
+        }),
+    );
+    props.insert("execution_count".into(), json!({"type": ["integer", "null"]}));
+    v["required"] = json!(["sandbox_id", "stdout", "stderr", "network_denials"]);
+    v
+}
 /// A sandbox's states, as the API names them.
 const STATES: [&str; 6] = ["running", "frozen", "paused", "killed", "expired", "failed"];
 
@@ -198,10 +219,12 @@ pub fn describe(name: &str) -> Value {
         ),
         "run_code" => (
             "Run code in a sandbox",
-            "Run a program (Python by default; bash or sh) in a sandbox and return its exit code, output and \
-             resource use like run_command. Without sandbox_id a fresh sandbox (preset `default` unless preset \
-             says otherwise) is made for this code alone and killed afterwards; with sandbox_id the code runs \
-             there and its files stay.",
+            "Run code (Python by default; bash or sh). With sandbox_id the code runs in that sandbox's code \
+             interpreter: a Jupyter kernel that keeps its state (variables, imports) between calls, returns the \
+             last expression's value, charts (matplotlib figures) as images and an exception as error {name, \
+             value, traceback}. Without sandbox_id a fresh sandbox (preset `default` unless preset says \
+             otherwise) runs the code as one process and is killed afterwards, with its exit code and resource \
+             use like run_command.",
             json!({
                 "type": "object",
                 "properties": {
@@ -215,7 +238,7 @@ pub fn describe(name: &str) -> Value {
                 "required": ["code"],
                 "additionalProperties": false
             }),
-            exec_output(),
+            code_output(),
         ),
         "read_file" => (
             "Read a file from a sandbox",

@@ -24,6 +24,7 @@ use safehouse_http::files::{blocking, check_path};
 use safehouse_http::params::is_sandbox_id;
 use safehouse_http::{ApiError, AppState};
 use safehouse_manager::auth::Tenant;
+use safehouse_manager::interp::CodeRequest;
 use safehouse_manager::{
     limits, Command, CreateRequest, ExecLimits, ExecRequest, ExecResult, Lifecycle, ListFilter, Storage,
 };
@@ -62,11 +63,13 @@ pub struct ToolResult {
     pub status: u16,
     /// The sandbox the call was about, for the audit record.
     pub sandbox: Option<String>,
+    /// Images for the model (`image` content blocks): (MIME type, base64 data).
+    pub images: Vec<(String, String)>,
 }
 
 impl ToolResult {
     fn ok(status: u16, sandbox: Option<String>, text: String, structured: Value) -> ToolResult {
-        ToolResult { text, structured, is_error: false, status, sandbox }
+        ToolResult { text, structured, is_error: false, status, sandbox, images: Vec::new() }
     }
 
     fn error(sandbox: Option<String>, mut e: ApiError) -> ToolResult {
@@ -78,13 +81,18 @@ impl ToolResult {
             is_error: true,
             status: e.status.as_u16(),
             sandbox,
+            images: Vec::new(),
         }
     }
 
     /// The `CallToolResult` document.
     pub fn to_value(&self) -> Value {
+        let mut content = vec![json!({"type": "text", "text": self.text})];
+        for (mime, data) in &self.images {
+            content.push(json!({"type": "image", "data": data, "mimeType": mime}));
+        }
         json!({
-            "content": [{"type": "text", "text": self.text}],
+            "content": content,
             "structuredContent": self.structured,
             "isError": self.is_error,
         })
@@ -325,6 +333,14 @@ enum Language {
 }
 
 impl Language {
+    /// The code interpreter's name for it (sh runs in a bash context).
+    fn name(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Bash | Language::Sh => "bash",
+        }
+    }
+
     /// The interpreter, reading the program from its stdin.
     fn argv(self) -> Vec<String> {
         let v: &[&str] = match self {
@@ -349,6 +365,15 @@ struct CodeArgs {
 
 async fn run_code(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
     let a: CodeArgs = args("run_code", a)?;
+    if let Some(id) = a.sandbox_id {
+        if a.preset.is_some() {
+            return Err(ApiError::invalid(
+                "run_code: preset is for a fresh sandbox; leave it out when you give sandbox_id",
+            ));
+        }
+        let id = sandbox_id(&id)?;
+        return run_code_in(ctx, id, a.code, a.language, a.timeout_s).await;
+    }
     let req = ExecRequest {
         cmd: Command::Argv(a.language.argv()),
         env: BTreeMap::new(),
@@ -357,17 +382,6 @@ async fn run_code(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
         timeout_s: a.timeout_s,
         limits: ExecLimits::default(),
     };
-    if let Some(id) = a.sandbox_id {
-        if a.preset.is_some() {
-            return Err(ApiError::invalid(
-                "run_code: preset is for a fresh sandbox; leave it out when you give sandbox_id",
-            ));
-        }
-        let id = sandbox_id(&id)?;
-        let (r, denials) = exec(ctx.st, &ctx.tenant.name, &id, req).await?;
-        let (text, structured) = envelope(&id, r, denials, false);
-        return Ok(ToolResult::ok(200, Some(id), text, structured));
-    }
     // One-shot: a fresh sandbox for this code alone, killed whatever happens. In a task of
     // its own, so a client that hangs up mid-run does not leave the sandbox behind.
     let create = CreateRequest { preset: a.preset, created_by: ctx.tenant.key_id.clone(), ..CreateRequest::default() };
@@ -388,11 +402,105 @@ async fn run_code(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
     Ok(ToolResult::ok(200, Some(id), text, structured))
 }
 
-/// Runs `req` as `POST /v1/sandboxes/{id}/exec` does, collecting the network denials the
-/// sandbox's gateway reported meanwhile.
-async fn exec(st: &AppState, tenant: &str, id: &str, req: ExecRequest) -> Result<(ExecResult, Vec<Value>), ApiError> {
-    let mut sub = st.manager.events().subscribe_sandbox(id, u64::MAX);
-    let r = st.manager.exec(tenant, id, req).await?;
+/// Images one run_code result carries to the model, at most.
+const MAX_IMAGES: usize = 4;
+
+/// run_code in a live sandbox: the code interpreter (state kept between calls, charts as
+/// images), as `POST /v1/sandboxes/{id}/code` runs it.
+async fn run_code_in(
+    ctx: &Ctx<'_>,
+    id: String,
+    code: String,
+    language: Language,
+    timeout_s: Option<f64>,
+) -> Result<ToolResult, ApiError> {
+    let mut sub = ctx.st.manager.events().subscribe_sandbox(&id, u64::MAX);
+    let req = CodeRequest {
+        code,
+        language: Some(language.name().to_string()),
+        timeout_s: Some(timeout_s.unwrap_or(limits::DEFAULT_EXEC_TIMEOUT_S)),
+        ..CodeRequest::default()
+    };
+    let mut run = ctx.st.manager.run_code(&ctx.tenant.name, &id, req).await?;
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let (mut results, mut images, mut error, mut count) = (Vec::new(), Vec::new(), Value::Null, Value::Null);
+    while let Some(o) = run.next().await {
+        let text = o.get("text").and_then(Value::as_str).unwrap_or("");
+        match o.get("type").and_then(Value::as_str) {
+            Some("stdout") => stdout.push_str(text),
+            Some("stderr") => stderr.push_str(text),
+            Some("error") => error = json!({"name": o["name"], "value": o["value"], "traceback": o["traceback"]}),
+            Some("number_of_executions") => count = o.get("execution_count").cloned().unwrap_or(Value::Null),
+            Some("result") => {
+                let mut formats: Vec<&str> = Vec::new();
+                for (k, v) in &o {
+                    if matches!(k.as_str(), "type" | "is_main_result" | "extra") {
+                        continue;
+                    }
+                    formats.push(k);
+                    let mime = match k.as_str() {
+                        "png" => "image/png",
+                        "jpeg" => "image/jpeg",
+                        _ => continue,
+                    };
+                    if let (Some(data), true) = (v.as_str(), images.len() < MAX_IMAGES) {
+                        images.push((mime.to_string(), data.to_string()));
+                    }
+                }
+                let (text, _) = cap(text, MAX_STREAM_BYTES);
+                results.push(json!({
+                    "is_main_result": o.get("is_main_result").and_then(Value::as_bool).unwrap_or(false),
+                    "text": text, "formats": formats,
+                    "chart": o.get("chart").cloned().unwrap_or(Value::Null),
+                }));
+            }
+            _ => {}
+        }
+    }
+    let denials = drain_denials(&mut sub, &id);
+    let (out, out_cut) = cap(&stdout, MAX_STREAM_BYTES);
+    let (err, err_cut) = cap(&stderr, MAX_STREAM_BYTES);
+    let mut text = match &error {
+        Value::Null => "ok".to_string(),
+        e => format!("error: {}: {}", e["name"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")),
+    };
+    for (name, body, cut) in [("stdout", &out, out_cut), ("stderr", &err, err_cut)] {
+        if !body.is_empty() {
+            text.push_str(&format!("\n--- {name} ---\n{body}"));
+            if cut > 0 {
+                text.push_str(&format!("\n[{name} cut: {cut} more bytes]"));
+            }
+        }
+    }
+    if let Some(main) = results.iter().find(|r| r["is_main_result"] == true) {
+        text.push_str(&format!("\n--- result ---\n{}", main["text"].as_str().unwrap_or("")));
+    }
+    if let Some(tb) = error.get("traceback").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        text.push_str(&format!("\n--- traceback ---\n{}", cap(tb, MAX_STREAM_BYTES).0));
+    }
+    if !images.is_empty() {
+        text.push_str(&format!("\n({} image(s) attached)", images.len()));
+    }
+    for d in &denials {
+        text.push_str(&format!(
+            "\nnetwork denied: {} (rule: {}): {}",
+            d["target"].as_str().unwrap_or("?"),
+            d["rule"].as_str().unwrap_or("-"),
+            d["reason"].as_str().unwrap_or("")
+        ));
+    }
+    let structured = json!({
+        "sandbox_id": id, "one_shot": false, "stdout": out, "stderr": err,
+        "stdout_truncated": out_cut > 0, "stderr_truncated": err_cut > 0,
+        "results": results, "error": error, "execution_count": count, "network_denials": denials,
+    });
+    let mut r = ToolResult::ok(200, Some(id), text, structured);
+    r.images = images;
+    Ok(r)
+}
+
+/// The network denials the sandbox's gateway reported since `sub` began.
+fn drain_denials(sub: &mut safehouse_manager::events::Subscription, id: &str) -> Vec<Value> {
     let mut denials = Vec::new();
     loop {
         use tokio::sync::broadcast::error::TryRecvError;
@@ -404,7 +512,15 @@ async fn exec(st: &AppState, tenant: &str, id: &str, req: ExecRequest) -> Result
             Err(TryRecvError::Empty | TryRecvError::Closed) => break,
         }
     }
-    Ok((r, denials))
+    denials
+}
+
+/// Runs `req` as `POST /v1/sandboxes/{id}/exec` does, collecting the network denials the
+/// sandbox's gateway reported meanwhile.
+async fn exec(st: &AppState, tenant: &str, id: &str, req: ExecRequest) -> Result<(ExecResult, Vec<Value>), ApiError> {
+    let mut sub = st.manager.events().subscribe_sandbox(id, u64::MAX);
+    let r = st.manager.exec(tenant, id, req).await?;
+    Ok((r, drain_denials(&mut sub, id)))
 }
 
 /// The result of a command: exit status, output (capped) and the resource envelope.

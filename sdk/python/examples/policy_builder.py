@@ -22,8 +22,8 @@ def main() -> None:
         print(sbx.commands.run("echo allowed").stdout.strip())
         r = sbx.commands.run("/bin/ls /", raise_on_error=False)
         print("ls:", r.exit_code, r.stderr.strip())
-        r = sbx.run_code("print(open('/etc/hostname').read())")
-        print("hidden file:", r.stderr.strip().splitlines()[-1])
+        r = sbx.run_code("print(open('/etc/hostname').read())")       # the code interpreter
+        print("hidden file:", f"{r.error.name}: {r.error.value}" if r.error else r.stdout)
         m = sbx.get_metrics()
         print(f"metrics: {m.memory_bytes} bytes, {m.pids} pids, {m.violations} violations, "
               f"{len(m.history)} samples")

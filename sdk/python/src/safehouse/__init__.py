@@ -25,12 +25,16 @@ from .volumes import AsyncVolume, AsyncVolumeFilesystem, Volume, VolumeFilesyste
 
 __version__ = "0.1.0"
 
+from .code import Context, Execution, ExecutionError, Logs, OutputMessage, Result
+
 __all__ = [
     "Sandbox", "AsyncSandbox", "Commands", "AsyncCommands", "Filesystem", "AsyncFilesystem",
     "CommandHandle", "AsyncCommandHandle", "Pty", "AsyncPty", "WatchHandle", "AsyncWatchHandle",
     "EventStream", "AsyncEventStream", "Admin", "AsyncAdmin", "KillAllResult", "FleetResult",
     "CommandResult", "EntryInfo", "FileInfo", "FileType", "FilesystemEvent", "FilesystemEventType",
     "Metrics", "MetricsSample", "ProcessInfo", "PtySize", "WriteEntry", "SandboxEvent", "SandboxInfo", "ApiKey",
+    "Policy",
+    "Execution", "ExecutionError", "Result", "Logs", "Context", "OutputMessage",
     "Policy", "Volume", "AsyncVolume", "VolumeInfo", "VolumeFilesystem", "AsyncVolumeFilesystem",
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
     "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "SandboxPausedError", "ConflictError", "PathConflictError",

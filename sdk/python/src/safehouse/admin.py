@@ -92,6 +92,11 @@ class Admin:
         """The daemon's Prometheus exposition (`GET /metrics`, admin key only)."""
         return self._http.request("GET", "/metrics").text
 
+    def code_pool(self) -> Dict[str, Any]:
+        """The code interpreter's warm pools (`GET /v1/code/pool`): `size`, and per pool its
+        `ready` sandboxes, `warming`, `hits`, `misses`, `memory_bytes` (docs/interpreter.md)."""
+        return self._http.request("GET", "/v1/code/pool").json()
+
     def health(self) -> bool:
         """True when the daemon answers `GET /healthz`."""
         try:
@@ -162,6 +167,9 @@ class AsyncAdmin:
 
     async def prometheus(self) -> str:
         return (await self._http.request("GET", "/metrics")).text
+
+    async def code_pool(self) -> Dict[str, Any]:
+        return (await self._http.request("GET", "/v1/code/pool")).json()
 
     async def health(self) -> bool:
         try:

@@ -17,6 +17,8 @@ from ._either import either
 from ._http import _AsyncHttp, _call
 from ._streams import AsyncEventStream, AsyncWatchHandle, attach_closed_error
 from .admin import AsyncAdmin, KillAllResult
+from .code import (ONE_SHOT_LANGUAGES, Context, Execution, code_body, contexts_of, execution_of_command,
+                   parse_line)
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
 from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
@@ -542,13 +544,56 @@ class AsyncSandbox:
     set_timeout = either(_set_timeout_by_id, _set_timeout)
     kill = either(_kill_by_id, _kill)
 
-    async def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
-                       cwd: Optional[str] = None, timeout: Optional[float] = 60,
-                       on_stdout: Optional[OutputHandler] = None,
-                       on_stderr: Optional[OutputHandler] = None) -> CommandResult:
-        """Runs a CODE snippet; an error in the code is a result, not an exception."""
-        return await self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
-                                       on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+    async def run_code(self, code: str, language: Optional[str] = None, context: Optional[Any] = None,
+                       envs: Optional[Mapping[str, str]] = None, timeout: Optional[float] = 60,
+                       on_stdout: Optional[OutputHandler] = None, on_stderr: Optional[OutputHandler] = None,
+                       on_result: Optional[OutputHandler] = None,
+                       on_error: Optional[OutputHandler] = None) -> Execution:
+        """Runs CODE in the sandbox's code interpreter (see Sandbox.run_code); callbacks may
+        be coroutine functions."""
+        if language and language.lower() in ONE_SHOT_LANGUAGES:
+            r = await self.commands.run(code_argv(code, language), envs=envs, timeout=timeout, on_stdout=on_stdout,
+                                        on_stderr=on_stderr, raise_on_error=False)
+            return execution_of_command(r)
+        body = code_body(code, language, context, dict(envs) if envs else None, timeout)
+        handlers = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
+        read = None if timeout is None else timeout + HTTP_GRACE_S
+        resp = await self._http.stream("POST", sb_path(self.id, "/code"), json=body,
+                                       timeout=httpx.Timeout(read, connect=HTTP_GRACE_S))
+        execution = Execution()
+        try:
+            async for line in resp.aiter_lines():
+                call = parse_line(execution, line)
+                if call:
+                    await _call(handlers[call[0]], call[1])
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+        finally:
+            await resp.aclose()
+        return execution
+
+    async def create_code_context(self, cwd: Optional[str] = None, language: Optional[str] = None,
+                                  envs: Optional[Mapping[str, str]] = None) -> Context:
+        body: Dict[str, Any] = {}
+        if cwd:
+            body["cwd"] = cwd
+        if language:
+            body["language"] = language
+        if envs:
+            body["env"] = dict(envs)
+        return Context.from_json((await self._http.request("POST", sb_path(self.id, "/contexts"), json=body)).json())
+
+    async def list_code_contexts(self) -> List[Context]:
+        return contexts_of((await self._http.request("GET", sb_path(self.id, "/contexts"))).json())
+
+    async def restart_code_context(self, context: Any) -> Context:
+        cid = context.id if isinstance(context, Context) else str(context)
+        resp = await self._http.request("POST", sb_path(self.id, f"/contexts/{cid}/restart"))
+        return Context.from_json(resp.json())
+
+    async def remove_code_context(self, context: Any) -> None:
+        cid = context.id if isinstance(context, Context) else str(context)
+        await self._http.request("DELETE", sb_path(self.id, f"/contexts/{cid}"))
 
     def port_url(self, port: int, path: str = "/") -> str:
         """The daemon URL that reaches PORT inside the sandbox (see Sandbox.port_url)."""

@@ -20,6 +20,8 @@ from ._either import either
 from ._http import _Http
 from ._streams import EventStream, WatchHandle, attach_closed_error
 from .admin import Admin, KillAllResult
+from .code import (ONE_SHOT_LANGUAGES, Context, Execution, code_body, contexts_of, execution_of_command,
+                   parse_line)
 from .exceptions import (CommandExitException, NotFoundError, SafehouseError, SafehouseTimeoutError,
                          error_from_response)
 from .models import (CommandResult, EntryInfo, FilesystemEvent, Metrics, ProcessInfo, PtySize, SandboxInfo,
@@ -627,15 +629,62 @@ class Sandbox:
     set_timeout = either(_set_timeout_by_id, _set_timeout)
     kill = either(_kill_by_id, _kill)
 
-    def run_code(self, code: str, language: str = "python", envs: Optional[Mapping[str, str]] = None,
-                 cwd: Optional[str] = None, timeout: Optional[float] = 60,
-                 on_stdout: Optional[OutputHandler] = None,
-                 on_stderr: Optional[OutputHandler] = None) -> CommandResult:
-        """Runs a CODE snippet (python, bash, sh, javascript) and returns its result; an
-        error in the code is a result (`.error`, `.stderr`), not an exception, as in E2B's
-        code interpreter."""
-        return self.commands.run(code_argv(code, language), envs=envs, cwd=cwd, timeout=timeout,
-                                 on_stdout=on_stdout, on_stderr=on_stderr, raise_on_error=False)
+    def run_code(self, code: str, language: Optional[str] = None, context: Optional[Any] = None,
+                 envs: Optional[Mapping[str, str]] = None, timeout: Optional[float] = 60,
+                 on_stdout: Optional[OutputHandler] = None, on_stderr: Optional[OutputHandler] = None,
+                 on_result: Optional[OutputHandler] = None, on_error: Optional[OutputHandler] = None) -> Execution:
+        """Runs CODE in the sandbox's code interpreter and returns an Execution (E2B's shape):
+        `.results` (the last expression's value and every display: text, html, png, chart,
+        ...), `.logs`, `.error` (`name`, `value`, `traceback`), `.text`. State persists between
+        calls in the same context (the language's default one unless CONTEXT is given).
+        LANGUAGE: python (default) or bash; javascript runs as a fresh `node -e` per call.
+        TIMEOUT: seconds before the kernel is interrupted (its state is kept); None for no
+        limit. An error in the code is a result, not an exception."""
+        if language and language.lower() in ONE_SHOT_LANGUAGES:
+            r = self.commands.run(code_argv(code, language), envs=envs, timeout=timeout, on_stdout=on_stdout,
+                                  on_stderr=on_stderr, raise_on_error=False)
+            return execution_of_command(r)
+        body = code_body(code, language, context, dict(envs) if envs else None, timeout)
+        handlers = {"on_stdout": on_stdout, "on_stderr": on_stderr, "on_result": on_result, "on_error": on_error}
+        read = None if timeout is None else timeout + HTTP_GRACE_S
+        resp = self._http.stream("POST", sb_path(self.id, "/code"), json=body,
+                                 timeout=httpx.Timeout(read, connect=HTTP_GRACE_S))
+        execution = Execution()
+        try:
+            for line in resp.iter_lines():
+                call = parse_line(execution, line)
+                if call and handlers[call[0]] is not None:
+                    handlers[call[0]](call[1])
+        except httpx.HTTPError as e:
+            raise translate(e) from e
+        finally:
+            resp.close()
+        return execution
+
+    def create_code_context(self, cwd: Optional[str] = None, language: Optional[str] = None,
+                            envs: Optional[Mapping[str, str]] = None) -> Context:
+        """A new context: its own kernel and state (LANGUAGE python or bash; CWD and ENVS its
+        working directory and environment)."""
+        body: Dict[str, Any] = {}
+        if cwd:
+            body["cwd"] = cwd
+        if language:
+            body["language"] = language
+        if envs:
+            body["env"] = dict(envs)
+        return Context.from_json(self._http.request("POST", sb_path(self.id, "/contexts"), json=body).json())
+
+    def list_code_contexts(self) -> List[Context]:
+        return contexts_of(self._http.request("GET", sb_path(self.id, "/contexts")).json())
+
+    def restart_code_context(self, context: Any) -> Context:
+        """A fresh kernel for CONTEXT (a Context or its id): its state is gone, its id stays."""
+        cid = context.id if isinstance(context, Context) else str(context)
+        return Context.from_json(self._http.request("POST", sb_path(self.id, f"/contexts/{cid}/restart")).json())
+
+    def remove_code_context(self, context: Any) -> None:
+        cid = context.id if isinstance(context, Context) else str(context)
+        self._http.request("DELETE", sb_path(self.id, f"/contexts/{cid}"))
 
     def port_url(self, port: int, path: str = "/") -> str:
         """The daemon URL that reaches PORT inside the sandbox (the port proxy). Requests to

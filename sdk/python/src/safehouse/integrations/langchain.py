@@ -26,6 +26,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from ..exceptions import (ForbiddenError, PolicyRefusedError, SafehouseError, SafehouseTimeoutError,
                           SandboxNotRunningError)
+from ..code import Execution
 from ..models import CommandResult, SandboxEvent
 from ..async_sandbox import AsyncSandbox
 from ..sandbox import Sandbox
@@ -33,8 +34,8 @@ from ..sandbox import Sandbox
 #: Longest stdout or stderr a tool hands back to the model (the rest is cut, and said so).
 MAX_OUTPUT_CHARS = 20_000
 
-__all__ = ["SafehouseToolkit", "SafehouseShellTool", "SafehousePythonTool", "SafehouseReadFileTool",
-           "SafehouseWriteFileTool", "MAX_OUTPUT_CHARS"]
+__all__ = ["SafehouseToolkit", "SafehouseShellTool", "SafehousePythonTool", "SafehouseCodeInterpreterTool",
+           "SafehouseReadFileTool", "SafehouseWriteFileTool", "MAX_OUTPUT_CHARS", "format_execution"]
 
 
 def _clip(text: str) -> str:
@@ -207,17 +208,64 @@ class SafehousePythonTool(_SandboxTool):
 
     def _call(self, sbx: Sandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
-            r = sbx.run_code(code, language="python", timeout=timeout or self.timeout)
+            r = sbx.commands.run(["python3", "-c", code], timeout=timeout or self.timeout, raise_on_error=False)
         except SafehouseError as e:
             return format_error("running the Python code", e)
         return self._answer(sbx, r, code)
 
     async def _acall(self, sbx: AsyncSandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
         try:
-            r = await sbx.run_code(code, language="python", timeout=timeout or self.timeout)
+            r = await sbx.commands.run(["python3", "-c", code], timeout=timeout or self.timeout,
+                                       raise_on_error=False)
         except SafehouseError as e:
             return format_error("running the Python code", e)
         return await self._aanswer(sbx, r, code)
+
+
+class CodeInput(BaseModel):
+    code: str = Field(description="Python source for a notebook cell; the value of its last line is shown.")
+    timeout: Optional[float] = Field(default=None, description="Seconds before the kernel is interrupted.")
+
+
+def format_execution(ex: Execution) -> str:
+    """The text a code-interpreter answer gives the model: output, the cell's value, the
+    error with its traceback, and how many images (charts) came with it."""
+    lines = []
+    if ex.stdout:
+        lines.append("stdout:\n" + _clip(ex.stdout))
+    if ex.stderr:
+        lines.append("stderr:\n" + _clip(ex.stderr))
+    if ex.text is not None:
+        lines.append("result:\n" + _clip(ex.text))
+    images = sum(1 for r in ex.results if r.png or r.jpeg or r.svg)
+    if images:
+        lines.append(f"{images} image(s) displayed (charts); their data is in the Execution's results")
+    if ex.error is not None:
+        lines.append(f"error: {ex.error.name}: {ex.error.value}\n" + _clip(ex.error.traceback))
+    return "\n".join(lines) or "ok (no output)"
+
+
+class SafehouseCodeInterpreterTool(_SandboxTool):
+    """A stateful notebook: each call runs in the sandbox's code interpreter (a Jupyter
+    kernel), so variables, imports and DataFrames persist between calls."""
+    name: str = "safehouse_code_interpreter"
+    description: str = ("Run Python in a stateful Jupyter kernel inside an isolated sandbox, like a notebook "
+                        "cell: variables and imports persist between calls, the last expression's value is "
+                        "returned, matplotlib charts are captured, errors come with their traceback.")
+    args_schema: Type[BaseModel] = CodeInput
+
+    def _call(self, sbx: Sandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
+        try:
+            return format_execution(sbx.run_code(code, timeout=timeout or self.timeout))
+        except SafehouseError as e:
+            return format_error("running the code", e)
+
+    async def _acall(self, sbx: AsyncSandbox, code: str = "", timeout: Optional[float] = None, **_: Any) -> str:
+        try:
+            return format_execution(await sbx.run_code(code, timeout=timeout or self.timeout))
+        except SafehouseError as e:
+            return format_error("running the code", e)
+
 
 
 class ReadFileInput(BaseModel):
