@@ -351,6 +351,8 @@ fn another_tenants_sandbox_is_404() {
             br#"{"path":"/x"}"#
         } else if path.ends_with("/move") {
             br#"{"from":"/x","to":"/y"}"#
+        } else if path.ends_with("/code") {
+            br#"{"code":"1+1"}"#
         } else {
             b""
         };
