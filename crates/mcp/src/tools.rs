@@ -481,14 +481,7 @@ async fn run_code_in(
     if !images.is_empty() {
         text.push_str(&format!("\n({} image(s) attached)", images.len()));
     }
-    for d in &denials {
-        text.push_str(&format!(
-            "\nnetwork denied: {} (rule: {}): {}",
-            d["target"].as_str().unwrap_or("?"),
-            d["rule"].as_str().unwrap_or("-"),
-            d["reason"].as_str().unwrap_or("")
-        ));
-    }
+    push_denials(&mut text, &denials);
     let structured = json!({
         "sandbox_id": id, "one_shot": false, "stdout": out, "stderr": err,
         "stdout_truncated": out_cut > 0, "stderr_truncated": err_cut > 0,
@@ -554,14 +547,7 @@ fn envelope(id: &str, r: ExecResult, denials: Vec<Value>, one_shot: bool) -> (St
             ));
         }
     }
-    for d in &denials {
-        text.push_str(&format!(
-            "\nnetwork denied: {} (rule: {}): {}",
-            d["target"].as_str().unwrap_or("?"),
-            d["rule"].as_str().unwrap_or("-"),
-            d["reason"].as_str().unwrap_or("")
-        ));
-    }
+    push_denials(&mut text, &denials);
     if !denials.is_empty() {
         text.push_str("\n(the sandbox's policy decides what it may reach: network.allow in the policy, or a preset)");
     }
@@ -752,6 +738,18 @@ async fn list_files(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
     }
     let structured = json!({"path": a.path, "entries": entries, "truncated": total > MAX_LIST});
     Ok(ToolResult::ok(200, Some(id), text, structured))
+}
+
+/// One line per network denial the command met, for a tool result's text.
+fn push_denials(text: &mut String, denials: &[Value]) {
+    for d in denials {
+        text.push_str(&format!(
+            "\nnetwork denied: {} (rule: {}): {}",
+            d["target"].as_str().unwrap_or("?"),
+            d["rule"].as_str().unwrap_or("-"),
+            d["reason"].as_str().unwrap_or("")
+        ));
+    }
 }
 
 #[cfg(test)]
