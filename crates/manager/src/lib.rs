@@ -25,6 +25,7 @@ pub mod execwatch;
 pub mod fleet;
 pub mod fswatch;
 pub mod ids;
+pub mod images;
 pub mod interp;
 pub(crate) mod lifecycle;
 pub mod limits;
@@ -131,9 +132,17 @@ pub(crate) struct Live {
     pub last_used: std::sync::atomic::AtomicU64,
     /// The names of the tenant's volumes it mounts.
     pub volumes: Vec<String>,
+    /// Its root's image (`template` / `rootfs = "image:REF"`), leased while it lives:
+    /// taken at teardown, once its mounts are gone (cleanup.rs).
+    pub image: Mutex<Option<Arc<images::ImageInUse>>>,
 }
 
 impl Live {
+    /// Ends its lease on its image (teardown, once nothing of the sandbox runs).
+    pub fn release_image(&self) {
+        self.image.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     /// The sandbox's root for file operations: the descriptor it handed over, or
     /// `/proc/<agent>/root` (root daemons only: the agent is non-dumpable), opened while
     /// the agent is known to live, so never a recycled pid's.
@@ -189,6 +198,8 @@ pub(crate) struct Inner {
     pub pool: Mutex<Option<Arc<safehouse_storage::Pool>>>,
     /// One resume at a time per sandbox.
     pub resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The images sandboxes run on (images.rs).
+    pub images: images::ImageRoots,
 }
 
 impl Manager {
@@ -219,6 +230,7 @@ impl Manager {
                 codepool: Default::default(),
                 pool: Default::default(),
                 resuming: Default::default(),
+                images: Default::default(),
             }),
         }
     }

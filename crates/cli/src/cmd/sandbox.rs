@@ -110,6 +110,9 @@ pub struct CreateArgs {
     /// Mount a volume of yours: NAME:PATH[:ro] (repeatable)
     #[arg(long = "volume", value_name = "NAME:PATH[:ro]")]
     volumes: Vec<String>,
+    /// A template or image of the daemon's image store as the root filesystem
+    #[arg(long, value_name = "NAME")]
+    template: Option<String>,
     /// Print the sandbox object as JSON instead of its id
     #[arg(long)]
     json: bool,
@@ -248,6 +251,9 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
     }
     if let Some(s) = &a.snapshot {
         body.insert("snapshot".into(), json!(s));
+    }
+    if let Some(t) = &a.template {
+        body.insert("template".into(), json!(t));
     }
     if !a.volumes.is_empty() {
         let mut vols = Vec::new();
