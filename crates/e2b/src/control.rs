@@ -189,17 +189,16 @@ pub fn network_allow(body: &Map<String, Value>) -> Result<Option<Vec<String>>, A
     Ok(Some(allow))
 }
 
+/// What a template becomes in a create request: (policy, preset, store template).
+type Mapped = (Option<Value>, Option<String>, Option<String>);
+
 /// Template → (policy, preset, store template): `base` is the default policy with E2B's
 /// network on the host's root; a safehouse preset name is that preset (network options
 /// then refused); a template of the daemon's image store (`safehouse template build`,
 /// `image pull`) is base's policy on that template's root. `code-interpreter-v1` is the
 /// store's template of that name when there is one (scripts/interp-image builds it), else
 /// base on the host's root, which then needs the host's python3 with ipykernel.
-fn policy_for(
-    template: &str,
-    in_store: bool,
-    body: &Map<String, Value>,
-) -> Result<(Option<Value>, Option<String>, Option<String>), ApiError> {
+fn policy_for(template: &str, in_store: bool, body: &Map<String, Value>) -> Result<Mapped, ApiError> {
     let allow = network_allow(body)?;
     let base = |allow: Option<Vec<String>>| {
         let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);

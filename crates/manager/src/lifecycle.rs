@@ -283,7 +283,6 @@ impl Manager {
             }
             _ => None,
         };
-        let mut policy = policy;
         if let Some(r) = &image {
             policy.filesystem.rootfs = safehouse_policy::Rootfs::Image(r.digest.clone());
         }

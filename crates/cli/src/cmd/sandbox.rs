@@ -387,6 +387,7 @@ mod tests {
             idle_timeout: None,
             snapshot: None,
             volumes: Vec::new(),
+            template: None,
             json: false,
         };
         let body = create_body(&a).unwrap();
@@ -455,11 +456,13 @@ mod persistence_tests {
             idle_timeout: Some("10m".into()),
             snapshot: Some("snap_x".into()),
             volumes: vec!["data:/data".into(), "cache:/c:ro".into()],
+            template: Some("py-data".into()),
             json: false,
         };
         assert_eq!(
             create_body(&a).unwrap(),
             json!({
+                "template": "py-data",
                 "storage": "disk",
                 "lifecycle": {"on_timeout": "pause", "auto_resume": true, "idle_timeout_s": 600},
                 "snapshot": "snap_x",
