@@ -33,6 +33,7 @@ pub mod metrics;
 mod netns;
 mod persist;
 pub mod store;
+pub mod template_build;
 pub mod types;
 
 #[cfg(test)]
@@ -200,6 +201,8 @@ pub(crate) struct Inner {
     pub resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The images sandboxes run on (images.rs).
     pub images: images::ImageRoots,
+    /// Template builds running (template_build.rs).
+    pub builds: template_build::Builds,
 }
 
 impl Manager {
@@ -231,6 +234,7 @@ impl Manager {
                 pool: Default::default(),
                 resuming: Default::default(),
                 images: Default::default(),
+                builds: Default::default(),
             }),
         }
     }
