@@ -303,6 +303,7 @@ impl Manager {
         .await
         .map_err(internal)?
         .map_err(internal)?;
+        self.inner.quota.release(id);
         self.inner.events.register(id, tenant);
         self.note_ended(id, "sandbox.killed", None);
         Ok(())
