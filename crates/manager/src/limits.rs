@@ -52,13 +52,17 @@ pub fn spawner_nofile_max(pids: impl Iterator<Item = i32>) -> Option<u64> {
 }
 
 /// `limits.nofile` within what the sandbox can set (`max`, [`spawner_nofile_max`]); past it
-/// the sandbox's setup would fail on `setrlimit`, so the create is refused before any work.
+/// the sandbox's setup would fail on `setrlimit`, so the create is refused (422, this host
+/// cannot enforce it) before any work.
 pub fn check_nofile(policy: &safehouse_policy::Policy, max: Option<u64>) -> Result<(), ManagerError> {
     let (Some(asked), Some(max)) = (policy.limits.nofile, max) else { return Ok(()) };
     if asked > max {
-        return Err(invalid(format!(
-            "limits.nofile = {asked} is more than this daemon's own hard open-file limit ({max}), which a sandbox cannot raise: ask for at most {max}, or raise the daemon's hard limit (LimitNOFILE= in its unit, ulimit -Hn) and restart it"
-        )));
+        return Err(ManagerError::Refused {
+            layer: "limits.nofile".into(),
+            reason: format!(
+                "limits.nofile = {asked} is more than this daemon's own hard open-file limit ({max}), which a sandbox cannot raise: ask for at most {max}, or raise the daemon's hard limit (LimitNOFILE= in its unit, ulimit -Hn) and restart it"
+            ),
+        });
     }
     Ok(())
 }
