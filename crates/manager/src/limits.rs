@@ -60,7 +60,7 @@ pub fn check_nofile(policy: &safehouse_policy::Policy, max: Option<u64>) -> Resu
         return Err(ManagerError::Refused {
             layer: "limits.nofile".into(),
             reason: format!(
-                "limits.nofile = {asked} is more than this daemon's own hard open-file limit ({max}), which a sandbox cannot raise: ask for at most {max}, or raise the daemon's hard limit (LimitNOFILE= in its unit, ulimit -Hn) and restart it"
+                "{asked} is more than this daemon's own hard open-file limit ({max}), which a sandbox cannot raise: ask for at most {max}, or raise the daemon's hard limit (LimitNOFILE= in its unit, ulimit -Hn) and restart it"
             ),
         });
     }
@@ -252,7 +252,9 @@ mod tests {
         assert!(check_nofile(&with(Some(1 << 20)), None).is_ok());
         let m = message(check_nofile(&with(Some(4097)), Some(4096)));
         assert!(
-            m.starts_with("limits.nofile = 4097 is more than this daemon's own hard open-file limit (4096)"),
+            m.starts_with(
+                "cannot enforce limits.nofile here: 4097 is more than this daemon's own hard open-file limit (4096)"
+            ),
             "{m}"
         );
         // This process's own limit is what a daemon without spawners reports.
