@@ -1,8 +1,8 @@
 """E2B's `e2b-code-interpreter` SDK, unchanged, against a daemon with a warm pool of one:
 state, a chart, an error, contexts, and the base SDK's calls on the same sandbox.
-Configured only by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY. The template
-`code-interpreter-v1` is `base` on the host's root until the daemon serves image roots
-(docs/e2b.md), so its kernels use the host's python3 (conftest checks it has the stack)."""
+Configured only by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY. The daemon's store holds
+the code-interpreter image (scripts/interp-image, imported as `code-interpreter-v1`), so
+the SDK's default template runs on that image's root, not the host's."""
 import os
 import tempfile
 import time
@@ -13,6 +13,7 @@ import pytest
 from e2e.support import Api, running_daemon
 from e2e.test_events import read_sse
 
+from .image import import_image
 from .pngcheck import decode
 
 if not os.environ.get("CI"):
@@ -23,6 +24,7 @@ if not os.environ.get("CI"):
 def pool_daemon():
     """A daemon of its own with a warm pool of one."""
     data = tempfile.mkdtemp(prefix="safehouse-interp-e2b-")
+    import_image(data)
     d = running_daemon(data_dir=data, env={"SAFEHOUSE_CODE_POOL": "1"})
     yield d
     d.cleanup()
@@ -47,6 +49,9 @@ def test_sdk_session_state_chart_error_contexts(e2b_env):
     sbx = Sandbox.create()
     try:
         assert sbx.get_info().template_id == "code-interpreter-v1"
+        # Its root is the image (pinned by digest in the recorded policy), not the host's.
+        policy = e2b_env.get(f"/v1/sandboxes/{sbx.sandbox_id}/policy").json()["policy"]
+        assert policy["filesystem"]["rootfs"].startswith("image:sha256:"), policy["filesystem"]
         ex = sbx.run_code("x = 1; x += 1; x")
         assert ex.text == "2" and ex.error is None, ex
         assert sbx.run_code("x * 21").text == "42"  # state

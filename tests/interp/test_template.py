@@ -19,8 +19,8 @@ def test_dockerfile_installs_the_package_list():
 
 def test_image_runs_the_data_stack(tmp_path):
     """The image scripts/interp-image builds (cached) runs the interpreter's stack: imported
-    into a store of its own and run with `safehouse run --image` (the daemon does not serve
-    image roots yet, docs/e2b.md)."""
+    into a store of its own and run with `safehouse run --image` (test_e2b_interp.py runs it
+    through the daemon)."""
     import os
     import subprocess
 

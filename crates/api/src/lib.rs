@@ -21,6 +21,7 @@ mod policy;
 mod processes;
 mod sandboxes;
 mod session;
+mod templates;
 mod volume_files;
 
 use axum::routing::{any, delete, get, post};
@@ -104,6 +105,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/volumes"),
     ("GET", "/v1/volumes"),
     ("DELETE", "/v1/volumes/{name}"),
+    ("GET", "/v1/templates"),
+    ("POST", "/v1/templates"),
+    ("DELETE", "/v1/templates/{*name}"),
     ("GET", "/v1/volumes/{name}/files"),
     ("PUT", "/v1/volumes/{name}/files"),
     ("GET", "/v1/volumes/{name}/fs/list"),
@@ -169,6 +173,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/snapshots/{id}", get(persist::get_snapshot).delete(persist::delete_snapshot))
         .route("/v1/volumes", post(persist::create_volume).get(persist::list_volumes))
         .route("/v1/volumes/{name}", delete(persist::delete_volume))
+        .route("/v1/templates", get(templates::list).post(templates::build))
+        .route("/v1/templates/{*name}", delete(templates::remove))
         .route("/v1/volumes/{name}/files", get(volume_files::download).put(volume_files::upload))
         .route("/v1/volumes/{name}/fs/list", get(volume_files::list))
         .route("/v1/volumes/{name}/fs/stat", get(volume_files::stat))

@@ -135,7 +135,7 @@ impl From<ManagerError> for ConnectError {
         match e {
             ManagerError::NotFound => ConnectError::new(Code::NotFound, "the sandbox was not found"),
             ManagerError::NoProcess => ConnectError::new(Code::NotFound, "process not found"),
-            ManagerError::NoContext(_) => ConnectError::new(Code::NotFound, msg),
+            ManagerError::NoContext(_) | ManagerError::Missing(_) => ConnectError::new(Code::NotFound, msg),
             ManagerError::Invalid(_) => ConnectError::invalid(msg),
             ManagerError::Refused { .. } => ConnectError::new(Code::FailedPrecondition, msg),
             ManagerError::NotRunning(_) | ManagerError::Frozen(_) | ManagerError::Paused(_) => {

@@ -189,21 +189,23 @@ pub fn network_allow(body: &Map<String, Value>) -> Result<Option<Vec<String>>, A
     Ok(Some(allow))
 }
 
-/// Template → (policy, preset): `base` is the default policy with E2B's network; a
-/// safehouse preset name is that preset (network options then refused).
-fn policy_for(template: &str, body: &Map<String, Value>) -> Result<(Option<Value>, Option<String>), ApiError> {
+/// What a template becomes in a create request: (policy, preset, store template).
+type Mapped = (Option<Value>, Option<String>, Option<String>);
+
+/// Template → (policy, preset, store template): `base` is the default policy with E2B's
+/// network on the host's root; a safehouse preset name is that preset (network options
+/// then refused); a template of the daemon's image store (`safehouse template build`,
+/// `image pull`) is base's policy on that template's root. `code-interpreter-v1` is the
+/// store's template of that name when there is one (scripts/interp-image builds it), else
+/// base on the host's root, which then needs the host's python3 with ipykernel.
+fn policy_for(template: &str, in_store: bool, body: &Map<String, Value>) -> Result<Mapped, ApiError> {
     let allow = network_allow(body)?;
+    let base = |allow: Option<Vec<String>>| {
+        let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);
+        Some(json!({"version": 1, "network": {"allow": allow}}))
+    };
     if template == BASE_TEMPLATE {
-        let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);
-        return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
-    }
-    if template == CODE_INTERPRETER_TEMPLATE {
-        // base's policy (and the warm pool, see `create_inner`). Not the image of that
-        // name: the daemon does not serve image roots yet (the manager refuses `image:`),
-        // so the interpreter runs on the host's root and needs the host's python3 with
-        // ipykernel (docs/e2b.md "The code interpreter").
-        let allow = allow.unwrap_or_else(|| vec!["*".to_string()]);
-        return Ok((Some(json!({"version": 1, "network": {"allow": allow}})), None));
+        return Ok((base(allow), None, None));
     }
     if safehouse_policy::presets::names().contains(&template) {
         // `allow_internet_access: true` is E2B's default, which SDKs before 2.46 always
@@ -217,10 +219,17 @@ fn policy_for(template: &str, body: &Map<String, Value>) -> Result<(Option<Value
                  allow_internet_access/network or use the \"base\" template"
             )));
         }
-        return Ok((None, Some(template.to_string())));
+        return Ok((None, Some(template.to_string()), None));
+    }
+    if in_store {
+        return Ok((base(allow), None, Some(template.to_string())));
+    }
+    if template == CODE_INTERPRETER_TEMPLATE {
+        return Ok((base(allow), None, None));
     }
     Err(ApiError::invalid(format!(
-        "template {template:?} does not exist here; use \"base\", \"{CODE_INTERPRETER_TEMPLATE}\" or a safehouse preset ({})",
+        "template {template:?} does not exist here; use \"base\", \"{CODE_INTERPRETER_TEMPLATE}\", a safehouse preset ({}) \
+         or a template of the daemon's image store (build one with `safehouse template build --tag {template} DIR`)",
         safehouse_policy::presets::names().join(", ")
     )))
 }
@@ -235,18 +244,32 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     refuse_unsupported(&body)?;
     let template = match body.get("templateID") {
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        _ => return Err(ApiError::invalid("templateID is required (\"base\" or a safehouse preset)")),
+        _ => {
+            return Err(ApiError::invalid(
+                "templateID is required (\"base\", a safehouse preset or a template of the image store)",
+            ))
+        }
     };
     let timeout_s = match body.get("timeout") {
         None | Some(Value::Null) => None,
         Some(v) => Some(timeout_of(v)?),
     };
-    let (policy, preset) = policy_for(&template, &body)?;
+    let in_store = template != BASE_TEMPLATE && st.manager.template_exists(&template).await;
+    let (policy, preset, store_template) = policy_for(&template, in_store, &body)?;
     let env = string_map(&body, "envVars")?;
     limits::check_env(&env)?;
     let metadata = string_map(&body, "metadata")?;
     let created_by = tenant.key_id.clone();
-    let req = CreateRequest { policy, preset, timeout_s, env, metadata, created_by, ..Default::default() };
+    let req = CreateRequest {
+        policy,
+        preset,
+        timeout_s,
+        env,
+        metadata,
+        created_by,
+        template: store_template,
+        ..Default::default()
+    };
     let info = if template == CODE_INTERPRETER_TEMPLATE {
         st.manager.create_for_code(&tenant.name, req, &template).await?.0
     } else {
@@ -508,15 +531,24 @@ mod tests {
 
     #[test]
     fn templates_map_to_policies() {
-        let (p, preset) = policy_for("base", &Map::new()).unwrap();
+        let (p, preset, t) = policy_for("base", false, &Map::new()).unwrap();
         assert_eq!(p.unwrap()["network"]["allow"], json!(["*"]));
-        assert_eq!(preset, None);
-        assert_eq!(policy_for("offline", &Map::new()).unwrap(), (None, Some("offline".into())));
+        assert_eq!((preset, t), (None, None));
+        assert_eq!(policy_for("offline", false, &Map::new()).unwrap(), (None, Some("offline".into()), None));
         // true is the default older SDKs always send; false would change the preset.
-        assert!(policy_for("offline", &obj(json!({"allow_internet_access": true}))).is_ok());
-        assert!(policy_for("offline", &obj(json!({"allow_internet_access": false}))).is_err());
-        assert!(policy_for("offline", &obj(json!({"network": {"allowOut": ["a.com"]}}))).is_err());
-        assert!(policy_for("nope", &Map::new()).unwrap_err().message.contains("base"));
+        assert!(policy_for("offline", false, &obj(json!({"allow_internet_access": true}))).is_ok());
+        assert!(policy_for("offline", false, &obj(json!({"allow_internet_access": false}))).is_err());
+        assert!(policy_for("offline", false, &obj(json!({"network": {"allowOut": ["a.com"]}}))).is_err());
+        assert!(policy_for("nope", false, &Map::new()).unwrap_err().message.contains("template build"));
+        // A template of the store: base's network on its root.
+        let (p, preset, t) = policy_for("mine", true, &obj(json!({"allow_internet_access": false}))).unwrap();
+        assert_eq!((p.unwrap()["network"]["allow"].clone(), preset, t), (json!([]), None, Some("mine".into())));
+        // The interpreter's name: the store's template when it has one, else the host's root.
+        assert_eq!(
+            policy_for(CODE_INTERPRETER_TEMPLATE, true, &Map::new()).unwrap().2.as_deref(),
+            Some(CODE_INTERPRETER_TEMPLATE)
+        );
+        assert_eq!(policy_for(CODE_INTERPRETER_TEMPLATE, false, &Map::new()).unwrap().2, None);
         assert!(refuse_unsupported(&obj(json!({"autoPause": true}))).is_err());
         assert!(refuse_unsupported(&obj(json!({"autoPause": false, "metadata": {}}))).is_ok());
         assert!(refuse_unsupported(&obj(json!({"autoResume": {"enabled": false}, "volumeMounts": []}))).is_ok());

@@ -72,7 +72,7 @@ impl From<ManagerError> for ApiError {
         let msg = e.to_string();
         match e {
             ManagerError::NotFound => ApiError::no_sandbox(),
-            ManagerError::NoProcess | ManagerError::NoContext(_) => ApiError::not_found(msg),
+            ManagerError::NoProcess | ManagerError::NoContext(_) | ManagerError::Missing(_) => ApiError::not_found(msg),
             ManagerError::Invalid(_) => ApiError::invalid(msg),
             ManagerError::Refused { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_refused", msg),
             ManagerError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "not_running", msg),

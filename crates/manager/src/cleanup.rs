@@ -60,7 +60,7 @@ impl Manager {
     /// when the sandbox's tasks did; on its way out it removes the `tools.limits` cgroups
     /// nested in the sandbox's, which a v1 `rmdir` of the sandbox's would fail on), the
     /// cgroup (its `destroy` still kills a straggler first), the namespaces (unmounting
-    /// its filesystems), the file watches and root descriptors, then the socket directory.
+    /// its filesystems), its image's lease, the file watches and root descriptors, then the socket directory.
     fn remove_leftovers(&self, victims: &[Arc<Live>], cgroups: Vec<OwnedCgroup>, namespaces: Vec<HeldNamespaces>) {
         let width = std::thread::available_parallelism().map_or(2, |n| n.get());
         type Slot = Mutex<(OwnedCgroup, HeldNamespaces)>;
@@ -75,6 +75,8 @@ impl Manager {
                 }
             }
             drop(namespaces);
+            // Its mounts are gone with its namespaces: its image's layers are free to go.
+            live.release_image();
             self.unwatch_files(&live.id);
             if live.disk {
                 self.remove_layer(&live.id);

@@ -64,8 +64,20 @@ pub struct PoolStatus {
     pub pools: Vec<PoolView>,
 }
 
+/// Everything in a request that makes one sandbox differ from another (its metadata and
+/// deadline are set on a warm one when it is handed out).
 fn shape_key(tenant: &str, req: &CreateRequest) -> String {
-    let shape = serde_json::json!([tenant, req.policy, req.preset, req.env]);
+    let shape = serde_json::json!([
+        tenant,
+        req.policy,
+        req.preset,
+        req.env,
+        req.template,
+        req.storage,
+        req.lifecycle,
+        req.snapshot,
+        req.volumes
+    ]);
     shape.to_string()
 }
 

@@ -25,6 +25,7 @@ pub mod execwatch;
 pub mod fleet;
 pub mod fswatch;
 pub mod ids;
+pub mod images;
 pub mod interp;
 pub(crate) mod lifecycle;
 pub mod limits;
@@ -33,6 +34,7 @@ mod netns;
 mod persist;
 pub mod quota;
 pub mod store;
+pub mod template_build;
 pub mod types;
 
 #[cfg(test)]
@@ -135,9 +137,17 @@ pub(crate) struct Live {
     pub last_used: std::sync::atomic::AtomicU64,
     /// The names of the tenant's volumes it mounts.
     pub volumes: Vec<String>,
+    /// Its root's image (`template` / `rootfs = "image:REF"`), leased while it lives:
+    /// taken at teardown, once its mounts are gone (cleanup.rs).
+    pub image: Mutex<Option<Arc<images::ImageInUse>>>,
 }
 
 impl Live {
+    /// Ends its lease on its image (teardown, once nothing of the sandbox runs).
+    pub fn release_image(&self) {
+        self.image.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     /// The sandbox's root for file operations: the descriptor it handed over, or
     /// `/proc/<agent>/root` (root daemons only: the agent is non-dumpable), opened while
     /// the agent is known to live, so never a recycled pid's.
@@ -198,6 +208,10 @@ pub(crate) struct Inner {
     /// The highest `limits.nofile` a sandbox can set: the spawners' hard RLIMIT_NOFILE
     /// (limits::check_nofile); None when it cannot be read.
     pub nofile_max: Option<u64>,
+    /// The images sandboxes run on (images.rs).
+    pub images: images::ImageRoots,
+    /// Template builds running (template_build.rs).
+    pub builds: template_build::Builds,
 }
 
 impl Manager {
@@ -235,6 +249,8 @@ impl Manager {
                 resuming: Default::default(),
                 quota,
                 nofile_max,
+                images: Default::default(),
+                builds: Default::default(),
             }),
         }
     }

@@ -41,6 +41,7 @@ struct Launch {
     run_req: RunRequest,
     id: String,
     disk_layer: Option<String>,
+    image: Option<Arc<crate::images::ImageInUse>>,
 }
 
 fn jail_error(e: JailError) -> ManagerError {
@@ -213,19 +214,22 @@ impl Manager {
         if !policy.tools.limits.is_empty() {
             self.check_tool_limits()?;
         }
-        if let safehouse_policy::Rootfs::Image(r) = &policy.filesystem.rootfs {
-            return Err(ManagerError::Refused {
-                layer: "filesystem.rootfs".into(),
-                reason: format!(
-                    "image:{r}: image roots are not served by the daemon yet; run it with `safehouse run --image {r}`"
-                ),
-            });
+        // A template is the policy's root: `rootfs = "image:NAME"` (never both).
+        let mut policy = policy;
+        if let Some(t) = &req.template {
+            if policy.filesystem.rootfs != safehouse_policy::Rootfs::Host {
+                return Err(ManagerError::Invalid(
+                    "give either template or a policy with filesystem.rootfs, not both".into(),
+                ));
+            }
+            policy.filesystem.rootfs = safehouse_policy::Rootfs::Image(t.clone());
         }
         // Host paths in a policy (binds, a rootfs directory) reach the host's filesystem with
         // the daemon's privileges: only the admin tenant (the host's operator) may name them.
         let fs = &policy.filesystem;
-        let names_host_paths =
-            !fs.read_only.is_empty() || !fs.read_write.is_empty() || fs.rootfs != safehouse_policy::Rootfs::Host;
+        let names_host_paths = !fs.read_only.is_empty()
+            || !fs.read_write.is_empty()
+            || matches!(fs.rootfs, safehouse_policy::Rootfs::Dir(_));
         if names_host_paths && tenant != crate::auth::ADMIN_TENANT {
             return Err(ManagerError::Refused {
                 layer: "filesystem.read_only / read_write / rootfs".into(),
@@ -268,9 +272,30 @@ impl Manager {
             let (mgr, t, v) = (self.clone(), tenant.to_string(), req.volumes.clone());
             tokio::task::spawn_blocking(move || mgr.volume_mounts(&t, &v)).await.map_err(internal)??
         };
+        // An image root: leased (shared with the sandboxes already on it) and pinned by
+        // digest in the recorded policy, so a resume, fork or snapshot finds the same
+        // layers under its files even if the name moves to a new build.
+        let image = match &policy.filesystem.rootfs {
+            safehouse_policy::Rootfs::Image(name) => {
+                let (mgr, name) = (self.clone(), name.clone());
+                let rooted = tokio::task::spawn_blocking(move || mgr.image_root(&name)).await.map_err(internal)??;
+                Some(rooted)
+            }
+            _ => None,
+        };
+        if let Some(r) = &image {
+            policy.filesystem.rootfs = safehouse_policy::Rootfs::Image(r.digest.clone());
+        }
         let env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let run_req =
-            RunRequest { policy: policy.clone(), workdir: None, mounts, env, term: None, ..Default::default() };
+        let run_req = RunRequest {
+            policy: policy.clone(),
+            workdir: None,
+            mounts,
+            env,
+            term: None,
+            image: image.as_ref().map(|r| r.root.clone()),
+            ..Default::default()
+        };
         let (id, resumed, layer_exists) = match start {
             None => (ids::sandbox_id(), None, false),
             Some(Start::Resume(rec)) => (rec.id.clone(), Some(*rec), true),
@@ -294,7 +319,7 @@ impl Manager {
             .launch(
                 tenant,
                 &req,
-                Launch { policy, preset, timeout_s, lifecycle, storage, run_req, id: id.clone(), disk_layer },
+                Launch { policy, preset, timeout_s, lifecycle, storage, run_req, id: id.clone(), disk_layer, image },
                 resumed.as_ref(),
             )
             .await;
@@ -320,7 +345,7 @@ impl Manager {
         resumed: Option<&SandboxRecord>,
     ) -> Result<SandboxInfo, ManagerError> {
         let inner = &self.inner;
-        let Launch { policy, preset, timeout_s, lifecycle, storage, run_req, id, disk_layer } = launch;
+        let Launch { policy, preset, timeout_s, lifecycle, storage, run_req, id, disk_layer, image } = launch;
         let socket_dir = inner.cfg.data_dir.join("sandboxes").join(&id);
 
         // Host work (plan, cgroup, socket, spawn) is blocking: off the async threads.
@@ -369,7 +394,7 @@ impl Manager {
             error: None,
             key_id: req.created_by.clone(),
         };
-        let (uid, gid) = self.sandbox_ids();
+        let (uid, gid) = self.sandbox_ids_on(image.as_deref().map(|r| &r.root));
         // tools.allow, expanded as the setup did (one expansion, safehouse_jail::tools); a
         // pattern that matches nothing fails the create (the setup checked it a moment
         // ago, before any command ran).
@@ -418,6 +443,7 @@ impl Manager {
             lifecycle: lifecycle.clone(),
             last_used: safehouse_sys::monotonic_ns().into(),
             volumes: req.volumes.iter().map(|v| v.name.clone()).collect(),
+            image: std::sync::Mutex::new(image),
         });
         let store = inner.store.clone();
         let rec2 = record.clone();
@@ -513,6 +539,17 @@ impl Manager {
     }
 
     /// The sandbox user's host identity (files uploaded belong to it).
+    /// The host uid and gid of the sandbox's user on `image` (its config's user, shifted
+    /// like the store shifts the image's files) or on the host root.
+    pub(crate) fn sandbox_ids_on(&self, image: Option<&safehouse_policy::plan::ImageRoot>) -> (u32, u32) {
+        match image {
+            Some(i) if self.inner.root_mode => {
+                (safehouse_policy::plan::IMAGE_HOST_ID_BASE + i.uid, safehouse_policy::plan::IMAGE_HOST_ID_BASE + i.gid)
+            }
+            _ => self.sandbox_ids(),
+        }
+    }
+
     pub(crate) fn sandbox_ids(&self) -> (u32, u32) {
         if self.inner.root_mode {
             (ROOT_MODE_HOST_ID, ROOT_MODE_HOST_ID)
@@ -832,6 +869,7 @@ impl Manager {
                 }
             }
             let _ = std::fs::remove_dir_all(&live2.socket_dir);
+            live2.release_image();
             // Its layer on disk goes with it, unless it is paused (the layer is what stays).
             if live2.disk && state != SandboxState::Paused {
                 mgr.remove_layer(&live2.id);
@@ -971,7 +1009,24 @@ impl Manager {
             Some(name) => Some(cgroup::open(&self.inner.cgroups, name).map_err(|e| e.to_string())?),
             None => None,
         };
-        let (uid, gid) = self.sandbox_ids();
+        let policy = rec.policy.clone().and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok());
+        // Its image leased again (the layers are under its mounts); the lease is what keeps
+        // garbage collection off them.
+        let image = match policy.as_ref().map(|p| &p.filesystem.rootfs) {
+            Some(safehouse_policy::Rootfs::Image(name)) => {
+                let (mgr, name) = (self.clone(), name.clone());
+                match tokio::task::spawn_blocking(move || mgr.image_root(&name)).await {
+                    Ok(Ok(i)) => Some(i),
+                    Ok(Err(e)) => {
+                        eprintln!("safehouse: sandbox {}: its image is not leased again ({e})", rec.id);
+                        None
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            _ => None,
+        };
+        let (uid, gid) = self.sandbox_ids_on(image.as_deref().map(|i| &i.root));
         let gateway = match self.restore_gateway(rec, pid).await {
             Ok(g) => g,
             Err(reason) => {
@@ -980,7 +1035,6 @@ impl Manager {
             }
         };
         let socket_dir = std::path::Path::new(&socket).parent().map(|p| p.to_path_buf()).unwrap_or_default();
-        let policy = rec.policy.clone().and_then(|p| serde_json::from_value::<safehouse_policy::Policy>(p).ok());
         let tools = policy.as_ref().and_then(|p| self.tool_limits(p, rec.cgroup.as_deref(), Default::default()));
         let allowed = policy.as_ref().filter(|p| !p.tools.allow.is_empty()).and_then(|p| {
             let tools = safehouse_policy::tools::ToolsPlan::compile(&p.tools);
@@ -1017,6 +1071,7 @@ impl Manager {
             lifecycle: persist.as_ref().map(|p| p.lifecycle.clone()).unwrap_or_default(),
             last_used: safehouse_sys::monotonic_ns().into(),
             volumes: persist.as_ref().map(|p| p.volumes.iter().map(|v| v.name.clone()).collect()).unwrap_or_default(),
+            image: std::sync::Mutex::new(image),
         });
         // A frozen sandbox stays frozen across the restart (its agent accepted the connection
         // into its backlog and answers once thawed).

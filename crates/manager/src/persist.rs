@@ -196,6 +196,7 @@ impl Manager {
             lifecycle: Some(persist.lifecycle.clone()),
             snapshot: None,
             volumes: persist.volumes.clone(),
+            template: None,
         };
         let (mgr, tenant2) = (self.clone(), rec.tenant.clone());
         tokio::spawn(async move {

@@ -31,6 +31,10 @@ pub struct CreateRequest {
     /// Volumes of the tenant to mount.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// A template (or image) of the daemon's image store as the root filesystem: the
+    /// policy's `filesystem.rootfs = "image:NAME"` (docs/images.md).
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// A volume in a create request: `{name, path, read_only?}`.
@@ -267,6 +271,9 @@ pub enum ManagerError {
     /// A code-interpreter context that does not exist (the message names it).
     #[error("{0}")]
     NoContext(String),
+    /// Something else the request names does not exist (a template; the message names it).
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     Invalid(String),
     /// A layer the policy requires cannot be enforced here.

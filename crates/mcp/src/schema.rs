@@ -124,6 +124,11 @@ pub fn describe(name: &str) -> Value {
                                "enum": ["default", "offline", "workspace", "pypi", "github", "web-research"]},
                     "policy": {"type": ["string", "object"],
                                "description": "A policy: TOML text (docs/POLICY.md) or its JSON form"},
+                    "template": {"type": "string",
+                                 "description": "A template or image of the daemon's image store as the \
+                                                 sandbox's root filesystem (its own tools and packages instead \
+                                                 of the host's); the operator builds them with `safehouse \
+                                                 template build`"},
                     "timeout_s": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_S,
                                   "description": "Lifetime in seconds"},
                     "env": string_map("Environment of every command run in the sandbox"),

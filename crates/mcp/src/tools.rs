@@ -167,6 +167,7 @@ struct CreateArgs {
     keep: bool,
     storage: Option<Storage>,
     lifecycle: Option<Lifecycle>,
+    template: Option<String>,
 }
 
 async fn sandbox_create(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError> {
@@ -180,6 +181,7 @@ async fn sandbox_create(ctx: &Ctx<'_>, a: Value) -> Result<ToolResult, ApiError>
         created_by: ctx.tenant.key_id.clone(),
         storage: a.storage,
         lifecycle: a.lifecycle,
+        template: a.template,
         ..Default::default()
     };
     let info = create(ctx, req, a.keep).await?;

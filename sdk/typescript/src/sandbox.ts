@@ -15,6 +15,8 @@ export interface CreateOptions extends ConnectionOptions {
   timeout?: number
   env?: Record<string, string>
   metadata?: Record<string, string>
+  /** A template or image of the daemon's image store as the root filesystem (`Sandbox.listTemplates()`). */
+  template?: string
 }
 
 const CODE_RUNNERS: Record<string, string[]> = {
@@ -70,6 +72,7 @@ export class Sandbox {
     if (opts.preset) body.preset = opts.preset
     if (opts.env) body.env = opts.env
     if (opts.metadata) body.metadata = opts.metadata
+    if (opts.template) body.template = opts.template
     return new Sandbox(sandboxInfo(await http.json('POST', '/v1/sandboxes', { json: body })), http)
   }
 
@@ -86,6 +89,12 @@ export class Sandbox {
     if (opts.state) query.state = opts.state
     const d = await http.json('GET', '/v1/sandboxes', { query })
     return (d.sandboxes ?? []).map(sandboxInfo)
+  }
+
+  /** The templates and images of the daemon's image store a sandbox can start from. */
+  static async listTemplates(opts: ConnectionOptions = {}): Promise<Record<string, unknown>[]> {
+    const d = await new Http(resolveConfig(opts)).json('GET', '/v1/templates')
+    return d.templates ?? []
   }
 
   /** Kills a sandbox by id; false if the daemon does not know it. */

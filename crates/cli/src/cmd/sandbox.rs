@@ -110,6 +110,9 @@ pub struct CreateArgs {
     /// Mount a volume of yours: NAME:PATH[:ro] (repeatable)
     #[arg(long = "volume", value_name = "NAME:PATH[:ro]")]
     volumes: Vec<String>,
+    /// A template or image of the daemon's image store as the root filesystem
+    #[arg(long, value_name = "NAME")]
+    template: Option<String>,
     /// Print the sandbox object as JSON instead of its id
     #[arg(long)]
     json: bool,
@@ -249,6 +252,9 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
     if let Some(s) = &a.snapshot {
         body.insert("snapshot".into(), json!(s));
     }
+    if let Some(t) = &a.template {
+        body.insert("template".into(), json!(t));
+    }
     if !a.volumes.is_empty() {
         let mut vols = Vec::new();
         for v in &a.volumes {
@@ -381,6 +387,7 @@ mod tests {
             idle_timeout: None,
             snapshot: None,
             volumes: Vec::new(),
+            template: None,
             json: false,
         };
         let body = create_body(&a).unwrap();
@@ -449,11 +456,13 @@ mod persistence_tests {
             idle_timeout: Some("10m".into()),
             snapshot: Some("snap_x".into()),
             volumes: vec!["data:/data".into(), "cache:/c:ro".into()],
+            template: Some("py-data".into()),
             json: false,
         };
         assert_eq!(
             create_body(&a).unwrap(),
             json!({
+                "template": "py-data",
                 "storage": "disk",
                 "lifecycle": {"on_timeout": "pause", "auto_resume": true, "idle_timeout_s": 600},
                 "snapshot": "snap_x",

@@ -130,7 +130,7 @@ def translate(exc: httpx.HTTPError) -> SafehouseError:
 def create_body(policy: Any, preset: Optional[str], timeout: Optional[int],
                 env: Optional[Mapping[str, str]], metadata: Optional[Mapping[str, str]],
                 persistence: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """PERSISTENCE: `storage`, `lifecycle`, `snapshot`, `volumes` as the API takes them
+    """PERSISTENCE: `storage`, `lifecycle`, `snapshot`, `volumes`, `template` as the API takes them
     (None values left out)."""
     body: Dict[str, Any] = {k: v for k, v in (persistence or {}).items() if v is not None}
     if isinstance(policy, str):

@@ -485,11 +485,13 @@ class AsyncSandbox:
                      url: Optional[str] = None, request_timeout: Optional[float] = None,
                      storage: Optional[str] = None, lifecycle: Optional[Mapping[str, Any]] = None,
                      snapshot: Optional[str] = None,
-                     volumes: Optional[List[Mapping[str, Any]]] = None) -> "AsyncSandbox":
+                     volumes: Optional[List[Mapping[str, Any]]] = None,
+                     template: Optional[str] = None) -> "AsyncSandbox":
         """See `Sandbox.create`."""
         http = _AsyncHttp(ConnectionConfig.resolve(url, api_key, request_timeout))
         persistence = {"storage": storage, "lifecycle": dict(lifecycle) if lifecycle else None,
-                       "snapshot": snapshot, "volumes": [dict(v) for v in volumes] if volumes else None}
+                       "snapshot": snapshot, "volumes": [dict(v) for v in volumes] if volumes else None,
+                       "template": template}
         try:
             resp = await http.request("POST", "/v1/sandboxes",
                                       json=create_body(policy, preset, timeout, env, metadata, persistence))
@@ -667,6 +669,15 @@ class AsyncSandbox:
         """See `Sandbox.fork`."""
         resp = await self._http.request("POST", sb_path(self.id, "/fork"), json={"count": int(count)})
         return [SandboxInfo.from_json(s) for s in resp.json().get("sandboxes", [])]
+
+    @staticmethod
+    async def list_templates(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:
+        """See `Sandbox.list_templates`."""
+        http = _AsyncHttp(ConnectionConfig.resolve(url, api_key))
+        try:
+            return list((await http.request("GET", "/v1/templates")).json().get("templates", []))
+        finally:
+            await http.close()
 
     @staticmethod
     async def list_snapshots(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:

@@ -565,14 +565,18 @@ class Sandbox:
                url: Optional[str] = None, request_timeout: Optional[float] = None,
                storage: Optional[str] = None, lifecycle: Optional[Mapping[str, Any]] = None,
                snapshot: Optional[str] = None,
-               volumes: Optional[Sequence[Mapping[str, Any]]] = None) -> "Sandbox":
+               volumes: Optional[Sequence[Mapping[str, Any]]] = None,
+               template: Optional[str] = None) -> "Sandbox":
         """Creates a sandbox that lives TIMEOUT seconds (unless killed or extended).
         STORAGE "disk" keeps its files on disk (needed to pause); LIFECYCLE
         `{"on_timeout": "pause", "auto_resume": True, "idle_timeout_s": 600}`; SNAPSHOT starts
-        from a snapshot's files; VOLUMES `[{"name": ..., "path": ..., "read_only": False}]`."""
+        from a snapshot's files; VOLUMES `[{"name": ..., "path": ..., "read_only": False}]`;
+        TEMPLATE a template or image of the daemon's image store as the root filesystem
+        (`Sandbox.list_templates()` lists them)."""
         http = _Http(ConnectionConfig.resolve(url, api_key, request_timeout))
         persistence = {"storage": storage, "lifecycle": dict(lifecycle) if lifecycle else None,
-                       "snapshot": snapshot, "volumes": [dict(v) for v in volumes] if volumes else None}
+                       "snapshot": snapshot, "volumes": [dict(v) for v in volumes] if volumes else None,
+                       "template": template}
         try:
             resp = http.request("POST", "/v1/sandboxes",
                                 json=create_body(policy, preset, timeout, env, metadata, persistence))
@@ -768,6 +772,16 @@ class Sandbox:
         """COUNT new sandboxes that start with this sandbox's files as they are now."""
         resp = self._http.request("POST", sb_path(self.id, "/fork"), json={"count": int(count)})
         return [SandboxInfo.from_json(s) for s in resp.json().get("sandboxes", [])]
+
+    @staticmethod
+    def list_templates(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The templates and images of the daemon's image store a sandbox can start from
+        (`name`, `kind`, `digest`, `size`, `layers`, `sandboxes`, `created_at`, `source`)."""
+        http = _Http(ConnectionConfig.resolve(url, api_key))
+        try:
+            return list(http.request("GET", "/v1/templates").json().get("templates", []))
+        finally:
+            http.close()
 
     @staticmethod
     def list_snapshots(api_key: Optional[str] = None, url: Optional[str] = None) -> List[Dict[str, Any]]:
