@@ -8,11 +8,27 @@ use std::fmt::Write;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let program = safehouse_policy::seccomp::sandbox_filter();
     let mut out = String::new();
-    writeln!(out, "/// The sandbox's seccomp program, compiled from the policy crate's table at build time.").unwrap();
-    writeln!(out, "pub static SANDBOX_FILTER: [libc::sock_filter; {}] = [", program.len()).unwrap();
-    for i in &program {
+    emit(
+        &mut out,
+        "SANDBOX_FILTER",
+        "The sandbox's seccomp program, compiled from the policy crate's table at build time.",
+        &safehouse_policy::seccomp::sandbox_filter(),
+    );
+    emit(
+        &mut out,
+        "BUILD_STEP_FILTER",
+        "A template build's RUN steps' program (the sandbox's, setid chmods skipped), compiled at build time.",
+        &safehouse_policy::seccomp::build_step_filter(),
+    );
+    let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("seccomp_filter.rs");
+    std::fs::write(dest, out).unwrap();
+}
+
+fn emit(out: &mut String, name: &str, doc: &str, program: &[safehouse_policy::seccomp::SockFilter]) {
+    writeln!(out, "/// {doc}").unwrap();
+    writeln!(out, "pub static {name}: [libc::sock_filter; {}] = [", program.len()).unwrap();
+    for i in program {
         writeln!(
             out,
             "    libc::sock_filter {{ code: {:#06x}, jt: {}, jf: {}, k: {:#010x} }},",
@@ -21,6 +37,4 @@ fn main() {
         .unwrap();
     }
     writeln!(out, "];").unwrap();
-    let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("seccomp_filter.rs");
-    std::fs::write(dest, out).unwrap();
 }

@@ -453,8 +453,9 @@ class Daemon:
     GATEWAY_RESOLVE = "web.test=127.0.0.1;other.test=127.0.0.1"
 
     def __init__(self, data_dir=None, admin_key=None, port=None, run_as=None, listen_host=None, env=None,
-                 nofile=None):
+                 nofile=None, args=()):
         self.nofile = nofile  # an RLIMIT_NOFILE (soft and hard) to start the daemon with
+        self.args = list(args)  # more `serve` flags (--quota ...)
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="safehouse-e2e-data-")
         self.extra_env = dict(env or {})  # more of the daemon's environment (SAFEHOUSE_CODE_POOL)
         # run_as: a user name; the daemon then runs unprivileged (rootless mode) and owns
@@ -499,7 +500,7 @@ class Daemon:
                     "extra_groups": []}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "--listen", f"{self.listen_host}:{self.port}",
-                                      "--data-dir", self.data_dir],
+                                      "--data-dir", self.data_dir, *self.args],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                      start_new_session=True, preexec_fn=self._limits if self.nofile else None,
                                      **drop)

@@ -193,3 +193,101 @@ def test_sdk_mcp_and_e2b_create_from_a_template(served):
     sid = r.json()["sandboxID"]
     assert user.exec(sid, ["cat", "/etc/os-release"])["stdout"].startswith("ID=busybox")
     user.kill(sid)
+
+
+def context_tar(files):
+    """A build context as `docker build` sends one: a tar of the directory."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_templates_build_through_the_api(served):
+    """`POST /v1/templates` builds the context's Dockerfile as `template build` does: RUN
+    in a sandbox, COPY from the context; waited for, or followed by its events."""
+    from e2e.test_events import read_sse
+
+    api = served.admin()
+    dockerfile = b"FROM bb\nRUN echo built-by-run > /built\nCOPY hello.txt /srv/hello.txt\nENV GREETING=hi\n"
+    ctx = context_tar({"Dockerfile": dockerfile, "hello.txt": b"from the context\n"})
+    r = api.post("/v1/templates", ctx, query={"tag": "api-built", "wait": "1"},
+                 headers={"Content-Type": "application/x-tar"}, timeout=600)
+    assert r.status == 201, r
+    assert r.json()["template"]["name"] == "api-built" and r.json()["template"]["kind"] == "template", r
+    sid = api.create(template="api-built", timeout_s=60)["id"]
+    res = api.exec(sid, ["/bin/sh", "-c", "cat /built /srv/hello.txt; echo $GREETING"])
+    assert res["stdout"] == "built-by-run\nfrom the context\nhi\n", res
+    api.kill(sid)
+
+    # Not waited for: 202, then the build's events on the admin's stream.
+    r = api.post("/v1/templates", ctx, query={"tag": "api-built-2"}, timeout=60)
+    assert r.status == 202, r
+    build_id = r.json()["build_id"]
+    assert build_id.startswith("tb_")
+    status, events = read_sse(api, "/v1/events", timeout=300,
+                              on_event=lambda e: e.get("event", "").startswith("template.build.f")
+                              and build_id in e.get("raw", ""))
+    kinds = [e["event"] for e in events if build_id in e["raw"]]
+    assert kinds[0] == "template.build.started" and kinds[-1] == "template.build.finished", kinds
+    assert "template.build.log" in kinds, kinds
+    assert "api-built-2" in {t["name"] for t in api.get("/v1/templates").json()["templates"]}
+
+    # A failed step names its Dockerfile line; nothing is stored under the name.
+    bad = context_tar({"Dockerfile": b"FROM bb\nRUN echo about to fail && exit 3\n"})
+    r = api.post("/v1/templates", bad, query={"tag": "api-bad", "wait": "1"}, timeout=300)
+    assert r.status == 400 and "line 2" in r.json()["error"]["message"], r
+    assert "api-bad" not in {t["name"] for t in api.get("/v1/templates").json()["templates"]}
+
+    # The Python SDK: a directory in, the template out; a failed step raises with its line.
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sdk" / "python" / "src"))
+    from safehouse import Admin, SafehouseError
+    d = Path(tempfile.mkdtemp(prefix="safehouse-ctx-"))
+    (d / "Dockerfile").write_text("FROM bb\nARG WHO=nobody\nRUN echo hello $WHO > /greeting\n")
+    with Admin(api_key=served.admin_key, url=served.url) as admin:
+        t = admin.build_template(d, "sdk-built", build_args={"WHO": "sdk"})
+        assert t["name"] == "sdk-built" and "sdk-built" in {x["name"] for x in admin.list_templates()}
+        sid = api.create(template="sdk-built", timeout_s=60)["id"]
+        assert api.exec(sid, ["cat", "/greeting"])["stdout"] == "hello sdk\n"
+        api.kill(sid)
+        assert admin.delete_template("sdk-built")["name"] == "sdk-built"
+        (d / "Dockerfile").write_text("FROM bb\nRUN exit 7\n")
+        with pytest.raises(SafehouseError) as e:
+            admin.build_template(d, "sdk-bad")
+        assert "line 2" in str(e.value), e.value
+    rm_rf(d)
+
+
+def test_bad_build_requests_are_refused_and_leave_nothing(served):
+    import io
+    import tarfile
+    api = served.admin()
+    user, _ = tenant(served, "builders")
+    ctx = context_tar({"Dockerfile": b"FROM bb\n"})
+    assert user.post("/v1/templates", ctx, query={"tag": "t"}).status == 403
+    r = api.post("/v1/templates", ctx)
+    assert r.status == 400 and "`tag`" in r.json()["error"]["message"], r
+    r = api.post("/v1/templates", ctx, query={"tag": "t", "dockerfile": "../Dockerfile"})
+    assert r.status == 400 and "relative path" in r.json()["error"]["message"], r
+    r = api.post("/v1/templates", b"", query={"tag": "t"})
+    assert r.status == 400 and "empty" in r.json()["error"]["message"], r
+    r = api.post("/v1/templates", context_tar({"Other": b"x"}), query={"tag": "t", "wait": "1"})
+    assert r.status == 400 and "no file" in r.json()["error"]["message"], r
+    # A context that climbs out of its directory: refused by the unpacker, nothing outside.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo("../../escaped-by-context")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    r = api.post("/v1/templates", buf.getvalue(), query={"tag": "t", "wait": "1"})
+    tmp = Path(served.data_dir) / "images" / "tmp"
+    assert r.status == 400, r
+    assert not (tmp.parent / "escaped-by-context").exists() and not (tmp.parent.parent / "escaped-by-context").exists()
+    assert not [p for p in tmp.iterdir() if p.name.startswith("tb_")], list(tmp.iterdir())

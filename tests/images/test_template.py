@@ -182,3 +182,43 @@ def test_build_steps_keep_only_the_file_capabilities(built):
     r = cli("run", "--image", "caps", "-q", "--", "sh", "-c",
             "grep CapEff /proc/self/status; stat -c %u /etc/passwd", check=0)
     assert r.out.split() == ["CapEff:", "0000000000000000", "1234"], r.out
+
+
+def test_setid_chmods_in_run_steps_succeed_without_the_bits(built):
+    """Package scripts set setuid/setgid bits (fontconfig's `chmod 2775`): in a RUN step the
+    call succeeds without running, so the mode stays what it was (755 here; the layer would
+    lose the bits anyway); outside a build the same chmod is refused (the control)."""
+    cli, d = built
+    ctx = context(d, {"Dockerfile": "FROM bb\nRUN mkdir /fonts && chmod 2775 /fonts && cp /bin/busybox /bin/suidbox "
+                                    "&& chmod 4755 /bin/suidbox && stat -c %a /fonts /bin/suidbox > /modes\n"})
+    build(cli, ctx, "setid", check=0)
+    p = cli("run", "--quiet", "--image", "setid", "--", "/bin/sh", "-c", "cat /modes; stat -c %a /fonts /bin/suidbox",
+            check=0)
+    assert p.out == "755\n755\n755\n755\n", p.out
+    p = cli("run", "--quiet", "--image", "setid", "--", "/bin/sh", "-c", "mkdir /tmp/x && chmod 2775 /tmp/x")
+    assert p.returncode != 0 and "Operation not permitted" in p.err, (p.returncode, p.err)
+
+
+def test_copy_wildcards_and_dockerignore(built):
+    """Wildcards expand in the context; .dockerignore keeps files out of the layer and out
+    of the cache key (changing an ignored file rebuilds nothing)."""
+    cli, d = built
+    ctx = context(d, {"Dockerfile": "FROM bb\nCOPY *.py /app/\nCOPY conf/ /conf/\n",
+                      "a.py": "a", "b.py": "b", "notes.txt": "n", "secret.py": "s",
+                      "conf/app.ini": "ini", "conf/private.key": "k",
+                      ".dockerignore": "# keep secrets out\nsecret.py\n**/*.key\n"})
+    build(cli, ctx, "wild", check=0)
+    p = cli("run", "--quiet", "--image", "wild", "--", "/bin/sh", "-c", "ls /app /conf", check=0)
+    assert p.out.split() == ["/app:", "a.py", "b.py", "/conf:", "app.ini"], p.out
+    # An ignored file changing is no input: every step cached.
+    (ctx / "secret.py").write_text("changed")
+    (ctx / "conf/private.key").write_text("changed")
+    p = build(cli, ctx, "wild", check=0)
+    assert "3 steps, 2 cached" in p.err, p.err  # FROM is no cache entry
+    # A kept file changing is: that COPY runs again, and every step after it.
+    (ctx / "a.py").write_text("a2")
+    p = build(cli, ctx, "wild", check=0)
+    assert "3 steps, 0 cached" in p.err, p.err
+    bad = context(d, {"Dockerfile": "FROM bb\nCOPY *.none /x/\n"})
+    p = build(cli, bad, "wild-bad", check=1)
+    assert "line 2" in p.err and "no file in the build context" in p.err, p.err

@@ -1,7 +1,7 @@
 """E2B's `e2b-code-interpreter` SDK, unchanged, against a daemon with a warm pool of one:
 state, a chart, an error, contexts, and the base SDK's calls on the same sandbox.
 Configured only by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY. The daemon's store holds
-the code-interpreter image (scripts/interp-image, imported as `code-interpreter-v1`), so
+the code-interpreter template (built from templates/code-interpreter/Dockerfile), so
 the SDK's default template runs on that image's root, not the host's."""
 import os
 import tempfile

@@ -18,7 +18,8 @@ except ImportError as e:  # the venv predates ./sdk/python in tests/requirements
 def daemon():
     if SDK_ERR:
         skip_or_fail(SDK_ERR)
-    d = running_daemon()
+    # Tenant `sdk-quota` has a quota of one sandbox (test_features.py); nobody else has one.
+    d = running_daemon(args=["--tenant-quota", "sdk-quota:sandboxes=1"])
     yield d
     d.cleanup()
 

@@ -15,6 +15,7 @@ safehouse = pytest.importorskip("safehouse")
 from safehouse import (ERROR_CODES, Admin, AuthenticationError, FilesystemEventType, ForbiddenError,  # noqa: E402
                        InvalidRequestError, NotFoundError, Policy, PtySize, Sandbox,
                        SandboxFrozenError, SandboxNotRunningError)
+from safehouse import RateLimitError, TenantQuotaError  # noqa: E402
 from safehouse.exceptions import error_from_response  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,6 +270,27 @@ def test_every_daemon_error_code_has_a_class():
     for code, cls in ERROR_CODES.items():
         e = error_from_response(400, f'{{"error":{{"code":"{code}","message":"m {code}"}}}}'.encode())
         assert type(e) is cls and e.code == code and str(e) == f"m {code}"
+
+
+def test_over_a_tenant_quota_is_tenant_quota_error(daemon):
+    with Admin() as admin:
+        key = admin.create_key("sdk-quota")
+    first = Sandbox.create(timeout=60, api_key=key.key)
+    daemon.created.append((key.key, first.id))
+    try:
+        with pytest.raises(TenantQuotaError) as e:
+            Sandbox.create(timeout=60, api_key=key.key)
+        assert isinstance(e.value, RateLimitError), type(e.value)
+        assert (e.value.status, e.value.code) == (429, "tenant_quota")
+        assert str(e.value).startswith("tenant sdk-quota has 1 of its 1 sandboxes running (quota sandboxes=1)"), e.value
+        # Outside control: the admin tenant creates meanwhile.
+        other = Sandbox.create(timeout=60)
+        daemon.created.append((daemon.admin_key, other.id))
+        other.kill()
+    finally:
+        first.kill()
+    # The slot is free again.
+    Sandbox.create(timeout=60, api_key=key.key).kill()
 
 
 def test_unknown_sandbox_and_bad_key(daemon):

@@ -106,6 +106,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/volumes"),
     ("DELETE", "/v1/volumes/{name}"),
     ("GET", "/v1/templates"),
+    ("POST", "/v1/templates"),
     ("DELETE", "/v1/templates/{*name}"),
     ("GET", "/v1/volumes/{name}/files"),
     ("PUT", "/v1/volumes/{name}/files"),
@@ -172,7 +173,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/snapshots/{id}", get(persist::get_snapshot).delete(persist::delete_snapshot))
         .route("/v1/volumes", post(persist::create_volume).get(persist::list_volumes))
         .route("/v1/volumes/{name}", delete(persist::delete_volume))
-        .route("/v1/templates", get(templates::list))
+        .route("/v1/templates", get(templates::list).post(templates::build))
         .route("/v1/templates/{*name}", delete(templates::remove))
         .route("/v1/volumes/{name}/files", get(volume_files::download).put(volume_files::upload))
         .route("/v1/volumes/{name}/fs/list", get(volume_files::list))

@@ -8,6 +8,7 @@
 mod router;
 
 pub use router::{router, serve, ServeOptions};
+pub use safehouse_manager::quota::QuotaConfig;
 pub use safehouse_manager::{check_data_dir, MAX_DATA_DIR_LEN};
 
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub struct DaemonOptions {
     pub spawners: usize,
     /// Warm code-interpreter sandboxes per pool (ManagerConfig::code_pool).
     pub code_pool: usize,
+    /// Per-tenant quotas (ManagerConfig::quotas).
+    pub quotas: QuotaConfig,
 }
 
 /// What every sandbox's PID 1 runs: the agent.
@@ -78,7 +81,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     runtime.block_on(async move {
         let store = Arc::new(Store::open(&opts.data_dir).map_err(|e| e.to_string())?);
         safehouse_manager::auth::bootstrap_admin(&store, &opts.data_dir).map_err(|e| e.to_string())?;
-        let cfg = ManagerConfig { code_pool: opts.code_pool, ..ManagerConfig::new(opts.data_dir.clone()) };
+        let cfg = ManagerConfig {
+            code_pool: opts.code_pool,
+            quotas: opts.quotas.clone(),
+            ..ManagerConfig::new(opts.data_dir.clone())
+        };
         let manager = Manager::new(cfg, store.clone(), zygotes, resolver);
         let audit = open_audit(&opts.data_dir)?;
         if let Some(a) = &audit {

@@ -142,7 +142,7 @@ impl From<ManagerError> for ConnectError {
                 ConnectError::new(Code::Unavailable, msg)
             }
             ManagerError::Conflict(_) => ConnectError::new(Code::FailedPrecondition, msg),
-            ManagerError::Capacity(_) => ConnectError::new(Code::ResourceExhausted, msg),
+            ManagerError::Capacity(_) | ManagerError::Quota(_) => ConnectError::new(Code::ResourceExhausted, msg),
             ManagerError::AgentStalled(_) => ConnectError::new(Code::Unavailable, msg),
             ManagerError::Internal(_) => ConnectError::internal(msg),
         }
@@ -503,6 +503,7 @@ mod tests {
         assert_eq!((e.code, e.code.http_status().as_u16()), (Code::NotFound, 404));
         assert_eq!(ConnectError::from(ManagerError::Invalid("x".into())).code.http_status(), 400);
         assert_eq!(ConnectError::from(ManagerError::Capacity("x".into())).code.as_str(), "resource_exhausted");
+        assert_eq!(ConnectError::from(ManagerError::Quota("x".into())).code.as_str(), "resource_exhausted");
         assert!(!ConnectError::from(ManagerError::Internal("/secret".into())).message.contains("secret"));
         let end = ConnectError::new(Code::NotFound, "gone").end_frame();
         assert_eq!(end[0], FLAG_END);

@@ -322,7 +322,13 @@ pub fn set_up<K: Kernel>(k: &mut K, ctx: &mut ChildContext) -> Result<(), SetupE
     drop(tools);
 
     // Seccomp, last: after it only the allowlisted syscalls exist.
-    let program = &crate::seccomp_program::SANDBOX_FILTER;
+    // A template build's RUN step: setid chmods succeed without effect (the policy crate's
+    // BUILD_STEP_OVERRIDES); everything else as in every sandbox.
+    let program: &[libc::sock_filter] = if ctx.plan.build_capabilities {
+        &crate::seccomp_program::BUILD_STEP_FILTER
+    } else {
+        &crate::seccomp_program::SANDBOX_FILTER
+    };
     if program.is_empty() {
         return Err(SetupError::refused(
             Seccomp,

@@ -289,6 +289,7 @@ impl Manager {
         };
         for v in &victims {
             v.deadline_gen.fetch_add(1, Ordering::Relaxed);
+            self.inner.quota.release(&v.id);
             self.inner.metrics.counters.ended(SandboxState::Killed);
         }
         self.inner.metrics.counters.kill_all();

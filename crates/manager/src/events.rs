@@ -112,6 +112,10 @@ impl Default for BusConfig {
 /// Where events go besides the rings and subscribers (the audit log). Must not block.
 pub type Sink = Arc<dyn Fn(&Event) + Send + Sync>;
 
+/// Whether one more rate-limited event of a tenant's sandboxes gets through (the tenant's
+/// `events` quota, quota.rs). Must not block.
+pub type TenantGate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Cheap to clone; every clone is the same bus.
 #[derive(Clone)]
 pub struct EventBus {
@@ -123,6 +127,7 @@ struct Inner {
     tx: broadcast::Sender<Arc<Event>>,
     state: Mutex<State>,
     sink: OnceLock<Sink>,
+    gate: OnceLock<TenantGate>,
 }
 
 #[derive(Default)]
@@ -179,12 +184,20 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new(cfg: BusConfig) -> EventBus {
         let (tx, _) = broadcast::channel(cfg.broadcast.max(1));
-        EventBus { inner: Arc::new(Inner { cfg, tx, state: Mutex::default(), sink: OnceLock::new() }) }
+        EventBus {
+            inner: Arc::new(Inner { cfg, tx, state: Mutex::default(), sink: OnceLock::new(), gate: OnceLock::new() }),
+        }
     }
 
     /// Sends every event that gets through to `sink` too (once; later calls are ignored).
     pub fn set_sink(&self, sink: Sink) {
         let _ = self.inner.sink.set(sink);
+    }
+
+    /// Rate-limited events also pass `gate` with their sandbox's tenant (once; later calls
+    /// are ignored): what it refuses is dropped and counted like the sandbox's own limit.
+    pub fn set_tenant_gate(&self, gate: TenantGate) {
+        let _ = self.inner.gate.set(gate);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -238,7 +251,11 @@ impl EventBus {
                 return None; // unknown ids from a confused caller must not grow the map
             }
             let s = st.sandboxes.entry(sandbox.to_string()).or_insert_with(|| Stream::new(cfg));
-            if limited && !s.take_token(cfg) {
+            let over_tenant = |s: &Stream| match (self.inner.gate.get(), &s.tenant) {
+                (Some(gate), Some(tenant)) => !gate(tenant),
+                _ => false,
+            };
+            if limited && (!s.take_token(cfg) || over_tenant(s)) {
                 s.dropped += 1;
                 s.dropped_total += 1;
                 return None;

@@ -80,6 +80,7 @@ impl Manager {
         limits::check_exec(&req)?;
         let timeout_s = limits::exec_timeout(&req)?;
         let memory = limits::command_memory(&req.limits)?;
+        self.take_exec(tenant)?;
         let live = self.running_or_resume(tenant, id).await?;
         let argv = req.cmd.argv();
         let n = live.next_cmd.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +212,7 @@ impl Manager {
     pub async fn start_process(&self, tenant: &str, id: &str, req: StartProcess) -> Result<u32, ManagerError> {
         limits::check_start(&req)?;
         let memory = limits::command_memory(&req.limits)?;
+        self.take_exec(tenant)?;
         let live = self.running_or_resume(tenant, id).await?;
         let argv = req.cmd.argv();
         // A cgroup of its own only when it has a cap: the common case costs nothing.

@@ -10,6 +10,11 @@ pub fn snapshot_id() -> String {
     random_id("snap_")
 }
 
+/// `tb_` + 26 lowercase base32 characters: a template build (its events' subject).
+pub fn build_id() -> String {
+    random_id("tb_")
+}
+
 fn random_id(prefix: &str) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut bytes = [0u8; 26];

@@ -106,6 +106,23 @@ impl Manager {
         .map_err(|e| ManagerError::Internal(e.to_string()))?
     }
 
+    /// One template of the store, by any name `image ls` shows for it.
+    pub async fn template(&self, name: &str) -> Result<TemplateInfo, ManagerError> {
+        let (mgr, name) = (self.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            let store = mgr.image_store()?;
+            let record = store.get(&name).map_err(|e| match e {
+                ImageError::NotFound(_) => {
+                    ManagerError::Missing(format!("no template named {name:?}; GET /v1/templates lists them"))
+                }
+                e => image_error(&name, e),
+            })?;
+            Ok(mgr.template_info(&record))
+        })
+        .await
+        .map_err(|e| ManagerError::Internal(e.to_string()))?
+    }
+
     fn template_info(&self, r: &ImageRecord) -> TemplateInfo {
         TemplateInfo {
             name: r.name.clone(),

@@ -320,6 +320,7 @@ impl Manager {
                 return Err(ManagerError::Invalid("timeout_s must be a positive number of seconds".into()));
             }
         }
+        self.take_exec(tenant)?;
         let live = self.running(tenant, id)?;
         let oom_before = oom_kills(&live);
         let exec = Request::Execute {

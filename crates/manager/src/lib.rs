@@ -32,7 +32,9 @@ pub mod limits;
 pub mod metrics;
 mod netns;
 mod persist;
+pub mod quota;
 pub mod store;
+pub mod template_build;
 pub mod types;
 
 #[cfg(test)]
@@ -88,6 +90,8 @@ pub struct ManagerConfig {
     pub max_sandboxes: usize,
     /// Warm code-interpreter sandboxes kept per pool (codepool.rs); 0: none.
     pub code_pool: usize,
+    /// Per-tenant quotas (quota.rs); the default: none.
+    pub quotas: quota::QuotaConfig,
 }
 
 impl ManagerConfig {
@@ -98,6 +102,7 @@ impl ManagerConfig {
             max_timeout_s: limits::MAX_TIMEOUT_S,
             max_sandboxes: 4096,
             code_pool: 0,
+            quotas: Default::default(),
         }
     }
 }
@@ -198,8 +203,15 @@ pub(crate) struct Inner {
     pub pool: Mutex<Option<Arc<safehouse_storage::Pool>>>,
     /// One resume at a time per sandbox.
     pub resuming: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What each tenant holds and its rates (quota.rs).
+    pub quota: Arc<quota::Quotas>,
+    /// The highest `limits.nofile` a sandbox can set: the spawners' hard RLIMIT_NOFILE
+    /// (limits::check_nofile); None when it cannot be read.
+    pub nofile_max: Option<u64>,
     /// The images sandboxes run on (images.rs).
     pub images: images::ImageRoots,
+    /// Template builds running (template_build.rs).
+    pub builds: template_build::Builds,
 }
 
 impl Manager {
@@ -212,6 +224,11 @@ impl Manager {
         resolver: safehouse_gateway::Resolver,
     ) -> Manager {
         let cgroups = cgroup::detect();
+        let quota = quota::Quotas::new(cfg.quotas.clone());
+        let nofile_max = limits::spawner_nofile_max(zygotes.iter().map(|z| z.pid()));
+        let events = crate::events::EventBus::default();
+        let q = quota.clone();
+        events.set_tenant_gate(Arc::new(move |tenant| q.take_event(tenant)));
         Manager {
             inner: Arc::new(Inner {
                 cfg,
@@ -222,7 +239,7 @@ impl Manager {
                 next_zygote: Default::default(),
                 live: Mutex::new(HashMap::new()),
                 resolver,
-                events: crate::events::EventBus::default(),
+                events,
                 audit: Default::default(),
                 control: Default::default(),
                 metrics: Default::default(),
@@ -230,7 +247,10 @@ impl Manager {
                 codepool: Default::default(),
                 pool: Default::default(),
                 resuming: Default::default(),
+                quota,
+                nofile_max,
                 images: Default::default(),
+                builds: Default::default(),
             }),
         }
     }

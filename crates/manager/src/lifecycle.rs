@@ -301,6 +301,8 @@ impl Manager {
             Some(Start::Resume(rec)) => (rec.id.clone(), Some(*rec), true),
             Some(Start::Forked(id)) => (id, None, true),
         };
+        // What a sandbox can set, and the tenant's quotas: before any work (quota.rs).
+        let charge = self.admit(tenant, &policy, &id, resumed.is_some())?;
         let disk_layer = match storage {
             Storage::Memory => None,
             Storage::Disk => {
@@ -321,6 +323,10 @@ impl Manager {
                 resumed.as_ref(),
             )
             .await;
+        // Held until it ends; a sandbox that did not start gives its charge back (dropped).
+        if result.is_ok() {
+            charge.commit();
+        }
         // A new sandbox (or fork) that did not start takes its layer along; a paused one
         // that did not resume keeps it.
         if result.is_err() && storage == Storage::Disk && resumed.is_none() {
@@ -826,6 +832,7 @@ impl Manager {
         if !removed {
             return Ok(()); // someone else is destroying it
         }
+        self.quota_ended(&live.id, state);
         if state != SandboxState::Paused {
             self.inner.metrics.counters.ended(state);
         }
@@ -965,6 +972,21 @@ impl Manager {
                 }
             }
         }
+        // Paused sandboxes keep their layers on disk: their disk counts against their tenants.
+        let store = self.inner.store.clone();
+        let paused = tokio::task::spawn_blocking(move || -> Result<Vec<SandboxRecord>, crate::store::StoreError> {
+            let mut recs = Vec::new();
+            for id in store.list_paused()? {
+                recs.extend(store.get_sandbox(crate::auth::ADMIN_TENANT, &id)?);
+            }
+            Ok(recs)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        for rec in &paused {
+            self.quota_adopt(rec, false);
+        }
         // What a cleanup cut short by the daemon's end left behind (kill-all's is deferred).
         let swept = self.sweep_leftovers().await;
         if swept > 0 {
@@ -1057,6 +1079,7 @@ impl Manager {
         self.inner.events.register(&rec.id, &rec.tenant);
         let (mgr, live2, policy) = (self.clone(), live.clone(), rec.policy.clone());
         let _ = tokio::task::spawn_blocking(move || mgr.watch_files(&live2, &zones_of_policy(policy))).await;
+        self.quota_adopt(rec, true);
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), live.clone());
         self.note(&rec.id, "sandbox.recovered", serde_json::json!({ "pid": pid, "network": live.gateway.is_some() }));
         let left = seconds_until(&rec.expires_at);

@@ -33,6 +33,40 @@ fn invalid(message: impl Into<String>) -> ManagerError {
     ManagerError::Invalid(message.into())
 }
 
+/// The hard "Max open files" of a `/proc/PID/limits` text (None: unlimited or unreadable).
+fn hard_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The highest `limits.nofile` a sandbox can set: the lowest hard RLIMIT_NOFILE of the
+/// spawners (`pids`; this process's when there are none). A sandbox cannot raise its hard
+/// limit above what it inherits (that takes CAP_SYS_RESOURCE in the host's user namespace).
+pub fn spawner_nofile_max(pids: impl Iterator<Item = i32>) -> Option<u64> {
+    let read = |who: String| std::fs::read_to_string(format!("/proc/{who}/limits")).ok().and_then(|t| hard_nofile(&t));
+    let spawners: Vec<Option<u64>> = pids.filter(|p| *p > 0).map(|p| read(p.to_string())).collect();
+    if spawners.is_empty() {
+        return read("self".into());
+    }
+    spawners.into_iter().flatten().min()
+}
+
+/// `limits.nofile` within what the sandbox can set (`max`, [`spawner_nofile_max`]); past it
+/// the sandbox's setup would fail on `setrlimit`, so the create is refused (422, this host
+/// cannot enforce it) before any work.
+pub fn check_nofile(policy: &safehouse_policy::Policy, max: Option<u64>) -> Result<(), ManagerError> {
+    let (Some(asked), Some(max)) = (policy.limits.nofile, max) else { return Ok(()) };
+    if asked > max {
+        return Err(ManagerError::Refused {
+            layer: "limits.nofile".into(),
+            reason: format!(
+                "{asked} is more than this daemon's own hard open-file limit ({max}), which a sandbox cannot raise: ask for at most {max}, or raise the daemon's hard limit (LimitNOFILE= in its unit, ulimit -Hn) and restart it"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A sandbox lifetime in seconds.
 pub fn check_timeout(t: u64) -> Result<(), ManagerError> {
     if t == 0 || t > MAX_TIMEOUT_S {
@@ -199,6 +233,34 @@ mod tests {
         let long = BTreeMap::from([("k".to_string(), "v".repeat(MAX_METADATA_VALUE_BYTES + 1))]);
         let req = CreateRequest { metadata: long, ..Default::default() };
         assert!(message(check_create(&req)).starts_with("metadata: at most 64 keys"));
+    }
+
+    #[test]
+    fn nofile_within_the_daemons_hard_limit() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n\
+                    Max open files            1024                 4096                 files     \n";
+        assert_eq!(hard_nofile(text), Some(4096));
+        assert_eq!(hard_nofile("Max open files            unlimited            unlimited            files"), None);
+        let with = |n: Option<u64>| {
+            let mut p = safehouse_policy::Policy::default();
+            p.limits.nofile = n;
+            p
+        };
+        assert!(check_nofile(&with(Some(4096)), Some(4096)).is_ok());
+        assert!(check_nofile(&with(None), Some(16)).is_ok());
+        assert!(check_nofile(&with(Some(1 << 20)), None).is_ok());
+        let m = message(check_nofile(&with(Some(4097)), Some(4096)));
+        assert!(
+            m.starts_with(
+                "cannot enforce limits.nofile here: 4097 is more than this daemon's own hard open-file limit (4096)"
+            ),
+            "{m}"
+        );
+        // This process's own limit is what a daemon without spawners reports.
+        let own = hard_nofile(&std::fs::read_to_string("/proc/self/limits").unwrap());
+        assert_eq!(spawner_nofile_max(std::iter::empty()), own);
+        assert_eq!(spawner_nofile_max([std::process::id() as i32].into_iter()), own);
     }
 
     #[test]

@@ -304,6 +304,7 @@ impl Manager {
         .await
         .map_err(internal)?
         .map_err(internal)?;
+        self.inner.quota.release(id);
         self.inner.events.register(id, tenant);
         self.note_ended(id, "sandbox.killed", None);
         Ok(())
@@ -385,7 +386,17 @@ impl Manager {
             };
             match self.create_with_layer(&rec.tenant, req, name).await {
                 Ok(info) => out.push(info),
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    // Refused before its launch (a quota, a check), its layer is still here.
+                    let (mgr, n) = (self.clone(), name.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if mgr.pool().is_ok_and(|p| p.path(Kind::Layer, &n).is_ok_and(|p| p.is_dir())) {
+                            mgr.remove_layer(&n);
+                        }
+                    })
+                    .await;
+                    failed = Some(e);
+                }
             }
         }
         match failed {

@@ -293,6 +293,9 @@ pub enum ManagerError {
     Conflict(String),
     #[error("too many sandboxes: {0}")]
     Capacity(String),
+    /// Over one of the tenant's quotas (quota.rs); the message names it and its value.
+    #[error("{0}")]
+    Quota(String),
     #[error("{0}")]
     AgentStalled(String),
     #[error("internal error: {0}")]

@@ -57,6 +57,11 @@ export class AuditOffError extends SafehouseError {}
 export class NoPolicyError extends SafehouseError {}
 /** 429: too many requests of one kind (`too_many_tickets`); wait, then retry. */
 export class RateLimitError extends SafehouseError {}
+/**
+ * 429 `tenant_quota`: the key's tenant is over one of its quotas (running sandboxes, their
+ * memory or disk, the rate of creates or commands); the message names the quota and its value.
+ */
+export class TenantQuotaError extends RateLimitError {}
 /** 500 `internal`: the daemon failed; its log has the detail. */
 export class ServerError extends SafehouseError {}
 /** 501/502/504 from the port proxy. */
@@ -118,6 +123,7 @@ export const ERROR_CODES: Readonly<Record<string, ErrorClass>> = Object.freeze({
   policy_refused: PolicyRefusedError,
   no_policy: NoPolicyError,
   too_many_tickets: RateLimitError,
+  tenant_quota: TenantQuotaError,
   internal: ServerError,
   unsupported: PortError,
   port_closed: PortError,

@@ -35,13 +35,14 @@ export interface Daemon {
   tenantKey(tenant: string): Promise<string>
 }
 
-export async function startDaemon(): Promise<Daemon> {
+/** `args`: more `serve` flags (`--tenant-quota ...`). */
+export async function startDaemon(args: string[] = []): Promise<Daemon> {
   const dataDir = mkdtempSync(join(tmpdir(), 'safehouse-ts-'))
   const port = await freePort()
   const adminKey = 'sh_' + randomBytes(24).toString('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 32).padEnd(32, 'a')
   const url = `http://127.0.0.1:${port}`
   const log = openSync(join(dataDir, 'daemon.log'), 'a')
-  const proc: ChildProcess = spawn(binary(), ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+  const proc: ChildProcess = spawn(binary(), ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
     env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', SAFEHOUSE_ADMIN_KEY: adminKey, HOME: process.env.HOME ?? '/root' },
     stdio: ['ignore', log, log],
     detached: true,

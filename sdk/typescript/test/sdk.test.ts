@@ -13,16 +13,19 @@ import {
   FilesystemEvent,
   InvalidRequestError,
   NotFoundError,
+  RateLimitError,
   SafehouseError,
   Sandbox,
   SandboxNotRunningError,
+  TenantQuotaError,
 } from '../src/index.js'
 import { Daemon, freePort, startDaemon } from './daemon.js'
 
 let daemon: Daemon
 
 before(async () => {
-  daemon = await startDaemon()
+  // Tenant `ts-quota` has a quota of one sandbox (the errors tests); nobody else has one.
+  daemon = await startDaemon(['--tenant-quota', 'ts-quota:sandboxes=1'])
   process.env.SAFEHOUSE_URL = daemon.url
   process.env.SAFEHOUSE_API_KEY = daemon.adminKey
 })
@@ -239,6 +242,26 @@ describe('errors', () => {
     const s = await Sandbox.create({ timeout: 30 })
     await s.kill()
     await assert.rejects(s.commands.run('true'), SandboxNotRunningError)
+  })
+
+  test('over a tenant quota is TenantQuotaError, a RateLimitError', async () => {
+    const apiKey = await daemon.tenantKey('ts-quota')
+    const first = await Sandbox.create({ timeout: 60, apiKey })
+    try {
+      await assert.rejects(Sandbox.create({ timeout: 60, apiKey }), (e: unknown) => {
+        assert.ok(e instanceof TenantQuotaError && e instanceof RateLimitError, String(e))
+        assert.equal(e.status, 429)
+        assert.equal(e.code, 'tenant_quota')
+        assert.match(e.message, /^tenant ts-quota has 1 of its 1 sandboxes running \(quota sandboxes=1\)/)
+        return true
+      })
+      // Outside control: the admin tenant creates meanwhile.
+      await (await Sandbox.create({ timeout: 60 })).kill()
+    } finally {
+      await first.kill()
+    }
+    // The slot is free again.
+    await (await Sandbox.create({ timeout: 60, apiKey })).kill()
   })
 
   test('a daemon that is not there is named with its URL and the fix', async () => {

@@ -25,9 +25,26 @@ pub struct ServeArgs {
     /// from it (docs/interpreter.md). Default: $SAFEHOUSE_CODE_POOL, else 0 (no pool)
     #[arg(long, value_name = "N")]
     code_pool: Option<usize>,
+    /// Every tenant's quotas but the admin tenant's (repeatable; docs/quotas.md):
+    /// NAME=VALUE,... with NAME one of sandboxes (running), memory and disk (sums of the
+    /// sandboxes' limits), creates, execs and events (rates: 10/s, 600/min); over one a
+    /// request gets 429 `tenant_quota`. Default: $SAFEHOUSE_QUOTA, else none
+    #[arg(long = "quota", value_name = "NAME=VALUE,...", env = "SAFEHOUSE_QUOTA")]
+    quota: Vec<String>,
+    /// One tenant's quotas, on top of --quota (repeatable): TENANT:NAME=VALUE,...; a value
+    /// `unlimited` lifts one; the admin tenant has quotas only this way
+    #[arg(long = "tenant-quota", value_name = "TENANT:NAME=VALUE,...")]
+    tenant_quota: Vec<String>,
 }
 
 pub fn main(a: ServeArgs) -> i32 {
+    let quotas = match safehouse_daemon::QuotaConfig::parse(&a.quota, &a.tenant_quota) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("safehouse: {e}");
+            return 2;
+        }
+    };
     let opts = safehouse_daemon::DaemonOptions {
         listen: a.listen,
         data_dir: a.data_dir.unwrap_or_else(safehouse_daemon::default_data_dir),
@@ -46,6 +63,7 @@ pub fn main(a: ServeArgs) -> i32 {
                 Err(_) => 0,
             },
         },
+        quotas,
     };
     if opts.code_pool > 64 {
         eprintln!("safehouse: --code-pool {} is more than 64 warm sandboxes per pool; ask for fewer", opts.code_pool);

@@ -158,6 +158,7 @@ fn walk<W: Write>(
 /// symlink) to `dest` (absolute, in the image), owned by `owner` (image ids). Parent
 /// directories of `dest` keep the image's own attributes; those it lacks are made 0755
 /// root. Returns the number of entries.
+#[allow(clippy::too_many_arguments)]
 pub fn copy<W: Write>(
     sources: &[PathBuf],
     dest: &str,
@@ -165,6 +166,7 @@ pub fn copy<W: Write>(
     owner: (u32, u32),
     image: Option<&Layers>,
     shift: IdShift,
+    ctx: &super::context::Context,
     out: W,
 ) -> Result<(W, u64), String> {
     let mut b = tar::Builder::new(out);
@@ -221,7 +223,7 @@ pub fn copy<W: Write>(
             dest_rel.clone()
         };
         if meta.is_dir() {
-            copy_tree(&mut b, src, &target_rel, owner, &mut n).map_err(|e| format!("{}: {e}", src.display()))?;
+            copy_tree(&mut b, src, &target_rel, owner, ctx, &mut n).map_err(|e| format!("{}: {e}", src.display()))?;
         } else {
             append_one(&mut b, src, &meta, &target_rel, owner).map_err(|e| format!("{}: {e}", src.display()))?;
             n += 1;
@@ -271,19 +273,24 @@ fn copy_tree<W: Write>(
     dir: &Path,
     rel: &str,
     owner: (u32, u32),
+    ctx: &super::context::Context,
     n: &mut u64,
 ) -> io::Result<()> {
     let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
+        // What .dockerignore leaves out (a directory with everything below it).
+        if ctx.excluded(&path) {
+            continue;
+        }
         let meta = fs::symlink_metadata(&path)?;
         let name = e.file_name().to_string_lossy().into_owned();
         let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
         append_one(b, &path, &meta, &child, owner)?;
         *n += 1;
         if meta.is_dir() {
-            copy_tree(b, &path, &child, owner, n)?;
+            copy_tree(b, &path, &child, owner, ctx, n)?;
         }
     }
     Ok(())

@@ -16,6 +16,7 @@
 //! Logs: every RUN step's output goes to `images/logs/<template>/step-<N>.log` (and to
 //! the caller's progress); a failed step's error names its Dockerfile line and log.
 
+pub mod context;
 pub mod dockerfile;
 pub mod layer;
 pub mod registries;
@@ -219,6 +220,7 @@ pub fn build(
     if !context.is_dir() {
         return Err(ImageError::Build(format!("the build context {} is not a directory", context.display())));
     }
+    let ctx = context::Context::open(&context).map_err(ImageError::Build)?;
     let logs = store.log_dir(&opts.name);
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).map_err(|e| ImageError::io("create", &logs, e))?;
@@ -331,7 +333,7 @@ pub fn build(
                 let mut srcs = Vec::new();
                 for s in sources {
                     let s = dockerfile::expand(s, &vars).map_err(fail)?;
-                    srcs.push(resolve_source(&context, &s).map_err(fail)?);
+                    srcs.extend(ctx.sources(&s).map_err(fail)?);
                 }
                 if *add {
                     if let Some(a) = srcs.iter().find(|p| is_archive_name(p)) {
@@ -346,7 +348,7 @@ pub fn build(
                 let abs =
                     if dest.starts_with('/') { dest.clone() } else { format!("{}/{dest}", wd.trim_end_matches('/')) };
                 let dest_is_dir = dest.ends_with('/') || srcs.len() > 1 || srcs.iter().any(|s| s.is_dir());
-                let inputs = hash_inputs(&srcs).map_err(fail)?;
+                let inputs = hash_inputs(&srcs, &ctx).map_err(fail)?;
                 let owner_spec = chown.clone().unwrap_or_default();
                 key = chain(&key, &["COPY", &abs, &dest_is_dir.to_string(), &owner_spec, inputs.as_str()]);
                 if !opts.no_cache {
@@ -365,8 +367,16 @@ pub fn build(
                 };
                 let tmp = store.tmp_path("copy");
                 let f = scratch_file(&tmp)?;
-                let made =
-                    layer::copy(&srcs, &abs, dest_is_dir, owner, layers.as_ref(), store.id_shift(), BufWriter::new(f));
+                let made = layer::copy(
+                    &srcs,
+                    &abs,
+                    dest_is_dir,
+                    owner,
+                    layers.as_ref(),
+                    store.id_shift(),
+                    &ctx,
+                    BufWriter::new(f),
+                );
                 let result = made.map_err(fail).and_then(|(w, _)| {
                     let mut f = w.into_inner().map_err(|e| ImageError::io("write", &tmp, e.into_error()))?;
                     f.rewind().map_err(|e| ImageError::io("read", &tmp, e))?;
@@ -464,27 +474,11 @@ fn is_archive_name(p: &Path) -> bool {
     [".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tar.zst"].iter().any(|s| n.ends_with(s)) && p.is_file()
 }
 
-/// A COPY source inside the context: no `..` out of it, symlinks resolved inside it.
-fn resolve_source(context: &Path, src: &str) -> std::result::Result<PathBuf, String> {
-    if src.split('/').any(|c| c == "..") {
-        return Err(format!("{src} is outside the build context {}; name a file in it", context.display()));
-    }
-    if src.contains('*') || src.contains('?') || src.contains('[') {
-        return Err(format!("{src}: wildcards are not supported; name the files"));
-    }
-    let joined = context.join(src.trim_start_matches('/'));
-    let real = std::fs::canonicalize(&joined)
-        .map_err(|e| format!("{src}: not in the build context {} ({e})", context.display()))?;
-    if !real.starts_with(context) {
-        return Err(format!("{src} is outside the build context {}", context.display()));
-    }
-    Ok(real)
-}
-
-/// A digest of what COPY takes: names, modes, symlink targets and contents.
-fn hash_inputs(srcs: &[PathBuf]) -> std::result::Result<Digest, String> {
+/// A digest of what COPY takes: names, modes, symlink targets and contents (what
+/// `.dockerignore` leaves out is not taken, so not hashed).
+fn hash_inputs(srcs: &[PathBuf], ctx: &context::Context) -> std::result::Result<Digest, String> {
     use std::os::unix::fs::MetadataExt;
-    fn walk(h: &mut Hasher, p: &Path, rel: &str) -> std::io::Result<()> {
+    fn walk(h: &mut Hasher, p: &Path, rel: &str, ctx: &context::Context) -> std::io::Result<()> {
         let m = std::fs::symlink_metadata(p)?;
         h.update(format!("\n{rel}\0{:o}\0", m.mode()).as_bytes());
         if m.file_type().is_symlink() {
@@ -503,7 +497,9 @@ fn hash_inputs(srcs: &[PathBuf]) -> std::result::Result<Digest, String> {
             let mut names: Vec<_> = std::fs::read_dir(p)?.collect::<std::io::Result<Vec<_>>>()?;
             names.sort_by_key(|e| e.file_name());
             for e in names {
-                walk(h, &e.path(), &format!("{rel}/{}", e.file_name().to_string_lossy()))?;
+                if !ctx.excluded(&e.path()) {
+                    walk(h, &e.path(), &format!("{rel}/{}", e.file_name().to_string_lossy()), ctx)?;
+                }
             }
         }
         Ok(())
@@ -511,7 +507,7 @@ fn hash_inputs(srcs: &[PathBuf]) -> std::result::Result<Digest, String> {
     let mut h = Hasher::new();
     for s in srcs {
         let name = s.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        walk(&mut h, s, &name).map_err(|e| format!("{}: {e}", s.display()))?;
+        walk(&mut h, s, &name, ctx).map_err(|e| format!("{}: {e}", s.display()))?;
     }
     Ok(h.finish())
 }

@@ -31,7 +31,7 @@ use crate::unpack::IdShift;
 
 pub use gc::GcReport;
 pub use layers::{LayerInfo, Lease};
-pub use refs::{ImageRecord, Kind, LayerRecord};
+pub use refs::{check_name, ImageRecord, Kind, LayerRecord};
 
 /// Image uid/gid `n` is host id `HOST_ID_BASE + n` in a store owned by root, so image
 /// uid 1000 is host id 1_000_000_000, the identity every host-root sandbox already runs

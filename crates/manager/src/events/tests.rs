@@ -186,3 +186,26 @@ fn the_audit_sink_gets_a_sandbox_s_limited_events_up_to_its_budget_only() {
     assert_eq!(b.unaudited("a") as usize, 1000 - of_a);
     assert_eq!(b.subscribe_sandbox("a", 0).replay.last().unwrap().kind, "sandbox.killed", "still streamed");
 }
+
+#[test]
+fn the_tenant_gate_drops_rate_limited_events_of_its_sandboxes_only() {
+    let b = bus(0.0, 0.0);
+    let left = Arc::new(AtomicUsize::new(3));
+    let l = left.clone();
+    // t1 gets three events through; t2 is never refused.
+    b.set_tenant_gate(Arc::new(move |tenant| {
+        tenant != "t1" || l.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
+    }));
+    b.register("a", "t1");
+    b.register("b", "t1");
+    b.register("c", "t2");
+    let through = (0..4).filter(|_| b.emit("a", "exec", json!({})).is_some()).count()
+        + (0..4).filter(|_| b.emit("b", "exec", json!({})).is_some()).count();
+    assert_eq!(through, 3, "the tenant's sandboxes share its budget");
+    assert_eq!(b.dropped("a") + b.dropped("b"), 5);
+    assert_eq!((0..10).filter(|_| b.emit("c", "exec", json!({})).is_some()).count(), 10);
+    // What the daemon itself says is never refused, and reports the drops.
+    let note = b.emit_unlimited("b", "sandbox.killed", json!({})).unwrap();
+    assert_eq!(note.dropped, 4);
+    assert_eq!(left.load(Ordering::Relaxed), 0);
+}

@@ -93,6 +93,8 @@ pub(crate) const fn ret_value(action: Action) -> u32 {
         Action::Allow => SECCOMP_RET_ALLOW,
         Action::Errno(errno) => SECCOMP_RET_ERRNO | (errno as u32 & SECCOMP_RET_DATA),
         Action::KillProcess => SECCOMP_RET_KILL_PROCESS,
+        // SECCOMP_RET_ERRNO with errno 0: the call returns 0 and is not run.
+        Action::Skip => SECCOMP_RET_ERRNO,
     }
 }
 

@@ -52,6 +52,17 @@ pub fn sandbox_filter() -> Vec<SockFilter> {
     compile(SANDBOX, &NATIVE, DEFAULT_ACTION).expect("the built-in seccomp profile compiles")
 }
 
+/// The profile of a template build's RUN steps: [`SANDBOX`] with the entries of
+/// [`rules::BUILD_STEP_OVERRIDES`] in place of the same names.
+pub fn build_step_table() -> Vec<model::Entry> {
+    SANDBOX.iter().map(|e| *rules::BUILD_STEP_OVERRIDES.iter().find(|o| o.name == e.name).unwrap_or(e)).collect()
+}
+
+/// The filter a template build's RUN steps run under (`Plan::build_capabilities`).
+pub fn build_step_filter() -> Vec<SockFilter> {
+    compile(&build_step_table(), &NATIVE, DEFAULT_ACTION).expect("the build-step seccomp profile compiles")
+}
+
 /// The filter the gateway process runs under (its own profile, [`GATEWAY`]).
 pub fn gateway_filter() -> Vec<SockFilter> {
     // As for the sandbox's: a constant table, compiled by the unit tests.

@@ -19,6 +19,10 @@ pub enum Action {
     Errno(i32),
     /// Kill the whole process (used for calls from a foreign ABI).
     KillProcess,
+    /// Return 0 without running the call: it "succeeds" having done nothing. Only for
+    /// calls whose success value is 0 and whose effect may be left out (the build steps'
+    /// setid chmods, [`super::rules::BUILD_STEP_OVERRIDES`]).
+    Skip,
 }
 
 /// A test on one argument, after masking it.
@@ -87,6 +91,7 @@ impl fmt::Display for Action {
                 None => write!(f, "errno {errno}"),
             },
             Action::KillProcess => f.write_str("kill process"),
+            Action::Skip => f.write_str("return 0, not run"),
         }
     }
 }

@@ -219,6 +219,31 @@ const fn not_creating(flags_arg: u8) -> ArgCheck {
 
 const CHMOD: Rule = Rule::Args { checks: &[setid_bits(1)], otherwise: Action::Allow };
 const FCHMODAT: Rule = Rule::Args { checks: &[setid_bits(2)], otherwise: Action::Allow };
+
+/// A build step's chmod with setid bits: returns 0 and leaves the mode as it was.
+const fn setid_bits_skipped(mode_arg: u8) -> ArgCheck {
+    ArgCheck { arg: mode_arg, name: "mode", mask: u32::MAX, test: Test::AnyBit(SETID_BITS), then: Action::Skip }
+}
+const CHMOD_BUILD: Rule = Rule::Args { checks: &[setid_bits_skipped(1)], otherwise: Action::Allow };
+const FCHMODAT_BUILD: Rule = Rule::Args { checks: &[setid_bits_skipped(2)], otherwise: Action::Allow };
+
+/// What a template build's RUN step runs under instead of [`SANDBOX`]'s entry of the same
+/// name: a chmod that sets setuid/setgid bits succeeds without setting them. Package
+/// scripts set them (fontconfig's `chmod 2775 /usr/local/share/fonts`; `dpkg` installing
+/// `passwd` or `sudo`), and an EPERM fails the install; the layer the step makes would
+/// lose the bits anyway (the unpacker clears them, docs/images.md), so no setid file exists
+/// on the host at any time (FS-15 holds). Only the chmod family: for open, creat and mknod
+/// a faked 0 would be a descriptor or a file that does not exist, so those keep EPERM.
+pub const BUILD_STEP_OVERRIDES: &[Entry] = &[
+    args(
+        "chmod",
+        CHMOD_BUILD,
+        "build steps: setuid/setgid bits dropped, the call succeeds (FS-15: no setid file on the host)",
+    ),
+    args("fchmod", CHMOD_BUILD, "build steps: setuid/setgid bits dropped, the call succeeds (FS-15)"),
+    args("fchmodat", FCHMODAT_BUILD, "build steps: setuid/setgid bits dropped, the call succeeds (FS-15)"),
+    args("fchmodat2", FCHMODAT_BUILD, "build steps: setuid/setgid bits dropped, the call succeeds (FS-15)"),
+];
 const OPEN: Rule = Rule::Args { checks: &[not_creating(1), setid_bits(2)], otherwise: Action::Allow };
 const OPENAT: Rule = Rule::Args { checks: &[not_creating(2), setid_bits(3)], otherwise: Action::Allow };
 const CREAT: Rule = Rule::Args { checks: &[setid_bits(1)], otherwise: Action::Allow };

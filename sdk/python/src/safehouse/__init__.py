@@ -16,7 +16,7 @@ from .exceptions import (ERROR_CODES, AuditOffError, AuthenticationError, Authen
                          MethodNotAllowedError, NoPolicyError, NotEnoughSpaceException, NotFoundError, NotFoundException,
                          PathConflictError, PolicyRefusedError, PortError, QuotaExceededError, RateLimitError, SafehouseError,
                          SafehouseTimeoutError, SandboxException, SandboxFrozenError, SandboxNotRunningError,
-                         SandboxPausedError, ConflictError, ServerError, TimeoutException)
+                         SandboxPausedError, ConflictError, ServerError, TenantQuotaError, TimeoutException)
 from .models import (ApiKey, CommandResult, EntryInfo, FileInfo, FilesystemEvent, FilesystemEventType, FileType,
                      Metrics, MetricsSample, ProcessInfo, PtySize, SandboxEvent, SandboxInfo, WriteEntry)
 from .policy import Policy
@@ -39,7 +39,7 @@ __all__ = [
     "SafehouseError", "InvalidRequestError", "AuthenticationError", "ForbiddenError", "NotFoundError",
     "MethodNotAllowedError", "SandboxNotRunningError", "SandboxFrozenError", "SandboxPausedError", "ConflictError", "PathConflictError",
     "QuotaExceededError", "PolicyRefusedError", "SafehouseTimeoutError", "CapacityError", "AuditOffError",
-    "NoPolicyError", "RateLimitError", "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
+    "NoPolicyError", "RateLimitError", "TenantQuotaError", "ServerError", "PortError", "CommandExitException", "ERROR_CODES",
     "SandboxException", "AuthenticationException", "NotFoundException", "InvalidArgumentException",
     "TimeoutException", "NotEnoughSpaceException",
 ]

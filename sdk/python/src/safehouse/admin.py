@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
 import httpx
@@ -56,6 +57,28 @@ def audit_params(sandbox: Optional[str], since: Optional[Union[str, datetime]],
     if limit is not None:
         q["limit"] = str(int(limit))
     return q
+
+
+def context_tar(context: Union[str, "os.PathLike[str]"]) -> bytes:
+    """The directory CONTEXT as a gzip tar, as `docker build` sends a build context."""
+    import io
+    import tarfile
+    if not os.path.isdir(context):
+        raise ValueError(f"build context {context!r} is not a directory")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        t.add(os.fspath(context), arcname=".")
+    return buf.getvalue()
+
+
+def template_params(tag: str, dockerfile: str, build_args: Optional[Mapping[str, str]],
+                    no_cache: bool) -> Dict[str, str]:
+    params = {"tag": tag, "dockerfile": dockerfile, "wait": "1"}
+    if no_cache:
+        params["no_cache"] = "1"
+    for k, v in (build_args or {}).items():
+        params[f"build_arg.{k}"] = v
+    return params
 
 
 class Admin:
@@ -128,6 +151,25 @@ class Admin:
         """Checks the audit log's hash chain and signatures now (admin key only): the report."""
         return self._http.request("GET", "/v1/audit/verify", timeout=_FLEET_TIMEOUT).json()
 
+    def build_template(self, context: Union[str, "os.PathLike[str]"], tag: str, dockerfile: str = "Dockerfile",
+                       build_args: Optional[Mapping[str, str]] = None, no_cache: bool = False,
+                       timeout: float = 3600.0) -> Dict[str, Any]:
+        """Builds the Dockerfile of the directory CONTEXT into the daemon's store as TAG
+        (`POST /v1/templates`, admin key only) and waits for it: the template (`name`,
+        `digest`, ...). A failed step raises with its Dockerfile line and output."""
+        params = template_params(tag, dockerfile, build_args, no_cache)
+        resp = self._http.request("POST", "/v1/templates", params=params, content=context_tar(context),
+                                  headers={"Content-Type": "application/x-tar"}, timeout=timeout)
+        return dict(resp.json()["template"])
+
+    def list_templates(self) -> List[Dict[str, Any]]:
+        """The templates and images of the daemon's store (`GET /v1/templates`)."""
+        return list(self._http.request("GET", "/v1/templates").json().get("templates", []))
+
+    def delete_template(self, name: str) -> Dict[str, Any]:
+        """Removes a template's name (ConflictError while a sandbox runs on it)."""
+        return dict(self._http.request("DELETE", f"/v1/templates/{quote(name, safe='/:@')}").json())
+
     def close(self) -> None:
         self._http.close()
 
@@ -195,6 +237,23 @@ class AsyncAdmin:
 
     async def verify_audit(self) -> Dict[str, Any]:
         return (await self._http.request("GET", "/v1/audit/verify", timeout=_FLEET_TIMEOUT)).json()
+
+    async def build_template(self, context: Union[str, "os.PathLike[str]"], tag: str,
+                             dockerfile: str = "Dockerfile", build_args: Optional[Mapping[str, str]] = None,
+                             no_cache: bool = False, timeout: float = 3600.0) -> Dict[str, Any]:
+        """See `Admin.build_template`."""
+        params = template_params(tag, dockerfile, build_args, no_cache)
+        resp = await self._http.request("POST", "/v1/templates", params=params, content=context_tar(context),
+                                        headers={"Content-Type": "application/x-tar"}, timeout=timeout)
+        return dict(resp.json()["template"])
+
+    async def list_templates(self) -> List[Dict[str, Any]]:
+        """See `Admin.list_templates`."""
+        return list((await self._http.request("GET", "/v1/templates")).json().get("templates", []))
+
+    async def delete_template(self, name: str) -> Dict[str, Any]:
+        """See `Admin.delete_template`."""
+        return dict((await self._http.request("DELETE", f"/v1/templates/{quote(name, safe='/:@')}")).json())
 
     async def close(self) -> None:
         await self._http.close()

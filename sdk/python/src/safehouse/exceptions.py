@@ -89,6 +89,13 @@ class RateLimitError(SafehouseError):
     key); wait for some to be used or expire, then retry."""
 
 
+class TenantQuotaError(RateLimitError):
+    """429 `tenant_quota`: the key's tenant is over one of its quotas (running sandboxes, their
+    memory or disk, the rate of creates or commands); the message names the quota and its value.
+    Kill or pause sandboxes, slow down, or have the operator raise it (`safehouse serve
+    --tenant-quota`)."""
+
+
 class ServerError(SafehouseError):
     """500 `internal`: the daemon failed; its log has the detail."""
 
@@ -185,6 +192,7 @@ ERROR_CODES: Dict[str, Type[SafehouseError]] = {
     "policy_refused": PolicyRefusedError,
     "no_policy": NoPolicyError,
     "too_many_tickets": RateLimitError,
+    "tenant_quota": TenantQuotaError,
     "internal": ServerError,
     "unsupported": PortError,
     "port_closed": PortError,

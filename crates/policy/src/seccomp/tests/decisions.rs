@@ -456,3 +456,45 @@ fn sched_setscheduler_allows_the_fair_policies_only() {
     assert_eq!(verdict("sched_setparam", &[0, 0]), EPERM);
     assert_eq!(verdict("sched_setattr", &[0, 0, 0]), EPERM);
 }
+
+/// A template build's RUN steps: a setid chmod returns 0 without running (the mode stays),
+/// what would create a setid file still fails with EPERM, and every other call decides
+/// exactly as in the sandbox's own filter.
+#[test]
+fn build_steps_skip_setid_chmods_and_change_nothing_else() {
+    use crate::seccomp::interp::{run, SeccompData};
+    let build = crate::seccomp::build_step_filter();
+    let decide = |name: &str, args: &[u64]| {
+        let mut data =
+            SeccompData { nr: super::nr(name) as i32, arch: NATIVE.audit_arch, instruction_pointer: 0, args: [0; 6] };
+        data.args[..args.len()].copy_from_slice(args);
+        run(&build, &data).expect("the build-step filter runs")
+    };
+    let setgid = libc::S_ISGID as u64 | 0o775;
+    let setuid = libc::S_ISUID as u64 | 0o755;
+    let skipped = libc::SECCOMP_RET_ERRNO; // errno 0: returns 0, not run
+    for (name, args) in
+        [("fchmod", vec![3, setgid]), ("fchmodat", vec![3, 0, setuid]), ("fchmodat2", vec![3, 0, setgid, 0])]
+    {
+        assert_eq!(decide(name, &args), skipped, "{name}");
+        assert_eq!(verdict(name, &args), EPERM, "{name} outside a build step");
+    }
+    assert_eq!(decide("fchmod", &[3, 0o755]), ALLOW);
+    let creat = libc::O_CREAT as u64 | libc::O_WRONLY as u64;
+    assert_eq!(decide("openat", &[3, 0, creat, setuid]), EPERM, "a faked 0 would be a descriptor");
+    assert_eq!(decide("mknodat", &[3, 0, libc::S_IFREG as u64 | setuid]), EPERM);
+    // Nothing else differs: the same decision for every other entry and its probes.
+    let table = crate::seccomp::build_step_table();
+    for (b, s) in table.iter().zip(crate::seccomp::SANDBOX) {
+        assert_eq!(b.name, s.name);
+        if crate::seccomp::rules::BUILD_STEP_OVERRIDES.iter().any(|o| o.name == b.name) {
+            continue;
+        }
+        assert_eq!(b.rule, s.rule, "{}", b.name);
+        let Some(number) = NATIVE.nr(b.name) else { continue };
+        for args in super::probe_args(&s.rule) {
+            let data = SeccompData { nr: number as i32, arch: NATIVE.audit_arch, instruction_pointer: 0, args };
+            assert_eq!(run(&build, &data).unwrap(), verdict_raw(NATIVE.audit_arch, number, &args), "{}", b.name);
+        }
+    }
+}

@@ -147,6 +147,7 @@ fn every_entry_compiles_to_its_rule() {
                 super::super::Action::Allow => ALLOW,
                 super::super::Action::Errno(e) => libc::SECCOMP_RET_ERRNO | e as u32,
                 super::super::Action::KillProcess => KILL,
+                super::super::Action::Skip => libc::SECCOMP_RET_ERRNO,
             };
             assert_eq!(verdict_raw(NATIVE.audit_arch, number, &args), want, "{} {args:x?}", entry.name);
         }
