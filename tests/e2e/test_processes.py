@@ -144,7 +144,10 @@ def test_bad_process_requests(api, sandbox):
 def test_a_stopped_agent_costs_its_caller_a_deadline_and_the_sandbox_still_dies(api):
     """Every daemon→agent request has a deadline: with the sandbox's agent stopped (SIGSTOP
     from the host), a request that needs it answers 504 `agent_timeout` after the deadline
-    instead of hanging, other sandboxes answer at once, and kill still works."""
+    instead of hanging, other sandboxes answer at once, the stall is reported as one
+    `sandbox.stalled` event and its end as `sandbox.recovered`, and kill still works."""
+    from .test_events import read_sse
+
     import signal as sig
     import time as t
 
@@ -163,6 +166,13 @@ def test_a_stopped_agent_costs_its_caller_a_deadline_and_the_sandbox_still_dies(
             assert "did not answer within 10 s" in message and "kill" in message, r
             assert 9 <= took < 30, took
             assert api.get(f"/v1/sandboxes/{other['id']}/processes").status == 200
+            os.kill(pid, sig.SIGCONT)
+            assert api.get(f"/v1/sandboxes/{sid}/processes").status == 200
+            _, events = read_sse(api, f"/v1/sandboxes/{sid}/events", timeout=20,
+                                 on_event=lambda e: e.get("event") == "sandbox.recovered")
+            kinds = [e["event"] for e in events if e["event"] in ("sandbox.stalled", "sandbox.recovered")]
+            assert kinds == ["sandbox.stalled", "sandbox.recovered"], kinds
+            os.kill(pid, sig.SIGSTOP)
         finally:
             api.kill(sid)  # the stopped agent dies too: kill does not need it
         assert api.info(sid)["state"] == "killed"

@@ -38,6 +38,28 @@ struct Shared {
     next_id: AtomicU64,
     closed: AtomicBool,
     state: Mutex<State>,
+    /// A request passed its deadline and the agent has said nothing since.
+    stalled: AtomicBool,
+    /// Where a stall and the recovery from it are reported: (sandbox id, event bus).
+    notify: Option<(String, crate::events::EventBus)>,
+}
+
+impl Shared {
+    /// `sandbox.stalled` once when a request first passes its deadline, `sandbox.recovered`
+    /// once when the agent speaks again: one event per episode, not one per late request.
+    fn set_stalled(&self, stalled: bool) {
+        if self.stalled.swap(stalled, Ordering::Relaxed) == stalled {
+            return;
+        }
+        if let Some((id, events)) = &self.notify {
+            let (kind, data) = if stalled {
+                ("sandbox.stalled", serde_json::json!({ "deadline_s": AGENT_DEADLINE.as_secs() }))
+            } else {
+                ("sandbox.recovered", serde_json::json!({}))
+            };
+            events.emit(id, kind, data);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -92,9 +114,11 @@ pub enum LinkError {
 pub const AGENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AgentLink {
-    pub async fn connect(path: &Path, _id: &str) -> std::io::Result<AgentLink> {
+    /// Connects to the agent of sandbox `id`; a stall and the recovery from it are
+    /// reported on `events`.
+    pub async fn connect(path: &Path, id: &str, events: crate::events::EventBus) -> std::io::Result<AgentLink> {
         let fd = Arc::new(tokio::net::UnixStream::connect(path).await?);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared { notify: Some((id.to_string(), events)), ..Shared::default() });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(fd.clone(), rx, shared.clone()));
         tokio::spawn(reader(fd, shared.clone()));
@@ -134,6 +158,7 @@ impl AgentLink {
             Ok(reply) => reply.map_err(|_| LinkError::Closed),
             Err(_) => {
                 self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).replies.remove(&id);
+                self.shared.set_stalled(true);
                 Err(LinkError::Stalled)
             }
         }
@@ -294,7 +319,10 @@ async fn reader(fd: Arc<UnixStream>, shared: Arc<Shared>) {
         decoder.push(&buf[..n]);
         loop {
             match decoder.next_message() {
-                Ok(Some(incoming)) => dispatch(&shared, incoming),
+                Ok(Some(incoming)) => {
+                    shared.set_stalled(false);
+                    dispatch(&shared, incoming)
+                }
                 Ok(None) => break,
                 Err(_) => break 'outer, // a malformed stream: drop the connection
             }

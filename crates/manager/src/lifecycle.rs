@@ -356,7 +356,7 @@ impl Manager {
             .map_err(internal)??;
         let (spawned, cg, plan_json, zones) = spawned;
         let safehouse_jail::spawn::Spawned { pid, pidfd, gateway_listener, exec_listener, root, tool_table } = spawned;
-        let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id).await {
+        let link = match AgentLink::connect(&socket_dir.join("agent.sock"), &id, inner.events.clone()).await {
             Ok(link) => link,
             Err(e) => {
                 let _ = safehouse_sys::process::pidfd_send_signal(&pidfd, libc::SIGKILL);
@@ -1002,7 +1002,7 @@ impl Manager {
             return Err("agent pid was recycled".into());
         }
         let socket = rec.socket_path.clone().ok_or("no socket recorded")?;
-        let link = AgentLink::connect(std::path::Path::new(&socket), &rec.id)
+        let link = AgentLink::connect(std::path::Path::new(&socket), &rec.id, self.inner.events.clone())
             .await
             .map_err(|e| format!("agent unreachable ({e})"))?;
         let cg = match &rec.cgroup {
