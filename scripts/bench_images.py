@@ -383,7 +383,9 @@ def bench_build(data, img, work):
     buildah = shutil.which("buildah")
     bbase = None
     if buildah:
-        layout = img.write_layout(Path(work) / "buildah-base")
+        # buildah names the pulled image after the layout's path, which must then be a valid
+        # reference (mkdtemp's random part may not be): a path of our own, removed below.
+        layout = img.write_layout(Path(f"/tmp/safehouse-bench-buildah-{os.getpid()}"))
         bbase = "localhost/" + TAG + ":latest"
         before = set(sh("buildah", "images", "-a", "-q", "--no-trunc").split())
         iid = sh("buildah", "pull", "-q", f"oci:{layout}:latest").split()[-1]
@@ -420,6 +422,7 @@ def bench_build(data, img, work):
             # Only what this run made (the storage may hold other users' images).
             mine = set(sh("buildah", "images", "-a", "-q", "--no-trunc").split()) - before
             subprocess.run(["buildah", "rmi", "-f", *mine], capture_output=True)
+            shutil.rmtree(layout, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- main

@@ -9,11 +9,11 @@ baseline measured in the same invocation:
 - a matplotlib chart of 1000 points end to end (PNG + chart data), against a cell that
   builds the same data without plotting.
 
-Sandboxes run on the code-interpreter image (`code-interpreter-v1`, imported into each
-daemon's store from the tar tests/interp/image.py builds with scripts/interp-image and caches
-in /var/tmp/safehouse-test-cache): the native SDK creates with `template=`, the E2B SDK's
-default template resolves to it, and the warm pool is made of it. `--host-root` measures on
-the host's root instead (the host's python3 with ipykernel, pandas and matplotlib). Needs the
+Sandboxes run on the code-interpreter template (`code-interpreter-v1`, built into each
+daemon's store by tests/interp/image.py: `template build` of templates/code-interpreter on
+the cached Debian base, about a minute each): the native SDK creates with `template=`, the
+E2B SDK's default template resolves to it, and the warm pool is made of it. `--host-root`
+measures on the host's root instead (the host's python3 with ipykernel, pandas and matplotlib). Needs the
 test venv:
     SAFEHOUSE_BIN=target/safehouse .venv/bin/python scripts/bench_interp.py [--runs N] [--host-root]
 """
@@ -107,7 +107,7 @@ def main():
         t0 = time.perf_counter()
         for d in (cold, pool):
             template = import_image(d.data_dir)
-        print(f"root: the {template} image, imported into both daemons' stores in {time.perf_counter() - t0:.0f} s")
+        print(f"root: the {template} template, built into both daemons' stores in {time.perf_counter() - t0:.0f} s")
     else:
         print("root: the host's (--host-root)")
     cold.start()

@@ -46,6 +46,15 @@ def key(d, tenant):
     return d.admin().with_key(r.json()["key"])
 
 
+MIB = 1 << 20
+
+
+def usage(api):
+    r = api.get("/v1/quota")
+    assert r.status == 200, r
+    return r.json()["usage"]
+
+
 def policy(memory="128MiB", disk="64MiB"):
     return {"version": 1, "limits": {"memory": memory, "disk": disk}}
 
@@ -55,6 +64,29 @@ def refused(r, quota):
     message = r.json()["error"]["message"]
     assert f"(quota {quota})" in message, message
     return message
+
+
+def test_a_tenant_sees_its_usage_and_limits_and_only_the_admin_sees_others(qd):
+    t, other, admin = key(qd, "qv"), key(qd, "qv-other"), qd.admin()
+    sid = t.create(policy=policy(memory="256MiB", disk="128MiB"))["id"]
+    r = t.get("/v1/quota")
+    assert r.json() == {
+        "tenant": "qv",
+        "usage": {"sandboxes": 1, "memory_bytes": 256 * MIB, "disk_bytes": 128 * MIB},
+        "limits": {"sandboxes": 2, "memory_bytes": 1 << 30, "disk_bytes": None, "creates": None, "execs": None,
+                   "events": None},
+    }, r
+    assert admin.get("/v1/quota", query={"tenant": "qv"}).json() == r.json()
+    assert admin.get("/v1/quota", query={"tenant": "qe"}).json()["limits"]["execs"] == "3/min"
+    # The admin tenant is unlimited here.
+    assert set(admin.get("/v1/quota").json()["limits"].values()) == {None}
+    assert t.get("/v1/quota", query={"tenant": "qv"}).status == 200
+    r = other.get("/v1/quota", query={"tenant": "qv"})
+    assert (r.status, r.error_code) == (403, "forbidden"), r
+    r = admin.get("/v1/quota", query={"tenant": "Not A Tenant"})
+    assert (r.status, r.error_code) == (400, "invalid_request"), r
+    assert t.kill(sid).status == 204
+    assert usage(t) == {"sandboxes": 0, "memory_bytes": 0, "disk_bytes": 0}
 
 
 def test_the_sandbox_after_the_quota_is_429_until_one_is_killed(qd):
@@ -131,6 +163,7 @@ def test_paused_sandboxes_free_their_slot_and_memory_but_keep_their_disk(qd):
     refused(t.post("/v1/sandboxes", {"policy": SMALL}), "sandboxes=1")
     r = t.post(f"/v1/sandboxes/{sid}/pause")
     assert r.status == 200 and r.json()["state"] == "paused", r
+    assert usage(t) == {"sandboxes": 0, "memory_bytes": 0, "disk_bytes": 768 * MIB}
     # The slot is free; the paused layer's disk still counts.
     message = refused(t.post("/v1/sandboxes", {"policy": policy(disk="512MiB")}), "disk=1GiB")
     assert "paused ones keep their disk" in message, message
@@ -143,6 +176,7 @@ def test_paused_sandboxes_free_their_slot_and_memory_but_keep_their_disk(qd):
     assert r.status == 200 and r.json()["state"] == "running", r
     # Killed, it gives everything back.
     assert t.kill(sid).status == 204
+    assert usage(t) == {"sandboxes": 0, "memory_bytes": 0, "disk_bytes": 0}
     t.create(policy=policy(disk="1GiB"))
 
 
@@ -167,14 +201,22 @@ def test_a_restarted_daemon_counts_the_sandboxes_it_adopts():
     d = start(args=["--quota", "sandboxes=2"])
     try:
         t = key(d, "qr")
+        paused = t.create(policy=SMALL, storage="disk")["id"]
+        assert t.post(f"/v1/sandboxes/{paused}/pause").status == 200
         made = [t.create(policy=SMALL, timeout_s=120)["id"] for _ in range(2)]
+        before = usage(t)
+        assert before == {"sandboxes": 2, "memory_bytes": 256 * MIB, "disk_bytes": 192 * MIB}
         d.crash()
         d.start()
         assert [t.info(s)["state"] for s in made] == ["running", "running"]
+        # The running ones and the paused one's disk are counted again.
+        assert usage(t) == before
         refused(t.post("/v1/sandboxes", {"policy": SMALL}), "sandboxes=2")
         key(d, "qr-other").create(policy=SMALL)  # outside control
         assert t.kill(made[0]).status == 204
         t.create(policy=SMALL)
+        assert t.kill(paused).status == 204
+        assert usage(t) == {"sandboxes": 2, "memory_bytes": 256 * MIB, "disk_bytes": 128 * MIB}
     finally:
         d.cleanup()
 

@@ -19,6 +19,7 @@ pub mod openapi;
 mod persist;
 mod policy;
 mod processes;
+mod quota;
 mod sandboxes;
 mod session;
 mod templates;
@@ -88,6 +89,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     // What the web console needs (docs/console.md).
     ("GET", "/v1/whoami"),
+    ("GET", "/v1/quota"),
     ("POST", "/v1/tickets"),
     ("GET", "/v1/metrics"),
     ("POST", "/v1/freeze-all"),
@@ -158,6 +160,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/kill-all", post(control::kill_all))
         .route("/metrics", get(metrics::prometheus))
         .route("/v1/whoami", get(session::whoami))
+        .route("/v1/quota", get(quota::quota))
         .route("/v1/tickets", post(session::ticket))
         .route("/v1/metrics", get(fleet::stream))
         .route("/v1/freeze-all", post(fleet::freeze_all))
