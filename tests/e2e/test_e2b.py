@@ -81,15 +81,12 @@ def test_unsupported_options_are_clear_errors(e2b_env):
     assert "allow-list" in str(e.value)
     import inspect
     if "lifecycle" in inspect.signature(Sandbox.create).parameters:
+        # A pause that keeps the memory needs checkpointing this kernel cannot do.
         with pytest.raises(SandboxException) as e:
-            Sandbox.create(lifecycle={"on_timeout": "pause"})
-        assert "autoPause" in str(e.value)
+            Sandbox.create(lifecycle={"on_timeout": {"action": "pause", "mode": "full"}})
+        assert "autoPauseMemory" in str(e.value) and "CRIU" in str(e.value)
         # Asking for what safehouse does anyway is fine.
         Sandbox.create(lifecycle={"on_timeout": "kill"}, timeout=30).kill()
-    else:  # releases before `lifecycle` name it `auto_pause` (beta_create)
-        with pytest.raises(SandboxException) as e:
-            Sandbox.beta_create(auto_pause=True)
-        assert "autoPause" in str(e.value)
 
 
 # ---------------------------------------------------------------- commands

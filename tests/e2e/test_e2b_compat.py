@@ -301,18 +301,49 @@ def test_watch_entries_are_refused_by_name(daemon, sbx):
     handle.stop()
 
 
-def test_pause_without_memory_is_refused_by_name(daemon, e2b_key, sbx):
+def test_a_filesystem_pause_needs_the_layer_on_disk(daemon, e2b_key, sbx):
+    """`pause(keep_memory=False)` of a sandbox whose files are in RAM is refused naming the
+    fix (create it with autoPause, which puts them on disk); a memory pause still works."""
     status, _, body = control(daemon, e2b_key["e2b_key"], "POST", f"/sandboxes/{sbx.sandbox_id}/pause",
                               {"memory": False})
-    assert_e2b_error(status, body, 400, mentions=["memory"])
+    assert_e2b_error(status, body, 422, mentions=["disk"])
     assert sbx.get_info().state.value == "running"
     if SDK_VERSION >= (2, 40, 0):
         with pytest.raises(SandboxException) as e:
             sbx.pause(keep_memory=False)
-        assert "memory" in str(e.value).lower(), e.value
+        assert "disk" in str(e.value).lower(), e.value
         assert sbx.get_info().state.value == "running"
         sbx.pause(keep_memory=True)
         assert sbx.get_info().state.value == "paused"
+
+
+def test_auto_pause_keeps_the_files_and_connect_resumes(e2b_env):
+    """`autoPause` (lifecycle `on_timeout: pause`): at its deadline the sandbox pauses to the
+    filesystem (processes gone, files on disk); `Sandbox.connect` resumes it with its files.
+    A filesystem pause by call (`keep_memory=False`) does the same."""
+    import inspect
+    if SDK_VERSION >= (2, 63, 0):  # `mode` names the kind of pause
+        s = Sandbox.create(timeout=3, lifecycle={"on_timeout": {"action": "pause", "mode": "filesystem"}})
+    elif "lifecycle" in inspect.signature(Sandbox.create).parameters:  # keep_memory defaults to True here
+        s = Sandbox.create(timeout=3, lifecycle={"on_timeout": {"action": "pause", "keep_memory": False}})
+    else:  # releases before `lifecycle`: autoPause only
+        s = Sandbox.beta_create(auto_pause=True, timeout=3)
+    try:
+        s.files.write("/home/user/kept.txt", "kept")
+        s.commands.run("sleep 300", background=True)
+        assert wait_for(lambda: Sandbox.get_info(s.sandbox_id).state.value == "paused", 30), "no pause at the deadline"
+        again = Sandbox.connect(s.sandbox_id, timeout=120)
+        assert again.get_info().state.value == "running"
+        assert again.files.read("/home/user/kept.txt") == "kept"
+        # The processes started afresh: the background sleep is gone (memory is not kept).
+        assert again.commands.run("pgrep -x sleep || echo none").stdout.strip() == "none"
+        if SDK_VERSION >= (2, 40, 0):
+            again.pause(keep_memory=False)
+            assert Sandbox.get_info(s.sandbox_id).state.value == "paused"
+            third = Sandbox.connect(s.sandbox_id, timeout=120)
+            assert third.files.read("/home/user/kept.txt") == "kept"
+    finally:
+        Sandbox.kill(s.sandbox_id)
 
 
 # ------------------------------------------------------------ 8. E2B's error shape everywhere

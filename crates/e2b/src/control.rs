@@ -15,7 +15,7 @@ use safehouse_http::params::{is_sandbox_id, Caller};
 use safehouse_http::ApiError;
 use safehouse_manager::auth::Tenant;
 use safehouse_manager::limits::{self, MAX_TIMEOUT_S};
-use safehouse_manager::{CreateRequest, SandboxInfo, SandboxState};
+use safehouse_manager::{CreateRequest, Lifecycle, OnTimeout, SandboxInfo, SandboxState, Storage};
 
 use super::{e2b_error, ENVD_VERSION};
 use crate::E2b;
@@ -121,13 +121,7 @@ fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
             _ => true,
         })
     };
-    for (field, what) in [
-        ("autoPause", "automatic pause on timeout"),
-        ("autoResume", "automatic resume"),
-        ("mcp", "MCP gateways"),
-        ("iam", "workload identity tokens"),
-        ("volumeMounts", "volumes"),
-    ] {
+    for (field, what) in [("mcp", "MCP gateways"), ("iam", "workload identity tokens")] {
         if set(field) {
             return Err(ApiError::invalid(format!(
                 "{field}: {what} is not supported by safehouse yet (docs/e2b.md); remove it"
@@ -135,6 +129,63 @@ fn refuse_unsupported(body: &Map<String, Value>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// E2B's lifecycle fields as safehouse's: `autoPause` is `on_timeout: "pause"` with the
+/// writable layer on disk (a filesystem pause: `autoPauseMemory: false`, or unset, which
+/// leaves the kind to the API); `autoPause` with `autoPauseMemory: true` asks to keep the
+/// processes' memory, which this tier cannot (no process checkpointing on this kernel):
+/// refused by name. `autoResume: {enabled: true}` (or `true`) is `auto_resume`.
+fn lifecycle_of(body: &Map<String, Value>) -> Result<(Option<Storage>, Option<Lifecycle>), ApiError> {
+    let flag = |k: &str| -> Result<Option<bool>, ApiError> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::Object(o)) => match o.get("enabled") {
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                None | Some(Value::Null) => Ok(Some(false)),
+                Some(_) => Err(ApiError::invalid(format!("{k}.enabled must be true or false"))),
+            },
+            Some(_) => Err(ApiError::invalid(format!("{k} must be true or false"))),
+        }
+    };
+    let pause = flag("autoPause")?.unwrap_or(false);
+    let resume = flag("autoResume")?.unwrap_or(false);
+    if pause && flag("autoPauseMemory")? == Some(true) {
+        return Err(ApiError::invalid(
+            "autoPauseMemory: a pause that keeps the processes' memory needs process checkpointing (CRIU), which \
+             does not work on this kernel; pause to the filesystem instead (lifecycle on_timeout \
+             {\"action\": \"pause\", \"mode\": \"filesystem\"}, or leave mode unset)",
+        ));
+    }
+    if !pause && !resume {
+        return Ok((None, None));
+    }
+    let lifecycle = Lifecycle {
+        on_timeout: if pause { OnTimeout::Pause } else { OnTimeout::Kill },
+        auto_resume: resume,
+        idle_timeout_s: None,
+    };
+    Ok((Some(Storage::Disk), Some(lifecycle)))
+}
+
+/// `volumeMounts: [{name, path}]`: the tenant's safehouse volumes (made with the native
+/// API, `POST /v1/volumes`, or `safehouse volume create`), mounted read-write.
+fn volumes_of(body: &Map<String, Value>) -> Result<Vec<safehouse_manager::VolumeMount>, ApiError> {
+    match body.get("volumeMounts") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|m| {
+                let field = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+                match (field("name"), field("path")) {
+                    (Some(name), Some(path)) => Ok(safehouse_manager::VolumeMount { name, path, read_only: false }),
+                    _ => Err(ApiError::invalid("volumeMounts: each entry is {\"name\": ..., \"path\": ...}")),
+                }
+            })
+            .collect(),
+        Some(_) => Err(ApiError::invalid("volumeMounts must be a list of {name, path}")),
+    }
 }
 
 /// The `network` section of a policy from `allow_internet_access` and `network`: E2B
@@ -256,6 +307,8 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     };
     let in_store = template != BASE_TEMPLATE && st.manager.template_exists(&template).await;
     let (policy, preset, store_template) = policy_for(&template, in_store, &body)?;
+    let (storage, lifecycle) = lifecycle_of(&body)?;
+    let volumes = volumes_of(&body)?;
     let env = string_map(&body, "envVars")?;
     limits::check_env(&env)?;
     let metadata = string_map(&body, "metadata")?;
@@ -268,6 +321,9 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
         metadata,
         created_by,
         template: store_template,
+        storage,
+        lifecycle,
+        volumes,
         ..Default::default()
     };
     let info = if template == CODE_INTERPRETER_TEMPLATE {
@@ -405,27 +461,39 @@ pub async fn pause(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Path
         async {
             let info = alive(&st, &tenant, &id).await?;
             let body = body_json(req).await?;
-            match body.get("memory") {
-                None | Some(Value::Null) | Some(Value::Bool(true)) => {}
-                Some(Value::Bool(false)) => {
-                    return Err(ApiError::invalid(
-                        "memory: false (pause(keep_memory=False)) pauses to a filesystem snapshot, which safehouse \
-                         does not support yet; pause keeps the memory (leave keep_memory unset or true)",
-                    ))
-                }
+            let keep_memory = match body.get("memory") {
+                None | Some(Value::Null) | Some(Value::Bool(true)) => true,
+                Some(Value::Bool(false)) => false,
                 Some(_) => return Err(ApiError::invalid("memory must be true or false")),
-            }
+            };
             if let Some((k, _)) = body.iter().find(|(k, _)| !matches!(k.as_str(), "memory" | "requireHealthyGuest")) {
                 return Err(ApiError::invalid(format!("pause: {k} is not supported by safehouse yet; remove it")));
             }
-            if info.state == SandboxState::Frozen {
+            if matches!(info.state, SandboxState::Frozen | SandboxState::Paused) {
                 return Err(ApiError::new(StatusCode::CONFLICT, "frozen", format!("sandbox {id} is already paused")));
             }
-            st.manager.freeze(&tenant.name, &id).await?;
+            if keep_memory {
+                // Memory kept: every process frozen where it stands (the cgroup freezer).
+                st.manager.freeze(&tenant.name, &id).await?;
+            } else {
+                // A filesystem pause (`keep_memory=False`): the processes stop, the files stay
+                // on disk, the memory is freed; needs the layer on disk (autoPause at create).
+                st.manager.pause(&tenant.name, &id).await?;
+            }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         .await,
     )
+}
+
+/// Brings a paused sandbox back: a frozen one (memory kept) thawed, one paused to the
+/// filesystem resumed (its processes start afresh on its files). Whether it was paused.
+async fn wake(st: &E2b, tenant: &Tenant, info: &SandboxInfo) -> Result<bool, ApiError> {
+    match info.state {
+        SandboxState::Frozen => st.manager.thaw(&tenant.name, &info.id).await.map(|_| true).map_err(Into::into),
+        SandboxState::Paused => st.manager.resume(&tenant.name, &info.id).await.map(|_| true).map_err(Into::into),
+        _ => Ok(false),
+    }
 }
 
 /// `POST /sandboxes/{id}/connect` and `POST /v2/sandboxes/{id}/connect` with
@@ -436,10 +504,7 @@ pub async fn connect(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Pa
         async {
             let info = alive(&st, &tenant, &id).await?;
             let body = body_json(req).await?;
-            let resumed = info.state == SandboxState::Frozen;
-            if resumed {
-                st.manager.thaw(&tenant.name, &id).await?;
-            }
+            let resumed = wake(&st, &tenant, &info).await?;
             extend(&st, &tenant, &info, body.get("timeout")).await?;
             let status = if resumed { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(sandbox_json(&st, &tenant, &info, &template_of(&st, &info)))).into_response())
@@ -457,17 +522,16 @@ pub async fn resume(State(st): State<E2b>, Caller(tenant): Caller, Path(id): Pat
             let body = body_json(req).await?;
             if body.get("autoPause").is_some_and(|v| *v == Value::Bool(true)) {
                 return Err(ApiError::invalid(
-                    "autoPause: automatic pause on timeout is not supported by safehouse yet (docs/e2b.md); remove it",
+                    "autoPause on resume: set it at create (autoPause, lifecycle on_timeout pause); remove it here",
                 ));
             }
-            if info.state != SandboxState::Frozen {
+            if !wake(&st, &tenant, &info).await? {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "running",
                     format!("sandbox {id} is already running; connect to it instead"),
                 ));
             }
-            st.manager.thaw(&tenant.name, &id).await?;
             extend(&st, &tenant, &info, body.get("timeout")).await?;
             Ok((StatusCode::CREATED, Json(sandbox_json(&st, &tenant, &info, &template_of(&st, &info)))).into_response())
         }
@@ -549,10 +613,22 @@ mod tests {
             Some(CODE_INTERPRETER_TEMPLATE)
         );
         assert_eq!(policy_for(CODE_INTERPRETER_TEMPLATE, false, &Map::new()).unwrap().2, None);
-        assert!(refuse_unsupported(&obj(json!({"autoPause": true}))).is_err());
-        assert!(refuse_unsupported(&obj(json!({"autoPause": false, "metadata": {}}))).is_ok());
+        assert!(refuse_unsupported(&obj(json!({"mcp": {"x": {}}}))).is_err());
+        assert!(refuse_unsupported(&obj(json!({"autoPause": true, "metadata": {}}))).is_ok());
         assert!(refuse_unsupported(&obj(json!({"autoResume": {"enabled": false}, "volumeMounts": []}))).is_ok());
-        assert!(refuse_unsupported(&obj(json!({"autoResume": {"enabled": true}}))).is_err());
+        let v = volumes_of(&obj(json!({"volumeMounts": [{"name": "data", "path": "/data"}]}))).unwrap();
+        assert_eq!((v[0].name.as_str(), v[0].path.as_str(), v[0].read_only), ("data", "/data", false));
+        assert!(volumes_of(&obj(json!({"volumeMounts": [{"name": "data"}]}))).is_err());
+        // Lifecycle: a filesystem pause on disk; a memory pause refused by name.
+        assert_eq!(lifecycle_of(&obj(json!({}))).unwrap(), (None, None));
+        assert_eq!(lifecycle_of(&obj(json!({"autoPause": false}))).unwrap(), (None, None));
+        let (storage, lc) = lifecycle_of(&obj(json!({"autoPause": true, "autoResume": {"enabled": true}}))).unwrap();
+        let lc = lc.unwrap();
+        assert_eq!((storage, lc.on_timeout, lc.auto_resume), (Some(Storage::Disk), OnTimeout::Pause, true));
+        assert!(lifecycle_of(&obj(json!({"autoPause": true, "autoPauseMemory": false}))).is_ok());
+        let e = lifecycle_of(&obj(json!({"autoPause": true, "autoPauseMemory": true}))).unwrap_err();
+        assert!(e.message.contains("CRIU"), "{}", e.message);
+        assert!(lifecycle_of(&obj(json!({"autoPause": "yes"}))).is_err());
     }
 
     #[test]
