@@ -4,10 +4,12 @@ and its value; each has an outside control: another tenant (or the admin tenant)
 same thing at the same time is admitted. Also: `limits.nofile` above the daemon's own hard
 limit is refused before any work (422), where it used to fail deep in the sandbox's setup."""
 import os
+import time
 
 import pytest
 
 from .support import Daemon, binary_serves, skip_or_fail, wait_for
+from .test_events import read_sse
 
 SMALL = {"version": 1, "limits": {"memory": "128MiB", "disk": "64MiB"}}
 QUOTAS = [
@@ -17,6 +19,7 @@ QUOTAS = [
     "--tenant-quota", "qe:execs=3/min",
     "--tenant-quota", "qp:sandboxes=1,disk=1GiB",
     "--tenant-quota", "qf:sandboxes=1",
+    "--tenant-quota", "qev:events=30/min",
 ]
 
 
@@ -155,6 +158,32 @@ def test_exec_rate_quota_is_429_and_other_tenants_are_unaffected(qd):
     # Outside control: another tenant runs as many as it likes meanwhile.
     for i in range(10):
         assert other.exec(osid, ["/bin/echo", str(i)])["stdout"] == f"{i}\n"
+
+
+def test_events_past_the_tenants_rate_are_dropped_and_counted(qd):
+    """200 execs inside make ~400 rate-limited events (proc.exec, proc.exit): a tenant with
+    events=30/min gets about 30 of them streamed (and audited); the sandbox's end says how
+    many were dropped. Another tenant's identical sandbox gets them all."""
+    loop = ["/bin/sh", "-c", "for i in $(seq 200); do /bin/true; done"]
+    got = {}
+    for name in ("qev", "qev-other"):
+        t = key(qd, name)
+        sid = t.create(policy=SMALL)["id"]
+        assert t.exec(sid, loop)["exit_code"] == 0
+        if name == "qev-other":
+            wait_for(lambda: len([e for e in read_sse(t, f"/v1/sandboxes/{sid}/events", {"follow": "false"})[1]
+                                  if e["event"] == "proc.exec"]) >= 200, 10)
+        else:
+            time.sleep(1)  # the exec watcher reports a moment after the exec returns
+        assert t.kill(sid).status == 204
+        _, events = read_sse(t, f"/v1/sandboxes/{sid}/events", {"follow": "false"})
+        procs = [e for e in events if e["event"].startswith("proc.")]
+        end = next(e for e in events if e["event"] == "sandbox.killed")["data"]["data"]
+        got[name] = (len(procs), end["events_dropped"])
+    limited, dropped = got["qev"]
+    assert limited <= 40 and dropped >= 300, got
+    # Outside control: the same work by a tenant without the quota loses nothing.
+    assert got["qev-other"][0] >= 400 and got["qev-other"][1] == 0, got
 
 
 def test_paused_sandboxes_free_their_slot_and_memory_but_keep_their_disk(qd):
