@@ -291,3 +291,40 @@ def test_bad_build_requests_are_refused_and_leave_nothing(served):
     assert r.status == 400, r
     assert not (tmp.parent / "escaped-by-context").exists() and not (tmp.parent.parent / "escaped-by-context").exists()
     assert not [p for p in tmp.iterdir() if p.name.startswith("tb_")], list(tmp.iterdir())
+
+
+def test_a_rootless_daemon_serves_templates_too():
+    """A daemon run by an unprivileged user serves its own store's templates: the image's
+    files, written in the sandbox's own layer, its processes the daemon's user on the host."""
+    import pwd
+    from e2e.support import IS_ROOT, require_root, running_daemon
+
+    if not IS_ROOT:
+        require_root("to start a daemon as another user")
+    if not shutil.which("busybox"):
+        skip_or_fail("busybox-static is not installed (scripts/test installs it)")
+    nobody = pwd.getpwnam("nobody")
+    work = Path(tempfile.mkdtemp(prefix="safehouse-dimg-rl-"))
+    os.chmod(work, 0o755)
+    data = work / "data"
+    data.mkdir()
+    root = busybox_rootfs(work / "root")
+    subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(work)], check=True)
+    cli = Cli(data, prefix=["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                            "--inh-caps=-all", "--"])
+    cli("image", "import", str(root), "--tag", "bb", check=0, env={"HOME": str(work)})
+    d = running_daemon(data_dir=str(data), run_as="nobody")
+    try:
+        api = d.admin()
+        sid = api.create(template="bb", timeout_s=60)["id"]
+        r = api.exec(sid, ["/bin/sh", "-c", "cat /etc/os-release; echo mine > /etc/x && cat /etc/x"])
+        assert r["stdout"] == "ID=busybox\nNAME=busybox-test\nmine\n", r
+        for layer in (data / "images" / "layers").iterdir():
+            assert not (layer / "root" / "etc" / "x").exists(), "a sandbox wrote into a shared layer"
+        with open(f"/proc/{api.info(sid)['pid']}/status") as f:
+            uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+        assert uid == nobody.pw_uid, uid
+        api.kill(sid)
+    finally:
+        d.cleanup()
+        rm_rf(work)
