@@ -280,3 +280,37 @@ def test_another_tenant_cannot_pause_resume_or_snapshot(daemon, tenant_key):
     assert r.status == 404, r
     api.delete(f"/v1/snapshots/{snap['id']}")
     api.kill(sb["id"])
+
+
+def test_paused_layers_and_volumes_are_in_the_metrics(own_daemon):
+    """Disk that lives without a running sandbox is visible: a paused sandbox's layer and a
+    volume each have a series (from the pool's quota groups), and paused sandboxes count."""
+    import re
+    d = own_daemon
+    d.start()
+    api = d.admin()
+    assert api.post("/v1/volumes", {"name": "metered", "size": "64MiB"}).status == 201
+    sid = api.create(volumes=[{"name": "metered", "path": "/data"}], **DISK)["id"]
+    r = api.exec(sid, ["sh", "-c", "head -c 6000000 /dev/urandom > /workspace/big && "
+                                   "head -c 3000000 /dev/urandom > /data/vol"])
+    assert r["exit_code"] == 0, r
+    assert api.post(f"/v1/sandboxes/{sid}/pause").status == 200
+    os.sync()  # the quota groups' counters move at the pool's commit
+
+    def value(text, pattern):
+        m = re.search(pattern + r" (\d+)$", text, re.M)
+        return int(m.group(1)) if m else None
+
+    def metrics():
+        r = api.get("/metrics")
+        assert r.status == 200, r
+        return r.body.decode()
+
+    text = metrics()
+    assert value(text, r'safehouse_sandboxes\{state="paused"\}') == 1, text[:1500]
+    assert wait_for(lambda: (value(metrics(), rf'safehouse_paused_disk_bytes\{{id="{sid}",tenant="admin"\}}') or 0)
+                    >= 6_000_000, 40), metrics()[-1500:]
+    assert wait_for(lambda: (value(metrics(), r'safehouse_volume_disk_bytes\{tenant="admin",name="metered"\}') or 0)
+                    >= 3_000_000, 40), metrics()[-1500:]
+    api.kill(sid)
+    assert value(metrics(), r'safehouse_sandboxes\{state="paused"\}') == 0

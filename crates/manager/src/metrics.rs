@@ -354,8 +354,9 @@ impl Manager {
     }
 
     /// The daemon and the fleet in the Prometheus text format (0.0.4). Per-sandbox series
-    /// exist only for live (running or frozen) sandboxes, labelled by id and tenant: their
-    /// number is bounded by the daemon's sandbox cap.
+    /// exist for live (running or frozen) sandboxes, labelled by id and tenant: their
+    /// number is bounded by the daemon's sandbox cap; paused sandboxes and volumes have one
+    /// disk series each (`stored_disk`).
     pub fn prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
         let lives: Vec<(String, String)> = self
@@ -372,6 +373,8 @@ impl Manager {
         metric(&mut out, "safehouse_sandboxes", "gauge", "Live sandboxes by state.");
         out.push_str(&format!("safehouse_sandboxes{{state=\"running\"}} {}\n", lives.len() - frozen));
         out.push_str(&format!("safehouse_sandboxes{{state=\"frozen\"}} {frozen}\n"));
+        let paused = self.inner.store.paused_with_tenants().unwrap_or_default();
+        out.push_str(&format!("safehouse_sandboxes{{state=\"paused\"}} {}\n", paused.len()));
         metric(&mut out, "safehouse_sandboxes_created_total", "counter", "Sandboxes created since the daemon started.");
         out.push_str(&format!("safehouse_sandboxes_created_total {}\n", c.created.load(Relaxed)));
         metric(
@@ -441,7 +444,38 @@ impl Manager {
                 out.push_str(&format!("{name}{{id=\"{id}\",tenant=\"{}\"}} {}\n", escape(tenant), get(ring)));
             }
         }
+        drop(rings);
+        self.stored_disk(&mut out, &paused);
         out
+    }
+
+    /// What lives on disk without a running sandbox: paused sandboxes' layers and volumes,
+    /// from the storage pool's quota groups (as of its last commit). Read only when the pool
+    /// is open (a daemon that never used it has none of either); one quota-group read each.
+    fn stored_disk(&self, out: &mut String, paused: &[(String, String)]) {
+        let Some(pool) = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        use safehouse_storage::Kind;
+        metric(out, "safehouse_paused_disk_bytes", "gauge", "Bytes a paused sandbox's layer refers to, on disk.");
+        for (id, tenant) in paused {
+            if let Ok(u) = pool.usage(Kind::Layer, id) {
+                out.push_str(&format!(
+                    "safehouse_paused_disk_bytes{{id=\"{id}\",tenant=\"{}\"}} {}\n",
+                    escape(tenant),
+                    u.referenced
+                ));
+            }
+        }
+        metric(out, "safehouse_volume_disk_bytes", "gauge", "Bytes a volume refers to, on disk.");
+        for v in self.inner.store.all_volumes().unwrap_or_default() {
+            if let Ok(u) = pool.usage(Kind::Volume, &v.key) {
+                out.push_str(&format!(
+                    "safehouse_volume_disk_bytes{{tenant=\"{}\",name=\"{}\"}} {}\n",
+                    escape(&v.tenant),
+                    escape(&v.name),
+                    u.referenced
+                ));
+            }
+        }
     }
 }
 

@@ -143,6 +143,22 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every paused sandbox as (id, tenant): the metrics' disk series.
+    pub fn paused_with_tenants(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT id, tenant FROM sandboxes WHERE state = 'paused' ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every tenant's volumes (the metrics' disk series).
+    pub fn all_volumes(&self) -> Result<Vec<VolumeRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!("SELECT {VOLUME_COLUMNS} FROM volumes ORDER BY tenant, name"))?;
+        let rows = stmt.query_map([], volume_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The paused sandboxes of `tenant` that mount its volume `name` (a resume mounts it
     /// again, so it may not go away meanwhile).
     pub fn paused_volume_users(&self, tenant: &str, name: &str) -> Result<Vec<String>, StoreError> {
