@@ -992,6 +992,12 @@ impl Manager {
         if swept > 0 {
             eprintln!("safehouse: removed the leftovers of {swept} stopped sandbox(es)");
         }
+        let orphans = self.sweep_pool().await;
+        if orphans > 0 {
+            eprintln!(
+                "safehouse: removed {orphans} layer(s), snapshot(s) or volume(s) of the storage pool no record names"
+            );
+        }
         Ok((attached, failed))
     }
 

@@ -89,6 +89,50 @@ impl Manager {
         Ok(pool)
     }
 
+    /// At start, after `recover`: the pool's subvolumes that no record accounts for, removed
+    /// (a crash between making one and recording it, or between a record's removal and
+    /// the subvolume's): layers of no running, frozen or paused sandbox, snapshots and
+    /// volumes without their record. Only a daemon whose data dir has a pool looks (none
+    /// is made for this). Returns how many went.
+    pub(crate) async fn sweep_pool(&self) -> usize {
+        if !self.inner.cfg.data_dir.join("storage").join("pool").is_dir() {
+            return 0;
+        }
+        let mgr = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(pool) = mgr.pool() else { return 0 };
+            let store = &mgr.inner.store;
+            let mut keep: std::collections::HashSet<String> =
+                mgr.inner.live.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+            let (Ok(paused), Ok(snaps), Ok(vols)) =
+                (store.list_paused(), store.list_snapshots(crate::auth::ADMIN_TENANT), store.all_volumes())
+            else {
+                return 0; // the records cannot be read: remove nothing
+            };
+            keep.extend(paused);
+            let snaps: std::collections::HashSet<String> = snaps.into_iter().map(|s| s.id).collect();
+            let vols: std::collections::HashSet<String> = vols.into_iter().map(|v| v.key).collect();
+            let mut removed = 0;
+            // Only names the daemon makes: `safehouse run --storage disk` keeps `run-PID-...`
+            // layers in the same pool (and sweeps them itself).
+            let ours = |kind: Kind, name: &str| match kind {
+                Kind::Layer => crate::ids::is_sandbox_id(name),
+                Kind::Snapshot => crate::ids::is_snapshot_id(name),
+                Kind::Volume => name.len() == 24 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            };
+            for (kind, known) in [(Kind::Layer, &keep), (Kind::Snapshot, &snaps), (Kind::Volume, &vols)] {
+                for name in pool.list(kind).unwrap_or_default() {
+                    if ours(kind, &name) && !known.contains(&name) && pool.remove(kind, &name).unwrap_or(false) {
+                        removed += 1;
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or(0)
+    }
+
     /// The writable layer of sandbox `id` (blocking): made empty, or from a snapshot,
     /// or (a resume) the one it has.
     pub(crate) fn prepare_layer(
