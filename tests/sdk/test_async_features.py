@@ -186,6 +186,8 @@ def test_async_request_port_and_admin_extras(daemon):
             assert (await s.request_port(8124, "POST", "/")).status_code == 501  # http.server's own answer
         async with AsyncAdmin() as admin:
             assert await admin.health() is True and "safehouse_sandboxes" in await admin.prometheus()
+            q = await admin.quota()
+            assert q["tenant"] == "admin" and "usage" in q and "limits" in q, q
     run(main())
 
 

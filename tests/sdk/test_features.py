@@ -283,6 +283,12 @@ def test_over_a_tenant_quota_is_tenant_quota_error(daemon):
         assert isinstance(e.value, RateLimitError), type(e.value)
         assert (e.value.status, e.value.code) == (429, "tenant_quota")
         assert str(e.value).startswith("tenant sdk-quota has 1 of its 1 sandboxes running (quota sandboxes=1)"), e.value
+        # What the tenant holds, as it sees it and as the admin sees it.
+        with Admin(api_key=key.key) as mine:
+            q = mine.quota()
+        assert (q["tenant"], q["usage"]["sandboxes"], q["limits"]["sandboxes"]) == ("sdk-quota", 1, 1), q
+        with Admin() as admin:
+            assert admin.quota("sdk-quota")["usage"]["sandboxes"] == 1
         # Outside control: the admin tenant creates meanwhile.
         other = Sandbox.create(timeout=60)
         daemon.created.append((daemon.admin_key, other.id))

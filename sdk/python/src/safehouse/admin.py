@@ -162,6 +162,12 @@ class Admin:
                                   headers={"Content-Type": "application/x-tar"}, timeout=timeout)
         return dict(resp.json()["template"])
 
+    def quota(self, tenant: Optional[str] = None) -> Dict[str, Any]:
+        """What a tenant holds against its quotas and the quotas (`GET /v1/quota`): the key's
+        own tenant, or with the admin key any TENANT's (`usage`, `limits`; null: unlimited)."""
+        params = {"tenant": tenant} if tenant is not None else None
+        return dict(self._http.request("GET", "/v1/quota", params=params).json())
+
     def list_templates(self) -> List[Dict[str, Any]]:
         """The templates and images of the daemon's store (`GET /v1/templates`)."""
         return list(self._http.request("GET", "/v1/templates").json().get("templates", []))
@@ -246,6 +252,11 @@ class AsyncAdmin:
         resp = await self._http.request("POST", "/v1/templates", params=params, content=context_tar(context),
                                         headers={"Content-Type": "application/x-tar"}, timeout=timeout)
         return dict(resp.json()["template"])
+
+    async def quota(self, tenant: Optional[str] = None) -> Dict[str, Any]:
+        """See `Admin.quota`."""
+        params = {"tenant": tenant} if tenant is not None else None
+        return dict((await self._http.request("GET", "/v1/quota", params=params)).json())
 
     async def list_templates(self) -> List[Dict[str, Any]]:
         """See `Admin.list_templates`."""
