@@ -110,17 +110,23 @@ impl Manager {
     pub async fn template(&self, name: &str) -> Result<TemplateInfo, ManagerError> {
         let (mgr, name) = (self.clone(), name.to_string());
         tokio::task::spawn_blocking(move || {
-            let store = mgr.image_store()?;
-            let record = store.get(&name).map_err(|e| match e {
-                ImageError::NotFound(_) => {
-                    ManagerError::Missing(format!("no template named {name:?}; GET /v1/templates lists them"))
-                }
-                e => image_error(&name, e),
-            })?;
+            let (_, record) = mgr.named_template(&name)?;
             Ok(mgr.template_info(&record))
         })
         .await
         .map_err(|e| ManagerError::Internal(e.to_string()))?
+    }
+
+    /// The store and the record of `name`; an unknown name is a 404 that says where to look.
+    fn named_template(&self, name: &str) -> Result<(Store, ImageRecord), ManagerError> {
+        let store = self.image_store()?;
+        let record = store.get(name).map_err(|e| match e {
+            ImageError::NotFound(_) => {
+                ManagerError::Missing(format!("no template named {name:?}; GET /v1/templates lists them"))
+            }
+            e => image_error(name, e),
+        })?;
+        Ok((store, record))
     }
 
     fn template_info(&self, r: &ImageRecord) -> TemplateInfo {
@@ -154,13 +160,7 @@ impl Manager {
     pub async fn remove_template(&self, name: &str) -> Result<TemplateInfo, ManagerError> {
         let (mgr, name) = (self.clone(), name.to_string());
         tokio::task::spawn_blocking(move || {
-            let store = mgr.image_store()?;
-            let record = store.get(&name).map_err(|e| match e {
-                ImageError::NotFound(_) => {
-                    ManagerError::Missing(format!("no template named {name:?}; GET /v1/templates lists them"))
-                }
-                e => image_error(&name, e),
-            })?;
+            let (store, record) = mgr.named_template(&name)?;
             let info = mgr.template_info(&record);
             if info.sandboxes > 0 {
                 return Err(ManagerError::Conflict(format!(
