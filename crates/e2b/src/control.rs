@@ -68,7 +68,7 @@ pub(crate) async fn alive(st: &E2b, tenant: &Tenant, id: &str) -> Result<Sandbox
     }
 }
 
-async fn body_json(req: Request) -> Result<Map<String, Value>, ApiError> {
+pub(crate) async fn body_json(req: Request) -> Result<Map<String, Value>, ApiError> {
     parse_body(&safehouse_http::json::read_body(req, MAX_BODY).await?)
 }
 
@@ -297,8 +297,16 @@ pub async fn create(State(st): State<E2b>, Caller(tenant): Caller, req: Request)
 async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Response, ApiError> {
     let body = body_json(req).await?;
     let template = create_template(&body)?;
-    let in_store = template != BASE_TEMPLATE && st.manager.template_exists(&template).await;
-    let mut req = create_request(&body, &template, in_store)?;
+    let snapshot = crate::persist::snapshot_template(st, tenant, &template, &body).await?;
+    let in_store = snapshot.is_none() && template != BASE_TEMPLATE && st.manager.template_exists(&template).await;
+    let mut req = create_request(&body, &template, in_store, snapshot.is_some())?;
+    if req.storage.is_none() && snapshot.is_none() && template != CODE_INTERPRETER_TEMPLATE && disk_here(st).await {
+        // E2B's sandboxes keep their files on disk: snapshots, forks and a filesystem pause
+        // then work on any of them, as on E2B (a create costs the same: BENCHMARKS.md).
+        // The code interpreter's warm pool is of sandboxes in RAM.
+        req.storage = Some(Storage::Disk);
+    }
+    req.snapshot = snapshot;
     req.created_by = tenant.key_id.clone();
     let info = if template == CODE_INTERPRETER_TEMPLATE {
         st.manager.create_for_code(&tenant.name, req, &template).await?.0
@@ -325,13 +333,20 @@ pub fn create_template(body: &Map<String, Value>) -> Result<String, ApiError> {
 }
 
 /// A create body as the native create request (`in_store`: `template` is one of the image
-/// store's); everything but the caller.
-pub fn create_request(body: &Map<String, Value>, template: &str, in_store: bool) -> Result<CreateRequest, ApiError> {
+/// store's; `from_snapshot`: it names a snapshot, whose sandbox's policy the new one gets);
+/// everything but the caller, the snapshot and the disk the host decides.
+pub fn create_request(
+    body: &Map<String, Value>,
+    template: &str,
+    in_store: bool,
+    from_snapshot: bool,
+) -> Result<CreateRequest, ApiError> {
     let timeout_s = match body.get("timeout") {
         None | Some(Value::Null) => None,
         Some(v) => Some(timeout_of(v)?),
     };
-    let (policy, preset, store_template) = policy_for(template, in_store, body)?;
+    let (policy, preset, store_template) =
+        if from_snapshot { (None, None, None) } else { policy_for(template, in_store, body)? };
     let (storage, lifecycle) = lifecycle_of(body)?;
     let volumes = volumes_of(body)?;
     let env = string_map(body, "envVars")?;
@@ -351,7 +366,16 @@ pub fn create_request(body: &Map<String, Value>, template: &str, in_store: bool)
     })
 }
 
-fn timeout_of(v: &Value) -> Result<u64, ApiError> {
+/// Whether this host keeps sandboxes' files on disk (its storage pool opens), asked once.
+async fn disk_here(st: &E2b) -> bool {
+    if let Some(d) = st.e2b.disk.get() {
+        return *d;
+    }
+    let d = st.manager.disk_storage_available().await;
+    *st.e2b.disk.get_or_init(|| d)
+}
+
+pub(crate) fn timeout_of(v: &Value) -> Result<u64, ApiError> {
     v.as_u64().filter(|t| (1..=MAX_TIMEOUT_S).contains(t)).ok_or_else(|| {
         ApiError::invalid(format!("timeout must be a whole number of seconds from 1 to {MAX_TIMEOUT_S}"))
     })
@@ -365,7 +389,7 @@ pub(crate) fn template_of(st: &E2b, info: &SandboxInfo) -> String {
 /// E2B's `Sandbox` (the answer of create and connect), with a token for the caller's key.
 /// `trafficAccessToken` is the same token: the `e2b-code-interpreter` SDK sends it (as
 /// `E2B-Traffic-Access-Token`, accepted on port 49999 only) on its context calls.
-fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
+pub(crate) fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
     let token = st.e2b.access_token(&info.id, tenant, st.auth.admin_hash());
     json!({
         "sandboxID": info.id,

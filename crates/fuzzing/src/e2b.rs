@@ -19,7 +19,7 @@ pub fn connect(data: &[u8]) {
     match sel & 3 {
         0 => envelopes(sel >> 2, rest),
         1 => message(rest),
-        2 => create(sel & 4 != 0, rest),
+        2 => create(sel & 4 != 0, sel & 8 != 0, rest),
         _ => access_token(rest),
     }
 }
@@ -99,10 +99,10 @@ fn checks(v: &Value) {
 /// `POST /v2/sandboxes`: what the front makes of a body is a create request the native
 /// checks accept, with a policy that is JSON the policy parser reads (accepted or refused
 /// with a reason, as any caller's).
-fn create(in_store: bool, body: &[u8]) {
+fn create(in_store: bool, from_snapshot: bool, body: &[u8]) {
     let Ok(body) = parse_body(body) else { return };
     let Ok(template) = create_template(&body) else { return };
-    let Ok(req) = create_request(&body, &template, in_store) else { return };
+    let Ok(req) = create_request(&body, &template, in_store, from_snapshot) else { return };
     limits::check_env(&req.env).expect("mapped env passes the native check");
     if let Some(t) = req.timeout_s {
         limits::check_timeout(t).expect("a mapped timeout passes the native check");

@@ -89,6 +89,13 @@ impl Manager {
         Ok(pool)
     }
 
+    /// Whether sandboxes' files can be kept on disk here (the storage pool opens, made and
+    /// mounted on first use); the reason it cannot is what a `storage: "disk"` create gets.
+    pub async fn disk_storage_available(&self) -> bool {
+        let mgr = self.clone();
+        tokio::task::spawn_blocking(move || mgr.pool().is_ok()).await.unwrap_or(false)
+    }
+
     /// At start, after `recover`: the pool's subvolumes that no record accounts for, removed
     /// (a crash between making one and recording it, or between a record's removal and
     /// the subvolume's): layers of no running, frozen or paused sandbox, snapshots and
@@ -395,8 +402,32 @@ impl Manager {
     }
 
     /// `count` new sandboxes whose layers start as this sandbox's now (one frozen
-    /// instant for all), with its policy, environment and lifecycle.
+    /// instant for all), with its policy, environment and lifecycle. Some may start when
+    /// others cannot (a quota reached half-way): the ones that started, or the first
+    /// refusal when none did. [`Manager::fork_each`] says what became of each.
     pub async fn fork(&self, tenant: &str, id: &str, count: u32) -> Result<Vec<SandboxInfo>, ManagerError> {
+        let mut started = Vec::new();
+        let mut first_error = None;
+        for r in self.fork_each(tenant, id, count).await? {
+            match r {
+                Ok(info) => started.push(info),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        match first_error {
+            Some(e) if started.is_empty() => Err(e),
+            _ => Ok(started),
+        }
+    }
+
+    /// As [`Manager::fork`], one result per fork asked for: each fork starts (or is
+    /// refused, its layer removed) on its own.
+    pub async fn fork_each(
+        &self,
+        tenant: &str,
+        id: &str,
+        count: u32,
+    ) -> Result<Vec<Result<SandboxInfo, ManagerError>>, ManagerError> {
         if count == 0 || count > MAX_FORK {
             return Err(ManagerError::Invalid(format!("count must be between 1 and {MAX_FORK}")));
         }
@@ -410,46 +441,47 @@ impl Manager {
             }
         })
         .await?;
-        let mut out = Vec::new();
-        let mut failed = None;
-        for name in &names {
-            if failed.is_some() {
-                let (mgr, n) = (self.clone(), name.clone());
-                let _ = tokio::task::spawn_blocking(move || mgr.remove_layer(&n)).await;
-                continue;
-            }
-            let req = CreateRequest {
-                policy: rec.policy.clone(),
-                timeout_s: Some(persist.timeout_s),
-                env: persist.env.clone(),
-                metadata: rec.metadata.clone(),
-                created_by: rec.key_id.clone(),
-                storage: Some(Storage::Disk),
-                lifecycle: Some(persist.lifecycle.clone()),
-                ..Default::default()
-            };
-            match self.create_with_layer(&rec.tenant, req, name).await {
-                Ok(info) => out.push(info),
-                Err(e) => {
-                    // Refused before its launch (a quota, a check), its layer is still here.
-                    let (mgr, n) = (self.clone(), name.clone());
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if mgr.pool().is_ok_and(|p| p.path(Kind::Layer, &n).is_ok_and(|p| p.is_dir())) {
-                            mgr.remove_layer(&n);
-                        }
-                    })
-                    .await;
-                    failed = Some(e);
-                }
-            }
+        let req = CreateRequest {
+            policy: rec.policy.clone(),
+            timeout_s: Some(persist.timeout_s),
+            env: persist.env.clone(),
+            metadata: rec.metadata.clone(),
+            created_by: rec.key_id.clone(),
+            storage: Some(Storage::Disk),
+            lifecycle: Some(persist.lifecycle.clone()),
+            ..Default::default()
+        };
+        // The starts run concurrently (each is mostly waiting: the spawn, the agent's
+        // connect, the gateway); each is admitted on its own, as a create would be.
+        let starts: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (mgr, tenant, req, name) = (self.clone(), rec.tenant.clone(), req.clone(), name.clone());
+                tokio::spawn(async move {
+                    let r = mgr.create_with_layer(&tenant, req, &name).await;
+                    if r.is_err() {
+                        // Refused before its launch (a quota, a check), its layer is still here.
+                        let m = mgr.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            if m.pool().is_ok_and(|p| p.path(Kind::Layer, &name).is_ok_and(|p| p.is_dir())) {
+                                m.remove_layer(&name);
+                            }
+                        })
+                        .await;
+                    }
+                    r
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(starts.len());
+        for start in starts {
+            out.push(start.await.map_err(internal).and_then(|r| r));
         }
-        match failed {
-            Some(e) if out.is_empty() => Err(e),
-            _ => {
-                self.note(id, "sandbox.forked", serde_json::json!({ "count": out.len() }));
-                Ok(out)
-            }
+        let started = out.iter().filter(|r| r.is_ok()).count();
+        if started > 0 {
+            self.note(id, "sandbox.forked", serde_json::json!({ "count": started }));
         }
+        Ok(out)
     }
 
     /// The record and persistence of a disk-backed sandbox of `tenant` to copy from.
