@@ -8,7 +8,9 @@
 //! HTTP/1.0. A response gets the same reading, except that what cannot be framed is read
 //! until the upstream closes (as RFC 9112 §6.3 says for a response).
 
-/// Most header fields in one head; more is a 431 (a 502 from upstream).
+/// Most header fields in one head; more is a 431 (a 502 from upstream). A request at the
+/// limit must have a `Host` among them: the head sent upstream carries one (the checked
+/// authority, in place of the client's) and must stay within the limit too.
 pub const MAX_HEADERS: usize = 128;
 
 /// Result of reading a head from a buffer that may hold only part of it.
@@ -123,6 +125,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<RequestHead>, HeadError> {
         return Ok(Parsed::Partial);
     };
     let fields = fields(req.headers);
+    if fields.len() >= MAX_HEADERS && !fields.iter().any(|f| f.name.eq_ignore_ascii_case("host")) {
+        return Err(HeadError::TooManyFields);
+    }
     let body = match framing(&fields)? {
         Framing::None => BodyLen::Empty,
         Framing::Length(n) => BodyLen::Length(n),
@@ -259,6 +264,22 @@ mod tests {
             }
             Parsed::Partial => panic!("partial: {s:?}"),
         }
+    }
+
+    /// Found by the fuzz target gateway_http_head (fuzz/corpus/gateway_http_head/
+    /// crash-128-fields-no-host): a request of 128 fields without `Host` went upstream with
+    /// 129, past the limit its own reader keeps.
+    #[test]
+    fn a_request_leaves_room_for_the_host_sent_upstream() {
+        let head = |n: usize| format!("GET http://a.test/ HTTP/1.0\r\n{}\r\n", "X-A: 1\r\n".repeat(n));
+        assert!(req(&head(MAX_HEADERS - 1)).is_ok());
+        assert_eq!(req(&head(MAX_HEADERS)).unwrap_err(), HeadError::TooManyFields);
+        let with_host =
+            format!("GET http://a.test/ HTTP/1.0\r\nHost: a.test\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS - 1));
+        assert!(req(&with_host).is_ok());
+        let out = crate::http::upstream_head(head(MAX_HEADERS - 1).as_bytes()).unwrap().unwrap();
+        let Parsed::Done(_, n) = parse_request(&out).unwrap() else { panic!("partial") };
+        assert_eq!(n, out.len());
     }
 
     #[test]
