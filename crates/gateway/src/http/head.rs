@@ -1,6 +1,6 @@
 //! Reading HTTP/1.x message heads (httparse does the bytes) and deciding how long the body
 //! after them is (RFC 9112 §6). Pure functions over byte slices, fuzzed
-//! (`fuzz/fuzz_targets/gateway_http_head.rs`).
+//! (the target `gateway_http_head`, `crates/fuzzing`).
 //!
 //! The framing rules refuse what a request-smuggling attack needs: a request with both
 //! `Transfer-Encoding` and `Content-Length`, a transfer coding other than a lone `chunked`,

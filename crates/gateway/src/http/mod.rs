@@ -25,7 +25,7 @@ use reply::Reply;
 /// What the gateway would send upstream for the request head at the start of `buf`, the way
 /// the front end reads it (httparse, the framing rules, the absolute-form target, the
 /// rewrite): `Ok(None)` when more bytes are needed, `Err` with the status a client would
-/// get. Pure; for tests and fuzzing (`fuzz/fuzz_targets/gateway_http_head.rs`).
+/// get. Pure; for tests and fuzzing (the target `gateway_http_head`, `crates/fuzzing`).
 pub fn upstream_head(buf: &[u8]) -> Result<Option<Vec<u8>>, u16> {
     let head = match head::parse_request(buf) {
         Ok(Parsed::Done(h, _)) => h,
