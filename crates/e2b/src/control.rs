@@ -68,7 +68,7 @@ pub(crate) async fn alive(st: &E2b, tenant: &Tenant, id: &str) -> Result<Sandbox
     }
 }
 
-async fn body_json(req: Request) -> Result<Map<String, Value>, ApiError> {
+pub(crate) async fn body_json(req: Request) -> Result<Map<String, Value>, ApiError> {
     let body = safehouse_http::json::read_body(req, MAX_BODY).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -305,8 +305,13 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
         None | Some(Value::Null) => None,
         Some(v) => Some(timeout_of(v)?),
     };
-    let in_store = template != BASE_TEMPLATE && st.manager.template_exists(&template).await;
-    let (policy, preset, store_template) = policy_for(&template, in_store, &body)?;
+    let snapshot = crate::persist::snapshot_template(st, tenant, &template, &body).await?;
+    let in_store = snapshot.is_none() && template != BASE_TEMPLATE && st.manager.template_exists(&template).await;
+    let (policy, preset, store_template) = match snapshot {
+        // A snapshot's sandboxes get its sandbox's policy (its network, its image).
+        Some(_) => (None, None, None),
+        None => policy_for(&template, in_store, &body)?,
+    };
     let (storage, lifecycle) = lifecycle_of(&body)?;
     let volumes = volumes_of(&body)?;
     let env = string_map(&body, "envVars")?;
@@ -324,7 +329,7 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
         storage,
         lifecycle,
         volumes,
-        ..Default::default()
+        snapshot,
     };
     let info = if template == CODE_INTERPRETER_TEMPLATE {
         st.manager.create_for_code(&tenant.name, req, &template).await?.0
@@ -338,7 +343,7 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     Ok((StatusCode::CREATED, Json(sandbox_json(st, tenant, &info, &template))).into_response())
 }
 
-fn timeout_of(v: &Value) -> Result<u64, ApiError> {
+pub(crate) fn timeout_of(v: &Value) -> Result<u64, ApiError> {
     v.as_u64().filter(|t| (1..=MAX_TIMEOUT_S).contains(t)).ok_or_else(|| {
         ApiError::invalid(format!("timeout must be a whole number of seconds from 1 to {MAX_TIMEOUT_S}"))
     })
@@ -352,7 +357,7 @@ pub(crate) fn template_of(st: &E2b, info: &SandboxInfo) -> String {
 /// E2B's `Sandbox` (the answer of create and connect), with a token for the caller's key.
 /// `trafficAccessToken` is the same token: the `e2b-code-interpreter` SDK sends it (as
 /// `E2B-Traffic-Access-Token`, accepted on port 49999 only) on its context calls.
-fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
+pub(crate) fn sandbox_json(st: &E2b, tenant: &Tenant, info: &SandboxInfo, template: &str) -> Value {
     let token = st.e2b.access_token(&info.id, tenant, st.auth.admin_hash());
     json!({
         "sandboxID": info.id,

@@ -32,7 +32,7 @@ use crate::E2b;
 const IDLE: Duration = Duration::from_secs(60);
 
 /// An error as the SDK's envd HTTP client reads it: a status and `message`.
-struct HttpError(StatusCode, String);
+pub(crate) struct HttpError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
@@ -52,7 +52,7 @@ impl From<FileError> for HttpError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> HttpError {
+pub(crate) fn bad(msg: impl Into<String>) -> HttpError {
     HttpError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -221,8 +221,22 @@ async fn write_file(
     gzip: bool,
 ) -> Result<Value, HttpError> {
     let root = root(st, tenant, id).await?;
+    let info = stream_into(root, path, chunks, gzip, true).await?;
+    st.manager.note(id, "file.written", json!({ "path": info.path, "size": info.size }));
+    Ok(json!({"name": info.name, "type": "file", "path": info.path}))
+}
+
+/// Streams `chunks` into `path` under `root` (parents made when `parents`): a file this
+/// call made is removed again when the upload fails. What was written, described.
+pub(crate) async fn stream_into(
+    root: files::SandboxRoot,
+    path: &str,
+    chunks: impl Stream<Item = Result<Bytes, String>>,
+    gzip: bool,
+    parents: bool,
+) -> Result<files::FileInfo, HttpError> {
     let (r, p) = (root.clone(), path.to_string());
-    let (file, new_file) = blocking(move || files::create_write(&r, &p, true)).await?;
+    let (file, new_file) = blocking(move || files::create_write(&r, &p, parents)).await?;
     let mut sink = if gzip {
         Sink::Gzip(Some(flate2::write::GzDecoder::new(file)))
     } else {
@@ -246,7 +260,5 @@ async fn write_file(
     sink.finish(path).await?;
     new_file.keep();
     let p = path.to_string();
-    let info = blocking(move || files::stat(&root, &p)).await?;
-    st.manager.note(id, "file.written", json!({ "path": info.path, "size": info.size }));
-    Ok(json!({"name": info.name, "type": "file", "path": info.path}))
+    Ok(blocking(move || files::stat(&root, &p)).await?)
 }

@@ -404,6 +404,9 @@ mod tests {
             mode: 0o644,
             mtime: "2026-01-01T00:00:00Z".into(),
             symlink_target: None,
+            owner: (1000, 1000),
+            atime: "2026-01-01T00:00:00Z".into(),
+            ctime: "2026-01-01T00:00:00Z".into(),
         };
         let v = entry_json(&info);
         assert_eq!(v["size"], "12");

@@ -24,10 +24,12 @@ mod filesystem;
 pub mod interp;
 mod listing;
 mod observe;
+mod persist;
 mod process;
 mod refused;
 mod signed;
 pub mod token;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -72,6 +74,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/sandboxes/{id}/metrics"),
     ("GET", "/sandboxes/{id}/logs"),
     ("GET", "/v2/sandboxes/{id}/logs"),
+    ("POST", "/sandboxes/{id}/snapshots"),
+    ("POST", "/sandboxes/{id}/fork"),
+    ("GET", "/snapshots"),
+    ("DELETE", "/templates/{id}"),
+    ("POST", "/volumes"),
+    ("GET", "/volumes"),
+    ("GET", "/volumes/{id}"),
+    ("DELETE", "/volumes/{id}"),
 ];
 
 /// The port of the in-sandbox API (envd) in E2B's addressing.
@@ -209,13 +219,24 @@ pub fn control_routes(e2b: E2b) -> Router {
         .route("/sandboxes/{id}/metrics", e2b_methods(get(observe::metrics)))
         .route("/sandboxes/{id}/logs", e2b_methods(get(observe::logs)))
         .route("/v2/sandboxes/{id}/logs", e2b_methods(get(observe::logs_v2)))
+        .route("/sandboxes/{id}/snapshots", e2b_methods(post(persist::snapshot)))
+        .route("/sandboxes/{id}/fork", e2b_methods(post(persist::fork)))
+        .route("/snapshots", e2b_methods(get(persist::list)))
+        .route("/volumes", e2b_methods(post(volumes::create).get(volumes::list)))
+        .route("/volumes/{id}", e2b_methods(get(volumes::get).delete(volumes::delete)))
+        .route("/templates/{id}", any(refused::template))
         .route("/sandboxes/{id}/{*rest}", any(refused::sandbox_route))
         .route("/v2/sandboxes/{id}", any(refused::unknown))
         .route("/v2/sandboxes/{id}/{*rest}", any(refused::sandbox_route));
-    for prefix in ["/templates", "/v2/templates", "/v3/templates", "/snapshots", "/volumes"] {
+    for prefix in ["/v2/templates", "/v3/templates"] {
         router =
             router.route(prefix, any(refused::feature)).route(&format!("{prefix}/{{*rest}}"), any(refused::feature));
     }
+    router = router
+        .route("/templates", any(refused::feature))
+        .route("/templates/{id}/{*rest}", any(refused::feature))
+        .route("/snapshots/{*rest}", any(refused::unknown))
+        .route("/volumes/{id}/{*rest}", any(refused::unknown));
     router.with_state(e2b)
 }
 
@@ -249,6 +270,15 @@ fn sandbox_not_found(id: &str) -> Response {
 /// The layer in front of the router: a request with `E2b-Sandbox-Id` is for the E2B data
 /// plane and never reaches the native routes.
 pub async fn data_plane(State(st): State<E2b>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with(volumes::CONTENT_PREFIX) {
+        let audit_as = AuditAs { path: format!("e2b:{}", req.uri().path()), sandbox: None };
+        let method = req.method().clone();
+        let mut resp = volumes::content(&st, req).await;
+        st.manager.count_request(method.as_str(), "e2b:volumecontent", resp.status().as_u16());
+        resp.extensions_mut().insert(audit_as);
+        resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        return resp;
+    }
     let id = match sandbox_header(req.headers()) {
         Some(id) => id.to_string(),
         None => match sandbox_of_token(&st, req.headers()).await {

@@ -14,16 +14,10 @@ const NOT_YET: &[(&str, &str)] = &[
     ("/v3/templates", "templates (building and managing them)"),
     ("/v2/templates", "templates (building and managing them)"),
     ("/templates", "templates (building and managing them)"),
-    ("/snapshots", "snapshots"),
-    ("/volumes", "volumes"),
 ];
 
 /// Sandbox routes of E2B's API that safehouse does not serve yet, by last segment.
-const NOT_YET_ON_SANDBOX: &[(&str, &str)] = &[
-    ("snapshots", "snapshots"),
-    ("fork", "fork"),
-    ("network", "changing a running sandbox's network (network updates)"),
-];
+const NOT_YET_ON_SANDBOX: &[(&str, &str)] = &[("network", "changing a running sandbox's network (network updates)")];
 
 fn not_yet(what: &str) -> Response {
     e2b_error(
@@ -32,7 +26,7 @@ fn not_yet(what: &str) -> Response {
     )
 }
 
-/// Any route under `/templates`, `/snapshots`, `/volumes` (every generation).
+/// Any route under `/templates`, `/volumes` (every generation).
 pub async fn feature(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     match NOT_YET.iter().find(|(p, _)| path.starts_with(p)) {
@@ -72,4 +66,19 @@ pub async fn wrong_method(method: Method, uri: Uri) -> Response {
 /// A path as shown in a message: printable, at most 200 characters.
 fn shown(path: &str) -> String {
     path.chars().filter(|c| c.is_ascii_graphic()).take(200).collect()
+}
+
+/// `/templates/{id}`: `DELETE` of a snapshot is the SDK's `delete_snapshot` (snapshots are
+/// templates in E2B's API); every other template call is refused by name.
+pub async fn template(
+    axum::extract::State(st): axum::extract::State<crate::E2b>,
+    safehouse_http::params::Caller(tenant): safehouse_http::params::Caller,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let id = uri.path().rsplit('/').next().unwrap_or("");
+    if method == Method::DELETE && safehouse_manager::ids::is_snapshot_id(id) {
+        return crate::persist::delete_snapshot(&st, &tenant, id).await;
+    }
+    feature(method, uri).await
 }

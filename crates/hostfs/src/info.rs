@@ -42,6 +42,14 @@ pub struct FileInfo {
     pub mtime: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symlink_target: Option<String>,
+    /// Owner and the other two times: not in the native API's shape, for the fronts whose
+    /// shapes have them (the E2B front's volume entries).
+    #[serde(skip)]
+    pub owner: (u32, u32),
+    #[serde(skip)]
+    pub atime: String,
+    #[serde(skip)]
+    pub ctime: String,
 }
 
 impl FileInfo {
@@ -58,6 +66,9 @@ impl FileInfo {
             mode: st.mode & 0o7777,
             mtime: rfc3339(st.mtime_sec, st.mtime_nsec),
             symlink_target,
+            owner: (st.uid, st.gid),
+            atime: rfc3339(st.atime_sec, st.atime_nsec),
+            ctime: rfc3339(st.ctime_sec, st.ctime_nsec),
         }
     }
 
@@ -100,6 +111,10 @@ mod tests {
             size: 11,
             mtime_sec: 1_700_000_000,
             mtime_nsec: 0,
+            atime_sec: 1_700_000_000,
+            atime_nsec: 0,
+            ctime_sec: 1_700_000_000,
+            ctime_nsec: 0,
         };
         let info = FileInfo::new("/workspace/l".into(), &st, Some("/etc/passwd".into()));
         let json = serde_json::to_value(&info).unwrap();

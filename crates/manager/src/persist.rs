@@ -395,8 +395,33 @@ impl Manager {
     }
 
     /// `count` new sandboxes whose layers start as this sandbox's now (one frozen
-    /// instant for all), with its policy, environment and lifecycle.
+    /// instant for all), with its policy, environment and lifecycle. Some may start when
+    /// others cannot (a quota reached half-way): the ones that started, or the first
+    /// refusal when none did. [`Manager::fork_each`] says what became of each.
     pub async fn fork(&self, tenant: &str, id: &str, count: u32) -> Result<Vec<SandboxInfo>, ManagerError> {
+        let mut started = Vec::new();
+        let mut first_error = None;
+        for r in self.fork_each(tenant, id, count).await? {
+            match r {
+                Ok(info) => started.push(info),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        match first_error {
+            Some(e) if started.is_empty() => Err(e),
+            _ => Ok(started),
+        }
+    }
+
+    /// As [`Manager::fork`], one result per fork asked for: a fork refused before its
+    /// launch ends the forking, and the ones after it are not started (their layers
+    /// removed), each saying so.
+    pub async fn fork_each(
+        &self,
+        tenant: &str,
+        id: &str,
+        count: u32,
+    ) -> Result<Vec<Result<SandboxInfo, ManagerError>>, ManagerError> {
         if count == 0 || count > MAX_FORK {
             return Err(ManagerError::Invalid(format!("count must be between 1 and {MAX_FORK}")));
         }
@@ -411,11 +436,12 @@ impl Manager {
         })
         .await?;
         let mut out = Vec::new();
-        let mut failed = None;
+        let mut failed: Option<String> = None;
         for name in &names {
-            if failed.is_some() {
+            if let Some(why) = &failed {
                 let (mgr, n) = (self.clone(), name.clone());
                 let _ = tokio::task::spawn_blocking(move || mgr.remove_layer(&n)).await;
+                out.push(Err(ManagerError::Capacity(format!("not started: an earlier fork was refused ({why})"))));
                 continue;
             }
             let req = CreateRequest {
@@ -429,7 +455,7 @@ impl Manager {
                 ..Default::default()
             };
             match self.create_with_layer(&rec.tenant, req, name).await {
-                Ok(info) => out.push(info),
+                Ok(info) => out.push(Ok(info)),
                 Err(e) => {
                     // Refused before its launch (a quota, a check), its layer is still here.
                     let (mgr, n) = (self.clone(), name.clone());
@@ -439,17 +465,16 @@ impl Manager {
                         }
                     })
                     .await;
-                    failed = Some(e);
+                    failed = Some(e.to_string());
+                    out.push(Err(e));
                 }
             }
         }
-        match failed {
-            Some(e) if out.is_empty() => Err(e),
-            _ => {
-                self.note(id, "sandbox.forked", serde_json::json!({ "count": out.len() }));
-                Ok(out)
-            }
+        let started = out.iter().filter(|r| r.is_ok()).count();
+        if started > 0 {
+            self.note(id, "sandbox.forked", serde_json::json!({ "count": started }));
         }
+        Ok(out)
     }
 
     /// The record and persistence of a disk-backed sandbox of `tenant` to copy from.

@@ -25,6 +25,10 @@ pub struct FileStat {
     pub size: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: i64,
+    pub atime_sec: i64,
+    pub atime_nsec: i64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
 }
 
 impl FileStat {
@@ -92,6 +96,10 @@ pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> io::Result<FileS
         size: st.st_size as u64,
         mtime_sec: st.st_mtime,
         mtime_nsec: st.st_mtime_nsec,
+        atime_sec: st.st_atime,
+        atime_nsec: st.st_atime_nsec,
+        ctime_sec: st.st_ctime,
+        ctime_nsec: st.st_ctime_nsec,
     })
 }
 
