@@ -312,7 +312,13 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
         Some(_) => (None, None, None),
         None => policy_for(&template, in_store, &body)?,
     };
-    let (storage, lifecycle) = lifecycle_of(&body)?;
+    let (mut storage, lifecycle) = lifecycle_of(&body)?;
+    if storage.is_none() && snapshot.is_none() && template != CODE_INTERPRETER_TEMPLATE && disk_here(st).await {
+        // E2B's sandboxes keep their files on disk: snapshots, forks and a filesystem pause
+        // then work on any of them, as on E2B (a create costs the same: BENCHMARKS.md).
+        // The code interpreter's warm pool is of sandboxes in RAM.
+        storage = Some(Storage::Disk);
+    }
     let volumes = volumes_of(&body)?;
     let env = string_map(&body, "envVars")?;
     limits::check_env(&env)?;
@@ -341,6 +347,15 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     templates.insert(info.id.clone(), template.clone());
     drop(templates);
     Ok((StatusCode::CREATED, Json(sandbox_json(st, tenant, &info, &template))).into_response())
+}
+
+/// Whether this host keeps sandboxes' files on disk (its storage pool opens), asked once.
+async fn disk_here(st: &E2b) -> bool {
+    if let Some(d) = st.e2b.disk.get() {
+        return *d;
+    }
+    let d = st.manager.disk_storage_available().await;
+    *st.e2b.disk.get_or_init(|| d)
 }
 
 pub(crate) fn timeout_of(v: &Value) -> Result<u64, ApiError> {

@@ -110,6 +110,9 @@ pub struct E2bState {
     pub(crate) tags: Mutex<HashMap<(String, String), u32>>,
     /// sandbox → template name given at create.
     pub(crate) templates: Mutex<HashMap<String, String>>,
+    /// Whether the host can keep sandboxes' files on disk (the storage pool opened), asked
+    /// once: E2B sandboxes then have their files on disk, as E2B's do.
+    pub(crate) disk: std::sync::OnceLock<bool>,
 }
 
 impl E2bState {
@@ -137,7 +140,13 @@ impl E2bState {
 
     /// A state with this secret (tests).
     pub fn with_secret(secret: [u8; 32]) -> E2bState {
-        E2bState { secret, watchers: Default::default(), tags: Default::default(), templates: Default::default() }
+        E2bState {
+            secret,
+            watchers: Default::default(),
+            tags: Default::default(),
+            templates: Default::default(),
+            disk: Default::default(),
+        }
     }
 
     /// The sandbox's `envdAccessToken` for the key `who` authenticated with (see [`token`]).

@@ -89,6 +89,13 @@ impl Manager {
         Ok(pool)
     }
 
+    /// Whether sandboxes' files can be kept on disk here (the storage pool opens, made and
+    /// mounted on first use); the reason it cannot is what a `storage: "disk"` create gets.
+    pub async fn disk_storage_available(&self) -> bool {
+        let mgr = self.clone();
+        tokio::task::spawn_blocking(move || mgr.pool().is_ok()).await.unwrap_or(false)
+    }
+
     /// At start, after `recover`: the pool's subvolumes that no record accounts for, removed
     /// (a crash between making one and recording it, or between a record's removal and
     /// the subvolume's): layers of no running, frozen or paused sandbox, snapshots and
@@ -413,9 +420,8 @@ impl Manager {
         }
     }
 
-    /// As [`Manager::fork`], one result per fork asked for: a fork refused before its
-    /// launch ends the forking, and the ones after it are not started (their layers
-    /// removed), each saying so.
+    /// As [`Manager::fork`], one result per fork asked for: each fork starts (or is
+    /// refused, its layer removed) on its own.
     pub async fn fork_each(
         &self,
         tenant: &str,
@@ -435,40 +441,41 @@ impl Manager {
             }
         })
         .await?;
-        let mut out = Vec::new();
-        let mut failed: Option<String> = None;
-        for name in &names {
-            if let Some(why) = &failed {
-                let (mgr, n) = (self.clone(), name.clone());
-                let _ = tokio::task::spawn_blocking(move || mgr.remove_layer(&n)).await;
-                out.push(Err(ManagerError::Capacity(format!("not started: an earlier fork was refused ({why})"))));
-                continue;
-            }
-            let req = CreateRequest {
-                policy: rec.policy.clone(),
-                timeout_s: Some(persist.timeout_s),
-                env: persist.env.clone(),
-                metadata: rec.metadata.clone(),
-                created_by: rec.key_id.clone(),
-                storage: Some(Storage::Disk),
-                lifecycle: Some(persist.lifecycle.clone()),
-                ..Default::default()
-            };
-            match self.create_with_layer(&rec.tenant, req, name).await {
-                Ok(info) => out.push(Ok(info)),
-                Err(e) => {
-                    // Refused before its launch (a quota, a check), its layer is still here.
-                    let (mgr, n) = (self.clone(), name.clone());
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if mgr.pool().is_ok_and(|p| p.path(Kind::Layer, &n).is_ok_and(|p| p.is_dir())) {
-                            mgr.remove_layer(&n);
-                        }
-                    })
-                    .await;
-                    failed = Some(e.to_string());
-                    out.push(Err(e));
-                }
-            }
+        let req = CreateRequest {
+            policy: rec.policy.clone(),
+            timeout_s: Some(persist.timeout_s),
+            env: persist.env.clone(),
+            metadata: rec.metadata.clone(),
+            created_by: rec.key_id.clone(),
+            storage: Some(Storage::Disk),
+            lifecycle: Some(persist.lifecycle.clone()),
+            ..Default::default()
+        };
+        // The starts run concurrently (each is mostly waiting: the spawn, the agent's
+        // connect, the gateway); each is admitted on its own, as a create would be.
+        let starts: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (mgr, tenant, req, name) = (self.clone(), rec.tenant.clone(), req.clone(), name.clone());
+                tokio::spawn(async move {
+                    let r = mgr.create_with_layer(&tenant, req, &name).await;
+                    if r.is_err() {
+                        // Refused before its launch (a quota, a check), its layer is still here.
+                        let m = mgr.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            if m.pool().is_ok_and(|p| p.path(Kind::Layer, &name).is_ok_and(|p| p.is_dir())) {
+                                m.remove_layer(&name);
+                            }
+                        })
+                        .await;
+                    }
+                    r
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(starts.len());
+        for start in starts {
+            out.push(start.await.map_err(internal).and_then(|r| r));
         }
         let started = out.iter().filter(|r| r.is_ok()).count();
         if started > 0 {

@@ -1,6 +1,6 @@
 /** A real `safehouse serve` for the tests: the binary under test (SAFEHOUSE_BIN, else the
  * repository's target/safehouse) on a free loopback port with its own data dir. */
-import { ChildProcess, spawn } from 'node:child_process'
+import { ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -59,7 +59,13 @@ export async function startDaemon(args: string[] = []): Promise<Daemon> {
   }
   const log = openSync(join(dataDir, 'daemon.log'), 'a')
   const proc: ChildProcess = spawn(binary(), ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
-    env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', SAFEHOUSE_ADMIN_KEY: adminKey, HOME: process.env.HOME ?? '/root' },
+    env: {
+      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      LANG: 'C.UTF-8',
+      SAFEHOUSE_ADMIN_KEY: adminKey,
+      HOME: process.env.HOME ?? '/root',
+      SAFEHOUSE_STORAGE_SIZE: '2GiB',
+    },
     stdio: ['ignore', log, log],
     detached: true,
   })
@@ -94,6 +100,10 @@ export async function startDaemon(args: string[] = []): Promise<Daemon> {
       proc.kill('SIGTERM')
       await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))])
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      // The storage pool (E2B sandboxes keep their files on disk) stays mounted after its
+      // daemon, for the sandboxes that use it: unmount it before removing the data dir.
+      const pool = join(dataDir, 'storage', 'pool')
+      if (existsSync(pool)) spawnSync('umount', ['-l', pool])
       rmSync(dataDir, { recursive: true, force: true })
     },
   }
