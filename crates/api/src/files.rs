@@ -133,9 +133,9 @@ pub async fn stat(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MkdirRequest {
-    pub(crate) path: String,
+    pub path: String,
     #[serde(default)]
-    pub(crate) parents: bool,
+    pub parents: bool,
 }
 
 pub async fn mkdir(
@@ -155,8 +155,8 @@ pub async fn mkdir(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
-    pub(crate) from: String,
-    pub(crate) to: String,
+    pub from: String,
+    pub to: String,
 }
 
 pub async fn rename(

@@ -18,8 +18,8 @@ use safehouse_manager::store::KeyRecord;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    tenant: String,
-    name: Option<String>,
+    pub tenant: String,
+    pub name: Option<String>,
 }
 
 /// A key as listed: never the secret, never its hash.

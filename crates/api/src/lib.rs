@@ -25,6 +25,18 @@ mod session;
 mod templates;
 mod volume_files;
 
+/// The JSON request bodies of the routes defined here (the manager's are
+/// `safehouse_manager`'s types), as the routes parse them: the fuzz target `api_body`
+/// (crates/fuzzing) reads them with `safehouse_http::json::parse`.
+pub mod bodies {
+    pub use crate::files::{MkdirRequest, MoveRequest};
+    pub use crate::keys::CreateKey;
+    pub use crate::persist::{ForkRequest, VolumeRequest};
+    pub use crate::processes::{SignalRequest, SignalSpec};
+    pub use crate::sandboxes::TimeoutRequest;
+    pub use crate::session::TicketRequest;
+}
+
 use axum::routing::{any, delete, get, post};
 use axum::Router;
 

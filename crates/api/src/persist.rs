@@ -45,7 +45,7 @@ pub async fn snapshot(
 #[serde(deny_unknown_fields)]
 pub struct ForkRequest {
     #[serde(default = "one")]
-    count: u32,
+    pub count: u32,
 }
 
 fn one() -> u32 {
@@ -104,20 +104,27 @@ pub struct VolumeRequest {
     size: serde_json::Value,
 }
 
+impl VolumeRequest {
+    /// The size asked for, in bytes.
+    pub fn bytes(&self) -> Result<u64, ApiError> {
+        match &self.size {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| ApiError::invalid("size must be a whole number of bytes or a size like \"1GiB\"")),
+            serde_json::Value::String(s) => {
+                safehouse_policy::units::parse_size(s).map_err(|e| ApiError::invalid(format!("size: {e}")))
+            }
+            _ => Err(ApiError::invalid("size must be a whole number of bytes or a size like \"1GiB\"")),
+        }
+    }
+}
+
 pub async fn create_volume(
     State(st): State<AppState>,
     Caller(tenant): Caller,
     ApiJson(req): ApiJson<VolumeRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let size = match &req.size {
-        serde_json::Value::Number(n) => n
-            .as_u64()
-            .ok_or_else(|| ApiError::invalid("size must be a whole number of bytes or a size like \"1GiB\""))?,
-        serde_json::Value::String(s) => {
-            safehouse_policy::units::parse_size(s).map_err(|e| ApiError::invalid(format!("size: {e}")))?
-        }
-        _ => return Err(ApiError::invalid("size must be a whole number of bytes or a size like \"1GiB\"")),
-    };
+    let size = req.bytes()?;
     Ok((StatusCode::CREATED, Json(st.manager.create_volume(&tenant.name, &req.name, size).await?)))
 }
 

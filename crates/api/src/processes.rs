@@ -94,7 +94,7 @@ pub fn signal_by_name(name: &str) -> Option<i32> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
-    signal: SignalSpec,
+    pub signal: SignalSpec,
 }
 
 pub async fn signal(

@@ -68,7 +68,7 @@ pub async fn kill(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutRequest {
-    timeout_s: u64,
+    pub timeout_s: u64,
 }
 
 pub async fn set_timeout(

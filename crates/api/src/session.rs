@@ -24,7 +24,7 @@ pub async fn whoami(Caller(tenant): Caller) -> impl IntoResponse {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TicketRequest {
-    path: String,
+    pub path: String,
 }
 
 /// `POST /v1/tickets {path}`: a ticket that opens the WebSocket at `path` once, within

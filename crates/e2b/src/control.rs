@@ -69,11 +69,15 @@ pub(crate) async fn alive(st: &E2b, tenant: &Tenant, id: &str) -> Result<Sandbox
 }
 
 pub(crate) async fn body_json(req: Request) -> Result<Map<String, Value>, ApiError> {
-    let body = safehouse_http::json::read_body(req, MAX_BODY).await?;
+    parse_body(&safehouse_http::json::read_body(req, MAX_BODY).await?)
+}
+
+/// A control-plane body: a JSON object (an empty body is `{}`).
+pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice::<Value>(&body) {
+    match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
         Err(e) => Err(ApiError::invalid(format!("invalid JSON: {e}"))),
@@ -292,51 +296,18 @@ pub async fn create(State(st): State<E2b>, Caller(tenant): Caller, req: Request)
 
 async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Response, ApiError> {
     let body = body_json(req).await?;
-    refuse_unsupported(&body)?;
-    let template = match body.get("templateID") {
-        Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        _ => {
-            return Err(ApiError::invalid(
-                "templateID is required (\"base\", a safehouse preset or a template of the image store)",
-            ))
-        }
-    };
-    let timeout_s = match body.get("timeout") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(timeout_of(v)?),
-    };
+    let template = create_template(&body)?;
     let snapshot = crate::persist::snapshot_template(st, tenant, &template, &body).await?;
     let in_store = snapshot.is_none() && template != BASE_TEMPLATE && st.manager.template_exists(&template).await;
-    let (policy, preset, store_template) = match snapshot {
-        // A snapshot's sandboxes get its sandbox's policy (its network, its image).
-        Some(_) => (None, None, None),
-        None => policy_for(&template, in_store, &body)?,
-    };
-    let (mut storage, lifecycle) = lifecycle_of(&body)?;
-    if storage.is_none() && snapshot.is_none() && template != CODE_INTERPRETER_TEMPLATE && disk_here(st).await {
+    let mut req = create_request(&body, &template, in_store, snapshot.is_some())?;
+    if req.storage.is_none() && snapshot.is_none() && template != CODE_INTERPRETER_TEMPLATE && disk_here(st).await {
         // E2B's sandboxes keep their files on disk: snapshots, forks and a filesystem pause
         // then work on any of them, as on E2B (a create costs the same: BENCHMARKS.md).
         // The code interpreter's warm pool is of sandboxes in RAM.
-        storage = Some(Storage::Disk);
+        req.storage = Some(Storage::Disk);
     }
-    let volumes = volumes_of(&body)?;
-    let env = string_map(&body, "envVars")?;
-    limits::check_env(&env)?;
-    let metadata = string_map(&body, "metadata")?;
-    let created_by = tenant.key_id.clone();
-    let req = CreateRequest {
-        policy,
-        preset,
-        timeout_s,
-        env,
-        metadata,
-        created_by,
-        template: store_template,
-        storage,
-        lifecycle,
-        volumes,
-        snapshot,
-    };
+    req.snapshot = snapshot;
+    req.created_by = tenant.key_id.clone();
     let info = if template == CODE_INTERPRETER_TEMPLATE {
         st.manager.create_for_code(&tenant.name, req, &template).await?.0
     } else {
@@ -347,6 +318,52 @@ async fn create_inner(st: &E2b, tenant: &Tenant, req: Request) -> Result<Respons
     templates.insert(info.id.clone(), template.clone());
     drop(templates);
     Ok((StatusCode::CREATED, Json(sandbox_json(st, tenant, &info, &template))).into_response())
+}
+
+/// The template a create body names (`templateID`), once the options safehouse cannot
+/// honour are refused.
+pub fn create_template(body: &Map<String, Value>) -> Result<String, ApiError> {
+    refuse_unsupported(body)?;
+    match body.get("templateID") {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t.clone()),
+        _ => Err(ApiError::invalid(
+            "templateID is required (\"base\", a safehouse preset or a template of the image store)",
+        )),
+    }
+}
+
+/// A create body as the native create request (`in_store`: `template` is one of the image
+/// store's; `from_snapshot`: it names a snapshot, whose sandbox's policy the new one gets);
+/// everything but the caller, the snapshot and the disk the host decides.
+pub fn create_request(
+    body: &Map<String, Value>,
+    template: &str,
+    in_store: bool,
+    from_snapshot: bool,
+) -> Result<CreateRequest, ApiError> {
+    let timeout_s = match body.get("timeout") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(timeout_of(v)?),
+    };
+    let (policy, preset, store_template) =
+        if from_snapshot { (None, None, None) } else { policy_for(template, in_store, body)? };
+    let (storage, lifecycle) = lifecycle_of(body)?;
+    let volumes = volumes_of(body)?;
+    let env = string_map(body, "envVars")?;
+    limits::check_env(&env)?;
+    let metadata = string_map(body, "metadata")?;
+    Ok(CreateRequest {
+        policy,
+        preset,
+        timeout_s,
+        env,
+        metadata,
+        template: store_template,
+        storage,
+        lifecycle,
+        volumes,
+        ..Default::default()
+    })
 }
 
 /// Whether this host keeps sandboxes' files on disk (its storage pool opens), asked once.

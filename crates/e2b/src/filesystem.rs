@@ -192,7 +192,7 @@ fn event_json(top: &str, ev: &FsEvent) -> Value {
     json!({"name": name.unwrap_or(&ev.path), "type": kind})
 }
 
-fn watch_request(msg: &Value) -> Result<(String, bool), ConnectError> {
+pub fn watch_request(msg: &Value) -> Result<(String, bool), ConnectError> {
     let recursive = msg.get("recursive").and_then(Value::as_bool).unwrap_or(false);
     if msg.get("includeEntry").and_then(Value::as_bool) == Some(true) {
         return Err(ConnectError::invalid(

@@ -31,6 +31,13 @@ mod signed;
 pub mod token;
 mod volumes;
 
+/// The checks of the envd (Connect) messages that need no sandbox, as the routes run them:
+/// the fuzz target `e2b_connect` (crates/fuzzing) drives them.
+pub mod messages {
+    pub use crate::filesystem::{absolute, watch_request};
+    pub use crate::process::{input_bytes, start_request};
+}
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -121,7 +121,7 @@ fn bytes_field(v: &Value, k: &str) -> Result<Option<Vec<u8>>, ConnectError> {
 }
 
 /// What `StartRequest` asks for, as a native `StartProcess`.
-fn start_request(msg: &Value) -> Result<(StartProcess, Option<String>, bool), ConnectError> {
+pub fn start_request(msg: &Value) -> Result<(StartProcess, Option<String>, bool), ConnectError> {
     let p = msg.get("process").ok_or_else(|| ConnectError::invalid("process is required"))?;
     let cmd = str_field(p, "cmd")
         .filter(|c| !c.is_empty())
@@ -288,7 +288,7 @@ async fn list(st: &E2b, tenant: &Tenant, id: &str) -> Result<Value, ConnectError
 }
 
 /// The bytes of a `ProcessInput` (`{"stdin": b64}` or `{"pty": b64}`).
-fn input_bytes(input: Option<&Value>) -> Result<Vec<u8>, ConnectError> {
+pub fn input_bytes(input: Option<&Value>) -> Result<Vec<u8>, ConnectError> {
     let input = input.ok_or_else(|| ConnectError::invalid("input is required"))?;
     if let Some(b) = bytes_field(input, "stdin")? {
         return Ok(b);

@@ -163,10 +163,7 @@ impl Bridge {
             base: c.base().to_string(),
             key: c.key().to_string(),
             // No read timeout: a command may legitimately run long (its own timeout_s bounds it).
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(10))
-                .user_agent(concat!("safehouse-mcp/", env!("CARGO_PKG_VERSION")))
-                .build(),
+            agent: c.new_agent().user_agent(concat!("safehouse-mcp/", env!("CARGO_PKG_VERSION"))).build(),
         });
         Bridge {
             target,

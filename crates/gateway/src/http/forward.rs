@@ -79,8 +79,7 @@ pub(super) async fn forward(
         Ok(rule) => rule,
         Err(r) => return answer(flow, client, reply::refusal(&what, r), after_refusal).await,
     };
-    let origin = uri.path_and_query().map_or("/", |p| p.as_str());
-    let upstream_head = request_head(&head, origin, &t.authority);
+    let upstream_head = request_head(&head, &origin_form(&uri), &t.authority);
 
     // A kept upstream for this authority was dialled after its own full check; reuse it (no
     // new resolution). If it was closed meanwhile, or the head cannot be written, dial anew.
@@ -170,6 +169,17 @@ fn listed_in_connection(fields: &[Field]) -> Vec<String> {
 fn forwarded(f: &Field, listed: &[String]) -> bool {
     let name = f.name.to_ascii_lowercase();
     !HOP_BY_HOP.contains(&name.as_str()) && !listed.contains(&name)
+}
+
+/// The origin form of an absolute URI's target: its path and query, with the `/` that a
+/// URI like `http://host?q` leaves out (an origin-form target starts with one; without it
+/// `?q` would reach the upstream as a target it may read as anything).
+pub(super) fn origin_form(uri: &http::Uri) -> String {
+    match uri.path_and_query().map(|p| p.as_str()) {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        Some(p) => format!("/{p}"),
+        None => "/".to_string(),
+    }
 }
 
 /// The head sent upstream: origin form, HTTP/1.1, `Host` the checked authority, hop-by-hop
@@ -334,6 +344,17 @@ mod tests {
         let h = parse("POST http://a.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
         let out = String::from_utf8(request_head(&h, "/", "a.test")).unwrap();
         assert_eq!(out, "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    }
+
+    /// Found by the fuzz target gateway_http_head (fuzz/corpus/gateway_http_head/
+    /// crash-query-without-path): `http://0x?f.1:81/` went upstream as `GET ?f.1:81/`.
+    #[test]
+    fn the_origin_form_starts_with_a_slash() {
+        let origin = |s: &str| origin_form(&s.parse().unwrap());
+        assert_eq!(origin("http://0x?f.1:81/"), "/?f.1:81/");
+        assert_eq!(origin("http://a.test"), "/");
+        assert_eq!(origin("http://a.test/x?y"), "/x?y");
+        assert_eq!(origin("http://a.test?"), "/?");
     }
 
     #[test]

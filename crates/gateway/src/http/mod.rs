@@ -39,8 +39,7 @@ pub fn upstream_head(buf: &[u8]) -> Result<Option<Vec<u8>>, u16> {
     }
     let uri = head.target.parse::<http::Uri>().map_err(|_| 400u16)?;
     let t = crate::target::forward_target(&uri).map_err(|_| 400u16)?;
-    let origin = uri.path_and_query().map_or("/", |p| p.as_str());
-    Ok(Some(forward::request_head(&head, origin, &t.authority)))
+    Ok(Some(forward::request_head(&head, &forward::origin_form(&uri), &t.authority)))
 }
 
 /// What the client connection does after an exchange.

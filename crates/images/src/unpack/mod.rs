@@ -31,6 +31,7 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 pub use path::{components, MAX_NAME, MAX_PATH};
+pub use tree::remove_tree;
 
 /// How many ids the sandboxes' user namespace maps for an image root (0..65535 inside).
 pub const ID_RANGE: u32 = 65536;

@@ -1,0 +1,4 @@
+//! libFuzzer's wrapper of `safehouse_fuzzing::images::layer` (what it checks is documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| safehouse_fuzzing::images::layer(data));

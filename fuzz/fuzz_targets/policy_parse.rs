@@ -1,0 +1,4 @@
+//! libFuzzer's wrapper of `safehouse_fuzzing::policy::parse` (what it checks is documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| safehouse_fuzzing::policy::parse(data));
