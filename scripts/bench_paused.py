@@ -16,12 +16,10 @@ import concurrent.futures
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_persistence import Api  # noqa: E402
-from benchlib import free_port  # noqa: E402
+from bench_persistence import serve, stop  # noqa: E402
 
 
 def meminfo():
@@ -83,19 +81,8 @@ def main():
     binary = sys.argv[1]
     count = int(sys.argv[sys.argv.index("--count") + 1]) if "--count" in sys.argv else 10000
     workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else 8
-    data = tempfile.mkdtemp(prefix="safehouse-bench-paused-")
-    port, key = free_port(), "bench-" + os.urandom(8).hex()
-    env = {"PATH": os.environ["PATH"], "SAFEHOUSE_ADMIN_KEY": key, "SAFEHOUSE_STORAGE_SIZE": "3GiB"}
-    d = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data], env=env,
-                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(tempfile.gettempdir(), "bench-paused.log"), "w"))
-    api = Api(port, key)
+    d, api, data = serve(binary, "paused", "3GiB")
     try:
-        for _ in range(100):
-            try:
-                api.call("GET", "/v1/whoami")
-                break
-            except OSError:
-                time.sleep(0.1)
         body = {"storage": "disk", "timeout_s": 86400, "policy": {"version": 1, "limits": {"disk": "64MiB"}}}
         # The pool exists before the baseline (its mount is not a sandbox's cost).
         warm = api.call("POST", "/v1/sandboxes", body)["id"]
@@ -141,12 +128,7 @@ def main():
             print(f"{k:28}{base[k]:14}{running[k]:14}{paused[k]:16}")
         print(f"resumed a sample of {samples}: {ok} had their files")
     finally:
-        d.terminate()
-        d.wait(timeout=60)
-        pool = os.path.join(data, "storage", "pool")
-        if os.path.ismount(pool):
-            subprocess.run(["umount", "-l", pool], check=False)
-        subprocess.run(["rm", "-rf", data], check=False)
+        stop(d, data)
 
 
 if __name__ == "__main__":
