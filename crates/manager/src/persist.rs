@@ -310,14 +310,17 @@ impl Manager {
     /// without an API call that long, and then pauses (or kills, per `on_timeout`) it.
     pub(crate) fn arm_idle(&self, live: &Arc<Live>) {
         let Some(idle_s) = live.lifecycle.idle_timeout_s else { return };
-        let (mgr, live) = (self.clone(), live.clone());
+        // Held weakly, and only while this incarnation runs: after a pause and resume (the
+        // same id) the new one has its own watch.
+        let (mgr, weak) = (self.clone(), Arc::downgrade(live));
         tokio::spawn(async move {
             let idle_ns = idle_s.saturating_mul(1_000_000_000);
             let tick = std::time::Duration::from_millis((idle_s * 1000 / 4).clamp(200, 5000));
             let mut cpu_before = None;
             loop {
                 tokio::time::sleep(tick).await;
-                if !mgr.is_live(&live.id) {
+                let Some(live) = weak.upgrade() else { return };
+                if !mgr.is_this_live(&live) {
                     return;
                 }
                 let last = live.last_used.load(std::sync::atomic::Ordering::Relaxed);
