@@ -250,11 +250,14 @@ impl Bridge {
                 };
             }
             Err(ureq::Error::Transport(e)) => {
+                if let Some(tls) = super::tls::failure_in(&e) {
+                    return Reply::Failed(format!("cannot talk to the safehouse daemon at {}: {tls}", t.base));
+                }
                 return Reply::Failed(format!(
                     "cannot reach the safehouse daemon at {} ({e}); start it with `safehouse serve` or set \
                      SAFEHOUSE_URL to where it listens (default {DEFAULT_URL})",
                     t.base
-                ))
+                ));
             }
         };
         if resp.status() == 202 {
