@@ -83,7 +83,7 @@ def main():
         sys.exit(__doc__)
     binary = sys.argv[1]
     rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 11
-    d, api, data = serve(binary, "persist", "1GiB")
+    d, api, data = serve(binary, "persist", "3GiB")
     try:
         body = {"storage": "disk", "timeout_s": 600, "policy": {"version": 1, "limits": {"disk": "1GiB"}}}
         fill = {"cmd": ["sh", "-c", "dd if=/dev/urandom of=/workspace/data bs=1M count=100 2>/dev/null; sync"]}
@@ -91,7 +91,9 @@ def main():
         for _ in range(rounds):
             sid = api.call("POST", "/v1/sandboxes", body)["id"]
             api.call("POST", f"/v1/sandboxes/{sid}/exec", fill)
-            snap.append(timed(lambda: api.call("POST", f"/v1/sandboxes/{sid}/snapshots")))
+            taken = []
+            snap.append(timed(lambda: taken.append(api.call("POST", f"/v1/sandboxes/{sid}/snapshots")["id"])))
+            api.call("DELETE", f"/v1/snapshots/{taken[0]}")  # 100 MiB each, in a 3 GiB pool
             pause.append(timed(lambda: api.call("POST", f"/v1/sandboxes/{sid}/pause")))
             resume.append(timed(lambda: (api.call("POST", f"/v1/sandboxes/{sid}/resume"),
                                          api.call("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": ["true"]}))))

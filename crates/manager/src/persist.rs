@@ -21,6 +21,8 @@ pub const MEMORY_NOTE: &str = "the filesystem is kept on disk; the processes' me
 
 /// The most sandboxes one fork makes.
 pub const MAX_FORK: u32 = 64;
+/// Below this much free space in the storage pool, no sandbox starts on a disk layer.
+const MIN_POOL_FREE: u64 = 32 << 20;
 
 fn storage_error(e: StorageError) -> ManagerError {
     match e {
@@ -150,6 +152,18 @@ impl Manager {
         resume: bool,
     ) -> Result<String, ManagerError> {
         let pool = self.pool()?;
+        // A full pool fails a sandbox's setup deep inside (its overlay's work directory):
+        // refused here instead, naming the pool.
+        if let Ok(free) = pool.free() {
+            if free < MIN_POOL_FREE {
+                return Err(ManagerError::Capacity(format!(
+                    "the storage pool is full ({} MiB free): delete snapshots, volumes or paused sandboxes (a deleted \
+                     one's space comes back within about 30 s), or give the daemon a larger pool \
+                     (SAFEHOUSE_STORAGE_SIZE; docs/persistence.md)",
+                    free >> 20
+                )));
+            }
+        }
         let path = if resume {
             let p = pool.path(Kind::Layer, id).map_err(storage_error)?;
             if !p.is_dir() {
