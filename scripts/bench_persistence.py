@@ -39,6 +39,35 @@ class Api:
         return json.loads(out) if out else None
 
 
+def serve(binary, name, storage_size):
+    """A `safehouse serve` on a fresh data dir with a storage pool of `storage_size`,
+    answering: (process, Api, data dir). Stop it with `stop`."""
+    data = tempfile.mkdtemp(prefix=f"safehouse-bench-{name}-")
+    port, key = free_port(), "bench-" + os.urandom(8).hex()
+    env = {"PATH": os.environ["PATH"], "SAFEHOUSE_ADMIN_KEY": key, "SAFEHOUSE_STORAGE_SIZE": storage_size}
+    log = open(os.path.join(tempfile.gettempdir(), f"bench-{name}.log"), "w")
+    d = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data], env=env,
+                         stdout=subprocess.DEVNULL, stderr=log)
+    api = Api(port, key)
+    for _ in range(100):
+        try:
+            api.call("GET", "/v1/whoami")
+            break
+        except OSError:
+            time.sleep(0.1)
+    return d, api, data
+
+
+def stop(d, data):
+    """Stops the daemon, unmounts its pool (it outlives its daemon) and removes the data dir."""
+    d.terminate()
+    d.wait(timeout=60)
+    pool = os.path.join(data, "storage", "pool")
+    if os.path.ismount(pool):
+        subprocess.run(["umount", "-l", pool], check=False)
+    subprocess.run(["rm", "-rf", "--one-file-system", data], check=False)
+
+
 def timed(f):
     t = time.perf_counter()
     f()
@@ -54,26 +83,17 @@ def main():
         sys.exit(__doc__)
     binary = sys.argv[1]
     rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 11
-    data = tempfile.mkdtemp(prefix="safehouse-bench-persist-")
-    port, key = free_port(), "bench-" + os.urandom(8).hex()
-    env = {"PATH": os.environ["PATH"], "SAFEHOUSE_ADMIN_KEY": key, "SAFEHOUSE_STORAGE_SIZE": "1GiB"}
-    d = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data], env=env,
-                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(tempfile.gettempdir(), "bench-persist.log"), "w"))
-    api = Api(port, key)
+    d, api, data = serve(binary, "persist", "3GiB")
     try:
-        for _ in range(100):
-            try:
-                api.call("GET", "/v1/whoami")
-                break
-            except OSError:
-                time.sleep(0.1)
         body = {"storage": "disk", "timeout_s": 600, "policy": {"version": 1, "limits": {"disk": "1GiB"}}}
         fill = {"cmd": ["sh", "-c", "dd if=/dev/urandom of=/workspace/data bs=1M count=100 2>/dev/null; sync"]}
         pause, kill, resume, create, snap, fork10, create10 = [], [], [], [], [], [], []
         for _ in range(rounds):
             sid = api.call("POST", "/v1/sandboxes", body)["id"]
             api.call("POST", f"/v1/sandboxes/{sid}/exec", fill)
-            snap.append(timed(lambda: api.call("POST", f"/v1/sandboxes/{sid}/snapshots")))
+            taken = []
+            snap.append(timed(lambda: taken.append(api.call("POST", f"/v1/sandboxes/{sid}/snapshots")["id"])))
+            api.call("DELETE", f"/v1/snapshots/{taken[0]}")  # 100 MiB each, in a 3 GiB pool
             pause.append(timed(lambda: api.call("POST", f"/v1/sandboxes/{sid}/pause")))
             resume.append(timed(lambda: (api.call("POST", f"/v1/sandboxes/{sid}/resume"),
                                          api.call("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": ["true"]}))))
@@ -99,12 +119,7 @@ def main():
         print(f"snapshot                   {p50(snap):8.1f} ms")
         print(f"fork x10                   {p50(fork10):8.1f} ms   (10 creates: {p50(create10):.1f} ms)")
     finally:
-        d.terminate()
-        d.wait(timeout=20)
-        pool = os.path.join(data, "storage", "pool")
-        if os.path.ismount(pool):
-            subprocess.run(["umount", "-l", pool], check=False)
-        subprocess.run(["rm", "-rf", data], check=False)
+        stop(d, data)
 
 
 if __name__ == "__main__":

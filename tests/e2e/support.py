@@ -145,7 +145,7 @@ class Api:
         h.update(headers or {})
         if query:
             path += "?" + urllib.parse.urlencode(query)
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn = self.daemon.connection(timeout)
         try:
             skip_host = "Host" in h
             conn.putrequest(method, path, skip_host=skip_host, skip_accept_encoding=True)
@@ -224,7 +224,7 @@ class Api:
 
     def put_stream(self, sid, path, chunks, length, timeout=120):
         """Streams an iterable of byte chunks with a known length; returns Resp."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn = self.daemon.connection(timeout)
         try:
             q = urllib.parse.urlencode({"path": path})
             conn.putrequest("PUT", f"/v1/sandboxes/{sid}/files?{q}")
@@ -241,7 +241,7 @@ class Api:
 
     def get_stream_sha256(self, sid, path, timeout=120):
         """Downloads a file without holding it; returns (status, size, sha256 hex, error body)."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn = self.daemon.connection(timeout)
         try:
             q = urllib.parse.urlencode({"path": path})
             conn.request("GET", f"/v1/sandboxes/{sid}/files?{q}",
@@ -473,10 +473,18 @@ class Daemon:
         self.proc = None
         self.log_path = os.path.join(tempfile.gettempdir(), f"safehouse-e2e-{self.port}-{os.getpid()}.log")
         self.created = []  # (key, sandbox id), killed at teardown
+        # An ssl.SSLContext that trusts the daemon when it serves HTTPS (--tls-*: test_tls.py).
+        self.ssl_context = None
 
     @property
     def url(self):
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+
+    def connection(self, timeout):
+        """An http.client connection to the daemon (HTTPS with `ssl_context` when set)."""
+        if self.ssl_context:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.ssl_context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def admin(self):
         return Api(self, self.admin_key)
@@ -510,7 +518,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+                conn = self.connection(2)
                 conn.request("GET", "/healthz")
                 r = conn.getresponse()
                 r.read()

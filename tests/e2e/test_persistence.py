@@ -347,3 +347,34 @@ def test_a_restart_removes_the_pools_orphans_and_keeps_what_records_name(own_dae
     assert sorted(os.listdir(os.path.join(pool, "volumes"))) == sorted(v for v in kept_vols if "0123456789abcdef" not in v)
     assert api.post(f"/v1/sandboxes/{sid}/resume").status == 200
     subprocess.run(["btrfs", "-q", "subvolume", "delete", control], capture_output=True)
+
+
+def test_a_full_pool_is_refused_by_name_not_an_internal_error(monkeypatch):
+    """When the storage pool is full, a sandbox on a disk layer (create or resume) is refused
+    with 503 `capacity` naming the pool and the fix — it failed deep in its setup with a 500
+    "internal error" before. Outside control: the same create works while there is room."""
+    from .support import Daemon, binary_serves
+    ok, why = binary_serves()
+    if not ok:
+        skip_or_fail(why)
+    monkeypatch.setenv("SAFEHOUSE_STORAGE_SIZE", "256MiB")
+    d = Daemon()
+    try:
+        d.start()
+        api = d.admin()
+        big = {"version": 1, "limits": {"disk": "1GiB"}}
+        sb = api.create(policy=big, **DISK)  # the control: room for it
+        assert api.post(f"/v1/sandboxes/{sb['id']}/pause").status == 200
+        filler = api.create(policy=big, **DISK)
+        out = api.exec(filler["id"], ["sh", "-c", "dd if=/dev/urandom of=/tmp/fill bs=1M count=400 2>&1; sync; "
+                                                  "echo rc=$?"])
+        assert "No space left" in out["stdout"], out
+        r = api.post("/v1/sandboxes", {"policy": big, **DISK})
+        assert r.status == 503 and r.error_code == "capacity", r
+        assert "storage pool is full" in r.json()["error"]["message"], r.json()
+        r = api.post(f"/v1/sandboxes/{sb['id']}/resume")
+        assert r.status == 503 and "storage pool is full" in r.json()["error"]["message"], r.json()
+        # A sandbox in RAM does not need the pool.
+        assert api.post("/v1/sandboxes", {}).status == 201
+    finally:
+        d.cleanup()

@@ -1,5 +1,6 @@
 """Sandbox lifecycle over real HTTP: create, info, list with filters, timeout, kill
 (idempotent) and automatic expiry with nothing left behind on the host."""
+import os
 import time
 import uuid
 
@@ -197,3 +198,34 @@ def test_creates_stop_short_of_the_open_file_limit_and_the_running_keep_working(
         wait_for(lambda: api.post("/v1/sandboxes", body).status == 201, timeout=20)
     finally:
         d.cleanup()
+
+
+def test_an_ended_sandbox_gives_back_its_descriptors_at_once(daemon, api):
+    """A killed sandbox, and one paused to disk, give back the daemon's descriptors they
+    held at once, not when their deadline would have come (they held three each — its
+    agent's pidfd, socket and root directory — until then: with long timeouts a daemon
+    that creates and kills sandboxes ran out of descriptors)."""
+    def fds():
+        return len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+
+    body = {"timeout_s": 3600}
+    warm = api.create(**body)["id"]
+    api.kill(warm)
+    time.sleep(0.5)
+    base = fds()
+    made = [api.create(**body)["id"] for _ in range(10)]
+    for sid in made:
+        assert api.exec(sid, ["/bin/true"])["exit_code"] == 0
+    # Outside control: while they run, the daemon holds their descriptors.
+    assert fds() >= base + 30, (fds(), base)
+    for sid in made:
+        assert api.kill(sid).status == 204
+    assert wait_for(lambda: fds() <= base + 2, timeout=10), (fds(), base)
+    if IS_ROOT:
+        disk = [api.create(storage="disk", **body)["id"] for _ in range(5)]
+        assert fds() >= base + 15, (fds(), base)
+        for sid in disk:
+            assert api.post(f"/v1/sandboxes/{sid}/pause").status == 200
+        assert wait_for(lambda: fds() <= base + 2, timeout=10), (fds(), base)
+        for sid in disk:
+            api.kill(sid)

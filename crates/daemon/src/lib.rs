@@ -8,6 +8,7 @@
 mod router;
 
 pub use router::{router, serve, ServeOptions};
+pub use safehouse_http::tls::TlsSource;
 pub use safehouse_manager::quota::QuotaConfig;
 pub use safehouse_manager::{check_data_dir, MAX_DATA_DIR_LEN};
 
@@ -31,6 +32,8 @@ pub struct DaemonOptions {
     pub code_pool: usize,
     /// Per-tenant quotas (ManagerConfig::quotas).
     pub quotas: QuotaConfig,
+    /// Serve HTTPS only, with this certificate (docs/tls.md).
+    pub tls: Option<TlsSource>,
 }
 
 /// What every sandbox's PID 1 runs: the agent.
@@ -53,6 +56,16 @@ pub fn default_data_dir() -> PathBuf {
 /// single-threaded (the spawners are forked first).
 pub fn run(opts: DaemonOptions) -> Result<(), String> {
     safehouse_manager::check_data_dir(&opts.data_dir).map_err(|e| format!("{e}: pass a shorter --data-dir"))?;
+    // The certificate before anything starts: a bad one stops the daemon with its file named.
+    let tls = match &opts.tls {
+        None => None,
+        Some(TlsSource::Files { cert, key }) => Some(safehouse_http::tls::load(cert, key).map_err(|e| e.to_string())?),
+        Some(TlsSource::SelfSigned) => {
+            let names = safehouse_http::tls::self_signed_names(opts.listen, &opts.allowed_hosts);
+            let dir = safehouse_http::tls::self_signed_dir(&opts.data_dir);
+            Some(safehouse_http::tls::self_signed(&dir, &names).map_err(|e| e.to_string())?)
+        }
+    };
     let mut zygotes = Vec::new();
     for _ in 0..opts.spawners.max(1) {
         zygotes.push(Zygote::start(agent_entry).map_err(|e| format!("cannot start the spawner: {e}"))?);
@@ -102,6 +115,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
             listen: opts.listen,
             data_dir: opts.data_dir.clone(),
             allowed_hosts: opts.allowed_hosts.clone(),
+            tls,
         };
         let served = serve(options, manager, store).await.map_err(|e| format!("serve: {e}"));
         // What was queued reaches the disk, with a final signed checkpoint.

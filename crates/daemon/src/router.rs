@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use safehouse_e2b::E2b;
 use safehouse_http::guard::Guard;
 use safehouse_http::ports::PortProxy;
-use safehouse_http::server::{serve_listener, shutdown_signal, Limits};
+use safehouse_http::server::{serve_listener, serve_tls_listener, shutdown_signal, Limits};
+use safehouse_http::tls::TlsConfig;
 use safehouse_http::{errors, AppState, HostAllowlist};
 use safehouse_manager::auth::{self, Authenticator};
 use safehouse_manager::{Manager, Store};
@@ -26,6 +27,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Extra names accepted in `Host` (`name` for any port, `name:port` for one).
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS only, with this certificate (docs/tls.md).
+    pub tls: Option<TlsConfig>,
 }
 
 /// Runs the daemon's HTTP API until SIGTERM or SIGINT. The admin key is bootstrapped
@@ -35,8 +38,20 @@ pub async fn serve(opts: ServeOptions, manager: Manager, store: Arc<Store>) -> i
     let listener = TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let app = router(addr, &opts.allowed_hosts, manager, Authenticator::new(store, &admin));
-    eprintln!("safehouse: listening on http://{addr}");
-    serve_listener(listener, app, Limits::default(), shutdown_signal()).await
+    let Some(tls) = opts.tls else {
+        eprintln!("safehouse: listening on http://{addr}");
+        return serve_listener(listener, app, Limits::default(), shutdown_signal()).await;
+    };
+    eprintln!("safehouse: listening on https://{addr}");
+    eprintln!("safehouse: TLS certificate SHA-256 fingerprint {}", tls.fingerprint);
+    if let Some(ca) = &tls.ca_file {
+        eprintln!(
+            "safehouse: self-signed: clients trust it with SAFEHOUSE_CA_CERT={} or SAFEHOUSE_TLS_FINGERPRINT={}",
+            ca.display(),
+            tls.fingerprint
+        );
+    }
+    serve_tls_listener(listener, tls.server, app, Limits::default(), shutdown_signal()).await
 }
 
 /// The router of a daemon listening on `listen`: the native API, MCP, the E2B front and

@@ -20,6 +20,7 @@ pub mod params;
 pub mod ports;
 pub mod revoked;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -220,13 +220,14 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let websocket = headers::is_websocket_upgrade(req.method(), req.headers());
+    let proto = if req.extensions().get::<crate::server::Tls>().is_some() { "https" } else { "http" };
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let permit = req.extensions().get::<ConnPermit>().cloned();
     let (parts, body) = req.into_parts();
     let mut out = hyper::Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = target.upstream_uri()?;
-    *out.headers_mut() = headers::upstream(&parts.headers, host, &target.prefix(), peer, websocket);
+    *out.headers_mut() = headers::upstream(&parts.headers, host, &target.prefix(), peer, websocket, proto);
 
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(stream))

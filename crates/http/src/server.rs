@@ -5,6 +5,10 @@
 //! going idle (which also closes idle keep-alive connections: slowloris), a response write
 //! that makes no progress for 60 s closes the connection (slow readers), at most 4096
 //! connections (more are closed at once), and graceful shutdown on SIGTERM/SIGINT.
+//!
+//! With TLS ([`serve_tls_listener`], docs/tls.md) every connection is a TLS one: the
+//! handshake runs in the connection's task within the header timeout, and a client that
+//! speaks plain HTTP to the port gets one plain-text 400 naming `https://` and nothing else.
 
 use std::future::Future;
 use std::io;
@@ -18,7 +22,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
@@ -54,10 +58,36 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct ConnPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
+/// Put in every request's extensions when its connection is TLS (the port proxy's
+/// `X-Forwarded-Proto`).
+#[derive(Debug, Clone, Copy)]
+pub struct Tls;
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (up to `limits.shutdown_grace`).
 pub async fn serve_listener(
     listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve(listener, None, app, limits, shutdown).await
+}
+
+/// [`serve_listener`] over TLS: every connection must complete a handshake with `tls`.
+pub async fn serve_tls_listener(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve(listener, Some(tokio_rustls::TlsAcceptor::from(tls)), app, limits, shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
@@ -91,15 +121,23 @@ pub async fn serve_listener(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout));
-        tokio::spawn(serve_connection(
-            io,
-            peer,
-            app.clone(),
-            http.clone(),
-            ConnPermit(Arc::new(permit)),
-            stop_rx.clone(),
-        ));
+        let permit = ConnPermit(Arc::new(permit));
+        let (app, http, stop) = (app.clone(), http.clone(), stop_rx.clone());
+        match &tls {
+            None => {
+                let io = TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout));
+                tokio::spawn(serve_connection(io, peer, false, app, http, permit, stop));
+            }
+            Some(acceptor) => {
+                let (acceptor, limits) = (acceptor.clone(), limits.clone());
+                tokio::spawn(async move {
+                    // The permit is held through the handshake: handshakes count against the cap.
+                    if let Some(tls) = accept_tls(stream, acceptor, &limits).await {
+                        serve_connection(TokioIo::new(tls), peer, true, app, http, permit, stop).await;
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -108,16 +146,67 @@ pub async fn serve_listener(
     Ok(())
 }
 
-async fn serve_connection(
-    io: TokioIo<StallGuard<tokio::net::TcpStream>>,
+/// The first byte of a TLS handshake record (RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The TLS side of a new connection, or `None` (handshake failed, too slow, or the client
+/// spoke plain HTTP: it is told to use https:// and closed). Handshake errors are the
+/// client's doing and are not logged.
+async fn accept_tls(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    limits: &Limits,
+) -> Option<tokio_rustls::server::TlsStream<StallGuard<TcpStream>>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    if first[0] != TLS_HANDSHAKE {
+        let _ = tokio::time::timeout(Duration::from_secs(2), refuse_plain(stream)).await;
+        return None;
+    }
+    let guarded = StallGuard::new(stream, limits.write_stall_timeout);
+    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(guarded)).await.ok()?.ok()
+}
+
+/// The one answer a plain-HTTP client gets from a TLS port: a 400 in the daemon's error
+/// shape (its request is read first, so that closing does not reset the answer away).
+async fn refuse_plain(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "{\"error\":{\"code\":\"tls_required\",\"message\":\"this address serves HTTPS only: use https:// in the URL (docs/tls.md)\"}}";
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16 * 1024 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn serve_connection<S>(
+    io: TokioIo<S>,
     peer: SocketAddr,
+    tls: bool,
     app: Router,
     http: Arc<hyper::server::conn::http1::Builder>,
     permit: ConnPermit,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(permit.clone());
+        if tls {
+            req.extensions_mut().insert(Tls);
+        }
         // The client's address, for the port proxy's X-Forwarded-For.
         req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
         app.clone().oneshot(req)

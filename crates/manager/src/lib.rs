@@ -343,6 +343,12 @@ impl Manager {
         self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
+    /// Whether `live` is the running incarnation of its sandbox (not one from before a
+    /// pause and resume, which has the same id).
+    pub(crate) fn is_this_live(&self, live: &Arc<Live>) -> bool {
+        self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).get(&live.id).is_some_and(|l| Arc::ptr_eq(l, live))
+    }
+
     /// The daemon's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.inner.cfg.data_dir

@@ -828,9 +828,17 @@ impl Manager {
         state: SandboxState,
         error: Option<String>,
     ) -> Result<(), ManagerError> {
-        let removed = self.inner.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&live.id).is_some();
+        // Only this incarnation: a task of an earlier one (before a pause and resume, the
+        // same id) must not take the running sandbox out of the map.
+        let removed = {
+            let mut map = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&live.id) {
+                Some(current) if Arc::ptr_eq(current, live) => map.remove(&live.id).is_some(),
+                _ => false,
+            }
+        };
         if !removed {
-            return Ok(()); // someone else is destroying it
+            return Ok(()); // someone else is destroying it, or it is an earlier incarnation
         }
         self.quota_ended(&live.id, state);
         if state != SandboxState::Paused {
@@ -911,11 +919,18 @@ impl Manager {
         self.info(tenant, id).await
     }
 
+    /// Arms the sandbox's deadline `timeout_s` from now (the one before goes stale). The
+    /// waiting task holds the sandbox weakly: a sandbox killed or paused before its
+    /// deadline gives back its descriptors and memory at once, not when the deadline
+    /// would have come (it held them until then: 3 descriptors per ended sandbox).
     fn arm_deadline(&self, live: &Arc<Live>, timeout_s: u64) {
         let generation = live.deadline_gen.fetch_add(1, Ordering::Relaxed) + 1;
-        let (mgr, live) = (self.clone(), live.clone());
+        let (mgr, weak) = (self.clone(), Arc::downgrade(live));
+        // Not aborted when a new deadline replaces it: it may be tearing the sandbox down
+        // already (a stale one finds its generation old and does nothing).
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(timeout_s)).await;
+            let Some(live) = weak.upgrade() else { return };
             if live.deadline_gen.load(Ordering::Relaxed) == generation {
                 let _ = match live.lifecycle.on_timeout {
                     OnTimeout::Pause => mgr.pause_live(&live).await,
@@ -940,7 +955,7 @@ impl Manager {
                 return;
             };
             if async_fd.readable().await.is_ok() {
-                let still_live = mgr.inner.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&live.id);
+                let still_live = mgr.is_this_live(&live);
                 if still_live {
                     let _ = mgr.destroy(&live, SandboxState::Failed, Some("the sandbox's agent exited".into())).await;
                 }

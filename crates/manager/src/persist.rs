@@ -21,6 +21,8 @@ pub const MEMORY_NOTE: &str = "the filesystem is kept on disk; the processes' me
 
 /// The most sandboxes one fork makes.
 pub const MAX_FORK: u32 = 64;
+/// Below this much free space in the storage pool, no sandbox starts on a disk layer.
+const MIN_POOL_FREE: u64 = 32 << 20;
 
 fn storage_error(e: StorageError) -> ManagerError {
     match e {
@@ -150,6 +152,18 @@ impl Manager {
         resume: bool,
     ) -> Result<String, ManagerError> {
         let pool = self.pool()?;
+        // A full pool fails a sandbox's setup deep inside (its overlay's work directory):
+        // refused here instead, naming the pool.
+        if let Ok(free) = pool.free() {
+            if free < MIN_POOL_FREE {
+                return Err(ManagerError::Capacity(format!(
+                    "the storage pool is full ({} MiB free): delete snapshots, volumes or paused sandboxes (a deleted \
+                     one's space comes back within about 30 s), or give the daemon a larger pool \
+                     (SAFEHOUSE_STORAGE_SIZE; docs/persistence.md)",
+                    free >> 20
+                )));
+            }
+        }
         let path = if resume {
             let p = pool.path(Kind::Layer, id).map_err(storage_error)?;
             if !p.is_dir() {
@@ -310,14 +324,17 @@ impl Manager {
     /// without an API call that long, and then pauses (or kills, per `on_timeout`) it.
     pub(crate) fn arm_idle(&self, live: &Arc<Live>) {
         let Some(idle_s) = live.lifecycle.idle_timeout_s else { return };
-        let (mgr, live) = (self.clone(), live.clone());
+        // Held weakly, and only while this incarnation runs: after a pause and resume (the
+        // same id) the new one has its own watch.
+        let (mgr, weak) = (self.clone(), Arc::downgrade(live));
         tokio::spawn(async move {
             let idle_ns = idle_s.saturating_mul(1_000_000_000);
             let tick = std::time::Duration::from_millis((idle_s * 1000 / 4).clamp(200, 5000));
             let mut cpu_before = None;
             loop {
                 tokio::time::sleep(tick).await;
-                if !mgr.is_live(&live.id) {
+                let Some(live) = weak.upgrade() else { return };
+                if !mgr.is_this_live(&live) {
                     return;
                 }
                 let last = live.last_used.load(std::sync::atomic::Ordering::Relaxed);

@@ -94,6 +94,15 @@ impl Pool {
     }
 
     /// Where the pool is mounted.
+    /// Bytes free in the pool now. The space of a deleted layer, snapshot or
+    /// volume comes back only once btrfs's cleaner has dropped it (within about 30 s: the
+    /// next periodic transaction commit), not at the delete.
+    pub fn free(&self) -> Result<u64, StorageError> {
+        let (_, free, _) =
+            safehouse_sys::files::fstatfs_free(self.dir.as_fd()).map_err(io_err("statfs", &self.root))?;
+        Ok(free)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

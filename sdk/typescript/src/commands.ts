@@ -5,6 +5,7 @@ import WebSocket from 'ws'
 import { headers, sbPath, wsUrl } from './config.js'
 import { CommandExitError, errorFromResponse, NotFoundError, SafehouseError, SafehouseTimeoutError } from './errors.js'
 import { Http } from './http.js'
+import { certFailure, finishRequest, tlsOptions } from './tls.js'
 import { CommandResult, commandResult, describeFailure, ProcessInfo, processInfo, PtySize } from './models.js'
 
 export type Cmd = string | string[]
@@ -92,7 +93,12 @@ export class CommandHandle {
     const http = this.commands.http
     const url = wsUrl(http.config, sbPath(this.commands.sandboxId, `/processes/${this.pid}/attach`))
     this.opened = new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: headers(http.config), handshakeTimeout: 15_000 })
+      const trust = http.config.tls
+      const ws = new WebSocket(url, {
+        headers: headers(http.config),
+        handshakeTimeout: 15_000,
+        ...(trust ? { ...tlsOptions(trust), ...(trust.fingerprint ? { finishRequest: finishRequest(trust) } : {}) } : {}),
+      })
       ws.on('unexpected-response', (_req, res) => {
         let body = ''
         res.on('data', (c: Buffer) => (body += c.toString()))
@@ -104,7 +110,7 @@ export class CommandHandle {
       })
       ws.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary))
       ws.on('error', (e) => {
-        const err = new SafehouseError(`attach to process ${this.pid}: ${e.message}`)
+        const err = new SafehouseError(`attach to process ${this.pid}: ${certFailure(e) ?? e.message}`)
         reject(err)
         this.fail(err)
       })

@@ -9,6 +9,7 @@ import { accessSync, constants, readFileSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
 
 import { SafehouseError } from './errors.js'
+import { resolveTrust, TlsTrust } from './tls.js'
 
 export const DEFAULT_URL = 'http://127.0.0.1:8700'
 
@@ -19,12 +20,18 @@ export interface ConnectionOptions {
   apiKey?: string
   /** Milliseconds a plain request may take (default 60 000). */
   requestTimeoutMs?: number
+  /** An https:// daemon's CA certificate file (PEM; default: SAFEHOUSE_CA_CERT; docs/tls.md). */
+  caCert?: string
+  /** An https:// daemon's pinned SHA-256 fingerprint (default: SAFEHOUSE_TLS_FINGERPRINT). */
+  tlsFingerprint?: string
 }
 
 export interface ConnectionConfig {
   url: string
   apiKey?: string
   requestTimeoutMs: number
+  /** How an https:// daemon is verified; undefined: Node's default trust store (or plain http). */
+  tls?: TlsTrust
 }
 
 let local: { url: string; apiKey: string } | undefined
@@ -37,10 +44,12 @@ export function resolveConfig(opts: ConnectionOptions = {}): ConnectionConfig {
   if (!url && !apiKey) {
     ;({ url, apiKey } = localDaemon())
   }
+  const base = (url ?? DEFAULT_URL).replace(/\/+$/, '')
   return {
-    url: (url ?? DEFAULT_URL).replace(/\/+$/, ''),
+    url: base,
     apiKey: apiKey || undefined,
     requestTimeoutMs: opts.requestTimeoutMs ?? 60_000,
+    tls: resolveTrust(base, opts.caCert, opts.tlsFingerprint),
   }
 }
 

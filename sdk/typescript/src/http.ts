@@ -1,6 +1,8 @@
 /** One request path for every call: the key, timeouts, and failures as typed errors. */
 import { ConnectionConfig, headers } from './config.js'
 import { errorFromResponse, SafehouseError, SafehouseTimeoutError } from './errors.js'
+import { certFailure } from './tls.js'
+import { fetch as undiciFetch } from 'undici'
 
 export interface RequestOptions {
   query?: Record<string, string>
@@ -41,7 +43,13 @@ export class Http {
     if (body && typeof (body as ReadableStream).getReader === 'function') init.duplex = 'half'
     let resp: Response
     try {
-      resp = await fetch(this.url(path, opts.query), init)
+      const tls = this.config.tls
+      resp = tls
+        ? ((await undiciFetch(this.url(path, opts.query), {
+            ...(init as Parameters<typeof undiciFetch>[1]),
+            dispatcher: tls.dispatcher,
+          })) as unknown as Response)
+        : await fetch(this.url(path, opts.query), init)
     } catch (e) {
       throw this.translate(e)
     }
@@ -63,6 +71,8 @@ export class Http {
     const err = e as Error & { cause?: { message?: string; code?: string } }
     if (err.name === 'TimeoutError') return new SafehouseTimeoutError(`request to ${this.config.url} timed out`)
     if (err.name === 'AbortError') return new SafehouseError('request aborted')
+    const tls = certFailure(e)
+    if (tls) return new SafehouseError(`cannot talk to the safehouse daemon at ${this.config.url}: ${tls}`)
     const detail = err.cause?.code ?? err.cause?.message ?? err.message
     return new SafehouseError(
       `cannot reach the safehouse daemon at ${this.config.url} (${detail}); start it (\`safehouse serve\`) or ` +

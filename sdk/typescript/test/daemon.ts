@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { Agent, fetch as undiciFetch } from 'undici'
+
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..')
 
 export function binary(): string {
@@ -33,6 +35,8 @@ export interface Daemon {
   stop(): Promise<void>
   /** A key of a new tenant. */
   tenantKey(tenant: string): Promise<string>
+  /** With `--tls-self-signed`: the CA file clients trust (DATA_DIR/tls/ca.crt). */
+  caFile?: string
 }
 
 /** `args`: more `serve` flags (`--tenant-quota ...`). */
@@ -40,7 +44,19 @@ export async function startDaemon(args: string[] = []): Promise<Daemon> {
   const dataDir = mkdtempSync(join(tmpdir(), 'safehouse-ts-'))
   const port = await freePort()
   const adminKey = 'sh_' + randomBytes(24).toString('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 32).padEnd(32, 'a')
-  const url = `http://127.0.0.1:${port}`
+  // `--tls-self-signed`: HTTPS, trusted here through the CA file the daemon writes.
+  const https = args.includes('--tls-self-signed')
+  const url = `${https ? 'https' : 'http'}://127.0.0.1:${port}`
+  const caFile = https ? join(dataDir, 'tls', 'ca.crt') : undefined
+  let agent: Agent | undefined
+  const fetch = async (u: string, init: Record<string, unknown> = {}): Promise<Response> => {
+    if (!caFile) return globalThis.fetch(u, init)
+    if (!agent) {
+      if (!existsSync(caFile)) throw new Error('the CA file is not written yet')
+      agent = new Agent({ connect: { ca: readFileSync(caFile, 'utf8') } })
+    }
+    return (await undiciFetch(u, { ...init, dispatcher: agent })) as unknown as Response
+  }
   const log = openSync(join(dataDir, 'daemon.log'), 'a')
   const proc: ChildProcess = spawn(binary(), ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
     env: {
@@ -69,6 +85,7 @@ export async function startDaemon(args: string[] = []): Promise<Daemon> {
     url,
     adminKey,
     dataDir,
+    caFile,
     async tenantKey(tenant: string) {
       const r = await fetch(`${url}/v1/keys`, { method: 'POST', headers: auth, body: JSON.stringify({ tenant, name: 'ts' }) })
       return (await r.json()).key

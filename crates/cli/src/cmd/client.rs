@@ -37,6 +37,8 @@ pub struct Client {
     base: String,
     key: String,
     agent: ureq::Agent,
+    /// For an `https://` daemon: how its certificate is verified (docs/tls.md).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -47,7 +49,7 @@ impl Client {
         let key = std::env::var("SAFEHOUSE_API_KEY").ok().map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
         if base.is_none() && key.is_none() {
             let d = super::local::ensure()?;
-            return Ok(Client::new(d.url.clone(), d.key()?));
+            return Client::new(d.url.clone(), d.key()?);
         }
         let base = base.unwrap_or_else(|| DEFAULT_URL.to_string()).trim().trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
@@ -59,19 +61,40 @@ impl Client {
                  `safehouse keys create` makes tenant keys)"
             );
         };
-        Ok(Client::new(base, key))
+        Client::new(base, key)
     }
 
-    pub fn new(base: String, key: String) -> Client {
+    /// A client of the daemon at `base`; an `https://` one verifies the daemon's certificate
+    /// as `SAFEHOUSE_CA_CERT` and `SAFEHOUSE_TLS_FINGERPRINT` say (docs/tls.md).
+    pub fn new(base: String, key: String) -> Result<Client> {
+        let tls = if base.starts_with("https://") { Some(super::tls::client_config()?) } else { None };
         // No overall timeout: uploads, downloads and long requests are legitimate. A read that
         // stalls this long means the daemon is wedged.
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
+        let agent = Client::agent_builder(&tls)
             .timeout_read(Duration::from_secs(300))
             .timeout_write(Duration::from_secs(300))
             .user_agent(concat!("safehouse/", env!("CARGO_PKG_VERSION")))
             .build();
-        Client { base, key, agent }
+        Ok(Client { base, key, agent, tls })
+    }
+
+    /// An agent builder that connects within 10 s and speaks TLS with `tls`.
+    fn agent_builder(tls: &Option<std::sync::Arc<rustls::ClientConfig>>) -> ureq::AgentBuilder {
+        let b = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10));
+        match tls {
+            Some(config) => b.tls_connector(std::sync::Arc::new(super::tls::Connector(config.clone()))),
+            None => b,
+        }
+    }
+
+    /// A fresh agent builder with this client's TLS trust (for callers with their own timeouts).
+    pub fn new_agent(&self) -> ureq::AgentBuilder {
+        Client::agent_builder(&self.tls)
+    }
+
+    /// The TLS configuration for an `https://` daemon.
+    pub fn tls(&self) -> Option<&std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
     }
 
     pub fn base(&self) -> &str {
@@ -99,6 +122,9 @@ impl Client {
     }
 
     fn transport_error(&self, t: &ureq::Transport) -> anyhow::Error {
+        if let Some(tls) = super::tls::failure_in(t) {
+            return anyhow::anyhow!("cannot talk to the daemon at {}: {tls}", self.base);
+        }
         match t.kind() {
             ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
                 anyhow::anyhow!("cannot reach the daemon at {}; is `safehouse serve` running?", self.base)
@@ -291,9 +317,9 @@ mod tests {
 
     #[test]
     fn ws_urls() {
-        let c = Client::new("http://127.0.0.1:8700".into(), "k".into());
+        let c = Client::new("http://127.0.0.1:8700".into(), "k".into()).unwrap();
         assert_eq!(c.ws_url("/v1/x"), "ws://127.0.0.1:8700/v1/x");
-        let c = Client::new("https://h".into(), "k".into());
+        let c = Client::new("https://h".into(), "k".into()).unwrap();
         assert_eq!(c.ws_url("/v1/x"), "wss://h/v1/x");
     }
 

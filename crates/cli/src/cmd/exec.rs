@@ -190,7 +190,7 @@ impl Signals {
 
 /// An attach WebSocket to one process.
 pub struct Attached {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<AttachStream>,
     /// A frame is in tungstenite's buffer, not yet written: take no more stdin until it is.
     unflushed: bool,
 }
@@ -198,19 +198,27 @@ pub struct Attached {
 impl Attached {
     pub fn connect(client: &Client, id: &str, pid: u64) -> Result<Attached> {
         let url = client.ws_url(&sandbox_path(id, &format!("/processes/{pid}/attach")));
-        if url.starts_with("wss://") {
-            bail!("attaching over https is not supported yet; point SAFEHOUSE_URL at the daemon's http:// address");
-        }
         let mut req = url.as_str().into_client_request().with_context(|| format!("bad attach URL {url}"))?;
         let auth =
             HeaderValue::from_str(&format!("Bearer {}", client.key())).context("the API key has invalid characters")?;
         req.headers_mut().insert("Authorization", auth);
         let authority = authority(&url);
-        let stream = TcpStream::connect(&authority).map_err(|_| {
+        let tcp = TcpStream::connect(&authority).map_err(|_| {
             anyhow::anyhow!("cannot reach the daemon at {}; is `safehouse serve` running?", client.base())
         })?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let stream = match client.tls() {
+            None => AttachStream::Plain(tcp),
+            Some(config) => {
+                let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h);
+                let tls = super::tls::handshake(config, host, tcp).map_err(|e| {
+                    let why = super::tls::failure_in(&e).unwrap_or_else(|| e.to_string());
+                    anyhow::anyhow!("cannot talk to the daemon at {}: {why}", client.base())
+                })?;
+                AttachStream::Tls(Box::new(tls))
+            }
+        };
         let (ws, _) = tungstenite::client::client(req, stream).map_err(|e| match e {
             HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
@@ -221,8 +229,8 @@ impl Attached {
         })?;
         // From here on reads and writes return WouldBlock after a tick, so one thread can
         // serve both directions without either blocking the other.
-        ws.get_ref().set_read_timeout(Some(TICK))?;
-        ws.get_ref().set_write_timeout(Some(TICK))?;
+        ws.get_ref().tcp().set_read_timeout(Some(TICK))?;
+        ws.get_ref().tcp().set_write_timeout(Some(TICK))?;
         Ok(Attached { ws, unflushed: false })
     }
 
@@ -332,7 +340,46 @@ fn write_out(w: &mut dyn Write, data: &[u8]) {
     let _ = w.write_all(data).and_then(|()| w.flush());
 }
 
-/// `host:port` of a ws:// URL (port 80 when absent).
+/// The attach connection: plain TCP, or TLS over it for an `https://` daemon.
+pub enum AttachStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl AttachStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            AttachStream::Plain(s) => s,
+            AttachStream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for AttachStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            AttachStream::Plain(s) => s.read(buf),
+            AttachStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for AttachStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            AttachStream::Plain(s) => s.write(buf),
+            AttachStream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            AttachStream::Plain(s) => s.flush(),
+            AttachStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// `host:port` of a ws:// or wss:// URL (port 80 or 443 when absent).
 fn authority(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = rest.split(['/', '?']).next().unwrap_or(rest);
@@ -342,6 +389,8 @@ fn authority(url: &str) -> String {
     };
     if has_port {
         host.to_string()
+    } else if url.starts_with("wss://") {
+        format!("{host}:443")
     } else {
         format!("{host}:80")
     }

@@ -163,10 +163,7 @@ impl Bridge {
             base: c.base().to_string(),
             key: c.key().to_string(),
             // No read timeout: a command may legitimately run long (its own timeout_s bounds it).
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(10))
-                .user_agent(concat!("safehouse-mcp/", env!("CARGO_PKG_VERSION")))
-                .build(),
+            agent: c.new_agent().user_agent(concat!("safehouse-mcp/", env!("CARGO_PKG_VERSION"))).build(),
         });
         Bridge {
             target,
@@ -253,11 +250,14 @@ impl Bridge {
                 };
             }
             Err(ureq::Error::Transport(e)) => {
+                if let Some(tls) = super::tls::failure_in(&e) {
+                    return Reply::Failed(format!("cannot talk to the safehouse daemon at {}: {tls}", t.base));
+                }
                 return Reply::Failed(format!(
                     "cannot reach the safehouse daemon at {} ({e}); start it with `safehouse serve` or set \
                      SAFEHOUSE_URL to where it listens (default {DEFAULT_URL})",
                     t.base
-                ))
+                ));
             }
         };
         if resp.status() == 202 {

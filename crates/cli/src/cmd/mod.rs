@@ -19,4 +19,5 @@ pub mod local;
 pub mod mcp;
 pub mod sandbox;
 pub mod shell;
+pub mod tls;
 pub mod volume;

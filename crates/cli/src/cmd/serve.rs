@@ -1,4 +1,5 @@
-//! `safehouse serve [--listen ADDR] [--data-dir DIR]`: the daemon.
+//! `safehouse serve [--listen ADDR] [--data-dir DIR] [--tls-cert FILE --tls-key FILE | --tls-self-signed]`:
+//! the daemon.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,17 @@ pub struct ServeArgs {
     /// `unlimited` lifts one; the admin tenant has quotas only this way
     #[arg(long = "tenant-quota", value_name = "TENANT:NAME=VALUE,...")]
     tenant_quota: Vec<String>,
+    /// Serve HTTPS only (the API, E2B front, MCP, attach and port streams) with this PEM
+    /// certificate chain, leaf first (docs/tls.md); needs --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS only with a self-signed certificate kept in DATA_DIR/tls (made on first
+    /// start; its fingerprint and CA file are printed at every start)
+    #[arg(long)]
+    tls_self_signed: bool,
 }
 
 pub fn main(a: ServeArgs) -> i32 {
@@ -64,6 +76,11 @@ pub fn main(a: ServeArgs) -> i32 {
             },
         },
         quotas,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => Some(safehouse_daemon::TlsSource::Files { cert, key }),
+            _ if a.tls_self_signed => Some(safehouse_daemon::TlsSource::SelfSigned),
+            _ => None,
+        },
     };
     if opts.code_pool > 64 {
         eprintln!("safehouse: --code-pool {} is more than 64 warm sandboxes per pool; ask for fewer", opts.code_pool);

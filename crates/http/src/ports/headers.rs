@@ -75,7 +75,14 @@ fn upgrade_to_websocket(h: &mut HeaderMap) {
 }
 
 /// The headers sent to the service. `host` is the address connected to (`127.0.0.1:PORT`).
-pub fn upstream(src: &HeaderMap, host: &str, prefix: &str, peer: Option<IpAddr>, websocket: bool) -> HeaderMap {
+pub fn upstream(
+    src: &HeaderMap,
+    host: &str,
+    prefix: &str,
+    peer: Option<IpAddr>,
+    websocket: bool,
+    proto: &'static str,
+) -> HeaderMap {
     let mut h = end_to_end(src, REQUEST_ONLY);
     if src.contains_key(header::TRANSFER_ENCODING) {
         // The body was framed by chunks, so a Content-Length alongside is a lie (RFC 9112
@@ -88,7 +95,7 @@ pub fn upstream(src: &HeaderMap, host: &str, prefix: &str, peer: Option<IpAddr>,
     if let Ok(v) = HeaderValue::from_str(prefix) {
         h.insert(HeaderName::from_static("x-forwarded-prefix"), v);
     }
-    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
     if let Some(Ok(v)) = peer.map(|ip| HeaderValue::from_str(&ip.to_string())) {
         h.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
@@ -155,7 +162,7 @@ mod tests {
             ("x-custom", "1"),
             ("x-custom", "2"),
         ]);
-        let got = upstream(&src, "127.0.0.1:8000", PREFIX, Some("10.1.2.3".parse().unwrap()), false);
+        let got = upstream(&src, "127.0.0.1:8000", PREFIX, Some("10.1.2.3".parse().unwrap()), false, "http");
         assert_eq!(
             pairs(&got),
             owned(&[
@@ -174,9 +181,9 @@ mod tests {
     #[test]
     fn a_content_length_beside_chunked_framing_is_dropped() {
         let src = map(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
-        let got = upstream(&src, "127.0.0.1:1", PREFIX, None, false);
+        let got = upstream(&src, "127.0.0.1:1", PREFIX, None, false, "http");
         assert!(!got.contains_key("content-length") && !got.contains_key("transfer-encoding"), "{got:?}");
-        let got = upstream(&map(&[("content-length", "5")]), "127.0.0.1:1", PREFIX, None, false);
+        let got = upstream(&map(&[("content-length", "5")]), "127.0.0.1:1", PREFIX, None, false, "http");
         assert_eq!(got["content-length"], "5");
     }
 
@@ -193,7 +200,7 @@ mod tests {
         assert!(!is_websocket_upgrade(&Method::POST, &src));
         assert!(!is_websocket_upgrade(&Method::GET, &map(&[("connection", "upgrade"), ("upgrade", "h2c")])));
         assert!(!is_websocket_upgrade(&Method::GET, &map(&[("upgrade", "websocket")])));
-        let got = upstream(&src, "127.0.0.1:9000", PREFIX, None, true);
+        let got = upstream(&src, "127.0.0.1:9000", PREFIX, None, true, "http");
         assert_eq!(
             pairs(&got),
             owned(&[

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import httpx
 
+from . import _tls
 from ._local import local_daemon
 from .exceptions import SafehouseError, SafehouseTimeoutError, error_from_response
 
@@ -26,6 +28,9 @@ class ConnectionConfig:
     url: str
     api_key: Optional[str] = dataclasses.field(repr=False)  # never in a repr or a log line
     request_timeout: float = 60.0
+    #: How an https:// daemon's certificate is verified (SAFEHOUSE_CA_CERT,
+    #: SAFEHOUSE_TLS_FINGERPRINT: docs/tls.md); None: the default trust store, or plain http.
+    ssl_context: Optional[ssl.SSLContext] = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def resolve(cls, url: Optional[str] = None, api_key: Optional[str] = None,
@@ -35,7 +40,7 @@ class ConnectionConfig:
             url, api_key = local_daemon()
         u = (url or env_url or DEFAULT_URL).rstrip("/")
         k = api_key if api_key is not None else env_key
-        return cls(u, k or None, request_timeout if request_timeout is not None else 60.0)
+        return cls(u, k or None, request_timeout if request_timeout is not None else 60.0, _tls.ssl_context(u))
 
     def headers(self) -> Dict[str, str]:
         h = {"User-Agent": "safehouse-python/0.1.0"}
@@ -51,8 +56,15 @@ class ConnectionConfig:
         return self.url + path
 
     def client_kwargs(self) -> Dict[str, Any]:
-        return {"base_url": self.url, "headers": self.headers(),
-                "timeout": httpx.Timeout(self.request_timeout, connect=10.0)}
+        kw: Dict[str, Any] = {"base_url": self.url, "headers": self.headers(),
+                              "timeout": httpx.Timeout(self.request_timeout, connect=10.0)}
+        if self.ssl_context is not None:
+            kw["verify"] = self.ssl_context
+        return kw
+
+    def ws_kwargs(self) -> Dict[str, Any]:
+        """The TLS part of a `websockets` connect() to a wss:// URL."""
+        return {"ssl": self.ssl_context} if self.ssl_context is not None else {}
 
 
 def sb_path(sandbox_id: str, rest: str = "") -> str:
@@ -122,6 +134,9 @@ def translate(exc: httpx.HTTPError) -> SafehouseError:
         where = f" at {exc.request.url.scheme}://{exc.request.url.netloc.decode()}"
     except RuntimeError:  # no request attached
         where = ""
+    tls = _tls.cert_failure(exc)
+    if tls:
+        return SafehouseError(f"cannot talk to the safehouse daemon{where}: {tls}")
     return SafehouseError(f"cannot reach the safehouse daemon{where}: {exc}; start it (`safehouse serve`) or set "
                           "SAFEHOUSE_URL to where it listens (with neither SAFEHOUSE_URL nor SAFEHOUSE_API_KEY set, "
                           "the SDK starts a local daemon itself)")

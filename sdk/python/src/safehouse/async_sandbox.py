@@ -16,6 +16,7 @@ from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, cre
 from ._either import either
 from ._http import _AsyncHttp, _call
 from ._streams import AsyncEventStream, AsyncWatchHandle, attach_closed_error
+from ._tls import cert_failure
 from .admin import AsyncAdmin, KillAllResult
 from .code import (ONE_SHOT_LANGUAGES, Context, Execution, code_body, contexts_of, execution_of_command,
                    parse_line)
@@ -63,12 +64,12 @@ class AsyncCommandHandle:
             cfg = self._commands._http.config
             url = cfg.ws_url(sb_path(self._commands._sandbox_id, f"/processes/{self.pid}/attach"))
             try:
-                self._ws = await connect(url, additional_headers=cfg.headers(), open_timeout=15,
+                self._ws = await connect(url, additional_headers=cfg.headers(), **cfg.ws_kwargs(), open_timeout=15,
                                          max_size=None, compression=None)
             except InvalidStatus as e:
                 raise error_from_response(e.response.status_code, bytes(e.response.body or b"")) from e
             except (OSError, asyncio.TimeoutError) as e:
-                raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
+                raise SafehouseError(f"cannot attach to process {self.pid}: {cert_failure(e) or e}") from e
         return self._ws
 
     async def _next(self) -> Optional[Chunk]:

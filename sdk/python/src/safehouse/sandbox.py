@@ -19,6 +19,7 @@ from ._config import (CHUNK, HTTP_GRACE_S, Cmd, ConnectionConfig, code_argv, cre
 from ._either import either
 from ._http import _Http
 from ._streams import EventStream, WatchHandle, attach_closed_error
+from ._tls import cert_failure
 from .admin import Admin, KillAllResult
 from .code import (ONE_SHOT_LANGUAGES, Context, Execution, code_body, contexts_of, execution_of_command,
                    parse_line)
@@ -79,7 +80,7 @@ class CommandHandle:
             cfg = self._commands._http.config
             url = cfg.ws_url(sb_path(self._commands._sandbox_id, f"/processes/{self.pid}/attach"))
             try:
-                self._ws = connect(url, additional_headers=cfg.headers(), open_timeout=15, max_size=None,
+                self._ws = connect(url, additional_headers=cfg.headers(), **cfg.ws_kwargs(), open_timeout=15, max_size=None,
                                    compression=None)
                 # websockets >= 17 warns unless used as a context manager; the handle closes it.
                 if hasattr(self._ws, "pending_legacy_warning"):
@@ -87,7 +88,7 @@ class CommandHandle:
             except InvalidStatus as e:
                 raise error_from_response(e.response.status_code, bytes(e.response.body or b"")) from e
             except (OSError, TimeoutError) as e:
-                raise SafehouseError(f"cannot attach to process {self.pid}: {e}") from e
+                raise SafehouseError(f"cannot attach to process {self.pid}: {cert_failure(e) or e}") from e
         return self._ws
 
     def _next(self, deadline: Optional[float]) -> Optional[Chunk]:
