@@ -114,8 +114,12 @@ pub fn format_size(bytes: u64) -> String {
 pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else {
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
         format!("{}ms", d.as_millis())
+    } else {
+        // Finer than a millisecond: decimal seconds, which read back exactly (printing it
+        // in whole milliseconds lost the rest: found by the policy_parse fuzz target).
+        format!("{}.{:09}s", d.as_secs(), d.subsec_nanos())
     }
 }
 
@@ -187,6 +191,15 @@ impl<'de> Deserialize<'de> for Dur {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_back_exactly() {
+        for text in ["30s", "250ms", "3333.3333334", "0.000001s", "1.5s", "90m"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{text} -> {}", format_duration(d));
+        }
+        assert_eq!(format_duration(Duration::from_nanos(3_333_333_334_000)), "3333.333334000s");
+    }
 
     #[test]
     fn sizes() {
