@@ -2,20 +2,9 @@
 
 use safehouse_gateway::dns::{parse_response, TYPE_A, TYPE_AAAA};
 use safehouse_gateway::http::head::{self, BodyLen, Parsed};
+use safehouse_gateway::http::HOP_BY_HOP;
 use safehouse_gateway::socks::{self, parse_greeting, parse_request, request_target};
 use safehouse_gateway::target::parse_request_target;
-
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// `gateway_http_head`: a request head as the front end reads it (httparse, the framing
 /// rules, the absolute-form target, the rewrite sent upstream); response heads and

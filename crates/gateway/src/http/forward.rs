@@ -15,7 +15,7 @@ use crate::relay::{self, LazyPipe};
 use crate::target::forward_target;
 
 /// Headers that describe one hop, never forwarded (plus those `Connection` lists).
-const HOP_BY_HOP: [&str; 9] = [
+pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",

@@ -10,6 +10,7 @@
 //! policy did not decide on.
 
 mod forward;
+pub use forward::HOP_BY_HOP;
 pub mod head;
 mod reply;
 
